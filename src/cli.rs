@@ -1,0 +1,165 @@
+//! The `leadsync` subcommands. Each returns the process exit code: 0 success, 1 a failed check
+//! (a rules test case that does not hold), 2 bad input (configuration, rules, snapshot).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config;
+use crate::diagnostics::Diagnostics;
+use crate::lifecycle::{Rules, cases, evaluate, explain};
+
+/// Output format of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Words for people.
+    Text,
+    /// The whole decision as JSON.
+    Json,
+}
+
+/// Exit code for bad input.
+const BAD_INPUT: u8 = 2;
+
+fn report(d: &Diagnostics) -> ExitCode {
+    eprintln!("{d}");
+    eprintln!("{} problem(s) found", d.len());
+    ExitCode::from(BAD_INPUT)
+}
+
+/// The rules file: `--rules` when given, else the configuration's `rules.path`.
+fn rules_path(config_file: Option<&Path>, rules: Option<&Path>) -> Result<PathBuf, Diagnostics> {
+    match rules {
+        Some(r) => Ok(r.to_path_buf()),
+        None => Ok(config::load(config_file)?.rules_path()),
+    }
+}
+
+/// `leadsync check`: validates the configuration and the rules, printing every problem.
+pub fn check(config_file: Option<&Path>) -> ExitCode {
+    let mut problems = Diagnostics::default();
+    let loaded = match config::load(config_file) {
+        Ok(l) => Some(l),
+        Err(d) => {
+            problems.extend(d);
+            None
+        }
+    };
+    let path = loaded
+        .as_ref()
+        .map_or_else(|| PathBuf::from("mappings/lifecycle.toml"), |l| l.rules_path());
+    match Rules::load(&path) {
+        Ok(rules) => {
+            if problems.is_empty() {
+                println!(
+                    "configuration: ok ({})",
+                    loaded
+                        .as_ref()
+                        .and_then(|l| l.file.as_ref())
+                        .map_or("defaults and environment".into(), |f| f.display().to_string())
+                );
+                println!(
+                    "rules: ok — {} version {} ({})",
+                    path.display(),
+                    rules.version,
+                    rules.hash
+                );
+                if let Some(d) = &rules.description {
+                    println!("  {d}");
+                }
+            }
+        }
+        Err(d) => problems.extend(d),
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        report(&problems)
+    }
+}
+
+/// `leadsync explain`: the decision for one snapshot, and why.
+pub fn explain(
+    config_file: Option<&Path>,
+    snapshot: &Path,
+    at: Option<&str>,
+    rules: Option<&Path>,
+    format: Format,
+) -> ExitCode {
+    let rules = match rules_path(config_file, rules).and_then(|p| Rules::load(&p)) {
+        Ok(r) => r,
+        Err(d) => return report(&d),
+    };
+    let snap = match cases::load_snapshot(snapshot) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let now = match at.map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or_else(Utc::now),
+        Err(e) => {
+            eprintln!("--at: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let decision = evaluate(&rules, &snap, now);
+    match format {
+        Format::Text => print!("{}", explain::render_text(&decision)),
+        Format::Json => match serde_json::to_string_pretty(&decision) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("cannot encode the decision: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+/// `leadsync test-rules DIR`: runs rule authors' cases; exit 1 when any does not hold.
+pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) -> ExitCode {
+    let rules = match rules_path(config_file, rules).and_then(|p| Rules::load(&p)) {
+        Ok(r) => r,
+        Err(d) => return report(&d),
+    };
+    let results = match cases::run_dir(&rules, dir) {
+        Ok(r) => r,
+        Err(d) => return report(&d),
+    };
+    let failed = results.iter().filter(|r| !r.mismatches.is_empty()).count();
+    for r in &results {
+        if r.mismatches.is_empty() {
+            println!("ok    {}  {}", r.name, r.location);
+        } else {
+            println!("FAIL  {}  {}", r.name, r.location);
+            for m in &r.mismatches {
+                println!("        {m}");
+            }
+            println!("        decision: {}", r.headline);
+        }
+    }
+    println!(
+        "rules {}: {} passed, {} failed",
+        rules.stamp(),
+        results.len() - failed,
+        failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `2026-11-24T09:00:00Z`, or a bare date meaning midnight UTC.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        })
+        .map_err(|_| format!("`{s}` is not a time (write 2026-11-24T09:00:00Z or 2026-11-24)"))
+}

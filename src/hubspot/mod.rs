@@ -1,0 +1,1 @@
+//! HubSpot: everything leadsync knows about HubSpot's API lives here.

@@ -1,0 +1,21 @@
+//! leadsync keeps HubSpot (marketing's CRM) and Salesforce (sales' CRM) aligned by one lead
+//! lifecycle: it reads contacts and their activity from HubSpot, decides each contact's stage,
+//! status and scores with rules kept as data, writes the result back, and creates Salesforce
+//! records once a lead is sales qualified.
+//!
+//! # Layout
+//! - [`lifecycle`]: the pure rules engine: rules compiled from `mappings/lifecycle.toml`,
+//!   `evaluate(rules, snapshot, now) -> Decision`, explanations, rule authors' test cases.
+//! - [`config`]: `leadsync.toml` layered with `LEADSYNC__SECTION__KEY` environment variables.
+//! - [`diagnostics`]: errors that point at a file, line, column and field.
+//! - [`hubspot`]: HubSpot's API: webhook signatures, retry decisions.
+//! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
+//!
+//! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
+//! `lifecycle::evaluate` → write back to HubSpot → promote to Salesforce.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostics;
+pub mod hubspot;
+pub mod lifecycle;

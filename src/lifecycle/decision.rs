@@ -1,0 +1,197 @@
+//! What the engine returns: the new stage, status and scores, why, and what the rest of the system must do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::model::{Stage, Status};
+use super::snapshot::{ContactState, HubSpotId};
+
+/// The engine's verdict for one contact at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// HubSpot contact id.
+    pub contact_id: HubSpotId,
+    /// The `now` the decision was made for.
+    pub at: DateTime<Utc>,
+    /// Rules version the decision was made with.
+    pub rules_version: String,
+    /// Content hash of that rules file.
+    pub rules_hash: String,
+    /// Stage before this decision.
+    pub previous_stage: Option<Stage>,
+    /// Stage after it.
+    pub stage: Option<Stage>,
+    /// Why the contact is at `stage` now (the condition that holds, when one does).
+    pub stage_reason: Option<String>,
+    /// Side status after the decision.
+    pub status: Status,
+    /// Why the status holds.
+    pub status_reason: Option<String>,
+    /// Fit score and its parts.
+    pub fit: Score,
+    /// Engagement score and its parts.
+    pub engagement: Score,
+    /// Fit letter and engagement digit, such as `A1`.
+    pub grade: String,
+    /// Values derived from properties (`persona`, `seniority`), for explanations.
+    pub derived: Vec<(Arc<str>, String)>,
+    /// Every change this decision makes, with its reason.
+    pub transitions: Vec<Transition>,
+    /// What the rest of the system must carry out.
+    pub actions: Vec<Action>,
+    /// Things a person should know: ignored events, refused rejections, overdue SLAs.
+    pub notes: Vec<String>,
+    /// The state to store for next time.
+    pub state: ContactState,
+}
+
+/// A score with every contribution that made it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Score {
+    /// Final value, after caps, rounded to 2 decimals.
+    pub value: f64,
+    /// Sum of contributions before group and total caps.
+    pub uncapped: f64,
+    /// Per-rule contributions, oldest event first.
+    pub contributions: Vec<Contribution>,
+    /// Per-group totals before and after the group's cap.
+    pub groups: Vec<GroupTotal>,
+    /// Multiplier applied to every contribution (a fan's damping), when not 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
+}
+
+/// One rule's points for one event (or, for fit, one property rule).
+#[derive(Debug, Clone, Serialize)]
+pub struct Contribution {
+    /// Rule id.
+    pub rule: Arc<str>,
+    /// Group the points count in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Arc<str>>,
+    /// Event that earned the points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Age of the event at `now`, in days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_days: Option<f64>,
+    /// The rule's half-life, in days (absent: no decay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_life_days: Option<f64>,
+    /// Points the rule gives.
+    pub points: f64,
+    /// After decay.
+    pub decayed: f64,
+    /// What counts after frequency caps and multipliers, before group caps.
+    pub counted: f64,
+    /// Why `counted` differs from `decayed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A group's sum before and after its cap.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupTotal {
+    /// Group name.
+    pub group: Arc<str>,
+    /// Sum of its contributions.
+    pub raw: f64,
+    /// After the group's min and max.
+    pub capped: f64,
+}
+
+/// One change, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Transition {
+    /// What changed.
+    #[serde(flatten)]
+    pub change: Change,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The kinds of change a decision makes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// Moved forward (or, first time seen, placed).
+    Stage {
+        /// Stage before.
+        from: Option<Stage>,
+        /// Stage after.
+        to: Stage,
+    },
+    /// Jumped over without meeting its criteria (stamped so funnel counts add up).
+    Skipped {
+        /// The stage jumped over.
+        stage: Stage,
+    },
+    /// The one backward move: engagement reset, fit kept, cooldown started.
+    Recycle {
+        /// Stage before.
+        from: Option<Stage>,
+        /// Stage after.
+        to: Stage,
+        /// Which recycle this is for the contact (1 for the first).
+        cycle: u32,
+    },
+    /// Side status changed.
+    Status {
+        /// Status before.
+        from: Status,
+        /// Status after.
+        to: Status,
+    },
+}
+
+/// Work for the rest of the system. Every action is idempotent: repeating it changes nothing.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Write these HubSpot contact properties (only values that differ from HubSpot's).
+    WriteHubSpot {
+        /// Property name → new value (empty clears).
+        properties: BTreeMap<String, String>,
+    },
+    /// Set HubSpot's lifecycle stage; `backward` needs clear-then-set in two requests.
+    SetLifecycleStage {
+        /// HubSpot's internal value.
+        value: String,
+        /// True when HubSpot would refuse it without clearing first.
+        backward: bool,
+    },
+    /// Create or link the Salesforce Account, Contact and Opportunity.
+    PromoteToSalesforce,
+    /// An SLA clock started.
+    StartSla {
+        /// SLA id from the rules.
+        id: String,
+        /// When the first touch is due.
+        due_at: DateTime<Utc>,
+    },
+    /// An SLA clock stopped on a first touch.
+    StopSla {
+        /// SLA id from the rules.
+        id: String,
+        /// True when the touch came before the due time.
+        met: bool,
+    },
+}
+
+impl Decision {
+    /// The HubSpot properties this decision writes, if any.
+    pub fn hubspot_writes(&self) -> Option<&BTreeMap<String, String>> {
+        self.actions.iter().find_map(|a| match a {
+            Action::WriteHubSpot { properties } => Some(properties),
+            _ => None,
+        })
+    }
+
+    /// True when the decision asks for a Salesforce promotion.
+    pub fn promotes(&self) -> bool {
+        self.actions.contains(&Action::PromoteToSalesforce)
+    }
+}

@@ -1,0 +1,725 @@
+//! `evaluate`: one contact, one moment, one decision. Pure: no IO, no clock, no randomness.
+//!
+//! Order, for each pass: events are deduplicated and sorted; derived values; fit; engagement
+//! (damped for a fan); recycles (a lost opportunity past its delay, a sales rejection with a
+//! reason); gates; side statuses; the highest stage whose criteria hold and that no status
+//! blocks, or a shortcut; forward-only move with skipped stages stamped; SLA timers; writes.
+//! A recycle resets the state and runs the pass once more, so the decision shows the contact
+//! as it stands after the recycle.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::decision::{Action, Change, Decision, Score, Transition};
+use super::model::{EventKind, Stage, Status};
+use super::predicate::{Ctx, Predicate, Prepared, fmt_num};
+use super::rules::Rules;
+use super::scoring;
+use super::snapshot::{ContactState, Event, SlaTimer, Snapshot, StageEntry};
+
+/// Decides stage, status, scores and actions for one contact at `now`.
+pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decision {
+    let mut st = snapshot.state.clone();
+    let previous_stage = st.stage;
+    let mut transitions = Vec::new();
+    let mut notes = Vec::new();
+
+    // A value a recycle consumed counts again once HubSpot shows anything else.
+    st.consumed
+        .retain(|p, v| snapshot.properties.get(p).map(|x| x.trim()) == Some(v.as_str()));
+    observe_hubspot_stage(rules, snapshot, &mut st, now, &mut transitions, &mut notes);
+
+    let mut pass = 0;
+    loop {
+        pass += 1;
+        let owned;
+        let props: &HashMap<String, String> = if st.consumed.is_empty() {
+            &snapshot.properties
+        } else {
+            owned = without(&snapshot.properties, &st.consumed);
+            &owned
+        };
+        let (events, future) = prepare_events(rules, &snapshot.events, now, st.engagement_reset_at);
+        if future > 0 && pass == 1 {
+            notes.push(format!("{future} event(s) dated after {now} ignored (clock skew?)"));
+        }
+        let derived = derive(rules, props);
+        let mut ctx = Ctx {
+            properties: props,
+            derived: &derived,
+            fit: 0.0,
+            engagement: 0.0,
+            events: &events,
+            now,
+            since: None,
+            event: None,
+        };
+        let fit = scoring::fit(rules, &ctx);
+        ctx.fit = fit.value;
+        let mut engagement = scoring::engagement(rules, &ctx, now);
+        ctx.engagement = engagement.value;
+        let current = st.stage;
+
+        // ---- recycles: the only backward moves --------------------------------------------
+        let mut lost_since = None;
+        if pass == 1 {
+            if let Some(lost) = rules.lost.as_ref().filter(|_| current >= Some(Stage::Sql)) {
+                if lost.when.eval(&ctx) {
+                    let since = lost
+                        .since
+                        .as_ref()
+                        .and_then(|p| props.get(p))
+                        .and_then(|v| parse_date(v))
+                        .or(st.status_since.filter(|_| st.status == Status::Lost))
+                        .unwrap_or(now);
+                    let due = lost.recycle_after.to_chrono().map(|d| since + d);
+                    if due.is_some_and(|d| now >= d) {
+                        let reason = format!(
+                            "opportunity lost on {}, recycled after {}",
+                            since.format("%Y-%m-%d"),
+                            lost.recycle_after
+                        );
+                        recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
+                        continue;
+                    }
+                    lost_since = Some(since);
+                }
+            }
+            if let Some(rej) = rules.sales_rejection.as_ref() {
+                let rejected = current.is_some_and(|c| rej.applies_at.contains(&c))
+                    && props
+                        .get(&rej.property)
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case(&rej.value));
+                if rejected {
+                    let reason = props
+                        .get(&rej.reason_property)
+                        .map(|r| r.trim())
+                        .filter(|r| !r.is_empty());
+                    match reason {
+                        Some(r) if rej.reasons.iter().any(|x| x.eq_ignore_ascii_case(r)) => {
+                            let reason = format!("sales rejected: {r}");
+                            recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
+                            continue;
+                        }
+                        Some(r) => notes.push(format!(
+                            "sales rejection ignored: `{r}` is not a known reason ({})",
+                            rej.reasons.join(", ")
+                        )),
+                        None => notes.push(format!(
+                            "sales rejection ignored: {} is empty; a rejection needs a reason",
+                            rej.reason_property
+                        )),
+                    }
+                }
+            }
+        }
+
+        // ---- side statuses that gate automatic moves ------------------------------------
+        let gate = rules
+            .gates
+            .rules
+            .iter()
+            .filter(|_| rules.gates.apply_below.is_none_or(|b| current.is_none_or(|c| c < b)))
+            .find(|g| g.when.eval(&ctx));
+        let cooling = st.cooldown_until.is_some_and(|c| now < c);
+        let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
+        let fan = rules
+            .fan
+            .as_ref()
+            .filter(|f| current < Some(Stage::Sql) && is_fan(f, &ctx));
+        if let Some(f) = fan {
+            engagement = scoring::damp(rules, engagement, f.multiplier);
+            ctx.engagement = engagement.value;
+        }
+        let mut active: Vec<Status> = Vec::with_capacity(4);
+        if gate.is_some() {
+            active.push(Status::Disqualified);
+        }
+        if lost_since.is_some() {
+            active.push(Status::Lost);
+        }
+        if cooling || nurture_only {
+            active.push(Status::Recycle);
+        }
+        if fan.is_some() {
+            active.push(Status::Fan);
+        }
+        if dormant(rules, &st, &events, now) {
+            active.push(Status::Dormant);
+        }
+
+        // ---- the stage: highest that holds and is not blocked, or a shortcut ------------
+        let blocked = |by: &[Status]| by.iter().any(|s| active.contains(s));
+        let by_criteria = rules
+            .stages
+            .iter()
+            .rev()
+            .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
+            .find_map(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
+        let sc = &rules.shortcuts;
+        let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
+            sc.rules.iter().find_map(|s| {
+                let why = s.when.why(&ctx)?;
+                if let Some(req) = &sc.requires {
+                    if !req.eval(&ctx) {
+                        notes.push(format!(
+                            "shortcut `{}` not taken: {} not met (nobody goes straight to sales known only by an email)",
+                            s.id,
+                            req.describe()
+                        ));
+                        return None;
+                    }
+                }
+                Some((sc.to, format!("{}: {why}", s.reason)))
+            })
+        } else {
+            None
+        };
+        let via_shortcut = by_shortcut
+            .as_ref()
+            .is_some_and(|(s, _)| by_criteria.as_ref().is_none_or(|(c, _)| s > c));
+        let target = if via_shortcut { by_shortcut } else { by_criteria };
+
+        let mut stage_reason = None;
+        if let Some((to, why)) = target {
+            for r in rules.stages.iter().filter(|r| Some(r.stage) > current && r.stage < to) {
+                let skipped = !r.when.eval(&ctx);
+                st.stages.insert(r.stage, StageEntry { at: now, skipped });
+                if skipped {
+                    transitions.push(Transition {
+                        change: Change::Skipped { stage: r.stage },
+                        reason: format!("jumped over on the way to {to}"),
+                    });
+                }
+            }
+            st.stages.insert(
+                to,
+                StageEntry {
+                    at: now,
+                    skipped: false,
+                },
+            );
+            let reason = format!("{} because {why}", to.as_str().to_uppercase());
+            transitions.push(Transition {
+                change: Change::Stage { from: current, to },
+                reason: reason.clone(),
+            });
+            stage_reason = Some(reason);
+            st.stage = Some(to);
+            if to >= Stage::Sql && current < Some(Stage::Sql) {
+                st.promotion_pending = true;
+            }
+        } else if let Some(cur) = current {
+            stage_reason = rules.stages[cur.index()].when.why(&ctx);
+        }
+        let stage = st.stage;
+
+        // ---- the status after the move ----------------------------------------------------
+        let (status, status_reason) = if let Some(g) = gate {
+            (Status::Disqualified, Some(format!("{} ({})", g.reason, g.id)))
+        } else if let Some(since) = lost_since {
+            (
+                Status::Lost,
+                Some(format!("opportunity lost on {}", since.format("%Y-%m-%d"))),
+            )
+        } else if cooling || nurture_only {
+            let why = if nurture_only {
+                format!("recycled {} times: nurture only, no automatic MQL", st.recycle_count)
+            } else {
+                let until = st
+                    .cooldown_until
+                    .map_or_else(String::new, |c| c.format("%Y-%m-%d").to_string());
+                let last = st.status_reason.clone().filter(|_| st.status == Status::Recycle);
+                match last {
+                    Some(r) => r,
+                    None => format!("recycled; no automatic MQL before {until}"),
+                }
+            };
+            (Status::Recycle, Some(why))
+        } else if fan.is_some() && stage < Some(Stage::Sql) {
+            let f = fan.map_or(0, |f| f.more_than);
+            (
+                Status::Fan,
+                Some(format!("more than {f} events with no buying signal; engagement damped")),
+            )
+        } else if active.contains(&Status::Dormant)
+            && rules
+                .dormant
+                .as_ref()
+                .is_some_and(|d| stage.is_none_or(|s| s < d.below))
+        {
+            let after = rules.dormant.as_ref().map_or_else(String::new, |d| d.after.to_string());
+            (Status::Dormant, Some(format!("no activity for {after}")))
+        } else {
+            (Status::Active, None)
+        };
+        if status != st.status {
+            let reason = status_reason.clone().unwrap_or_else(|| match st.status {
+                Status::Disqualified => "no gate holds any more".to_string(),
+                Status::Dormant => "new activity".to_string(),
+                Status::Recycle => "cooldown over".to_string(),
+                Status::Fan => "activity back to normal, or a buying signal".to_string(),
+                Status::Lost => "opportunity no longer lost".to_string(),
+                Status::Active => String::new(),
+            });
+            transitions.push(Transition {
+                change: Change::Status {
+                    from: st.status,
+                    to: status,
+                },
+                reason,
+            });
+            st.status_since = Some(if status == Status::Lost {
+                lost_since.unwrap_or(now)
+            } else {
+                now
+            });
+        }
+        st.status = status;
+        st.status_reason = status_reason;
+
+        // ---- SLA timers -------------------------------------------------------------------
+        let mut actions = Vec::new();
+        for sla in &rules.sla {
+            let id = sla.id.to_string();
+            let entered = current < Some(sla.starts_at) && stage >= Some(sla.starts_at);
+            if entered && !st.sla.contains_key(&id) {
+                let d = if via_shortcut { sla.due_after_shortcut } else { sla.due };
+                if let Some(due) = d.to_chrono() {
+                    st.sla.insert(
+                        id.clone(),
+                        SlaTimer {
+                            started_at: now,
+                            due_at: now + due,
+                            stopped_at: None,
+                        },
+                    );
+                    actions.push(Action::StartSla {
+                        id: id.clone(),
+                        due_at: now + due,
+                    });
+                }
+            }
+            if let Some(t) = st.sla.get_mut(&id).filter(|t| t.stopped_at.is_none()) {
+                let c = Ctx {
+                    since: Some(t.started_at),
+                    ..ctx
+                };
+                if sla.stops_on.eval(&c) {
+                    let at = first_event_at(&sla.stops_on, &c).unwrap_or(now);
+                    t.stopped_at = Some(at);
+                    actions.push(Action::StopSla {
+                        id,
+                        met: at <= t.due_at,
+                    });
+                } else if now > t.due_at {
+                    notes.push(format!(
+                        "SLA {} overdue since {}",
+                        sla.id,
+                        t.due_at.format("%Y-%m-%d %H:%M UTC")
+                    ));
+                }
+            }
+        }
+
+        let grade = scoring::grade(&rules.grades, fit.value, engagement.value);
+        st.rules_version = Some(rules.stamp());
+        actions.splice(
+            0..0,
+            writes(
+                rules,
+                snapshot,
+                &st,
+                &fit,
+                &engagement,
+                &grade,
+                &transitions,
+                &mut notes,
+            ),
+        );
+        if st.promotion_pending {
+            actions.push(Action::PromoteToSalesforce);
+        }
+
+        return Decision {
+            contact_id: snapshot.contact_id.clone(),
+            at: now,
+            rules_version: rules.version.clone(),
+            rules_hash: rules.hash.clone(),
+            previous_stage,
+            stage,
+            stage_reason,
+            status,
+            status_reason: st.status_reason.clone(),
+            fit,
+            engagement,
+            grade,
+            derived: rules
+                .derives
+                .iter()
+                .zip(&derived)
+                .filter_map(|(d, v)| v.map(|v| (d.name.clone(), v.to_string())))
+                .collect(),
+            transitions,
+            actions,
+            notes,
+            state: st,
+        };
+    }
+}
+
+/// Notices a lifecycle stage that someone other than leadsync set in HubSpot, and honours it.
+fn observe_hubspot_stage(
+    rules: &Rules,
+    snapshot: &Snapshot,
+    st: &mut ContactState,
+    now: DateTime<Utc>,
+    transitions: &mut Vec<Transition>,
+    notes: &mut Vec<String>,
+) {
+    let value = snapshot
+        .properties
+        .get(&rules.output().lifecycle_property)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let seen = std::mem::replace(&mut st.hubspot_stage_seen, value.map(str::to_string));
+    let Some(v) = value else { return };
+    let Some(theirs) = rules.stage_for_hubspot(v) else {
+        notes.push(format!(
+            "HubSpot lifecycle stage `{v}` is not one leadsync maps; left as it is"
+        ));
+        return;
+    };
+    let ours = st.stage.map(|s| rules.hubspot_value(s));
+    if ours.is_some_and(|o| o.eq_ignore_ascii_case(v)) || seen.as_deref() == Some(v) {
+        return; // in sync, or our own write not visible yet
+    }
+    let ours_rank = ours.and_then(|o| rules.stage_for_hubspot(o));
+    match st.stage {
+        None => {
+            st.stage = Some(theirs);
+            st.stages.insert(
+                theirs,
+                StageEntry {
+                    at: now,
+                    skipped: false,
+                },
+            );
+            transitions.push(Transition {
+                change: Change::Stage { from: None, to: theirs },
+                reason: format!("already `{v}` in HubSpot when first seen"),
+            });
+        }
+        Some(cur) if Some(theirs) > ours_rank => {
+            for s in Stage::ALL.iter().filter(|s| **s > cur && **s < theirs) {
+                st.stages.entry(*s).or_insert(StageEntry { at: now, skipped: true });
+            }
+            st.stages.insert(
+                theirs,
+                StageEntry {
+                    at: now,
+                    skipped: false,
+                },
+            );
+            st.stage = Some(theirs);
+            if theirs >= Stage::Sql && cur < Stage::Sql {
+                st.promotion_pending = true;
+            }
+            transitions.push(Transition {
+                change: Change::Stage {
+                    from: Some(cur),
+                    to: theirs,
+                },
+                reason: format!("set to `{v}` in HubSpot by a person or another app"),
+            });
+        }
+        Some(_) => {
+            let reason = format!("moved back to `{v}` in HubSpot by a person");
+            let props = snapshot.properties.clone();
+            recycle(rules, st, &props, now, theirs, reason, transitions);
+        }
+    }
+}
+
+/// The one backward move: stage down, engagement reset, fit kept, cooldown, consumed decisions.
+fn recycle(
+    rules: &Rules,
+    st: &mut ContactState,
+    props: &HashMap<String, String>,
+    now: DateTime<Utc>,
+    to: Stage,
+    reason: String,
+    transitions: &mut Vec<Transition>,
+) {
+    st.recycle_count += 1;
+    transitions.push(Transition {
+        change: Change::Recycle {
+            from: st.stage,
+            to,
+            cycle: st.recycle_count,
+        },
+        reason: reason.clone(),
+    });
+    st.stage = Some(to);
+    st.stages.retain(|s, _| *s < to);
+    st.stages.insert(
+        to,
+        StageEntry {
+            at: now,
+            skipped: false,
+        },
+    );
+    st.engagement_reset_at = Some(now);
+    st.cooldown_until = rules.recycle.cooldown.to_chrono().map(|d| now + d);
+    st.sla.clear();
+    st.promotion_pending = false;
+    if let Some(link) = st.salesforce.as_mut() {
+        link.opportunity_id = None; // a later qualification gets a new opportunity
+    }
+    for p in &rules.recycle.clear {
+        if let Some(v) = props.get(p).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            st.consumed.insert(p.clone(), v.to_string());
+        }
+    }
+    st.status = Status::Recycle;
+    st.status_since = Some(now);
+    st.status_reason = Some(reason);
+}
+
+/// Deduplicated (by id), not in the future, after the last reset, oldest first; and how many were in the future.
+fn prepare_events<'a>(
+    rules: &'a Rules,
+    events: &'a [Event],
+    now: DateTime<Utc>,
+    reset_at: Option<DateTime<Utc>>,
+) -> (Vec<Prepared<'a>>, usize) {
+    let mut future = 0;
+    let mut kept: Vec<&Event> = Vec::with_capacity(events.len());
+    for e in events {
+        if e.at > now {
+            future += 1;
+        } else if reset_at.is_none_or(|r| e.at > r) {
+            kept.push(e);
+        }
+    }
+    // Same id twice: keep one, chosen by content so arrival order never matters.
+    kept.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| content_cmp(a, b)));
+    kept.dedup_by(|b, a| a.id == b.id);
+    kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    let prepared = kept
+        .into_iter()
+        .map(|event| Prepared {
+            event,
+            form_kind: (event.kind == EventKind::FormSubmission)
+                .then(|| {
+                    let form = event.form.as_deref()?;
+                    rules.forms.iter().find(|(_, re)| re.is_match(form)).map(|(k, _)| &**k)
+                })
+                .flatten(),
+        })
+        .collect();
+    (prepared, future)
+}
+
+fn content_cmp(a: &Event, b: &Event) -> std::cmp::Ordering {
+    a.at.cmp(&b.at)
+        .then_with(|| a.kind.cmp(&b.kind))
+        .then_with(|| a.url.cmp(&b.url))
+        .then_with(|| a.form.cmp(&b.form))
+        .then_with(|| a.campaign.cmp(&b.campaign))
+        .then_with(|| a.direction.map(|d| d.as_str()).cmp(&b.direction.map(|d| d.as_str())))
+        .then_with(|| a.outcome.cmp(&b.outcome))
+}
+
+fn derive<'p>(rules: &'p Rules, props: &'p HashMap<String, String>) -> Vec<Option<&'p str>> {
+    rules
+        .derives
+        .iter()
+        .map(|d| {
+            let from = props.get(&d.from).map(|v| v.trim()).filter(|v| !v.is_empty());
+            from.and_then(|v| d.values.iter().find(|(_, re)| re.is_match(v)).map(|(name, _)| &**name))
+                .or_else(|| {
+                    d.fallback
+                        .as_ref()
+                        .and_then(|f| props.get(f))
+                        .map(|v| v.trim())
+                        .filter(|v| !v.is_empty())
+                })
+        })
+        .collect()
+}
+
+fn is_fan(f: &super::rules::Fan, ctx: &Ctx<'_>) -> bool {
+    let from = f.window.to_chrono().map(|w| ctx.now - w);
+    let count = ctx
+        .events
+        .iter()
+        .filter(|p| f.counts.contains(&p.event.kind) && from.is_none_or(|from| p.event.at >= from))
+        .count();
+    count > f.more_than && !f.buying_signal.eval(ctx)
+}
+
+fn dormant(rules: &Rules, st: &ContactState, events: &[Prepared<'_>], now: DateTime<Utc>) -> bool {
+    let (Some(d), Some(stage)) = (rules.dormant.as_ref(), st.stage) else {
+        return false;
+    };
+    if stage >= d.below {
+        return false;
+    }
+    let last = events
+        .last()
+        .map(|p| p.event.at)
+        .or_else(|| st.stages.get(&stage).map(|e| e.at));
+    match (last, d.after.to_chrono()) {
+        (Some(last), Some(after)) => now - last >= after,
+        _ => false,
+    }
+}
+
+/// When the first event satisfying an event condition happened.
+fn first_event_at(p: &Predicate, ctx: &Ctx<'_>) -> Option<DateTime<Utc>> {
+    match p {
+        Predicate::Event(ep) => ctx
+            .events
+            .iter()
+            .filter(|e| ctx.since.is_none_or(|s| e.event.at >= s))
+            .find(|e| ep.accepts(ctx, **e))
+            .map(|e| e.event.at),
+        Predicate::Any(ps) => ps
+            .iter()
+            .filter(|p| p.eval(ctx))
+            .filter_map(|p| first_event_at(p, ctx))
+            .min(),
+        Predicate::All(ps) => ps.iter().filter_map(|p| first_event_at(p, ctx)).max(),
+        _ => None,
+    }
+}
+
+fn without(props: &HashMap<String, String>, consumed: &BTreeMap<String, String>) -> HashMap<String, String> {
+    props
+        .iter()
+        .filter(|(k, _)| !consumed.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// HubSpot date properties: epoch milliseconds, RFC 3339, or a bare date (midnight UTC).
+pub(crate) fn parse_date(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(ms) = v.parse::<i64>() {
+        return DateTime::from_timestamp_millis(ms);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// Property writes and the lifecycle move, limited to what differs from HubSpot's current values.
+#[allow(clippy::too_many_arguments)]
+fn writes(
+    rules: &Rules,
+    snapshot: &Snapshot,
+    st: &ContactState,
+    fit: &Score,
+    engagement: &Score,
+    grade: &str,
+    transitions: &[Transition],
+    notes: &mut Vec<String>,
+) -> Vec<Action> {
+    let out = rules.output();
+    let current = |name: &str| snapshot.properties.get(name).map(|v| v.trim()).unwrap_or("");
+    let mut props = BTreeMap::new();
+    let mut want = |name: &str, value: String| {
+        if current(name) != value {
+            props.insert(name.to_string(), value);
+        }
+    };
+    want(&out.stage, st.stage.map_or("", |s| s.as_str()).to_string());
+    want(&out.status, st.status.as_str().to_string());
+    want(&out.fit_score, fit.value.to_string());
+    want(&out.engagement_score, engagement.value.to_string());
+    want(&out.grade, grade.to_string());
+    if !transitions.is_empty() {
+        let mut reason = transitions
+            .iter()
+            .map(|t| t.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if reason.len() > 500 {
+            let cut = (0..=497).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
+            reason.truncate(cut);
+            reason.push('…');
+        }
+        want(&out.reason, reason);
+    }
+    let due = st
+        .sla
+        .values()
+        .filter(|t| t.stopped_at.is_none())
+        .map(|t| t.due_at)
+        .min();
+    want(
+        &out.sla_due,
+        due.map_or(String::new(), |d| {
+            d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        }),
+    );
+    for p in st.consumed.keys() {
+        want(p, String::new());
+    }
+    let stamp = rules.stamp();
+    if !props.is_empty() && current(&out.rules_version) != stamp {
+        props.insert(out.rules_version.clone(), stamp);
+    }
+
+    let mut actions = Vec::new();
+    if !props.is_empty() {
+        actions.push(Action::WriteHubSpot { properties: props });
+    }
+    if let Some(stage) = st.stage {
+        let desired = rules.hubspot_value(stage);
+        let theirs = current(&out.lifecycle_property);
+        if !theirs.eq_ignore_ascii_case(desired) {
+            match (theirs.is_empty(), rules.stage_for_hubspot(theirs)) {
+                (true, _) => actions.push(Action::SetLifecycleStage { value: desired.to_string(), backward: false }),
+                (false, Some(t)) => actions.push(Action::SetLifecycleStage {
+                    value: desired.to_string(),
+                    backward: Some(t) > rules.stage_for_hubspot(desired),
+                }),
+                (false, None) => notes.push(format!(
+                    "HubSpot lifecycle stage left at `{theirs}` (not a stage leadsync maps); leadsync's stage is {stage}"
+                )),
+            }
+        }
+    }
+    actions
+}
+
+/// A short line for people: the stage and the three biggest engagement contributions.
+pub fn headline(d: &Decision) -> String {
+    let mut top: Vec<_> = d.engagement.contributions.iter().filter(|c| c.counted > 0.0).collect();
+    top.sort_by(|a, b| b.counted.total_cmp(&a.counted));
+    let parts: Vec<_> = top
+        .iter()
+        .take(3)
+        .map(|c| format!("{} +{}", c.rule, fmt_num(c.counted)))
+        .collect();
+    format!(
+        "{} / {} · fit {} · engagement {} · {}{}",
+        d.stage.map_or("none", |s| s.as_str()),
+        d.status,
+        fmt_num(d.fit.value),
+        fmt_num(d.engagement.value),
+        d.grade,
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", parts.join(", "))
+        }
+    )
+}

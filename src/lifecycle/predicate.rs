@@ -1,0 +1,368 @@
+//! Compiled conditions and their evaluation against one contact at one moment.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use regex::Regex;
+
+use super::model::{EventAttr, EventKind, RuleDuration};
+use super::snapshot::Event;
+
+/// A condition, checked once at load time, cheap to evaluate.
+#[derive(Debug, Clone)]
+pub(crate) enum Predicate {
+    /// Always true (an empty table).
+    Always,
+    All(Vec<Predicate>),
+    Any(Vec<Predicate>),
+    Not(Box<Predicate>),
+    Test {
+        subject: Subject,
+        test: Test,
+    },
+    FitAtLeast(f64),
+    EngagementAtLeast(f64),
+    Event(Box<EventPredicate>),
+}
+
+/// What a test reads.
+#[derive(Debug, Clone)]
+pub(crate) enum Subject {
+    /// A HubSpot property by name.
+    Property(Arc<str>),
+    /// A value derived by `[derive.NAME]`, by index.
+    Derived(usize, Arc<str>),
+    /// An attribute of the event being matched (only inside `where`).
+    Attr(EventAttr),
+}
+
+/// How a value is tested. Text comparisons ignore ASCII case and surrounding spaces.
+#[derive(Debug, Clone)]
+pub(crate) enum Test {
+    Known(bool),
+    Equals(String),
+    In(Vec<String>),
+    InSet(Arc<str>, Arc<HashSet<String>>),
+    DomainIn(Arc<str>, Arc<HashSet<String>>),
+    Matches(Regex),
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// "At least N events of these kinds, matching `where`, within a window".
+#[derive(Debug, Clone)]
+pub(crate) struct EventPredicate {
+    /// Kinds accepted; never empty.
+    pub kinds: Vec<EventKind>,
+    pub filter: Option<Predicate>,
+    pub within: Option<RuleDuration>,
+    pub count_at_least: usize,
+}
+
+/// An event with what the engine derived for it once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prepared<'a> {
+    pub event: &'a Event,
+    pub form_kind: Option<&'a str>,
+}
+
+impl<'a> Prepared<'a> {
+    /// The value of one attribute of the event, if it has one.
+    pub fn attr(&self, a: EventAttr) -> Option<&'a str> {
+        let e = self.event;
+        match a {
+            EventAttr::Url => e.url.as_deref(),
+            EventAttr::Form => e.form.as_deref(),
+            EventAttr::FormKind => self.form_kind,
+            EventAttr::Campaign => e.campaign.as_deref(),
+            EventAttr::Direction => e.direction.map(|d| d.as_str()),
+            EventAttr::Outcome => e.outcome.as_deref(),
+        }
+    }
+}
+
+/// Everything a condition may read.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub properties: &'a HashMap<String, String>,
+    pub derived: &'a [Option<&'a str>],
+    pub fit: f64,
+    pub engagement: f64,
+    /// Events that count now: deduplicated, not in the future, in the current cycle, oldest first.
+    pub events: &'a [Prepared<'a>],
+    pub now: DateTime<Utc>,
+    /// Event conditions only look at events at or after this time (SLA stop conditions).
+    pub since: Option<DateTime<Utc>>,
+    /// The event a `where` is being matched against.
+    pub event: Option<Prepared<'a>>,
+}
+
+impl<'a> Ctx<'a> {
+    fn value(&self, subject: &Subject) -> Option<&'a str> {
+        let raw = match subject {
+            Subject::Property(name) => self.properties.get(&**name).map(String::as_str),
+            Subject::Derived(i, _) => self.derived[*i],
+            Subject::Attr(attr) => self.event?.attr(*attr),
+        }?;
+        let v = raw.trim();
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// This context, matching one event.
+    fn with_event(&self, event: Prepared<'a>) -> Ctx<'a> {
+        Ctx {
+            event: Some(event),
+            ..*self
+        }
+    }
+}
+
+impl Predicate {
+    /// True when the condition holds in `ctx`.
+    pub fn eval(&self, ctx: &Ctx<'_>) -> bool {
+        match self {
+            Predicate::Always => true,
+            Predicate::All(ps) => ps.iter().all(|p| p.eval(ctx)),
+            Predicate::Any(ps) => ps.iter().any(|p| p.eval(ctx)),
+            Predicate::Not(p) => !p.eval(ctx),
+            Predicate::Test { subject, test } => test.holds(ctx.value(subject)),
+            Predicate::FitAtLeast(t) => ctx.fit >= *t,
+            Predicate::EngagementAtLeast(t) => ctx.engagement >= *t,
+            Predicate::Event(ep) => ep.matching(ctx).nth(ep.count_at_least.saturating_sub(1)).is_some(),
+        }
+    }
+
+    /// Why the condition holds, in words, or `None` when it does not.
+    pub fn why(&self, ctx: &Ctx<'_>) -> Option<String> {
+        match self {
+            Predicate::Always => Some("always".into()),
+            Predicate::All(ps) => {
+                let mut parts = Vec::with_capacity(ps.len());
+                for p in ps {
+                    parts.push(p.why(ctx)?);
+                }
+                Some(parts.join(" and "))
+            }
+            Predicate::Any(ps) => ps.iter().find_map(|p| p.why(ctx)),
+            Predicate::Not(p) => (!p.eval(ctx)).then(|| format!("not ({})", p.describe())),
+            Predicate::Test { subject, test } => {
+                let v = ctx.value(subject);
+                test.holds(v).then(|| {
+                    let name = subject.name();
+                    match (test, v) {
+                        (Test::Known(false), _) => format!("{name} unknown"),
+                        (Test::Known(true), Some(v)) => format!("{name} known ({v})"),
+                        (Test::AtLeast(t), Some(v)) => format!("{name} {v} ≥ {}", fmt_num(*t)),
+                        (Test::AtMost(t), Some(v)) => format!("{name} {v} ≤ {}", fmt_num(*t)),
+                        (Test::InSet(list, _) | Test::DomainIn(list, _), Some(v)) => format!("{name} {v} in {list}"),
+                        (Test::Matches(re), Some(v)) => format!("{name} \"{v}\" matches /{}/", re.as_str()),
+                        (_, Some(v)) => format!("{name} = {v}"),
+                        (_, None) => name,
+                    }
+                })
+            }
+            Predicate::FitAtLeast(t) => (ctx.fit >= *t).then(|| format!("fit {} ≥ {}", fmt_num(ctx.fit), fmt_num(*t))),
+            Predicate::EngagementAtLeast(t) => {
+                (ctx.engagement >= *t).then(|| format!("engagement {} ≥ {}", fmt_num(ctx.engagement), fmt_num(*t)))
+            }
+            Predicate::Event(ep) => {
+                let hits: Vec<_> = ep.matching(ctx).collect();
+                (hits.len() >= ep.count_at_least).then(|| {
+                    let last = hits[hits.len() - 1];
+                    let mut s = String::new();
+                    if hits.len() > 1 {
+                        let _ = write!(s, "{} × ", hits.len());
+                    }
+                    s.push_str(last.event.kind.label());
+                    if let Some(k) = last.form_kind.or(last.event.form.as_deref()) {
+                        let _ = write!(s, " \"{k}\"");
+                    }
+                    let _ = write!(s, " on {}", last.event.at.format("%Y-%m-%d"));
+                    s
+                })
+            }
+        }
+    }
+
+    /// The condition itself in words (for `not`).
+    pub fn describe(&self) -> String {
+        match self {
+            Predicate::Always => "always".into(),
+            Predicate::All(ps) => ps.iter().map(Predicate::describe).collect::<Vec<_>>().join(" and "),
+            Predicate::Any(ps) => format!(
+                "({})",
+                ps.iter().map(Predicate::describe).collect::<Vec<_>>().join(" or ")
+            ),
+            Predicate::Not(p) => format!("not ({})", p.describe()),
+            Predicate::Test { subject, test } => {
+                let name = subject.name();
+                match test {
+                    Test::Known(true) => format!("{name} known"),
+                    Test::Known(false) => format!("{name} unknown"),
+                    Test::Equals(v) => format!("{name} = {v}"),
+                    Test::In(vs) => format!("{name} in [{}]", vs.join(", ")),
+                    Test::InSet(l, _) | Test::DomainIn(l, _) => format!("{name} in {l}"),
+                    Test::Matches(re) => format!("{name} matches /{}/", re.as_str()),
+                    Test::AtLeast(t) => format!("{name} ≥ {}", fmt_num(*t)),
+                    Test::AtMost(t) => format!("{name} ≤ {}", fmt_num(*t)),
+                }
+            }
+            Predicate::FitAtLeast(t) => format!("fit ≥ {}", fmt_num(*t)),
+            Predicate::EngagementAtLeast(t) => format!("engagement ≥ {}", fmt_num(*t)),
+            Predicate::Event(ep) => {
+                let kinds: Vec<_> = ep.kinds.iter().map(|k| k.label()).collect();
+                format!("{} {}", ep.count_at_least, kinds.join("/"))
+            }
+        }
+    }
+}
+
+impl Subject {
+    fn name(&self) -> String {
+        match self {
+            Subject::Property(n) | Subject::Derived(_, n) => n.to_string(),
+            Subject::Attr(a) => format!("{a:?}").to_lowercase(),
+        }
+    }
+}
+
+impl EventPredicate {
+    /// Matching events, oldest first.
+    fn matching<'c, 'a>(&'c self, ctx: &'c Ctx<'a>) -> impl Iterator<Item = Prepared<'a>> + 'c {
+        let from = self
+            .within
+            .and_then(RuleDuration::to_chrono)
+            .map(|w| ctx.now - w)
+            .into_iter()
+            .chain(ctx.since)
+            .max();
+        ctx.events.iter().copied().filter(move |p| {
+            self.kinds.contains(&p.event.kind)
+                && from.is_none_or(|f| p.event.at >= f)
+                && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(*p)))
+        })
+    }
+
+    /// True when one event matches the kinds and the `where` (no window, no count).
+    pub fn accepts<'a>(&self, ctx: &Ctx<'a>, event: Prepared<'a>) -> bool {
+        self.kinds.contains(&event.event.kind) && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(event)))
+    }
+}
+
+impl Test {
+    fn holds(&self, value: Option<&str>) -> bool {
+        let Some(v) = value else {
+            return matches!(self, Test::Known(false));
+        };
+        match self {
+            Test::Known(k) => *k,
+            Test::Equals(e) => v.eq_ignore_ascii_case(e),
+            Test::In(vs) => vs.iter().any(|e| v.eq_ignore_ascii_case(e)),
+            Test::InSet(_, set) => contains_lowercase(set, v),
+            Test::DomainIn(_, set) => email_domain(v).is_some_and(|d| domain_in(set, d)),
+            Test::Matches(re) => re.is_match(v),
+            Test::AtLeast(t) => parse_number(v).is_some_and(|n| n >= *t),
+            Test::AtMost(t) => parse_number(v).is_some_and(|n| n <= *t),
+        }
+    }
+}
+
+fn contains_lowercase(set: &HashSet<String>, v: &str) -> bool {
+    if v.bytes().any(|b| b.is_ascii_uppercase()) {
+        set.contains(&v.to_ascii_lowercase())
+    } else {
+        set.contains(v)
+    }
+}
+
+/// The domain of an email address, or the value itself when it is already a bare domain.
+fn email_domain(v: &str) -> Option<&str> {
+    let d = v.rsplit_once('@').map_or(v, |(_, d)| d).trim_end_matches('.');
+    (!d.is_empty()).then_some(d)
+}
+
+/// A domain or any of its parents is in the set (`eu.acme.com` matches `acme.com`).
+fn domain_in(set: &HashSet<String>, domain: &str) -> bool {
+    let mut d = domain;
+    loop {
+        if contains_lowercase(set, d) {
+            return true;
+        }
+        match d.split_once('.') {
+            Some((_, rest)) if rest.contains('.') => d = rest,
+            _ => return false,
+        }
+    }
+}
+
+/// HubSpot numbers arrive as text, sometimes with thousands separators.
+pub(crate) fn parse_number(v: &str) -> Option<f64> {
+    v.parse::<f64>()
+        .ok()
+        .or_else(|| v.replace([',', ' ', '\u{a0}'], "").parse().ok())
+        .filter(|n: &f64| n.is_finite())
+}
+
+/// A score for people: at most two decimals, no trailing zeros (what HubSpot shows too).
+pub fn fmt_num(v: f64) -> String {
+    let r = (v * 100.0).round() / 100.0;
+    let s = format!("{r:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".to_string() } else { s.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> Arc<HashSet<String>> {
+        Arc::new(items.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn tests_on_values() {
+        let cases: &[(Test, Option<&str>, bool)] = &[
+            (Test::Known(true), Some("x"), true),
+            (Test::Known(true), None, false),
+            (Test::Known(false), None, true),
+            (Test::Equals("FR".into()), Some("fr"), true),
+            (Test::In(vec!["a".into(), "b".into()]), Some("B"), true),
+            (Test::InSet("l".into(), set(&["france"])), Some("France"), true),
+            (
+                Test::DomainIn("l".into(), set(&["gmail.com"])),
+                Some("Jo@GMail.com"),
+                true,
+            ),
+            (
+                Test::DomainIn("l".into(), set(&["acme.com"])),
+                Some("jo@eu.acme.com"),
+                true,
+            ),
+            (
+                Test::DomainIn("l".into(), set(&["acme.com"])),
+                Some("jo@acme.com.evil.io"),
+                false,
+            ),
+            (Test::DomainIn("l".into(), set(&["com"])), Some("jo@acme.com"), false),
+            (Test::AtLeast(50.0), Some("50"), true),
+            (Test::AtLeast(50.0), Some("49.99"), false),
+            (Test::AtLeast(50.0), Some("1,200"), true),
+            (Test::AtLeast(50.0), Some("lots"), false),
+            (Test::AtMost(10.0), Some("10"), true),
+            (Test::Matches(Regex::new("(?i)vp").unwrap()), Some("VP Sales"), true),
+        ];
+        for (i, (t, v, want)) in cases.iter().enumerate() {
+            assert_eq!(t.holds(*v), *want, "case {i}: {t:?} on {v:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_print_like_people_write_them() {
+        assert_eq!(fmt_num(45.0), "45");
+        assert_eq!(fmt_num(36.2), "36.2");
+        assert_eq!(fmt_num(36.244), "36.24");
+        assert_eq!(fmt_num(-0.001), "0");
+    }
+}

@@ -1,0 +1,278 @@
+//! The compiled rules: what `compile.rs` builds once from `mappings/lifecycle.toml` and the engine reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::model::{EventKind, RuleDuration, Stage, Status};
+use super::predicate::{EventPredicate, Predicate};
+use crate::diagnostics::{Diagnostics, SourceText};
+
+/// The type a rules file declares for a HubSpot property it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropType {
+    /// Free text.
+    String,
+    /// An email address (its domain can be tested).
+    Email,
+    /// A number (HubSpot sends it as text).
+    Number,
+    /// `true` / `false`.
+    Bool,
+    /// A date or date-time (ISO 8601 or epoch milliseconds).
+    Date,
+}
+
+/// A checked, ready-to-evaluate rule set.
+#[derive(Debug)]
+pub struct Rules {
+    /// The `version` the file declares.
+    pub version: String,
+    /// The file's own one-line description.
+    pub description: Option<String>,
+    /// First 12 hex digits of the SHA-256 of the file's bytes.
+    pub hash: String,
+    /// Properties the rules read, by name.
+    pub properties: HashMap<String, PropType>,
+    pub(crate) derives: Vec<Derive>,
+    pub(crate) forms: Vec<(Arc<str>, Regex)>,
+    pub(crate) stages: Vec<StageRule>,
+    pub(crate) gates: Gates,
+    pub(crate) fit: FitModel,
+    pub(crate) engagement: EngagementModel,
+    pub(crate) grades: Grades,
+    pub(crate) shortcuts: Shortcuts,
+    pub(crate) sales_rejection: Option<SalesRejection>,
+    pub(crate) recycle: Recycle,
+    pub(crate) fan: Option<Fan>,
+    pub(crate) dormant: Option<Dormant>,
+    pub(crate) lost: Option<Lost>,
+    pub(crate) sla: Vec<Sla>,
+    pub(crate) output: Output,
+}
+
+#[derive(Debug)]
+pub(crate) struct Derive {
+    pub name: Arc<str>,
+    pub from: String,
+    pub fallback: Option<String>,
+    pub values: Vec<(Arc<str>, Regex)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct StageRule {
+    pub stage: Stage,
+    pub hubspot: String,
+    pub when: Predicate,
+    pub blocked_by: Vec<Status>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Gates {
+    pub apply_below: Option<Stage>,
+    pub rules: Vec<Gate>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub id: Arc<str>,
+    pub when: Predicate,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Bounds {
+    pub fn clamp(self, v: f64) -> f64 {
+        v.clamp(self.min, self.max)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub name: Arc<str>,
+    pub bounds: Bounds,
+}
+
+#[derive(Debug)]
+pub(crate) struct FitModel {
+    pub total: Bounds,
+    pub groups: Vec<Group>,
+    pub rules: Vec<FitRule>,
+}
+
+#[derive(Debug)]
+pub(crate) struct FitRule {
+    pub id: Arc<str>,
+    pub group: Option<usize>,
+    pub points: f64,
+    pub when: Predicate,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngagementModel {
+    pub total: Bounds,
+    pub groups: Vec<Group>,
+    pub rules: Vec<EngagementRule>,
+    /// For each event kind, the rules that may match it, in file order.
+    pub by_kind: Vec<Vec<usize>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngagementRule {
+    pub id: Arc<str>,
+    pub group: Option<usize>,
+    pub matcher: EventPredicate,
+    pub points: f64,
+    pub half_life: RuleDuration,
+    pub expire_after: Option<RuleDuration>,
+    pub max_per_day: Option<u32>,
+    pub once_per: Option<OncePer>,
+}
+
+/// What "once per" counts distinct values of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OncePer {
+    /// Only the first matching event ever counts.
+    Contact,
+    /// Once per distinct value of an attribute.
+    Attr(super::model::EventAttr),
+}
+
+#[derive(Debug)]
+pub(crate) struct Grades {
+    /// (letter, threshold), highest threshold first.
+    pub fit: Vec<(String, f64)>,
+    pub fit_otherwise: String,
+    pub engagement: Vec<(String, f64)>,
+    pub engagement_otherwise: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shortcuts {
+    pub to: Stage,
+    pub requires: Option<Predicate>,
+    pub blocked_by: Vec<Status>,
+    pub rules: Vec<Shortcut>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shortcut {
+    pub id: Arc<str>,
+    pub when: Predicate,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct SalesRejection {
+    pub property: String,
+    pub value: String,
+    pub reason_property: String,
+    pub reasons: Vec<String>,
+    pub applies_at: Vec<Stage>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Recycle {
+    pub to: Stage,
+    pub cooldown: RuleDuration,
+    pub max_cycles: u32,
+    pub clear: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Fan {
+    pub more_than: usize,
+    pub window: RuleDuration,
+    pub counts: Vec<EventKind>,
+    pub buying_signal: Predicate,
+    pub multiplier: f64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Dormant {
+    pub after: RuleDuration,
+    pub below: Stage,
+}
+
+#[derive(Debug)]
+pub(crate) struct Lost {
+    pub when: Predicate,
+    pub since: Option<String>,
+    pub recycle_after: RuleDuration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sla {
+    pub id: Arc<str>,
+    pub starts_at: Stage,
+    pub due: RuleDuration,
+    pub due_after_shortcut: RuleDuration,
+    pub stops_on: Predicate,
+}
+
+/// Names of the HubSpot properties leadsync writes.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// HubSpot's own lifecycle stage property.
+    pub lifecycle_property: String,
+    /// leadsync's stage (includes SAL, which HubSpot has no default for).
+    pub stage: String,
+    /// Side status.
+    pub status: String,
+    /// Fit score.
+    pub fit_score: String,
+    /// Engagement score.
+    pub engagement_score: String,
+    /// Grade such as `A1`.
+    pub grade: String,
+    /// Short explanation of the last decision.
+    pub reason: String,
+    /// Version and hash of the rules.
+    pub rules_version: String,
+    /// When the running SLA timer is due.
+    pub sla_due: String,
+}
+
+impl Rules {
+    /// Loads and checks a rules file; every problem is reported, with its line and column.
+    pub fn load(path: &Path) -> Result<Rules, Diagnostics> {
+        let src = SourceText::read(path)?;
+        Self::from_source(&src)
+    }
+
+    /// Checks rules already read into memory.
+    pub fn from_source(src: &SourceText) -> Result<Rules, Diagnostics> {
+        let raw = src.parse_toml()?;
+        super::compile::compile(src, raw)
+    }
+
+    /// `version (hash)`, as stamped on decisions and written to HubSpot.
+    pub fn stamp(&self) -> String {
+        format!("{} ({})", self.version, self.hash)
+    }
+
+    /// The property names leadsync writes.
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+
+    /// The HubSpot lifecycle value a stage is written as.
+    pub fn hubspot_value(&self, stage: Stage) -> &str {
+        &self.stages[stage.index()].hubspot
+    }
+
+    /// The lowest leadsync stage written as this HubSpot lifecycle value.
+    pub fn stage_for_hubspot(&self, value: &str) -> Option<Stage> {
+        self.stages
+            .iter()
+            .find(|s| s.hubspot.eq_ignore_ascii_case(value.trim()))
+            .map(|s| s.stage)
+    }
+}

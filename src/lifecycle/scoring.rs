@@ -1,0 +1,226 @@
+//! Fit and engagement scores, and the grade: rule points, decay, frequency caps, group and total caps.
+//!
+//! Order of operations (documented in the rules file too): each event is scored by the first
+//! engagement rule that matches it; frequency caps (`once_per`, `max_per_day`, UTC calendar
+//! days) zero the extra events; decay halves points every `half_life`; `expire_after` zeroes
+//! them; a fan's multiplier scales what is left; groups are clamped to their min and max; the
+//! total is clamped last, which also applies the floor of 0.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::decision::{Contribution, GroupTotal, Score};
+use super::model::EventAttr;
+use super::predicate::Ctx;
+use super::rules::{Bounds, Grades, Group, OncePer, Rules};
+
+/// Rounds a score to 2 decimals, so thresholds compare the value people see.
+pub(crate) fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Fit: every rule whose condition holds adds its points.
+pub(crate) fn fit(rules: &Rules, ctx: &Ctx<'_>) -> Score {
+    let model = &rules.fit;
+    let mut contributions = Vec::new();
+    let mut sums = vec![0.0; model.groups.len()];
+    let mut loose = 0.0;
+    for r in &model.rules {
+        if r.when.eval(ctx) {
+            match r.group {
+                Some(g) => sums[g] += r.points,
+                None => loose += r.points,
+            }
+            contributions.push(Contribution {
+                rule: r.id.clone(),
+                group: r.group.map(|g| model.groups[g].name.clone()),
+                event_id: None,
+                age_days: None,
+                half_life_days: None,
+                points: r.points,
+                decayed: r.points,
+                counted: r.points,
+                note: None,
+            });
+        }
+    }
+    finish(contributions, &model.groups, &sums, loose, model.total, None)
+}
+
+/// Per-rule bookkeeping for frequency caps while walking events oldest first.
+#[derive(Default, Clone)]
+struct Caps<'a> {
+    day: Option<NaiveDate>,
+    today: u32,
+    seen: Vec<Option<&'a str>>,
+    seen_any: bool,
+}
+
+/// Engagement as of `now`, before any fan multiplier.
+pub(crate) fn engagement(rules: &Rules, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Score {
+    let model = &rules.engagement;
+    let mut caps: Vec<Caps<'_>> = vec![Caps::default(); model.rules.len()];
+    let mut contributions = Vec::with_capacity(ctx.events.len());
+    for p in ctx.events {
+        let Some(&ri) = model.by_kind[p.event.kind as usize]
+            .iter()
+            .find(|&&ri| model.rules[ri].matcher.accepts(ctx, *p))
+        else {
+            continue;
+        };
+        let rule = &model.rules[ri];
+        let cap = &mut caps[ri];
+        let mut note = None;
+
+        if let Some(once) = rule.once_per {
+            let key = match once {
+                OncePer::Contact => None,
+                OncePer::Attr(a) => p.attr(a),
+            };
+            let repeated = match once {
+                OncePer::Contact => cap.seen_any,
+                OncePer::Attr(_) => key.is_some() && cap.seen.contains(&key),
+            };
+            if repeated {
+                note = Some(match once {
+                    OncePer::Contact => "counted once per contact".to_string(),
+                    OncePer::Attr(a) => format!("counted once per {}", attr_name(a)),
+                });
+            } else {
+                cap.seen_any = true;
+                cap.seen.push(key);
+            }
+        }
+        if let Some(max) = rule.max_per_day {
+            let day = p.event.at.date_naive();
+            if cap.day == Some(day) {
+                cap.today += 1;
+            } else {
+                cap.day = Some(day);
+                cap.today = 1;
+            }
+            if note.is_none() && cap.today > max {
+                note = Some(format!("over {max} a day"));
+            }
+        }
+
+        let age = (now - p.event.at).num_milliseconds().max(0) as f64 / 86_400_000.0;
+        let half_life = rule.half_life.as_days();
+        let expired = rule.expire_after.is_some_and(|e| age >= e.as_days());
+        let decayed = if expired {
+            0.0
+        } else if rule.half_life.is_infinite() {
+            rule.points
+        } else {
+            rule.points * 0.5f64.powf(age / half_life)
+        };
+        if expired && note.is_none() {
+            note = Some("expired".to_string());
+        }
+        let counted = if note.is_some() { 0.0 } else { decayed };
+        contributions.push(Contribution {
+            rule: rule.id.clone(),
+            group: rule.group.map(|g| model.groups[g].name.clone()),
+            event_id: Some(p.event.id.clone()),
+            age_days: Some(age),
+            half_life_days: (!rule.half_life.is_infinite()).then_some(half_life),
+            points: rule.points,
+            decayed,
+            counted,
+            note,
+        });
+    }
+    let (sums, loose) = sum_groups(rules, &contributions);
+    finish(contributions, &model.groups, &sums, loose, model.total, None)
+}
+
+/// Scales every engagement contribution (a fan's damping) and recomputes the caps.
+pub(crate) fn damp(rules: &Rules, mut score: Score, multiplier: f64) -> Score {
+    for c in &mut score.contributions {
+        c.counted *= multiplier;
+    }
+    let (sums, loose) = sum_groups(rules, &score.contributions);
+    let model = &rules.engagement;
+    finish(
+        score.contributions,
+        &model.groups,
+        &sums,
+        loose,
+        model.total,
+        Some(multiplier),
+    )
+}
+
+fn sum_groups(rules: &Rules, contributions: &[Contribution]) -> (Vec<f64>, f64) {
+    let groups = &rules.engagement.groups;
+    let mut sums = vec![0.0; groups.len()];
+    let mut loose = 0.0;
+    for c in contributions {
+        match &c.group {
+            Some(g) => {
+                if let Some(i) = groups.iter().position(|x| Arc::ptr_eq(&x.name, g)) {
+                    sums[i] += c.counted;
+                }
+            }
+            None => loose += c.counted,
+        }
+    }
+    (sums, loose)
+}
+
+fn finish(
+    contributions: Vec<Contribution>,
+    groups: &[Group],
+    sums: &[f64],
+    loose: f64,
+    total: Bounds,
+    multiplier: Option<f64>,
+) -> Score {
+    let mut out_groups = Vec::with_capacity(groups.len());
+    let mut sum = loose;
+    let mut uncapped = loose;
+    for (g, raw) in groups.iter().zip(sums) {
+        let capped = g.bounds.clamp(*raw);
+        uncapped += raw;
+        sum += capped;
+        out_groups.push(GroupTotal {
+            group: g.name.clone(),
+            raw: round2(*raw),
+            capped: round2(capped),
+        });
+    }
+    Score {
+        value: round2(total.clamp(sum)),
+        uncapped: round2(uncapped),
+        contributions,
+        groups: out_groups,
+        multiplier,
+    }
+}
+
+/// Fit letter then engagement digit: `A1` is a great fit on fire, `C3` neither.
+pub(crate) fn grade(g: &Grades, fit: f64, engagement: f64) -> String {
+    let letter = g
+        .fit
+        .iter()
+        .find(|(_, t)| fit >= *t)
+        .map_or(&g.fit_otherwise, |(l, _)| l);
+    let digit = g
+        .engagement
+        .iter()
+        .find(|(_, t)| engagement >= *t)
+        .map_or(&g.engagement_otherwise, |(d, _)| d);
+    format!("{letter}{digit}")
+}
+
+fn attr_name(a: EventAttr) -> &'static str {
+    match a {
+        EventAttr::Url => "page",
+        EventAttr::Form => "form",
+        EventAttr::FormKind => "form kind",
+        EventAttr::Campaign => "campaign",
+        EventAttr::Direction => "direction",
+        EventAttr::Outcome => "outcome",
+    }
+}

@@ -1,0 +1,267 @@
+//! What the engine is given: a contact's properties, its dated events, and leadsync's last state.
+//!
+//! The JSON form of these types is the snapshot format `leadsync explain` reads
+//! (documented in `docs/snapshots.md`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::model::{EventKind, Stage, Status};
+
+/// A HubSpot object id: decimal digits, never empty.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "IdRepr", into = "String")]
+pub struct HubSpotId(String);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdRepr {
+    Text(String),
+    Number(u64),
+}
+
+impl TryFrom<IdRepr> for HubSpotId {
+    type Error = String;
+    fn try_from(v: IdRepr) -> Result<Self, String> {
+        match v {
+            IdRepr::Number(n) => Ok(HubSpotId(n.to_string())),
+            IdRepr::Text(s) => HubSpotId::try_from(s),
+        }
+    }
+}
+
+impl TryFrom<String> for HubSpotId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(HubSpotId(s))
+        } else {
+            Err(format!("`{s}` is not a HubSpot id (decimal digits expected)"))
+        }
+    }
+}
+
+impl From<HubSpotId> for String {
+    fn from(id: HubSpotId) -> String {
+        id.0
+    }
+}
+
+impl HubSpotId {
+    /// The id as HubSpot writes it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HubSpotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything the engine needs to decide for one contact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// HubSpot contact id.
+    pub contact_id: HubSpotId,
+    /// Current HubSpot property values (HubSpot sends every value as a string; nulls are dropped).
+    #[serde(default, deserialize_with = "non_null_properties")]
+    pub properties: HashMap<String, String>,
+    /// Dated behaviour and sales activity, in any order, possibly repeated.
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// What leadsync stored after its last decision; absent for a contact never seen.
+    #[serde(default)]
+    pub state: ContactState,
+}
+
+fn non_null_properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Number(serde_json::Number),
+        Bool(bool),
+        Null,
+    }
+    let raw: HashMap<String, Value> = HashMap::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Value::Text(s) => Some((k, s)),
+            Value::Number(n) => Some((k, n.to_string())),
+            Value::Bool(b) => Some((k, b.to_string())),
+            Value::Null => None,
+        })
+        .collect())
+}
+
+/// One dated thing a contact did or that was done with them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Stable id (HubSpot engagement id, or a derived key); a repeated id counts once.
+    pub id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// When it happened (UTC).
+    pub at: DateTime<Utc>,
+    /// Page or link URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Form name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
+    /// Campaign, email or webinar identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// Who started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Outcome of a call or meeting (`connected`, `no_answer`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// Who started an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The contact reached out (a reply, an inbound call).
+    Inbound,
+    /// Sales reached out.
+    Outbound,
+}
+
+impl Direction {
+    /// The identifier used in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// When a stage was entered, and whether it was skipped by a shortcut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageEntry {
+    /// When the contact entered (or jumped past) the stage.
+    pub at: DateTime<Utc>,
+    /// True when a shortcut jumped over this stage.
+    #[serde(default)]
+    pub skipped: bool,
+}
+
+/// An SLA timer the engine started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTimer {
+    /// When the clock started.
+    pub started_at: DateTime<Utc>,
+    /// When the first touch is due.
+    pub due_at: DateTime<Utc>,
+    /// When it stopped (first touch), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+/// Salesforce records a promotion created or linked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceLink {
+    /// Account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Contact id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    /// Opportunity id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opportunity_id: Option<String>,
+}
+
+/// What leadsync remembers about a contact between two decisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactState {
+    /// Current stage; `None` before the contact meets any stage's criteria.
+    pub stage: Option<Stage>,
+    /// Entry time of every stage reached in the current cycle (skipped ones flagged).
+    pub stages: BTreeMap<Stage, StageEntry>,
+    /// Current side status.
+    pub status: Status,
+    /// Since when the status holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_since: Option<DateTime<Utc>>,
+    /// Why the status holds (gate id, rejection reason, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// How many times the contact was recycled.
+    pub recycle_count: u32,
+    /// No automatic MQL before this time (set by a recycle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_until: Option<DateTime<Utc>>,
+    /// Events at or before this time no longer count (set by a recycle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engagement_reset_at: Option<DateTime<Utc>>,
+    /// HubSpot's `lifecyclestage` as last seen, to tell a person's change from a pending write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hubspot_stage_seen: Option<String>,
+    /// Property values consumed by a recycle: ignored while HubSpot still shows them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumed: BTreeMap<String, String>,
+    /// SLA timers by id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sla: BTreeMap<String, SlaTimer>,
+    /// The contact reached SQL while leadsync watched and its Salesforce records are not made yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub promotion_pending: bool,
+    /// Salesforce records, once promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub salesforce: Option<SalesforceLink>,
+    /// Version of the rules that made the last decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_version: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_digits() {
+        assert!(HubSpotId::try_from("123".to_string()).is_ok());
+        assert!(HubSpotId::try_from("".to_string()).is_err());
+        assert!(HubSpotId::try_from("12a".to_string()).is_err());
+    }
+
+    #[test]
+    fn snapshot_parses_with_numeric_id_and_null_properties() {
+        let s: Snapshot = serde_json::from_str(
+            r#"{"contact_id": 42, "properties": {"email": "a@b.co", "phone": null, "n": 3},
+                "events": [{"id": "e1", "kind": "page_view", "at": "2026-01-01T00:00:00Z", "url": "/x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.contact_id.as_str(), "42");
+        assert_eq!(s.properties.get("n").map(String::as_str), Some("3"));
+        assert!(!s.properties.contains_key("phone"));
+        assert_eq!(s.state, ContactState::default());
+    }
+
+    #[test]
+    fn unknown_event_kind_is_an_error_with_position() {
+        let err = serde_json::from_str::<Snapshot>(
+            r#"{"contact_id": "1", "events": [{"id": "e", "kind": "tweet", "at": "2026-01-01T00:00:00Z"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tweet"), "{err}");
+        assert_eq!(err.line(), 1);
+    }
+}

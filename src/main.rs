@@ -1,0 +1,66 @@
+//! The `leadsync` binary: parses the command line and hands over to `leadsync::cli`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadsync::cli::{self, Format};
+
+/// Keeps HubSpot and Salesforce aligned by one lead lifecycle.
+#[derive(Parser)]
+#[command(name = "leadsync", version, about)]
+struct Args {
+    /// Configuration file (default: ./leadsync.toml when present).
+    #[arg(long, global = true, env = "LEADSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and the rules, printing every problem (exit 2 on any).
+    Check,
+    /// Show the decision for one contact snapshot, and why.
+    Explain {
+        /// Snapshot JSON file (see docs/snapshots.md).
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// Evaluate as of this time (RFC 3339 or YYYY-MM-DD); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Rules file; default the configuration's rules.path.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
+    TestRules {
+        /// Folder of case files.
+        dir: PathBuf,
+        /// Rules file; default the configuration's rules.path.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = args.config.as_deref();
+    match args.command {
+        Command::Check => cli::check(config),
+        Command::Explain {
+            snapshot,
+            at,
+            rules,
+            format,
+        } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+        Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
+    }
+}

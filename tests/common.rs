@@ -1,0 +1,173 @@
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Duration, Utc};
+use leadsync::lifecycle::model::EventKind;
+use leadsync::lifecycle::snapshot::{Direction, StageEntry};
+use leadsync::lifecycle::{ContactState, Decision, Event, Rules, Snapshot, Stage, evaluate};
+
+/// The moment most tests evaluate at.
+pub fn now() -> DateTime<Utc> {
+    "2026-11-24T09:00:00Z".parse().unwrap()
+}
+
+pub fn days(d: f64) -> Duration {
+    Duration::milliseconds((d * 86_400_000.0) as i64)
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped default rules, compiled once.
+pub fn rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(|| Rules::load(&repo().join("mappings/lifecycle.toml")).unwrap_or_else(|e| panic!("{e}")))
+}
+
+pub fn default_rules_text() -> String {
+    std::fs::read_to_string(repo().join("mappings/lifecycle.toml")).unwrap()
+}
+
+/// A contact being built for a test.
+#[derive(Clone)]
+pub struct C {
+    pub snap: Snapshot,
+    next_id: u32,
+}
+
+/// A contact known only by a business email.
+pub fn contact() -> C {
+    let snap: Snapshot =
+        serde_json::from_str(r#"{"contact_id": "501", "properties": {"email": "sam@northwind.io"}}"#).unwrap();
+    C { snap, next_id: 0 }
+}
+
+/// An ideal-customer-profile contact: fit 80 with the default rules.
+pub fn icp() -> C {
+    contact()
+        .prop("firstname", "Sam")
+        .prop("lastname", "Lee")
+        .prop("company", "Northwind")
+        .prop("jobtitle", "Head of Revenue Operations")
+        .prop("numemployees", "300")
+        .prop("industry", "COMPUTER_SOFTWARE")
+        .prop("country", "FR")
+}
+
+impl C {
+    pub fn prop(mut self, k: &str, v: &str) -> Self {
+        self.snap.properties.insert(k.to_string(), v.to_string());
+        self
+    }
+
+    /// Adds an event `ago` days before [`now`].
+    pub fn ev(self, kind: EventKind, ago: f64) -> Self {
+        self.ev_with(kind, ago, |_| {})
+    }
+
+    pub fn ev_with(mut self, kind: EventKind, ago: f64, f: impl FnOnce(&mut Event)) -> Self {
+        self.next_id += 1;
+        let mut e = Event {
+            id: format!("e{}", self.next_id),
+            kind,
+            at: now() - days(ago),
+            url: None,
+            form: None,
+            campaign: None,
+            direction: None,
+            outcome: None,
+        };
+        f(&mut e);
+        self.snap.events.push(e);
+        self
+    }
+
+    pub fn page(self, url: &str, ago: f64) -> Self {
+        let url = url.to_string();
+        self.ev_with(EventKind::PageView, ago, |e| e.url = Some(url))
+    }
+
+    pub fn form(self, name: &str, ago: f64) -> Self {
+        let name = name.to_string();
+        self.ev_with(EventKind::FormSubmission, ago, |e| e.form = Some(name))
+    }
+
+    pub fn webinar(self, campaign: &str, ago: f64) -> Self {
+        let c = campaign.to_string();
+        self.ev_with(EventKind::WebinarAttended, ago, |e| e.campaign = Some(c))
+    }
+
+    pub fn inbound(self, kind: EventKind, ago: f64) -> Self {
+        self.ev_with(kind, ago, |e| e.direction = Some(Direction::Inbound))
+    }
+
+    pub fn outbound(self, kind: EventKind, ago: f64) -> Self {
+        self.ev_with(kind, ago, |e| e.direction = Some(Direction::Outbound))
+    }
+
+    /// Engagement of exactly 35 at [`now`] with the default rules: webinar 15 + meeting 20, both today.
+    pub fn engaged_35(self) -> Self {
+        self.webinar("w1", 0.0).ev(EventKind::Meeting, 0.0)
+    }
+
+    /// Puts the contact at `stage` in leadsync's state (entered 30 days ago), in sync with HubSpot.
+    pub fn at(mut self, stage: Stage) -> Self {
+        let rules = rules();
+        let at = now() - days(30.0);
+        for s in Stage::ALL.iter().filter(|s| **s <= stage) {
+            self.snap.state.stages.insert(*s, StageEntry { at, skipped: false });
+        }
+        self.snap.state.stage = Some(stage);
+        let hs = rules.hubspot_value(stage).to_string();
+        self.snap.state.hubspot_stage_seen = Some(hs.clone());
+        self.prop("lifecyclestage", &hs)
+    }
+
+    pub fn state(mut self, f: impl FnOnce(&mut ContactState)) -> Self {
+        f(&mut self.snap.state);
+        self
+    }
+
+    pub fn eval(&self) -> Decision {
+        self.eval_at(now())
+    }
+
+    pub fn eval_at(&self, t: DateTime<Utc>) -> Decision {
+        evaluate(rules(), &self.snap, t)
+    }
+
+    /// The contact as the next evaluation sees it once `d` was carried out: state stored and
+    /// every HubSpot write applied.
+    pub fn after(&self, d: &Decision) -> C {
+        let mut c = self.clone();
+        c.snap.state = d.state.clone();
+        for a in &d.actions {
+            match a {
+                leadsync::lifecycle::Action::WriteHubSpot { properties } => {
+                    for (k, v) in properties {
+                        if v.is_empty() {
+                            c.snap.properties.remove(k);
+                        } else {
+                            c.snap.properties.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                leadsync::lifecycle::Action::SetLifecycleStage { value, .. } => {
+                    c.snap.properties.insert("lifecyclestage".into(), value.clone());
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+pub fn run_bin(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LEADSYNC_CONFIG")
+        .output()
+        .unwrap()
+}

@@ -1,0 +1,640 @@
+use leadsync::lifecycle::decision::Change;
+use leadsync::lifecycle::model::EventKind::*;
+use leadsync::lifecycle::{Action, Stage, Status};
+
+use crate::common::*;
+
+fn skipped(d: &leadsync::lifecycle::Decision) -> Vec<Stage> {
+    d.transitions
+        .iter()
+        .filter_map(|t| match t.change {
+            Change::Skipped { stage } => Some(stage),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- the funnel, stage by stage -----------------------------------------------------------
+
+#[test]
+fn email_only_is_a_subscriber_and_job_title_makes_a_lead() {
+    let d = contact().eval();
+    assert_eq!(d.stage, Some(Stage::Subscriber));
+    let d = contact().prop("jobtitle", "Marketing Manager").eval();
+    assert_eq!(d.stage, Some(Stage::Lead), "{:?}", d.stage_reason);
+    // lower stages reached on the way are entered, not skipped
+    assert!(skipped(&d).is_empty());
+    assert!(d.state.stages.contains_key(&Stage::Subscriber));
+}
+
+#[test]
+fn mql_at_exactly_the_thresholds() {
+    // Head of Marketing: persona 20 + head 15 + business email 5 = fit 40 exactly.
+    let c = contact().prop("jobtitle", "Head of Marketing").engaged_35();
+    let d = c.eval();
+    assert_eq!((d.fit.value, d.engagement.value), (40.0, 35.0));
+    assert_eq!(d.stage, Some(Stage::Mql), "{:?}", d.stage_reason);
+    assert_eq!(
+        d.stage_reason.as_deref(),
+        Some("MQL because fit 40 ≥ 40 and engagement 35 ≥ 35")
+    );
+}
+
+#[test]
+fn engagement_just_below_the_threshold_is_not_mql() {
+    // The meeting 31 minutes old has decayed to 19.99: engagement 34.99.
+    let c = contact()
+        .prop("jobtitle", "Head of Marketing")
+        .webinar("w1", 0.0)
+        .ev(Meeting, 31.0 / 1440.0);
+    let d = c.eval();
+    assert_eq!(d.engagement.value, 34.99);
+    assert_eq!(d.stage, Some(Stage::Lead));
+}
+
+#[test]
+fn fit_below_the_threshold_is_not_mql() {
+    // Marketing Manager: 20 + 8 + 5 = 33.
+    let d = contact().prop("jobtitle", "Marketing Manager").engaged_35().eval();
+    assert_eq!(d.fit.value, 33.0);
+    assert_eq!(d.stage, Some(Stage::Lead));
+}
+
+#[test]
+fn decay_below_the_threshold_keeps_the_stage_and_changes_the_grade() {
+    let c = icp().engaged_35();
+    let first = c.eval();
+    assert_eq!(first.stage, Some(Stage::Mql));
+    assert_eq!(first.grade, "A2");
+    let later = c.after(&first).eval_at(now() + days(60.0));
+    assert!(later.engagement.value < 35.0, "{}", later.engagement.value);
+    assert_eq!(later.stage, Some(Stage::Mql), "forward-only");
+    assert_eq!(later.grade, "A3");
+    assert!(later.transitions.is_empty());
+    assert_eq!(
+        later
+            .hubspot_writes()
+            .unwrap()
+            .get("leadsync_grade")
+            .map(String::as_str),
+        Some("A3")
+    );
+}
+
+#[test]
+fn decisive_action_free_trial_makes_an_mql_without_the_engagement_threshold() {
+    let d = contact()
+        .prop("jobtitle", "Marketing Manager")
+        .form("Start your free trial", 2.0)
+        .eval();
+    assert_eq!(d.stage, Some(Stage::Mql), "{:?}", d.stage_reason);
+}
+
+#[test]
+fn sales_accepting_makes_a_sal_and_qualifying_makes_an_sql_that_promotes_once() {
+    let c = icp().engaged_35();
+    let mql = c.eval();
+    let c = c.after(&mql).prop("leadsync_sal_decision", "accepted");
+    let sal = c.eval();
+    assert_eq!(sal.stage, Some(Stage::Sal));
+    assert!(!sal.promotes());
+    let c = c.after(&sal).prop("leadsync_sql_qualified", "true");
+    let sql = c.eval();
+    assert_eq!(sql.stage, Some(Stage::Sql));
+    assert!(sql.promotes());
+    assert!(sql.actions.contains(&Action::SetLifecycleStage {
+        value: "salesqualifiedlead".into(),
+        backward: false
+    }));
+    // until the Salesforce work records its ids, the promotion stays pending (crash-safe)...
+    assert!(c.after(&sql).eval().promotes());
+    // ...and once recorded, never again.
+    let done = c.after(&sql).state(|s| {
+        s.promotion_pending = false;
+        s.salesforce = Some(Default::default());
+    });
+    assert!(!done.eval().promotes());
+}
+
+#[test]
+fn opportunity_and_customer_come_from_salesforce_feedback() {
+    let c = icp().at(Stage::Sql);
+    let d = c
+        .clone()
+        .prop("leadsync_opportunity_amount", "12000")
+        .prop("leadsync_opportunity_close_date", "2027-01-31")
+        .eval();
+    assert_eq!(d.stage, Some(Stage::Opportunity));
+    let d = c.prop("leadsync_opportunity_status", "won").eval();
+    assert_eq!(d.stage, Some(Stage::Customer));
+    assert!(!d.promotes(), "already past SQL: no second promotion");
+}
+
+#[test]
+fn a_customer_who_downloads_content_stays_a_customer() {
+    let d = icp().at(Stage::Customer).form("Ebook: scoring guide", 1.0).eval();
+    assert_eq!(d.stage, Some(Stage::Customer));
+    assert!(
+        d.transitions
+            .iter()
+            .all(|t| !matches!(t.change, Change::Stage { .. } | Change::Recycle { .. }))
+    );
+}
+
+#[test]
+fn an_sql_whose_scores_fall_stays_sql() {
+    let d = contact().at(Stage::Sql).eval();
+    assert_eq!((d.stage, d.engagement.value), (Some(Stage::Sql), 0.0));
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::SetLifecycleStage { .. })));
+}
+
+// ---- shortcuts straight to SQL --------------------------------------------------------------
+
+#[test]
+fn demo_request_jumps_to_sql_and_stamps_skipped_stages() {
+    let d = icp().at(Stage::Lead).form("Request a demo", 0.1).eval();
+    assert_eq!(d.stage, Some(Stage::Sql));
+    assert_eq!(skipped(&d), vec![Stage::Mql, Stage::Sal]);
+    assert!(d.state.stages[&Stage::Mql].skipped);
+    assert!(d.promotes());
+    assert!(d.stage_reason.unwrap().contains("bottom-of-funnel form"));
+}
+
+#[test]
+fn a_subscriber_known_only_by_email_never_goes_straight_to_sales() {
+    let d = contact().form("Request a demo", 0.1).eval();
+    assert_eq!(d.stage, Some(Stage::Subscriber));
+    assert!(!d.promotes());
+    assert!(
+        d.notes.iter().any(|n| n.contains("known only by an email")),
+        "{:?}",
+        d.notes
+    );
+    // with a company name it does, skipping lead, mql and sal
+    let d = contact()
+        .prop("company", "Northwind")
+        .form("Request a demo", 0.1)
+        .eval();
+    assert_eq!(d.stage, Some(Stage::Sql));
+    assert_eq!(skipped(&d), vec![Stage::Lead, Stage::Mql, Stage::Sal]);
+}
+
+#[test]
+fn met_in_person_and_inbound_replies_are_shortcuts() {
+    assert_eq!(
+        icp().prop("leadsync_met_in_person", "true").eval().stage,
+        Some(Stage::Sql)
+    );
+    assert_eq!(icp().inbound(SalesEmail, 2.0).eval().stage, Some(Stage::Sql));
+    assert_eq!(icp().inbound(Chat, 2.0).eval().stage, Some(Stage::Sql));
+    // an outbound email is not a reply
+    assert_ne!(icp().outbound(SalesEmail, 2.0).eval().stage, Some(Stage::Sql));
+    // a reply from long ago is no longer a buying signal
+    assert_ne!(icp().inbound(SalesEmail, 45.0).eval().stage, Some(Stage::Sql));
+}
+
+#[test]
+fn a_disqualified_contact_takes_no_shortcut() {
+    let d = icp()
+        .prop("email", "sam@rivalsync.io")
+        .form("Request a demo", 0.1)
+        .eval();
+    assert_eq!(d.status, Status::Disqualified);
+    assert!(d.stage < Some(Stage::Mql));
+}
+
+// ---- side statuses ----------------------------------------------------------------------------
+
+#[test]
+fn competitors_students_and_unserved_countries_are_disqualified() {
+    for (c, gate) in [
+        (icp().prop("email", "sam@eu.rivalsync.io"), "competitor"),
+        (icp().prop("jobtitle", "Student in marketing"), "student"),
+        (icp().prop("country", "Brazil"), "out_of_market"),
+    ] {
+        let d = c.engaged_35().eval();
+        assert_eq!(d.status, Status::Disqualified, "{gate}");
+        assert!(
+            d.status_reason.as_deref().unwrap().contains(gate),
+            "{:?}",
+            d.status_reason
+        );
+        assert!(d.stage < Some(Stage::Mql), "{gate}: blocked from MQL");
+    }
+}
+
+#[test]
+fn a_disqualified_contact_whose_job_title_changes_is_lifted_and_qualifies() {
+    let c = icp().prop("jobtitle", "Marketing intern").engaged_35();
+    let d = c.eval();
+    assert_eq!(d.status, Status::Disqualified);
+    let d2 = c.after(&d).prop("jobtitle", "VP Revenue Operations").eval();
+    assert_eq!(d2.status, Status::Active);
+    assert_eq!(d2.stage, Some(Stage::Mql));
+    let lifted = d2
+        .transitions
+        .iter()
+        .find(|t| {
+            matches!(
+                t.change,
+                Change::Status {
+                    from: Status::Disqualified,
+                    to: Status::Active
+                }
+            )
+        })
+        .expect("a transition records the lift");
+    assert_eq!(lifted.reason, "no gate holds any more");
+}
+
+#[test]
+fn fan_at_n_and_n_plus_one_events() {
+    // more_than = 40 in 30 days: 40 events is not a fan, 41 is.
+    let mut forty = icp();
+    for i in 0..40 {
+        forty = forty.ev(EmailOpen, 1.0 + i as f64 * 0.5);
+    }
+    assert_ne!(forty.eval().status, Status::Fan);
+    let d = forty.clone().ev(EmailOpen, 0.5).eval();
+    assert_eq!(d.status, Status::Fan);
+    assert_eq!(d.engagement.multiplier, Some(0.25));
+    // events sliding out of the window: the same 41 a month later no longer make a fan
+    let d = forty.ev(EmailOpen, 0.5).eval_at(now() + days(15.0));
+    assert_ne!(d.status, Status::Fan);
+}
+
+#[test]
+fn a_fan_is_blocked_from_mql_but_a_demo_request_wins() {
+    let mut c = icp();
+    for i in 0..45 {
+        c = c.page("https://example.com/pricing", i as f64 * 0.5);
+    }
+    let d = c.clone().engaged_35().eval();
+    assert_eq!(d.status, Status::Fan);
+    assert!(d.stage < Some(Stage::Mql));
+    let d = c.form("Request a demo", 0.1).eval();
+    assert_eq!(d.stage, Some(Stage::Sql));
+    assert_ne!(d.status, Status::Fan, "a demo request is a buying signal");
+}
+
+#[test]
+fn dormant_exactly_at_180_days_and_cleared_by_activity() {
+    let c = icp().at(Stage::Lead).page("https://example.com/blog", 180.0);
+    assert_eq!(c.eval().status, Status::Dormant);
+    let c2 = icp()
+        .at(Stage::Lead)
+        .page("https://example.com/blog", 180.0 - 1.0 / 1440.0);
+    assert_eq!(c2.eval().status, Status::Active);
+    let d = c.clone().after(&c.eval()).page("https://example.com/blog", 1.0).eval();
+    assert_eq!(d.status, Status::Active);
+    assert!(d.transitions.iter().any(|t| t.reason == "new activity"));
+    // dormancy is pre-MQL only
+    assert_eq!(
+        icp()
+            .at(Stage::Mql)
+            .page("https://example.com/blog", 300.0)
+            .eval()
+            .status,
+        Status::Active
+    );
+}
+
+// ---- recycle ---------------------------------------------------------------------------------
+
+fn rejected_mql(reason: &str) -> C {
+    let c = icp().engaged_35();
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Mql));
+    c.after(&d)
+        .prop("leadsync_sal_decision", "rejected")
+        .prop("leadsync_rejection_reason", reason)
+}
+
+#[test]
+fn sales_rejection_recycles_resets_engagement_keeps_fit_and_cools_down() {
+    let c = rejected_mql("false_hot");
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Lead));
+    assert_eq!(d.status, Status::Recycle);
+    assert_eq!(d.engagement.value, 0.0);
+    assert_eq!(d.fit.value, 80.0);
+    assert_eq!(d.state.recycle_count, 1);
+    assert!(d.status_reason.as_deref().unwrap().contains("false_hot"));
+    assert!(d.transitions.iter().any(|t| matches!(
+        t.change,
+        Change::Recycle {
+            to: Stage::Lead,
+            cycle: 1,
+            ..
+        }
+    )));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetLifecycleStage { backward: true, .. }))
+    );
+    let writes = d.hubspot_writes().unwrap();
+    assert_eq!(
+        writes.get("leadsync_sal_decision").map(String::as_str),
+        Some(""),
+        "the decision is consumed"
+    );
+
+    // during the cooldown, fresh engagement does not re-qualify, even before HubSpot shows the cleared values
+    let during = c
+        .clone()
+        .state(|s| *s = d.state.clone())
+        .webinar("w2", -9.9)
+        .ev(Meeting, -9.9)
+        .ev(Meeting, -9.9)
+        .eval_at(now() + days(10.0));
+    assert_eq!(during.stage, Some(Stage::Lead));
+    assert_eq!(during.status, Status::Recycle);
+    assert!(
+        during
+            .transitions
+            .iter()
+            .all(|t| !matches!(t.change, Change::Recycle { .. })),
+        "no second recycle"
+    );
+
+    // after it, it does
+    // (events from before the recycle no longer count: these two are new)
+    let after = c
+        .after(&d)
+        .webinar("w3", -31.0)
+        .ev(Meeting, -31.0)
+        .eval_at(now() + days(31.0));
+    assert_eq!(
+        after.stage,
+        Some(Stage::Mql),
+        "{:?} {:?}",
+        after.stage_reason,
+        after.notes
+    );
+}
+
+#[test]
+fn a_sales_rejection_without_a_known_reason_is_refused() {
+    for reason in ["", "meh"] {
+        let d = rejected_mql(reason).eval();
+        assert_eq!(d.stage, Some(Stage::Mql), "reason {reason:?}");
+        assert_eq!(d.state.recycle_count, 0);
+        assert!(
+            d.notes.iter().any(|n| n.starts_with("sales rejection ignored")),
+            "{:?}",
+            d.notes
+        );
+    }
+}
+
+#[test]
+fn after_max_cycles_the_contact_is_nurture_only_but_shortcuts_still_work() {
+    let c = icp().engaged_35().state(|s| s.recycle_count = 3).at(Stage::Lead);
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Lead));
+    assert_eq!(d.status, Status::Recycle);
+    assert!(d.status_reason.unwrap().contains("nurture only"));
+    assert_eq!(c.form("Request a quote", 0.1).eval().stage, Some(Stage::Sql));
+}
+
+#[test]
+fn a_lost_opportunity_is_recycled_exactly_after_the_delay() {
+    let closed = now() - days(90.0);
+    let c = icp()
+        .at(Stage::Opportunity)
+        .prop("leadsync_opportunity_status", "lost")
+        .prop("leadsync_opportunity_closed_at", &closed.timestamp_millis().to_string())
+        .prop("leadsync_opportunity_amount", "5000")
+        .prop("leadsync_opportunity_close_date", "2026-08-01");
+    let before = c.eval_at(now() - days(1.0));
+    assert_eq!((before.stage, before.status), (Some(Stage::Opportunity), Status::Lost));
+    let d = c.eval();
+    assert_eq!((d.stage, d.status), (Some(Stage::Lead), Status::Recycle));
+    assert!(d.transitions.iter().any(|t| t.reason.contains("recycled after 90 d")));
+    // the opportunity fields are consumed, so the old amount does not bring it back to opportunity
+    let again = c.after(&d).eval_at(now() + days(1.0));
+    assert_eq!(again.stage, Some(Stage::Lead));
+}
+
+// ---- people win ------------------------------------------------------------------------------
+
+#[test]
+fn a_stage_set_forward_by_a_person_in_hubspot_is_adopted() {
+    let d = icp()
+        .at(Stage::Lead)
+        .prop("lifecyclestage", "salesqualifiedlead")
+        .eval();
+    assert_eq!(d.stage, Some(Stage::Sql));
+    assert!(d.promotes());
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, Action::SetLifecycleStage { .. })),
+        "no fight with the person"
+    );
+}
+
+#[test]
+fn a_stage_moved_back_by_a_person_is_a_recycle_not_overridden() {
+    let c = icp().engaged_35().at(Stage::Mql).prop("lifecyclestage", "lead");
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Lead));
+    assert_eq!(d.status, Status::Recycle);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::SetLifecycleStage { .. })));
+}
+
+#[test]
+fn our_own_pending_lifecycle_write_is_not_mistaken_for_a_person() {
+    let c = icp().engaged_35().at(Stage::Lead);
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Mql));
+    // the HubSpot write has not landed: HubSpot still says lead
+    let mut next = c.clone();
+    next.snap.state = d.state.clone();
+    let d2 = next.eval();
+    assert_eq!(d2.stage, Some(Stage::Mql));
+    assert_eq!(d2.state.recycle_count, 0);
+}
+
+#[test]
+fn first_sight_of_an_existing_customer_adopts_it_without_promotion() {
+    let d = icp().prop("lifecyclestage", "customer").eval();
+    assert_eq!(d.stage, Some(Stage::Customer));
+    assert!(!d.promotes());
+}
+
+#[test]
+fn an_unknown_hubspot_stage_is_left_alone() {
+    let d = icp()
+        .at(Stage::Lead)
+        .prop("lifecyclestage", "evangelist")
+        .engaged_35()
+        .eval();
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::SetLifecycleStage { .. })));
+    assert!(d.notes.iter().any(|n| n.contains("evangelist")));
+}
+
+// ---- engagement arithmetic -------------------------------------------------------------------
+
+#[test]
+fn decay_halves_points_every_half_life() {
+    let d = contact().webinar("w", 45.0).eval();
+    assert_eq!(d.engagement.value, 7.5);
+    let d = contact().webinar("w", 90.0).eval();
+    assert_eq!(d.engagement.value, 3.75);
+}
+
+#[test]
+fn daily_caps_use_utc_calendar_days() {
+    // four pricing views on one day count once (max_per_day = 1); 23:59 and 00:01 are two days
+    let mut c = contact();
+    for _ in 0..4 {
+        c = c.page("https://example.com/pricing", 0.0);
+    }
+    let d = c.eval();
+    assert_eq!(d.engagement.value, 8.0);
+    assert_eq!(
+        d.engagement
+            .contributions
+            .iter()
+            .filter(|x| x.note.as_deref() == Some("over 1 a day"))
+            .count(),
+        3
+    );
+    let late = now() - days(1.0);
+    let (a, b) = (
+        late.date_naive().and_hms_opt(23, 59, 0).unwrap().and_utc(),
+        now().date_naive().and_hms_opt(0, 1, 0).unwrap().and_utc(),
+    );
+    let d = contact()
+        .ev_with(PageView, 0.0, |e| (e.at, e.url) = (a, Some("/pricing".into())))
+        .ev_with(PageView, 0.0, |e| (e.at, e.url) = (b, Some("/pricing".into())))
+        .eval_at(b);
+    assert_eq!(d.engagement.contributions.iter().filter(|x| x.counted > 0.0).count(), 2);
+}
+
+#[test]
+fn once_per_campaign_and_group_and_total_caps() {
+    let d = contact().webinar("w1", 0.0).webinar("w1", 0.0).eval();
+    assert_eq!(d.engagement.value, 15.0, "same webinar twice counts once");
+    let d = contact()
+        .webinar("w1", 0.0)
+        .webinar("w2", 0.0)
+        .webinar("w3", 0.0)
+        .eval();
+    assert_eq!(d.engagement.value, 30.0, "events group capped at 30");
+    assert_eq!(d.engagement.uncapped, 45.0);
+}
+
+#[test]
+fn unsubscribe_never_decays_and_the_floor_is_zero() {
+    let d = contact().ev(EmailUnsubscribe, 400.0).webinar("w", 0.0).eval();
+    assert_eq!(d.engagement.value, 0.0, "15 - 20 floors at 0");
+    let d = contact()
+        .ev(EmailUnsubscribe, 400.0)
+        .webinar("w", 0.0)
+        .webinar("w2", 0.0)
+        .eval();
+    assert_eq!(d.engagement.value, 10.0);
+}
+
+#[test]
+fn content_expires_after_180_days() {
+    let d = contact().form("Ebook: guide", 181.0).eval();
+    assert_eq!(d.engagement.value, 0.0);
+    assert_eq!(d.engagement.contributions[0].note.as_deref(), Some("expired"));
+}
+
+// ---- determinism -------------------------------------------------------------------------------
+
+fn busy() -> C {
+    let mut c = icp();
+    for i in 0..25 {
+        let ago = (i * 7 % 40) as f64 + 0.3;
+        c = match i % 5 {
+            0 => c.page("https://example.com/pricing", ago),
+            1 => c.webinar(&format!("w{}", i % 3), ago),
+            2 => c.ev(EmailClick, ago),
+            3 => c.form(if i % 2 == 0 { "Ebook: guide" } else { "Checklist" }, ago),
+            _ => c.page("https://example.com/features", ago),
+        };
+    }
+    c
+}
+
+#[test]
+fn shuffled_and_duplicated_events_give_identical_decisions() {
+    let c = busy();
+    let reference = serde_json::to_string(&c.eval()).unwrap();
+    let mut reversed = c.clone();
+    reversed.snap.events.reverse();
+    let mut rotated = c.clone();
+    rotated.snap.events.rotate_left(11);
+    let mut doubled = c.clone();
+    let copy = doubled.snap.events.clone();
+    doubled.snap.events.extend(copy.into_iter().rev());
+    for (name, v) in [("reversed", reversed), ("rotated", rotated), ("doubled", doubled)] {
+        assert_eq!(serde_json::to_string(&v.eval()).unwrap(), reference, "{name}");
+    }
+}
+
+#[test]
+fn an_event_dated_in_the_future_is_ignored_and_noted() {
+    let base = busy();
+    let d = base.clone().ev(Meeting, -2.0).eval();
+    assert_eq!(d.engagement.value, base.eval().engagement.value);
+    assert!(d.notes.iter().any(|n| n.contains("1 event(s) dated after")));
+}
+
+// ---- write-back converges -----------------------------------------------------------------------
+
+#[test]
+fn a_second_evaluation_with_nothing_new_writes_nothing() {
+    for c in [
+        icp().engaged_35(),
+        busy(),
+        contact(),
+        rejected_mql("not_ready"),
+        icp().form("Request a demo", 0.1),
+    ] {
+        let d = c.eval();
+        let d2 = c.after(&d).eval();
+        let writes: Vec<_> = d2
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::WriteHubSpot { .. } | Action::SetLifecycleStage { .. }))
+            .collect();
+        assert!(writes.is_empty(), "{writes:?}");
+        assert!(d2.transitions.is_empty(), "{:?}", d2.transitions);
+    }
+}
+
+// ---- SLA ---------------------------------------------------------------------------------------
+
+#[test]
+fn sla_starts_at_mql_and_stops_on_the_first_outbound_touch() {
+    let c = icp().engaged_35();
+    let d = c.eval();
+    let due = now() + days(1.0);
+    assert!(d.actions.contains(&Action::StartSla {
+        id: "first_touch".into(),
+        due_at: due
+    }));
+    let touched = c.after(&d).outbound(Call, -0.0).eval_at(now() + days(0.5));
+    let stop = touched.actions.iter().find(|a| matches!(a, Action::StopSla { .. }));
+    assert_eq!(
+        stop,
+        Some(&Action::StopSla {
+            id: "first_touch".into(),
+            met: true
+        })
+    );
+    // a demo request gets the 1 h clock
+    let d = icp().form("Request a demo", 0.0).eval();
+    assert!(d.actions.contains(&Action::StartSla {
+        id: "first_touch".into(),
+        due_at: now() + chrono::Duration::hours(1)
+    }));
+    // untouched past due: the decision says so
+    let late = c.after(&c.eval()).eval_at(now() + days(2.0));
+    assert!(late.notes.iter().any(|n| n.contains("SLA first_touch overdue")));
+}

@@ -1,0 +1,10 @@
+//! All integration tests, in one binary (one link, one run).
+
+/// The `leadsync` binary: check, explain, test-rules, exit codes.
+mod cli;
+/// Snapshot builders and the shipped rules, shared by the modules below.
+mod common;
+/// The lifecycle engine against the shipped default rules: one test per rule of DOMAIN.md.
+mod engine;
+/// Rules files with mistakes: every problem reported with its line and column.
+mod rules_file;
