@@ -129,17 +129,18 @@ impl C {
         self
     }
 
-    pub fn eval(&self) -> Decision {
+    /// The decision, detached from this builder so tests can chain freely.
+    pub fn eval(&self) -> Decision<'static> {
         self.eval_at(now())
     }
 
-    pub fn eval_at(&self, t: DateTime<Utc>) -> Decision {
-        evaluate(rules(), &self.snap, t)
+    pub fn eval_at(&self, t: DateTime<Utc>) -> Decision<'static> {
+        evaluate(rules(), &self.snap, t).into_owned()
     }
 
     /// The contact as the next evaluation sees it once `d` was carried out: state stored and
     /// every HubSpot write applied.
-    pub fn after(&self, d: &Decision) -> C {
+    pub fn after(&self, d: &Decision<'_>) -> C {
         let mut c = self.clone();
         c.snap.state = d.state.clone();
         for a in &d.actions {

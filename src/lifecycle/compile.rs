@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
@@ -33,6 +33,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         derived: HashMap::new(),
         form_kinds: HashSet::new(),
         ids: HashMap::new(),
+        memo_slots: 0,
         fit_bounds: Bounds {
             min: f64::MIN,
             max: f64::MAX,
@@ -123,6 +124,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         description: raw.rules.description.clone(),
         hash,
         properties: c.props.clone(),
+        memo_slots: c.memo_slots,
         derives,
         forms,
         stages,
@@ -151,6 +153,8 @@ struct Compiler<'s> {
     form_kinds: HashSet<String>,
     /// Rule ids seen so far, with the line they were first defined on.
     ids: HashMap<String, usize>,
+    /// Patterns on event attributes, each with a memo slot.
+    memo_slots: usize,
     fit_bounds: Bounds,
     engagement_bounds: Bounds,
 }
@@ -207,16 +211,19 @@ impl Compiler<'_> {
             if let Some(fb) = &dr.fallback {
                 self.property_ref(fb, &format!("{field}.fallback"));
             }
-            let values = dr
+            let named: Vec<_> = dr
                 .values
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| {
-                    let v = v.get_ref();
-                    let re = self.regex(&v.matches, &format!("{field}.values[{i}].matches"))?;
-                    Some((Arc::from(v.value.as_str()), re))
+                .map(|(i, v)| {
+                    (
+                        v.get_ref().value.as_str(),
+                        &v.get_ref().matches,
+                        format!("{field}.values[{i}].matches"),
+                    )
                 })
                 .collect();
+            let values = self.first_match(&named);
             self.derived.insert(name.clone(), out.len());
             out.push(Derive {
                 name: Arc::from(name.as_str()),
@@ -228,15 +235,37 @@ impl Compiler<'_> {
         out
     }
 
-    fn forms(&mut self, raw: &RawRules) -> Vec<(Arc<str>, Regex)> {
-        let mut out = Vec::new();
-        for (kind, pattern) in &raw.forms {
-            self.form_kinds.insert(kind.clone());
-            if let Some(re) = self.regex(pattern, &format!("forms.{kind}")) {
-                out.push((Arc::from(kind.as_str()), re));
+    fn forms(&mut self, raw: &RawRules) -> FirstMatch {
+        let mut named = Vec::new();
+        for (i, f) in raw.forms.iter().enumerate() {
+            let kind = f.get_ref().kind.get_ref();
+            if !self.form_kinds.insert(kind.clone()) {
+                self.err(
+                    f.get_ref().kind.span(),
+                    format!("forms[{i}].kind"),
+                    format!("form kind `{kind}` is listed twice"),
+                );
+            }
+            named.push((kind.as_str(), &f.get_ref().matches, format!("forms[{i}].matches")));
+        }
+        self.first_match(&named)
+    }
+
+    /// Named patterns tried in order; the first that matches names the value.
+    fn first_match(&mut self, named: &[(&str, &Spanned<String>, String)]) -> FirstMatch {
+        let mut names = Vec::new();
+        let mut patterns = Vec::new();
+        for (name, pattern, field) in named {
+            if self.regex(pattern, field).is_some() {
+                names.push(Arc::from(*name));
+                patterns.push(pattern.get_ref().as_str());
             }
         }
-        out
+        let set = RegexSetBuilder::new(&patterns)
+            .case_insensitive(true)
+            .build()
+            .unwrap_or_else(|_| RegexSet::empty());
+        FirstMatch { names, set }
     }
 
     fn total_bounds(
@@ -666,7 +695,7 @@ impl Compiler<'_> {
                     match a.get_ref().parse::<EventAttr>() {
                         Ok(at) => {
                             if at == EventAttr::FormKind && self.form_kinds.is_empty() {
-                                self.err(a.span(), format!("{field}.attr"), "`form_kind` needs a [forms] table");
+                                self.err(a.span(), format!("{field}.attr"), "`form_kind` needs [[forms]] entries");
                             }
                             Some(Subject::Attr(at))
                         }
@@ -823,7 +852,11 @@ impl Compiler<'_> {
         if let Some(m) = &r.matches {
             orphan(self, m.span(), "matches");
             if let Some(re) = self.regex(m, &format!("{field}.matches")) {
-                tests.push(Test::Matches(re));
+                let slot = matches!(subject, Some(Subject::Attr(_))).then(|| {
+                    self.memo_slots += 1;
+                    self.memo_slots - 1
+                });
+                tests.push(Test::Matches(re, slot));
             }
         }
         for (bound, key, is_min) in [(&r.at_least, "at_least", true), (&r.at_most, "at_most", false)] {

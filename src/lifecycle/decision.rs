@@ -1,7 +1,7 @@
 //! What the engine returns: the new stage, status and scores, why, and what the rest of the system must do.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -11,7 +11,7 @@ use super::snapshot::{ContactState, HubSpotId};
 
 /// The engine's verdict for one contact at one moment.
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
+pub struct Decision<'a> {
     /// HubSpot contact id.
     pub contact_id: HubSpotId,
     /// The `now` the decision was made for.
@@ -31,13 +31,13 @@ pub struct Decision {
     /// Why the status holds.
     pub status_reason: Option<String>,
     /// Fit score and its parts.
-    pub fit: Score,
+    pub fit: Score<'a>,
     /// Engagement score and its parts.
-    pub engagement: Score,
+    pub engagement: Score<'a>,
     /// Fit letter and engagement digit, such as `A1`.
     pub grade: String,
     /// Values derived from properties (`persona`, `seniority`), for explanations.
-    pub derived: Vec<(Arc<str>, String)>,
+    pub derived: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Every change this decision makes, with its reason.
     pub transitions: Vec<Transition>,
     /// What the rest of the system must carry out.
@@ -50,15 +50,15 @@ pub struct Decision {
 
 /// A score with every contribution that made it.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Score {
+pub struct Score<'a> {
     /// Final value, after caps, rounded to 2 decimals.
     pub value: f64,
     /// Sum of contributions before group and total caps.
     pub uncapped: f64,
     /// Per-rule contributions, oldest event first.
-    pub contributions: Vec<Contribution>,
+    pub contributions: Vec<Contribution<'a>>,
     /// Per-group totals before and after the group's cap.
-    pub groups: Vec<GroupTotal>,
+    pub groups: Vec<GroupTotal<'a>>,
     /// Multiplier applied to every contribution (a fan's damping), when not 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multiplier: Option<f64>,
@@ -66,15 +66,15 @@ pub struct Score {
 
 /// One rule's points for one event (or, for fit, one property rule).
 #[derive(Debug, Clone, Serialize)]
-pub struct Contribution {
+pub struct Contribution<'a> {
     /// Rule id.
-    pub rule: Arc<str>,
+    pub rule: Cow<'a, str>,
     /// Group the points count in.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<Arc<str>>,
+    pub group: Option<Cow<'a, str>>,
     /// Event that earned the points.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
+    pub event_id: Option<Cow<'a, str>>,
     /// Age of the event at `now`, in days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_days: Option<f64>,
@@ -94,9 +94,9 @@ pub struct Contribution {
 
 /// A group's sum before and after its cap.
 #[derive(Debug, Clone, Serialize)]
-pub struct GroupTotal {
+pub struct GroupTotal<'a> {
     /// Group name.
-    pub group: Arc<str>,
+    pub group: Cow<'a, str>,
     /// Sum of its contributions.
     pub raw: f64,
     /// After the group's min and max.
@@ -181,7 +181,7 @@ pub enum Action {
     },
 }
 
-impl Decision {
+impl Decision<'_> {
     /// The HubSpot properties this decision writes, if any.
     pub fn hubspot_writes(&self) -> Option<&BTreeMap<String, String>> {
         self.actions.iter().find_map(|a| match a {
@@ -193,5 +193,68 @@ impl Decision {
     /// True when the decision asks for a Salesforce promotion.
     pub fn promotes(&self) -> bool {
         self.actions.contains(&Action::PromoteToSalesforce)
+    }
+
+    /// A copy that no longer borrows the rules or the snapshot.
+    pub fn into_owned(self) -> Decision<'static> {
+        Decision {
+            contact_id: self.contact_id,
+            at: self.at,
+            rules_version: self.rules_version,
+            rules_hash: self.rules_hash,
+            previous_stage: self.previous_stage,
+            stage: self.stage,
+            stage_reason: self.stage_reason,
+            status: self.status,
+            status_reason: self.status_reason,
+            fit: self.fit.into_owned(),
+            engagement: self.engagement.into_owned(),
+            grade: self.grade,
+            derived: self
+                .derived
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            transitions: self.transitions,
+            actions: self.actions,
+            notes: self.notes,
+            state: self.state,
+        }
+    }
+}
+
+impl Score<'_> {
+    /// A copy that no longer borrows the rules or the snapshot.
+    pub fn into_owned(self) -> Score<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Score {
+            value: self.value,
+            uncapped: self.uncapped,
+            contributions: self
+                .contributions
+                .into_iter()
+                .map(|c| Contribution {
+                    rule: own(c.rule),
+                    group: c.group.map(own),
+                    event_id: c.event_id.map(own),
+                    age_days: c.age_days,
+                    half_life_days: c.half_life_days,
+                    points: c.points,
+                    decayed: c.decayed,
+                    counted: c.counted,
+                    note: c.note,
+                })
+                .collect(),
+            groups: self
+                .groups
+                .into_iter()
+                .map(|g| GroupTotal {
+                    group: own(g.group),
+                    raw: g.raw,
+                    capped: g.capped,
+                })
+                .collect(),
+            multiplier: self.multiplier,
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! A recycle resets the state and runs the pass once more, so the decision shows the contact
 //! as it stands after the recycle.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -19,7 +21,7 @@ use super::scoring;
 use super::snapshot::{ContactState, Event, SlaTimer, Snapshot, StageEntry};
 
 /// Decides stage, status, scores and actions for one contact at `now`.
-pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decision {
+pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>) -> Decision<'a> {
     let mut st = snapshot.state.clone();
     let previous_stage = st.stage;
     let mut transitions = Vec::new();
@@ -45,6 +47,7 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decis
             notes.push(format!("{future} event(s) dated after {now} ignored (clock skew?)"));
         }
         let derived = derive(rules, props);
+        let memo: Vec<Cell<u8>> = vec![Cell::new(0); events.len() * rules.memo_slots];
         let mut ctx = Ctx {
             properties: props,
             derived: &derived,
@@ -54,10 +57,12 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decis
             now,
             since: None,
             event: None,
+            memo: &memo,
+            memo_stride: rules.memo_slots,
         };
         let fit = scoring::fit(rules, &ctx);
         ctx.fit = fit.value;
-        let mut engagement = scoring::engagement(rules, &ctx, now);
+        let mut engagement = scoring::engagement(rules, &ctx, &events, now);
         ctx.engagement = engagement.value;
         let current = st.stage;
 
@@ -156,10 +161,11 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decis
             .iter()
             .rev()
             .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
-            .find_map(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
+            .find(|r| r.when.eval(&ctx))
+            .and_then(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
         let sc = &rules.shortcuts;
         let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
-            sc.rules.iter().find_map(|s| {
+            sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
                 let why = s.when.why(&ctx)?;
                 if let Some(req) = &sc.requires {
                     if !req.eval(&ctx) {
@@ -359,7 +365,7 @@ pub fn evaluate(rules: &Rules, snapshot: &Snapshot, now: DateTime<Utc>) -> Decis
                 .derives
                 .iter()
                 .zip(&derived)
-                .filter_map(|(d, v)| v.map(|v| (d.name.clone(), v.to_string())))
+                .filter_map(|(d, v)| v.map(|v| (Cow::Borrowed(&*d.name), Cow::Owned(v.to_string()))))
                 .collect(),
             transitions,
             actions,
@@ -503,23 +509,46 @@ fn prepare_events<'a>(
             kept.push(e);
         }
     }
-    // Same id twice: keep one, chosen by content so arrival order never matters.
-    kept.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| content_cmp(a, b)));
-    kept.dedup_by(|b, a| a.id == b.id);
-    kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    kept.sort_unstable_by(|a, b| {
+        a.at.cmp(&b.at)
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| content_cmp(a, b))
+    });
+    if has_repeated_id(&kept) {
+        // Same id twice: keep one, chosen by content so arrival order never matters.
+        kept.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| content_cmp(a, b)));
+        kept.dedup_by(|b, a| a.id == b.id);
+        kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    }
     let prepared = kept
         .into_iter()
-        .map(|event| Prepared {
+        .enumerate()
+        .map(|(index, event)| Prepared {
             event,
+            index,
             form_kind: (event.kind == EventKind::FormSubmission)
                 .then(|| {
                     let form = event.form.as_deref()?;
-                    rules.forms.iter().find(|(_, re)| re.is_match(form)).map(|(k, _)| &**k)
+                    rules.forms.first(form)
                 })
                 .flatten(),
         })
         .collect();
     (prepared, future)
+}
+
+/// Cheap check first (hashes), so the usual case, all ids distinct, needs no string sort.
+fn has_repeated_id(events: &[&Event]) -> bool {
+    let mut hashes: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+        })
+        .collect();
+    hashes.sort_unstable();
+    hashes.windows(2).any(|w| w[0] == w[1])
 }
 
 fn content_cmp(a: &Event, b: &Event) -> std::cmp::Ordering {
@@ -538,24 +567,23 @@ fn derive<'p>(rules: &'p Rules, props: &'p HashMap<String, String>) -> Vec<Optio
         .iter()
         .map(|d| {
             let from = props.get(&d.from).map(|v| v.trim()).filter(|v| !v.is_empty());
-            from.and_then(|v| d.values.iter().find(|(_, re)| re.is_match(v)).map(|(name, _)| &**name))
-                .or_else(|| {
-                    d.fallback
-                        .as_ref()
-                        .and_then(|f| props.get(f))
-                        .map(|v| v.trim())
-                        .filter(|v| !v.is_empty())
-                })
+            from.and_then(|v| d.values.first(v)).or_else(|| {
+                d.fallback
+                    .as_ref()
+                    .and_then(|f| props.get(f))
+                    .map(|v| v.trim())
+                    .filter(|v| !v.is_empty())
+            })
         })
         .collect()
 }
 
 fn is_fan(f: &super::rules::Fan, ctx: &Ctx<'_>) -> bool {
     let from = f.window.to_chrono().map(|w| ctx.now - w);
-    let count = ctx
-        .events
+    let start = from.map_or(0, |from| ctx.events.partition_point(|p| p.event.at < from));
+    let count = ctx.events[start..]
         .iter()
-        .filter(|p| f.counts.contains(&p.event.kind) && from.is_none_or(|from| p.event.at >= from))
+        .filter(|p| f.counts.contains(&p.event.kind))
         .count();
     count > f.more_than && !f.buying_signal.eval(ctx)
 }
@@ -641,8 +669,8 @@ fn writes(
     };
     want(&out.stage, st.stage.map_or("", |s| s.as_str()).to_string());
     want(&out.status, st.status.as_str().to_string());
-    want(&out.fit_score, fit.value.to_string());
-    want(&out.engagement_score, engagement.value.to_string());
+    want(&out.fit_score, fmt_num(fit.value));
+    want(&out.engagement_score, fmt_num(engagement.value));
     want(&out.grade, grade.to_string());
     if !transitions.is_empty() {
         let mut reason = transitions

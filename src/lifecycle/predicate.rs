@@ -1,5 +1,6 @@
 //! Compiled conditions and their evaluation against one contact at one moment.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -46,7 +47,8 @@ pub(crate) enum Test {
     In(Vec<String>),
     InSet(Arc<str>, Arc<HashSet<String>>),
     DomainIn(Arc<str>, Arc<HashSet<String>>),
-    Matches(Regex),
+    /// A pattern; on an event attribute, `Some(slot)` memoises the result per event.
+    Matches(Regex, Option<usize>),
     AtLeast(f64),
     AtMost(f64),
 }
@@ -66,6 +68,8 @@ pub(crate) struct EventPredicate {
 pub(crate) struct Prepared<'a> {
     pub event: &'a Event,
     pub form_kind: Option<&'a str>,
+    /// Position among the evaluation's events (row of the memo table).
+    pub index: usize,
 }
 
 impl<'a> Prepared<'a> {
@@ -97,6 +101,10 @@ pub(crate) struct Ctx<'a> {
     pub since: Option<DateTime<Utc>>,
     /// The event a `where` is being matched against.
     pub event: Option<Prepared<'a>>,
+    /// Pattern results per (event, slot): 0 unknown, 1 no, 2 yes. Empty disables memoising.
+    pub memo: &'a [Cell<u8>],
+    /// Slots per event in `memo`.
+    pub memo_stride: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -127,6 +135,23 @@ impl Predicate {
             Predicate::All(ps) => ps.iter().all(|p| p.eval(ctx)),
             Predicate::Any(ps) => ps.iter().any(|p| p.eval(ctx)),
             Predicate::Not(p) => !p.eval(ctx),
+            Predicate::Test {
+                subject,
+                test: Test::Matches(re, Some(slot)),
+            } if !ctx.memo.is_empty() && ctx.event.is_some() => {
+                // The same URL is tested by engagement rules, stage criteria and shortcuts: match it once.
+                let p = ctx.event.expect("checked above");
+                let cell = &ctx.memo[p.index * ctx.memo_stride + slot];
+                match cell.get() {
+                    1 => false,
+                    2 => true,
+                    _ => {
+                        let hit = ctx.value(subject).is_some_and(|v| re.is_match(v));
+                        cell.set(1 + u8::from(hit));
+                        hit
+                    }
+                }
+            }
             Predicate::Test { subject, test } => test.holds(ctx.value(subject)),
             Predicate::FitAtLeast(t) => ctx.fit >= *t,
             Predicate::EngagementAtLeast(t) => ctx.engagement >= *t,
@@ -157,7 +182,7 @@ impl Predicate {
                         (Test::AtLeast(t), Some(v)) => format!("{name} {v} ≥ {}", fmt_num(*t)),
                         (Test::AtMost(t), Some(v)) => format!("{name} {v} ≤ {}", fmt_num(*t)),
                         (Test::InSet(list, _) | Test::DomainIn(list, _), Some(v)) => format!("{name} {v} in {list}"),
-                        (Test::Matches(re), Some(v)) => format!("{name} \"{v}\" matches /{}/", re.as_str()),
+                        (Test::Matches(re, _), Some(v)) => format!("{name} \"{v}\" matches /{}/", re.as_str()),
                         (_, Some(v)) => format!("{name} = {v}"),
                         (_, None) => name,
                     }
@@ -204,7 +229,7 @@ impl Predicate {
                     Test::Equals(v) => format!("{name} = {v}"),
                     Test::In(vs) => format!("{name} in [{}]", vs.join(", ")),
                     Test::InSet(l, _) | Test::DomainIn(l, _) => format!("{name} in {l}"),
-                    Test::Matches(re) => format!("{name} matches /{}/", re.as_str()),
+                    Test::Matches(re, _) => format!("{name} matches /{}/", re.as_str()),
                     Test::AtLeast(t) => format!("{name} ≥ {}", fmt_num(*t)),
                     Test::AtMost(t) => format!("{name} ≤ {}", fmt_num(*t)),
                 }
@@ -238,10 +263,10 @@ impl EventPredicate {
             .into_iter()
             .chain(ctx.since)
             .max();
-        ctx.events.iter().copied().filter(move |p| {
-            self.kinds.contains(&p.event.kind)
-                && from.is_none_or(|f| p.event.at >= f)
-                && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(*p)))
+        // Events are oldest first: skip straight to the window.
+        let start = from.map_or(0, |f| ctx.events.partition_point(|p| p.event.at < f));
+        ctx.events[start..].iter().copied().filter(move |p| {
+            self.kinds.contains(&p.event.kind) && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(*p)))
         })
     }
 
@@ -262,7 +287,7 @@ impl Test {
             Test::In(vs) => vs.iter().any(|e| v.eq_ignore_ascii_case(e)),
             Test::InSet(_, set) => contains_lowercase(set, v),
             Test::DomainIn(_, set) => email_domain(v).is_some_and(|d| domain_in(set, d)),
-            Test::Matches(re) => re.is_match(v),
+            Test::Matches(re, _) => re.is_match(v),
             Test::AtLeast(t) => parse_number(v).is_some_and(|n| n >= *t),
             Test::AtMost(t) => parse_number(v).is_some_and(|n| n <= *t),
         }
@@ -307,10 +332,21 @@ pub(crate) fn parse_number(v: &str) -> Option<f64> {
 
 /// A score for people: at most two decimals, no trailing zeros (what HubSpot shows too).
 pub fn fmt_num(v: f64) -> String {
-    let r = (v * 100.0).round() / 100.0;
-    let s = format!("{r:.2}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".to_string() } else { s.to_string() }
+    let cents = (v * 100.0).round();
+    if !cents.is_finite() || cents.abs() > 1e15 {
+        return format!("{v}");
+    }
+    // Integer arithmetic: float formatting was a visible share of an evaluation.
+    let c = cents as i64;
+    let (sign, a) = if c < 0 { ("-", -c) } else { ("", c) };
+    let (int, frac) = (a / 100, a % 100);
+    if frac == 0 {
+        format!("{sign}{int}")
+    } else if frac % 10 == 0 {
+        format!("{sign}{int}.{}", frac / 10)
+    } else {
+        format!("{sign}{int}.{frac:02}")
+    }
 }
 
 #[cfg(test)]
@@ -351,7 +387,11 @@ mod tests {
             (Test::AtLeast(50.0), Some("1,200"), true),
             (Test::AtLeast(50.0), Some("lots"), false),
             (Test::AtMost(10.0), Some("10"), true),
-            (Test::Matches(Regex::new("(?i)vp").unwrap()), Some("VP Sales"), true),
+            (
+                Test::Matches(Regex::new("(?i)vp").unwrap(), None),
+                Some("VP Sales"),
+                true,
+            ),
         ];
         for (i, (t, v, want)) in cases.iter().enumerate() {
             assert_eq!(t.holds(*v), *want, "case {i}: {t:?} on {v:?}");
@@ -364,5 +404,7 @@ mod tests {
         assert_eq!(fmt_num(36.2), "36.2");
         assert_eq!(fmt_num(36.244), "36.24");
         assert_eq!(fmt_num(-0.001), "0");
+        assert_eq!(fmt_num(-12.05), "-12.05");
+        assert_eq!(fmt_num(0.5), "0.5");
     }
 }

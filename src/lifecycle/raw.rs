@@ -18,7 +18,7 @@ pub(crate) struct RawRules {
     #[serde(default)]
     pub derive: BTreeMap<String, Spanned<RawDerive>>,
     #[serde(default)]
-    pub forms: BTreeMap<String, Spanned<String>>,
+    pub forms: Vec<Spanned<RawForm>>,
     pub stages: Vec<Spanned<RawStage>>,
     #[serde(default)]
     pub gates: RawGates,
@@ -59,6 +59,13 @@ pub(crate) struct RawDerive {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDerivedValue {
     pub value: String,
+    pub matches: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawForm {
+    pub kind: Spanned<String>,
     pub matches: Spanned<String>,
 }
 

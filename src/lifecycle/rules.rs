@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use regex::Regex;
+use regex::RegexSet;
 
 use super::model::{EventKind, RuleDuration, Stage, Status};
 use super::predicate::{EventPredicate, Predicate};
@@ -36,8 +36,10 @@ pub struct Rules {
     pub hash: String,
     /// Properties the rules read, by name.
     pub properties: HashMap<String, PropType>,
+    /// Number of memoised patterns on event attributes.
+    pub(crate) memo_slots: usize,
     pub(crate) derives: Vec<Derive>,
-    pub(crate) forms: Vec<(Arc<str>, Regex)>,
+    pub(crate) forms: FirstMatch,
     pub(crate) stages: Vec<StageRule>,
     pub(crate) gates: Gates,
     pub(crate) fit: FitModel,
@@ -58,7 +60,21 @@ pub(crate) struct Derive {
     pub name: Arc<str>,
     pub from: String,
     pub fallback: Option<String>,
-    pub values: Vec<(Arc<str>, Regex)>,
+    pub values: FirstMatch,
+}
+
+/// Named patterns tried in file order in one pass; the first that matches names the value.
+#[derive(Debug)]
+pub(crate) struct FirstMatch {
+    pub names: Vec<Arc<str>>,
+    pub set: RegexSet,
+}
+
+impl FirstMatch {
+    /// The name of the first pattern that matches `text`.
+    pub fn first(&self, text: &str) -> Option<&str> {
+        self.set.matches(text).iter().next().map(|i| &*self.names[i])
+    }
 }
 
 #[derive(Debug)]

@@ -6,13 +6,13 @@
 //! them; a fan's multiplier scales what is left; groups are clamped to their min and max; the
 //! total is clamped last, which also applies the floor of 0.
 
-use std::sync::Arc;
+use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::decision::{Contribution, GroupTotal, Score};
 use super::model::EventAttr;
-use super::predicate::Ctx;
+use super::predicate::{Ctx, Prepared};
 use super::rules::{Bounds, Grades, Group, OncePer, Rules};
 
 /// Rounds a score to 2 decimals, so thresholds compare the value people see.
@@ -21,7 +21,7 @@ pub(crate) fn round2(v: f64) -> f64 {
 }
 
 /// Fit: every rule whose condition holds adds its points.
-pub(crate) fn fit(rules: &Rules, ctx: &Ctx<'_>) -> Score {
+pub(crate) fn fit<'a>(rules: &'a Rules, ctx: &Ctx<'_>) -> Score<'a> {
     let model = &rules.fit;
     let mut contributions = Vec::new();
     let mut sums = vec![0.0; model.groups.len()];
@@ -33,8 +33,8 @@ pub(crate) fn fit(rules: &Rules, ctx: &Ctx<'_>) -> Score {
                 None => loose += r.points,
             }
             contributions.push(Contribution {
-                rule: r.id.clone(),
-                group: r.group.map(|g| model.groups[g].name.clone()),
+                rule: Cow::Borrowed(&r.id),
+                group: r.group.map(|g| Cow::Borrowed(&*model.groups[g].name)),
                 event_id: None,
                 age_days: None,
                 half_life_days: None,
@@ -58,11 +58,16 @@ struct Caps<'a> {
 }
 
 /// Engagement as of `now`, before any fan multiplier.
-pub(crate) fn engagement(rules: &Rules, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Score {
+pub(crate) fn engagement<'a>(
+    rules: &'a Rules,
+    ctx: &Ctx<'_>,
+    events: &[Prepared<'a>],
+    now: DateTime<Utc>,
+) -> Score<'a> {
     let model = &rules.engagement;
     let mut caps: Vec<Caps<'_>> = vec![Caps::default(); model.rules.len()];
-    let mut contributions = Vec::with_capacity(ctx.events.len());
-    for p in ctx.events {
+    let mut contributions = Vec::with_capacity(events.len());
+    for p in events {
         let Some(&ri) = model.by_kind[p.event.kind as usize]
             .iter()
             .find(|&&ri| model.rules[ri].matcher.accepts(ctx, *p))
@@ -120,9 +125,9 @@ pub(crate) fn engagement(rules: &Rules, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Sc
         }
         let counted = if note.is_some() { 0.0 } else { decayed };
         contributions.push(Contribution {
-            rule: rule.id.clone(),
-            group: rule.group.map(|g| model.groups[g].name.clone()),
-            event_id: Some(p.event.id.clone()),
+            rule: Cow::Borrowed(&rule.id),
+            group: rule.group.map(|g| Cow::Borrowed(&*model.groups[g].name)),
+            event_id: Some(Cow::Borrowed(p.event.id.as_str())),
             age_days: Some(age),
             half_life_days: (!rule.half_life.is_infinite()).then_some(half_life),
             points: rule.points,
@@ -136,7 +141,7 @@ pub(crate) fn engagement(rules: &Rules, ctx: &Ctx<'_>, now: DateTime<Utc>) -> Sc
 }
 
 /// Scales every engagement contribution (a fan's damping) and recomputes the caps.
-pub(crate) fn damp(rules: &Rules, mut score: Score, multiplier: f64) -> Score {
+pub(crate) fn damp<'a>(rules: &'a Rules, mut score: Score<'a>, multiplier: f64) -> Score<'a> {
     for c in &mut score.contributions {
         c.counted *= multiplier;
     }
@@ -159,7 +164,7 @@ fn sum_groups(rules: &Rules, contributions: &[Contribution]) -> (Vec<f64>, f64) 
     for c in contributions {
         match &c.group {
             Some(g) => {
-                if let Some(i) = groups.iter().position(|x| Arc::ptr_eq(&x.name, g)) {
+                if let Some(i) = groups.iter().position(|x| *x.name == **g) {
                     sums[i] += c.counted;
                 }
             }
@@ -169,14 +174,14 @@ fn sum_groups(rules: &Rules, contributions: &[Contribution]) -> (Vec<f64>, f64) 
     (sums, loose)
 }
 
-fn finish(
-    contributions: Vec<Contribution>,
-    groups: &[Group],
+fn finish<'a>(
+    contributions: Vec<Contribution<'a>>,
+    groups: &'a [Group],
     sums: &[f64],
     loose: f64,
     total: Bounds,
     multiplier: Option<f64>,
-) -> Score {
+) -> Score<'a> {
     let mut out_groups = Vec::with_capacity(groups.len());
     let mut sum = loose;
     let mut uncapped = loose;
@@ -185,7 +190,7 @@ fn finish(
         uncapped += raw;
         sum += capped;
         out_groups.push(GroupTotal {
-            group: g.name.clone(),
+            group: Cow::Borrowed(&g.name),
             raw: round2(*raw),
             capped: round2(capped),
         });
