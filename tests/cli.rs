@@ -91,3 +91,9 @@ fn test_rules_passes_the_shipped_cases_and_fails_a_wrong_expectation() {
     assert!(stdout.contains("fit is 80, expected …..=10"), "{stdout}");
     assert!(stdout.contains("wrong.toml:1"), "{stdout}");
 }
+
+#[test]
+fn the_annotated_example_configuration_is_valid() {
+    let out = run_bin(&["check", "--config", "leadsync.example.toml"], &repo());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
