@@ -36,6 +36,14 @@ pub struct C {
     next_id: u32,
 }
 
+impl C {
+    /// A contact HubSpot knows nothing about yet.
+    pub fn blank() -> C {
+        let snap: Snapshot = serde_json::from_str(r#"{"contact_id": "500"}"#).unwrap();
+        C { snap, next_id: 0 }
+    }
+}
+
 /// A contact known only by a business email.
 pub fn contact() -> C {
     let snap: Snapshot =

@@ -638,3 +638,51 @@ fn sla_starts_at_mql_and_stops_on_the_first_outbound_touch() {
     let late = c.after(&c.eval()).eval_at(now() + days(2.0));
     assert!(late.notes.iter().any(|n| n.contains("SLA first_touch overdue")));
 }
+
+// ---- one line per kind of contact in DOMAIN.md -------------------------------------------------
+
+#[test]
+fn stage_and_status_by_kind_of_contact() {
+    use Stage::*;
+    use Status::{Active, Disqualified, Dormant, Fan, Recycle};
+    let fan = (0..41).fold(icp(), |c, i| c.ev(EmailOpen, 0.5 + f64::from(i) * 0.5));
+    #[rustfmt::skip]
+    let cases: Vec<(&str, C, Option<Stage>, Status)> = vec![
+        ("nothing known",                         C::blank(),                                                  None,              Active),
+        ("email only",                            contact(),                                                   Some(Subscriber),  Active),
+        ("free-mail subscriber reading the blog", contact().prop("email", "a@gmail.com").page("/blog/x", 2.0), Some(Subscriber),  Active),
+        ("job title and persona",                 contact().prop("jobtitle", "Marketing Manager"),             Some(Lead),        Active),
+        ("ICP, no activity yet",                  icp(),                                                       Some(Lead),        Active),
+        ("ICP, engaged",                          icp().engaged_35(),                                          Some(Mql),         Active),
+        ("ICP, engaged, personal email",          icp().prop("email", "sam@gmail.com").engaged_35(),           Some(Mql),         Active),
+        ("too small, engaged",                    contact().prop("jobtitle", "Growth manager").prop("numemployees", "3").engaged_35(), Some(Lead), Active),
+        ("competitor",                            icp().prop("email", "x@crmbridge.com"),                      Some(Lead),        Disqualified),
+        ("student",                               icp().prop("jobtitle", "Étudiant en marketing"),             Some(Lead),        Disqualified),
+        ("unserved country",                      icp().prop("country", "Japan"),                              Some(Lead),        Disqualified),
+        ("fan",                                   fan.clone(),                                                 Some(Lead),        Fan),
+        ("fan asking for a quote",                fan.form("Request a quote", 0.1),                            Some(Sql),         Active),
+        ("demo request",                          icp().form("Demander une démo", 0.1),                        Some(Sql),         Active),
+        ("contact-sales form",                    icp().form("Contact sales", 0.1),                            Some(Sql),         Active),
+        ("old demo request (120 days)",           icp().form("Request a demo", 120.0),                         Some(Lead),        Active),
+        ("met at a trade show",                   icp().prop("leadsync_met_in_person", "true"),                Some(Sql),         Active),
+        ("inbound call",                          icp().inbound(Call, 1.0),                                    Some(Sql),         Active),
+        ("sales accepted",                        icp().at(Mql).prop("leadsync_sal_decision", "accepted"),     Some(Sal),         Active),
+        ("sales qualified",                       icp().at(Sal).prop("leadsync_sql_qualified", "true"),        Some(Sql),         Active),
+        ("sales rejected, no reason",             icp().at(Mql).prop("leadsync_sal_decision", "rejected"),     Some(Mql),         Active),
+        ("sales rejected, not ready",             icp().at(Mql).prop("leadsync_sal_decision", "rejected").prop("leadsync_rejection_reason", "not_ready"), Some(Lead), Recycle),
+        ("dormant lead",                          icp().at(Lead).page("/blog", 200.0),                         Some(Lead),        Dormant),
+        ("dormant lead comes back",               icp().at(Lead).page("/blog", 200.0).page("/blog", 1.0),      Some(Lead),        Active),
+        ("customer",                              icp().at(Customer).page("/pricing", 1.0),                    Some(Customer),    Active),
+    ];
+    for (name, c, stage, status) in cases {
+        let d = c.eval();
+        assert_eq!(
+            (d.stage, d.status),
+            (stage, status),
+            "{name}: {:?} / {:?} / {:?}",
+            d.stage_reason,
+            d.status_reason,
+            d.notes
+        );
+    }
+}

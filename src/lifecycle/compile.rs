@@ -67,21 +67,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
             .apply_below
             .as_ref()
             .and_then(|s| c.stage(s, "gates.apply_below")),
-        rules: raw
-            .gates
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let f = format!("gates.rules[{i}]");
-                let g = g.get_ref();
-                Gate {
-                    id: c.unique_id(&g.id, &f),
-                    when: c.predicate(&g.when, &format!("{f}.when"), false),
-                    reason: g.reason.clone(),
-                }
-            })
-            .collect(),
+        rules: c.reasoned(&raw.gates.rules, "gates.rules"),
     };
     let fit = c.fit(&raw.fit, fit_total);
     let engagement = c.engagement(&raw.engagement, engagement_total);
@@ -106,17 +92,6 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
     });
     let lost = raw.lost.as_ref().map(|l| c.lost(l));
     let sla = raw.sla.iter().enumerate().map(|(i, s)| c.sla(s, i)).collect();
-    let output = Output {
-        lifecycle_property: raw.output.lifecycle_property.clone(),
-        stage: raw.output.stage.clone(),
-        status: raw.output.status.clone(),
-        fit_score: raw.output.fit_score.clone(),
-        engagement_score: raw.output.engagement_score.clone(),
-        grade: raw.output.grade.clone(),
-        reason: raw.output.reason.clone(),
-        rules_version: raw.output.rules_version.clone(),
-        sla_due: raw.output.sla_due.clone(),
-    };
 
     let hash = hex::encode(Sha256::digest(src.text().as_bytes()))[..12].to_string();
     let rules = Rules {
@@ -139,7 +114,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         dormant,
         lost,
         sla,
-        output,
+        output: raw.output,
     };
     Diagnostics(c.diags).into_result(rules)
 }
@@ -389,7 +364,7 @@ impl Compiler<'_> {
             .collect()
     }
 
-    fn fit(&mut self, raw: &RawFit, total: Bounds) -> FitModel {
+    fn fit(&mut self, raw: &RawScore<RawFitRule>, total: Bounds) -> FitModel {
         let groups = self.groups(&raw.groups, "fit");
         let rules = raw
             .rules
@@ -409,7 +384,7 @@ impl Compiler<'_> {
         FitModel { total, groups, rules }
     }
 
-    fn engagement(&mut self, raw: &RawEngagement, total: Bounds) -> EngagementModel {
+    fn engagement(&mut self, raw: &RawScore<RawEngagementRule>, total: Bounds) -> EngagementModel {
         let groups = self.groups(&raw.groups, "engagement");
         let mut by_kind = vec![Vec::new(); EventKind::ALL.len()];
         let mut rules = Vec::new();
@@ -513,21 +488,24 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|r| self.predicate(r, "sql_shortcuts.requires", false)),
             blocked_by: self.statuses(&raw.blocked_by, "sql_shortcuts.blocked_by"),
-            rules: raw
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let f = format!("sql_shortcuts.rules[{i}]");
-                    let s = s.get_ref();
-                    Shortcut {
-                        id: self.unique_id(&s.id, &f),
-                        when: self.predicate(&s.when, &format!("{f}.when"), false),
-                        reason: s.reason.clone(),
-                    }
-                })
-                .collect(),
+            rules: self.reasoned(&raw.rules, "sql_shortcuts.rules"),
         }
+    }
+
+    /// Gates and shortcuts: named conditions with the words that explain them.
+    fn reasoned(&mut self, raw: &[Spanned<RawReasoned>], field: &str) -> Vec<Reasoned> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let f = format!("{field}[{i}]");
+                let r = r.get_ref();
+                Reasoned {
+                    id: self.unique_id(&r.id, &f),
+                    when: self.predicate(&r.when, &format!("{f}.when"), false),
+                    reason: r.reason.clone(),
+                }
+            })
+            .collect()
     }
 
     fn sales_rejection(&mut self, raw: &Spanned<RawSalesRejection>) -> SalesRejection {

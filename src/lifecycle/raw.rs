@@ -22,8 +22,8 @@ pub(crate) struct RawRules {
     pub stages: Vec<Spanned<RawStage>>,
     #[serde(default)]
     pub gates: RawGates,
-    pub fit: RawFit,
-    pub engagement: RawEngagement,
+    pub fit: RawScore<RawFitRule>,
+    pub engagement: RawScore<RawEngagementRule>,
     pub grades: RawGrades,
     #[serde(default)]
     pub sql_shortcuts: RawShortcuts,
@@ -35,7 +35,7 @@ pub(crate) struct RawRules {
     #[serde(default)]
     pub sla: Vec<Spanned<RawSla>>,
     #[serde(default)]
-    pub output: RawOutput,
+    pub output: super::rules::Output,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,12 +85,13 @@ pub(crate) struct RawGates {
     #[serde(default)]
     pub apply_below: Option<Spanned<String>>,
     #[serde(default)]
-    pub rules: Vec<Spanned<RawGate>>,
+    pub rules: Vec<Spanned<RawReasoned>>,
 }
 
+/// A gate or a shortcut: a named condition and the words that explain it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawGate {
+pub(crate) struct RawReasoned {
     pub id: Spanned<String>,
     pub when: Spanned<RawPredicate>,
     pub reason: String,
@@ -105,17 +106,18 @@ pub(crate) struct RawBounds {
     pub max: Option<f64>,
 }
 
+/// `[fit]` and `[engagement]`: total bounds, groups with their bounds, and rules.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawFit {
+pub(crate) struct RawScore<R> {
     #[serde(default)]
     pub min: Option<Spanned<f64>>,
     #[serde(default)]
     pub max: Option<Spanned<f64>>,
     #[serde(default)]
     pub groups: BTreeMap<String, Spanned<RawBounds>>,
-    #[serde(default)]
-    pub rules: Vec<Spanned<RawFitRule>>,
+    #[serde(default = "Vec::new")]
+    pub rules: Vec<Spanned<R>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,19 +128,6 @@ pub(crate) struct RawFitRule {
     pub group: Option<Spanned<String>>,
     pub points: Spanned<f64>,
     pub when: Spanned<RawPredicate>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawEngagement {
-    #[serde(default)]
-    pub min: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub max: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub groups: BTreeMap<String, Spanned<RawBounds>>,
-    #[serde(default)]
-    pub rules: Vec<Spanned<RawEngagementRule>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,15 +169,7 @@ pub(crate) struct RawShortcuts {
     #[serde(default)]
     pub blocked_by: Vec<Spanned<String>>,
     #[serde(default)]
-    pub rules: Vec<Spanned<RawShortcut>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawShortcut {
-    pub id: Spanned<String>,
-    pub when: Spanned<RawPredicate>,
-    pub reason: String,
+    pub rules: Vec<Spanned<RawReasoned>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,37 +228,6 @@ pub(crate) struct RawSla {
     #[serde(default)]
     pub due_after_shortcut: Option<Spanned<String>>,
     pub stops_on: Spanned<RawPredicate>,
-}
-
-/// HubSpot properties leadsync writes, with their defaults.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RawOutput {
-    pub lifecycle_property: String,
-    pub stage: String,
-    pub status: String,
-    pub fit_score: String,
-    pub engagement_score: String,
-    pub grade: String,
-    pub reason: String,
-    pub rules_version: String,
-    pub sla_due: String,
-}
-
-impl Default for RawOutput {
-    fn default() -> Self {
-        Self {
-            lifecycle_property: "lifecyclestage".into(),
-            stage: "leadsync_stage".into(),
-            status: "leadsync_status".into(),
-            fit_score: "leadsync_fit_score".into(),
-            engagement_score: "leadsync_engagement_score".into(),
-            grade: "leadsync_grade".into(),
-            reason: "leadsync_reason".into(),
-            rules_version: "leadsync_rules_version".into(),
-            sla_due: "leadsync_sla_due".into(),
-        }
-    }
 }
 
 /// A string or a list of strings (`event = "call"` or `event = ["call", "meeting"]`).

@@ -88,11 +88,12 @@ pub(crate) struct StageRule {
 #[derive(Debug, Default)]
 pub(crate) struct Gates {
     pub apply_below: Option<Stage>,
-    pub rules: Vec<Gate>,
+    pub rules: Vec<Reasoned>,
 }
 
+/// A gate or a shortcut: a named condition and the words that explain it.
 #[derive(Debug)]
-pub(crate) struct Gate {
+pub(crate) struct Reasoned {
     pub id: Arc<str>,
     pub when: Predicate,
     pub reason: String,
@@ -175,14 +176,7 @@ pub(crate) struct Shortcuts {
     pub to: Stage,
     pub requires: Option<Predicate>,
     pub blocked_by: Vec<Status>,
-    pub rules: Vec<Shortcut>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shortcut {
-    pub id: Arc<str>,
-    pub when: Predicate,
-    pub reason: String,
+    pub rules: Vec<Reasoned>,
 }
 
 #[derive(Debug)]
@@ -233,8 +227,9 @@ pub(crate) struct Sla {
     pub stops_on: Predicate,
 }
 
-/// Names of the HubSpot properties leadsync writes.
-#[derive(Debug, Clone)]
+/// Names of the HubSpot properties leadsync writes (`[output]`; every name has a default).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Output {
     /// HubSpot's own lifecycle stage property.
     pub lifecycle_property: String,
@@ -254,6 +249,22 @@ pub struct Output {
     pub rules_version: String,
     /// When the running SLA timer is due.
     pub sla_due: String,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self {
+            lifecycle_property: "lifecyclestage".into(),
+            stage: "leadsync_stage".into(),
+            status: "leadsync_status".into(),
+            fit_score: "leadsync_fit_score".into(),
+            engagement_score: "leadsync_engagement_score".into(),
+            grade: "leadsync_grade".into(),
+            reason: "leadsync_reason".into(),
+            rules_version: "leadsync_rules_version".into(),
+            sla_due: "leadsync_sla_due".into(),
+        }
+    }
 }
 
 impl Rules {
