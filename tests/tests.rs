@@ -6,5 +6,7 @@ mod cli;
 mod common;
 /// The lifecycle engine against the shipped default rules: one test per rule of DOMAIN.md.
 mod engine;
+/// The HubSpot client against wiremock: one test per failure mode, budgets under load.
+mod hubspot;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;

@@ -1,0 +1,224 @@
+//! Sales activity: calls, emails, meetings, notes and tasks, found through associations v4
+//! (1,000 contacts per call) and read in batches of 100, then turned into the engine's events.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+use serde::Serialize;
+
+use super::client::{Call, HubSpotClient, HubSpotError};
+use super::limiter::{Budget, Priority};
+use super::types::{ASSOCIATION_BATCH_LIMIT, AssociationResult, BatchResponse, HubSpotObject};
+use crate::lifecycle::snapshot::Direction;
+use crate::lifecycle::{Event, EventKind};
+
+/// An engagement object type and the properties the rules need from it.
+#[derive(Debug, Clone, Copy)]
+pub struct EngagementType {
+    /// HubSpot object type (`calls`, …).
+    pub object: &'static str,
+    /// The event kind it becomes.
+    pub kind: EventKind,
+    /// Properties to read.
+    pub properties: &'static [&'static str],
+}
+
+/// The engagement types leadsync reads.
+pub const ENGAGEMENT_TYPES: [EngagementType; 5] = [
+    EngagementType {
+        object: "calls",
+        kind: EventKind::Call,
+        properties: &["hs_timestamp", "hs_call_direction", "hs_call_status"],
+    },
+    EngagementType {
+        object: "emails",
+        kind: EventKind::SalesEmail,
+        properties: &["hs_timestamp", "hs_email_direction"],
+    },
+    EngagementType {
+        object: "meetings",
+        kind: EventKind::Meeting,
+        properties: &["hs_timestamp", "hs_meeting_outcome"],
+    },
+    EngagementType {
+        object: "notes",
+        kind: EventKind::Note,
+        properties: &["hs_timestamp"],
+    },
+    EngagementType {
+        object: "tasks",
+        kind: EventKind::Task,
+        properties: &["hs_timestamp"],
+    },
+];
+
+impl HubSpotClient {
+    /// For each `from` id, the ids of its associated `to` records (1,000 ids per call).
+    pub async fn associations(
+        &self,
+        from: &str,
+        to: &str,
+        ids: &[String],
+        priority: Priority,
+    ) -> Result<BTreeMap<String, Vec<String>>, HubSpotError> {
+        #[derive(Serialize)]
+        struct Input<'a> {
+            id: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Body<'a> {
+            inputs: Vec<Input<'a>>,
+        }
+        let path = format!("/crm/v4/associations/{from}/{to}/batch/read");
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for chunk in ids.chunks(ASSOCIATION_BATCH_LIMIT) {
+            let body = Body {
+                inputs: chunk.iter().map(|id| Input { id }).collect(),
+            };
+            let resp: BatchResponse<AssociationResult> = self
+                .call(Call {
+                    endpoint: "associations.batch_read",
+                    method: Method::POST,
+                    path: &path,
+                    query: &[],
+                    body: Some(&body),
+                    budget: Budget::General,
+                    priority,
+                })
+                .await?;
+            for r in resp.results {
+                out.entry(r.from.id)
+                    .or_default()
+                    .extend(r.to.into_iter().map(|t| t.to_object_id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every engagement of `contacts`, as events per contact: one association read per type
+    /// and 1,000 contacts, one batch read per type and 100 engagements.
+    pub async fn contact_engagements(
+        &self,
+        contacts: &[String],
+        priority: Priority,
+    ) -> Result<BTreeMap<String, Vec<Event>>, HubSpotError> {
+        let mut out: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for t in ENGAGEMENT_TYPES {
+            let links = self.associations("contacts", t.object, contacts, priority).await?;
+            let mut ids: Vec<String> = links.values().flatten().cloned().collect();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let props: Vec<String> = t.properties.iter().map(|p| p.to_string()).collect();
+            let records = self.batch_read(t.object, &ids, &props, None, priority).await?;
+            let events: BTreeMap<&str, Event> = records
+                .iter()
+                .filter_map(|r| to_event(&t, r).map(|e| (r.id.as_str(), e)))
+                .collect();
+            for (contact, linked) in links {
+                let list = out.entry(contact).or_default();
+                list.extend(linked.iter().filter_map(|id| events.get(id.as_str()).cloned()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An engagement record as the engine's event; `None` when it has no usable time.
+pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
+    let at = parse_time(r.prop("hs_timestamp")?)?;
+    let direction = match t.kind {
+        EventKind::Call => r.prop("hs_call_direction").and_then(|d| match d {
+            "INBOUND" => Some(Direction::Inbound),
+            "OUTBOUND" => Some(Direction::Outbound),
+            _ => None,
+        }),
+        EventKind::SalesEmail => r.prop("hs_email_direction").map(|d| {
+            if d == "INCOMING_EMAIL" {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            }
+        }),
+        // A meeting is booked by sales or by the contact; HubSpot does not say which.
+        _ => None,
+    };
+    let outcome = r
+        .prop("hs_call_status")
+        .or(r.prop("hs_meeting_outcome"))
+        .map(|o| match o {
+            "COMPLETED" => "connected".to_string(),
+            other => other.to_ascii_lowercase(),
+        });
+    Some(Event {
+        id: format!("hs-{}-{}", t.object, r.id),
+        kind: t.kind,
+        at,
+        url: None,
+        form: None,
+        campaign: None,
+        direction,
+        outcome,
+    })
+}
+
+fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    v.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(id: &str, props: &[(&str, &str)]) -> HubSpotObject {
+        HubSpotObject {
+            id: id.into(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect(),
+            archived: false,
+        }
+    }
+
+    #[test]
+    fn engagements_become_events() {
+        let call = to_event(
+            &ENGAGEMENT_TYPES[0],
+            &object(
+                "5",
+                &[
+                    ("hs_timestamp", "2026-11-20T10:00:00Z"),
+                    ("hs_call_direction", "INBOUND"),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (call.id.as_str(), call.kind, call.direction),
+            ("hs-calls-5", EventKind::Call, Some(Direction::Inbound))
+        );
+        let reply = to_event(
+            &ENGAGEMENT_TYPES[1],
+            &object(
+                "6",
+                &[
+                    ("hs_timestamp", "1763632800000"),
+                    ("hs_email_direction", "INCOMING_EMAIL"),
+                ],
+            ),
+        )
+        .unwrap();
+        assert_eq!(reply.direction, Some(Direction::Inbound));
+        assert!(
+            to_event(&ENGAGEMENT_TYPES[3], &object("7", &[])).is_none(),
+            "no time, no event"
+        );
+    }
+}

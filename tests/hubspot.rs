@@ -1,0 +1,563 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leadsync::hubspot::auth::HubSpotAuth;
+use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig, HubSpotError};
+use leadsync::hubspot::limiter::Priority;
+use leadsync::hubspot::retry::RetryPolicy;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const BG: Priority = Priority::Background;
+
+fn config(server: &MockServer) -> HubSpotClientConfig {
+    HubSpotClientConfig {
+        base_url: server.uri().parse().unwrap(),
+        burst: 10_000,
+        interval: Duration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 0,
+        timeout: None,
+        retry: RetryPolicy::default(),
+    }
+}
+
+fn static_client(server: &MockServer) -> HubSpotClient {
+    HubSpotClient::new(
+        config(server),
+        HubSpotAuth::static_token(Some(42), SecretString::from("pat-test")),
+    )
+    .unwrap()
+}
+
+fn oauth_client(server: &MockServer) -> HubSpotClient {
+    let auth = HubSpotAuth::oauth(
+        Some(42),
+        &format!("{}/oauth/v1/token", server.uri()),
+        "client-id",
+        SecretString::from("client-secret"),
+        SecretString::from("refresh-1"),
+    )
+    .unwrap();
+    HubSpotClient::new(config(server), auth).unwrap()
+}
+
+fn token(access: &str, expires_in: u64) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "access_token": access, "refresh_token": "refresh-1", "expires_in": expires_in, "token_type": "bearer"
+    }))
+}
+
+fn contacts_page(ids: &[&str], after: Option<&str>) -> Value {
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "properties": {"email": null}}))
+        .collect();
+    match after {
+        Some(a) => json!({"results": results, "paging": {"next": {"after": a}}}),
+        None => json!({"results": results}),
+    }
+}
+
+fn ten_secondly() -> ResponseTemplate {
+    ResponseTemplate::new(429).set_body_json(json!({
+        "status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+        "errorType": "RATE_LIMIT", "correlationId": "c-1", "policyName": "TEN_SECONDLY_ROLLING"
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/objects/contacts"))
+        .respond_with(ten_secondly())
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/objects/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&["1"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = static_client(&server);
+    let start = tokio::time::Instant::now();
+    let page = client.list_contacts(None, &["email".into()], BG).await.unwrap();
+    assert_eq!(page.results.len(), 1);
+    assert!(
+        start.elapsed() >= Duration::from_secs(20),
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!((client.stats().rate_limited(), client.stats().retries()), (2, 2));
+}
+
+#[tokio::test]
+async fn the_daily_limit_stops_the_job_without_retrying() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(json!({
+            "status": "error", "message": "You have reached your daily limit.", "errorType": "RATE_LIMIT",
+            "correlationId": "c-2", "policyName": "DAILY"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = static_client(&server).list_contacts(None, &[], BG).await.unwrap_err();
+    assert!(err.is_pause(), "{err}");
+    assert!(matches!(err, HubSpotError::DailyLimit { .. }));
+    assert!(err.to_string().contains("checkpoint kept"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_error_then_success() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&["1", "2"], None)))
+        .mount(&server)
+        .await;
+    let client = static_client(&server);
+    assert_eq!(client.list_contacts(None, &[], BG).await.unwrap().results.len(), 2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_then_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let mut cfg = config(&server);
+    cfg.timeout = Some(Duration::from_millis(150));
+    cfg.retry = RetryPolicy {
+        max_attempts: 2,
+        base: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    };
+    let client = HubSpotClient::new(cfg, HubSpotAuth::static_token(None, SecretString::from("t"))).unwrap();
+    let err = client.list_contacts(None, &[], BG).await.unwrap_err();
+    assert!(err.to_string().contains("no answer after 2 attempts"), "{err}");
+    assert_eq!(client.stats().total(), 2);
+}
+
+#[tokio::test]
+async fn a_401_refreshes_the_token_once_and_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(path("/oauth/v1/token"))
+        .and(wiremock::matchers::body_string_contains("grant_type=refresh_token"))
+        .respond_with(token("tok-1", 1800))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/oauth/v1/token"))
+        .respond_with(token("tok-2", 1800))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("authorization", "Bearer tok-1"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"status": "error", "category": "EXPIRED_AUTHENTICATION"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(header("authorization", "Bearer tok-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&["1"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = oauth_client(&server);
+    client.list_contacts(None, &[], BG).await.unwrap();
+    assert_eq!(client.auth().refresh_count(), 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_with_an_expired_token_make_one_token_call() {
+    let server = MockServer::start().await;
+    // 301 s: inside the 5-minute refresh margin one second later, so "expired" for the client.
+    Mock::given(path("/oauth/v1/token"))
+        .respond_with(token("tok", 301))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&[], None)))
+        .mount(&server)
+        .await;
+    let client = oauth_client(&server);
+    let run = || futures::future::join_all((0..50).map(|_| client.list_contacts(None, &[], BG)));
+    assert!(run().await.iter().all(Result::is_ok));
+    assert_eq!(
+        client.auth().refresh_count(),
+        1,
+        "one refresh for fifty callers without a token"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(run().await.iter().all(Result::is_ok));
+    assert_eq!(
+        client.auth().refresh_count(),
+        2,
+        "one refresh for fifty callers with an expiring token"
+    );
+    let token_calls = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/oauth/v1/token")
+        .count();
+    assert_eq!(token_calls, 2);
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_is_a_clear_fatal_error() {
+    let server = MockServer::start().await;
+    Mock::given(path("/oauth/v1/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token",
+            "error": "invalid_grant", "error_description": "missing or unknown refresh token"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = oauth_client(&server).list_contacts(None, &[], BG).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("portal 42") && text.contains("BAD_REFRESH_TOKEN") && text.contains("Reinstall"),
+        "{text}"
+    );
+    assert!(!text.contains("refresh-1"), "no secret in the message");
+}
+
+#[tokio::test]
+async fn a_400_is_sent_exactly_once_and_keeps_hubspots_words() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "error", "message": "Property \"leadsync_grade\" does not exist",
+            "correlationId": "c-400", "category": "VALIDATION_ERROR"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let updates = vec![(
+        "1".to_string(),
+        BTreeMap::from([("leadsync_grade".to_string(), "A1".to_string())]),
+    )];
+    let err = static_client(&server)
+        .batch_update_contacts(&updates, BG)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "contacts.batch_update: HubSpot 400 VALIDATION_ERROR: Property \"leadsync_grade\" does not exist (correlationId c-400)"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_update_reports_each_refused_record_and_keeps_the_others() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/update"))
+        .and(body_partial_json(
+            json!({"inputs": [{"id": "1", "objectWriteTraceId": "1"}]}),
+        ))
+        .respond_with(ResponseTemplate::new(207).set_body_json(json!({
+            "status": "COMPLETE",
+            "results": [{"id": "1", "properties": {}}, {"id": "3", "properties": {}}],
+            "numErrors": 1,
+            "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "grade is not valid",
+                        "context": {"objectWriteTraceId": ["2"]}}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let updates: Vec<_> = ["1", "2", "3"]
+        .iter()
+        .map(|id| {
+            (
+                id.to_string(),
+                BTreeMap::from([("leadsync_grade".to_string(), "A1".to_string())]),
+            )
+        })
+        .collect();
+    let outcome = static_client(&server)
+        .batch_update_contacts(&updates, BG)
+        .await
+        .unwrap();
+    assert_eq!(outcome.updated, vec!["1", "3"]);
+    assert_eq!(outcome.failed.len(), 1);
+    assert_eq!(outcome.failed[0].0, "2");
+    assert_eq!(outcome.failed[0].1.message, "grade is not valid");
+}
+
+#[tokio::test]
+async fn batch_updates_go_100_records_a_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let updates: Vec<_> = (1..=250).map(|i| (i.to_string(), BTreeMap::new())).collect();
+    let outcome = static_client(&server)
+        .batch_update_contacts(&updates, BG)
+        .await
+        .unwrap();
+    assert_eq!(outcome.updated.len(), 250);
+    let sizes: Vec<usize> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.body_json::<Value>().unwrap()["inputs"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+}
+
+#[tokio::test]
+async fn paging_goes_to_the_end() {
+    let server = MockServer::start().await;
+    for (after, ids, next) in [
+        (None, ["1", "2"], Some("a2")),
+        (Some("a2"), ["3", "4"], Some("a4")),
+        (Some("a4"), ["5", "6"], None),
+    ] {
+        let mut m = Mock::given(method("GET"))
+            .and(path("/crm/v3/objects/contacts"))
+            .and(query_param("limit", "100"));
+        if let Some(a) = after {
+            m = m.and(query_param("after", a));
+        } else {
+            m = m.and(wiremock::matchers::query_param_is_missing("after"));
+        }
+        m.respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&ids, next)))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let client = static_client(&server);
+    let mut after: Option<String> = None;
+    let mut all = Vec::new();
+    loop {
+        let page = client
+            .list_contacts(after.as_deref(), &["email".into()], BG)
+            .await
+            .unwrap();
+        all.extend(page.results.iter().map(|o| o.id.clone()));
+        match page.next_after() {
+            Some(a) => after = Some(a.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(all, ["1", "2", "3", "4", "5", "6"]);
+}
+
+#[tokio::test]
+async fn a_wide_property_list_never_goes_in_the_url() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(query_param("limit", "100"))
+        .and(wiremock::matchers::query_param_is_missing("properties"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&["1", "2"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/read"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [{"id": "1"}, {"id": "2"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let props: Vec<String> = (0..300).map(|i| format!("custom_property_number_{i}")).collect();
+    let page = static_client(&server).list_contacts(None, &props, BG).await.unwrap();
+    assert_eq!(page.results.len(), 2);
+    let longest = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.as_str().len())
+        .max()
+        .unwrap();
+    assert!(longest < 2_500, "URL of {longest} bytes");
+}
+
+/// A search index answering like HubSpot: filters, sort by id, 200 a page, 400 past 10,000.
+struct FakeSearch {
+    records: Vec<(u64, i64)>,
+}
+
+impl Respond for FakeSearch {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = request.body_json().unwrap();
+        let filters = body["filterGroups"][0]["filters"].as_array().unwrap();
+        let find = |op: &str, prop: &str| {
+            filters
+                .iter()
+                .find(|f| f["operator"] == op && f["propertyName"] == prop)
+                .map(|f| f["value"].as_str().unwrap().parse::<i64>().unwrap())
+        };
+        let (gte, lt, above) = (
+            find("GTE", "lastmodifieddate").unwrap(),
+            find("LT", "lastmodifieddate").unwrap(),
+            find("GT", "hs_object_id"),
+        );
+        assert_eq!(body["sorts"][0]["propertyName"], "hs_object_id");
+        let limit = body["limit"].as_u64().unwrap() as usize;
+        let offset = body["after"].as_str().map_or(0, |a| a.parse::<usize>().unwrap());
+        if limit > 200 || offset + limit > 10_000 {
+            return ResponseTemplate::new(400)
+                .set_body_json(json!({"status": "error", "message": "paging past 10,000"}));
+        }
+        let mut hits: Vec<u64> = self
+            .records
+            .iter()
+            .filter(|(id, t)| *t >= gte && *t < lt && above.is_none_or(|a| *id as i64 > a))
+            .map(|(id, _)| *id)
+            .collect();
+        hits.sort();
+        let page: Vec<Value> = hits
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|id| json!({"id": id.to_string()}))
+            .collect();
+        let mut out = json!({"total": hits.len(), "results": page});
+        if offset + limit < hits.len() {
+            out["paging"] = json!({"next": {"after": (offset + limit).to_string()}});
+        }
+        ResponseTemplate::new(200).set_body_json(out)
+    }
+}
+
+#[tokio::test]
+async fn search_past_ten_thousand_with_many_on_one_timestamp_returns_each_record_once() {
+    let server = MockServer::start().await;
+    // 12,000 contacts: 10,500 modified in the same millisecond.
+    let records: Vec<(u64, i64)> = (0..12_000u64)
+        .map(|i| {
+            (
+                (i * 7_919) % 12_000 + 1,
+                if i < 10_500 {
+                    1_700_000_000_000
+                } else {
+                    1_700_000_000_000 + i as i64
+                },
+            )
+        })
+        .collect();
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(FakeSearch { records })
+        .mount(&server)
+        .await;
+    let client = static_client(&server);
+    let found = client
+        .search_modified("contacts", "lastmodifieddate", 0, 1_800_000_000_000, &[], BG)
+        .await
+        .unwrap();
+    let mut ids: Vec<u64> = found.iter().map(|o| o.id.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 12_000);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12_000, "each record once");
+    assert_eq!(
+        client.stats().total(),
+        60,
+        "12,000 / 200: no call wasted on re-windowing"
+    );
+}
+
+#[tokio::test]
+async fn a_backward_lifecycle_move_clears_then_sets_then_reads_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path("/crm/v3/objects/contacts/7"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "7"})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/objects/contacts/7"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "7", "properties": {"lifecyclestage": "lead"}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    static_client(&server)
+        .set_lifecycle_stage("7", "lifecyclestage", "lead", true, BG)
+        .await
+        .unwrap();
+    let sent: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.method, String::from_utf8_lossy(&r.body)))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            r#"PATCH {"properties":{"lifecyclestage":""}}"#,
+            r#"PATCH {"properties":{"lifecyclestage":"lead"}}"#,
+            "GET "
+        ]
+    );
+}
+
+/// Records when each request arrived.
+#[derive(Clone, Default)]
+struct Clock(Arc<Mutex<Vec<Instant>>>);
+
+impl Respond for Clock {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.lock().unwrap().push(Instant::now());
+        ResponseTemplate::new(200).set_body_json(contacts_page(&[], None))
+    }
+}
+
+#[tokio::test]
+async fn under_load_no_window_ever_holds_more_than_the_budget() {
+    let server = MockServer::start().await;
+    let arrivals = Clock::default();
+    Mock::given(method("GET"))
+        .respond_with(arrivals.clone())
+        .mount(&server)
+        .await;
+    let mut cfg = config(&server);
+    // 20 per second instead of per ten seconds, so the test takes two seconds, not twenty.
+    cfg.burst = 20;
+    cfg.interval = Duration::from_secs(1);
+    let client = HubSpotClient::new(cfg, HubSpotAuth::static_token(None, SecretString::from("t"))).unwrap();
+    let results = futures::future::join_all((0..45).map(|_| client.list_contacts(None, &[], BG))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let times = arrivals.0.lock().unwrap().clone();
+    assert_eq!(times.len(), 45);
+    let busiest = times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && t.duration_since(*start) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(busiest <= 20, "{busiest} requests in one rolling second");
+}
