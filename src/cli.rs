@@ -1,5 +1,6 @@
 //! The `leadsync` subcommands. Each returns the process exit code: 0 success, 1 a failed check
-//! (a rules test case that does not hold), 2 bad input (configuration, rules, snapshot).
+//! (a rules test case that does not hold) or a failed call, 2 bad input (configuration, rules,
+//! snapshot, missing credentials).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config;
 use crate::diagnostics::Diagnostics;
+use crate::hubspot::auth::HubSpotAuth;
+use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig, HubSpotError};
+use crate::hubspot::properties::GROUP;
 use crate::lifecycle::{Rules, cases, evaluate, explain};
 
 /// Output format of `explain`.
@@ -151,6 +155,66 @@ pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) 
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `leadsync setup [--apply]`: the HubSpot properties leadsync writes; without `--apply`, only the plan.
+pub fn setup(config_file: Option<&Path>, apply: bool) -> ExitCode {
+    let (loaded, rules) = match config::load(config_file).and_then(|l| Rules::load(&l.rules_path()).map(|r| (l, r))) {
+        Ok(x) => x,
+        Err(d) => return report(&d),
+    };
+    let hs = &loaded.settings.hubspot;
+    let client = match HubSpotAuth::from_settings(hs)
+        .map_err(|e| e.to_string())
+        .and_then(|auth| {
+            let cfg = HubSpotClientConfig::from_settings(hs).map_err(|e| format!("hubspot.api_base_url: {e}"))?;
+            HubSpotClient::new(cfg, auth).map_err(|e| e.to_string())
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let plan = client.plan_setup(&rules).await?;
+        if plan.create_group {
+            println!("create property group `{GROUP}`");
+        }
+        for p in &plan.create {
+            println!("create contact property {} ({} / {})", p.name, p.kind, p.field_type);
+        }
+        for c in &plan.conflicts {
+            println!("conflict: {c}");
+        }
+        println!(
+            "{} to create, {} already in place, {} in conflict",
+            plan.create.len(),
+            plan.present,
+            plan.conflicts.len()
+        );
+        if apply {
+            client.apply_setup(&plan).await?;
+            println!("applied");
+        } else if !plan.create.is_empty() {
+            println!("dry run: run `leadsync setup --apply` to create them");
+        }
+        Ok::<_, HubSpotError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Create the HubSpot properties leadsync writes (a dry run without --apply).
+    Setup {
+        /// Create them; without it, only print the plan.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
     TestRules {
         /// Folder of case files.
@@ -62,5 +68,6 @@ fn main() -> ExitCode {
             format,
         } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
+        Command::Setup { apply } => cli::setup(config, apply),
     }
 }

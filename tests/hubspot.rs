@@ -561,3 +561,102 @@ async fn under_load_no_window_ever_holds_more_than_the_budget() {
         .unwrap();
     assert!(busiest <= 20, "{busiest} requests in one rolling second");
 }
+
+async fn setup_run(server: &MockServer, apply: bool) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = crate::common::repo().join("mappings/lifecycle.toml");
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        format!(
+            "[rules]\npath = {:?}\n[hubspot]\napi_base_url = {:?}\nprivate_app_token = \"pat-test\"\n",
+            rules.to_str().unwrap(),
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let args: &[&str] = if apply { &["setup", "--apply"] } else { &["setup"] };
+    let (args, cwd) = (args.to_vec(), dir.path().to_path_buf());
+    tokio::task::spawn_blocking(move || crate::common::run_bin(&args, &cwd))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn setup_prints_its_plan_and_creates_only_with_apply() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/properties/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
+            {"name": "leadsync_stage", "label": "x", "type": "enumeration", "fieldType": "select", "groupName": "leadsync"}
+        ]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/properties/contacts/groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [{"name": "contactinformation"}]})))
+        .mount(&server)
+        .await;
+    let creates = Mock::given(method("POST")).respond_with(ResponseTemplate::new(201).set_body_json(json!({})));
+    let guard = creates.expect(0).mount_as_scoped(&server).await;
+    let out = setup_run(&server, false).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("create property group `leadsync`"), "{stdout}");
+    assert!(
+        stdout.contains("create contact property leadsync_fit_score (number / number)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 already in place") && stdout.contains("dry run"),
+        "{stdout}"
+    );
+    drop(guard);
+
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/properties/contacts/groups"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"name": "leadsync"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/properties/contacts/batch/create"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"results": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = setup_run(&server, true).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let batch = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == "/crm/v3/properties/contacts/batch/create")
+        .unwrap();
+    let inputs: Value = batch.body_json().unwrap();
+    let names: Vec<&str> = inputs["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"leadsync_stage"), "present ones are not created again");
+    assert!(names.contains(&"leadsync_grade"));
+}
+
+#[tokio::test]
+async fn setup_without_credentials_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = crate::common::repo().join("mappings/lifecycle.toml");
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        format!("[rules]\npath = {:?}\n", rules.to_str().unwrap()),
+    )
+    .unwrap();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || crate::common::run_bin(&["setup"], &cwd))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private_app_token"));
+}
