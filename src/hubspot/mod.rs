@@ -18,6 +18,8 @@ pub mod engagements;
 pub mod limiter;
 /// Owners, property definitions, and the properties leadsync writes (`leadsync setup`).
 pub mod properties;
+/// A full pull: contacts, engagements and companies at the fewest calls.
+pub mod pull;
 /// Retry decisions as data.
 pub mod retry;
 /// Windowed search past the 10,000-result cap.
