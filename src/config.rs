@@ -76,6 +76,12 @@ pub struct HubSpotSettings {
     pub search_per_second: u32,
     /// Daily calls kept for real-time work: below it, backfills and sweeps pause. Default 25,000.
     pub daily_reserve: u64,
+    /// The portal has the event analytics API (Enterprise): page views are read event by event
+    /// instead of from the analytics counters. Default false.
+    pub event_analytics: bool,
+    /// The portal has the email events API: opens and clicks are read event by event instead of
+    /// from the counters. Default false.
+    pub email_events: bool,
 }
 
 impl Default for HubSpotSettings {
@@ -91,6 +97,8 @@ impl Default for HubSpotSettings {
             burst_per_10s: 80,
             search_per_second: 4,
             daily_reserve: 25_000,
+            event_analytics: false,
+            email_events: false,
         }
     }
 }

@@ -806,3 +806,111 @@ async fn a_full_pull_of_2500_contacts_costs_the_minimum_the_batch_sizes_allow() 
         calls as f64 / 2.5
     );
 }
+
+#[tokio::test]
+async fn form_submissions_page_back_to_the_since_time_and_carry_the_email() {
+    use leadsync::hubspot::behaviour::Form;
+    let server = MockServer::start().await;
+    let sub = |ms: i64, email: &str| json!({"submittedAt": ms, "pageUrl": "https://example.com/demo", "values": [{"name": "email", "value": email}]});
+    Mock::given(path("/form-integrations/v1/submissions/forms/guid-1"))
+        .and(wiremock::matchers::query_param_is_missing("after"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "results": [sub(1_764_000_300_000, "A@Example.com"), sub(1_764_000_200_000, "b@example.com")],
+            "paging": {"next": {"after": "p2"}}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/form-integrations/v1/submissions/forms/guid-1"))
+        .and(query_param("after", "p2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "results": [sub(1_764_000_100_000, "c@example.com"), sub(1_763_000_000_000, "old@example.com")],
+            "paging": {"next": {"after": "p3"}}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let form = Form {
+        id: "guid-1".into(),
+        name: "Request a demo".into(),
+    };
+    let since = chrono::DateTime::from_timestamp_millis(1_764_000_000_000).unwrap();
+    let subs = static_client(&server).form_submissions(&form, since, BG).await.unwrap();
+    let emails: Vec<&str> = subs.iter().map(|s| s.email.as_str()).collect();
+    assert_eq!(
+        emails,
+        ["a@example.com", "b@example.com", "c@example.com"],
+        "stops at `since`, never asks for p3"
+    );
+    assert_eq!(subs[0].event.form.as_deref(), Some("Request a demo"));
+    assert_eq!(subs[0].event.id, "hs-form-guid-1-1764000300000");
+}
+
+#[tokio::test]
+async fn enterprise_sources_give_page_views_and_email_events_one_by_one() {
+    let server = MockServer::start().await;
+    Mock::given(path("/events/v3/events"))
+        .and(query_param("objectId", "9"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
+            {"id": "ev-1", "eventType": "e_visited_page", "occurredAt": "2026-11-20T10:00:00Z", "properties": {"hs_url": "https://example.com/pricing"}}
+        ]})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/email/public/v1/events"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"hasMore": false, "events": [
+                {"id": "e1", "type": "OPEN", "created": 1_764_000_000_000_i64, "emailCampaignId": 77},
+                {"id": "e2", "type": "DELIVERED", "created": 1_764_000_000_000_i64},
+                {"id": "e3", "type": "CLICK", "created": 1_764_000_100_000_i64, "url": "https://example.com/x"}
+            ]})),
+        )
+        .mount(&server)
+        .await;
+    let client = static_client(&server);
+    let since = chrono::DateTime::from_timestamp_millis(0).unwrap();
+    let views = client.page_views("9", since, BG).await.unwrap();
+    assert_eq!(views[0].url.as_deref(), Some("https://example.com/pricing"));
+    let mail = client.email_events("a@example.com", since, BG).await.unwrap();
+    let kinds: Vec<_> = mail.iter().map(|e| (e.kind, e.campaign.clone())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (leadsync::lifecycle::EventKind::EmailOpen, Some("77".to_string())),
+            (leadsync::lifecycle::EventKind::EmailClick, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn engagements_modified_since_a_time_reach_their_contacts() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/calls/search"))
+        .and(body_partial_json(json!({"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "1000"}]}]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"total": 1, "results": [
+            {"id": "71", "properties": {"hs_timestamp": "2026-11-23T09:00:00Z", "hs_call_direction": "INBOUND"}}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v4/associations/calls/contacts/batch/read"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
+            {"from": {"id": "71"}, "to": [{"toObjectId": 5}, {"toObjectId": 6}]}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // the other four types changed nothing: one empty search each, no association read
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"total": 0, "results": []})))
+        .expect(4)
+        .mount(&server)
+        .await;
+    let by_contact = static_client(&server)
+        .engagements_modified(1_000, 2_000, BG)
+        .await
+        .unwrap();
+    assert_eq!(by_contact.keys().collect::<Vec<_>>(), ["5", "6"]);
+    assert_eq!(by_contact["5"][0].id, "hs-calls-71");
+}

@@ -82,6 +82,38 @@ pub fn events_from_counter(
         .collect()
 }
 
+/// Properties holding the contact's latest form submission.
+pub const CONVERSION_PROPERTIES: [&str; 3] = [
+    "recent_conversion_event_name",
+    "recent_conversion_date",
+    "num_conversion_events",
+];
+
+/// The contact's latest form submission from its conversion properties, when the form
+/// submissions API was not read for it. The id is the conversion count, so the same submission
+/// read twice counts once, and the next one gets a new id. The name is "Page title: Form name",
+/// which the rules' `[[forms]]` patterns classify like a form name.
+pub fn conversion_event(
+    contact_id: &str,
+    name: Option<&str>,
+    date: Option<&str>,
+    count: Option<&str>,
+) -> Option<Event> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty())?;
+    let at = parse_time(date?)?;
+    let n = count.and_then(|c| c.trim().parse::<f64>().ok()).map_or(0, |c| c as u64);
+    Some(Event {
+        id: format!("hs-conversion-{contact_id}-{n}"),
+        kind: EventKind::FormSubmission,
+        at,
+        url: None,
+        form: Some(name.to_string()),
+        campaign: None,
+        direction: None,
+        outcome: None,
+    })
+}
+
 /// HubSpot datetimes: epoch milliseconds or RFC 3339.
 fn parse_time(v: &str) -> Option<DateTime<Utc>> {
     let v = v.trim();
@@ -111,6 +143,21 @@ mod tests {
             e,
             events_from_counter("42", &PV, Some(3), Some("5"), Some("2026-11-20T10:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_latest_conversion_is_a_form_event_counted_once() {
+        let e = conversion_event("42", Some("Pricing: Request a demo"), Some("1764000000000"), Some("3")).unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.kind, e.form.as_deref()),
+            (
+                "hs-conversion-42-3",
+                EventKind::FormSubmission,
+                Some("Pricing: Request a demo")
+            )
+        );
+        assert!(conversion_event("42", None, Some("1764000000000"), Some("3")).is_none());
+        assert!(conversion_event("42", Some("x"), None, Some("3")).is_none());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 pub mod analytics;
 /// Static tokens and OAuth refresh (single flight, refresh ahead, fatal BAD_REFRESH_TOKEN).
 pub mod auth;
+/// Form submissions, event analytics and email events, where the portal has them.
+pub mod behaviour;
 /// `HubSpotClient::call`: budgets, token, send, retry decision, statistics.
 pub mod client;
 /// Contacts: list, batch read and update, windowed search, lifecycle writes.
