@@ -8,7 +8,10 @@
 //!   `evaluate(rules, snapshot, now) -> Decision`, explanations, rule authors' test cases.
 //! - [`config`]: `leadsync.toml` layered with `LEADSYNC__SECTION__KEY` environment variables.
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
-//! - [`hubspot`]: HubSpot's API: webhook signatures, retry decisions.
+//! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
+//!   behaviour, windowed search, properties and `setup`, webhook signatures.
+//! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
+//!   owner routing (promotion itself is still to come).
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -19,3 +22,4 @@ pub mod config;
 pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;
+pub mod salesforce;
