@@ -12,6 +12,8 @@
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
 //!   owner routing (promotion itself is still to come).
+//! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
+//!   audit, outbox, dead letters, write ledger, webhook inbox.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -23,3 +25,4 @@ pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;
 pub mod salesforce;
+pub mod store;

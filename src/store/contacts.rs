@@ -1,0 +1,365 @@
+//! Per-contact state, the engagement ledger, the audit log and the write ledger.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::outbox::{OutboxKind, enqueue};
+use super::{Store, StoreError, corrupt, from_ms, ms, set_cursor};
+use crate::lifecycle::{ContactState, Event, HubSpotId, Transition};
+
+/// One evaluated contact, ready to be saved with everything it asks for, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// HubSpot contact id.
+    pub contact_id: HubSpotId,
+    /// The `now` of the decision.
+    pub at: DateTime<Utc>,
+    /// HubSpot's property values the decision saw (kept so a rescore needs no HubSpot read).
+    pub properties: BTreeMap<String, String>,
+    /// The contact's company, when known.
+    pub company_id: Option<String>,
+    /// The company's property values.
+    pub company: BTreeMap<String, String>,
+    /// The engine's new state.
+    pub state: ContactState,
+    /// Fit score.
+    pub fit: f64,
+    /// Engagement score.
+    pub engagement: f64,
+    /// Grade.
+    pub grade: String,
+    /// `version (hash)` of the rules.
+    pub rules: String,
+    /// Changes, for the audit log.
+    pub transitions: Vec<Transition>,
+    /// Events first seen in this pull, for the ledger (already-known ids are ignored).
+    pub new_events: Vec<Event>,
+    /// Outbox items the decision asks for: (kind, idempotency key, JSON payload).
+    pub outbox: Vec<(OutboxKind, String, String)>,
+}
+
+/// A contact as stored.
+#[derive(Debug, Clone)]
+pub struct ContactRow {
+    /// HubSpot contact id.
+    pub contact_id: HubSpotId,
+    /// The engine's state after the last decision.
+    pub state: ContactState,
+    /// HubSpot values seen last.
+    pub properties: BTreeMap<String, String>,
+    /// Company id.
+    pub company_id: Option<String>,
+    /// Company values seen last.
+    pub company: BTreeMap<String, String>,
+    /// Set when HubSpot deleted or archived the contact (`deleted`, `archived`).
+    pub removed: Option<String>,
+    /// The surviving contact of a merge.
+    pub merged_into: Option<String>,
+    /// Fit score.
+    pub fit: f64,
+    /// Engagement score.
+    pub engagement: f64,
+    /// Grade.
+    pub grade: String,
+    /// When it was last evaluated.
+    pub evaluated_at: DateTime<Utc>,
+}
+
+/// Count of contacts at one stage and status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelRow {
+    /// Stage (`none` before any).
+    pub stage: String,
+    /// Side status.
+    pub status: String,
+    /// How many contacts.
+    pub count: u64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The change, as JSON.
+    pub change: String,
+    /// Why.
+    pub reason: String,
+    /// Rules that decided.
+    pub rules: String,
+}
+
+impl Store {
+    /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
+    /// checkpoint, all in one transaction: after a crash either all of it is there or none.
+    pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in batch {
+            let id = e.contact_id.as_str();
+            let link = e.state.salesforce.clone().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO contacts (contact_id, stage, status, fit, engagement, grade, rules_version, recycle_count, \
+                 sf_account_id, sf_contact_id, sf_opportunity_id, company_id, properties, company, state, evaluated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (contact_id) DO UPDATE SET stage = excluded.stage, status = excluded.status, fit = excluded.fit, \
+                 engagement = excluded.engagement, grade = excluded.grade, rules_version = excluded.rules_version, \
+                 recycle_count = excluded.recycle_count, sf_account_id = excluded.sf_account_id, \
+                 sf_contact_id = excluded.sf_contact_id, sf_opportunity_id = excluded.sf_opportunity_id, \
+                 company_id = excluded.company_id, properties = excluded.properties, company = excluded.company, \
+                 state = excluded.state, evaluated_at = excluded.evaluated_at",
+            )
+            .bind(id)
+            .bind(e.state.stage.map(|s| s.as_str()))
+            .bind(e.state.status.as_str())
+            .bind(e.fit)
+            .bind(e.engagement)
+            .bind(&e.grade)
+            .bind(&e.rules)
+            .bind(i64::from(e.state.recycle_count))
+            .bind(link.account_id)
+            .bind(link.contact_id)
+            .bind(link.opportunity_id)
+            .bind(e.company_id.as_deref())
+            .bind(json(&e.properties))
+            .bind(json(&e.company))
+            .bind(json(&e.state))
+            .bind(ms(e.at))
+            .execute(&mut *tx)
+            .await?;
+            for ev in &e.new_events {
+                sqlx::query(
+                    "INSERT INTO events (contact_id, event_id, kind, at, body) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (contact_id, event_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(&ev.id)
+                .bind(ev.kind.as_str())
+                .bind(ms(ev.at))
+                .bind(json(ev))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for t in &e.transitions {
+                sqlx::query("INSERT INTO audit (contact_id, at, change, reason, rules) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id)
+                    .bind(ms(e.at))
+                    .bind(json(&t.change))
+                    .bind(&t.reason)
+                    .bind(&e.rules)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (kind, key, payload) in &e.outbox {
+                enqueue(&mut *tx, *kind, key, id, payload, e.at).await?;
+            }
+        }
+        if let Some((name, value)) = checkpoint {
+            set_cursor(&mut *tx, name, value).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stored contacts among `ids`.
+    pub async fn contacts(&self, ids: &[HubSpotId]) -> Result<HashMap<HubSpotId, ContactRow>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at \
+                 FROM contacts WHERE contact_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let c = contact_row(&row)?;
+                out.insert(c.contact_id.clone(), c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` stored contacts after `after` in id order (the rescore walks the store).
+    pub async fn contact_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRow>, StoreError> {
+        // Ids are decimal strings: order by length, then text, gives numeric order on both backends.
+        let rows = sqlx::query(
+            "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at \
+             FROM contacts WHERE (LENGTH(contact_id) > LENGTH($1) OR (LENGTH(contact_id) = LENGTH($1) AND contact_id > $1)) \
+             ORDER BY LENGTH(contact_id), contact_id LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(contact_row).collect()
+    }
+
+    /// Marks a contact deleted or archived in HubSpot: kept for the audit, never evaluated again.
+    pub async fn mark_removed(
+        &self,
+        id: &HubSpotId,
+        why: &str,
+        merged_into: Option<&HubSpotId>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE contacts SET removed = $1, merged_into = $2 WHERE contact_id = $3")
+            .bind(why)
+            .bind(merged_into.map(|m| m.as_str()))
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
+    pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO events (contact_id, event_id, kind, at, body) SELECT $1, event_id, kind, at, body FROM events \
+             WHERE contact_id = $2 ON CONFLICT (contact_id, event_id) DO NOTHING",
+        )
+        .bind(survivor.as_str())
+        .bind(loser.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE contacts SET removed = 'merged', merged_into = $1 WHERE contact_id = $2")
+            .bind(survivor.as_str())
+            .bind(loser.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every ledger event of these contacts.
+    pub async fn events(&self, ids: &[HubSpotId]) -> Result<HashMap<HubSpotId, Vec<Event>>, StoreError> {
+        let mut out: HashMap<HubSpotId, Vec<Event>> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT contact_id, body FROM events WHERE contact_id IN ({}) ORDER BY at",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let id: String = row.get(0);
+                let body: String = row.get(1);
+                let ev: Event = serde_json::from_str(&body).map_err(|e| corrupt(format!("events/{id}"), e))?;
+                let id = HubSpotId::try_from(id).map_err(|e| corrupt("events.contact_id", e))?;
+                out.entry(id).or_default().push(ev);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit log of one contact, oldest first.
+    pub async fn audit(&self, id: &HubSpotId) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query("SELECT at, change, reason, rules FROM audit WHERE contact_id = $1 ORDER BY id")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                at: from_ms(r.get(0)),
+                change: r.get(1),
+                reason: r.get(2),
+                rules: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Contacts per stage and status (removed contacts left out).
+    pub async fn funnel(&self) -> Result<Vec<FunnelRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(stage, 'none'), status, COUNT(*) FROM contacts WHERE removed IS NULL GROUP BY stage, status ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FunnelRow {
+                stage: r.get(0),
+                status: r.get(1),
+                count: r.get::<i64, _>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Records values leadsync wrote to HubSpot, to recognise their echo later.
+    pub async fn record_writes(
+        &self,
+        writes: &[(HubSpotId, BTreeMap<String, String>)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, props) in writes {
+            for (k, v) in props {
+                sqlx::query(
+                    "INSERT INTO write_ledger (contact_id, property, value, written_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (contact_id, property) DO UPDATE SET value = excluded.value, written_at = excluded.written_at",
+                )
+                .bind(id.as_str())
+                .bind(k)
+                .bind(v)
+                .bind(ms(at))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// True when leadsync itself wrote `value` to `property` of this contact last.
+    pub async fn wrote(&self, id: &HubSpotId, property: &str, value: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT value FROM write_ledger WHERE contact_id = $1 AND property = $2")
+            .bind(id.as_str())
+            .bind(property)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some_and(|r| r.get::<String, _>(0) == value))
+    }
+}
+
+fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
+    let id: String = row.get(0);
+    let parse = |col: usize, what: &str| -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(&row.get::<String, _>(col)).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
+    };
+    let from = |v: serde_json::Value, what: &str| -> Result<BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(v).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
+    };
+    let state: ContactState =
+        serde_json::from_value(parse(1, "state")?).map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
+    Ok(ContactRow {
+        contact_id: HubSpotId::try_from(id.clone()).map_err(|e| corrupt("contacts.contact_id", e))?,
+        state,
+        properties: from(parse(2, "properties")?, "properties")?,
+        company_id: row.get(3),
+        company: from(parse(4, "company")?, "company")?,
+        removed: row.get(5),
+        merged_into: row.get(6),
+        fit: row.get(7),
+        engagement: row.get(8),
+        grade: row.get(9),
+        evaluated_at: from_ms(row.get(10)),
+    })
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(super) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("leadsync's own types serialise")
+}

@@ -1,0 +1,236 @@
+//! The outbox: side effects decided and saved, carried out later, each exactly once per key.
+//!
+//! A HubSpot write is keyed by contact (a newer desired state replaces a pending one); a
+//! promotion is keyed by contact and recycle cycle (a second request for the same cycle adds
+//! nothing, even once the first is done). Items that fail for good become dead letters, items
+//! that need a person go to the review list; both can be put back in the queue.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError, from_ms, ms};
+
+/// What an outbox item does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxKind {
+    /// Write properties (and the lifecycle stage) to a HubSpot contact.
+    HubSpotWrite,
+    /// Create or link the Salesforce records of a sales-qualified lead.
+    Promote,
+}
+
+impl OutboxKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::HubSpotWrite => "hubspot_write",
+            OutboxKind::Promote => "promote",
+        }
+    }
+}
+
+/// Where an outbox item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Waiting to be carried out (possibly after a retry delay).
+    Pending,
+    /// Carried out.
+    Done,
+    /// Failed for good; kept with the error until someone fixes the cause and requeues it.
+    Dead,
+    /// Needs a person (an ambiguous duplicate in Salesforce).
+    Review,
+}
+
+impl OutboxState {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Done => "done",
+            OutboxState::Dead => "dead",
+            OutboxState::Review => "review",
+        }
+    }
+
+    fn parse(s: &str) -> OutboxState {
+        match s {
+            "done" => OutboxState::Done,
+            "dead" => OutboxState::Dead,
+            "review" => OutboxState::Review,
+            _ => OutboxState::Pending,
+        }
+    }
+}
+
+/// One outbox item.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// HubSpot contact id.
+    pub contact_id: String,
+    /// JSON payload.
+    pub payload: String,
+    /// Where it is.
+    pub state: OutboxState,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When it was first enqueued.
+    pub created_at: DateTime<Utc>,
+}
+
+pub(super) async fn enqueue<'e, E>(
+    executor: E,
+    kind: OutboxKind,
+    key: &str,
+    contact_id: &str,
+    payload: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let on_conflict = match kind {
+        // The latest desired values win; a done write becomes pending again with them.
+        OutboxKind::HubSpotWrite => {
+            "DO UPDATE SET payload = excluded.payload, state = 'pending', attempts = 0, next_at = excluded.next_at, \
+             last_error = NULL, updated_at = excluded.updated_at"
+        }
+        // A promotion happens once per key, whatever comes after.
+        OutboxKind::Promote => "DO NOTHING",
+    };
+    let sql = format!(
+        "INSERT INTO outbox (key, kind, contact_id, payload, state, attempts, next_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7) ON CONFLICT (key) {on_conflict}"
+    );
+    sqlx::query(&sql)
+        .bind(key)
+        .bind(kind.as_str())
+        .bind(contact_id)
+        .bind(payload)
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(ms(now))
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, key, contact_id, payload, state, attempts, last_error, created_at";
+
+fn item(r: &sqlx::any::AnyRow) -> OutboxItem {
+    OutboxItem {
+        id: r.get(0),
+        key: r.get(1),
+        contact_id: r.get(2),
+        payload: r.get(3),
+        state: OutboxState::parse(&r.get::<String, _>(4)),
+        attempts: r.get::<i64, _>(5).max(0) as u32,
+        last_error: r.get(6),
+        created_at: from_ms(r.get(7)),
+    }
+}
+
+impl Store {
+    /// Adds one item outside an evaluation (a write-back of Salesforce ids, say).
+    pub async fn enqueue(
+        &self,
+        kind: OutboxKind,
+        key: &str,
+        contact_id: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        enqueue(&self.pool, kind, key, contact_id, payload, now).await
+    }
+
+    /// Pending items of a kind that are due at `now`, oldest first.
+    pub async fn due(&self, kind: OutboxKind, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outbox WHERE kind = $1 AND state = 'pending' AND next_at <= $2 ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kind.as_str())
+            .bind(ms(now))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(item).collect())
+    }
+
+    /// Items of a kind in a state (dead letters, the review list), oldest first.
+    pub async fn outbox_in(&self, kind: OutboxKind, state: OutboxState) -> Result<Vec<OutboxItem>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE kind = $1 AND state = $2 ORDER BY id");
+        let rows = sqlx::query(&sql)
+            .bind(kind.as_str())
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(item).collect())
+    }
+
+    /// Number of items per kind and state.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2).max(0) as u64))
+            .collect())
+    }
+
+    /// Marks items done, unless they were replaced by newer desired values meanwhile.
+    pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for it in items {
+            sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
+                .bind(ms(now))
+                .bind(it.id)
+                .bind(&it.payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: pending again at `retry_at`, or `Dead`/`Review` for good.
+    pub async fn failed(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        next: OutboxState,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(next.as_str())
+        .bind(error)
+        .bind(ms(retry_at))
+        .bind(ms(Utc::now()))
+        .bind(item.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts dead letters (or review items) of a kind back in the queue, after the cause is fixed.
+    pub async fn requeue(&self, kind: OutboxKind, from: OutboxState, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, updated_at = $2 WHERE kind = $3 AND state = $4",
+        )
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(kind.as_str())
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}

@@ -1,0 +1,97 @@
+//! The schema, as ordered migrations written once for both backends.
+//!
+//! The DDL is shared; only the auto-increment column differs (`{serial}` below). Times are
+//! epoch milliseconds (`BIGINT`), so both backends compare and sort them the same way.
+
+/// One schema step: applied once, in order, recorded in `leadsync_migrations`.
+pub(super) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: r#"
+CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE contacts (
+    contact_id TEXT PRIMARY KEY,
+    stage TEXT,
+    status TEXT NOT NULL,
+    fit DOUBLE PRECISION NOT NULL,
+    engagement DOUBLE PRECISION NOT NULL,
+    grade TEXT NOT NULL,
+    rules_version TEXT NOT NULL,
+    recycle_count BIGINT NOT NULL,
+    owner_id TEXT,
+    sf_account_id TEXT,
+    sf_contact_id TEXT,
+    sf_opportunity_id TEXT,
+    company_id TEXT,
+    properties TEXT NOT NULL,
+    company TEXT NOT NULL,
+    state TEXT NOT NULL,
+    removed TEXT,
+    merged_into TEXT,
+    evaluated_at BIGINT NOT NULL
+);
+CREATE INDEX contacts_stage ON contacts (stage, status);
+CREATE TABLE events (
+    contact_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (contact_id, event_id)
+);
+CREATE TABLE audit (
+    id {serial},
+    contact_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    change TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    rules TEXT NOT NULL
+);
+CREATE INDEX audit_contact ON audit (contact_id, id);
+CREATE TABLE outbox (
+    id {serial},
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_at BIGINT NOT NULL,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (kind, state, next_at);
+CREATE TABLE write_ledger (
+    contact_id TEXT NOT NULL,
+    property TEXT NOT NULL,
+    value TEXT NOT NULL,
+    written_at BIGINT NOT NULL,
+    PRIMARY KEY (contact_id, property)
+);
+CREATE TABLE inbox (
+    id {serial},
+    dedupe_key TEXT NOT NULL UNIQUE,
+    contact_id TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    processed_at BIGINT
+);
+CREATE INDEX inbox_pending ON inbox (processed_at, id);
+"#,
+}];

@@ -1,0 +1,257 @@
+//! The store on both backends: the same scenario, the same result, on SQLite and PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use chrono::Duration;
+use leadsync::lifecycle::decision::Change;
+use leadsync::lifecycle::model::EventKind;
+use leadsync::lifecycle::{ContactState, Event, HubSpotId, Stage, Transition};
+use leadsync::store::{Evaluated, InboxEvent, OutboxKind, OutboxState, Store};
+
+use crate::common::now;
+use crate::support::stores;
+
+fn id(s: &str) -> HubSpotId {
+    HubSpotId::try_from(s.to_string()).unwrap()
+}
+
+fn event(n: u32) -> Event {
+    Event {
+        id: format!("e{n}"),
+        kind: EventKind::PageView,
+        at: now() - Duration::days(i64::from(n)),
+        url: Some("/pricing".into()),
+        form: None,
+        campaign: None,
+        direction: None,
+        outcome: None,
+    }
+}
+
+fn evaluated(contact: &str, stage: Stage, events: Vec<Event>, outbox: Vec<(OutboxKind, String, String)>) -> Evaluated {
+    let state = ContactState {
+        stage: Some(stage),
+        ..ContactState::default()
+    };
+    Evaluated {
+        contact_id: id(contact),
+        at: now(),
+        properties: BTreeMap::from([("email".to_string(), format!("{contact}@example.com"))]),
+        company_id: Some("77".into()),
+        company: BTreeMap::from([("domain".to_string(), "example.com".to_string())]),
+        state,
+        fit: 40.0,
+        engagement: 12.5,
+        grade: "B3".into(),
+        rules: "2026.11.1 (abc)".into(),
+        transitions: vec![Transition {
+            change: Change::Stage { from: None, to: stage },
+            reason: "test".into(),
+        }],
+        new_events: events,
+        outbox,
+    }
+}
+
+#[tokio::test]
+async fn a_commit_saves_state_ledger_audit_outbox_and_checkpoint_together() {
+    for (name, store) in stores().await {
+        let e = evaluated(
+            "101",
+            Stage::Mql,
+            vec![event(1), event(2)],
+            vec![(OutboxKind::HubSpotWrite, "hs:101".into(), "{\"a\":1}".into())],
+        );
+        store.commit(std::slice::from_ref(&e), Some(("backfill", "page-3"))).await.unwrap();
+        // The same commit again (a retry after a crash): nothing doubles.
+        store.commit(&[e], Some(("backfill", "page-3"))).await.unwrap();
+
+        let rows = store.contacts(&[id("101"), id("999")]).await.unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        let row = &rows[&id("101")];
+        assert_eq!(row.state.stage, Some(Stage::Mql), "{name}");
+        assert_eq!(row.company_id.as_deref(), Some("77"), "{name}");
+        assert_eq!(row.properties["email"], "101@example.com", "{name}");
+        assert_eq!(store.events(&[id("101")]).await.unwrap()[&id("101")].len(), 2, "{name}");
+        assert_eq!(
+            store.cursor("backfill").await.unwrap().as_deref(),
+            Some("page-3"),
+            "{name}"
+        );
+        assert_eq!(
+            store.audit(&id("101")).await.unwrap().len(),
+            2,
+            "{name}: one line per transition saved"
+        );
+        let due = store.due(OutboxKind::HubSpotWrite, now(), 10).await.unwrap();
+        assert_eq!(due.len(), 1, "{name}: one pending write per contact");
+        let funnel = store.funnel().await.unwrap();
+        assert_eq!(funnel.len(), 1, "{name}");
+        assert_eq!((funnel[0].stage.as_str(), funnel[0].count), ("mql", 1), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_promotion_key_is_enqueued_once_and_a_write_is_replaced_by_newer_values() {
+    for (name, store) in stores().await {
+        let promote = (OutboxKind::Promote, "promote:5:0".to_string(), "{}".to_string());
+        let write = |v: &str| (OutboxKind::HubSpotWrite, "hs:5".to_string(), v.to_string());
+        store
+            .commit(
+                &[evaluated("5", Stage::Sql, vec![], vec![promote.clone(), write("1")])],
+                None,
+            )
+            .await
+            .unwrap();
+        let p = store.due(OutboxKind::Promote, now(), 10).await.unwrap();
+        assert_eq!(p.len(), 1, "{name}");
+        store.done(&p, now()).await.unwrap();
+        // A duplicated promotion event after the promotion was carried out adds nothing.
+        store
+            .commit(&[evaluated("5", Stage::Sql, vec![], vec![promote, write("2")])], None)
+            .await
+            .unwrap();
+        assert!(
+            store.due(OutboxKind::Promote, now(), 10).await.unwrap().is_empty(),
+            "{name}"
+        );
+        let w = store.due(OutboxKind::HubSpotWrite, now(), 10).await.unwrap();
+        assert_eq!(w.len(), 1, "{name}");
+        assert_eq!(w[0].payload, "2", "{name}: the newer desired values win");
+    }
+}
+
+#[tokio::test]
+async fn failures_retry_later_or_become_dead_letters_that_can_be_requeued() {
+    for (name, store) in stores().await {
+        let item = (OutboxKind::Promote, "promote:9:0".to_string(), "{}".to_string());
+        store
+            .commit(&[evaluated("9", Stage::Sql, vec![], vec![item])], None)
+            .await
+            .unwrap();
+        let due = store.due(OutboxKind::Promote, now(), 10).await.unwrap();
+        store
+            .failed(
+                &due[0],
+                "UNABLE_TO_LOCK_ROW",
+                OutboxState::Pending,
+                now() + Duration::minutes(5),
+            )
+            .await
+            .unwrap();
+        assert!(
+            store.due(OutboxKind::Promote, now(), 10).await.unwrap().is_empty(),
+            "{name}: not before its time"
+        );
+        let later = store
+            .due(OutboxKind::Promote, now() + Duration::minutes(6), 10)
+            .await
+            .unwrap();
+        assert_eq!(later[0].attempts, 1, "{name}");
+        store
+            .failed(&later[0], "REQUIRED_FIELD_MISSING: StageName", OutboxState::Dead, now())
+            .await
+            .unwrap();
+        let dead = store.outbox_in(OutboxKind::Promote, OutboxState::Dead).await.unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("REQUIRED_FIELD_MISSING: StageName"),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .requeue(OutboxKind::Promote, OutboxState::Dead, now())
+                .await
+                .unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.due(OutboxKind::Promote, now(), 10).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_inbox_drops_redeliveries_and_tracks_depth() {
+    for (name, store) in stores().await {
+        let ev = |k: &str| InboxEvent {
+            dedupe_key: k.into(),
+            contact_id: "42".into(),
+            subscription: "contact.propertyChange".into(),
+            payload: "{}".into(),
+        };
+        assert_eq!(store.inbox_put(&[ev("a"), ev("b")], now()).await.unwrap(), 2, "{name}");
+        assert_eq!(
+            store.inbox_put(&[ev("a"), ev("b"), ev("c")], now()).await.unwrap(),
+            1,
+            "{name}"
+        );
+        let (depth, oldest) = store.inbox_depth().await.unwrap();
+        assert_eq!((depth, oldest), (3, Some(now())), "{name}");
+        let pending = store.inbox_pending(2).await.unwrap();
+        assert_eq!(pending.len(), 2, "{name}");
+        store
+            .inbox_done(&pending.iter().map(|p| p.id).collect::<Vec<_>>(), now())
+            .await
+            .unwrap();
+        assert_eq!(store.inbox_depth().await.unwrap().0, 1, "{name}");
+        assert_eq!(store.inbox_total().await.unwrap(), 3, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn contacts_page_in_numeric_id_order_and_merges_combine_ledgers_once() {
+    for (name, store) in stores().await {
+        for c in ["9", "10", "100", "11"] {
+            store
+                .commit(&[evaluated(c, Stage::Lead, vec![event(1)], vec![])], None)
+                .await
+                .unwrap();
+        }
+        let page = store.contact_page(None, 3).await.unwrap();
+        let ids: Vec<&str> = page.iter().map(|c| c.contact_id.as_str()).collect();
+        assert_eq!(ids, ["9", "10", "11"], "{name}");
+        let rest = store.contact_page(Some("11"), 3).await.unwrap();
+        assert_eq!(rest.len(), 1, "{name}");
+        // 10 merged into 9: both had event e1 (the same HubSpot engagement): it counts once.
+        store.merge_into(&id("10"), &id("9")).await.unwrap();
+        assert_eq!(store.events(&[id("9")]).await.unwrap()[&id("9")].len(), 1, "{name}");
+        let merged = &store.contacts(&[id("10")]).await.unwrap()[&id("10")];
+        assert_eq!(merged.merged_into.as_deref(), Some("9"), "{name}");
+        assert_eq!(
+            store.funnel().await.unwrap()[0].count,
+            3,
+            "{name}: merged contacts leave the funnel"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
+    for (name, store) in stores().await {
+        store.set_cursor("contacts", "1700000000000").await.unwrap();
+        store.set_counter("round_robin", 7).await.unwrap();
+        store
+            .record_writes(
+                &[(id("3"), BTreeMap::from([("leadsync_stage".into(), "mql".into())]))],
+                now(),
+            )
+            .await
+            .unwrap();
+        assert!(store.wrote(&id("3"), "leadsync_stage", "mql").await.unwrap(), "{name}");
+        assert!(!store.wrote(&id("3"), "leadsync_stage", "sql").await.unwrap(), "{name}");
+        assert_eq!(store.counter("round_robin").await.unwrap(), 7, "{name}");
+        assert_eq!(store.counter("never").await.unwrap(), 0, "{name}");
+        assert!(store.ping().await, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_url_says_what_is_expected() {
+    let err = Store::connect("mysql://x").await.unwrap_err();
+    assert!(err.to_string().contains("sqlite://FILE or postgres://"), "{err}");
+}
