@@ -12,8 +12,11 @@
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
 //!   owner routing (promotion itself is still to come).
+//! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox.
+//! - [`sync`]: the IO around the engine: incremental cycle, backfill, rescore, write-back,
+//!   promotion, schedules.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -25,4 +28,6 @@ pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;
 pub mod salesforce;
+pub mod server;
 pub mod store;
+pub mod sync;

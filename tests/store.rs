@@ -62,7 +62,10 @@ async fn a_commit_saves_state_ledger_audit_outbox_and_checkpoint_together() {
             vec![event(1), event(2)],
             vec![(OutboxKind::HubSpotWrite, "hs:101".into(), "{\"a\":1}".into())],
         );
-        store.commit(std::slice::from_ref(&e), Some(("backfill", "page-3"))).await.unwrap();
+        store
+            .commit(std::slice::from_ref(&e), Some(("backfill", "page-3")))
+            .await
+            .unwrap();
         // The same commit again (a retry after a crash): nothing doubles.
         store.commit(&[e], Some(("backfill", "page-3"))).await.unwrap();
 

@@ -291,7 +291,9 @@ impl Store {
             .collect())
     }
 
-    /// Records values leadsync wrote to HubSpot, to recognise their echo later.
+    /// Records values leadsync wrote to HubSpot, to recognise their echo later, and folds them
+    /// into the stored HubSpot values (a rescore then sees what HubSpot holds, and writes nothing
+    /// again).
     pub async fn record_writes(
         &self,
         writes: &[(HubSpotId, BTreeMap<String, String>)],
@@ -310,6 +312,26 @@ impl Store {
                 .bind(ms(at))
                 .execute(&mut *tx)
                 .await?;
+            }
+            let row = sqlx::query("SELECT properties FROM contacts WHERE contact_id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let mut stored: BTreeMap<String, String> = serde_json::from_str(&row.get::<String, _>(0))
+                    .map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
+                for (k, v) in props {
+                    if v.is_empty() {
+                        stored.remove(k);
+                    } else {
+                        stored.insert(k.clone(), v.clone());
+                    }
+                }
+                sqlx::query("UPDATE contacts SET properties = $1 WHERE contact_id = $2")
+                    .bind(json(&stored))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;

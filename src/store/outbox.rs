@@ -34,6 +34,8 @@ impl OutboxKind {
 pub enum OutboxState {
     /// Waiting to be carried out (possibly after a retry delay).
     Pending,
+    /// Handed to the remote system; if leadsync stops now, the next run checks whether it landed.
+    Sending,
     /// Carried out.
     Done,
     /// Failed for good; kept with the error until someone fixes the cause and requeues it.
@@ -46,6 +48,7 @@ impl OutboxState {
     fn as_str(self) -> &'static str {
         match self {
             OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
             OutboxState::Done => "done",
             OutboxState::Dead => "dead",
             OutboxState::Review => "review",
@@ -55,6 +58,7 @@ impl OutboxState {
     fn parse(s: &str) -> OutboxState {
         match s {
             "done" => OutboxState::Done,
+            "sending" => OutboxState::Sending,
             "dead" => OutboxState::Dead,
             "review" => OutboxState::Review,
             _ => OutboxState::Pending,
@@ -190,6 +194,20 @@ impl Store {
         for it in items {
             sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
                 .bind(ms(now))
+                .bind(it.id)
+                .bind(&it.payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks items as handed to the remote system (see [`OutboxState::Sending`]).
+    pub async fn sending(&self, items: &[OutboxItem]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for it in items {
+            sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2")
                 .bind(it.id)
                 .bind(&it.payload)
                 .execute(&mut *tx)

@@ -1,0 +1,211 @@
+//! HubSpot's deliveries into the inbox: verified, parsed, deduplicated, saved, acknowledged.
+//!
+//! Nothing here logs a body or a property value: deliveries carry personal data.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use chrono::Utc;
+use serde::Deserialize;
+use tracing::warn;
+
+use super::AppState;
+use crate::hubspot::signature::{self, SignatureError};
+use crate::store::InboxEvent;
+
+/// Why a delivery was refused, as HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// Bad, missing or stale signature: 401.
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// No client secret configured, so nothing can be verified: 401.
+    #[error("no HubSpot client secret is configured; deliveries cannot be verified")]
+    NoSecret,
+    /// Not the JSON HubSpot sends: 400.
+    #[error("body: {0}")]
+    Malformed(String),
+    /// The store is down: 503 (HubSpot delivers again later).
+    #[error("store unavailable")]
+    Store,
+}
+
+impl IntakeError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IntakeError::Signature(_) | IntakeError::NoSecret => StatusCode::UNAUTHORIZED,
+            IntakeError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IntakeError::Store => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl axum::response::IntoResponse for IntakeError {
+    fn into_response(self) -> axum::response::Response {
+        metrics::counter!("leadsync_webhook_refused_total", "status" => self.status().as_u16().to_string())
+            .increment(1);
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+/// One event of a Webhooks API delivery (the fields leadsync reads).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubSpotEvent {
+    /// `contact.propertyChange`, `contact.creation`, `contact.merge`, `contact.deletion`,
+    /// `contact.associationChange`, `object.creation`, …
+    pub subscription_type: String,
+    /// The object the event is about (a contact, or an engagement).
+    pub object_id: u64,
+    /// Changed property.
+    #[serde(default)]
+    pub property_name: Option<String>,
+    /// New value.
+    #[serde(default)]
+    pub property_value: Option<String>,
+    /// When it happened, epoch ms.
+    #[serde(default)]
+    pub occurred_at: i64,
+    /// What made the change (`INTEGRATION`, `FORM`, `CRM_UI`, …).
+    #[serde(default)]
+    pub change_source: Option<String>,
+    /// HubSpot's event id (not guaranteed unique: not the dedupe key).
+    #[serde(default)]
+    pub event_id: Option<u64>,
+    /// Object type of generic `object.*` events (`0-48` calls, …).
+    #[serde(default)]
+    pub object_type_id: Option<String>,
+}
+
+/// The dedupe key HubSpot's documentation allows: what the event says, not its id.
+pub fn dedupe_key(e: &HubSpotEvent) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        e.subscription_type,
+        e.object_id,
+        e.property_name.as_deref().unwrap_or(""),
+        e.property_value.as_deref().unwrap_or(""),
+        e.occurred_at
+    )
+}
+
+/// The URI HubSpot signed: the public base URL when a proxy sits in front, else the request's.
+fn signed_uri(state: &AppState, headers: &HeaderMap, uri: &Uri) -> String {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match &state.public_base_url {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+        None => {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `POST /webhooks/hubspot`: a Webhooks API delivery (v3 signature, 5-minute window).
+pub async fn webhooks(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, IntakeError> {
+    let started = Instant::now();
+    let secret = state.client_secret.as_ref().ok_or(IntakeError::NoSecret)?;
+    signature::verify_v3(
+        secret,
+        method.as_str(),
+        &signed_uri(&state, &headers, &uri),
+        &body,
+        header(&headers, "x-hubspot-request-timestamp"),
+        header(&headers, "x-hubspot-signature-v3"),
+        Utc::now().timestamp_millis(),
+    )?;
+    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let rows: Vec<InboxEvent> = events
+        .iter()
+        .map(|e| InboxEvent {
+            dedupe_key: dedupe_key(e),
+            contact_id: e.object_id.to_string(),
+            subscription: e.subscription_type.clone(),
+            payload: serde_json::to_string(&serde_json::json!({
+                "subscriptionType": e.subscription_type,
+                "objectId": e.object_id,
+                "objectTypeId": e.object_type_id,
+                "propertyName": e.property_name,
+                "propertyValue": e.property_value,
+                "occurredAt": e.occurred_at,
+                "changeSource": e.change_source,
+                "eventId": e.event_id,
+            }))
+            .expect("serialisable"),
+        })
+        .collect();
+    save(&state, &rows).await?;
+    metrics::counter!("leadsync_webhook_deliveries_total").increment(1);
+    metrics::counter!("leadsync_webhook_events_total").increment(rows.len() as u64);
+    metrics::histogram!("leadsync_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
+    Ok(StatusCode::OK)
+}
+
+/// `POST /webhooks/hubspot/workflow`: a workflow "send a webhook" action (a contact record,
+/// v2 signature).
+pub async fn workflow(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, IntakeError> {
+    let secret = state.client_secret.as_ref().ok_or(IntakeError::NoSecret)?;
+    signature::verify_v2(
+        secret,
+        method.as_str(),
+        &signed_uri(&state, &headers, &uri),
+        &body,
+        header(&headers, "x-hubspot-signature"),
+    )?;
+    #[derive(Deserialize)]
+    struct Record {
+        #[serde(alias = "objectId", alias = "vid", alias = "hs_object_id")]
+        id: serde_json::Value,
+    }
+    let record: Record = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let id = match &record.id {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
+        _ => return Err(IntakeError::Malformed("the record has no numeric id".into())),
+    };
+    // A workflow fires once per enrolment; the signature-checked body is its identity.
+    let digest = signature::sign_v1(secret, &body);
+    let row = InboxEvent {
+        dedupe_key: format!("workflow|{id}|{digest}"),
+        contact_id: id.clone(),
+        subscription: "workflow".into(),
+        payload: serde_json::json!({ "subscriptionType": "workflow", "objectId": id }).to_string(),
+    };
+    save(&state, &[row]).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn save(state: &AppState, rows: &[InboxEvent]) -> Result<(), IntakeError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match state.store.inbox_put(rows, Utc::now()).await {
+        Ok(new) => {
+            metrics::counter!("leadsync_webhook_duplicates_total").increment(rows.len() as u64 - new);
+            state.wake.notify_one();
+            Ok(())
+        }
+        Err(e) => {
+            warn!(error = %e, "inbox unavailable; HubSpot will deliver again");
+            Err(IntakeError::Store)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The HTTP side of `leadsync run`: HubSpot's webhook deliveries into the inbox, health,
+//! readiness and Prometheus metrics.
+//!
+//! `Application::build` binds (port 0 in tests) and returns; `run_until_stopped` serves until the
+//! shutdown future resolves, finishing requests in flight.
+
+pub mod intake;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The inbox lives here.
+    pub store: Store,
+    /// HubSpot app client secret: the key of webhook signatures.
+    pub client_secret: Option<SecretString>,
+    /// The public base URL HubSpot calls, when a proxy sits in front.
+    pub public_base_url: Option<String>,
+    /// Woken when events arrive, so workers start at once.
+    pub wake: Arc<Notify>,
+    /// Readiness beyond the store: both CRMs' tokens (set by the daemon).
+    pub ready: Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
+    /// Extra metric lines rendered at each scrape (API call counts by endpoint).
+    pub extra_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The bound server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+/// The process-wide Prometheus recorder, installed once.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .expect("static buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests): then ours only renders its own.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl Application {
+    /// Binds `bind` and builds the routes.
+    pub async fn build(state: AppState, bind: &str, max_body_bytes: usize) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(bind).await?;
+        metrics_handle();
+        let router = Router::new()
+            .route("/webhooks/hubspot", post(intake::webhooks))
+            .route("/webhooks/hubspot/workflow", post(intake::workflow))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(render_metrics))
+            .layer(DefaultBodyLimit::max(max_body_bytes))
+            .with_state(state);
+        Ok(Application { listener, router })
+    }
+
+    /// The bound address (the port is random when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves; requests in flight finish first.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    if !state.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable".into());
+    }
+    match (state.ready)().await {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    if let Ok((depth, oldest)) = state.store.inbox_depth().await {
+        metrics::gauge!("leadsync_inbox_depth").set(depth as f64);
+        let age = oldest.map_or(0.0, |t| {
+            (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("leadsync_inbox_oldest_age_seconds").set(age);
+    }
+    if let Ok(counts) = state.store.outbox_counts().await {
+        for (kind, st, n) in counts {
+            metrics::gauge!("leadsync_outbox_items", "kind" => kind, "state" => st).set(n as f64);
+        }
+    }
+    let mut out = metrics_handle().render();
+    out.push_str(&(state.extra_metrics)());
+    out
+}

@@ -1,0 +1,208 @@
+//! `leadsync backfill`: every contact, 100 a page, resumable from a checkpoint saved with each
+//! block; and `--rescore`: every stored contact re-evaluated from the store, no HubSpot read.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::cycle::CURSOR;
+use super::evaluate::evaluate_stored;
+use super::{SyncError, SyncReport, Syncer};
+use crate::hubspot::limiter::Priority;
+use crate::hubspot::types::{ASSOCIATION_BATCH_LIMIT, HubSpotObject};
+use crate::lifecycle::HubSpotId;
+
+/// Name of the backfill checkpoint.
+pub const CHECKPOINT: &str = "backfill";
+
+/// What to backfill.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillOptions {
+    /// Only contacts modified since this time (a search window instead of the full list).
+    pub since: Option<DateTime<Utc>>,
+    /// Stop after this many contacts.
+    pub limit: Option<u64>,
+    /// Save and write nothing; report what would change.
+    pub dry_run: bool,
+}
+
+/// Where a backfill stands: saved with each block, in the same transaction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// HubSpot's paging cursor of the next page (`None`: from the start).
+    pub after: Option<String>,
+    /// Contacts done so far.
+    pub done: u64,
+    /// When the backfill started (the incremental cursor starts there once it is done).
+    pub started_ms: i64,
+}
+
+/// What a dry run would cost.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Costs {
+    /// HubSpot write calls (100 contacts a call).
+    pub hubspot_writes: u64,
+    /// Salesforce calls for the promotions (lookups included).
+    pub salesforce_calls: u64,
+}
+
+impl Syncer {
+    /// Backfills the portal from its checkpoint; `on_block` sees the running report after each
+    /// block (the progress bar).
+    pub async fn backfill(
+        &self,
+        opts: &BackfillOptions,
+        now: DateTime<Utc>,
+        mut on_block: impl FnMut(&SyncReport, &Checkpoint),
+    ) -> Result<(SyncReport, Costs), SyncError> {
+        let p = Priority::Background;
+        let mut costs = Costs::default();
+        let mut report = SyncReport::default();
+        // Contacts since a date come from the search window; nothing to resume there.
+        if let Some(since) = opts.since {
+            let contacts = self
+                .hubspot
+                .search_modified(
+                    "contacts",
+                    "lastmodifieddate",
+                    since.timestamp_millis(),
+                    now.timestamp_millis(),
+                    &self.properties,
+                    p,
+                )
+                .await?;
+            let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+            for block in contacts
+                .into_iter()
+                .take(limit)
+                .collect::<Vec<_>>()
+                .chunks(ASSOCIATION_BATCH_LIMIT)
+            {
+                let r = self.backfill_block(block.to_vec(), opts, None, now, &mut costs).await?;
+                report.add(&r);
+                on_block(&report, &Checkpoint::default());
+            }
+            return Ok((report, costs));
+        }
+
+        let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
+            Some(v) if !opts.dry_run => serde_json::from_str(&v).unwrap_or_default(),
+            _ => Checkpoint::default(),
+        };
+        if cp.started_ms == 0 {
+            cp.started_ms = now.timestamp_millis();
+        }
+        if cp.done > 0 {
+            info!(done = cp.done, "backfill resumes from its checkpoint");
+            // Writes and promotions decided before the stop go first.
+            if !opts.dry_run {
+                report.add(&self.flush(p, now).await?);
+            }
+        }
+        let mut block: Vec<HubSpotObject> = Vec::with_capacity(ASSOCIATION_BATCH_LIMIT);
+        loop {
+            let page = self
+                .hubspot
+                .list_contacts(cp.after.as_deref(), &self.properties, p)
+                .await?;
+            let next = page.next_after().map(str::to_string);
+            let mut results = page.results;
+            if let Some(limit) = opts.limit {
+                let left = limit.saturating_sub(cp.done + block.len() as u64) as usize;
+                results.truncate(left);
+            }
+            block.extend(results);
+            let reached = opts.limit.is_some_and(|l| cp.done + block.len() as u64 >= l);
+            let last = next.is_none() || reached;
+            if block.len() >= ASSOCIATION_BATCH_LIMIT || last {
+                let n = block.len() as u64;
+                let next_cp = Checkpoint {
+                    after: next.clone(),
+                    done: cp.done + n,
+                    started_ms: cp.started_ms,
+                };
+                let saved = serde_json::to_string(&next_cp).expect("serialisable");
+                let r = self
+                    .backfill_block(std::mem::take(&mut block), opts, Some(&saved), now, &mut costs)
+                    .await?;
+                report.add(&r);
+                cp = next_cp;
+                on_block(&report, &cp);
+            } else {
+                // Pages gathered into a block are not checkpointed until the block is saved.
+                cp.after = next;
+                continue;
+            }
+            if last {
+                break;
+            }
+        }
+        if !opts.dry_run {
+            // Done: the incremental cycle takes over from when the backfill started.
+            self.store.set_cursor(CURSOR, &cp.started_ms.to_string()).await?;
+            self.store.clear_cursor(CHECKPOINT).await?;
+        }
+        Ok((report, costs))
+    }
+
+    async fn backfill_block(
+        &self,
+        contacts: Vec<HubSpotObject>,
+        opts: &BackfillOptions,
+        checkpoint: Option<&str>,
+        now: DateTime<Utc>,
+        costs: &mut Costs,
+    ) -> Result<SyncReport, SyncError> {
+        let p = Priority::Background;
+        let mut report = SyncReport {
+            pulled: contacts.len() as u64,
+            ..SyncReport::default()
+        };
+        let batch = self.evaluate_contacts(contacts, Default::default(), p, now).await?;
+        report.count(&batch);
+        if opts.dry_run {
+            let writes = batch
+                .iter()
+                .filter(|e| {
+                    e.outbox
+                        .iter()
+                        .any(|(k, _, _)| *k == crate::store::OutboxKind::HubSpotWrite)
+                })
+                .count() as u64;
+            costs.hubspot_writes += writes.div_ceil(100);
+            costs.salesforce_calls += super::promote::calls_for(report.promotions_queued);
+            return Ok(report);
+        }
+        self.store.commit(&batch, checkpoint.map(|c| (CHECKPOINT, c))).await?;
+        report.add(&self.flush(p, now).await?);
+        Ok(report)
+    }
+
+    /// Re-evaluates every stored contact from the store alone (after a rules change, or the
+    /// nightly decay, dormancy and timer sweep), then writes back what changed.
+    pub async fn rescore(&self, now: DateTime<Utc>, dry_run: bool) -> Result<SyncReport, SyncError> {
+        let mut report = SyncReport::default();
+        let mut after: Option<String> = None;
+        loop {
+            let rows = self.store.contact_page(after.as_deref(), 500).await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.contact_id.as_str().to_string());
+            let ids: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
+            let ledger = self.store.events(&ids).await?;
+            let empty = Vec::new();
+            let batch: Vec<_> = rows
+                .iter()
+                .filter(|r| r.removed.is_none())
+                .map(|r| evaluate_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+                .collect();
+            report.count(&batch);
+            if !dry_run {
+                self.store.commit(&batch, None).await?;
+            }
+        }
+        if !dry_run {
+            report.add(&self.flush(Priority::Background, now).await?);
+        }
+        Ok(report)
+    }
+}

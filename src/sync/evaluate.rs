@@ -1,0 +1,241 @@
+//! From what was pulled and what was stored to what must be saved: snapshots in, `Evaluated`
+//! out. No IO here: the callers read HubSpot and the store, and save the result.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, conversion_event, events_from_counter};
+use crate::hubspot::types::HubSpotObject;
+use crate::lifecycle::{Action, Decision, Event, HubSpotId, Rules, Snapshot, evaluate};
+use crate::store::{ContactRow, Evaluated, OutboxKind};
+
+/// A HubSpot write the outbox carries out: properties, then the lifecycle stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WritePayload {
+    /// Property name → value (empty clears).
+    pub properties: BTreeMap<String, String>,
+    /// HubSpot's lifecycle stage value and whether it moves backward (clear, then set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<(String, bool)>,
+}
+
+/// What a promotion needs, frozen when the decision was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotePayload {
+    /// Recycle cycle the promotion belongs to (a recycled lead can be promoted again).
+    pub cycle: u32,
+    /// Contact properties.
+    pub contact: BTreeMap<String, String>,
+    /// Company id, when the contact has one.
+    pub company_id: Option<String>,
+    /// Company properties.
+    pub company: BTreeMap<String, String>,
+}
+
+/// The contact properties a sync reads: what the rules read, what leadsync writes (to write
+/// only differences), the behaviour counters, and what Salesforce promotion maps.
+pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
+    let out = rules.output();
+    let mut props: Vec<String> = rules.properties.keys().cloned().collect();
+    props.extend(
+        [
+            &out.lifecycle_property,
+            &out.stage,
+            &out.status,
+            &out.fit_score,
+            &out.engagement_score,
+            &out.grade,
+            &out.reason,
+            &out.rules_version,
+            &out.sla_due,
+        ]
+        .into_iter()
+        .cloned(),
+    );
+    for c in COUNTERS {
+        props.push(c.count.to_string());
+        props.push(c.last_at.to_string());
+    }
+    props.extend(CONVERSION_PROPERTIES.iter().map(|p| p.to_string()));
+    props.extend(["lastmodifieddate".to_string(), "hs_object_id".to_string()]);
+    props.extend(extra.iter().cloned());
+    props.sort();
+    props.dedup();
+    props
+}
+
+/// A pulled contact: HubSpot's current values, the company, events found in this pull.
+#[derive(Debug, Clone)]
+pub struct PulledContact {
+    /// HubSpot's record.
+    pub contact: HubSpotObject,
+    /// Company id and properties, when the pull read them.
+    pub company: Option<(String, BTreeMap<String, String>)>,
+    /// Engagement events read in this pull.
+    pub events: Vec<Event>,
+}
+
+/// Properties of a HubSpot record without the empty ones.
+pub fn known_properties(o: &HubSpotObject) -> BTreeMap<String, String> {
+    o.properties
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// Evaluates one contact from HubSpot's current values, the stored state and ledger, and this
+/// pull's events. Returns the decision's headline and what to save.
+pub fn evaluate_pulled(
+    rules: &Rules,
+    pulled: PulledContact,
+    stored: Option<&ContactRow>,
+    ledger: &[Event],
+    now: DateTime<Utc>,
+) -> Option<(Evaluated, String)> {
+    let id = HubSpotId::try_from(pulled.contact.id.clone()).ok()?;
+    let properties = known_properties(&pulled.contact);
+    let (company_id, company) = match pulled.company {
+        Some((cid, props)) => (Some(cid), props),
+        None => stored.map_or((None, BTreeMap::new()), |s| (s.company_id.clone(), s.company.clone())),
+    };
+
+    // Behaviour summarised on the contact: counters and the latest conversion become events
+    // whose ids make a re-read count nothing twice.
+    let mut fresh = pulled.events;
+    for c in &COUNTERS {
+        let before = stored
+            .and_then(|s| s.properties.get(c.count))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v.max(0.0) as u64);
+        fresh.extend(events_from_counter(
+            id.as_str(),
+            c,
+            before,
+            properties.get(c.count).map(String::as_str),
+            properties.get(c.last_at).map(String::as_str),
+        ));
+    }
+    let p = |k: &str| properties.get(k).map(String::as_str);
+    fresh.extend(conversion_event(
+        id.as_str(),
+        p(CONVERSION_PROPERTIES[0]),
+        p(CONVERSION_PROPERTIES[1]),
+        p(CONVERSION_PROPERTIES[2]),
+    ));
+
+    let known: HashSet<&str> = ledger.iter().map(|e| e.id.as_str()).collect();
+    let mut new_events: Vec<Event> = Vec::new();
+    for e in fresh {
+        if !known.contains(e.id.as_str()) && !new_events.iter().any(|n| n.id == e.id) {
+            new_events.push(e);
+        }
+    }
+    let mut events = ledger.to_vec();
+    events.extend(new_events.iter().cloned());
+
+    let snapshot = Snapshot {
+        contact_id: id.clone(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>(),
+        events,
+        state: stored.map(|s| s.state.clone()).unwrap_or_default(),
+    };
+    let decision = evaluate(rules, &snapshot, now);
+    let headline = crate::lifecycle::headline(&decision);
+    let outbox = outbox_items(&decision, &properties, company_id.as_deref(), &company);
+    let evaluated = Evaluated {
+        contact_id: id,
+        at: now,
+        properties,
+        company_id,
+        company,
+        fit: decision.fit.value,
+        engagement: decision.engagement.value,
+        grade: decision.grade.clone(),
+        rules: format!("{} ({})", decision.rules_version, decision.rules_hash),
+        transitions: decision.transitions.clone(),
+        state: decision.state.clone(),
+        new_events,
+        outbox,
+    };
+    Some((evaluated, headline))
+}
+
+/// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
+pub fn evaluate_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
+    let snapshot = Snapshot {
+        contact_id: row.contact_id.clone(),
+        properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        events: ledger.to_vec(),
+        state: row.state.clone(),
+    };
+    let decision = evaluate(rules, &snapshot, now);
+    Evaluated {
+        contact_id: row.contact_id.clone(),
+        at: now,
+        properties: row.properties.clone(),
+        company_id: row.company_id.clone(),
+        company: row.company.clone(),
+        fit: decision.fit.value,
+        engagement: decision.engagement.value,
+        grade: decision.grade.clone(),
+        rules: format!("{} ({})", decision.rules_version, decision.rules_hash),
+        transitions: decision.transitions.clone(),
+        state: decision.state.clone(),
+        new_events: Vec::new(),
+        outbox: outbox_items(&decision, &row.properties, row.company_id.as_deref(), &row.company),
+    }
+}
+
+/// The outbox items a decision asks for, keyed so that saving them twice adds nothing.
+fn outbox_items(
+    d: &Decision<'_>,
+    contact: &BTreeMap<String, String>,
+    company_id: Option<&str>,
+    company: &BTreeMap<String, String>,
+) -> Vec<(OutboxKind, String, String)> {
+    let mut items = Vec::new();
+    let mut write = WritePayload::default();
+    for a in &d.actions {
+        match a {
+            Action::WriteHubSpot { properties } => write.properties.extend(properties.clone()),
+            Action::SetLifecycleStage { value, backward } => write.lifecycle = Some((value.clone(), *backward)),
+            Action::PromoteToSalesforce => {
+                let payload = PromotePayload {
+                    cycle: d.state.recycle_count,
+                    contact: contact.clone(),
+                    company_id: company_id.map(str::to_string),
+                    company: company.clone(),
+                };
+                items.push((
+                    OutboxKind::Promote,
+                    promote_key(&d.contact_id, d.state.recycle_count),
+                    serde_json::to_string(&payload).expect("serialisable"),
+                ));
+            }
+            Action::StartSla { .. } | Action::StopSla { .. } => {}
+        }
+    }
+    if write != WritePayload::default() {
+        items.push((
+            OutboxKind::HubSpotWrite,
+            write_key(&d.contact_id),
+            serde_json::to_string(&write).expect("serialisable"),
+        ));
+    }
+    items
+}
+
+/// The one pending HubSpot write of a contact.
+pub fn write_key(id: &HubSpotId) -> String {
+    format!("hubspot:{id}")
+}
+
+/// The one promotion of a contact in a recycle cycle.
+pub fn promote_key(id: &HubSpotId, cycle: u32) -> String {
+    format!("promote:{id}:{cycle}")
+}

@@ -1,0 +1,182 @@
+//! Webhook workers: drain the inbox, a short window at a time, one evaluation per contact.
+//!
+//! Events are coalesced per contact; the contacts are read in one batch (with their
+//! engagements), evaluated from that current snapshot (so the order events arrived in does not
+//! matter), written back and promoted. Echoes of leadsync's own writes cost no read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tracing::{debug, info};
+
+use super::{SyncError, SyncReport, Syncer};
+use crate::hubspot::limiter::Priority;
+use crate::lifecycle::HubSpotId;
+
+/// Events taken from the inbox per pass.
+pub const INBOX_BATCH: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    subscription_type: String,
+    object_id: serde_json::Value,
+    #[serde(default)]
+    object_type_id: Option<String>,
+    #[serde(default)]
+    property_name: Option<String>,
+    #[serde(default)]
+    property_value: Option<String>,
+    #[serde(default)]
+    merged_object_ids: Vec<u64>,
+    #[serde(default)]
+    primary_object_id: Option<u64>,
+}
+
+/// HubSpot object type ids of the engagements leadsync scores.
+fn engagement_object(type_id: &str) -> Option<&'static str> {
+    match type_id {
+        "0-48" => Some("calls"),
+        "0-49" => Some("emails"),
+        "0-47" => Some("meetings"),
+        "0-46" => Some("notes"),
+        "0-27" => Some("tasks"),
+        _ => None,
+    }
+}
+
+impl Syncer {
+    /// One pass over the inbox; returns the report and how many events it consumed.
+    pub async fn drain_inbox(&self, now: DateTime<Utc>) -> Result<(SyncReport, usize), SyncError> {
+        let rows = self.store.inbox_pending(INBOX_BATCH).await?;
+        if rows.is_empty() {
+            return Ok((SyncReport::default(), 0));
+        }
+        let out = self.rules.output();
+        let ours: BTreeSet<&str> = [
+            &out.stage,
+            &out.status,
+            &out.fit_score,
+            &out.engagement_score,
+            &out.grade,
+            &out.reason,
+            &out.rules_version,
+            &out.sla_due,
+        ]
+        .into_iter()
+        .map(String::as_str)
+        .collect();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut echoes = 0;
+        for row in &rows {
+            let Ok(ev) = serde_json::from_str::<Stored>(&row.payload) else {
+                continue; // our own serialisation: cannot fail but for a hand-edited row
+            };
+            let object = match &ev.object_id {
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                _ => continue,
+            };
+            let Ok(id) = HubSpotId::try_from(object.clone()) else {
+                continue;
+            };
+            match ev.subscription_type.as_str() {
+                "contact.deletion" => self.store.mark_removed(&id, "deleted", None).await?,
+                "contact.merge" => {
+                    let survivor = ev.primary_object_id.map(|p| p.to_string()).unwrap_or(object.clone());
+                    let Ok(survivor_id) = HubSpotId::try_from(survivor.clone()) else {
+                        continue;
+                    };
+                    for m in ev
+                        .merged_object_ids
+                        .iter()
+                        .map(u64::to_string)
+                        .filter(|m| *m != survivor)
+                    {
+                        if let Ok(loser) = HubSpotId::try_from(m) {
+                            self.store.merge_into(&loser, &survivor_id).await?;
+                        }
+                    }
+                    touched.insert(survivor);
+                }
+                "contact.propertyChange" => {
+                    let name = ev.property_name.as_deref().unwrap_or("");
+                    let value = ev.property_value.as_deref().unwrap_or("");
+                    // leadsync's own write coming back: nothing to read, nothing to write.
+                    let own = ours.contains(name) || self.store.wrote(&id, name, value).await?;
+                    if own {
+                        echoes += 1;
+                    } else {
+                        touched.insert(object);
+                    }
+                }
+                t if t.starts_with("contact.") || t == "workflow" => {
+                    touched.insert(object);
+                }
+                _ => {
+                    // An engagement event: find its contacts.
+                    let kind = ev
+                        .object_type_id
+                        .as_deref()
+                        .and_then(engagement_object)
+                        .or_else(|| ev.subscription_type.split('.').next().and_then(plural));
+                    if let Some(kind) = kind {
+                        engagements.entry(kind).or_default().push(object);
+                    }
+                }
+            }
+        }
+        let p = Priority::RealTime;
+        for (kind, ids) in engagements {
+            let links = self.hubspot.associations(kind, "contacts", &ids, p).await?;
+            touched.extend(links.into_values().flatten());
+        }
+        let mut report = SyncReport::default();
+        if !touched.is_empty() {
+            let ids: Vec<String> = touched.into_iter().collect();
+            let contacts = self
+                .hubspot
+                .batch_read_contacts(&ids, &self.properties, None, p)
+                .await?;
+            let known: Vec<String> = {
+                let hs: Vec<HubSpotId> = ids.iter().filter_map(|i| HubSpotId::try_from(i.clone()).ok()).collect();
+                let stored = self.store.contacts(&hs).await?;
+                ids.iter()
+                    .filter(|i| HubSpotId::try_from((*i).clone()).is_ok_and(|h| stored.contains_key(&h)))
+                    .cloned()
+                    .collect()
+            };
+            // Known contacts: their engagements, re-read (ledger ids make repeats free).
+            // New contacts get theirs inside `evaluate_contacts`.
+            let fresh = if known.is_empty() {
+                BTreeMap::new()
+            } else {
+                self.hubspot.contact_engagements(&known, p).await?
+            };
+            report = self.evaluate_and_save(contacts, fresh, p, now, None).await?;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        self.store.inbox_done(&ids, now).await?;
+        let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(now);
+        metrics::histogram!("leadsync_inbox_processing_lag_seconds")
+            .record((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+        if echoes > 0 {
+            debug!(echoes, "own writes recognised in the inbox");
+        }
+        info!(events = rows.len(), evaluated = report.evaluated, "inbox drained");
+        Ok((report, rows.len()))
+    }
+}
+
+fn plural(object: &str) -> Option<&'static str> {
+    match object {
+        "call" => Some("calls"),
+        "email" => Some("emails"),
+        "meeting" => Some("meetings"),
+        "note" => Some("notes"),
+        "task" => Some("tasks"),
+        _ => None,
+    }
+}

@@ -1,0 +1,223 @@
+//! The IO around the engine: pull from HubSpot, evaluate, save, write back, promote.
+//!
+//! ```text
+//! incremental (schedule) ─┐
+//! backfill (admin) ───────┼→ pull → evaluate::evaluate_pulled → Store::commit → writeback → promote
+//! inbox (webhooks) ───────┘
+//! rescore (nightly, admin) → Store → evaluate::evaluate_stored → Store::commit → writeback → promote
+//! ```
+//!
+//! Every step saves before it acts: a crash at any point leaves either the old state or the new
+//! state with its pending outbox items, never half of one.
+
+pub mod backfill;
+pub mod cycle;
+pub mod evaluate;
+pub mod inbox;
+pub mod promote;
+pub mod schedule;
+pub mod writeback;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::hubspot::client::{HubSpotClient, HubSpotError};
+use crate::hubspot::limiter::Priority;
+use crate::hubspot::types::HubSpotObject;
+use crate::lifecycle::{HubSpotId, Rules};
+use crate::store::{Evaluated, Store, StoreError};
+use evaluate::{PulledContact, evaluate_pulled};
+
+/// Why a sync step stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// HubSpot refused, or asked to pause (daily limit, reserve): the checkpoint is kept.
+    #[error(transparent)]
+    HubSpot(#[from] HubSpotError),
+    /// The store failed: nothing after the last commit happened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Salesforce refused or asked to pause: promotions stay in the outbox.
+    #[error("salesforce: {0}")]
+    Salesforce(String),
+}
+
+impl SyncError {
+    /// True when the job should stop for now and resume later, with nothing lost.
+    pub fn is_pause(&self) -> bool {
+        matches!(self, SyncError::HubSpot(e) if e.is_pause())
+    }
+}
+
+/// What one pass did, for logs, the CLI and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SyncReport {
+    /// Contacts read from HubSpot.
+    pub pulled: u64,
+    /// Contacts evaluated.
+    pub evaluated: u64,
+    /// Stage moves, by target stage or kind (`mql`, `sql`, `recycle`, …).
+    pub moves: BTreeMap<String, u64>,
+    /// Contacts whose HubSpot values were written.
+    pub written: u64,
+    /// Contacts promoted to Salesforce.
+    pub promoted: u64,
+    /// Promotions queued (dry runs count here).
+    pub promotions_queued: u64,
+}
+
+impl SyncReport {
+    fn count(&mut self, batch: &[Evaluated]) {
+        self.evaluated += batch.len() as u64;
+        for e in batch {
+            for t in &e.transitions {
+                let key = match &t.change {
+                    crate::lifecycle::Change::Stage { to, .. } => to.as_str().to_string(),
+                    crate::lifecycle::Change::Skipped { .. } => continue,
+                    crate::lifecycle::Change::Recycle { .. } => "recycle".into(),
+                    crate::lifecycle::Change::Status { to, .. } => format!("status:{}", to.as_str()),
+                };
+                *self.moves.entry(key).or_default() += 1;
+            }
+            self.promotions_queued += e
+                .outbox
+                .iter()
+                .filter(|(k, _, _)| *k == crate::store::OutboxKind::Promote)
+                .count() as u64;
+        }
+    }
+
+    /// Adds another pass's counts.
+    pub fn add(&mut self, other: &SyncReport) {
+        self.pulled += other.pulled;
+        self.evaluated += other.evaluated;
+        for (k, v) in &other.moves {
+            *self.moves.entry(k.clone()).or_default() += v;
+        }
+        self.written += other.written;
+        self.promoted += other.promoted;
+        self.promotions_queued += other.promotions_queued;
+    }
+}
+
+/// Everything a sync step needs, shared by the schedule, the webhook workers and the CLI.
+#[derive(Clone)]
+pub struct Syncer {
+    /// Compiled rules.
+    pub rules: Arc<Rules>,
+    /// HubSpot.
+    pub hubspot: Arc<HubSpotClient>,
+    /// State.
+    pub store: Store,
+    /// Salesforce promotion, when configured.
+    pub promoter: Option<Arc<promote::Promoter>>,
+    /// Contact properties every read asks for.
+    pub properties: Vec<String>,
+    /// Company properties every read asks for.
+    pub company_properties: Vec<String>,
+}
+
+impl Syncer {
+    /// A syncer over these parts; `extra` adds properties the Salesforce mapping reads.
+    pub fn new(
+        rules: Arc<Rules>,
+        hubspot: Arc<HubSpotClient>,
+        store: Store,
+        promoter: Option<Arc<promote::Promoter>>,
+    ) -> Self {
+        let (extra, company_properties) = promoter
+            .as_ref()
+            .map(|p| (p.contact_properties(), p.company_properties()))
+            .unwrap_or_default();
+        let mut company_properties: Vec<String> = company_properties;
+        for p in ["name", "domain", "country", "numberofemployees", "industry"] {
+            if !company_properties.iter().any(|c| c == p) {
+                company_properties.push(p.to_string());
+            }
+        }
+        Syncer {
+            properties: evaluate::contact_properties(&rules, &extra),
+            rules,
+            hubspot,
+            store,
+            promoter,
+            company_properties,
+        }
+    }
+
+    /// Pulls engagements and companies of contacts new to leadsync, evaluates all of them with
+    /// the stored ledger, and returns what to save (not yet saved).
+    pub(crate) async fn evaluate_contacts(
+        &self,
+        contacts: Vec<HubSpotObject>,
+        mut fresh: BTreeMap<String, Vec<crate::lifecycle::Event>>,
+        priority: Priority,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Evaluated>, SyncError> {
+        let ids: Vec<HubSpotId> = contacts
+            .iter()
+            .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
+            .collect();
+        let stored = self.store.contacts(&ids).await?;
+        let ledger = self.store.events(&ids).await?;
+        // Contacts never seen need their whole history and their company, once.
+        let (active, removed): (Vec<HubSpotObject>, Vec<HubSpotObject>) =
+            contacts.into_iter().partition(|c| !c.archived);
+        for r in &removed {
+            if let Ok(id) = HubSpotId::try_from(r.id.clone()) {
+                self.store.mark_removed(&id, "archived", None).await?;
+            }
+        }
+        let new: Vec<HubSpotObject> = active
+            .iter()
+            .filter(|c| HubSpotId::try_from(c.id.clone()).is_ok_and(|id| !stored.contains_key(&id)))
+            .cloned()
+            .collect();
+        let mut companies = BTreeMap::new();
+        if !new.is_empty() {
+            let pulled = self.hubspot.pull_block(new, &self.company_properties, priority).await?;
+            for (c, events) in pulled.events {
+                fresh.entry(c).or_default().extend(events);
+            }
+            for (c, company) in pulled.companies {
+                companies.insert(c, (company.id.clone(), evaluate::known_properties(&company)));
+            }
+        }
+        let mut out = Vec::with_capacity(active.len());
+        for c in active {
+            let Ok(id) = HubSpotId::try_from(c.id.clone()) else {
+                continue;
+            };
+            let row = stored.get(&id);
+            if row.is_some_and(|r| r.removed.is_some()) {
+                continue; // deleted or merged away: kept for the audit, never evaluated
+            }
+            let pulled = PulledContact {
+                events: fresh.remove(&c.id).unwrap_or_default(),
+                company: companies.remove(&c.id),
+                contact: c,
+            };
+            let empty = Vec::new();
+            if let Some((e, _)) = evaluate_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Carries out pending HubSpot writes and promotions until none is due.
+    pub async fn flush(&self, priority: Priority, now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
+        let mut report = SyncReport {
+            written: writeback::drain(self, priority, now).await?,
+            ..SyncReport::default()
+        };
+        if let Some(p) = &self.promoter {
+            report.promoted = p.drain(self, now).await?;
+            // Promotions write Salesforce ids back to HubSpot.
+            report.written += writeback::drain(self, priority, now).await?;
+        }
+        Ok(report)
+    }
+}

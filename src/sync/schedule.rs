@@ -1,0 +1,185 @@
+//! The daemon's jobs: incremental sync, nightly rescore, SLA sweep, opportunity feedback, and
+//! the inbox workers. A job never overlaps itself; a stop lets the job in flight finish, then
+//! flushes the outbox, so cursors and checkpoints are saved before the process exits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, Utc};
+use tokio::sync::{Mutex, Notify, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tracing::{error, info, warn};
+
+use super::{SyncError, Syncer};
+use crate::config::ScheduleSettings;
+use crate::hubspot::limiter::Priority;
+
+/// How far back the first incremental cycle looks when no backfill ever ran.
+pub const FIRST_WINDOW: Duration = Duration::days(1);
+
+type JobFn = Arc<dyn Fn(Syncer) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>> + Send + Sync>;
+
+/// A job that skips a tick while its previous run is still going.
+struct Guarded {
+    name: &'static str,
+    lock: Arc<Mutex<()>>,
+    run: JobFn,
+}
+
+impl Guarded {
+    fn new(name: &'static str, run: JobFn) -> Self {
+        Guarded {
+            name,
+            lock: Arc::new(Mutex::new(())),
+            run,
+        }
+    }
+
+    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn, syncer: Syncer) {
+        let Ok(_held) = lock.try_lock() else {
+            warn!(job = name, "previous run still going; this tick is skipped");
+            return;
+        };
+        let started = std::time::Instant::now();
+        match run(syncer).await {
+            Ok(()) => info!(job = name, ms = started.elapsed().as_millis() as u64, "job done"),
+            Err(e) if e.is_pause() => warn!(job = name, error = %e, "job paused; it resumes from its checkpoint"),
+            Err(e) => error!(job = name, error = %e, "job failed; the next tick retries"),
+        }
+    }
+}
+
+/// Runs the schedules and the inbox workers until `stop` turns true.
+pub async fn run(
+    syncer: Syncer,
+    schedule: &ScheduleSettings,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), anyhow::Error> {
+    let jobs: Vec<(String, Guarded)> = vec![
+        (
+            schedule.sync.clone(),
+            Guarded::new(
+                "sync",
+                Arc::new(|s: Syncer| {
+                    Box::pin(async move { s.incremental(Utc::now(), FIRST_WINDOW).await.map(|_| ()) })
+                }),
+            ),
+        ),
+        (
+            schedule.rescore.clone(),
+            Guarded::new(
+                "rescore",
+                Arc::new(|s: Syncer| Box::pin(async move { s.rescore(Utc::now(), false).await.map(|_| ()) })),
+            ),
+        ),
+        (
+            schedule.sla.clone(),
+            Guarded::new(
+                "sla",
+                Arc::new(|s: Syncer| Box::pin(async move { s.sla_sweep(Utc::now()).await.map(|_| ()) })),
+            ),
+        ),
+        (
+            schedule.opportunities.clone(),
+            Guarded::new(
+                "opportunities",
+                Arc::new(|s: Syncer| {
+                    Box::pin(async move {
+                        match s.promoter.clone() {
+                            Some(p) => p.poll_opportunities(&s, Utc::now()).await.map(|_| ()),
+                            None => Ok(()),
+                        }
+                    })
+                }),
+            ),
+        ),
+    ];
+    let sched = JobScheduler::new().await?;
+    let mut locks = Vec::new();
+    for (cron, job) in jobs {
+        let (name, lock, run) = (job.name, job.lock.clone(), job.run.clone());
+        locks.push(job.lock.clone());
+        let s = syncer.clone();
+        sched
+            .add(Job::new_async(cron.as_str(), move |_, _| {
+                let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
+                Box::pin(async move { Guarded::tick(name, lock, run, s).await })
+            })?)
+            .await?;
+    }
+    sched.start().await?;
+    info!("schedules started");
+
+    // Inbox workers: woken by the intake, and every two seconds for anything left behind.
+    let inbox_lock = Arc::new(Mutex::new(()));
+    locks.push(inbox_lock.clone());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => if *stop.borrow() { break },
+            _ = wake.notified() => {},
+            _ = tokio::time::sleep(StdDuration::from_secs(2)) => {},
+        }
+        // Coalesce: events of one form submission arrive together.
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        let _held = inbox_lock.lock().await;
+        loop {
+            match syncer.drain_inbox(Utc::now()).await {
+                Ok((_, 0)) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "inbox pass failed; the events stay in the inbox");
+                    tokio::time::sleep(StdDuration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    info!("stopping: letting jobs in flight finish");
+    let mut sched = sched;
+    sched.shutdown().await?;
+    for l in &locks {
+        let _ = l.lock().await;
+    }
+    if let Err(e) = syncer.flush(Priority::Background, Utc::now()).await {
+        warn!(error = %e, "outbox not fully flushed; it resumes at the next start");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+impl Syncer {
+    /// Re-evaluates the contacts with a running SLA timer, so overdue first touches show.
+    pub async fn sla_sweep(&self, now: chrono::DateTime<Utc>) -> Result<u64, SyncError> {
+        let mut after: Option<String> = None;
+        let mut n = 0;
+        loop {
+            let rows = self.store.contact_page(after.as_deref(), 1000).await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.contact_id.as_str().to_string());
+            let running: Vec<_> = rows
+                .into_iter()
+                .filter(|r| r.removed.is_none() && r.state.sla.values().any(|t| t.stopped_at.is_none()))
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            let ids: Vec<_> = running.iter().map(|r| r.contact_id.clone()).collect();
+            let ledger = self.store.events(&ids).await?;
+            let empty = Vec::new();
+            let batch: Vec<_> = running
+                .iter()
+                .map(|r| {
+                    super::evaluate::evaluate_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now)
+                })
+                .collect();
+            n += batch.len() as u64;
+            self.store.commit(&batch, None).await?;
+        }
+        self.flush(Priority::Background, now).await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,173 @@
+//! Carries out pending HubSpot writes, 100 contacts a call.
+//!
+//! Items are marked `sending` before the call. An item still `sending` when leadsync starts
+//! was cut off mid-call: it is read back (one call per 100) and only re-sent if HubSpot does not
+//! hold its values, so a crash never writes the same values twice.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use super::evaluate::WritePayload;
+use super::{SyncError, Syncer};
+use crate::hubspot::limiter::Priority;
+use crate::hubspot::types::BATCH_LIMIT;
+use crate::lifecycle::HubSpotId;
+use crate::store::{OutboxItem, OutboxKind, OutboxState};
+
+/// Writes everything due; returns how many contacts were written.
+pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<u64, SyncError> {
+    recover(s, priority, now).await?;
+    let lifecycle = s.rules.output().lifecycle_property.clone();
+    let mut written = 0;
+    loop {
+        let due = s.store.due(OutboxKind::HubSpotWrite, now, BATCH_LIMIT).await?;
+        if due.is_empty() {
+            return Ok(written);
+        }
+        s.store.sending(&due).await?;
+        let mut updates = Vec::with_capacity(due.len());
+        let mut backward = Vec::new();
+        let mut by_id: BTreeMap<String, (&OutboxItem, BTreeMap<String, String>)> = BTreeMap::new();
+        for item in &due {
+            let Ok(w) = serde_json::from_str::<WritePayload>(&item.payload) else {
+                s.store
+                    .failed(
+                        item,
+                        "payload does not parse (written by another version?)",
+                        OutboxState::Dead,
+                        now,
+                    )
+                    .await?;
+                continue;
+            };
+            let mut props = w.properties.clone();
+            match &w.lifecycle {
+                Some((value, false)) => {
+                    props.insert(lifecycle.clone(), value.clone());
+                }
+                Some((value, true)) => backward.push((item.contact_id.clone(), value.clone())),
+                None => {}
+            }
+            let mut all = props.clone();
+            if let Some((value, _)) = &w.lifecycle {
+                all.insert(lifecycle.clone(), value.clone());
+            }
+            if !props.is_empty() {
+                updates.push((item.contact_id.clone(), props));
+            }
+            by_id.insert(item.contact_id.clone(), (item, all));
+        }
+        let outcome = match s.hubspot.batch_update_contacts(&updates, priority).await {
+            Ok(o) => o,
+            Err(e) => {
+                let retry = now + Duration::minutes(1);
+                for item in &due {
+                    s.store
+                        .failed(item, &e.to_string(), OutboxState::Pending, retry)
+                        .await?;
+                }
+                return Err(e.into());
+            }
+        };
+        // A backward move (recycle) clears, then sets, in two requests, and reads it back.
+        let mut backward_failed = Vec::new();
+        for (id, value) in &backward {
+            if let Err(e) = s
+                .hubspot
+                .set_lifecycle_stage(id, &lifecycle, value, true, priority)
+                .await
+            {
+                if e.is_pause() {
+                    return Err(e.into());
+                }
+                backward_failed.push((id.clone(), e.to_string()));
+            }
+        }
+        let mut done = Vec::new();
+        let mut ledger = Vec::new();
+        for (id, (item, props)) in &by_id {
+            if let Some((_, err)) = outcome.failed.iter().find(|(f, _)| f == id) {
+                let removed = err.category.contains("OBJECT_NOT_FOUND");
+                warn!(contact = %id, category = %err.category, "HubSpot refused a write; kept as a dead letter");
+                if removed && let Ok(hid) = HubSpotId::try_from(id.clone()) {
+                    s.store.mark_removed(&hid, "deleted", None).await?;
+                }
+                let msg = format!("{}: {}", err.category, err.message);
+                s.store.failed(item, &msg, OutboxState::Dead, now).await?;
+            } else if let Some((_, err)) = backward_failed.iter().find(|(f, _)| f == id) {
+                s.store.failed(item, err, OutboxState::Dead, now).await?;
+            } else {
+                done.push((*item).clone());
+                if let Ok(hid) = HubSpotId::try_from(id.clone()) {
+                    ledger.push((hid, props.clone()));
+                }
+            }
+        }
+        s.store.record_writes(&ledger, now).await?;
+        s.store.done(&done, now).await?;
+        written += done.len() as u64;
+        info!(contacts = done.len(), "HubSpot write-back");
+    }
+}
+
+/// Items left `sending` by a crash: done if HubSpot already holds their values, else pending.
+async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(), SyncError> {
+    let stuck = s
+        .store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Sending)
+        .await?;
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    let lifecycle = s.rules.output().lifecycle_property.clone();
+    for chunk in stuck.chunks(BATCH_LIMIT) {
+        let mut wanted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for item in chunk {
+            let w: WritePayload = serde_json::from_str(&item.payload).unwrap_or_default();
+            let mut props = w.properties;
+            if let Some((value, _)) = w.lifecycle {
+                props.insert(lifecycle.clone(), value);
+            }
+            wanted.insert(item.contact_id.clone(), props);
+        }
+        let ids: Vec<String> = wanted.keys().cloned().collect();
+        let mut names: Vec<String> = wanted.values().flat_map(|p| p.keys().cloned()).collect();
+        names.sort();
+        names.dedup();
+        let current = s.hubspot.batch_read_contacts(&ids, &names, None, priority).await?;
+        let mut landed = Vec::new();
+        let mut ledger = Vec::new();
+        for item in chunk {
+            let props = &wanted[&item.contact_id];
+            let holds = current
+                .iter()
+                .find(|c| c.id == item.contact_id)
+                .is_some_and(|c| props.iter().all(|(k, v)| c.prop(k).unwrap_or("").trim() == v.trim()));
+            if holds {
+                landed.push(item.clone());
+                if let Ok(hid) = HubSpotId::try_from(item.contact_id.clone()) {
+                    ledger.push((hid, props.clone()));
+                }
+            } else {
+                s.store
+                    .failed(
+                        item,
+                        "cut off mid-call; HubSpot does not hold the values",
+                        OutboxState::Pending,
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        s.store.record_writes(&ledger, now).await?;
+        s.store.done(&landed, now).await?;
+        info!(
+            landed = landed.len(),
+            resent = chunk.len() - landed.len(),
+            "writes cut off by a stop checked"
+        );
+    }
+    Ok(())
+}
