@@ -227,3 +227,136 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         })
         .map_err(|_| format!("`{s}` is not a time (write 2026-11-24T09:00:00Z or 2026-11-24)"))
 }
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn loaded(config_file: Option<&Path>) -> Result<config::Loaded, ExitCode> {
+    config::load(config_file).map_err(|d| report(&d))
+}
+
+/// `leadsync run`: the daemon (webhook server, schedules, inbox workers) until Ctrl-C or SIGTERM.
+pub fn run(config_file: Option<&Path>) -> ExitCode {
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let result = rt.block_on(async {
+        let syncer = crate::daemon::syncer(&loaded).await?;
+        crate::daemon::run(&loaded, syncer, crate::daemon::stop_on_signals()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leadsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `leadsync backfill` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillArgs {
+    /// Only contacts modified since (RFC 3339 or a date).
+    pub since: Option<String>,
+    /// At most this many contacts.
+    pub limit: Option<u64>,
+    /// Write nothing; print what would change and what it would cost.
+    pub dry_run: bool,
+    /// Re-evaluate from the store, no HubSpot read.
+    pub rescore: bool,
+}
+
+/// `leadsync backfill`: every contact, resumable; or `--rescore` from the store.
+pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
+    let since = match args.since.as_deref().map(parse_time).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("--since: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let result = rt.block_on(async {
+        let syncer = crate::daemon::syncer(&loaded).await?;
+        let now = Utc::now();
+        if args.rescore {
+            let r = syncer.rescore(now, args.dry_run).await?;
+            print_report(&r, args.dry_run);
+            return Ok::<_, anyhow::Error>(());
+        }
+        let opts = crate::sync::backfill::BackfillOptions {
+            since,
+            limit: args.limit,
+            dry_run: args.dry_run,
+        };
+        let progress = crate::sync::backfill::Progress::new();
+        let hs = syncer.hubspot.clone();
+        let (r, costs) = syncer
+            .backfill(&opts, now, |r, cp| progress.update(r, cp, hs.stats().total()))
+            .await?;
+        progress.finish();
+        print_report(&r, args.dry_run);
+        println!("HubSpot calls spent: {}", syncer.hubspot.stats().total());
+        if args.dry_run {
+            println!(
+                "would cost: {} HubSpot write call(s), about {} Salesforce call(s)",
+                costs.hubspot_writes, costs.salesforce_calls
+            );
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leadsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_report(r: &crate::sync::SyncReport, dry_run: bool) {
+    let verb = if dry_run { "would move" } else { "moved" };
+    println!("{} contact(s) read, {} evaluated", r.pulled, r.evaluated);
+    for (k, n) in &r.moves {
+        println!("  {verb} to {k}: {n}");
+    }
+    if dry_run {
+        println!("  Salesforce promotions it would make: {}", r.promotions_queued);
+    } else {
+        println!(
+            "{} contact(s) written to HubSpot, {} promoted to Salesforce",
+            r.written, r.promoted
+        );
+    }
+}
+
+/// `leadsync status`: the funnel, the outbox, dead letters and the review list.
+pub fn status(config_file: Option<&Path>) -> ExitCode {
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let result = rt.block_on(async {
+        let store = crate::store::Store::connect(&loaded.settings.store.url).await?;
+        print!("{}", crate::report::status(&store).await?);
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leadsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

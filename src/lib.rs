@@ -10,6 +10,7 @@
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
+//! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
 //! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
 //!   owner routing (promotion itself is still to come).
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
@@ -17,6 +18,7 @@
 //!   audit, outbox, dead letters, write ledger, webhook inbox.
 //! - [`sync`]: the IO around the engine: incremental cycle, backfill, rescore, write-back,
 //!   promotion, schedules.
+//! - [`daemon`]: wiring: settings in, store, rules, clients, server and schedules out.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -24,9 +26,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;
+pub mod report;
 pub mod salesforce;
 pub mod server;
 pub mod store;

@@ -42,6 +42,25 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// The daemon: webhook server, schedules and inbox workers, until Ctrl-C or SIGTERM.
+    Run,
+    /// Bring every contact in (resumable), or re-score from the store after a rules change.
+    Backfill {
+        /// Only contacts modified since this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many contacts.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Write nothing: print what would change and what it would cost.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-evaluate every stored contact from the store, without reading HubSpot.
+        #[arg(long)]
+        rescore: bool,
+    },
+    /// The funnel, the outbox, dead letters and the review list.
+    Status,
     /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
     TestRules {
         /// Folder of case files.
@@ -69,5 +88,21 @@ fn main() -> ExitCode {
         } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),
+        Command::Run => cli::run(config),
+        Command::Backfill {
+            since,
+            limit,
+            dry_run,
+            rescore,
+        } => cli::backfill(
+            config,
+            &cli::BackfillArgs {
+                since,
+                limit,
+                dry_run,
+                rescore,
+            },
+        ),
+        Command::Status => cli::status(config),
     }
 }

@@ -206,3 +206,56 @@ impl Syncer {
         Ok(report)
     }
 }
+
+/// The backfill's progress: a bar in a terminal, log lines otherwise.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal.
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        });
+        Progress { bar }
+    }
+
+    /// After each block.
+    pub fn update(&self, r: &SyncReport, cp: &Checkpoint, calls: u64) {
+        let msg = format!(
+            "{} contacts · {} evaluated · {} written · {} promoted · {} HubSpot calls",
+            cp.done.max(r.pulled),
+            r.evaluated,
+            r.written,
+            r.promoted,
+            calls
+        );
+        match &self.bar {
+            Some(b) => {
+                b.set_message(msg);
+                b.tick();
+            }
+            None => info!("{msg}"),
+        }
+    }
+
+    /// At the end.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -14,6 +14,21 @@ pub fn calls_for(n: u64) -> u64 {
 pub struct Promoter {}
 
 impl Promoter {
+    /// From the `[salesforce]` settings; `None` when no credentials are configured.
+    pub async fn from_settings(_loaded: &crate::config::Loaded) -> anyhow::Result<Option<Promoter>> {
+        Ok(None)
+    }
+
+    /// Ok when a Salesforce token can be had.
+    pub async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Salesforce calls made, by endpoint.
+    pub fn calls(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// Contact properties the Salesforce mapping reads.
     pub fn contact_properties(&self) -> Vec<String> {
         Vec::new()

@@ -1,0 +1,136 @@
+//! Wiring: settings in, running parts out. `leadsync run`, `backfill`, `status` and `demo` all
+//! build their parts here, so every command sees the same store, rules and clients.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::config::Loaded;
+use crate::hubspot::auth::HubSpotAuth;
+use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
+use crate::lifecycle::Rules;
+use crate::server::{AppState, Application};
+use crate::store::Store;
+use crate::sync::Syncer;
+use crate::sync::promote::Promoter;
+
+/// The store, rules and clients of one configuration.
+pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
+    let rules = Rules::load(&loaded.rules_path()).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let hs = &loaded.settings.hubspot;
+    let auth = HubSpotAuth::from_settings(hs).context("hubspot credentials")?;
+    let cfg = HubSpotClientConfig::from_settings(hs).context("hubspot.api_base_url")?;
+    let hubspot = HubSpotClient::new(cfg, auth).context("hubspot client")?;
+    let store = Store::connect(&loaded.settings.store.url)
+        .await
+        .with_context(|| format!("store {}", redact_url(&loaded.settings.store.url)))?;
+    let promoter = Promoter::from_settings(loaded).await?.map(Arc::new);
+    if promoter.is_none() {
+        warn!("no Salesforce credentials: sales-qualified leads wait in the outbox until they are configured");
+    }
+    Ok(Syncer::new(Arc::new(rules), Arc::new(hubspot), store, promoter))
+}
+
+/// A store URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The webhook server's state for a syncer.
+pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppState {
+    let hubspot = syncer.hubspot.clone();
+    let promoter = syncer.promoter.clone();
+    let stats_hs = syncer.hubspot.clone();
+    let stats_sf = syncer.promoter.clone();
+    AppState {
+        store: syncer.store.clone(),
+        client_secret: loaded.settings.hubspot.client_secret.clone(),
+        public_base_url: loaded.settings.server.public_base_url.clone(),
+        wake,
+        ready: Arc::new(move || {
+            let hubspot = hubspot.clone();
+            let promoter = promoter.clone();
+            Box::pin(async move {
+                hubspot
+                    .auth()
+                    .token()
+                    .await
+                    .map_err(|e| format!("hubspot token: {e}"))?;
+                if let Some(p) = promoter {
+                    p.ready().await.map_err(|e| format!("salesforce token: {e}"))?;
+                }
+                Ok(())
+            })
+        }),
+        extra_metrics: Arc::new(move || {
+            let mut out = String::from("# TYPE leadsync_api_calls_total counter\n");
+            for (endpoint, n) in stats_hs.stats().calls() {
+                out.push_str(&format!(
+                    "leadsync_api_calls_total{{system=\"hubspot\",endpoint=\"{endpoint}\"}} {n}\n"
+                ));
+            }
+            if let Some(p) = &stats_sf {
+                for (endpoint, n) in p.calls() {
+                    out.push_str(&format!(
+                        "leadsync_api_calls_total{{system=\"salesforce\",endpoint=\"{endpoint}\"}} {n}\n"
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "# TYPE leadsync_hubspot_rate_limited_total counter\nleadsync_hubspot_rate_limited_total {}\n",
+                stats_hs.stats().rate_limited()
+            ));
+            out.push_str(&format!(
+                "# TYPE leadsync_limiter_wait_seconds_total counter\nleadsync_limiter_wait_seconds_total {}\n",
+                stats_hs.limits().waited().as_secs_f64()
+            ));
+            out
+        }),
+    }
+}
+
+/// `leadsync run`: the webhook server and the schedules, until `stop` turns true.
+pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let state = app_state(loaded, &syncer, wake.clone());
+    let server = &loaded.settings.server;
+    let app = Application::build(state, &server.bind, server.max_body_bytes)
+        .await
+        .with_context(|| format!("server.bind {}", server.bind))?;
+    info!(addr = %app.local_addr(), "listening for HubSpot webhooks");
+    let mut server_stop = stop.clone();
+    let serving = tokio::spawn(app.run_until_stopped(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    crate::sync::schedule::run(syncer, &loaded.settings.schedule, wake, stop).await?;
+    serving.await??;
+    Ok(())
+}
+
+/// A stop signal that turns true on Ctrl-C or SIGTERM.
+pub fn stop_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; }, None => std::future::pending().await } } => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("stop requested: finishing the work in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
