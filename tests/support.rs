@@ -53,3 +53,120 @@ pub async fn stores() -> Vec<(&'static str, Store)> {
     let pg = Store::connect(&postgres_url().await).await.unwrap();
     vec![("sqlite", sqlite), ("postgres", pg)]
 }
+
+use std::sync::Arc;
+
+use leadsync::server::{AppState, Application};
+use secrecy::SecretString;
+use tokio::sync::Notify;
+
+/// The HubSpot app's client secret the test deliveries are signed with.
+pub const SECRET: &str = "test-client-secret";
+
+/// The webhook server on a random port with its own store.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub store: Store,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    /// Starts the server; `public_base_url` as when a proxy sits in front.
+    pub async fn start(public_base_url: Option<&str>, max_body: usize) -> TestServer {
+        let (store, dir) = sqlite().await;
+        Self::start_with(store, dir, public_base_url, max_body).await
+    }
+
+    pub async fn start_with(
+        store: Store,
+        dir: tempfile::TempDir,
+        public_base_url: Option<&str>,
+        max_body: usize,
+    ) -> TestServer {
+        let wake = Arc::new(Notify::new());
+        let state = AppState {
+            store: store.clone(),
+            client_secret: Some(SecretString::from(SECRET)),
+            public_base_url: public_base_url.map(str::to_string),
+            wake,
+            ready: Arc::new(|| Box::pin(async { Ok(()) })),
+            extra_metrics: Arc::new(String::new),
+        };
+        let app = Application::build(state, "127.0.0.1:0", max_body).await.unwrap();
+        let addr = app.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            store,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            stop: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Posts a Webhooks API delivery signed v3 for `signed_uri` at `timestamp_ms`.
+    pub async fn post_signed_at(&self, body: &str, signed_uri: &str, timestamp_ms: i64) -> reqwest::StatusCode {
+        let ts = timestamp_ms.to_string();
+        let sig = leadsync::hubspot::signature::sign_v3(
+            &SecretString::from(SECRET),
+            "POST",
+            signed_uri,
+            body.as_bytes(),
+            &ts,
+        );
+        self.http
+            .post(self.url("/webhooks/hubspot"))
+            .header("content-type", "application/json")
+            .header("x-hubspot-request-timestamp", ts)
+            .header("x-hubspot-signature-v3", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Posts a delivery signed v3 now, for the URL it is actually sent to.
+    pub async fn post_signed_webhook(&self, body: &str) -> reqwest::StatusCode {
+        let uri = self.url("/webhooks/hubspot");
+        self.post_signed_at(body, &uri, chrono::Utc::now().timestamp_millis())
+            .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A Webhooks API event as HubSpot sends it.
+pub fn hubspot_event(kind: &str, object: u64, property: Option<(&str, &str)>, occurred_at: i64) -> serde_json::Value {
+    let mut e = serde_json::json!({
+        "eventId": 100 + object,
+        "subscriptionId": 7,
+        "portalId": 62515,
+        "appId": 1160452,
+        "occurredAt": occurred_at,
+        "subscriptionType": kind,
+        "attemptNumber": 0,
+        "objectId": object,
+        "changeSource": "FORM",
+    });
+    if let Some((name, value)) = property {
+        e["propertyName"] = name.into();
+        e["propertyValue"] = value.into();
+    }
+    e
+}

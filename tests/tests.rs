@@ -10,6 +10,8 @@ mod engine;
 mod hubspot;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
+/// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.
+mod server;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.
 mod store;
 /// Test fixtures shared by the daemon-level modules: stores on both backends.

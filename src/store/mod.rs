@@ -221,3 +221,10 @@ fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
         message: e.to_string(),
     }
 }
+
+impl Store {
+    /// Closes every connection (shutdown; tests simulate a database that went away).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
