@@ -10,3 +10,5 @@ mod engine;
 mod hubspot;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
+/// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
+mod salesforce;

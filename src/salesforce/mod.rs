@@ -1,9 +1,17 @@
 //! Salesforce: everything leadsync knows about Salesforce's API lives here.
 
+/// Credentials: JWT bearer, refresh token with rotation, client credentials; single flight.
+pub mod auth;
+/// The one call path: token, share of the daily allocation, `Sforce-Limit-Info`, retries, stats.
+pub mod client;
 /// Per-record outcomes of sObject Collections calls, classified.
 pub mod errors;
 /// `Sforce-Limit-Info` and leadsync's share of the org's daily allocation.
 pub mod limits;
+/// The REST endpoints used: query, composite queries, collections upsert and create, describe.
+pub mod rest;
+/// Retry decisions as data: reauthenticate, pause, back off, fail.
+pub mod retry;
 /// Owner assignment: account owner, territory, weighted round robin.
 pub mod routing;
 /// SOQL literals, batched lookups, company domains.
