@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+mod mapping;
+
 const TOKEN_PATH: &str = "/services/oauth2/token";
 const KEY: &[u8] = include_bytes!("fixtures/salesforce_test_key.pem");
 const PUBLIC_KEY: &[u8] = include_bytes!("fixtures/salesforce_test_key.pub.pem");
@@ -40,7 +42,7 @@ fn config(percent: u8) -> SalesforceClientConfig {
     }
 }
 
-fn ok_json(body: Value) -> ResponseTemplate {
+pub(crate) fn ok_json(body: Value) -> ResponseTemplate {
     ResponseTemplate::new(200)
         .insert_header("Sforce-Limit-Info", "api-usage=100/100000")
         .set_body_json(body)

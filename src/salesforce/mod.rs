@@ -4,10 +4,14 @@
 pub mod auth;
 /// The one call path: token, share of the daily allocation, `Sforce-Limit-Info`, retries, stats.
 pub mod client;
+/// `check --online`: the mapping compared with the org's describe results.
+pub mod describe;
 /// Per-record outcomes of sObject Collections calls, classified.
 pub mod errors;
 /// `Sforce-Limit-Info` and leadsync's share of the org's daily allocation.
 pub mod limits;
+/// `mappings/salesforce.toml`: raw file, compiled mapping, transforms, templates.
+pub mod mapping;
 /// The REST endpoints used: query, composite queries, collections upsert and create, describe.
 pub mod rest;
 /// Retry decisions as data: reauthenticate, pause, back off, fail.
