@@ -10,6 +10,7 @@ use wiremock::matchers::{body_string_contains, header, method, path, path_regex}
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 mod mapping;
+mod promote;
 
 const TOKEN_PATH: &str = "/services/oauth2/token";
 const KEY: &[u8] = include_bytes!("fixtures/salesforce_test_key.pem");

@@ -10,8 +10,12 @@ pub mod describe;
 pub mod errors;
 /// `Sforce-Limit-Info` and leadsync's share of the org's daily allocation.
 pub mod limits;
+/// What already exists for a batch: contacts, accounts, opportunities in one composite call.
+pub mod lookup;
 /// `mappings/salesforce.toml`: raw file, compiled mapping, transforms, templates.
 pub mod mapping;
+/// Batched promotion to Account, Contact, Opportunity and contact role, exactly once.
+pub mod promote;
 /// The REST endpoints used: query, composite queries, collections upsert and create, describe.
 pub mod rest;
 /// Retry decisions as data: reauthenticate, pause, back off, fail.
