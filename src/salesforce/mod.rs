@@ -8,6 +8,8 @@ pub mod client;
 pub mod describe;
 /// Per-record outcomes of sObject Collections calls, classified.
 pub mod errors;
+/// The way back: opportunities changed since a watermark, as typed changes.
+pub mod feedback;
 /// `Sforce-Limit-Info` and leadsync's share of the org's daily allocation.
 pub mod limits;
 /// What already exists for a batch: contacts, accounts, opportunities in one composite call.
