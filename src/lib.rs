@@ -10,8 +10,8 @@
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
-//! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
-//!   owner routing (promotion itself is still to come).
+//! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
+//!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →

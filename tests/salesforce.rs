@@ -182,6 +182,48 @@ async fn refresh_token_rotation_keeps_the_new_refresh_token_and_an_expired_sessi
     );
 }
 
+/// Answers each JWT grant with a new access token.
+struct Minting(String, Arc<Mutex<u32>>);
+
+impl Respond for Minting {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut n = self.1.lock().unwrap();
+        *n += 1;
+        ResponseTemplate::new(200).set_body_json(json!({"access_token": format!("jwt-{n}"), "instance_url": self.0}))
+    }
+}
+
+#[tokio::test]
+async fn jwt_invalid_session_mints_a_new_assertion_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .and(body_string_contains("jwt-bearer"))
+        .respond_with(Minting(server.uri(), Arc::new(Mutex::new(0))))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .and(header("authorization", "Bearer jwt-1"))
+        .respond_with(ResponseTemplate::new(401).set_body_string(contract("restforce/expired_session_response.json")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .and(header("authorization", "Bearer jwt-2"))
+        .respond_with(ok_json(empty_query()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let auth = SalesforceAuth::jwt(&server.uri(), "k", "u", KEY).unwrap();
+    let client = SalesforceClient::new(config(100), auth).unwrap();
+    client.query::<Value>("SELECT Id FROM User").await.unwrap();
+    assert_eq!(client.auth().mint_count(), 2);
+    assert_eq!(client.stats().calls()["query"], 2);
+}
+
 #[tokio::test]
 async fn client_credentials_flow_sends_the_app_credentials() {
     let server = MockServer::start().await;

@@ -644,3 +644,60 @@ fn finish(batch: &[PromotionInput], work: Vec<Work<'_>>) -> Vec<PromotionOutcome
         .map(|i| by_key[&opportunity_key(&i.contact_id, i.cycle)].clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::salesforce::errors::SalesforceRecordError;
+
+    fn err(code: &str, matches: &[&str]) -> SalesforceSaveError {
+        SalesforceSaveError {
+            error: SalesforceRecordError {
+                code: code.into(),
+                message: "msg".into(),
+                fields: vec![],
+            },
+            matches: matches.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn kind(r: Result<String, Box<PromotionOutcome>>) -> String {
+        match r {
+            Ok(id) => format!("link {id}"),
+            Err(o) => match *o {
+                PromotionOutcome::Review { .. } => "review".into(),
+                PromotionOutcome::DeadLetter { code, .. } => format!("dead {code}"),
+                PromotionOutcome::Retry { .. } => "retry".into(),
+                PromotionOutcome::Promoted { .. } => "promoted".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let id = HubSpotId::try_from("1".to_string()).unwrap();
+        let r = |errors: &[SalesforceSaveError]| kind(refusal(&id, "Contact", errors));
+        #[rustfmt::skip]
+        let cases: [(&[SalesforceSaveError], &str); 9] = [
+            (&[err("DUPLICATES_DETECTED", &["003A"])], "link 003A"),
+            (&[err("DUPLICATES_DETECTED", &["003A"]), err("DUPLICATES_DETECTED", &["003A"])], "link 003A"),
+            (&[err("DUPLICATES_DETECTED", &["003A", "003B"])], "review"),
+            (&[err("DUPLICATE_EXTERNAL_ID", &[])], "review"),
+            (&[err("UNABLE_TO_LOCK_ROW", &[])], "retry"),
+            (&[err("REQUIRED_FIELD_MISSING", &[])], "dead REQUIRED_FIELD_MISSING"),
+            (&[err("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", &[])], "dead INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+            (&[err("ENTITY_IS_DELETED", &[])], "retry"),
+            (&[], "retry"),
+        ];
+        for (errors, want) in cases {
+            assert_eq!(r(errors), want, "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let id = HubSpotId::try_from("42".to_string()).unwrap();
+        assert_eq!(opportunity_key(&id, 3), "hs-42-3");
+        assert_eq!(crate::salesforce::feedback::parse_key("hs-42-3"), Some((id, 3)));
+    }
+}
