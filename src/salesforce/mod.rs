@@ -16,6 +16,8 @@ pub mod limits;
 pub mod lookup;
 /// `mappings/salesforce.toml`: raw file, compiled mapping, transforms, templates.
 pub mod mapping;
+/// The mapping file as written, and its compiler (all problems at once).
+mod mapping_file;
 /// Batched promotion to Account, Contact, Opportunity and contact role, exactly once.
 pub mod promote;
 /// The REST endpoints used: query, composite queries, collections upsert and create, describe.
