@@ -121,7 +121,7 @@ pub fn changes_query(mapping: &SalesforceMapping, since: Option<&SalesforceWater
 
 impl SalesforceClient {
     /// Opportunities promoted by leadsync changed after `since` (all of them when `None`), at most
-    /// `limit`, oldest first; with the watermark to pass next time (`since` when nothing changed).
+    /// `limit` (capped at 2,000, one query page), oldest first; with the watermark to pass next time (`since` when nothing changed).
     /// Records whose key is not leadsync's are skipped but still move the watermark.
     pub async fn opportunity_changes(
         &self,
@@ -129,7 +129,7 @@ impl SalesforceClient {
         since: Option<&SalesforceWatermark>,
         limit: u32,
     ) -> Result<(Vec<OpportunityChange>, Option<SalesforceWatermark>), SalesforceError> {
-        let rows: Vec<Row> = self.query(&changes_query(mapping, since, limit)).await?;
+        let rows: Vec<Row> = self.query(&changes_query(mapping, since, limit.clamp(1, 2000))).await?;
         let mut changes = Vec::new();
         let mut mark = since.cloned();
         let mut seen: Vec<(DateTime<Utc>, String, Row)> = rows

@@ -62,7 +62,7 @@ pub struct SalesforceExisting {
 }
 
 /// `Website` values an account of `domain` may hold (the field is free text).
-fn website_variants(domain: &str) -> [String; 6] {
+fn website_variants(domain: &str) -> [String; 8] {
     [
         domain.to_string(),
         format!("www.{domain}"),
@@ -70,6 +70,8 @@ fn website_variants(domain: &str) -> [String; 6] {
         format!("https://{domain}"),
         format!("http://www.{domain}"),
         format!("https://www.{domain}"),
+        format!("https://{domain}/"),
+        format!("https://www.{domain}/"),
     ]
 }
 

@@ -237,11 +237,54 @@ impl SalesforceClient {
         }
         let results = self.upsert("Account", &mapping.account_external_id, &records).await?;
         let by_key: HashMap<&String, &SalesforceSaveResult> = keys.iter().zip(&results).collect();
-        for w in work.iter_mut().filter(|w| w.open()) {
+        let mut linked = Vec::new();
+        for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open()) {
             let Some(key) = w.account_upsert.clone() else { continue };
-            match saved(w.id(), "Account", by_key[&key]) {
-                Ok(id) => w.account = Some(id),
+            let result = by_key[&key];
+            match saved(w.id(), "Account", result) {
+                Ok(id) => {
+                    if !result.success {
+                        // A duplicate rule named one existing account: the lead joins it.
+                        linked.push((i, id.clone()));
+                    }
+                    w.account = Some(id);
+                }
                 Err(outcome) => w.done = Some(*outcome),
+            }
+        }
+        self.adopt_account_owners(work, &linked).await
+    }
+
+    /// Leads that joined an existing account through a duplicate rule go to its owner, like any
+    /// lead of a known company (one query, only when that happened).
+    async fn adopt_account_owners(
+        &self,
+        work: &mut [Work<'_>],
+        linked: &[(usize, String)],
+    ) -> Result<(), SalesforceError> {
+        if linked.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = linked.iter().map(|(_, id)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for chunk in ids.chunks(COLLECTION_MAX) {
+            let list: Vec<String> = chunk.iter().map(|id| literal(id)).collect();
+            let soql = format!("SELECT Id, OwnerId FROM Account WHERE Id IN ({})", list.join(", "));
+            for r in self.query::<Value>(&soql).await? {
+                if let (Some(id), Some(owner)) = (r["Id"].as_str(), r["OwnerId"].as_str()) {
+                    owners.insert(id.to_string(), owner.to_string());
+                }
+            }
+        }
+        for (i, id) in linked {
+            if let Some(owner) = owners.get(id) {
+                work[*i].account_owner = Some(owner.clone());
+                work[*i].owner = Some(routing::Assignment {
+                    owner: owner.clone(),
+                    strategy: Strategy::AccountOwner,
+                });
             }
         }
         Ok(())

@@ -78,7 +78,7 @@ impl OrgState {
             .flatten()
             .filter(|r| {
                 r.iter()
-                    .filter(|(k, _)| *k != "Id" && *k != "OwnerId")
+                    .filter(|(k, _)| *k != "OwnerId")
                     .filter_map(|(_, v)| v.as_str())
                     .any(|v| clause.contains(&literal(v).to_lowercase()))
             })
@@ -535,22 +535,32 @@ fn duplicate(ids: &[&str]) -> Value {
 }
 
 #[tokio::test]
-async fn duplicate_rules_link_to_a_single_match_and_send_several_to_review() {
+async fn duplicate_rules_link_to_a_single_match_whose_owner_gets_the_lead_and_send_several_to_review() {
     let server = MockServer::start().await;
     let (client, fake) = org(&server).await;
-    {
+    let matched = {
         let mut org = fake.0.lock().unwrap();
-        org.fail_once.insert("501".into(), duplicate(&["001000000000000DUP"]));
+        // Sales keeps "One Inc" under another website: only the duplicate rule knows it.
+        let matched = org.insert(
+            "Account",
+            fields(json!({"Name": "One Inc", "Website": "one-inc.example", "OwnerId": "005000000000007AAA"})),
+        );
+        org.fail_once.insert("501".into(), duplicate(&[&matched]));
         org.fail_once
             .insert("502".into(), duplicate(&["001000000000000AAA", "001000000000000BBB"]));
-    }
+        matched
+    };
     let batch = [
         lead(51, "a@one.example", Some(("501", "One", "one.example"))),
         lead(52, "b@two.example", Some(("502", "Two", "two.example"))),
     ];
     let mut rr = 0;
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
-    assert_eq!(promoted(&out[0]).0, "001000000000000DUP");
+    let (account, _, _, owner, strategy) = promoted(&out[0]);
+    assert_eq!(
+        (account, owner, strategy),
+        (matched.as_str(), "005000000000007AAA", &Strategy::AccountOwner)
+    );
     match &out[1] {
         PromotionOutcome::Review { reason, .. } => {
             assert!(
@@ -561,7 +571,9 @@ async fn duplicate_rules_link_to_a_single_match_and_send_several_to_review() {
         other => panic!("{other:?}"),
     }
     let org = fake.0.lock().unwrap();
-    assert_eq!(org.records["Contact"][0]["AccountId"], "001000000000000DUP");
+    assert_eq!(org.count("Account"), 1, "no account created for either");
+    assert_eq!(org.records["Contact"][0]["AccountId"], json!(matched));
+    assert_eq!(org.records["Opportunity"][0]["OwnerId"], "005000000000007AAA");
     assert_eq!(
         org.count("Contact"),
         1,
