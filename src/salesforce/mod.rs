@@ -18,6 +18,8 @@ pub mod lookup;
 pub mod mapping;
 /// The mapping file as written, and its compiler (all problems at once).
 mod mapping_file;
+/// Promotion's pure half: links, writes and owners decided from the lookup; refusals.
+mod plan;
 /// Batched promotion to Account, Contact, Opportunity and contact role, exactly once.
 pub mod promote;
 /// The REST endpoints used: query, composite queries, collections upsert and create, describe.
