@@ -11,8 +11,8 @@
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
-//! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
-//!   owner routing (promotion itself is still to come).
+//! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
+//!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox.

@@ -16,3 +16,5 @@ mod server;
 mod store;
 /// Test fixtures shared by the daemon-level modules: stores on both backends.
 mod support;
+/// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
+mod salesforce;

@@ -1,0 +1,369 @@
+//! Promotion of sales-qualified leads to Account, Contact, Opportunity and the primary
+//! OpportunityContactRole, in batches, exactly once.
+//!
+//! Calls for a batch of up to 200 fresh leads: one composite lookup, one upsert each for
+//! Accounts, Contacts and Opportunities, one create for the contact roles: five. Existing records
+//! (found by leadsync's external ids, the contact's email or the company's domain) are linked,
+//! never written again, so a repeated batch costs the lookup and one contact-role query.
+//!
+//! Exactly once: Accounts, Contacts and Opportunities are written by upsert on external ids
+//! (`HubSpot_Company_Id__c`, `HubSpot_Contact_Id__c`, `LeadSync_Key__c` = `hs-{contact}-{cycle}`),
+//! so a write repeated after a crash, or racing a lookup that missed it, updates instead of
+//! creating. OpportunityContactRole has no leadsync external id, so it is created without a
+//! query only when the opportunity upsert answered `created: true` (nobody else can have a role
+//! on an opportunity created a moment ago); for every opportunity that already existed, the roles
+//! are queried first (one query) and only a missing one is created. That also repairs a crash
+//! between the opportunity and its role.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+use super::client::{SalesforceClient, SalesforceError};
+use super::mapping::{LeadProperties, SalesforceMapping};
+pub use super::plan::refusal;
+use super::plan::{Work, finish, lookup_request, prepare, resolve};
+use super::rest::{COLLECTION_MAX, SalesforceSaveResult};
+use super::routing::{self, Strategy};
+use super::soql::literal;
+use crate::lifecycle::snapshot::{HubSpotId, SalesforceLink};
+
+/// Opportunity `Name` length.
+const OPPORTUNITY_NAME_MAX: usize = 120;
+
+/// One lead to promote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromotionInput {
+    /// HubSpot contact id.
+    pub contact_id: HubSpotId,
+    /// Its HubSpot properties.
+    pub contact: BTreeMap<String, String>,
+    /// Its primary company's HubSpot id, if any.
+    pub company_id: Option<String>,
+    /// The company's HubSpot properties (empty without a company).
+    pub company: BTreeMap<String, String>,
+    /// Which SQL cycle this is (a recycled lead that qualifies again gets a new opportunity).
+    pub cycle: u32,
+}
+
+/// What happened to one lead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromotionOutcome {
+    /// In Salesforce, with its records and owner.
+    Promoted {
+        /// HubSpot contact id.
+        contact_id: HubSpotId,
+        /// Account, Contact and Opportunity ids.
+        link: SalesforceLink,
+        /// Owner of the opportunity.
+        owner_id: String,
+        /// How the owner was chosen.
+        strategy: Strategy,
+    },
+    /// A person must decide (ambiguous duplicates, no company, no owner).
+    Review {
+        /// HubSpot contact id.
+        contact_id: HubSpotId,
+        /// Why.
+        reason: String,
+    },
+    /// Salesforce refused the data (validation, required field, picklist): fix the mapping or
+    /// the record, then retry.
+    DeadLetter {
+        /// HubSpot contact id.
+        contact_id: HubSpotId,
+        /// Salesforce's error code, or `LEADSYNC_MAPPING`.
+        code: String,
+        /// Salesforce's message.
+        message: String,
+    },
+    /// Transient (a locked row, a record deleted meanwhile): promote again later.
+    Retry {
+        /// HubSpot contact id.
+        contact_id: HubSpotId,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PromotionOutcome {
+    /// The lead this is about.
+    pub fn contact_id(&self) -> &HubSpotId {
+        match self {
+            Self::Promoted { contact_id, .. }
+            | Self::Review { contact_id, .. }
+            | Self::DeadLetter { contact_id, .. }
+            | Self::Retry { contact_id, .. } => contact_id,
+        }
+    }
+}
+
+/// The opportunity key of a lead's SQL cycle: repeated promotions of the cycle update it.
+pub fn opportunity_key(contact_id: &HubSpotId, cycle: u32) -> String {
+    format!("hs-{contact_id}-{cycle}")
+}
+
+impl SalesforceClient {
+    /// Promotes `batch`: one outcome per input, in order. `round_robin` is the stored rotation
+    /// position, advanced for each owner drawn; the caller persists it. `today` dates the close.
+    /// An `Err` means nothing can be said per lead (a pause, a refused call): the whole batch is
+    /// tried again later, which is safe because every write is keyed.
+    pub async fn promote(
+        &self,
+        mapping: &SalesforceMapping,
+        batch: &[PromotionInput],
+        round_robin: &mut u64,
+        today: NaiveDate,
+    ) -> Result<Vec<PromotionOutcome>, SalesforceError> {
+        if batch.is_empty() {
+            return Ok(vec![]);
+        }
+        let chunks = batch.len().div_ceil(COLLECTION_MAX) as u64;
+        self.check_budget(1 + 4 * chunks)?;
+        let mut work = prepare(mapping, batch);
+        let existing = self.lookup(&lookup_request(mapping, &work)).await?;
+        resolve(mapping, &mut work, &existing, round_robin);
+        self.write_accounts(mapping, &mut work).await?;
+        self.write_contacts(mapping, &mut work).await?;
+        self.write_opportunities(mapping, &mut work, today).await?;
+        self.write_roles(mapping, &mut work).await?;
+        Ok(finish(batch, work))
+    }
+
+    async fn write_accounts(&self, mapping: &SalesforceMapping, work: &mut [Work<'_>]) -> Result<(), SalesforceError> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut records = Vec::new();
+        for w in work.iter().filter(|w| w.open()) {
+            let Some(key) = &w.account_upsert else { continue };
+            if keys.contains(key) {
+                continue;
+            }
+            let mut r = w.records.as_ref().map(|r| r.0.clone()).unwrap_or_default();
+            r.insert(mapping.account_external_id.clone(), json!(key));
+            if let Some(o) = &w.owner {
+                r.insert("OwnerId".into(), json!(o.owner));
+            }
+            keys.push(key.clone());
+            records.push(Value::Object(r));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let results = self.upsert("Account", &mapping.account_external_id, &records).await?;
+        let by_key: HashMap<&String, &SalesforceSaveResult> = keys.iter().zip(&results).collect();
+        let mut linked = Vec::new();
+        for (i, w) in work.iter_mut().enumerate().filter(|(_, w)| w.open()) {
+            let Some(key) = w.account_upsert.clone() else { continue };
+            let result = by_key[&key];
+            match saved(w.id(), "Account", result) {
+                Ok(id) => {
+                    if !result.success {
+                        // A duplicate rule named one existing account: the lead joins it.
+                        linked.push((i, id.clone()));
+                    }
+                    w.account = Some(id);
+                }
+                Err(outcome) => w.done = Some(*outcome),
+            }
+        }
+        self.adopt_account_owners(work, &linked).await
+    }
+
+    /// Leads that joined an existing account through a duplicate rule go to its owner, like any
+    /// lead of a known company (one query, only when that happened).
+    async fn adopt_account_owners(
+        &self,
+        work: &mut [Work<'_>],
+        linked: &[(usize, String)],
+    ) -> Result<(), SalesforceError> {
+        if linked.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = linked.iter().map(|(_, id)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for chunk in ids.chunks(COLLECTION_MAX) {
+            let list: Vec<String> = chunk.iter().map(|id| literal(id)).collect();
+            let soql = format!("SELECT Id, OwnerId FROM Account WHERE Id IN ({})", list.join(", "));
+            for r in self.query::<Value>(&soql).await? {
+                if let (Some(id), Some(owner)) = (r["Id"].as_str(), r["OwnerId"].as_str()) {
+                    owners.insert(id.to_string(), owner.to_string());
+                }
+            }
+        }
+        for (i, id) in linked {
+            if let Some(owner) = owners.get(id) {
+                work[*i].account_owner = Some(owner.clone());
+                work[*i].owner = Some(routing::Assignment {
+                    owner: owner.clone(),
+                    strategy: Strategy::AccountOwner,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_contacts(&self, mapping: &SalesforceMapping, work: &mut [Work<'_>]) -> Result<(), SalesforceError> {
+        let mut idx = Vec::new();
+        let mut records = Vec::new();
+        for (i, w) in work.iter().enumerate().filter(|(_, w)| w.open() && w.contact_upsert) {
+            let mut r = w.records.as_ref().map(|r| r.1.clone()).unwrap_or_default();
+            r.insert(mapping.contact_external_id.clone(), json!(w.id().as_str()));
+            r.insert("AccountId".into(), json!(w.account));
+            if w.contact.is_none() {
+                if let Some(o) = &w.owner {
+                    r.insert("OwnerId".into(), json!(o.owner));
+                }
+            }
+            idx.push(i);
+            records.push(Value::Object(r));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let results = self.upsert("Contact", &mapping.contact_external_id, &records).await?;
+        for (i, result) in idx.into_iter().zip(&results) {
+            let w = &mut work[i];
+            match saved(w.id(), "Contact", result) {
+                Ok(id) => w.contact = Some(id),
+                Err(outcome) => w.done = Some(*outcome),
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_opportunities(
+        &self,
+        mapping: &SalesforceMapping,
+        work: &mut [Work<'_>],
+        today: NaiveDate,
+    ) -> Result<(), SalesforceError> {
+        let close = today + chrono::Days::new(u64::from(mapping.close_in_days));
+        let mut idx = Vec::new();
+        let mut records = Vec::new();
+        for (i, w) in work
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.open() && w.opportunity.is_none())
+        {
+            let lead = LeadProperties {
+                contact: &w.input.contact,
+                company: &w.input.company,
+            };
+            let mut name: String = mapping.opportunity_name.render(&lead);
+            if name.is_empty() {
+                name = format!("HubSpot contact {}", w.id());
+            }
+            let mut r = w.records.as_ref().map(|r| r.2.clone()).unwrap_or_default();
+            r.insert(
+                "Name".into(),
+                json!(name.chars().take(OPPORTUNITY_NAME_MAX).collect::<String>()),
+            );
+            r.insert("StageName".into(), json!(mapping.stage));
+            r.insert("CloseDate".into(), json!(close.format("%Y-%m-%d").to_string()));
+            r.insert("AccountId".into(), json!(w.account));
+            if let Some(o) = &w.owner {
+                r.insert("OwnerId".into(), json!(o.owner));
+            }
+            r.insert(mapping.opportunity_external_id.clone(), json!(w.key));
+            idx.push(i);
+            records.push(Value::Object(r));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .upsert("Opportunity", &mapping.opportunity_external_id, &records)
+            .await?;
+        for (i, result) in idx.into_iter().zip(&results) {
+            let w = &mut work[i];
+            match saved(w.id(), "Opportunity", result) {
+                Ok(id) => {
+                    w.opportunity = Some(id);
+                    // Anything but a fresh creation may already have its role.
+                    w.opportunity_existed = result.created != Some(true);
+                }
+                Err(outcome) => w.done = Some(*outcome),
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_roles(&self, mapping: &SalesforceMapping, work: &mut [Work<'_>]) -> Result<(), SalesforceError> {
+        let ready = |w: &&mut Work<'_>| w.open() && w.opportunity.is_some() && w.contact.is_some();
+        let to_check: Vec<String> = work
+            .iter_mut()
+            .filter(ready)
+            .filter(|w| w.opportunity_existed)
+            .filter_map(|w| w.opportunity.clone())
+            .collect();
+        let mut have: HashSet<(String, String)> = HashSet::new();
+        for chunk in to_check.chunks(COLLECTION_MAX) {
+            let list: Vec<String> = chunk.iter().map(|id| literal(id)).collect();
+            let soql = format!(
+                "SELECT Id, OpportunityId, ContactId FROM OpportunityContactRole WHERE OpportunityId IN ({})",
+                list.join(", ")
+            );
+            for r in self.query::<Value>(&soql).await? {
+                if let (Some(o), Some(c)) = (r["OpportunityId"].as_str(), r["ContactId"].as_str()) {
+                    have.insert((o.to_string(), c.to_string()));
+                }
+            }
+        }
+        let mut idx = Vec::new();
+        let mut records = Vec::new();
+        for (i, w) in work.iter_mut().enumerate() {
+            if !ready(&w) {
+                continue;
+            }
+            let (Some(o), Some(c)) = (w.opportunity.clone(), w.contact.clone()) else {
+                continue;
+            };
+            if have.contains(&(o.clone(), c.clone())) {
+                continue;
+            }
+            idx.push(i);
+            records.push(json!({"OpportunityId": o, "ContactId": c, "IsPrimary": true, "Role": mapping.contact_role}));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let results = self.create("OpportunityContactRole", &records).await?;
+        for (i, result) in idx.into_iter().zip(&results) {
+            let w = &mut work[i];
+            if result.success {
+                continue;
+            }
+            // A role that is already there is what was wanted.
+            if result.errors.iter().any(|e| e.error.code == "DUPLICATE_VALUE") {
+                continue;
+            }
+            if let Err(outcome) = refusal(w.id(), "OpportunityContactRole", &result.errors) {
+                w.done = Some(*outcome);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The record id of a save, or the lead's outcome.
+fn saved(contact_id: &HubSpotId, what: &str, r: &SalesforceSaveResult) -> Result<String, Box<PromotionOutcome>> {
+    match (&r.id, r.success) {
+        (Some(id), true) => Ok(id.clone()),
+        _ => refusal(contact_id, what, &r.errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let id = HubSpotId::try_from("42".to_string()).unwrap();
+        assert_eq!(opportunity_key(&id, 3), "hs-42-3");
+        assert_eq!(crate::salesforce::feedback::parse_key("hs-42-3"), Some((id, 3)));
+    }
+}

@@ -1,0 +1,127 @@
+//! `check --online`: the shipped mapping against describe answers with planted mismatches.
+
+use leadsync::salesforce::mapping::SalesforceMapping;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer};
+
+use super::{jwt_client, ok_json};
+
+fn shipped() -> SalesforceMapping {
+    SalesforceMapping::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/salesforce.toml")).unwrap()
+}
+
+/// (name, type, length, picklist values); all writable, none External ID unless named so.
+fn describe(fields: &[(&str, &str, usize, &[&str])], external: &[&str]) -> Value {
+    let fields: Vec<Value> = fields
+        .iter()
+        .map(|(name, kind, length, values)| {
+            json!({
+                "name": name, "type": kind, "length": length, "createable": true, "updateable": true,
+                "externalId": external.contains(name),
+                "picklistValues": values.iter().map(|v| json!({"value": v, "active": true})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "fields": fields })
+}
+
+const SOURCES: &[&str] = &[
+    "Web",
+    "Advertisement",
+    "Email",
+    "Social",
+    "Partner Referral",
+    "Trade Show",
+    "Other",
+];
+
+#[tokio::test]
+async fn check_online_names_each_mismatch_and_nothing_else() {
+    let server = MockServer::start().await;
+    let client = jwt_client(&server).await;
+    let industries: &[&str] = &[
+        "Technology",
+        "Finance",
+        "Banking",
+        "Healthcare",
+        "Retail",
+        "Education",
+        "Communications",
+    ];
+    let account = describe(
+        &[
+            ("Name", "string", 255, &[]),
+            ("Website", "url", 255, &[]),
+            ("Industry", "picklist", 255, industries), // no "Other": map_other is refused
+            ("NumberOfEmployees", "int", 0, &[]),
+            ("BillingCountry", "string", 80, &[]),
+            ("HubSpot_Company_Id__c", "string", 40, &[]), // not External ID
+        ],
+        &[],
+    );
+    let contact = describe(
+        &[
+            ("FirstName", "string", 40, &[]),
+            ("LastName", "string", 80, &[]),
+            ("Email", "email", 80, &[]),
+            ("Title", "string", 128, &[]),
+            ("Phone", "phone", 40, &[]),
+            ("LeadSource", "picklist", 255, SOURCES),
+            ("AccountId", "reference", 18, &[]),
+            ("HubSpot_Contact_Id__c", "string", 40, &[]),
+        ],
+        &["HubSpot_Contact_Id__c"],
+    );
+    let opportunity = describe(
+        &[
+            ("Name", "string", 120, &[]),
+            ("StageName", "picklist", 255, &["Prospecting", "Qualification"]),
+            ("CloseDate", "date", 0, &[]),
+            ("AccountId", "reference", 18, &[]),
+            ("OwnerId", "reference", 18, &[]),
+            ("LeadSource", "picklist", 255, SOURCES),
+            ("Description", "textarea", 32000, &[]), // no truncate in the file
+            ("LeadSync_Key__c", "string", 80, &[]),
+            // Amount missing
+        ],
+        &["LeadSync_Key__c"],
+    );
+    let ocr = describe(
+        &[
+            ("OpportunityId", "reference", 18, &[]),
+            ("ContactId", "reference", 18, &[]),
+            ("IsPrimary", "boolean", 0, &[]),
+            ("Role", "picklist", 255, &["Decision Maker", "Influencer"]),
+        ],
+        &[],
+    );
+    for (object, body) in [
+        ("Account", account),
+        ("Contact", contact),
+        ("Opportunity", opportunity),
+        ("OpportunityContactRole", ocr),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/services/data/v62.0/sobjects/{object}/describe")))
+            .respond_with(ok_json(body))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let problems = shipped().check_online(&client).await;
+    let mut found: Vec<(String, String)> = problems.iter().map(|p| (p.object.clone(), p.field.clone())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("Account".to_string(), "HubSpot_Company_Id__c".to_string()),
+            ("Account".into(), "Industry".into()),
+            ("Opportunity".into(), "Amount".into()),
+            ("Opportunity".into(), "Description".into()),
+        ],
+        "{problems:#?}"
+    );
+    let industry = problems.iter().find(|p| p.field == "Industry").unwrap();
+    assert!(industry.message.contains("`Other`") && industry.line > 0, "{industry}");
+}
