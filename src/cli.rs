@@ -13,6 +13,9 @@ use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig, HubSpotError};
 use crate::hubspot::properties::GROUP;
 use crate::lifecycle::{Rules, cases, evaluate, explain};
+use crate::salesforce::auth::SalesforceAuth;
+use crate::salesforce::client::{SalesforceClient, SalesforceClientConfig};
+use crate::salesforce::mapping::SalesforceMapping;
 
 /// Output format of `explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,8 +43,9 @@ fn rules_path(config_file: Option<&Path>, rules: Option<&Path>) -> Result<PathBu
     }
 }
 
-/// `leadsync check`: validates the configuration and the rules, printing every problem.
-pub fn check(config_file: Option<&Path>) -> ExitCode {
+/// `leadsync check [--online]`: validates the configuration, the rules and the Salesforce
+/// mapping, printing every problem; `--online` also compares the mapping with the org.
+pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
     let mut problems = Diagnostics::default();
     let loaded = match config::load(config_file) {
         Ok(l) => Some(l),
@@ -76,11 +80,58 @@ pub fn check(config_file: Option<&Path>) -> ExitCode {
         }
         Err(d) => problems.extend(d),
     }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        report(&problems)
+    let mapping_path = loaded.as_ref().map_or_else(
+        || PathBuf::from("mappings/salesforce.toml"),
+        |l| l.resolve(&l.settings.salesforce.mapping_path),
+    );
+    let mapping = match SalesforceMapping::load(&mapping_path) {
+        Ok(m) => {
+            if problems.is_empty() {
+                println!("salesforce mapping: ok — {}", mapping_path.display());
+            }
+            Some(m)
+        }
+        Err(d) => {
+            problems.extend(d);
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return report(&problems);
     }
+    match (online, loaded, mapping) {
+        (true, Some(loaded), Some(mapping)) => check_online(&loaded, &mapping, &mapping_path),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// The mapping against the org's describe results.
+fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &Path) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let s = &loaded.settings.salesforce;
+    let client = match SalesforceAuth::from_settings(s)
+        .map_err(|e| e.to_string())
+        .and_then(|a| SalesforceClient::new(SalesforceClientConfig::from_settings(s), a).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("salesforce: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let found = rt.block_on(mapping.check_online(&client));
+    if found.is_empty() {
+        println!("salesforce mapping: matches the org");
+        return ExitCode::SUCCESS;
+    }
+    for p in &found {
+        eprintln!("{}: {p}", path.display());
+    }
+    eprintln!("{} problem(s) found against the org", found.len());
+    ExitCode::from(BAD_INPUT)
 }
 
 /// `leadsync explain`: the decision for one snapshot, and why.

@@ -19,8 +19,12 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration and the rules, printing every problem (exit 2 on any).
-    Check,
+    /// Validate the configuration, the rules and the Salesforce mapping (exit 2 on any problem).
+    Check {
+        /// Also compare the Salesforce mapping with the org (fields, types, picklists).
+        #[arg(long)]
+        online: bool,
+    },
     /// Show the decision for one contact snapshot, and why.
     Explain {
         /// Snapshot JSON file (see docs/snapshots.md).
@@ -79,7 +83,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let config = args.config.as_deref();
     match args.command {
-        Command::Check => cli::check(config),
+        Command::Check { online } => cli::check(config, online),
         Command::Explain {
             snapshot,
             at,

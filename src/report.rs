@@ -64,6 +64,9 @@ pub async fn status(store: &Store) -> Result<String, StoreError> {
             );
         }
     }
+    if let Some(hold) = store.cursor(crate::sync::promote::HOLD).await? {
+        let _ = writeln!(out, "\npromotions wait: {hold}");
+    }
     let (depth, oldest) = store.inbox_depth().await?;
     let _ = writeln!(
         out,

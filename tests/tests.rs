@@ -10,11 +10,11 @@ mod engine;
 mod hubspot;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
+/// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
+mod salesforce;
 /// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.
 mod server;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.
 mod store;
 /// Test fixtures shared by the daemon-level modules: stores on both backends.
 mod support;
-/// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
-mod salesforce;

@@ -278,6 +278,7 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
             "text",
             vec![],
         ),
+        definition("leadsync_sf_owner_id", "Salesforce owner id", "string", "text", vec![]),
     ];
     let mut read: Vec<(&String, &PropType)> = rules
         .properties

@@ -96,6 +96,21 @@ impl SalesforceTemplate {
         Ok(Self(pieces))
     }
 
+    /// The properties the template reads (a bare `{name}` may be the contact's or the company's).
+    pub fn sources(&self) -> Vec<SalesforceSource> {
+        self.0
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Text(_) => vec![],
+                Piece::Prop(Some(src), _) => vec![src.clone()],
+                Piece::Prop(None, name) => vec![
+                    SalesforceSource::Contact(name.clone()),
+                    SalesforceSource::Company(name.clone()),
+                ],
+            })
+            .collect()
+    }
+
     /// The text for one lead; missing properties read as empty and spaces are collapsed.
     pub fn render(&self, lead: &LeadProperties<'_>) -> String {
         let mut out = String::new();
@@ -178,6 +193,15 @@ pub struct SalesforceFieldMap {
 }
 
 impl SalesforceFieldMap {
+    /// The HubSpot properties this field reads.
+    pub fn sources(&self) -> Vec<SalesforceSource> {
+        match &self.value {
+            SalesforceValue::From(src) => vec![src.clone()],
+            SalesforceValue::Template(t) => t.sources(),
+            SalesforceValue::Constant(_) => vec![],
+        }
+    }
+
     /// The JSON value for one lead; `Ok(None)` leaves the field out (never sends null, which
     /// would erase what sales typed). `Err` says why the value cannot be sent.
     pub fn apply(&self, lead: &LeadProperties<'_>) -> Result<Option<Value>, String> {

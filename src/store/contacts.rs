@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::outbox::{OutboxKind, enqueue};
 use super::{Store, StoreError, corrupt, from_ms, ms, set_cursor};
+use crate::lifecycle::snapshot::SalesforceLink;
 use crate::lifecycle::{ContactState, Event, HubSpotId, Transition};
 
 /// One evaluated contact, ready to be saved with everything it asks for, in one transaction.
@@ -105,8 +106,10 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                  ON CONFLICT (contact_id) DO UPDATE SET stage = excluded.stage, status = excluded.status, fit = excluded.fit, \
                  engagement = excluded.engagement, grade = excluded.grade, rules_version = excluded.rules_version, \
-                 recycle_count = excluded.recycle_count, sf_account_id = excluded.sf_account_id, \
-                 sf_contact_id = excluded.sf_contact_id, sf_opportunity_id = excluded.sf_opportunity_id, \
+                 recycle_count = excluded.recycle_count, \
+                 sf_account_id = COALESCE(excluded.sf_account_id, contacts.sf_account_id), \
+                 sf_contact_id = COALESCE(excluded.sf_contact_id, contacts.sf_contact_id), \
+                 sf_opportunity_id = COALESCE(excluded.sf_opportunity_id, contacts.sf_opportunity_id), \
                  company_id = excluded.company_id, properties = excluded.properties, company = excluded.company, \
                  state = excluded.state, evaluated_at = excluded.evaluated_at",
             )
@@ -167,7 +170,8 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at \
+                "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at, \
+                 sf_account_id, sf_contact_id, sf_opportunity_id \
                  FROM contacts WHERE contact_id IN ({})",
                 placeholders(1, chunk.len())
             );
@@ -187,7 +191,8 @@ impl Store {
     pub async fn contact_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ContactRow>, StoreError> {
         // Ids are decimal strings: order by length, then text, gives numeric order on both backends.
         let rows = sqlx::query(
-            "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at \
+            "SELECT contact_id, state, properties, company_id, company, removed, merged_into, fit, engagement, grade, evaluated_at, \
+                 sf_account_id, sf_contact_id, sf_opportunity_id \
              FROM contacts WHERE (LENGTH(contact_id) > LENGTH($1) OR (LENGTH(contact_id) = LENGTH($1) AND contact_id > $1)) \
              ORDER BY LENGTH(contact_id), contact_id LIMIT $2",
         )
@@ -313,26 +318,47 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let row = sqlx::query("SELECT properties FROM contacts WHERE contact_id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(row) = row {
-                let mut stored: BTreeMap<String, String> = serde_json::from_str(&row.get::<String, _>(0))
-                    .map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
-                for (k, v) in props {
-                    if v.is_empty() {
-                        stored.remove(k);
-                    } else {
-                        stored.insert(k.clone(), v.clone());
-                    }
-                }
-                sqlx::query("UPDATE contacts SET properties = $1 WHERE contact_id = $2")
-                    .bind(json(&stored))
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            fold(&mut tx, id, props).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Folds values into the stored HubSpot values (opportunity feedback about to be written).
+    pub async fn fold_properties(&self, writes: &[(HubSpotId, BTreeMap<String, String>)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, props) in writes {
+            fold(&mut tx, id, props).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a promotion's Salesforce ids and owner: the contact's link, and no promotion
+    /// pending any more.
+    pub async fn set_promoted(&self, id: &HubSpotId, link: &SalesforceLink, owner: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let mut state: ContactState = serde_json::from_str(&row.get::<String, _>(0))
+                .map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
+            state.salesforce = Some(link.clone());
+            state.promotion_pending = false;
+            sqlx::query(
+                "UPDATE contacts SET state = $1, sf_account_id = $2, sf_contact_id = $3, sf_opportunity_id = $4, owner_id = $5 \
+                 WHERE contact_id = $6",
+            )
+            .bind(json(&state))
+            .bind(link.account_id.as_deref())
+            .bind(link.contact_id.as_deref())
+            .bind(link.opportunity_id.as_deref())
+            .bind(owner)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -349,6 +375,33 @@ impl Store {
     }
 }
 
+async fn fold(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &HubSpotId,
+    props: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT properties FROM contacts WHERE contact_id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let mut stored: BTreeMap<String, String> =
+        serde_json::from_str(&row.get::<String, _>(0)).map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
+    for (k, v) in props {
+        if v.is_empty() {
+            stored.remove(k);
+        } else {
+            stored.insert(k.clone(), v.clone());
+        }
+    }
+    sqlx::query("UPDATE contacts SET properties = $1 WHERE contact_id = $2")
+        .bind(json(&stored))
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
     let id: String = row.get(0);
     let parse = |col: usize, what: &str| -> Result<serde_json::Value, StoreError> {
@@ -357,8 +410,19 @@ fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
     let from = |v: serde_json::Value, what: &str| -> Result<BTreeMap<String, String>, StoreError> {
         serde_json::from_value(v).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
     };
-    let state: ContactState =
+    let mut state: ContactState =
         serde_json::from_value(parse(1, "state")?).map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
+    // The Salesforce columns are the record of a promotion: an evaluation that started before
+    // the promotion finished may have saved a state without the link.
+    let link = SalesforceLink {
+        account_id: row.get(11),
+        contact_id: row.get(12),
+        opportunity_id: row.get(13),
+    };
+    if state.salesforce.is_none() && link.contact_id.is_some() {
+        state.salesforce = Some(link);
+        state.promotion_pending = false;
+    }
     Ok(ContactRow {
         contact_id: HubSpotId::try_from(id.clone()).map_err(|e| corrupt("contacts.contact_id", e))?,
         state,

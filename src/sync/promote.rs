@@ -1,51 +1,326 @@
-//! Promotion of sales-qualified leads to Salesforce, from the outbox.
+//! Promotion of sales-qualified leads to Salesforce from the outbox, and the way back:
+//! opportunities won or lost in Salesforce reach HubSpot and the engine.
+//!
+//! A promotion is keyed by contact and SQL cycle in the outbox, and written in Salesforce by
+//! upserts on external ids: a crash anywhere between the Salesforce call and the HubSpot
+//! write-back makes the next attempt update the same records, never create them again.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use super::evaluate::{PromotePayload, WritePayload, evaluate_stored};
 use super::{SyncError, Syncer};
+use crate::config::Loaded;
+use crate::hubspot::limiter::Priority;
+use crate::lifecycle::HubSpotId;
+use crate::salesforce::auth::SalesforceAuth;
+use crate::salesforce::client::{SalesforceClient, SalesforceClientConfig};
+use crate::salesforce::feedback::{OpportunityResult, SalesforceWatermark};
+use crate::salesforce::mapping::{SalesforceMapping, SalesforceSource};
+use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
+use crate::store::{OutboxItem, OutboxKind, OutboxState};
 
-/// Salesforce calls a batch of `n` promotions costs (lookups, upserts, contact roles), 200 a batch.
+/// Promotions per Salesforce batch (sObject Collections' limit).
+pub const PROMOTION_BATCH: usize = 200;
+
+/// Salesforce calls a batch of `n` fresh promotions costs: one composite lookup, three upserts
+/// and one contact-role create per 200 (measured in `tests/salesforce/promote.rs`).
 pub fn calls_for(n: u64) -> u64 {
-    n.div_ceil(200) * 5
+    n.div_ceil(PROMOTION_BATCH as u64) * 5
 }
 
-/// Carries out pending promotions.
-#[derive(Debug)]
-pub struct Promoter {}
+/// Store counter holding the round-robin position.
+const ROUND_ROBIN: &str = "salesforce.round_robin";
+/// Store cursor holding the opportunity feedback watermark (`modstamp ms|id`).
+const WATERMARK: &str = "salesforce.opportunities";
+/// Store cursor saying why promotions wait, when they do.
+pub const HOLD: &str = "salesforce.hold";
+
+/// Salesforce, its mapping, and what leadsync reads for it.
+pub struct Promoter {
+    /// The client.
+    pub client: Arc<SalesforceClient>,
+    /// The compiled mapping file.
+    pub mapping: SalesforceMapping,
+}
+
+impl std::fmt::Debug for Promoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promoter").finish_non_exhaustive()
+    }
+}
+
+fn sources(mapping: &SalesforceMapping) -> Vec<SalesforceSource> {
+    let mut all: Vec<SalesforceSource> = mapping
+        .account
+        .iter()
+        .chain(&mapping.contact)
+        .chain(&mapping.opportunity)
+        .flat_map(|f| f.sources())
+        .collect();
+    all.extend(mapping.opportunity_name.sources());
+    all.extend(
+        [
+            &mapping.contact_email,
+            &mapping.company_domain,
+            &mapping.routing.country,
+            &mapping.routing.employees,
+            &mapping.routing.industry,
+        ]
+        .into_iter()
+        .cloned(),
+    );
+    all
+}
 
 impl Promoter {
     /// From the `[salesforce]` settings; `None` when no credentials are configured.
-    pub async fn from_settings(_loaded: &crate::config::Loaded) -> anyhow::Result<Option<Promoter>> {
-        Ok(None)
-    }
-
-    /// Ok when a Salesforce token can be had.
-    pub async fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// Salesforce calls made, by endpoint.
-    pub fn calls(&self) -> Vec<(String, u64)> {
-        Vec::new()
+    pub async fn from_settings(loaded: &Loaded) -> anyhow::Result<Option<Promoter>> {
+        let s = &loaded.settings.salesforce;
+        if s.client_id.is_none() {
+            return Ok(None);
+        }
+        let auth = SalesforceAuth::from_settings(s).context("salesforce credentials")?;
+        let client =
+            SalesforceClient::new(SalesforceClientConfig::from_settings(s), auth).context("salesforce client")?;
+        let path = loaded.resolve(&s.mapping_path);
+        let mapping = SalesforceMapping::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        Ok(Some(Promoter {
+            client: Arc::new(client),
+            mapping,
+        }))
     }
 
     /// Contact properties the Salesforce mapping reads.
     pub fn contact_properties(&self) -> Vec<String> {
-        Vec::new()
+        sources(&self.mapping)
+            .into_iter()
+            .filter_map(|s| match s {
+                SalesforceSource::Contact(p) => Some(p),
+                SalesforceSource::Company(_) => None,
+            })
+            .collect()
     }
 
     /// Company properties the Salesforce mapping reads.
     pub fn company_properties(&self) -> Vec<String> {
-        Vec::new()
+        sources(&self.mapping)
+            .into_iter()
+            .filter_map(|s| match s {
+                SalesforceSource::Company(p) => Some(p),
+                SalesforceSource::Contact(_) => None,
+            })
+            .collect()
     }
 
-    /// Reads opportunities changed in Salesforce back into HubSpot.
-    pub async fn poll_opportunities(&self, _s: &Syncer, _now: DateTime<Utc>) -> Result<u64, SyncError> {
-        Ok(0)
+    /// Ok when a Salesforce token can be had.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.client.auth().token().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// Promotes what is due; returns how many contacts were promoted.
-    pub async fn drain(&self, _s: &Syncer, _now: DateTime<Utc>) -> Result<u64, SyncError> {
-        Ok(0)
+    /// Salesforce calls made, by endpoint.
+    pub fn calls(&self) -> Vec<(String, u64)> {
+        self.client
+            .stats()
+            .calls()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// Promotes what is due, 200 a batch; returns how many contacts were promoted. A pause
+    /// (the org's allocation or leadsync's share spent) leaves the rest in the outbox and says
+    /// why in `leadsync status`.
+    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+        let mut promoted = 0;
+        loop {
+            let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
+            if due.is_empty() {
+                s.store.clear_cursor(HOLD).await?;
+                return Ok(promoted);
+            }
+            let mut inputs = Vec::with_capacity(due.len());
+            let mut items: Vec<&OutboxItem> = Vec::with_capacity(due.len());
+            for item in &due {
+                let parsed = serde_json::from_str::<PromotePayload>(&item.payload)
+                    .ok()
+                    .zip(HubSpotId::try_from(item.contact_id.clone()).ok());
+                let Some((p, id)) = parsed else {
+                    s.store
+                        .failed(item, "payload does not parse", OutboxState::Dead, now)
+                        .await?;
+                    continue;
+                };
+                inputs.push(PromotionInput {
+                    contact_id: id,
+                    contact: p.contact,
+                    company_id: p.company_id,
+                    company: p.company,
+                    cycle: p.cycle,
+                });
+                items.push(item);
+            }
+            let mut rr = s.store.counter(ROUND_ROBIN).await?;
+            let outcomes = match self
+                .client
+                .promote(&self.mapping, &inputs, &mut rr, now.date_naive())
+                .await
+            {
+                Ok(o) => o,
+                Err(e) if e.is_pause() => {
+                    warn!(error = %e, "promotions wait: Salesforce allocation");
+                    s.store.set_cursor(HOLD, &e.to_string()).await?;
+                    return Ok(promoted);
+                }
+                Err(e) => {
+                    for item in &items {
+                        s.store
+                            .failed(item, &e.to_string(), OutboxState::Pending, now + Duration::minutes(5))
+                            .await?;
+                    }
+                    return Err(SyncError::Salesforce(e.to_string()));
+                }
+            };
+            s.store.set_counter(ROUND_ROBIN, rr).await?;
+            let mut done = Vec::new();
+            for (item, outcome) in items.iter().zip(outcomes) {
+                match outcome {
+                    PromotionOutcome::Promoted {
+                        contact_id,
+                        link,
+                        owner_id,
+                        strategy,
+                    } => {
+                        // Ids saved first, then their write-back queued: a crash in between
+                        // re-promotes by upsert (no new record) and queues the write again.
+                        s.store.set_promoted(&contact_id, &link, &owner_id).await?;
+                        let mut props = BTreeMap::new();
+                        for (k, v) in [
+                            ("leadsync_sf_account_id", &link.account_id),
+                            ("leadsync_sf_contact_id", &link.contact_id),
+                            ("leadsync_sf_opportunity_id", &link.opportunity_id),
+                        ] {
+                            if let Some(v) = v {
+                                props.insert(k.to_string(), v.clone());
+                            }
+                        }
+                        props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
+                        let payload = WritePayload {
+                            properties: props,
+                            lifecycle: None,
+                        };
+                        s.store
+                            .enqueue(
+                                OutboxKind::HubSpotWrite,
+                                &format!("hubspot-sf:{contact_id}"),
+                                contact_id.as_str(),
+                                &serde_json::to_string(&payload).expect("serialisable"),
+                                now,
+                            )
+                            .await?;
+                        info!(contact = %contact_id, owner = %owner_id, strategy = ?strategy, "promoted to Salesforce");
+                        metrics::counter!("leadsync_promotions_total").increment(1);
+                        done.push((*item).clone());
+                    }
+                    PromotionOutcome::Review { reason, .. } => {
+                        s.store.failed(item, &reason, OutboxState::Review, now).await?;
+                    }
+                    PromotionOutcome::DeadLetter { code, message, .. } => {
+                        metrics::counter!("leadsync_dead_letters_total").increment(1);
+                        s.store
+                            .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
+                            .await?;
+                    }
+                    PromotionOutcome::Retry { reason, .. } => {
+                        let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
+                        s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                    }
+                }
+            }
+            promoted += done.len() as u64;
+            s.store.done(&done, now).await?;
+        }
+    }
+
+    /// Opportunities of promoted leads changed in Salesforce since the watermark: won makes the
+    /// contact a customer, lost sets the lost status; amount and close date reach HubSpot.
+    /// Returns how many contacts changed.
+    pub async fn poll_opportunities(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+        let since = s.store.cursor(WATERMARK).await?.and_then(|w| {
+            let (ms, id) = w.split_once('|')?;
+            Some(SalesforceWatermark {
+                modstamp: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+                id: id.to_string(),
+            })
+        });
+        let (changes, next) = self
+            .client
+            .opportunity_changes(&self.mapping, since.as_ref(), 2_000)
+            .await
+            .map_err(|e| SyncError::Salesforce(e.to_string()))?;
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let mut writes: Vec<(HubSpotId, BTreeMap<String, String>)> = Vec::new();
+        for c in &changes {
+            let mut props = BTreeMap::new();
+            let status = match c.result() {
+                OpportunityResult::Won => "won",
+                OpportunityResult::Lost => "lost",
+                OpportunityResult::Open => "open",
+            };
+            props.insert("leadsync_opportunity_status".to_string(), status.to_string());
+            if let Some(a) = c.amount {
+                props.insert("leadsync_opportunity_amount".into(), format!("{a}"));
+            }
+            if let Some(d) = c.close_date {
+                props.insert("leadsync_opportunity_close_date".into(), d.to_string());
+            }
+            if c.is_closed {
+                props.insert(
+                    "leadsync_opportunity_closed_at".into(),
+                    c.modstamp.date_naive().to_string(),
+                );
+            }
+            writes.push((c.hubspot_contact_id.clone(), props));
+        }
+        // HubSpot learns it through the outbox; the engine right away, from the store.
+        for (id, props) in &writes {
+            let payload = WritePayload {
+                properties: props.clone(),
+                lifecycle: None,
+            };
+            s.store
+                .enqueue(
+                    OutboxKind::HubSpotWrite,
+                    &format!("hubspot-opp:{id}"),
+                    id.as_str(),
+                    &serde_json::to_string(&payload).expect("serialisable"),
+                    now,
+                )
+                .await?;
+        }
+        s.store.fold_properties(&writes).await?;
+        let ids: Vec<HubSpotId> = writes.iter().map(|(id, _)| id.clone()).collect();
+        let rows = s.store.contacts(&ids).await?;
+        let ledger = s.store.events(&ids).await?;
+        let empty = Vec::new();
+        let batch: Vec<_> = rows
+            .values()
+            .filter(|r| r.removed.is_none())
+            .map(|r| evaluate_stored(&s.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+            .collect();
+        s.store.commit(&batch, None).await?;
+        if let Some(w) = next {
+            s.store
+                .set_cursor(WATERMARK, &format!("{}|{}", w.modstamp.timestamp_millis(), w.id))
+                .await?;
+        }
+        super::writeback::drain(s, Priority::Background, now).await?;
+        Ok(changes.len() as u64)
     }
 }

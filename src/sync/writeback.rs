@@ -16,6 +16,9 @@ use crate::hubspot::types::BATCH_LIMIT;
 use crate::lifecycle::HubSpotId;
 use crate::store::{OutboxItem, OutboxKind, OutboxState};
 
+/// One contact's items, their merged properties, and the lifecycle move if any.
+type Merged<'a> = (Vec<&'a OutboxItem>, BTreeMap<String, String>, Option<(String, bool)>);
+
 /// Writes everything due; returns how many contacts were written.
 pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<u64, SyncError> {
     recover(s, priority, now).await?;
@@ -27,9 +30,9 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
             return Ok(written);
         }
         s.store.sending(&due).await?;
-        let mut updates = Vec::with_capacity(due.len());
-        let mut backward = Vec::new();
-        let mut by_id: BTreeMap<String, (&OutboxItem, BTreeMap<String, String>)> = BTreeMap::new();
+        // Several items may concern one contact (the engine's values, Salesforce ids, an
+        // opportunity's outcome): one update per contact, merged in queue order.
+        let mut by_id: BTreeMap<String, Merged> = BTreeMap::new();
         for item in &due {
             let Ok(w) = serde_json::from_str::<WritePayload>(&item.payload) else {
                 s.store
@@ -42,22 +45,30 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
                     .await?;
                 continue;
             };
-            let mut props = w.properties.clone();
-            match &w.lifecycle {
+            let entry = by_id.entry(item.contact_id.clone()).or_default();
+            entry.0.push(item);
+            entry.1.extend(w.properties);
+            if w.lifecycle.is_some() {
+                entry.2 = w.lifecycle;
+            }
+        }
+        let mut updates = Vec::with_capacity(by_id.len());
+        let mut backward = Vec::new();
+        for (id, (_, props, life)) in by_id.iter_mut() {
+            let mut sent = props.clone();
+            match life {
                 Some((value, false)) => {
-                    props.insert(lifecycle.clone(), value.clone());
+                    sent.insert(lifecycle.clone(), value.clone());
                 }
-                Some((value, true)) => backward.push((item.contact_id.clone(), value.clone())),
+                Some((value, true)) => backward.push((id.clone(), value.clone())),
                 None => {}
             }
-            let mut all = props.clone();
-            if let Some((value, _)) = &w.lifecycle {
-                all.insert(lifecycle.clone(), value.clone());
+            if let Some((value, _)) = life {
+                props.insert(lifecycle.clone(), value.clone());
             }
-            if !props.is_empty() {
-                updates.push((item.contact_id.clone(), props));
+            if !sent.is_empty() {
+                updates.push((id.clone(), sent));
             }
-            by_id.insert(item.contact_id.clone(), (item, all));
         }
         let outcome = match s.hubspot.batch_update_contacts(&updates, priority).await {
             Ok(o) => o,
@@ -87,7 +98,7 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
         }
         let mut done = Vec::new();
         let mut ledger = Vec::new();
-        for (id, (item, props)) in &by_id {
+        for (id, (items, props, _)) in &by_id {
             if let Some((_, err)) = outcome.failed.iter().find(|(f, _)| f == id) {
                 let removed = err.category.contains("OBJECT_NOT_FOUND");
                 warn!(contact = %id, category = %err.category, "HubSpot refused a write; kept as a dead letter");
@@ -95,11 +106,15 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
                     s.store.mark_removed(&hid, "deleted", None).await?;
                 }
                 let msg = format!("{}: {}", err.category, err.message);
-                s.store.failed(item, &msg, OutboxState::Dead, now).await?;
+                for item in items {
+                    s.store.failed(item, &msg, OutboxState::Dead, now).await?;
+                }
             } else if let Some((_, err)) = backward_failed.iter().find(|(f, _)| f == id) {
-                s.store.failed(item, err, OutboxState::Dead, now).await?;
+                for item in items {
+                    s.store.failed(item, err, OutboxState::Dead, now).await?;
+                }
             } else {
-                done.push((*item).clone());
+                done.extend(items.iter().map(|i| (*i).clone()));
                 if let Ok(hid) = HubSpotId::try_from(id.clone()) {
                     ledger.push((hid, props.clone()));
                 }
@@ -107,8 +122,8 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
         }
         s.store.record_writes(&ledger, now).await?;
         s.store.done(&done, now).await?;
-        written += done.len() as u64;
-        info!(contacts = done.len(), "HubSpot write-back");
+        written += ledger.len() as u64;
+        info!(contacts = ledger.len(), "HubSpot write-back");
     }
 }
 
@@ -126,11 +141,11 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         let mut wanted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for item in chunk {
             let w: WritePayload = serde_json::from_str(&item.payload).unwrap_or_default();
-            let mut props = w.properties;
+            let props = wanted.entry(item.contact_id.clone()).or_default();
+            props.extend(w.properties);
             if let Some((value, _)) = w.lifecycle {
                 props.insert(lifecycle.clone(), value);
             }
-            wanted.insert(item.contact_id.clone(), props);
         }
         let ids: Vec<String> = wanted.keys().cloned().collect();
         let mut names: Vec<String> = wanted.values().flat_map(|p| p.keys().cloned()).collect();
@@ -140,7 +155,11 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         let mut landed = Vec::new();
         let mut ledger = Vec::new();
         for item in chunk {
-            let props = &wanted[&item.contact_id];
+            let w: WritePayload = serde_json::from_str(&item.payload).unwrap_or_default();
+            let mut props = w.properties;
+            if let Some((value, _)) = w.lifecycle {
+                props.insert(lifecycle.clone(), value);
+            }
             let holds = current
                 .iter()
                 .find(|c| c.id == item.contact_id)
