@@ -12,6 +12,8 @@
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`salesforce`]: Salesforce's API: the daily-allocation share, SOQL, error dispositions,
 //!   owner routing (promotion itself is still to come).
+//! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
+//!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -23,3 +25,4 @@ pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;
 pub mod salesforce;
+pub mod sandbox;
