@@ -10,3 +10,5 @@ mod engine;
 mod hubspot;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
+/// The sandbox: each refusal HubSpot and Salesforce make, determinism, the client against it.
+mod sandbox;

@@ -788,21 +788,21 @@ fn composite(s: &mut SalesforceState, body: &Value, now: i64) -> (u16, Value) {
 }
 
 fn lookup(path: &str, done: &BTreeMap<String, Value>) -> Option<Value> {
-    let mut parts = path.split('.');
-    let mut v = done.get(parts.next()?)?.clone();
-    for p in parts {
+    let mut v: Option<Value> = None;
+    for p in path.split('.') {
         let (name, index) = match p.split_once('[') {
             Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
             None => (p, None),
         };
-        if !name.is_empty() {
-            v = v.get(name)?.clone();
-        }
+        v = Some(match v {
+            None => done.get(name)?.clone(),
+            Some(v) => v.get(name)?.clone(),
+        });
         if let Some(i) = index {
-            v = v.get(i)?.clone();
+            v = v.and_then(|v| v.get(i).cloned());
         }
     }
-    Some(v)
+    v
 }
 
 fn resolve(text: &str, done: &BTreeMap<String, Value>) -> String {
