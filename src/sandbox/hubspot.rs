@@ -109,14 +109,9 @@ impl HubSpotState {
         let mut modified = Vec::with_capacity(portal.contacts as usize);
         let mut submissions = vec![Vec::new(); portal.forms.len()];
         for i in 0..portal.contacts {
-            let c = portal.contact(i);
-            modified.push(
-                c.properties
-                    .get("lastmodifieddate")
-                    .and_then(|v| parse_ms(v))
-                    .unwrap_or(0),
-            );
-            for (f, at) in c.submissions {
+            let a = portal.activity(i);
+            modified.push(a.modified);
+            for (f, at) in a.submissions {
                 submissions[f].push((at, i));
             }
         }

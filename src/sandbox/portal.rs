@@ -229,6 +229,25 @@ pub struct BaseContact {
     pub owner: Option<usize>,
 }
 
+/// A contact's generated dates, counters and form submissions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    /// Created (epoch ms).
+    pub created: i64,
+    /// Latest web or email activity (epoch ms).
+    pub last_activity: i64,
+    /// Page views.
+    pub views: u64,
+    /// Marketing email opens.
+    pub opens: u64,
+    /// Marketing email clicks.
+    pub clicks: u64,
+    /// Form submissions: (form index, epoch ms), oldest first.
+    pub submissions: Vec<(usize, i64)>,
+    /// `lastmodifieddate` (epoch ms).
+    pub modified: i64,
+}
+
 /// One synthetic engagement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Engagement {
@@ -431,22 +450,16 @@ impl Portal {
                 ),
             );
         }
-        let created = self.contact_created_ms(index);
-        let age = self.now_ms - created;
+        let Activity {
+            created,
+            last_activity,
+            views,
+            opens,
+            clicks,
+            submissions,
+            modified,
+        } = self.activity(index);
         set("createdate", iso(created));
-        // Analytics counters and their latest dates.
-        let (views, opens, clicks) = match kind {
-            Fan => (150 + h(10) % 200, 120 + h(11) % 80, 60 + h(12) % 60),
-            Dormant => (1 + h(10) % 4, h(11) % 3, 0),
-            Unknown | Student => (h(10) % 5, h(11) % 4, h(12) % 2),
-            _ => (3 + h(10) % 25, 2 + h(11) % 12, h(12) % 6),
-        };
-        let last_activity = match kind {
-            Dormant => created + DAY_MS * (1 + (h(13) % 5) as i64),
-            _ => self.now_ms - (h(13) % (age.max(1) as u64).min(30 * DAY_MS as u64)) as i64,
-        }
-        .min(self.now_ms - 60_000)
-        .max(created);
         set("hs_analytics_num_page_views", views.to_string());
         set("hs_analytics_num_visits", views.div_ceil(3).to_string());
         if views > 0 {
@@ -460,31 +473,6 @@ impl Portal {
         if clicks > 0 {
             set("hs_email_last_click_date", iso(last_activity - 3_000_000));
         }
-        // Form submissions.
-        let mut submissions = Vec::new();
-        let in_window = |salt: u64| created + (h(salt) % ((last_activity - created).max(1) as u64)) as i64;
-        match kind {
-            FreemailSubscriber | Unknown => submissions.push((3, created)),
-            Student => submissions.push((2, in_window(20))),
-            Fan => {
-                submissions.push((3, created));
-                submissions.extend([(2, in_window(20)), (4, in_window(21)), (2, in_window(22))]);
-            }
-            DemoRequester => {
-                submissions.push((2, created));
-                submissions.push((DEMO_FORM, last_activity));
-            }
-            Dormant => submissions.push((2, created)),
-            IcpRevops | IcpMarketing | IcpSales | IcpIt | CustomerColleague => {
-                submissions.push((2, created));
-                if h(23) % 3 == 0 {
-                    submissions.push((4, in_window(24)));
-                }
-            }
-            InSalesforce | Customer => submissions.push((1, created)),
-            Competitor => submissions.push((2, in_window(20))),
-        }
-        submissions.sort_by_key(|s| s.1);
         let conversion = |(f, _): (usize, i64)| format!("{}: {}", FORMS[f].1, FORMS[f].0);
         if let (Some(&first_s), Some(&last_s)) = (submissions.first(), submissions.last()) {
             set("first_conversion_event_name", conversion(first_s));
@@ -509,12 +497,6 @@ impl Portal {
         if let Some(o) = owner {
             set("hubspot_owner_id", self.owners[o].0.clone());
         }
-        let engagement_last = (0..ENGAGEMENT_OBJECTS.len())
-            .flat_map(|t| self.engagements(index, t))
-            .filter_map(|e| e.properties.get("hs_timestamp").and_then(|t| parse_ms(t)))
-            .max()
-            .unwrap_or(created);
-        let modified = last_activity.max(engagement_last).max(created);
         set("lastmodifieddate", iso(modified));
         BaseContact {
             index,
@@ -524,6 +506,79 @@ impl Portal {
             submissions,
             owner,
         }
+    }
+
+    /// The dates, counters and submissions of contact `index`, without building its properties
+    /// (what the search index and the submissions index need).
+    pub fn activity(&self, index: u32) -> Activity {
+        use ContactKind::*;
+        let kind = self.kind(index);
+        let h = |salt: u64| mix(self.seed, 100 + salt, u64::from(index));
+        let created = self.contact_created_ms(index);
+        let age = self.now_ms - created;
+        let (views, opens, clicks) = match kind {
+            Fan => (150 + h(10) % 200, 120 + h(11) % 80, 60 + h(12) % 60),
+            Dormant => (1 + h(10) % 4, h(11) % 3, 0),
+            Unknown | Student => (h(10) % 5, h(11) % 4, h(12) % 2),
+            _ => (3 + h(10) % 25, 2 + h(11) % 12, h(12) % 6),
+        };
+        let last_activity = match kind {
+            Dormant => created + DAY_MS * (1 + (h(13) % 5) as i64),
+            _ => self.now_ms - (h(13) % (age.max(1) as u64).min(30 * DAY_MS as u64)) as i64,
+        }
+        .min(self.now_ms - 60_000)
+        .max(created);
+        let mut submissions = Vec::new();
+        let in_window = |salt: u64| created + (h(salt) % ((last_activity - created).max(1) as u64)) as i64;
+        match kind {
+            FreemailSubscriber | Unknown => submissions.push((3, created)),
+            Student => submissions.push((2, in_window(20))),
+            Fan => {
+                submissions.push((3, created));
+                submissions.extend([(2, in_window(20)), (4, in_window(21)), (2, in_window(22))]);
+            }
+            DemoRequester => {
+                submissions.push((2, created));
+                submissions.push((DEMO_FORM, last_activity));
+            }
+            Dormant => submissions.push((2, created)),
+            IcpRevops | IcpMarketing | IcpSales | IcpIt | CustomerColleague => {
+                submissions.push((2, created));
+                if h(23) % 3 == 0 {
+                    submissions.push((4, in_window(24)));
+                }
+            }
+            InSalesforce | Customer => submissions.push((1, created)),
+            Competitor => submissions.push((2, in_window(20))),
+        }
+        submissions.sort_by_key(|s| s.1);
+        let engagement_last = (0..ENGAGEMENT_OBJECTS.len())
+            .flat_map(|t| (0..self.engagement_count(index, t)).map(move |j| (t, Self::engagement_id(index, j))))
+            .map(|(t, id)| self.engagement_at(t, index, id))
+            .max()
+            .unwrap_or(created);
+        Activity {
+            created,
+            last_activity,
+            views,
+            opens,
+            clicks,
+            submissions,
+            modified: last_activity.max(engagement_last).max(created),
+        }
+    }
+
+    /// When engagement `id` of type `t` of contact `index` happened (epoch ms).
+    fn engagement_at(&self, t: usize, index: u32, id: u64) -> i64 {
+        let h = mix(self.seed, 300 + t as u64, id);
+        let created = self.contact_created_ms(index);
+        let span = (self.now_ms - created).max(DAY_MS);
+        if self.kind(index) == ContactKind::Dormant {
+            created + DAY_MS
+        } else {
+            created + (h % span as u64) as i64
+        }
+        .min(self.now_ms - 60_000)
     }
 
     /// When contact `index` was created (epoch ms): some time in the history window; dormant
@@ -583,14 +638,7 @@ impl Portal {
             return None;
         }
         let h = mix(self.seed, 300 + t as u64, id);
-        let created = self.contact_created_ms(index);
-        let span = (self.now_ms - created).max(DAY_MS);
-        let at = if self.kind(index) == ContactKind::Dormant {
-            created + DAY_MS
-        } else {
-            created + (h % span as u64) as i64
-        }
-        .min(self.now_ms - 60_000);
+        let at = self.engagement_at(t, index, id);
         let mut p = BTreeMap::new();
         p.insert("hs_object_id".to_string(), id.to_string());
         p.insert("hs_timestamp".to_string(), iso(at));
@@ -631,11 +679,7 @@ impl Portal {
 
     /// The `lastmodifieddate` of contact `index` as generated (epoch ms).
     pub fn contact_modified_ms(&self, index: u32) -> i64 {
-        self.contact(index)
-            .properties
-            .get("lastmodifieddate")
-            .and_then(|v| parse_ms(v))
-            .unwrap_or(self.now_ms)
+        self.activity(index).modified
     }
 
     /// Contact index from a generated email (`first.last.<id>@domain`), checked.
