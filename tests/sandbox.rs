@@ -656,3 +656,96 @@ async fn salesforce_accepts_a_well_formed_jwt_bearer_and_opportunities_can_be_cl
     assert!(!sb.salesforce_records("User").is_empty(), "owners have user ids");
     sb.shutdown().await;
 }
+
+/// The snapshot leadsync would build for a portal contact: its properties, its form submissions,
+/// its engagements and its analytics counters read for the first time.
+fn snapshot(p: &Portal, index: u32) -> leadsync::lifecycle::Snapshot {
+    use leadsync::hubspot::analytics::{COUNTERS, events_from_counter};
+    use leadsync::hubspot::engagements::{ENGAGEMENT_TYPES, to_event};
+    use leadsync::hubspot::types::HubSpotObject;
+    use leadsync::lifecycle::{Event, EventKind};
+    let c = p.contact(index);
+    let id = c.properties["hs_object_id"].clone();
+    let mut events = Vec::new();
+    for (f, at) in &c.submissions {
+        events.push(Event {
+            id: format!("form-{f}-{at}"),
+            kind: EventKind::FormSubmission,
+            at: chrono::DateTime::from_timestamp_millis(*at).unwrap(),
+            url: None,
+            form: Some(p.forms[*f].name.to_string()),
+            campaign: None,
+            direction: None,
+            outcome: None,
+        });
+    }
+    for (t, kind) in ENGAGEMENT_TYPES.iter().enumerate() {
+        for e in p.engagements(index, t) {
+            let o = HubSpotObject {
+                id: e.id.to_string(),
+                properties: e.properties.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                archived: false,
+            };
+            events.extend(to_event(kind, &o));
+        }
+    }
+    for counter in &COUNTERS {
+        let get = |k: &str| c.properties.get(k).map(String::as_str);
+        events.extend(events_from_counter(
+            &id,
+            counter,
+            None,
+            get(counter.count),
+            get(counter.last_at),
+        ));
+    }
+    let props: serde_json::Map<String, Value> = c
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    serde_json::from_value(json!({"contact_id": id, "properties": props, "events": events})).unwrap()
+}
+
+#[test]
+fn the_shipped_rules_react_to_each_kind_of_synthetic_contact() {
+    use leadsync::lifecycle::{Rules, Stage, Status, evaluate};
+    let rules = Rules::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/lifecycle.toml")).unwrap();
+    let now = "2026-11-25T12:00:00Z".parse().unwrap();
+    let p = Portal::new(3, 600, 50, 6, now);
+    let mut seen: BTreeMap<ContactKind, BTreeMap<(Option<Stage>, Status), u32>> = BTreeMap::new();
+    for i in 0..p.contacts {
+        let snap = snapshot(&p, i);
+        let d = evaluate(&rules, &snap, now);
+        *seen
+            .entry(p.kind(i))
+            .or_default()
+            .entry((d.stage, d.status))
+            .or_default() += 1;
+    }
+    let all = |kind: ContactKind, ok: &dyn Fn(Option<Stage>, Status) -> bool| {
+        let outcomes = &seen[&kind];
+        assert!(outcomes.keys().all(|(st, s)| ok(*st, *s)), "{kind:?}: {outcomes:?}");
+    };
+    use ContactKind::*;
+    all(Competitor, &|_, s| s == Status::Disqualified);
+    all(Student, &|_, s| s == Status::Disqualified);
+    all(Fan, &|_, s| s == Status::Fan);
+    all(Dormant, &|_, s| s == Status::Dormant);
+    all(FreemailSubscriber, &|st, _| st == Some(Stage::Subscriber));
+    all(DemoRequester, &|st, _| st == Some(Stage::Sql));
+    all(InSalesforce, &|st, _| st >= Some(Stage::Sql));
+    all(Customer, &|st, _| st == Some(Stage::Customer));
+    let icp: BTreeMap<Option<Stage>, u32> = [IcpRevops, IcpMarketing, IcpSales, IcpIt]
+        .iter()
+        .flat_map(|k| seen[k].iter())
+        .fold(BTreeMap::new(), |mut m, ((st, _), n)| {
+            *m.entry(*st).or_default() += n;
+            m
+        });
+    assert!(icp[&Some(Stage::Lead)] > icp[&Some(Stage::Mql)], "{icp:?}");
+    assert!(
+        icp[&Some(Stage::Mql)] > icp.get(&Some(Stage::Sql)).copied().unwrap_or(0),
+        "{icp:?}"
+    );
+}

@@ -544,8 +544,12 @@ impl Portal {
             Dormant => submissions.push((2, created)),
             IcpRevops | IcpMarketing | IcpSales | IcpIt | CustomerColleague => {
                 submissions.push((2, created));
-                if h(23) % 3 == 0 {
-                    submissions.push((4, in_window(24)));
+                // A quarter are warm (a replay and a trial in the last days), a quarter read more.
+                let recent = |salt: u64| (last_activity - (h(salt) % (10 * DAY_MS as u64)) as i64).max(created);
+                match h(23) % 4 {
+                    0 => submissions.extend([(4, recent(24)), (5, recent(27))]),
+                    1 => submissions.push((4, in_window(24))),
+                    _ => {}
                 }
             }
             InSalesforce | Customer => submissions.push((1, created)),
@@ -586,7 +590,8 @@ impl Portal {
     pub fn contact_created_ms(&self, index: u32) -> i64 {
         let h = mix(self.seed, 109, u64::from(index));
         let age = match self.kind(index) {
-            ContactKind::Dormant => self.history_ms * 3 / 4 + (h % (self.history_ms as u64 / 4).max(1)) as i64,
+            // Idle for longer than the rules' 180 days, whatever the history asked for.
+            ContactKind::Dormant => self.history_ms.max(200 * DAY_MS) + (h % (60 * DAY_MS as u64)) as i64,
             ContactKind::DemoRequester => (h % (20 * DAY_MS as u64)) as i64 + 2 * DAY_MS,
             _ => (h % self.history_ms as u64) as i64,
         };
@@ -644,7 +649,12 @@ impl Portal {
         p.insert("hs_timestamp".to_string(), iso(at));
         p.insert("hs_createdate".to_string(), iso(at));
         p.insert("hs_lastmodifieddate".to_string(), iso(at));
-        let inbound = (h >> 8) % 3 == 0;
+        // Sales' own contacts answer a third of the time; marketing's leads rarely do (an answer
+        // is a shortcut to SQL).
+        let inbound = match self.kind(index) {
+            ContactKind::InSalesforce | ContactKind::Customer => (h >> 8) % 3 == 0,
+            _ => (h >> 8) % 12 == 0,
+        };
         match ENGAGEMENT_OBJECTS[t].0 {
             "calls" => {
                 p.insert(
