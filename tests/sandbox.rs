@@ -749,3 +749,74 @@ fn the_shipped_rules_react_to_each_kind_of_synthetic_contact() {
         "{icp:?}"
     );
 }
+
+#[tokio::test]
+async fn injected_faults_answer_5xx_or_hang_then_504_and_latency_delays_every_answer() {
+    let sb = sandbox(SandboxConfig {
+        fault_rate_5xx: 1.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (status, _, body) = hs(&sb, "GET", "/crm/v3/owners", None).await;
+    assert_eq!((status, body["status"].as_str()), (502, Some("error")));
+    let sb = sandbox(SandboxConfig {
+        fault_rate_timeout: 1.0,
+        timeout_hang: Duration::from_millis(200),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(hs(&sb, "GET", "/crm/v3/owners", None).await.0, 504);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let sb = sandbox(SandboxConfig {
+        latency: Duration::from_millis(100),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, headers, _) = hs(&sb, "GET", "/crm/v3/owners", None).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(
+        headers.contains_key("x-hubspot-ratelimit-daily"),
+        "private-app answers carry the daily headers"
+    );
+}
+
+#[tokio::test]
+async fn oauth_answers_leave_out_the_daily_headers_and_setup_creates_properties_once() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let rules = leadsync::lifecycle::Rules::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/lifecycle.toml"),
+    )
+    .unwrap();
+    let client = client(&sb, true);
+    let plan = client.plan_setup(&rules).await.unwrap();
+    assert!(plan.create_group && !plan.create.is_empty());
+    client.apply_setup(&plan).await.unwrap();
+    let again = client.plan_setup(&rules).await.unwrap();
+    assert!(!again.create_group && again.create.is_empty(), "{again:?}");
+    // The new properties can be written now.
+    let name = plan.create[0].name.clone();
+    let kind = plan.create[0].kind.clone();
+    let value = if kind == "number" { "12" } else { "x" };
+    let updates = vec![("1001".to_string(), BTreeMap::from([(name.clone(), value.to_string())]))];
+    let outcome = client.batch_update_contacts(&updates, BG).await.unwrap();
+    assert_eq!(outcome.updated.len(), 1, "{outcome:?}");
+    let owners = client.owners(BG).await.unwrap();
+    assert_eq!(owners.len(), 8);
+
+    let token = client.auth().token().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/crm/v3/owners", sb.hubspot_base_url()))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&token.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-hubspot-ratelimit-max"));
+    assert!(
+        !resp.headers().contains_key("x-hubspot-ratelimit-daily"),
+        "absent on OAuth answers"
+    );
+}
