@@ -7,13 +7,12 @@
 //!
 //! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements).
 //! - `hubspot`: the HubSpot API, stateful, with its budgets, tokens and refusals.
-//! - `salesforce` and `soql`: the Salesforce REST surface of `docs/architecture.md`.
+//! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
 //! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
 
 pub mod hubspot;
 pub mod portal;
 pub mod salesforce;
-mod soql;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

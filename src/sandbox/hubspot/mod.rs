@@ -15,8 +15,11 @@ use serde_json::{Value, json};
 use super::portal::{COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
 use super::webhooks::Event;
 
+/// List, batch read and update, associations v4, form submissions.
 mod endpoints;
+/// CRM search with its page size and 10,000-result cap.
 mod search;
+/// Authentication, budgets, the token endpoint, routing.
 mod serve;
 
 use super::{correlation_id, json};
