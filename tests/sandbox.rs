@@ -820,3 +820,50 @@ async fn oauth_answers_leave_out_the_daily_headers_and_setup_creates_properties_
         "absent on OAuth answers"
     );
 }
+
+#[tokio::test]
+async fn subscribed_property_changes_by_the_api_are_delivered_as_webhooks() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let sb = sandbox(SandboxConfig {
+        webhook_url: Some(receiver.uri()),
+        webhook_properties: vec!["lifecyclestage".into()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let set = |v: &str| Some(json!({"properties": {"lifecyclestage": v, "jobtitle": "CMO"}}));
+    assert_eq!(
+        hs(&sb, "PATCH", "/crm/v3/objects/contacts/1003", set("customer"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        hs(&sb, "PATCH", "/crm/v3/objects/contacts/1003", set("customer"))
+            .await
+            .0,
+        200
+    );
+    let mut waited = 0;
+    while receiver.received_requests().await.unwrap().is_empty() {
+        assert!(waited < 100, "delivered in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let requests = receiver.received_requests().await.unwrap();
+    assert_eq!(
+        requests.len(),
+        1,
+        "an unchanged value and unsubscribed properties send nothing"
+    );
+    let events: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert_eq!(events[0]["propertyName"], "lifecyclestage");
+    assert_eq!(events[0]["propertyValue"], "customer");
+    assert_eq!(events[0]["changeSource"], "INTEGRATION");
+    assert_eq!(events[0]["portalId"], 42);
+}

@@ -75,6 +75,10 @@ pub struct SandboxConfig {
     pub hubspot_refresh_token: String,
     /// Where webhook deliveries go; none when unset.
     pub webhook_url: Option<String>,
+    /// Contact properties whose changes (API writes, simulated behaviour) are delivered as
+    /// `contact.propertyChange`, as an app's subscriptions would; form submissions and created
+    /// contacts always are. Default none (so leadsync's own write-backs do not echo back).
+    pub webhook_properties: Vec<String>,
     /// Webhook delivery attempts in all (HubSpot: 10). Default 10.
     pub webhook_max_attempts: u32,
     /// First wait between webhook attempts, doubled each time (HubSpot spreads 10 over 24 h;
@@ -116,6 +120,7 @@ impl Default for SandboxConfig {
             hubspot_client_secret: "sandbox-client-secret".into(),
             hubspot_refresh_token: "sandbox-refresh-token".into(),
             webhook_url: None,
+            webhook_properties: Vec::new(),
             webhook_max_attempts: 10,
             webhook_backoff: Duration::from_secs(1),
             salesforce_daily_allocation: 100_000,
@@ -210,6 +215,27 @@ impl Shared {
             }
         }
     }
+
+    /// Hands webhook events to a delivery task (100 events a request at most, as HubSpot).
+    pub(crate) fn deliver(&self, events: Vec<webhooks::Event>) {
+        let Some(url) = self.config.webhook_url.clone() else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        for chunk in events.chunks(100) {
+            let job = webhooks::Job {
+                http: self.http.clone(),
+                url: url.clone(),
+                secret: SecretString::from(self.config.hubspot_client_secret.clone()),
+                max_attempts: self.config.webhook_max_attempts.max(1),
+                backoff: self.config.webhook_backoff,
+                log: self.deliveries.clone(),
+            };
+            tokio::spawn(job.run(chunk.to_vec()));
+        }
+    }
 }
 
 /// Starts sandboxes.
@@ -232,7 +258,7 @@ impl Sandbox {
             config.now,
         ));
         let salesforce_url = format!("http://{sf_addr}");
-        let hubspot = hubspot::HubSpotState::new(portal.clone());
+        let hubspot = hubspot::HubSpotState::new(portal.clone(), &config);
         let salesforce = salesforce::SalesforceState::new(&portal, &config);
         let shared = Arc::new(Shared {
             clock: Clock {
@@ -380,21 +406,25 @@ impl SandboxHandle {
     /// Returns the contact id.
     pub fn submit_form(&self, contact: &str, form: &str) -> Option<String> {
         let now = self.shared.clock.now_ms();
-        let (id, events) = lock(&self.shared.hubspot).submit_form_for_portal(
-            contact,
-            form,
-            now,
-            self.shared.config.hubspot_portal_id,
-        )?;
-        self.deliver(events);
-        Some(id)
+        let (id, events) = {
+            let mut hubspot = lock(&self.shared.hubspot);
+            let id = hubspot.submit_form(contact, form, now);
+            (id, hubspot.take_events())
+        };
+        self.shared.deliver(events);
+        id
     }
 
     /// The contact (email or id) behaves `n` times: page views, visits, email opens and clicks
     /// move, with `lastmodifieddate`.
     pub fn touch(&self, contact: &str, n: u32) -> bool {
         let now = self.shared.clock.now_ms();
-        lock(&self.shared.hubspot).touch(contact, n, now)
+        let (moved, events) = {
+            let mut hubspot = lock(&self.shared.hubspot);
+            (hubspot.touch(contact, n, now), hubspot.take_events())
+        };
+        self.shared.deliver(events);
+        moved
     }
 
     /// Webhook deliveries so far, with their attempts.
@@ -408,24 +438,6 @@ impl SandboxHandle {
         for t in self.tasks {
             let _ = t.await;
         }
-    }
-
-    fn deliver(&self, events: Vec<webhooks::Event>) {
-        let Some(url) = self.shared.config.webhook_url.clone() else {
-            return;
-        };
-        if events.is_empty() {
-            return;
-        }
-        let job = webhooks::Job {
-            http: self.shared.http.clone(),
-            url,
-            secret: SecretString::from(self.shared.config.hubspot_client_secret.clone()),
-            max_attempts: self.shared.config.webhook_max_attempts.max(1),
-            backoff: self.shared.config.webhook_backoff,
-            log: self.shared.deliveries.clone(),
-        };
-        tokio::spawn(job.run(events));
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::SandboxConfig;
 use super::portal::{COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
 use super::webhooks::Event;
 
@@ -109,10 +110,15 @@ pub struct HubSpotState {
     daily_used: u64,
     day: i64,
     events: u64,
+    portal_id: u64,
+    /// Properties whose changes are delivered as webhooks (form submissions always are).
+    subscribed: HashSet<String>,
+    /// Webhook events not yet handed to delivery.
+    pending: Vec<Event>,
 }
 
 impl HubSpotState {
-    pub(crate) fn new(portal: Arc<Portal>) -> Self {
+    pub(crate) fn new(portal: Arc<Portal>, config: &SandboxConfig) -> Self {
         let mut modified = Vec::with_capacity(portal.contacts as usize);
         let mut submissions = vec![Vec::new(); portal.forms.len()];
         for i in 0..portal.contacts {
@@ -163,6 +169,9 @@ impl HubSpotState {
             daily_used: 0,
             day: 0,
             events: 0,
+            portal_id: config.hubspot_portal_id,
+            subscribed: config.webhook_properties.iter().cloned().collect(),
+            pending: Vec::new(),
         }
     }
 
@@ -350,6 +359,11 @@ impl HubSpotState {
             }
         }
         let old_email = current.get("email").map(|e| e.to_lowercase());
+        for (name, value) in changes {
+            if self.subscribed.contains(name) && current.get(name).map_or("", String::as_str) != value {
+                self.event(now, "contact.propertyChange", index, Some((name, value)), "INTEGRATION");
+            }
+        }
         let props = self.materialize(index);
         for (name, value) in changes {
             props.insert(name.clone(), value.clone());
@@ -364,12 +378,13 @@ impl HubSpotState {
         Ok(())
     }
 
-    fn next_event(&mut self, now: i64, kind: &str, index: u32, prop: Option<(&str, &str)>, portal_id: u64) -> Event {
+    /// Queues a webhook event.
+    fn event(&mut self, now: i64, kind: &str, index: u32, prop: Option<(&str, &str)>, source: &str) {
         self.events += 1;
-        Event {
+        self.pending.push(Event {
             event_id: 1_000_000 + self.events,
             subscription_id: 4_242,
-            portal_id,
+            portal_id: self.portal_id,
             app_id: 1_234,
             occurred_at: now,
             subscription_type: kind.into(),
@@ -377,18 +392,17 @@ impl HubSpotState {
             object_id: u64::from(index) + CONTACT_ID_BASE,
             property_name: prop.map(|p| p.0.to_string()),
             property_value: prop.map(|p| p.1.to_string()),
-            change_source: "FORM".into(),
-        }
+            change_source: source.into(),
+        });
     }
 
-    /// Records a form submission; returns the contact id and the webhook events it causes.
-    pub(crate) fn submit_form_for_portal(
-        &mut self,
-        contact: &str,
-        form: &str,
-        now: i64,
-        portal_id: u64,
-    ) -> Option<(String, Vec<Event>)> {
+    /// The webhook events queued since the last call.
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Records a form submission and queues its webhook events; returns the contact id.
+    pub(crate) fn submit_form(&mut self, contact: &str, form: &str, now: i64) -> Option<String> {
         let f = self
             .portal
             .forms
@@ -401,7 +415,6 @@ impl HubSpotState {
                     .iter()
                     .position(|f| f.name.to_lowercase().contains(&needle))
             })?;
-        let mut events = Vec::new();
         let index = match self.resolve(contact) {
             Some(i) => i,
             None if contact.contains('@') => {
@@ -419,7 +432,7 @@ impl HubSpotState {
                 self.overlay.insert(index, props);
                 self.emails.insert(email, index);
                 self.modified.push(now);
-                events.push(self.next_event(now, "contact.creation", index, None, portal_id));
+                self.event(now, "contact.creation", index, None, "FORM");
                 index
             }
             None => return None,
@@ -442,21 +455,16 @@ impl HubSpotState {
         props.insert("num_conversion_events".into(), n.to_string());
         self.set_modified(index, now);
         let n = n.to_string();
-        events.push(self.next_event(
+        let change = "contact.propertyChange";
+        self.event(
             now,
-            "contact.propertyChange",
+            change,
             index,
             Some(("recent_conversion_event_name", &name)),
-            portal_id,
-        ));
-        events.push(self.next_event(
-            now,
-            "contact.propertyChange",
-            index,
-            Some(("num_conversion_events", &n)),
-            portal_id,
-        ));
-        Some(((u64::from(index) + CONTACT_ID_BASE).to_string(), events))
+            "FORM",
+        );
+        self.event(now, change, index, Some(("num_conversion_events", &n)), "FORM");
+        Some((u64::from(index) + CONTACT_ID_BASE).to_string())
     }
 
     /// Simulated behaviour: `n` page views, a visit, opens and clicks.
@@ -479,6 +487,16 @@ impl HubSpotState {
             "hs_email_last_click_date",
         ] {
             props.insert(k.to_string(), iso(now));
+        }
+        let props = &self.overlay[&index];
+        let subscribed: Vec<(String, String)> = props
+            .iter()
+            .filter(|(k, _)| k.starts_with("hs_analytics_num") || k.starts_with("hs_email_"))
+            .filter(|(k, _)| self.subscribed.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in subscribed {
+            self.event(now, "contact.propertyChange", index, Some((&k, &v)), "ANALYTICS");
         }
         self.set_modified(index, now);
         true

@@ -159,6 +159,9 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         }
     };
     let mut response = route(&mut state, method, &segs, &query, &body, now);
+    let events = state.take_events();
+    drop(state);
+    shared.deliver(events);
     if let Some(remaining) = rate_headers.pop() {
         add_rate_headers(
             &mut response,
