@@ -867,3 +867,19 @@ async fn subscribed_property_changes_by_the_api_are_delivered_as_webhooks() {
     assert_eq!(events[0]["changeSource"], "INTEGRATION");
     assert_eq!(events[0]["portalId"], 42);
 }
+
+#[tokio::test]
+async fn an_expired_salesforce_session_is_answered_401_invalid_session_id() {
+    let sb = sandbox(SandboxConfig {
+        salesforce_session_lifetime: Duration::ZERO,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (token, instance) = sf_token(&sb).await;
+    let (status, headers, body) = sf(&token, &instance, "GET", "/sobjects/Contact/describe", None).await;
+    assert_eq!(
+        (status, body[0]["errorCode"].as_str()),
+        (401, Some("INVALID_SESSION_ID"))
+    );
+    assert_eq!(headers["sforce-limit-info"], "api-usage=0/100000", "not counted");
+}

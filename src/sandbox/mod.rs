@@ -84,7 +84,7 @@ pub struct SandboxConfig {
     /// First wait between webhook attempts, doubled each time (HubSpot spreads 10 over 24 h;
     /// the sandbox compresses that). Default 1 s.
     pub webhook_backoff: Duration,
-    /// Salesforce API requests per rolling 24 h. Default 100,000.
+    /// Salesforce API requests per rolling 24 hours of the sandbox clock. Default 100,000.
     pub salesforce_daily_allocation: u64,
     /// Salesforce session lifetime. Default 2 h.
     pub salesforce_session_lifetime: Duration,

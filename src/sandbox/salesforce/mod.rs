@@ -1,8 +1,9 @@
 //! The fake Salesforce: the REST surface of `docs/architecture.md` (token, SOQL query,
 //! composite, sObject Collections upsert and create, describe), 18-character ids,
-//! `Sforce-Limit-Info` on every answer, a daily allocation, and a duplicate rule on Contact email.
+//! `Sforce-Limit-Info` on every answer, a daily allocation over a rolling 24 hours, and a duplicate
+//! rule on Contact email.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
@@ -34,7 +35,8 @@ use self::schema::{describe, fields, required};
 pub struct SalesforceState {
     records: BTreeMap<String, Vec<Map<String, Value>>>,
     next: u64,
-    used: u64,
+    /// When each counted request was made (sandbox ms), over the rolling 24 hours.
+    used: VecDeque<i64>,
     allocation: u64,
     sessions: BTreeMap<String, i64>,
 }
@@ -51,7 +53,7 @@ impl SalesforceState {
         let mut s = Self {
             records: BTreeMap::new(),
             next: 1,
-            used: 0,
+            used: VecDeque::new(),
             allocation: config.salesforce_daily_allocation,
             sessions: BTreeMap::new(),
         };
@@ -175,7 +177,7 @@ impl SalesforceState {
     }
 
     fn limit_info(&self) -> String {
-        format!("api-usage={}/{}", self.used, self.allocation)
+        format!("api-usage={}/{}", self.used.len(), self.allocation)
     }
 
     /// Writes one record (create, or update of `existing`), checking fields and duplicate rules.
@@ -304,10 +306,13 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         .unwrap_or("");
     let (status, value) = match state.sessions.get(bearer) {
         Some(&exp) if exp > now => {
-            if state.used >= state.allocation {
+            while state.used.front().is_some_and(|t| *t <= now - 86_400_000) {
+                state.used.pop_front();
+            }
+            if state.used.len() as u64 >= state.allocation {
                 api_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             } else {
-                state.used += 1;
+                state.used.push_back(now);
                 let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                 dispatch(
                     &mut state,
