@@ -13,6 +13,8 @@
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
+//! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
+//!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox.
@@ -32,6 +34,7 @@ pub mod hubspot;
 pub mod lifecycle;
 pub mod report;
 pub mod salesforce;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sync;

@@ -12,6 +12,8 @@ mod hubspot;
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
 mod salesforce;
+/// The sandbox: each refusal HubSpot and Salesforce make, determinism, the client against it.
+mod sandbox;
 /// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.
 mod server;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.

@@ -1,0 +1,269 @@
+//! Reads and writes: list, batch read and update, associations v4, form submissions.
+
+use std::collections::BTreeMap;
+
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{HubSpotState, error, strings};
+use crate::sandbox::portal::{COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
+use crate::sandbox::{correlation_id, json};
+
+pub(super) fn changes(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn validation(code: &str, message: &str, property: Option<&String>, now: i64) -> Response {
+    let detail = json!([{"isValid": false, "message": message, "error": code, "name": property}]);
+    json(
+        400,
+        &json!({"status": "error", "message": format!("Property values were not valid: {detail}"),
+            "correlationId": correlation_id(now), "category": "VALIDATION_ERROR",
+            "errors": [{"message": message, "code": code, "context": {"propertyName": [property]}}]}),
+    )
+}
+
+fn too_many(what: &str, max: usize, got: usize, now: i64) -> Response {
+    error(
+        400,
+        "VALIDATION_ERROR",
+        &format!("{what} must contain at most {max} inputs, but {got} were given"),
+        now,
+    )
+}
+
+pub(super) fn list_contacts(s: &HubSpotState, query: &BTreeMap<String, String>, now: i64) -> Response {
+    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+    if limit > 100 {
+        return error(400, "VALIDATION_ERROR", "limit must be less than or equal to 100", now);
+    }
+    let props = strings(&Value::String(query.get("properties").cloned().unwrap_or_default()));
+    let start = query
+        .get("after")
+        .and_then(|a| a.parse::<u64>().ok())
+        .map_or(0, |a| a.saturating_sub(CONTACT_ID_BASE) as u32);
+    let end = (start as usize + limit).min(s.count() as usize) as u32;
+    let results: Vec<Value> = (start..end)
+        .map(|i| s.object_json("contacts", u64::from(i) + CONTACT_ID_BASE, &s.contact_props(i), &props))
+        .collect();
+    let mut out = json!({"results": results});
+    if end < s.count() {
+        out["paging"] = json!({"next": {"after": (u64::from(end) + CONTACT_ID_BASE).to_string()}});
+    }
+    json(200, &out)
+}
+
+pub(super) fn batch_read(s: &HubSpotState, ty: &str, body: &Value, now: i64) -> Response {
+    let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.len() > 100 {
+        return too_many("Batch read", 100, inputs.len(), now);
+    }
+    let props = strings(&body["properties"]);
+    let by_email = body["idProperty"].as_str() == Some("email");
+    if body["idProperty"]
+        .as_str()
+        .is_some_and(|p| p != "email" && p != "hs_object_id")
+    {
+        return error(400, "VALIDATION_ERROR", "idProperty must be a unique property", now);
+    }
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in inputs {
+        let key = match &input["id"] {
+            Value::String(v) => v.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        let id = if by_email && ty == "contacts" {
+            s.index_by_email(&key).map(|i| u64::from(i) + CONTACT_ID_BASE)
+        } else {
+            key.parse::<u64>().ok()
+        };
+        match id.and_then(|id| s.props(ty, id).map(|p| (id, p))) {
+            Some((id, p)) => results.push(s.object_json(ty, id, &p, &props)),
+            None => missing.push(key),
+        }
+    }
+    let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": iso(now), "completedAt": iso(now)});
+    if missing.is_empty() {
+        return json(200, &out);
+    }
+    out["numErrors"] = json!(1);
+    out["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND",
+        "message": format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.", ty.trim_end_matches('s').to_uppercase()),
+        "context": {"ids": missing}}]);
+    json(207, &out)
+}
+
+pub(super) fn batch_update(s: &mut HubSpotState, body: &Value, now: i64) -> Response {
+    let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.len() > 100 {
+        return too_many("Batch update", 100, inputs.len(), now);
+    }
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for input in inputs {
+        let id = match &input["id"] {
+            Value::String(v) => v.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        let context = match input["objectWriteTraceId"].as_str() {
+            Some(t) => json!({"objectWriteTraceId": [t]}),
+            None => json!({"ids": [id]}),
+        };
+        let Some(index) = s.contact_index(&id) else {
+            errors.push(json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+                "message": format!("Object {id} not found"), "context": context}));
+            continue;
+        };
+        let changes = changes(&input["properties"]);
+        match s.update(index, &changes, now) {
+            Ok(()) => {
+                let wanted: Vec<String> = changes.keys().cloned().collect();
+                let props = s.contact_props(index);
+                results.push(s.object_json("contacts", u64::from(index) + CONTACT_ID_BASE, &props, &wanted));
+            }
+            Err((code, message)) => errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+                "subCategory": code, "message": format!("Property values were not valid: {message}"),
+                "context": context})),
+        }
+    }
+    let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": iso(now), "completedAt": iso(now)});
+    if errors.is_empty() {
+        return json(200, &out);
+    }
+    out["numErrors"] = json!(errors.len());
+    out["errors"] = Value::Array(errors);
+    json(207, &out)
+}
+
+pub(super) fn associations(s: &HubSpotState, from: &str, to: &str, body: &Value, now: i64) -> Response {
+    let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.len() > 1000 {
+        return too_many("Associations batch read", 1000, inputs.len(), now);
+    }
+    let type_id = |t: &str| ENGAGEMENT_OBJECTS.iter().find(|(o, _)| *o == t).map(|(_, id)| *id);
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in inputs {
+        let key = input["id"]
+            .as_str()
+            .map_or_else(|| input["id"].to_string(), str::to_string);
+        let Some(id) = key.parse::<u64>().ok().filter(|id| s.props(from, *id).is_some()) else {
+            missing.push(key);
+            continue;
+        };
+        let linked: Vec<(u64, u32)> = match (from, to) {
+            ("contacts", "companies") => {
+                let index = (id - CONTACT_ID_BASE) as u32;
+                let company = (index < s.portal.contacts)
+                    .then(|| s.portal.contact_company(index))
+                    .flatten();
+                company
+                    .map(|c| (u64::from(c) + COMPANY_ID_BASE, 279))
+                    .into_iter()
+                    .collect()
+            }
+            ("companies", "contacts") => {
+                let c = (id - COMPANY_ID_BASE) as u32;
+                (0..s.portal.contacts)
+                    .filter(|&i| s.portal.contact_company(i) == Some(c))
+                    .map(|i| (u64::from(i) + CONTACT_ID_BASE, 280))
+                    .collect()
+            }
+            ("contacts", t) if type_id(t).is_some() => {
+                let index = (id - CONTACT_ID_BASE) as u32;
+                let ti = ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == t).unwrap_or(0);
+                let n = if index < s.portal.contacts {
+                    s.portal.engagement_count(index, ti)
+                } else {
+                    0
+                };
+                (0..n)
+                    .map(|j| (Portal::engagement_id(index, j), type_id(t).unwrap_or(0)))
+                    .collect()
+            }
+            (f, "contacts") if type_id(f).is_some() => Portal::engagement_owner(id)
+                .map(|(i, _)| (u64::from(i) + CONTACT_ID_BASE, type_id(f).unwrap_or(0) + 1))
+                .into_iter()
+                .collect(),
+            _ => vec![],
+        };
+        if linked.is_empty() {
+            missing.push(key);
+            continue;
+        }
+        let to_json: Vec<Value> = linked
+            .iter()
+            .map(|(tid, type_id)| {
+                json!({"toObjectId": tid, "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": null}]})
+            })
+            .collect();
+        results.push(json!({"from": {"id": id.to_string()}, "to": to_json}));
+    }
+    let mut out = json!({"status": "COMPLETE", "results": results, "startedAt": iso(now), "completedAt": iso(now)});
+    if missing.is_empty() {
+        return json(200, &out);
+    }
+    let errors: Vec<Value> = missing
+        .iter()
+        .map(|k| json!({"status": "error", "category": "OBJECT_NOT_FOUND", "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+            "message": format!("No {to} is associated with {from} {k}."), "context": {"fromObjectId": [k]}}))
+        .collect();
+    out["numErrors"] = json!(errors.len());
+    out["errors"] = Value::Array(errors);
+    json(207, &out)
+}
+
+pub(super) fn submissions(s: &HubSpotState, guid: &str, query: &BTreeMap<String, String>, now: i64) -> Response {
+    let Some(f) = s.portal.forms.iter().position(|f| f.guid == *guid) else {
+        return error(404, "OBJECT_NOT_FOUND", &format!("Form {guid} not found"), now);
+    };
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 50);
+    let list = &s.submissions[f];
+    // Newest first; the cursor is a position in the oldest-first list, stable as new ones arrive.
+    let end = query
+        .get("after")
+        .and_then(|a| a.parse::<usize>().ok())
+        .unwrap_or(list.len())
+        .min(list.len());
+    let start = end.saturating_sub(limit);
+    let page = s.portal.forms[f].page.to_lowercase();
+    let results: Vec<Value> = list[start..end]
+        .iter()
+        .rev()
+        .map(|(at, index)| {
+            let p = s.contact_props(*index);
+            let mut values = vec![json!({"name": "email", "value": p.get("email").cloned().unwrap_or_default()})];
+            for k in ["firstname", "lastname", "company"] {
+                if let Some(v) = p.get(k) {
+                    values.push(json!({"name": k, "value": v}));
+                }
+            }
+            json!({"submittedAt": at, "values": values, "pageUrl": format!("https://www.example.com/{page}")})
+        })
+        .collect();
+    let mut out = json!({"results": results});
+    if start > 0 {
+        out["paging"] = json!({"next": {"after": start.to_string()}});
+    }
+    json(200, &out)
+}

@@ -1,0 +1,478 @@
+//! The sandbox: a stateful fake HubSpot and Salesforce on loopback, serving a seeded synthetic
+//! portal, so tests, benchmarks and `leadsync demo` run the whole product with no account and no
+//! network. It refuses what the vendors refuse (batches over 100, search pages over 200, paging
+//! past 10,000, a backward lifecycle stage, spent budgets, expired tokens), with their bodies and
+//! headers, so a leadsync bug cannot hide behind a lenient fake. Every call is counted by
+//! endpoint, so tests and benchmarks can assert what leadsync spends.
+//!
+//! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements).
+//! - `hubspot`: the HubSpot API, stateful, with its budgets, tokens and refusals.
+//! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
+//! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
+
+pub mod hubspot;
+pub mod portal;
+pub mod salesforce;
+pub mod webhooks;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use self::portal::Portal;
+pub use self::webhooks::WebhookDelivery;
+
+/// What the sandbox simulates, and how harshly.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Seed of the synthetic portal: the same seed gives the same data. Default 42.
+    pub seed: u64,
+    /// Contacts in the portal, from a few hundred to a million. Default 500.
+    pub contacts: u32,
+    /// Companies in the portal. Default 60.
+    pub companies: u32,
+    /// Months of dated history before `now`. Default 6.
+    pub months: u32,
+    /// The sandbox's clock at start; it then advances with real time. Default 2026-11-25T12:00Z.
+    pub now: DateTime<Utc>,
+    /// Added to every API answer (both systems). Default none.
+    pub latency: Duration,
+    /// Share of API requests answered 5xx (0.0–1.0). Default 0.
+    pub fault_rate_5xx: f64,
+    /// Share of API requests that hang for `timeout_hang` and then answer 504. Default 0.
+    pub fault_rate_timeout: f64,
+    /// How long a simulated timeout hangs. Default 35 s (past the client's 30 s).
+    pub timeout_hang: Duration,
+    /// HubSpot OAuth access-token lifetime. Default 30 minutes, as HubSpot.
+    pub hubspot_token_lifetime: Duration,
+    /// HubSpot requests per rolling 10 s (search excluded). Default 100 (Free/Starter private app).
+    pub hubspot_burst_per_10s: u32,
+    /// HubSpot requests per day. Default 250,000.
+    pub hubspot_daily_limit: u64,
+    /// HubSpot search requests per second. Default 5.
+    pub hubspot_search_per_second: u32,
+    /// HubSpot portal id. Default 42.
+    pub hubspot_portal_id: u64,
+    /// The private-app token HubSpot accepts. Default `pat-sandbox`.
+    pub hubspot_private_app_token: String,
+    /// OAuth client id. Default `sandbox-client-id`.
+    pub hubspot_client_id: String,
+    /// OAuth client secret; also the webhook v3 signing secret. Default `sandbox-client-secret`.
+    pub hubspot_client_secret: String,
+    /// OAuth refresh token HubSpot accepts. Default `sandbox-refresh-token`.
+    pub hubspot_refresh_token: String,
+    /// Where webhook deliveries go; none when unset.
+    pub webhook_url: Option<String>,
+    /// Contact properties whose changes (API writes, simulated behaviour) are delivered as
+    /// `contact.propertyChange`, as an app's subscriptions would; form submissions and created
+    /// contacts always are. Default none (so leadsync's own write-backs do not echo back).
+    pub webhook_properties: Vec<String>,
+    /// Webhook delivery attempts in all (HubSpot: 10). Default 10.
+    pub webhook_max_attempts: u32,
+    /// First wait between webhook attempts, doubled each time (HubSpot spreads 10 over 24 h;
+    /// the sandbox compresses that). Default 1 s.
+    pub webhook_backoff: Duration,
+    /// Salesforce API requests per rolling 24 hours of the sandbox clock. Default 100,000.
+    pub salesforce_daily_allocation: u64,
+    /// Salesforce session lifetime. Default 2 h.
+    pub salesforce_session_lifetime: Duration,
+    /// Salesforce connected-app consumer key. Default `sandbox-sf-client-id`.
+    pub salesforce_client_id: String,
+    /// Salesforce consumer secret. Default `sandbox-sf-client-secret`.
+    pub salesforce_client_secret: String,
+    /// Salesforce refresh token. Default `sandbox-sf-refresh-token`.
+    pub salesforce_refresh_token: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            contacts: 500,
+            companies: 60,
+            months: 6,
+            now: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            latency: Duration::ZERO,
+            fault_rate_5xx: 0.0,
+            fault_rate_timeout: 0.0,
+            timeout_hang: Duration::from_secs(35),
+            hubspot_token_lifetime: Duration::from_secs(30 * 60),
+            hubspot_burst_per_10s: 100,
+            hubspot_daily_limit: 250_000,
+            hubspot_search_per_second: 5,
+            hubspot_portal_id: 42,
+            hubspot_private_app_token: "pat-sandbox".into(),
+            hubspot_client_id: "sandbox-client-id".into(),
+            hubspot_client_secret: "sandbox-client-secret".into(),
+            hubspot_refresh_token: "sandbox-refresh-token".into(),
+            webhook_url: None,
+            webhook_properties: Vec::new(),
+            webhook_max_attempts: 10,
+            webhook_backoff: Duration::from_secs(1),
+            salesforce_daily_allocation: 100_000,
+            salesforce_session_lifetime: Duration::from_secs(2 * 3600),
+            salesforce_client_id: "sandbox-sf-client-id".into(),
+            salesforce_client_secret: "sandbox-sf-client-secret".into(),
+            salesforce_refresh_token: "sandbox-sf-refresh-token".into(),
+        }
+    }
+}
+
+/// The sandbox's clock: `config.now` at start, advancing with real time.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    at_start_ms: i64,
+}
+
+impl Clock {
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.at_start_ms + self.start.elapsed().as_millis() as i64
+    }
+}
+
+/// What one request is answered with when a fault is injected.
+enum Fault {
+    Server,
+    Timeout,
+}
+
+/// State shared by both fakes and the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SandboxConfig,
+    pub(crate) clock: Clock,
+    pub(crate) portal: Arc<Portal>,
+    pub(crate) hubspot: Mutex<hubspot::HubSpotState>,
+    pub(crate) salesforce: Mutex<salesforce::SalesforceState>,
+    pub(crate) deliveries: Arc<Mutex<Vec<WebhookDelivery>>>,
+    pub(crate) salesforce_url: String,
+    calls: Mutex<BTreeMap<String, u64>>,
+    requests: AtomicU64,
+    http: reqwest::Client,
+}
+
+impl Shared {
+    /// Counts one call of `system` to `endpoint`.
+    pub(crate) fn count(&self, system: &str, endpoint: &str) {
+        *lock(&self.calls).entry(format!("{system} {endpoint}")).or_default() += 1;
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        let (a, b) = (self.config.fault_rate_5xx, self.config.fault_rate_timeout);
+        if a <= 0.0 && b <= 0.0 {
+            return None;
+        }
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let r = (portal::mix(self.config.seed, 0xFA17, n) >> 11) as f64 / (1u64 << 53) as f64;
+        if r < a {
+            Some(Fault::Server)
+        } else if r < a + b {
+            Some(Fault::Timeout)
+        } else {
+            None
+        }
+    }
+
+    /// Latency and injected faults, before an API request is served.
+    async fn delay_or_fault(&self, system: &str) -> Option<Response> {
+        if !self.config.latency.is_zero() {
+            tokio::time::sleep(self.config.latency).await;
+        }
+        match self.fault()? {
+            Fault::Server => Some(if system == "hubspot" {
+                json(
+                    502,
+                    &serde_json::json!({"status": "error", "message": "Bad Gateway (sandbox fault)",
+                        "correlationId": correlation_id(self.clock.now_ms()), "category": "BAD_GATEWAY"}),
+                )
+            } else {
+                json(
+                    503,
+                    &serde_json::json!([{"message": "Service unavailable (sandbox fault)", "errorCode": "SERVER_UNAVAILABLE"}]),
+                )
+            }),
+            Fault::Timeout => {
+                tokio::time::sleep(self.config.timeout_hang).await;
+                Some(json(
+                    504,
+                    &serde_json::json!({"status": "error", "message": "Gateway timeout"}),
+                ))
+            }
+        }
+    }
+
+    /// Hands webhook events to a delivery task (100 events a request at most, as HubSpot).
+    pub(crate) fn deliver(&self, events: Vec<webhooks::Event>) {
+        let Some(url) = self.config.webhook_url.clone() else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        for chunk in events.chunks(100) {
+            let job = webhooks::Job {
+                http: self.http.clone(),
+                url: url.clone(),
+                secret: SecretString::from(self.config.hubspot_client_secret.clone()),
+                max_attempts: self.config.webhook_max_attempts.max(1),
+                backoff: self.config.webhook_backoff,
+                log: self.deliveries.clone(),
+            };
+            tokio::spawn(job.run(chunk.to_vec()));
+        }
+    }
+}
+
+/// Starts sandboxes.
+#[derive(Debug)]
+pub struct Sandbox;
+
+impl Sandbox {
+    /// Generates the portal, binds a loopback listener for HubSpot and one for Salesforce (port
+    /// 0), and serves both until [`SandboxHandle::shutdown`].
+    pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+        let hs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sf_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hs_addr = hs_listener.local_addr()?;
+        let sf_addr = sf_listener.local_addr()?;
+        let portal = Arc::new(Portal::new(
+            config.seed,
+            config.contacts,
+            config.companies,
+            config.months,
+            config.now,
+        ));
+        let salesforce_url = format!("http://{sf_addr}");
+        let hubspot = hubspot::HubSpotState::new(portal.clone(), &config);
+        let salesforce = salesforce::SalesforceState::new(&portal, &config);
+        let shared = Arc::new(Shared {
+            clock: Clock {
+                start: Instant::now(),
+                at_start_ms: config.now.timestamp_millis(),
+            },
+            portal,
+            hubspot: Mutex::new(hubspot),
+            salesforce: Mutex::new(salesforce),
+            deliveries: Arc::new(Mutex::new(Vec::new())),
+            salesforce_url,
+            calls: Mutex::new(BTreeMap::new()),
+            requests: AtomicU64::new(0),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(std::io::Error::other)?,
+            config,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let hs_app = Router::new().fallback(serve_hubspot).with_state(shared.clone());
+        let sf_app = Router::new().fallback(serve_salesforce).with_state(shared.clone());
+        let mut tasks = Vec::new();
+        for (listener, app) in [(hs_listener, hs_app), (sf_listener, sf_app)] {
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
+        Ok(SandboxHandle {
+            shared,
+            hubspot_addr: hs_addr,
+            salesforce_addr: sf_addr,
+            stop,
+            tasks,
+        })
+    }
+}
+
+async fn serve_hubspot(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    hubspot::serve(&shared, &method, &uri, &headers, &body).await
+}
+
+async fn serve_salesforce(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    salesforce::serve(&shared, &method, &uri, &headers, &body).await
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    shared: Arc<Shared>,
+    hubspot_addr: SocketAddr,
+    salesforce_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SandboxHandle {
+    /// HubSpot's API base URL (`http://127.0.0.1:port`).
+    pub fn hubspot_base_url(&self) -> String {
+        format!("http://{}", self.hubspot_addr)
+    }
+
+    /// HubSpot's OAuth token endpoint.
+    pub fn hubspot_token_url(&self) -> String {
+        format!("http://{}/oauth/v1/token", self.hubspot_addr)
+    }
+
+    /// Salesforce's login URL (the token endpoint is `{login}/services/oauth2/token`); the token
+    /// answer's `instance_url` is the same address.
+    pub fn salesforce_login_url(&self) -> String {
+        format!("http://{}", self.salesforce_addr)
+    }
+
+    /// The configuration it runs with (credentials included).
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// The synthetic portal it serves.
+    pub fn portal(&self) -> &Portal {
+        &self.shared.portal
+    }
+
+    /// The sandbox's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.shared.clock.now_ms()).unwrap_or_default()
+    }
+
+    /// Calls received, by `"<system> <endpoint>"` (`"hubspot contacts.batch_read"`,
+    /// `"salesforce composite"`), refused ones included.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared.calls).clone()
+    }
+
+    /// Calls received by one system (`"hubspot"`, `"salesforce"`), token requests excluded.
+    pub fn api_calls(&self, system: &str) -> u64 {
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|(k, _)| k.starts_with(system) && !k.ends_with("oauth.token"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Forgets the call counts (budgets are not reset).
+    pub fn reset_calls(&self) {
+        lock(&self.shared.calls).clear();
+    }
+
+    /// A HubSpot contact's current properties, by id.
+    pub fn hubspot_contact(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        lock(&self.shared.hubspot).contact_properties(id)
+    }
+
+    /// Every Salesforce record of `object` (`Account`, `Contact`, …), as the API shows them.
+    pub fn salesforce_records(&self, object: &str) -> Vec<Value> {
+        lock(&self.shared.salesforce).records(object)
+    }
+
+    /// Marks an opportunity won or lost, as a salesperson would.
+    pub fn close_opportunity(&self, id: &str, won: bool) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.salesforce).close_opportunity(id, won, now)
+    }
+
+    /// A person submits `form` (its name or GUID) as the contact with this email or id: the
+    /// submission is recorded, the conversion properties and `lastmodifieddate` move, and a signed
+    /// webhook delivery is sent. An unknown email creates the contact (`contact.creation`).
+    /// Returns the contact id.
+    pub fn submit_form(&self, contact: &str, form: &str) -> Option<String> {
+        let now = self.shared.clock.now_ms();
+        let (id, events) = {
+            let mut hubspot = lock(&self.shared.hubspot);
+            let id = hubspot.submit_form(contact, form, now);
+            (id, hubspot.take_events())
+        };
+        self.shared.deliver(events);
+        id
+    }
+
+    /// The contact (email or id) behaves `n` times: page views, visits, email opens and clicks
+    /// move, with `lastmodifieddate`.
+    pub fn touch(&self, contact: &str, n: u32) -> bool {
+        let now = self.shared.clock.now_ms();
+        let (moved, events) = {
+            let mut hubspot = lock(&self.shared.hubspot);
+            (hubspot.touch(contact, n, now), hubspot.take_events())
+        };
+        self.shared.deliver(events);
+        moved
+    }
+
+    /// Webhook deliveries so far, with their attempts.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        lock(&self.shared.deliveries).clone()
+    }
+
+    /// Stops both listeners and waits for in-flight requests.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Locks, recovering from a poisoned lock (a panicking handler must not stop the sandbox).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json;charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A HubSpot-like correlation id, unique per call.
+pub(crate) fn correlation_id(now_ms: i64) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let h = portal::mix(now_ms as u64, n, 0xC0);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h as u32,
+        (h >> 32) as u16,
+        (h >> 48) & 0xfff,
+        n & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
+/// Decodes a form-encoded body or query string.
+pub(crate) fn form_pairs(s: &str) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+}

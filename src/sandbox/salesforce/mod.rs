@@ -1,0 +1,364 @@
+//! The fake Salesforce: the REST surface of `docs/architecture.md` (token, SOQL query,
+//! composite, sObject Collections upsert and create, describe), 18-character ids,
+//! `Sforce-Limit-Info` on every answer, a daily allocation over a rolling 24 hours, and a duplicate
+//! rule on Contact email.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::portal::{ContactKind, Portal, iso};
+use super::{SandboxConfig, Shared, form_pairs, json, lock};
+
+/// The token endpoint: refresh token, JWT bearer, client credentials.
+mod auth;
+/// sObject Collections and `POST /composite`.
+mod composite;
+/// `GET /query` over the stored records.
+mod query;
+/// Objects, fields, describe, 18-character ids.
+mod schema;
+/// The SOQL subset's parser.
+mod soql;
+
+use self::auth::token;
+use self::composite::{collection, composite};
+use self::query::run_query;
+pub use self::schema::salesforce_id;
+use self::schema::{describe, fields, required};
+
+/// The fake Salesforce's state.
+#[derive(Debug)]
+pub struct SalesforceState {
+    records: BTreeMap<String, Vec<Map<String, Value>>>,
+    next: u64,
+    /// When each counted request was made (sandbox ms), over the rolling 24 hours.
+    used: VecDeque<i64>,
+    allocation: u64,
+    sessions: BTreeMap<String, i64>,
+}
+
+pub(super) fn sf_time(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+        .to_string()
+}
+
+impl SalesforceState {
+    pub(crate) fn new(portal: &Portal, config: &SandboxConfig) -> Self {
+        let mut s = Self {
+            records: BTreeMap::new(),
+            next: 1,
+            used: VecDeque::new(),
+            allocation: config.salesforce_daily_allocation,
+            sessions: BTreeMap::new(),
+        };
+        let t = portal.now_ms - portal.history_ms;
+        let users: Vec<String> = portal
+            .owners
+            .iter()
+            .map(|(_, first, last, email)| {
+                let mut r = Map::new();
+                r.insert("Name".into(), json!(format!("{first} {last}")));
+                r.insert("Email".into(), json!(email));
+                r.insert("Username".into(), json!(email));
+                r.insert("IsActive".into(), json!(true));
+                s.insert("User", r, t)
+            })
+            .collect();
+        let mut accounts = BTreeMap::new();
+        for i in 0..portal.contacts {
+            let kind = portal.kind(i);
+            if !matches!(kind, ContactKind::InSalesforce | ContactKind::Customer) {
+                continue;
+            }
+            let c = portal.contact(i);
+            let owner = users[c.owner.unwrap_or(0) % users.len()].clone();
+            let account = c.company.map(|ci| {
+                accounts
+                    .entry(ci)
+                    .or_insert_with(|| {
+                        let co = portal.company(ci);
+                        let mut r = Map::new();
+                        r.insert("Name".into(), json!(co.name));
+                        r.insert("Website".into(), json!(co.domain));
+                        r.insert("NumberOfEmployees".into(), json!(co.employees));
+                        r.insert("OwnerId".into(), json!(owner));
+                        if co.customer {
+                            let hs = u64::from(ci) + super::portal::COMPANY_ID_BASE;
+                            r.insert("HubSpot_Company_Id__c".into(), json!(hs.to_string()));
+                        }
+                        s.insert("Account", r, co.created_ms)
+                    })
+                    .clone()
+            });
+            let p = &c.properties;
+            let mut r = Map::new();
+            r.insert("FirstName".into(), json!(p.get("firstname")));
+            r.insert("LastName".into(), json!(p.get("lastname")));
+            r.insert("Email".into(), json!(p.get("email")));
+            r.insert("Title".into(), json!(p.get("jobtitle")));
+            r.insert("AccountId".into(), json!(account));
+            r.insert("OwnerId".into(), json!(owner));
+            // Customers were promoted earlier and carry their HubSpot id; the others were typed
+            // in by sales, so only their email links them.
+            if kind == ContactKind::Customer {
+                r.insert("HubSpot_Contact_Id__c".into(), json!(p.get("hs_object_id")));
+            }
+            let created = portal.contact_created_ms(i);
+            s.insert("Contact", r, created);
+            if kind == ContactKind::Customer {
+                let mut o = Map::new();
+                o.insert(
+                    "Name".into(),
+                    json!(format!(
+                        "{} - new business",
+                        p.get("company").cloned().unwrap_or_default()
+                    )),
+                );
+                o.insert("AccountId".into(), json!(account));
+                o.insert("StageName".into(), json!("Closed Won"));
+                o.insert("CloseDate".into(), json!(iso(created + 30 * 86_400_000)[..10]));
+                o.insert("Amount".into(), json!(12_000));
+                o.insert("IsClosed".into(), json!(true));
+                o.insert("IsWon".into(), json!(true));
+                o.insert("OwnerId".into(), json!(owner));
+                s.insert("Opportunity", o, created);
+            }
+        }
+        s
+    }
+
+    fn insert(&mut self, object: &str, mut r: Map<String, Value>, now: i64) -> String {
+        let id = salesforce_id(object, self.next);
+        self.next += 1;
+        r.insert("Id".into(), json!(id));
+        for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+            r.insert(f.into(), json!(sf_time(now)));
+        }
+        if fields(object).is_some_and(|fs| fs.iter().any(|f| f.0 == "IsClosed")) {
+            r.entry("IsClosed").or_insert(json!(false));
+            r.entry("IsWon").or_insert(json!(false));
+        }
+        self.records.entry(object.into()).or_default().push(r);
+        id
+    }
+
+    /// Every record of `object`, with `attributes`.
+    pub fn records(&self, object: &str) -> Vec<Value> {
+        self.records
+            .get(object)
+            .map(|rs| rs.iter().map(|r| with_attributes(object, r)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks an opportunity won or lost.
+    pub(crate) fn close_opportunity(&mut self, id: &str, won: bool, now: i64) -> bool {
+        let Some(r) = self
+            .records
+            .get_mut("Opportunity")
+            .and_then(|rs| rs.iter_mut().find(|r| r["Id"] == id))
+        else {
+            return false;
+        };
+        r.insert(
+            "StageName".into(),
+            json!(if won { "Closed Won" } else { "Closed Lost" }),
+        );
+        r.insert("IsClosed".into(), json!(true));
+        r.insert("IsWon".into(), json!(won));
+        r.insert("LastModifiedDate".into(), json!(sf_time(now)));
+        r.insert("SystemModstamp".into(), json!(sf_time(now)));
+        true
+    }
+
+    fn limit_info(&self) -> String {
+        format!("api-usage={}/{}", self.used.len(), self.allocation)
+    }
+
+    /// Writes one record (create, or update of `existing`), checking fields and duplicate rules.
+    fn save(
+        &mut self,
+        object: &str,
+        record: &Map<String, Value>,
+        existing: Option<usize>,
+        now: i64,
+    ) -> Result<String, Value> {
+        let defs = fields(object).unwrap_or_default();
+        let mut clean = Map::new();
+        for (k, v) in record {
+            if k == "attributes" {
+                continue;
+            }
+            let Some(f) = defs.iter().find(|f| f.0.eq_ignore_ascii_case(k)) else {
+                return Err(err(
+                    "INVALID_FIELD",
+                    &format!("No such column '{k}' on sobject of type {object}"),
+                    &[k],
+                ));
+            };
+            let allowed = if existing.is_some() { f.4 } else { f.3 };
+            if !allowed && f.0 != "Id" {
+                return Err(err(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    &format!("Unable to create/update fields: {}.", f.0),
+                    &[f.0],
+                ));
+            }
+            clean.insert(f.0.to_string(), v.clone());
+        }
+        clean.remove("Id");
+        let list = self.records.entry(object.into()).or_default();
+        if existing.is_none() {
+            let missing: Vec<&str> = required(object)
+                .iter()
+                .copied()
+                .filter(|f| clean.get(*f).is_none_or(|v| v.is_null() || v == ""))
+                .collect();
+            if !missing.is_empty() {
+                return Err(err(
+                    "REQUIRED_FIELD_MISSING",
+                    &format!("Required fields are missing: [{}]", missing.join(", ")),
+                    &missing,
+                ));
+            }
+        }
+        if object == "Contact" {
+            if let Some(email) = clean.get("Email").and_then(Value::as_str).map(str::to_lowercase) {
+                let dup = list.iter().enumerate().any(|(i, r)| {
+                    Some(i) != existing
+                        && r.get("Email").and_then(Value::as_str).map(str::to_lowercase) == Some(email.clone())
+                });
+                if dup {
+                    return Err(json!({"statusCode": "DUPLICATES_DETECTED",
+                        "message": "Use one of these records?", "fields": [],
+                        "duplicateResult": {"allowSave": false, "duplicateRule": "Standard_Contact_Duplicate_Rule",
+                            "duplicateRuleEntityType": "Contact", "errorMessage": "Use one of these records?"}}));
+                }
+            }
+        }
+        match existing {
+            Some(i) => {
+                let r = &mut list[i];
+                for (k, v) in clean {
+                    r.insert(k, v);
+                }
+                r.insert("LastModifiedDate".into(), json!(sf_time(now)));
+                r.insert("SystemModstamp".into(), json!(sf_time(now)));
+                Ok(r["Id"].as_str().unwrap_or("").to_string())
+            }
+            None => Ok(self.insert(object, clean, now)),
+        }
+    }
+}
+
+pub(super) fn with_attributes(object: &str, r: &Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": object, "url": format!("/services/data/v62.0/sobjects/{object}/{}", r["Id"].as_str().unwrap_or(""))}),
+    );
+    out.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Value::Object(out)
+}
+
+pub(super) fn err(code: &str, message: &str, fields: &[&str]) -> Value {
+    json!({"statusCode": code, "message": message, "fields": fields})
+}
+
+pub(super) fn api_error(status: u16, code: &str, message: &str) -> (u16, Value) {
+    (status, json!([{"message": message, "errorCode": code}]))
+}
+
+/// Serves one Salesforce request.
+pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    if method == Method::POST && path == "/services/oauth2/token" {
+        shared.count("salesforce", "oauth.token");
+        return token(shared, body);
+    }
+    let rest = path
+        .strip_prefix("/services/data/")
+        .and_then(|r| r.split_once('/'))
+        .map(|(_, r)| r.to_string());
+    let endpoint = match (method.as_str(), rest.as_deref()) {
+        ("GET", Some("query")) => "query",
+        ("POST", Some("composite")) => "composite",
+        ("PATCH", Some(r)) if r.starts_with("composite/sobjects/") => "sobjects.upsert",
+        ("POST", Some("composite/sobjects")) => "sobjects.create",
+        ("GET", Some(r)) if r.starts_with("sobjects/") && r.ends_with("/describe") => "describe",
+        _ => "unknown",
+    };
+    shared.count("salesforce", endpoint);
+    if let Some(r) = shared.delay_or_fault("salesforce").await {
+        return r;
+    }
+    let now = shared.clock.now_ms();
+    let mut state = lock(&shared.salesforce);
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (status, value) = match state.sessions.get(bearer) {
+        Some(&exp) if exp > now => {
+            while state.used.front().is_some_and(|t| *t <= now - 86_400_000) {
+                state.used.pop_front();
+            }
+            if state.used.len() as u64 >= state.allocation {
+                api_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+            } else {
+                state.used.push_back(now);
+                let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                dispatch(
+                    &mut state,
+                    method,
+                    rest.as_deref().unwrap_or(""),
+                    uri.query().unwrap_or(""),
+                    &body,
+                    now,
+                )
+            }
+        }
+        _ => api_error(401, "INVALID_SESSION_ID", "Session expired or invalid"),
+    };
+    let mut r = json(status, &value);
+    if let Ok(v) = HeaderValue::from_str(&state.limit_info()) {
+        r.headers_mut().insert("sforce-limit-info", v);
+    }
+    r
+}
+
+pub(super) fn dispatch(
+    s: &mut SalesforceState,
+    method: &Method,
+    rest: &str,
+    query: &str,
+    body: &Value,
+    now: i64,
+) -> (u16, Value) {
+    match (method.as_str(), rest) {
+        ("GET", "query") => {
+            let q = form_pairs(query).get("q").cloned().unwrap_or_default();
+            run_query(s, &q)
+        }
+        ("POST", "composite") => composite(s, body, now),
+        ("POST", "composite/sobjects") => collection(s, None, body, now),
+        ("PATCH", r) if r.starts_with("composite/sobjects/") => {
+            let parts: Vec<&str> = r.trim_start_matches("composite/sobjects/").split('/').collect();
+            match parts.as_slice() {
+                [object, ext] => collection(s, Some((object, ext)), body, now),
+                _ => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
+            }
+        }
+        ("GET", r) if r.starts_with("sobjects/") && r.ends_with("/describe") => {
+            let object = r.trim_start_matches("sobjects/").trim_end_matches("/describe");
+            describe(object)
+        }
+        _ => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
+    }
+}

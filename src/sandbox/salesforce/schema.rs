@@ -1,0 +1,197 @@
+//! The objects and fields leadsync uses, as describe shows them, and 18-character ids.
+
+use serde_json::{Value, json};
+
+use super::api_error;
+
+/// (name, type, length, createable, updateable, externalId, picklist values).
+pub(super) type Field = (
+    &'static str,
+    &'static str,
+    u32,
+    bool,
+    bool,
+    bool,
+    &'static [&'static str],
+);
+
+pub(super) const STAGES: &[&str] = &[
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+pub(super) const COMMON: [Field; 5] = [
+    ("Id", "id", 18, false, false, false, &[]),
+    ("OwnerId", "reference", 18, true, true, false, &[]),
+    ("CreatedDate", "datetime", 0, false, false, false, &[]),
+    ("LastModifiedDate", "datetime", 0, false, false, false, &[]),
+    ("SystemModstamp", "datetime", 0, false, false, false, &[]),
+];
+
+pub(super) fn fields(object: &str) -> Option<Vec<Field>> {
+    let own: Vec<Field> = match object {
+        "Account" => vec![
+            ("Name", "string", 255, true, true, false, &[]),
+            ("Website", "url", 255, true, true, false, &[]),
+            ("Industry", "picklist", 255, true, true, false, &[]),
+            ("NumberOfEmployees", "int", 0, true, true, false, &[]),
+            ("BillingCountry", "string", 80, true, true, false, &[]),
+            ("HubSpot_Company_Id__c", "string", 40, true, true, true, &[]),
+        ],
+        "Contact" => vec![
+            ("FirstName", "string", 40, true, true, false, &[]),
+            ("LastName", "string", 80, true, true, false, &[]),
+            ("Email", "email", 80, true, true, false, &[]),
+            ("Title", "string", 128, true, true, false, &[]),
+            ("Phone", "phone", 40, true, true, false, &[]),
+            ("AccountId", "reference", 18, true, true, false, &[]),
+            (
+                "LeadSource",
+                "picklist",
+                255,
+                true,
+                true,
+                false,
+                &["Web", "Phone Inquiry", "Partner", "Other"],
+            ),
+            ("MailingCountry", "string", 80, true, true, false, &[]),
+            ("HubSpot_Contact_Id__c", "string", 40, true, true, true, &[]),
+        ],
+        "Opportunity" => vec![
+            ("Name", "string", 120, true, true, false, &[]),
+            ("AccountId", "reference", 18, true, true, false, &[]),
+            ("StageName", "picklist", 255, true, true, false, STAGES),
+            ("CloseDate", "date", 0, true, true, false, &[]),
+            ("Amount", "currency", 0, true, true, false, &[]),
+            ("IsClosed", "boolean", 0, false, false, false, &[]),
+            ("IsWon", "boolean", 0, false, false, false, &[]),
+            (
+                "LeadSource",
+                "picklist",
+                255,
+                true,
+                true,
+                false,
+                &["Web", "Phone Inquiry", "Partner", "Other"],
+            ),
+            ("LeadSync_Key__c", "string", 80, true, true, true, &[]),
+        ],
+        "OpportunityContactRole" => vec![
+            ("OpportunityId", "reference", 18, true, false, false, &[]),
+            ("ContactId", "reference", 18, true, true, false, &[]),
+            (
+                "Role",
+                "picklist",
+                255,
+                true,
+                true,
+                false,
+                &["Decision Maker", "Economic Buyer", "Evaluator", "Influencer", "Other"],
+            ),
+            ("IsPrimary", "boolean", 0, true, true, false, &[]),
+            ("LeadSync_Key__c", "string", 80, true, true, true, &[]),
+        ],
+        "User" => vec![
+            ("Name", "string", 121, false, false, false, &[]),
+            ("Email", "email", 128, false, false, false, &[]),
+            ("Username", "string", 80, false, false, false, &[]),
+            ("IsActive", "boolean", 0, false, false, false, &[]),
+        ],
+        _ => return None,
+    };
+    Some(
+        COMMON
+            .iter()
+            .copied()
+            .filter(|f| object != "User" || f.0 != "OwnerId")
+            .chain(own)
+            .collect(),
+    )
+}
+
+pub(super) fn required(object: &str) -> &'static [&'static str] {
+    match object {
+        "Account" => &["Name"],
+        "Contact" => &["LastName"],
+        "Opportunity" => &["Name", "StageName", "CloseDate"],
+        "OpportunityContactRole" => &["OpportunityId", "ContactId"],
+        _ => &[],
+    }
+}
+
+pub(super) fn prefix(object: &str) -> &'static str {
+    match object {
+        "Account" => "001",
+        "Contact" => "003",
+        "Opportunity" => "006",
+        "OpportunityContactRole" => "00K",
+        _ => "005",
+    }
+}
+
+/// A 15-character id made 18 with Salesforce's case-safe suffix.
+pub fn salesforce_id(object: &str, n: u64) -> String {
+    const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut tail = [b'0'; 9];
+    let mut v = n;
+    for c in tail.iter_mut().rev() {
+        *c = B62[(v % 62) as usize];
+        v /= 62;
+    }
+    let id15 = format!("{}5g0{}", prefix(object), String::from_utf8_lossy(&tail));
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = id15.clone();
+    for chunk in id15.as_bytes().chunks(5) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0usize, |acc, (i, c)| acc | (usize::from(c.is_ascii_uppercase()) << i));
+        out.push(alphabet[bits] as char);
+    }
+    out
+}
+
+pub(super) fn describe(object: &str) -> (u16, Value) {
+    let Some(fs) = fields(object) else {
+        return api_error(
+            404,
+            "NOT_FOUND",
+            &format!("The requested resource does not exist: {object}"),
+        );
+    };
+    let fields: Vec<Value> = fs
+        .iter()
+        .map(|(name, kind, length, createable, updateable, external, picklist)| {
+            let values: Vec<Value> = picklist
+                .iter()
+                .map(|v| json!({"value": v, "label": v, "active": true, "defaultValue": false}))
+                .collect();
+            json!({"name": name, "label": name, "type": kind, "length": length, "createable": createable,
+                "updateable": updateable, "externalId": external, "idLookup": *external || *name == "Id",
+                "custom": name.ends_with("__c"), "nillable": !required(object).contains(name) && *name != "Id",
+                "unique": external, "picklistValues": values})
+        })
+        .collect();
+    (
+        200,
+        json!({"name": object, "label": object, "custom": false, "createable": object != "User",
+        "updateable": object != "User", "queryable": true, "keyPrefix": prefix(object), "fields": fields}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_18_characters_with_the_case_safe_suffix() {
+        let id = salesforce_id("Contact", 1);
+        assert_eq!(id.len(), 18);
+        assert!(id.starts_with("003"));
+        assert_ne!(salesforce_id("Contact", 2), id);
+    }
+}
