@@ -411,3 +411,73 @@ pub fn status(config_file: Option<&Path>) -> ExitCode {
         }
     }
 }
+
+/// `leadsync demo`: the whole product against the built-in sandbox on the embedded store.
+pub fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let result = rt.block_on(async {
+        let stop = crate::daemon::stop_on_signals();
+        crate::demo::run(opts, stop).await
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leadsync demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `leadsync sandbox`: the fake HubSpot and Salesforce alone, for a daemon run by hand.
+pub fn sandbox(contacts: u32, seed: u64, webhook_url: Option<String>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let result = rt.block_on(async {
+        let config = crate::sandbox::SandboxConfig {
+            contacts,
+            seed,
+            companies: (contacts / 8).max(10),
+            now: Utc::now(),
+            webhook_url,
+            ..crate::sandbox::SandboxConfig::default()
+        };
+        let handle = crate::sandbox::Sandbox::start(config).await?;
+        let c = handle.config();
+        println!(
+            "HubSpot     {} (token {})",
+            handle.hubspot_base_url(),
+            handle.hubspot_token_url()
+        );
+        println!("Salesforce  {}", handle.salesforce_login_url());
+        println!("\nPoint leadsync at it (the sandbox's own test credentials, not secrets):");
+        println!("LEADSYNC__HUBSPOT__API_BASE_URL={}", handle.hubspot_base_url());
+        println!("LEADSYNC__HUBSPOT__TOKEN_URL={}", handle.hubspot_token_url());
+        println!("LEADSYNC__HUBSPOT__CLIENT_ID={}", c.hubspot_client_id);
+        println!("LEADSYNC__HUBSPOT__CLIENT_SECRET={}", c.hubspot_client_secret);
+        println!("LEADSYNC__HUBSPOT__REFRESH_TOKEN={}", c.hubspot_refresh_token);
+        println!("LEADSYNC__SALESFORCE__LOGIN_URL={}", handle.salesforce_login_url());
+        println!("LEADSYNC__SALESFORCE__CLIENT_ID={}", c.salesforce_client_id);
+        println!("LEADSYNC__SALESFORCE__CLIENT_SECRET={}", c.salesforce_client_secret);
+        println!("LEADSYNC__SALESFORCE__REFRESH_TOKEN={}", c.salesforce_refresh_token);
+        println!("\nserving until Ctrl-C");
+        let mut stop = crate::daemon::stop_on_signals();
+        let _ = stop.wait_for(|s| *s).await;
+        handle.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leadsync sandbox: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

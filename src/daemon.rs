@@ -33,6 +33,26 @@ pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
     Ok(Syncer::new(Arc::new(rules), Arc::new(hubspot), store, promoter))
 }
 
+/// Checks that the HubSpot properties leadsync writes exist (two calls); with `apply`, creates
+/// the missing ones, else says how to.
+pub async fn ensure_setup(syncer: &Syncer, apply: bool) -> anyhow::Result<()> {
+    let plan = syncer.hubspot.plan_setup(&syncer.rules).await?;
+    if plan.create.is_empty() && !plan.create_group {
+        return Ok(());
+    }
+    if apply {
+        syncer.hubspot.apply_setup(&plan).await?;
+        info!(created = plan.create.len(), "HubSpot properties created");
+        return Ok(());
+    }
+    let names: Vec<&str> = plan.create.iter().map(|p| p.name.as_str()).collect();
+    anyhow::bail!(
+        "{} HubSpot propert(ies) leadsync writes are missing ({}): run `leadsync setup --apply` first",
+        names.len(),
+        names.join(", ")
+    )
+}
+
 /// A store URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -99,6 +119,7 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
 
 /// `leadsync run`: the webhook server and the schedules, until `stop` turns true.
 pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    ensure_setup(&syncer, false).await?;
     let wake = Arc::new(Notify::new());
     let state = app_state(loaded, &syncer, wake.clone());
     let server = &loaded.settings.server;

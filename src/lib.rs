@@ -21,6 +21,7 @@
 //! - [`sync`]: the IO around the engine: incremental cycle, backfill, rescore, write-back,
 //!   promotion, schedules.
 //! - [`daemon`]: wiring: settings in, store, rules, clients, server and schedules out.
+//! - [`demo`]: `leadsync demo`: the sandbox, the store, the server and the syncer in one process.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
@@ -29,6 +30,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod diagnostics;
 pub mod hubspot;
 pub mod lifecycle;

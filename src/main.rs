@@ -65,6 +65,33 @@ enum Command {
     },
     /// The funnel, the outbox, dead letters and the review list.
     Status,
+    /// The whole product against the built-in sandbox: backfill, live webhooks, the funnel.
+    Demo {
+        /// Contacts in the synthetic portal.
+        #[arg(long, default_value_t = 500)]
+        contacts: u32,
+        /// Seed of the synthetic portal (same seed, same portal).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Exit after the report instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+        /// Store URL (default: a fresh SQLite file in a temporary folder).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// The fake HubSpot and Salesforce alone, on loopback, until Ctrl-C.
+    Sandbox {
+        /// Contacts in the synthetic portal.
+        #[arg(long, default_value_t = 500)]
+        contacts: u32,
+        /// Seed of the synthetic portal.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to deliver webhooks (leadsync's `/webhooks/hubspot`).
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
     /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
     TestRules {
         /// Folder of case files.
@@ -108,5 +135,21 @@ fn main() -> ExitCode {
             },
         ),
         Command::Status => cli::status(config),
+        Command::Demo {
+            contacts,
+            seed,
+            once,
+            store,
+        } => cli::demo(leadsync::demo::DemoOptions {
+            contacts,
+            seed,
+            once,
+            store_url: store,
+        }),
+        Command::Sandbox {
+            contacts,
+            seed,
+            webhook_url,
+        } => cli::sandbox(contacts, seed, webhook_url),
     }
 }

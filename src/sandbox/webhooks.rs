@@ -53,6 +53,8 @@ pub struct WebhookDelivery {
     pub statuses: Vec<Option<u16>>,
     /// Whether an attempt was answered 2xx.
     pub delivered: bool,
+    /// Delivered, or every attempt made: nothing more will be sent.
+    pub finished: bool,
 }
 
 pub(crate) struct Job {
@@ -73,6 +75,7 @@ impl Job {
                 attempts: 0,
                 statuses: Vec::new(),
                 delivered: false,
+                finished: false,
             });
             log.len() - 1
         };
@@ -102,6 +105,7 @@ impl Job {
                 d.attempts = attempt + 1;
                 d.statuses.push(status);
                 d.delivered = ok;
+                d.finished = ok || attempt + 1 == self.max_attempts;
             }
             if ok {
                 return;

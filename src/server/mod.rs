@@ -65,6 +65,12 @@ impl Application {
     /// Binds `bind` and builds the routes.
     pub async fn build(state: AppState, bind: &str, max_body_bytes: usize) -> std::io::Result<Application> {
         let listener = TcpListener::bind(bind).await?;
+        Ok(Self::on(state, listener, max_body_bytes))
+    }
+
+    /// The routes on a listener bound beforehand (when its address must be known first: the
+    /// sandbox delivers webhooks to it).
+    pub fn on(state: AppState, listener: TcpListener, max_body_bytes: usize) -> Application {
         metrics_handle();
         let router = Router::new()
             .route("/webhooks/hubspot", post(intake::webhooks))
@@ -74,7 +80,7 @@ impl Application {
             .route("/metrics", get(render_metrics))
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .with_state(state);
-        Ok(Application { listener, router })
+        Application { listener, router }
     }
 
     /// The bound address (the port is random when bound to port 0).

@@ -61,8 +61,11 @@ impl SalesforceState {
         let users: Vec<String> = portal
             .owners
             .iter()
-            .map(|(_, first, last, email)| {
+            .enumerate()
+            .map(|(n, (_, first, last, email))| {
                 let mut r = Map::new();
+                // The ids `mappings/salesforce.toml` names in its territories and round robin.
+                r.insert("Id".into(), json!(format!("005{:012}AAA", n + 1)));
                 r.insert("Name".into(), json!(format!("{first} {last}")));
                 r.insert("Email".into(), json!(email));
                 r.insert("Username".into(), json!(email));
@@ -134,8 +137,13 @@ impl SalesforceState {
     }
 
     fn insert(&mut self, object: &str, mut r: Map<String, Value>, now: i64) -> String {
-        let id = salesforce_id(object, self.next);
-        self.next += 1;
+        let id = match r.get("Id").and_then(Value::as_str) {
+            Some(given) => given.to_string(),
+            None => {
+                self.next += 1;
+                salesforce_id(object, self.next - 1)
+            }
+        };
         r.insert("Id".into(), json!(id));
         for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
             r.insert(f.into(), json!(sf_time(now)));

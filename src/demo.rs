@@ -1,0 +1,395 @@
+//! `leadsync demo` and `leadsync sandbox`: the whole product against the built-in sandbox, on
+//! the embedded store, with no account and no network.
+//!
+//! [`Stack`] is the sandbox, the store, the webhook server and the syncer started together in
+//! one process; the demo, the end-to-end tests and the benchmarks all use it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Loaded, Settings};
+use crate::lifecycle::{HubSpotId, Snapshot, evaluate, explain};
+use crate::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use crate::server::Application;
+use crate::store::{OutboxKind, OutboxState};
+use crate::sync::Syncer;
+use crate::sync::backfill::BackfillOptions;
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The sandbox's portal and behaviour.
+    pub sandbox: SandboxConfig,
+    /// Store URL; default a fresh SQLite file in a temporary folder.
+    pub store_url: Option<String>,
+    /// HubSpot general calls per 10 s leadsync allows itself.
+    pub burst_per_10s: u32,
+    /// Folder holding `mappings/` (the repository, or the installed files).
+    pub root: PathBuf,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            sandbox: SandboxConfig::default(),
+            store_url: None,
+            burst_per_10s: 80,
+            root: PathBuf::from("."),
+        }
+    }
+}
+
+/// The sandbox, the store, the webhook server and the syncer, running in this process.
+pub struct Stack {
+    /// The fake HubSpot and Salesforce.
+    pub sandbox: SandboxHandle,
+    /// The settings pointing at them.
+    pub loaded: Loaded,
+    /// Store, rules and clients.
+    pub syncer: Syncer,
+    /// Where the webhook server listens.
+    pub addr: SocketAddr,
+    /// Wakes the inbox workers.
+    pub wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    /// Starts the sandbox and leadsync's server; the schedules and inbox workers start with
+    /// [`Stack::start_workers`].
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let (store_url, dir) = match opts.store_url {
+            Some(u) => (u, None),
+            None => {
+                let dir = tempfile::tempdir().context("temporary folder for the store")?;
+                (
+                    format!("sqlite://{}", dir.path().join("leadsync.db").display()),
+                    Some(dir),
+                )
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut sandbox_config = opts.sandbox;
+        sandbox_config.webhook_url = Some(format!("http://{addr}/webhooks/hubspot"));
+        let sandbox = Sandbox::start(sandbox_config).await.context("sandbox")?;
+        let c = sandbox.config();
+
+        let mut settings = Settings::default();
+        settings.rules.path = opts.root.join("mappings/lifecycle.toml");
+        settings.hubspot.api_base_url = sandbox.hubspot_base_url();
+        settings.hubspot.token_url = sandbox.hubspot_token_url();
+        settings.hubspot.portal_id = Some(c.hubspot_portal_id);
+        settings.hubspot.client_id = Some(c.hubspot_client_id.clone());
+        settings.hubspot.client_secret = Some(SecretString::from(c.hubspot_client_secret.clone()));
+        settings.hubspot.refresh_token = Some(SecretString::from(c.hubspot_refresh_token.clone()));
+        settings.hubspot.burst_per_10s = opts.burst_per_10s;
+        settings.salesforce.login_url = sandbox.salesforce_login_url();
+        settings.salesforce.client_id = Some(c.salesforce_client_id.clone());
+        settings.salesforce.client_secret = Some(SecretString::from(c.salesforce_client_secret.clone()));
+        settings.salesforce.refresh_token = Some(SecretString::from(c.salesforce_refresh_token.clone()));
+        settings.salesforce.mapping_path = opts.root.join("mappings/salesforce.toml");
+        settings.store.url = store_url;
+        settings.server.bind = addr.to_string();
+        let loaded = Loaded { settings, file: None };
+
+        let syncer = crate::daemon::syncer(&loaded).await?;
+        let wake = Arc::new(Notify::new());
+        let state = crate::daemon::app_state(&loaded, &syncer, wake.clone());
+        let app = Application::on(state, listener, loaded.settings.server.max_body_bytes);
+        let (stop, stopped) = watch::channel(false);
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        }));
+        Ok(Stack {
+            sandbox,
+            loaded,
+            syncer,
+            addr,
+            wake,
+            stop,
+            workers: None,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// Starts the schedules and the inbox workers (what `leadsync run` runs).
+    pub fn start_workers(&mut self) {
+        let syncer = self.syncer.clone();
+        let wake = self.wake.clone();
+        let stopped = self.stop.subscribe();
+        let schedule = crate::config::ScheduleSettings {
+            sync: self.loaded.settings.schedule.sync.clone(),
+            rescore: self.loaded.settings.schedule.rescore.clone(),
+            sla: self.loaded.settings.schedule.sla.clone(),
+            opportunities: self.loaded.settings.schedule.opportunities.clone(),
+        };
+        self.workers = Some(tokio::spawn(async move {
+            crate::sync::schedule::run(syncer, &schedule, wake, stopped).await
+        }));
+    }
+
+    /// Drains the inbox until it is empty (tests and the demo, without the workers running).
+    pub async fn drain_inbox(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let (_, n) = self.syncer.drain_inbox(now).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Waits until the sandbox has delivered every webhook it started, then until the inbox is
+    /// empty and nothing is due in the outbox, or `timeout`.
+    pub async fn settle(&self, timeout: StdDuration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let deliveries_done = self.sandbox.webhook_deliveries().iter().all(|d| d.finished);
+            let (depth, _) = self.syncer.store.inbox_depth().await?;
+            let due_writes = self
+                .syncer
+                .store
+                .due(OutboxKind::HubSpotWrite, Utc::now(), 1)
+                .await?
+                .len();
+            let due_promotions = self.syncer.store.due(OutboxKind::Promote, Utc::now(), 1).await?.len();
+            if deliveries_done && depth == 0 && due_writes == 0 && due_promotions == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                anyhow::bail!(
+                    "not settled after {timeout:?}: inbox {depth}, writes due {due_writes}, promotions due {due_promotions}"
+                );
+            }
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the workers and the server (work in flight finishes), then the sandbox.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        if let Some(w) = self.workers {
+            w.await??;
+        }
+        self.server.await??;
+        self.sandbox.shutdown().await;
+        Ok(())
+    }
+}
+
+/// What `leadsync demo` was asked.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Contacts in the synthetic portal.
+    pub contacts: u32,
+    /// Seed of the synthetic portal.
+    pub seed: u64,
+    /// Exit after the report instead of serving until Ctrl-C.
+    pub once: bool,
+    /// Store URL; default a fresh SQLite file in a temporary folder.
+    pub store_url: Option<String>,
+}
+
+/// `leadsync demo`: the sandbox, a backfill, live form submissions through signed webhooks,
+/// and a report; then the daemon serves until `stop` (unless `once`).
+pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let sandbox = SandboxConfig {
+        seed: opts.seed,
+        contacts: opts.contacts,
+        companies: (opts.contacts / 8).max(10),
+        now: Utc::now(),
+        ..SandboxConfig::default()
+    };
+    let mut stack = Stack::start(StackOptions {
+        sandbox,
+        store_url: opts.store_url.clone(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "leadsync demo · sandbox portal of {} contacts (seed {}) · HubSpot {} · Salesforce {} · webhooks on http://{}",
+        opts.contacts,
+        opts.seed,
+        stack.sandbox.hubspot_base_url(),
+        stack.sandbox.salesforce_login_url(),
+        stack.addr
+    );
+    println!("{out}");
+
+    // 1. The properties leadsync writes, then a backfill of the portal.
+    crate::daemon::ensure_setup(&stack.syncer, true).await?;
+    let t = Instant::now();
+    let (report, _) = stack
+        .syncer
+        .backfill(&BackfillOptions::default(), Utc::now(), |_, _| {})
+        .await?;
+    let mut section = String::new();
+    let _ = writeln!(
+        section,
+        "backfill: {} contacts read and evaluated in {:.1} s; {} written to HubSpot; {} promoted to Salesforce",
+        report.pulled,
+        t.elapsed().as_secs_f64(),
+        report.written,
+        report.promoted
+    );
+    println!("{section}");
+    out.push_str(&section);
+
+    // 2. Live form submissions: demo requests from leads, through signed webhooks.
+    stack.start_workers();
+    let rows = stack.syncer.store.contact_page(None, 100_000).await?;
+    let leads: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            r.state.stage == Some(crate::lifecycle::Stage::Lead)
+                && r.state.status == crate::lifecycle::Status::Active
+                && r.properties.contains_key("email")
+        })
+        .take(3)
+        .collect();
+    let t = Instant::now();
+    let mut submitted = Vec::new();
+    for lead in &leads {
+        if stack
+            .sandbox
+            .submit_form(lead.contact_id.as_str(), "Request a demo")
+            .is_some()
+        {
+            submitted.push(lead.contact_id.clone());
+        }
+    }
+    stack.settle(StdDuration::from_secs(30)).await?;
+    let mut section = String::new();
+    let _ = writeln!(
+        section,
+        "\nlive: {} demo request(s) submitted in HubSpot → webhook → SQL → Salesforce in {:.2} s",
+        submitted.len(),
+        t.elapsed().as_secs_f64()
+    );
+    out.push_str(&section);
+
+    // 3. The report.
+    out.push_str(&report_text(&stack, &submitted).await?);
+    let _ = writeln!(out, "\ndemo ran in {:.1} s", started.elapsed().as_secs_f64());
+    if !opts.once {
+        println!("{}", &out[out.find("\nlive:").unwrap_or(0)..]);
+        println!(
+            "serving webhooks on http://{} until Ctrl-C (leadsync status works against the store)",
+            stack.addr
+        );
+        let _ = stop.wait_for(|s| *s).await;
+        stack.shutdown().await?;
+        return Ok(String::new());
+    }
+    stack.shutdown().await?;
+    Ok(out[out.find("\nlive:").unwrap_or(0)..].to_string())
+}
+
+async fn report_text(stack: &Stack, live: &[HubSpotId]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let store = &stack.syncer.store;
+    let _ = writeln!(out, "\nfunnel\n{}", crate::report::funnel(store).await?);
+
+    // A few decisions, explained.
+    let rows = store.contact_page(None, 100_000).await?;
+    let mut picked = Vec::new();
+    if let Some(first) = live.first() {
+        picked.push(first.clone());
+    }
+    for want in ["mql", "disqualified"] {
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.state.stage.map(|s| s.as_str()) == Some(want) || r.state.status.as_str() == want)
+        {
+            picked.push(r.contact_id.clone());
+        }
+    }
+    let ledger = store.events(&picked).await?;
+    let now = Utc::now();
+    for id in &picked {
+        let Some(row) = rows.iter().find(|r| &r.contact_id == id) else {
+            continue;
+        };
+        let snapshot = Snapshot {
+            contact_id: id.clone(),
+            properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            events: ledger.get(id).cloned().unwrap_or_default(),
+            state: row.state.clone(),
+        };
+        let d = evaluate(&stack.syncer.rules, &snapshot, now);
+        let text = explain::render_text(&d);
+        let _ = writeln!(out, "── contact {id}");
+        for line in text.lines().take(14) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+
+    // Salesforce records, with their owners.
+    let users: BTreeMap<String, String> = stack
+        .sandbox
+        .salesforce_records("User")
+        .iter()
+        .filter_map(|u| Some((u["Id"].as_str()?.to_string(), u["Name"].as_str()?.to_string())))
+        .collect();
+    let opps = stack.sandbox.salesforce_records("Opportunity");
+    let ours: Vec<_> = opps.iter().filter(|o| o["LeadSync_Key__c"].is_string()).collect();
+    let _ = writeln!(
+        out,
+        "\nSalesforce: {} opportunities created by leadsync ({} accounts, {} contacts in the org)",
+        ours.len(),
+        stack.sandbox.salesforce_records("Account").len(),
+        stack.sandbox.salesforce_records("Contact").len()
+    );
+    for o in ours.iter().rev().take(8) {
+        let owner = o["OwnerId"].as_str().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "  {:<50} {:<14} owner {}",
+            o["Name"].as_str().unwrap_or(""),
+            o["StageName"].as_str().unwrap_or(""),
+            users.get(owner).map_or(owner, String::as_str)
+        );
+    }
+    let review = store.outbox_in(OutboxKind::Promote, OutboxState::Review).await?.len();
+    let dead = store.outbox_in(OutboxKind::Promote, OutboxState::Dead).await?.len();
+    let _ = writeln!(out, "  review list: {review} · dead letters: {dead}");
+
+    // Calls against budgets.
+    let c = stack.sandbox.config();
+    let hs = stack.sandbox.api_calls("hubspot");
+    let sf = stack.sandbox.api_calls("salesforce");
+    let _ = writeln!(
+        out,
+        "\nAPI calls: HubSpot {hs} of {} a day ({:.3} %), at most {} per 10 s allowed to leadsync; Salesforce {sf} of {} a day ({:.3} %, leadsync's share {} %)",
+        c.hubspot_daily_limit,
+        hs as f64 * 100.0 / c.hubspot_daily_limit as f64,
+        stack.loaded.settings.hubspot.burst_per_10s,
+        c.salesforce_daily_allocation,
+        sf as f64 * 100.0 / c.salesforce_daily_allocation as f64,
+        stack.loaded.settings.salesforce.daily_share_percent
+    );
+    let mut by_endpoint: Vec<_> = stack.sandbox.calls().into_iter().collect();
+    by_endpoint.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let top: Vec<String> = by_endpoint.iter().take(8).map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(out, "  busiest: {}", top.join(", "));
+    Ok(out)
+}
