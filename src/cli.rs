@@ -350,6 +350,7 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
             since,
             limit: args.limit,
             dry_run: args.dry_run,
+            block: None,
         };
         let progress = crate::sync::backfill::Progress::new();
         let hs = syncer.hubspot.clone();

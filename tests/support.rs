@@ -170,3 +170,87 @@ pub fn hubspot_event(kind: &str, object: u64, property: Option<(&str, &str)>, oc
     }
     e
 }
+
+use chrono::{DateTime, Utc};
+use leadsync::demo::{Stack, StackOptions};
+use leadsync::sandbox::SandboxConfig;
+
+/// The daemon against the sandbox, in one process: the sandbox's fake HubSpot and Salesforce,
+/// leadsync's store, webhook server (random port) and syncer. Logs only with `TEST_LOG`.
+pub struct TestApp {
+    pub stack: Stack,
+}
+
+impl TestApp {
+    /// A portal of `contacts` on a frozen sandbox clock, a fresh SQLite store.
+    pub async fn start(contacts: u32) -> TestApp {
+        Self::start_with(contacts, None).await
+    }
+
+    /// The same, on the store at `store_url` (PostgreSQL, or a file that outlives the app).
+    pub async fn start_with(contacts: u32, store_url: Option<String>) -> TestApp {
+        init_logs();
+        let stack = Stack::start(StackOptions {
+            sandbox: SandboxConfig {
+                contacts,
+                companies: (contacts / 8).max(10),
+                frozen_clock: true,
+                hubspot_burst_per_10s: 2_000,
+                ..SandboxConfig::default()
+            },
+            store_url,
+            burst_per_10s: 1_500,
+            root: repo_root(),
+        })
+        .await
+        .unwrap();
+        leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
+        TestApp { stack }
+    }
+
+    /// The moment every evaluation of a test is made at: just after the sandbox's frozen clock,
+    /// so windows ending at `now` include what the sandbox stamped.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.stack.sandbox.now() + chrono::Duration::seconds(1)
+    }
+
+    /// A syncer with fresh clients over the same store (what a restart builds).
+    pub async fn restarted_syncer(&self) -> leadsync::sync::Syncer {
+        leadsync::daemon::syncer(&self.stack.loaded).await.unwrap()
+    }
+
+    /// Posts a delivery to the server signed v3 with the sandbox's client secret.
+    pub async fn post_signed_webhook(&self, body: &str) -> reqwest::StatusCode {
+        let url = format!("http://{}/webhooks/hubspot", self.stack.addr);
+        let ts = Utc::now().timestamp_millis().to_string();
+        let secret = SecretString::from(self.stack.sandbox.config().hubspot_client_secret.clone());
+        let sig = leadsync::hubspot::signature::sign_v3(&secret, "POST", &url, body.as_bytes(), &ts);
+        reqwest::Client::new()
+            .post(&url)
+            .header("x-hubspot-request-timestamp", ts)
+            .header("x-hubspot-signature-v3", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Runs the inbox until it is empty.
+    pub async fn run_inbox_until_idle(&self) {
+        self.stack.drain_inbox(self.now()).await.unwrap();
+    }
+}
+
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -94,6 +94,8 @@ pub struct SandboxConfig {
     pub salesforce_client_secret: String,
     /// Salesforce refresh token. Default `sandbox-sf-refresh-token`.
     pub salesforce_refresh_token: String,
+    /// The clock stands still at `now` and moves only by [`SandboxHandle::advance`]. Default false.
+    pub frozen_clock: bool,
 }
 
 impl Default for SandboxConfig {
@@ -128,6 +130,7 @@ impl Default for SandboxConfig {
             salesforce_client_id: "sandbox-sf-client-id".into(),
             salesforce_client_secret: "sandbox-sf-client-secret".into(),
             salesforce_refresh_token: "sandbox-sf-refresh-token".into(),
+            frozen_clock: false,
         }
     }
 }
@@ -137,11 +140,20 @@ impl Default for SandboxConfig {
 pub(crate) struct Clock {
     start: Instant,
     at_start_ms: i64,
+    /// Stands still (tests that need the same `now` twice); moved only by `advance`.
+    frozen: bool,
+    /// Moved by hand.
+    offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Clock {
     pub(crate) fn now_ms(&self) -> i64 {
-        self.at_start_ms + self.start.elapsed().as_millis() as i64
+        let moved = self.offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if self.frozen {
+            self.at_start_ms + moved
+        } else {
+            self.at_start_ms + moved + self.start.elapsed().as_millis() as i64
+        }
     }
 }
 
@@ -264,6 +276,8 @@ impl Sandbox {
             clock: Clock {
                 start: Instant::now(),
                 at_start_ms: config.now.timestamp_millis(),
+                frozen: config.frozen_clock,
+                offset_ms: std::sync::atomic::AtomicI64::new(0),
             },
             portal,
             hubspot: Mutex::new(hubspot),
@@ -387,6 +401,19 @@ impl SandboxHandle {
     /// A HubSpot contact's current properties, by id.
     pub fn hubspot_contact(&self, id: &str) -> Option<BTreeMap<String, String>> {
         lock(&self.shared.hubspot).contact_properties(id)
+    }
+
+    /// Moves the sandbox's clock forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.shared
+            .clock
+            .offset_ms
+            .fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes HubSpot accepted, per contact id (one per contact per update call).
+    pub fn hubspot_writes(&self) -> BTreeMap<String, u32> {
+        lock(&self.shared.hubspot).writes()
     }
 
     /// Every Salesforce record of `object` (`Account`, `Contact`, …), as the API shows them.

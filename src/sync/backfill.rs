@@ -24,6 +24,9 @@ pub struct BackfillOptions {
     pub limit: Option<u64>,
     /// Save and write nothing; report what would change.
     pub dry_run: bool,
+    /// Contacts evaluated and saved together (default 1,000, the associations batch size: the
+    /// fewest calls; smaller blocks checkpoint more often).
+    pub block: Option<usize>,
 }
 
 /// Where a backfill stands: saved with each block, in the same transaction.
@@ -35,6 +38,9 @@ pub struct Checkpoint {
     pub done: u64,
     /// When the backfill started (the incremental cursor starts there once it is done).
     pub started_ms: i64,
+    /// Every page is saved; only the final flush and hand-over to the incremental cycle remain.
+    #[serde(default)]
+    pub listed: bool,
 }
 
 /// What a dry run would cost.
@@ -99,8 +105,12 @@ impl Syncer {
                 report.add(&self.flush(p, now).await?);
             }
         }
-        let mut block: Vec<HubSpotObject> = Vec::with_capacity(ASSOCIATION_BATCH_LIMIT);
-        loop {
+        let block_size = opts
+            .block
+            .unwrap_or(ASSOCIATION_BATCH_LIMIT)
+            .clamp(100, ASSOCIATION_BATCH_LIMIT);
+        let mut block: Vec<HubSpotObject> = Vec::with_capacity(block_size);
+        while !cp.listed {
             let page = self
                 .hubspot
                 .list_contacts(cp.after.as_deref(), &self.properties, p)
@@ -114,12 +124,13 @@ impl Syncer {
             block.extend(results);
             let reached = opts.limit.is_some_and(|l| cp.done + block.len() as u64 >= l);
             let last = next.is_none() || reached;
-            if block.len() >= ASSOCIATION_BATCH_LIMIT || last {
+            if block.len() >= block_size || last {
                 let n = block.len() as u64;
                 let next_cp = Checkpoint {
                     after: next.clone(),
                     done: cp.done + n,
                     started_ms: cp.started_ms,
+                    listed: last,
                 };
                 let saved = serde_json::to_string(&next_cp).expect("serialisable");
                 let r = self
@@ -132,9 +143,6 @@ impl Syncer {
                 // Pages gathered into a block are not checkpointed until the block is saved.
                 cp.after = next;
                 continue;
-            }
-            if last {
-                break;
             }
         }
         if !opts.dry_run {

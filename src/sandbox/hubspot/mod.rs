@@ -115,6 +115,8 @@ pub struct HubSpotState {
     subscribed: HashSet<String>,
     /// Webhook events not yet handed to delivery.
     pending: Vec<Event>,
+    /// Accepted writes per contact index (tests assert nothing is written twice).
+    writes: HashMap<u32, u32>,
 }
 
 impl HubSpotState {
@@ -172,6 +174,7 @@ impl HubSpotState {
             portal_id: config.hubspot_portal_id,
             subscribed: config.webhook_properties.iter().cloned().collect(),
             pending: Vec::new(),
+            writes: HashMap::new(),
         }
     }
 
@@ -375,7 +378,16 @@ impl HubSpotState {
             self.emails.insert(e.to_lowercase(), index);
         }
         self.set_modified(index, now);
+        *self.writes.entry(index).or_default() += 1;
         Ok(())
+    }
+
+    /// Accepted writes per contact id.
+    pub fn writes(&self) -> BTreeMap<String, u32> {
+        self.writes
+            .iter()
+            .map(|(i, n)| ((u64::from(*i) + CONTACT_ID_BASE).to_string(), *n))
+            .collect()
     }
 
     /// Queues a webhook event.

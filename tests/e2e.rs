@@ -1,0 +1,392 @@
+//! The daemon end to end against the sandbox: backfill, incremental cycles, webhooks, crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Duration;
+use leadsync::lifecycle::{HubSpotId, Stage, Status};
+use leadsync::sandbox::portal::{CONTACT_ID_BASE, ContactKind};
+use leadsync::store::{OutboxKind, OutboxState, Store};
+use leadsync::sync::backfill::BackfillOptions;
+use serde_json::Value;
+
+use crate::support::{TestApp, postgres_url};
+
+fn id(n: u64) -> HubSpotId {
+    HubSpotId::try_from(n.to_string()).unwrap()
+}
+
+/// Stage and status of every stored contact.
+async fn outcome(store: &Store) -> BTreeMap<String, (Option<Stage>, Status)> {
+    store
+        .contact_page(None, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.contact_id.as_str().to_string(), (r.state.stage, r.state.status)))
+        .collect()
+}
+
+/// Salesforce records leadsync made, by external key, with how many carry each key.
+fn keyed(app: &TestApp, object: &str, field: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in app.stack.sandbox.salesforce_records(object) {
+        if let Some(k) = r[field].as_str() {
+            *out.entry(k.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn assert_no_duplicates(app: &TestApp) {
+    for (object, field) in [
+        ("Account", "HubSpot_Company_Id__c"),
+        ("Contact", "HubSpot_Contact_Id__c"),
+        ("Opportunity", "LeadSync_Key__c"),
+    ] {
+        let dups: Vec<_> = keyed(app, object, field).into_iter().filter(|(_, n)| *n > 1).collect();
+        assert!(dups.is_empty(), "duplicate {object} records: {dups:?}");
+    }
+    let mut emails = BTreeMap::new();
+    for c in app.stack.sandbox.salesforce_records("Contact") {
+        if let Some(e) = c["Email"].as_str() {
+            *emails.entry(e.to_lowercase()).or_insert(0) += 1;
+        }
+    }
+    let dups: Vec<_> = emails.into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(dups.is_empty(), "two Salesforce contacts share an email: {dups:?}");
+}
+
+#[tokio::test]
+async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls_and_a_second_writes_nothing() {
+    for store_url in [None, Some(postgres_url().await)] {
+        let backend = if store_url.is_some() { "postgres" } else { "sqlite" };
+        let app = TestApp::start_with(300, store_url).await;
+        let now = app.now();
+        let s = &app.stack.syncer;
+        let (report, _) = s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+        assert_eq!(report.pulled, 300, "{backend}");
+        let stored = outcome(&s.store).await;
+        assert_eq!(stored.len(), 300, "{backend}: every contact evaluated");
+
+        // Each kind of contact of DOMAIN.md ends where the rules put it, in the store and in HubSpot.
+        let portal = app.stack.sandbox.portal();
+        let mut seen_kinds = BTreeSet::new();
+        for i in 0..portal.contacts {
+            let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+            let (stage, status) = stored[&cid];
+            let kind = portal.kind(i);
+            seen_kinds.insert(format!("{kind:?}"));
+            match kind {
+                ContactKind::Competitor | ContactKind::Student => {
+                    assert_eq!(status, Status::Disqualified, "{backend}: {kind:?} {cid}")
+                }
+                ContactKind::Fan => assert_eq!(status, Status::Fan, "{backend}: {kind:?} {cid}"),
+                ContactKind::Dormant => assert_eq!(status, Status::Dormant, "{backend}: {kind:?} {cid}"),
+                ContactKind::DemoRequester => {
+                    assert!(stage >= Some(Stage::Sql), "{backend}: {kind:?} {cid} at {stage:?}")
+                }
+                ContactKind::Customer => assert_eq!(stage, Some(Stage::Customer), "{backend}: {kind:?} {cid}"),
+                ContactKind::FreemailSubscriber => {
+                    assert!(
+                        stage < Some(Stage::Sql),
+                        "{backend}: a free-mail subscriber never goes straight to sales"
+                    )
+                }
+                _ => {}
+            }
+            let hs = app.stack.sandbox.hubspot_contact(&cid).unwrap();
+            assert_eq!(
+                hs.get("leadsync_stage").map(String::as_str),
+                stage.map(|s| s.as_str()),
+                "{backend}: HubSpot holds the stage of {cid}"
+            );
+            assert_eq!(
+                hs.get("leadsync_status").map(String::as_str),
+                Some(status.as_str()),
+                "{backend}: {cid}"
+            );
+        }
+        assert!(
+            seen_kinds.len() >= 10,
+            "{backend}: the portal has every kind: {seen_kinds:?}"
+        );
+
+        // Every contact that became SQL under leadsync's watch has its Salesforce records, once.
+        let opportunities = keyed(&app, "Opportunity", "LeadSync_Key__c");
+        let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+        assert!(!promoted.is_empty(), "{backend}: some leads were promoted");
+        for p in &promoted {
+            let row = &s.store.contacts(&[id(p.contact_id.parse().unwrap())]).await.unwrap()
+                [&id(p.contact_id.parse().unwrap())];
+            let link = row.state.salesforce.clone().expect("link recorded");
+            let key = format!("hs-{}-{}", p.contact_id, row.state.recycle_count);
+            assert_eq!(
+                opportunities.get(&key),
+                Some(&1),
+                "{backend}: one opportunity for {key}"
+            );
+            let hs = app.stack.sandbox.hubspot_contact(&p.contact_id).unwrap();
+            assert_eq!(
+                hs.get("leadsync_sf_opportunity_id"),
+                link.opportunity_id.as_ref(),
+                "{backend}"
+            );
+            assert!(
+                hs.contains_key("leadsync_sf_owner_id"),
+                "{backend}: the owner reached HubSpot"
+            );
+        }
+        assert_no_duplicates(&app);
+        assert!(
+            s.store
+                .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}: no write refused"
+        );
+
+        // A second cycle at the same moment: leadsync's own writes come back as modified
+        // contacts, and cost no write.
+        app.stack.sandbox.reset_calls();
+        let second = s.incremental(now, Duration::days(1)).await.unwrap();
+        let calls = app.stack.sandbox.calls();
+        assert!(second.pulled > 0, "{backend}: the echo of leadsync's writes was read");
+        assert_eq!(second.written, 0, "{backend}");
+        assert_eq!(calls.get("hubspot contacts.batch_update"), None, "{backend}: {calls:?}");
+        assert_eq!(app.stack.sandbox.api_calls("salesforce"), 0, "{backend}: {calls:?}");
+        assert_eq!(outcome(&s.store).await, stored, "{backend}: nothing moved");
+        app.stack.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writing_twice() {
+    // The reference: the same portal, uninterrupted.
+    // Blocks of 100 contacts, each saved with its checkpoint: kills land between and inside them.
+    let opts = BackfillOptions {
+        block: Some(100),
+        ..BackfillOptions::default()
+    };
+    let reference = TestApp::start(1000).await;
+    let now = reference.now();
+    let started = std::time::Instant::now();
+    reference.stack.syncer.backfill(&opts, now, |_, _| {}).await.unwrap();
+    let whole = started.elapsed().as_millis() as u64;
+    let expected = outcome(&reference.stack.syncer.store).await;
+    let expected_opps = keyed(&reference, "Opportunity", "LeadSync_Key__c");
+
+    let app = TestApp::start(1000).await;
+    assert_eq!(app.now(), now, "same frozen clock, same portal");
+    let mut partial = 0;
+    // Kill at pseudo-random points (a future dropped mid-await is a process killed: only what
+    // was committed remains), then resume with fresh clients on the same store.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for round in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Short of what a whole run takes, so that the ten kills land all along the way.
+        let after = std::time::Duration::from_millis(whole / 20 + seed % (whole / 10).max(1));
+        let syncer = app.restarted_syncer().await;
+        let run = syncer.backfill(&opts, now, |_, _| {});
+        if tokio::time::timeout(after, run).await.is_ok() {
+            eprintln!("round {round}: finished before the kill");
+            break;
+        }
+        let checkpoint = syncer.store.cursor("backfill").await.unwrap().unwrap_or_default();
+        eprintln!("round {round}: killed after {after:?}, checkpoint {checkpoint}");
+        partial += usize::from(checkpoint.contains("\"done\":") && !checkpoint.contains("\"done\":1000"));
+    }
+    assert!(
+        partial >= 5,
+        "the kills must land mid-backfill to mean anything ({partial} did)"
+    );
+    let syncer = app.restarted_syncer().await;
+    syncer.backfill(&opts, now, |_, _| {}).await.unwrap();
+
+    assert_eq!(outcome(&syncer.store).await, expected, "same stages and statuses");
+    assert_eq!(
+        keyed(&app, "Opportunity", "LeadSync_Key__c"),
+        expected_opps,
+        "same opportunities"
+    );
+    assert_no_duplicates(&app);
+    let twice: Vec<_> = app
+        .stack
+        .sandbox
+        .hubspot_writes()
+        .into_iter()
+        .filter(|(_, n)| *n > 2)
+        .collect();
+    // A contact is written at most twice: its values, then its Salesforce ids once promoted.
+    assert!(twice.is_empty(), "contacts written more than needed: {twice:?}");
+    let reference_writes: u32 = reference.stack.sandbox.hubspot_writes().values().sum();
+    let writes: u32 = app.stack.sandbox.hubspot_writes().values().sum();
+    assert_eq!(writes, reference_writes, "as many writes as the uninterrupted run");
+}
+
+/// A Webhooks API delivery of a form submission, as the sandbox and HubSpot send it.
+fn form_delivery(contact: u64, occurred_at: i64) -> Vec<Value> {
+    vec![
+        serde_json::json!({"eventId": 1, "subscriptionId": 3, "portalId": 42, "appId": 7, "occurredAt": occurred_at,
+            "subscriptionType": "contact.propertyChange", "attemptNumber": 0, "objectId": contact,
+            "propertyName": "num_conversion_events", "propertyValue": "9", "changeSource": "FORM"}),
+        serde_json::json!({"eventId": 2, "subscriptionId": 3, "portalId": 42, "appId": 7, "occurredAt": occurred_at,
+            "subscriptionType": "contact.propertyChange", "attemptNumber": 0, "objectId": contact,
+            "propertyName": "recent_conversion_event_name", "propertyValue": "Pricing: Request a demo", "changeSource": "FORM"}),
+    ]
+}
+
+/// A lead the backfill left at `lead`, active, with an email.
+async fn a_lead(app: &TestApp) -> String {
+    let rows = app.stack.syncer.store.contact_page(None, 100_000).await.unwrap();
+    rows.iter()
+        .find(|r| {
+            r.state.stage == Some(Stage::Lead)
+                && r.state.status == Status::Active
+                && r.properties.contains_key("company")
+                && r.properties.contains_key("jobtitle")
+        })
+        .map(|r| r.contact_id.as_str().to_string())
+        .expect("the portal has active leads")
+}
+
+#[tokio::test]
+async fn a_demo_request_through_a_signed_webhook_ends_at_sql_with_salesforce_records_and_repeats_change_nothing() {
+    let app = TestApp::start(200).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let lead = a_lead(&app).await;
+    let opps_before = app.stack.sandbox.salesforce_records("Opportunity").len();
+
+    // The person submits the form in HubSpot (the sandbox records it); HubSpot's delivery comes
+    // three times, once with its events in reverse order.
+    assert!(app.stack.sandbox.submit_form(&lead, "Request a demo").is_some());
+    let t = app.stack.sandbox.now().timestamp_millis();
+    let events = form_delivery(lead.parse().unwrap(), t);
+    let body = serde_json::to_string(&events).unwrap();
+    let reversed = serde_json::to_string(&events.iter().rev().collect::<Vec<_>>()).unwrap();
+    for b in [&body, &body, &reversed] {
+        assert_eq!(app.post_signed_webhook(b).await, 200);
+    }
+    app.stack.settle_deliveries().await;
+    app.run_inbox_until_idle().await;
+
+    let row = &s.store.contacts(&[id(lead.parse().unwrap())]).await.unwrap()[&id(lead.parse().unwrap())];
+    assert_eq!(
+        row.state.stage,
+        Some(Stage::Sql),
+        "the demo request is a shortcut to SQL"
+    );
+    let hs = app.stack.sandbox.hubspot_contact(&lead).unwrap();
+    assert_eq!(hs.get("leadsync_stage").map(String::as_str), Some("sql"));
+    assert_eq!(hs.get("lifecyclestage").map(String::as_str), Some("salesqualifiedlead"));
+    let link = row.state.salesforce.clone().expect("promoted");
+    let opps = app.stack.sandbox.salesforce_records("Opportunity");
+    assert_eq!(opps.len(), opps_before + 1, "exactly one new opportunity");
+    let opp = opps
+        .iter()
+        .find(|o| o["Id"].as_str() == link.opportunity_id.as_deref())
+        .unwrap();
+    assert_eq!(opp["LeadSync_Key__c"], format!("hs-{lead}-0"));
+    let contacts = app.stack.sandbox.salesforce_records("Contact");
+    assert!(contacts.iter().any(|c| c["Id"].as_str() == link.contact_id.as_deref()));
+    assert_eq!(
+        app.stack.syncer.store.inbox_depth().await.unwrap().0,
+        0,
+        "every delivery processed"
+    );
+    assert_no_duplicates(&app);
+
+    // The same deliveries once more after processing: nothing new anywhere.
+    let writes_before = app.stack.sandbox.hubspot_writes();
+    for b in [&body, &reversed] {
+        assert_eq!(app.post_signed_webhook(b).await, 200);
+    }
+    app.run_inbox_until_idle().await;
+    assert_eq!(
+        app.stack.sandbox.salesforce_records("Opportunity").len(),
+        opps_before + 1
+    );
+    assert_eq!(app.stack.sandbox.hubspot_writes(), writes_before);
+}
+
+#[tokio::test]
+async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("leadsync.db").display());
+    let app = TestApp::start_with(150, Some(url.clone())).await;
+    app.stack
+        .syncer
+        .backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let lead = a_lead(&app).await;
+    assert!(app.stack.sandbox.submit_form(&lead, "Request a demo").is_some());
+    let body = serde_json::to_string(&form_delivery(lead.parse().unwrap(), app.now().timestamp_millis())).unwrap();
+    assert_eq!(app.post_signed_webhook(&body).await, 200, "acknowledged");
+    // The process dies here: the workers never ran. A new process opens the same store.
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.inbox_depth().await.unwrap().0 >= 2, "kept before the 200");
+    let restarted = app.restarted_syncer().await;
+    while restarted.drain_inbox(app.now()).await.unwrap().1 > 0 {}
+    let row = &store.contacts(&[id(lead.parse().unwrap())]).await.unwrap()[&id(lead.parse().unwrap())];
+    assert_eq!(row.state.stage, Some(Stage::Sql));
+    assert!(row.state.salesforce.is_some(), "promoted after the restart");
+}
+
+#[tokio::test]
+async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadsync.db");
+    let app = TestApp::start_with(200, Some(format!("sqlite://{}", path.display()))).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let counts = |app: &TestApp| {
+        ["Account", "Contact", "Opportunity", "OpportunityContactRole"]
+            .map(|o| app.stack.sandbox.salesforce_records(o).len())
+    };
+    let before = counts(&app);
+    let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    assert!(!promoted.is_empty());
+
+    // As if leadsync died after Salesforce accepted the records and before it recorded them or
+    // wrote their ids to HubSpot: the promotions are pending again and no link is stored.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE outbox SET state = 'pending' WHERE kind = 'promote'",
+        "UPDATE contacts SET sf_account_id = NULL, sf_contact_id = NULL, sf_opportunity_id = NULL, \
+         state = json_set(json_remove(state, '$.salesforce'), '$.promotion_pending', json('true')) \
+         WHERE sf_contact_id IS NOT NULL",
+    ] {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    }
+    db.close().await;
+    let restarted = app.restarted_syncer().await;
+    let report = restarted
+        .flush(leadsync::hubspot::limiter::Priority::Background, app.now())
+        .await
+        .unwrap();
+    assert_eq!(report.promoted, promoted.len() as u64, "the promotions ran again");
+    assert_eq!(counts(&app), before, "and created no record");
+    assert_no_duplicates(&app);
+    for p in &promoted {
+        let row = &restarted
+            .store
+            .contacts(&[id(p.contact_id.parse().unwrap())])
+            .await
+            .unwrap()[&id(p.contact_id.parse().unwrap())];
+        assert!(
+            row.state.salesforce.is_some(),
+            "the link is recorded again for {}",
+            p.contact_id
+        );
+    }
+}
