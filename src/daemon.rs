@@ -26,7 +26,7 @@ pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
     let store = Store::connect(&loaded.settings.store.url)
         .await
         .with_context(|| format!("store {}", redact_url(&loaded.settings.store.url)))?;
-    let promoter = Promoter::from_settings(loaded).await?.map(Arc::new);
+    let promoter = Promoter::from_settings(loaded, &store).await?.map(Arc::new);
     if promoter.is_none() {
         warn!("no Salesforce credentials: sales-qualified leads wait in the outbox until they are configured");
     }

@@ -11,7 +11,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 mod feedback;
 mod mapping;
-mod promote;
+pub(crate) mod promote;
 
 const TOKEN_PATH: &str = "/services/oauth2/token";
 const KEY: &[u8] = include_bytes!("fixtures/salesforce_test_key.pem");
@@ -25,7 +25,7 @@ fn contract(p: &str) -> String {
 }
 
 /// A token answer pointing API calls back at the mock server.
-fn token_answer(server: &MockServer, access: &str, refresh: Option<&str>) -> ResponseTemplate {
+pub(crate) fn token_answer(server: &MockServer, access: &str, refresh: Option<&str>) -> ResponseTemplate {
     let mut body: Value = serde_json::from_str(&contract("restforce/auth_success_response.json")).unwrap();
     body["instance_url"] = json!(server.uri());
     body["access_token"] = json!(access);

@@ -4,6 +4,8 @@
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.
 mod common;
+/// The daemon against wiremock CRMs: webhook to SQL to Salesforce, refresh-token rotation kept.
+mod daemon;
 /// The daemon end to end against the sandbox: cycles, backfill killed and resumed, webhooks, crashes.
 mod e2e;
 /// The lifecycle engine against the shipped default rules: one test per rule of DOMAIN.md.

@@ -235,6 +235,29 @@ impl Store {
             .bind(loser.as_str())
             .execute(&mut *tx)
             .await?;
+        // The survivor keeps the furthest stage either had reached (and that contact's history).
+        let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
+            .bind(survivor.as_str())
+            .bind(loser.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut parsed: HashMap<String, ContactState> = HashMap::new();
+        for r in &states {
+            let cid: String = r.get(0);
+            let st: ContactState = serde_json::from_str(&r.get::<String, _>(1))
+                .map_err(|e| corrupt(format!("contacts/{cid}.state"), e))?;
+            parsed.insert(cid, st);
+        }
+        if let (Some(l), Some(s)) = (parsed.get(loser.as_str()), parsed.get(survivor.as_str()))
+            && l.stage > s.stage
+        {
+            sqlx::query("UPDATE contacts SET state = $1, stage = $2 WHERE contact_id = $3")
+                .bind(json(l))
+                .bind(l.stage.map(|st| st.as_str()))
+                .bind(survivor.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -71,6 +71,7 @@ pub struct SyncReport {
 impl SyncReport {
     fn count(&mut self, batch: &[Evaluated]) {
         self.evaluated += batch.len() as u64;
+        metrics::counter!("leadsync_evaluations_total").increment(batch.len() as u64);
         for e in batch {
             for t in &e.transitions {
                 let key = match &t.change {
@@ -79,6 +80,7 @@ impl SyncReport {
                     crate::lifecycle::Change::Recycle { .. } => "recycle".into(),
                     crate::lifecycle::Change::Status { to, .. } => format!("status:{}", to.as_str()),
                 };
+                metrics::counter!("leadsync_transitions_total", "to" => key.clone()).increment(1);
                 *self.moves.entry(key).or_default() += 1;
             }
             self.promotions_queued += e

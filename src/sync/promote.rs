@@ -39,6 +39,9 @@ const ROUND_ROBIN: &str = "salesforce.round_robin";
 const WATERMARK: &str = "salesforce.opportunities";
 /// Store cursor saying why promotions wait, when they do.
 pub const HOLD: &str = "salesforce.hold";
+/// Store cursor holding the latest Salesforce refresh token: with rotation, each refresh
+/// returns a new one and invalidates the old, so the configured one is only good once.
+pub const REFRESH_TOKEN: &str = "salesforce.refresh_token";
 
 /// Salesforce, its mapping, and what leadsync reads for it.
 pub struct Promoter {
@@ -78,13 +81,27 @@ fn sources(mapping: &SalesforceMapping) -> Vec<SalesforceSource> {
 }
 
 impl Promoter {
-    /// From the `[salesforce]` settings; `None` when no credentials are configured.
-    pub async fn from_settings(loaded: &Loaded) -> anyhow::Result<Option<Promoter>> {
+    /// From the `[salesforce]` settings; `None` when no credentials are configured. A refresh
+    /// token rotated by an earlier run (kept in the store) wins over the configured one.
+    pub async fn from_settings(loaded: &Loaded, store: &crate::store::Store) -> anyhow::Result<Option<Promoter>> {
         let s = &loaded.settings.salesforce;
         if s.client_id.is_none() {
             return Ok(None);
         }
-        let auth = SalesforceAuth::from_settings(s).context("salesforce credentials")?;
+        let rotated = match (&s.refresh_token, store.cursor(REFRESH_TOKEN).await?) {
+            (Some(_), Some(saved)) => Some(secrecy::SecretString::from(saved)),
+            _ => None,
+        };
+        let auth = match rotated {
+            Some(token) => SalesforceAuth::refresh_token(
+                &s.login_url,
+                s.client_id.as_deref().unwrap_or_default(),
+                s.client_secret.clone(),
+                token,
+            ),
+            None => SalesforceAuth::from_settings(s),
+        }
+        .context("salesforce credentials")?;
         let client =
             SalesforceClient::new(SalesforceClientConfig::from_settings(s), auth).context("salesforce client")?;
         let path = loaded.resolve(&s.mapping_path);
@@ -117,6 +134,18 @@ impl Promoter {
             .collect()
     }
 
+    /// Saves a refresh token the last refresh rotated, so a restart can still log in.
+    async fn keep_rotated_token(&self, s: &Syncer) -> Result<(), SyncError> {
+        use secrecy::ExposeSecret;
+        if let Some(current) = self.client.auth().current_refresh_token().await {
+            let current = current.expose_secret();
+            if s.store.cursor(REFRESH_TOKEN).await?.as_deref() != Some(current) {
+                s.store.set_cursor(REFRESH_TOKEN, current).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ok when a Salesforce token can be had.
     pub async fn ready(&self) -> Result<(), String> {
         self.client.auth().token().await.map(|_| ()).map_err(|e| e.to_string())
@@ -141,6 +170,7 @@ impl Promoter {
             let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
             if due.is_empty() {
                 s.store.clear_cursor(HOLD).await?;
+                self.keep_rotated_token(s).await?;
                 return Ok(promoted);
             }
             let mut inputs = Vec::with_capacity(due.len());
@@ -321,6 +351,7 @@ impl Promoter {
                 .await?;
         }
         super::writeback::drain(s, Priority::Background, now).await?;
+        self.keep_rotated_token(s).await?;
         Ok(changes.len() as u64)
     }
 }
