@@ -167,14 +167,15 @@ async fn a_signed_demo_request_through_the_server_reaches_sql_in_hubspot_and_sal
         .expect("the Salesforce ids were written back");
 
     // Salesforce holds one Account, Contact, Opportunity and contact role.
-    let o = org.0.lock().unwrap();
-    for object in ["Account", "Contact", "Opportunity", "OpportunityContactRole"] {
-        assert_eq!(o.count(object), 1, "{object}");
+    {
+        let o = org.0.lock().unwrap();
+        for object in ["Account", "Contact", "Opportunity", "OpportunityContactRole"] {
+            assert_eq!(o.count(object), 1, "{object}");
+        }
+        let opp = &o.records["Opportunity"][0];
+        assert_eq!(opp["LeadSync_Key__c"], "hs-901-0");
+        assert_eq!(sf_ids["properties"]["leadsync_sf_opportunity_id"], opp["Id"]);
     }
-    let opp = &o.records["Opportunity"][0];
-    assert_eq!(opp["LeadSync_Key__c"], "hs-901-0");
-    assert_eq!(sf_ids["properties"]["leadsync_sf_opportunity_id"], opp["Id"]);
-    drop(o);
     let row = &syncer
         .store
         .contacts(&[HubSpotId::try_from("901".to_string()).unwrap()])
