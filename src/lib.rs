@@ -24,8 +24,9 @@
 //! - [`demo`]: `leadsync demo`: the sandbox, the store, the server and the syncer in one process.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
-//! The data's path, as later parts fill it in: webhook or schedule → pull from HubSpot →
-//! `lifecycle::evaluate` → write back to HubSpot → promote to Salesforce.
+//! The data's path: webhook (`server`) or schedule (`sync::schedule`) → pull from HubSpot
+//! (`hubspot`) → `lifecycle::evaluate` (`sync::evaluate`) → saved with its outbox (`store`) →
+//! write back to HubSpot (`sync::writeback`) → promote to Salesforce (`sync::promote`).
 
 pub mod cli;
 pub mod config;
