@@ -189,18 +189,31 @@ impl Syncer {
     /// Re-evaluates every stored contact from the store alone (after a rules change, or the
     /// nightly decay, dormancy and timer sweep), then writes back what changed.
     pub async fn rescore(&self, now: DateTime<Utc>, dry_run: bool) -> Result<SyncReport, SyncError> {
+        self.rescore_where(now, dry_run, |_| true).await
+    }
+
+    /// Re-evaluates the stored contacts `keep` selects, from the store alone.
+    pub async fn rescore_where(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        keep: impl Fn(&crate::store::ContactRow) -> bool,
+    ) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport::default();
         let mut after: Option<String> = None;
         loop {
             let rows = self.store.contact_page(after.as_deref(), 500).await?;
             let Some(last) = rows.last() else { break };
             after = Some(last.contact_id.as_str().to_string());
+            let rows: Vec<_> = rows.into_iter().filter(|r| r.removed.is_none() && keep(r)).collect();
+            if rows.is_empty() {
+                continue;
+            }
             let ids: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
             let ledger = self.store.events(&ids).await?;
             let empty = Vec::new();
             let batch: Vec<_> = rows
                 .iter()
-                .filter(|r| r.removed.is_none())
                 .map(|r| evaluate_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
                 .collect();
             report.count(&batch);

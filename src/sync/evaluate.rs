@@ -34,26 +34,28 @@ pub struct PromotePayload {
     pub company: BTreeMap<String, String>,
 }
 
+/// The leadsync properties the engine writes (HubSpot's lifecycle stage aside).
+pub fn written_properties(rules: &Rules) -> [&str; 8] {
+    let out = rules.output();
+    [
+        &out.stage,
+        &out.status,
+        &out.fit_score,
+        &out.engagement_score,
+        &out.grade,
+        &out.reason,
+        &out.rules_version,
+        &out.sla_due,
+    ]
+    .map(String::as_str)
+}
+
 /// The contact properties a sync reads: what the rules read, what leadsync writes (to write
 /// only differences), the behaviour counters, and what Salesforce promotion maps.
 pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
-    let out = rules.output();
     let mut props: Vec<String> = rules.properties.keys().cloned().collect();
-    props.extend(
-        [
-            &out.lifecycle_property,
-            &out.stage,
-            &out.status,
-            &out.fit_score,
-            &out.engagement_score,
-            &out.grade,
-            &out.reason,
-            &out.rules_version,
-            &out.sla_due,
-        ]
-        .into_iter()
-        .cloned(),
-    );
+    props.push(rules.output().lifecycle_property.clone());
+    props.extend(written_properties(rules).map(str::to_string));
     for c in COUNTERS {
         props.push(c.count.to_string());
         props.push(c.last_at.to_string());
@@ -146,10 +148,21 @@ pub fn evaluate_pulled(
     };
     let decision = evaluate(rules, &snapshot, now);
     let headline = crate::lifecycle::headline(&decision);
-    let outbox = outbox_items(&decision, &properties, company_id.as_deref(), &company);
-    let evaluated = Evaluated {
-        contact_id: id,
-        at: now,
+    Some((saved(&decision, properties, company_id, company, new_events), headline))
+}
+
+/// What to save for a decision.
+fn saved(
+    decision: &Decision<'_>,
+    properties: BTreeMap<String, String>,
+    company_id: Option<String>,
+    company: BTreeMap<String, String>,
+    new_events: Vec<Event>,
+) -> Evaluated {
+    Evaluated {
+        contact_id: decision.contact_id.clone(),
+        at: decision.at,
+        outbox: outbox_items(decision, &properties, company_id.as_deref(), &company),
         properties,
         company_id,
         company,
@@ -160,9 +173,7 @@ pub fn evaluate_pulled(
         transitions: decision.transitions.clone(),
         state: decision.state.clone(),
         new_events,
-        outbox,
-    };
-    Some((evaluated, headline))
+    }
 }
 
 /// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
@@ -174,21 +185,13 @@ pub fn evaluate_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: D
         state: row.state.clone(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    Evaluated {
-        contact_id: row.contact_id.clone(),
-        at: now,
-        properties: row.properties.clone(),
-        company_id: row.company_id.clone(),
-        company: row.company.clone(),
-        fit: decision.fit.value,
-        engagement: decision.engagement.value,
-        grade: decision.grade.clone(),
-        rules: format!("{} ({})", decision.rules_version, decision.rules_hash),
-        transitions: decision.transitions.clone(),
-        state: decision.state.clone(),
-        new_events: Vec::new(),
-        outbox: outbox_items(&decision, &row.properties, row.company_id.as_deref(), &row.company),
-    }
+    saved(
+        &decision,
+        row.properties.clone(),
+        row.company_id.clone(),
+        row.company.clone(),
+        Vec::new(),
+    )
 }
 
 /// The outbox items a decision asks for, keyed so that saving them twice adds nothing.

@@ -53,20 +53,7 @@ impl Syncer {
         if rows.is_empty() {
             return Ok((SyncReport::default(), 0));
         }
-        let out = self.rules.output();
-        let ours: BTreeSet<&str> = [
-            &out.stage,
-            &out.status,
-            &out.fit_score,
-            &out.engagement_score,
-            &out.grade,
-            &out.reason,
-            &out.rules_version,
-            &out.sla_due,
-        ]
-        .into_iter()
-        .map(String::as_str)
-        .collect();
+        let ours: BTreeSet<&str> = super::evaluate::written_properties(&self.rules).into_iter().collect();
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut echoes = 0;

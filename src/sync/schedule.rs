@@ -154,32 +154,7 @@ pub async fn run(
 impl Syncer {
     /// Re-evaluates the contacts with a running SLA timer, so overdue first touches show.
     pub async fn sla_sweep(&self, now: chrono::DateTime<Utc>) -> Result<u64, SyncError> {
-        let mut after: Option<String> = None;
-        let mut n = 0;
-        loop {
-            let rows = self.store.contact_page(after.as_deref(), 1000).await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.contact_id.as_str().to_string());
-            let running: Vec<_> = rows
-                .into_iter()
-                .filter(|r| r.removed.is_none() && r.state.sla.values().any(|t| t.stopped_at.is_none()))
-                .collect();
-            if running.is_empty() {
-                continue;
-            }
-            let ids: Vec<_> = running.iter().map(|r| r.contact_id.clone()).collect();
-            let ledger = self.store.events(&ids).await?;
-            let empty = Vec::new();
-            let batch: Vec<_> = running
-                .iter()
-                .map(|r| {
-                    super::evaluate::evaluate_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now)
-                })
-                .collect();
-            n += batch.len() as u64;
-            self.store.commit(&batch, None).await?;
-        }
-        self.flush(Priority::Background, now).await?;
-        Ok(n)
+        let running = |r: &crate::store::ContactRow| r.state.sla.values().any(|t| t.stopped_at.is_none());
+        Ok(self.rescore_where(now, false, running).await?.evaluated)
     }
 }
