@@ -103,12 +103,14 @@ pub async fn run(
         let (name, lock, run) = (job.name, job.lock.clone(), job.run.clone());
         locks.push(job.lock.clone());
         let s = syncer.clone();
-        sched
-            .add(Job::new_async(cron.as_str(), move |_, _| {
-                let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
-                Box::pin(async move { Guarded::tick(name, lock, run, s).await })
-            })?)
-            .await?;
+        let job = Job::new_async(cron.as_str(), move |_, _| {
+            let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
+            Box::pin(async move { Guarded::tick(name, lock, run, s).await })
+        })
+        .map_err(|e| {
+            anyhow::anyhow!("schedule.{name}: `{cron}` is not a cron expression (sec min hour day month weekday): {e}")
+        })?;
+        sched.add(job).await?;
     }
     sched.start().await?;
     info!("schedules started");
