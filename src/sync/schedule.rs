@@ -19,17 +19,17 @@ use crate::hubspot::limiter::Priority;
 /// How far back the first incremental cycle looks when no backfill ever ran.
 pub const FIRST_WINDOW: Duration = Duration::days(1);
 
-type JobFn = Arc<dyn Fn(Syncer) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>> + Send + Sync>;
+type JobFn<C = Syncer> = Arc<dyn Fn(C) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send>> + Send + Sync>;
 
 /// A job that skips a tick while its previous run is still going.
-struct Guarded {
+struct Guarded<C = Syncer> {
     name: &'static str,
     lock: Arc<Mutex<()>>,
-    run: JobFn,
+    run: JobFn<C>,
 }
 
-impl Guarded {
-    fn new(name: &'static str, run: JobFn) -> Self {
+impl<C> Guarded<C> {
+    fn new(name: &'static str, run: JobFn<C>) -> Self {
         Guarded {
             name,
             lock: Arc::new(Mutex::new(())),
@@ -37,17 +37,19 @@ impl Guarded {
         }
     }
 
-    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn, syncer: Syncer) {
+    /// Runs the job unless its previous run is still going; returns whether it ran.
+    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn<C>, context: C) -> bool {
         let Ok(_held) = lock.try_lock() else {
             warn!(job = name, "previous run still going; this tick is skipped");
-            return;
+            return false;
         };
         let started = std::time::Instant::now();
-        match run(syncer).await {
+        match run(context).await {
             Ok(()) => info!(job = name, ms = started.elapsed().as_millis() as u64, "job done"),
             Err(e) if e.is_pause() => warn!(job = name, error = %e, "job paused; it resumes from its checkpoint"),
             Err(e) => error!(job = name, error = %e, "job failed; the next tick retries"),
         }
+        true
     }
 }
 
@@ -105,7 +107,9 @@ pub async fn run(
         let s = syncer.clone();
         let job = Job::new_async(cron.as_str(), move |_, _| {
             let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
-            Box::pin(async move { Guarded::tick(name, lock, run, s).await })
+            Box::pin(async move {
+                Guarded::tick(name, lock, run, s).await;
+            })
         })
         .map_err(|e| {
             anyhow::anyhow!("schedule.{name}: `{cron}` is not a cron expression (sec min hour day month weekday): {e}")
@@ -158,5 +162,39 @@ impl Syncer {
     pub async fn sla_sweep(&self, now: chrono::DateTime<Utc>) -> Result<u64, SyncError> {
         let running = |r: &crate::store::ContactRow| r.state.sla.values().any(|t| t.stopped_at.is_none());
         Ok(self.rescore_where(now, false, running).await?.evaluated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_while_the_previous_run_is_going_is_skipped() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let job: Guarded<()> = Guarded::new(
+            "slow",
+            Arc::new(move |()| {
+                let counted = counted.clone();
+                Box::pin(async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(StdDuration::from_secs(60)).await;
+                    Ok(())
+                })
+            }),
+        );
+        let first = tokio::spawn(Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()));
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        let second = Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()).await;
+        assert!(!second, "the second tick must not start while the first runs");
+        assert!(first.await.unwrap());
+        assert!(
+            Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()).await,
+            "runs again once free"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }
