@@ -48,6 +48,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         }
         let derived = derive(rules, props);
         let memo: Vec<Cell<u8>> = vec![Cell::new(0); events.len() * rules.memo_slots];
+        let prop_cache: Vec<Cell<Option<Option<&str>>>> = vec![Cell::new(None); rules.prop_slots];
         let mut ctx = Ctx {
             properties: props,
             derived: &derived,
@@ -59,6 +60,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             event: None,
             memo: &memo,
             memo_stride: rules.memo_slots,
+            props: &prop_cache,
         };
         let fit = scoring::fit(rules, &ctx);
         ctx.fit = fit.value;
@@ -700,9 +702,11 @@ fn writes(
     for p in st.consumed.keys() {
         want(p, String::new());
     }
-    let stamp = rules.stamp();
-    if !props.is_empty() && current(&out.rules_version) != stamp {
-        props.insert(out.rules_version.clone(), stamp);
+    if !props.is_empty() {
+        let stamp = rules.stamp();
+        if current(&out.rules_version) != stamp {
+            props.insert(out.rules_version.clone(), stamp);
+        }
     }
 
     let mut actions = Vec::new();

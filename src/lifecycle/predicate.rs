@@ -31,8 +31,8 @@ pub(crate) enum Predicate {
 /// What a test reads.
 #[derive(Debug, Clone)]
 pub(crate) enum Subject {
-    /// A HubSpot property by name.
-    Property(Arc<str>),
+    /// A HubSpot property: its slot in the per-evaluation cache, and its name.
+    Property(usize, Arc<str>),
     /// A value derived by `[derive.NAME]`, by index.
     Derived(usize, Arc<str>),
     /// An attribute of the event being matched (only inside `where`).
@@ -105,12 +105,22 @@ pub(crate) struct Ctx<'a> {
     pub memo: &'a [Cell<u8>],
     /// Slots per event in `memo`.
     pub memo_stride: usize,
+    /// Property values by slot, trimmed, `Some(None)` when absent or blank; filled on first use.
+    pub props: &'a [Cell<Option<Option<&'a str>>>],
 }
 
 impl<'a> Ctx<'a> {
     fn value(&self, subject: &Subject) -> Option<&'a str> {
         let raw = match subject {
-            Subject::Property(name) => self.properties.get(&**name).map(String::as_str),
+            Subject::Property(slot, name) => {
+                let cell = &self.props[*slot];
+                if let Some(v) = cell.get() {
+                    return v;
+                }
+                let v = self.properties.get(&**name).map(|v| v.trim()).filter(|v| !v.is_empty());
+                cell.set(Some(v));
+                return v;
+            }
             Subject::Derived(i, _) => self.derived[*i],
             Subject::Attr(attr) => self.event?.attr(*attr),
         }?;
@@ -247,7 +257,7 @@ impl Predicate {
 impl Subject {
     fn name(&self) -> String {
         match self {
-            Subject::Property(n) | Subject::Derived(_, n) => n.to_string(),
+            Subject::Property(_, n) | Subject::Derived(_, n) => n.to_string(),
             Subject::Attr(a) => format!("{a:?}").to_lowercase(),
         }
     }

@@ -23,7 +23,7 @@ pub(crate) fn round2(v: f64) -> f64 {
 /// Fit: every rule whose condition holds adds its points.
 pub(crate) fn fit<'a>(rules: &'a Rules, ctx: &Ctx<'_>) -> Score<'a> {
     let model = &rules.fit;
-    let mut contributions = Vec::new();
+    let mut contributions = Vec::with_capacity(model.rules.len());
     let mut sums = vec![0.0; model.groups.len()];
     let mut loose = 0.0;
     for r in &model.rules {
@@ -58,9 +58,9 @@ struct Caps<'a> {
 }
 
 /// Engagement as of `now`, before any fan multiplier.
-pub(crate) fn engagement<'a>(
+pub(crate) fn engagement<'a: 'c, 'c>(
     rules: &'a Rules,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx<'c>,
     events: &[Prepared<'a>],
     now: DateTime<Utc>,
 ) -> Score<'a> {
