@@ -495,6 +495,9 @@ fn recycle(
     st.status_reason = Some(reason);
 }
 
+/// Distinct URLs and form names remembered per evaluation (beyond, values are classified per event).
+const DISTINCT_MAX: usize = 32;
+
 /// Deduplicated (by id), not in the future, after the last reset, oldest first; and how many were in the future.
 fn prepare_events<'a>(
     rules: &'a Rules,
@@ -522,18 +525,44 @@ fn prepare_events<'a>(
         kept.dedup_by(|b, a| a.id == b.id);
         kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     }
+    // The same page or form comes back often: classify each distinct value once.
+    let mut urls: Vec<(&str, usize)> = Vec::new();
+    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::new();
     let prepared = kept
         .into_iter()
         .enumerate()
-        .map(|(index, event)| Prepared {
-            event,
-            index,
-            form_kind: (event.kind == EventKind::FormSubmission)
+        .map(|(index, event)| {
+            let url_row = match event.url.as_deref() {
+                Some(u) => match urls.iter().find(|(seen, _)| *seen == u) {
+                    Some(&(_, row)) => row,
+                    None => {
+                        if urls.len() < DISTINCT_MAX {
+                            urls.push((u, index));
+                        }
+                        index
+                    }
+                },
+                None => index,
+            };
+            let form_kind = (event.kind == EventKind::FormSubmission)
                 .then(|| {
                     let form = event.form.as_deref()?;
-                    rules.forms.first(form)
+                    if let Some(&(_, kind)) = forms.iter().find(|(seen, _)| *seen == form) {
+                        return kind;
+                    }
+                    let kind = rules.forms.first(form);
+                    if forms.len() < DISTINCT_MAX {
+                        forms.push((form, kind));
+                    }
+                    kind
                 })
-                .flatten(),
+                .flatten();
+            Prepared {
+                event,
+                index,
+                url_row,
+                form_kind,
+            }
         })
         .collect();
     (prepared, future)

@@ -70,6 +70,8 @@ pub(crate) struct Prepared<'a> {
     pub form_kind: Option<&'a str>,
     /// Position among the evaluation's events (row of the memo table).
     pub index: usize,
+    /// Row of the memo table for patterns on the URL: the first event with the same URL.
+    pub url_row: usize,
 }
 
 impl<'a> Prepared<'a> {
@@ -151,7 +153,11 @@ impl Predicate {
             } if !ctx.memo.is_empty() && ctx.event.is_some() => {
                 // The same URL is tested by engagement rules, stage criteria and shortcuts: match it once.
                 let p = ctx.event.expect("checked above");
-                let cell = &ctx.memo[p.index * ctx.memo_stride + slot];
+                let row = match subject {
+                    Subject::Attr(EventAttr::Url) => p.url_row,
+                    _ => p.index,
+                };
+                let cell = &ctx.memo[row * ctx.memo_stride + slot];
                 match cell.get() {
                     1 => false,
                     2 => true,
