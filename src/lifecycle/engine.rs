@@ -208,7 +208,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
                     skipped: false,
                 },
             );
-            let reason = format!("{} because {why}", to.as_str().to_uppercase());
+            let reason = [&to.as_str().to_uppercase(), " because ", &why].concat();
             transitions.push(Transition {
                 change: Change::Stage { from: current, to },
                 reason: reason.clone(),
@@ -693,16 +693,16 @@ fn writes(
     let out = rules.output();
     let current = |name: &str| snapshot.properties.get(name).map(|v| v.trim()).unwrap_or("");
     let mut props = BTreeMap::new();
-    let mut want = |name: &str, value: String| {
+    let mut want = |name: &str, value: &str| {
         if current(name) != value {
-            props.insert(name.to_string(), value);
+            props.insert(name.to_string(), value.to_string());
         }
     };
-    want(&out.stage, st.stage.map_or("", |s| s.as_str()).to_string());
-    want(&out.status, st.status.as_str().to_string());
-    want(&out.fit_score, fmt_num(fit.value));
-    want(&out.engagement_score, fmt_num(engagement.value));
-    want(&out.grade, grade.to_string());
+    want(&out.stage, st.stage.map_or("", |s| s.as_str()));
+    want(&out.status, st.status.as_str());
+    want(&out.fit_score, &fmt_num(fit.value));
+    want(&out.engagement_score, &fmt_num(engagement.value));
+    want(&out.grade, grade);
     if !transitions.is_empty() {
         let mut reason = transitions
             .iter()
@@ -714,7 +714,7 @@ fn writes(
             reason.truncate(cut);
             reason.push('…');
         }
-        want(&out.reason, reason);
+        want(&out.reason, &reason);
     }
     let due = st
         .sla
@@ -724,12 +724,12 @@ fn writes(
         .min();
     want(
         &out.sla_due,
-        due.map_or(String::new(), |d| {
+        &due.map_or(String::new(), |d| {
             d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         }),
     );
     for p in st.consumed.keys() {
-        want(p, String::new());
+        want(p, "");
     }
     if !props.is_empty() {
         let stamp = rules.stamp();

@@ -352,16 +352,39 @@ pub fn fmt_num(v: f64) -> String {
     if !cents.is_finite() || cents.abs() > 1e15 {
         return format!("{v}");
     }
-    // Integer arithmetic: float formatting was a visible share of an evaluation.
+    // Integer arithmetic and no formatting machinery: this runs several times per evaluation.
     let c = cents as i64;
-    let (sign, a) = if c < 0 { ("-", -c) } else { ("", c) };
+    let a = c.unsigned_abs();
     let (int, frac) = (a / 100, a % 100);
-    if frac == 0 {
-        format!("{sign}{int}")
-    } else if frac % 10 == 0 {
-        format!("{sign}{int}.{}", frac / 10)
-    } else {
-        format!("{sign}{int}.{frac:02}")
+    let mut s = String::with_capacity(24);
+    if c < 0 {
+        s.push('-');
+    }
+    push_int(&mut s, int);
+    if frac != 0 {
+        s.push('.');
+        s.push(char::from(b'0' + (frac / 10) as u8));
+        if frac % 10 != 0 {
+            s.push(char::from(b'0' + (frac % 10) as u8));
+        }
+    }
+    s
+}
+
+/// Appends the decimal digits of `n` (what `write!(s, "{n}")` gives, without `fmt`).
+pub(crate) fn push_int(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
     }
 }
 

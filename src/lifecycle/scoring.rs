@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::decision::{Contribution, GroupTotal, Score};
 use super::model::EventAttr;
-use super::predicate::{Ctx, Prepared};
+use super::predicate::{Ctx, Prepared, push_int};
 use super::rules::{Bounds, Grades, Group, OncePer, Rules};
 
 /// Rounds a score to 2 decimals, so thresholds compare the value people see.
@@ -90,7 +90,7 @@ pub(crate) fn engagement<'a: 'c, 'c>(
             if repeated {
                 note = Some(match once {
                     OncePer::Contact => "counted once per contact".to_string(),
-                    OncePer::Attr(a) => format!("counted once per {}", attr_name(a)),
+                    OncePer::Attr(a) => ["counted once per ", attr_name(a)].concat(),
                 });
             } else {
                 cap.seen_any = true;
@@ -106,7 +106,11 @@ pub(crate) fn engagement<'a: 'c, 'c>(
                 cap.today = 1;
             }
             if note.is_none() && cap.today > max {
-                note = Some(format!("over {max} a day"));
+                let mut n = String::with_capacity(16);
+                n.push_str("over ");
+                push_int(&mut n, u64::from(max));
+                n.push_str(" a day");
+                note = Some(n);
             }
         }
 
@@ -216,7 +220,7 @@ pub(crate) fn grade(g: &Grades, fit: f64, engagement: f64) -> String {
         .iter()
         .find(|(_, t)| engagement >= *t)
         .map_or(&g.engagement_otherwise, |(d, _)| d);
-    format!("{letter}{digit}")
+    [letter.as_str(), digit.as_str()].concat()
 }
 
 fn attr_name(a: EventAttr) -> &'static str {
