@@ -168,7 +168,13 @@ fn sum_groups(rules: &Rules, contributions: &[Contribution]) -> (Vec<f64>, f64) 
     for c in contributions {
         match &c.group {
             Some(g) => {
-                if let Some(i) = groups.iter().position(|x| *x.name == **g) {
+                // Contributions borrow the group's own name: the pointer finds it without comparing text.
+                let same = |x: &Group| std::ptr::eq(x.name.as_ptr(), g.as_ptr()) && x.name.len() == g.len();
+                let found = groups
+                    .iter()
+                    .position(same)
+                    .or_else(|| groups.iter().position(|x| *x.name == **g));
+                if let Some(i) = found {
                     sums[i] += c.counted;
                 }
             }
