@@ -34,6 +34,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         form_kinds: HashSet::new(),
         ids: HashMap::new(),
         memo_slots: 0,
+        prop_slots: HashMap::new(),
         fit_bounds: Bounds {
             min: f64::MIN,
             max: f64::MAX,
@@ -100,6 +101,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         hash,
         properties: c.props.clone(),
         memo_slots: c.memo_slots,
+        prop_slots: c.prop_slots.len(),
         derives,
         forms,
         stages,
@@ -130,6 +132,8 @@ struct Compiler<'s> {
     ids: HashMap<String, usize>,
     /// Patterns on event attributes, each with a memo slot.
     memo_slots: usize,
+    /// Properties read by conditions, each with a slot in the per-evaluation cache.
+    prop_slots: HashMap<String, usize>,
     fit_bounds: Bounds,
     engagement_bounds: Bounds,
 }
@@ -781,7 +785,7 @@ impl Compiler<'_> {
 
     fn tests(&mut self, r: &RawPredicate, field: &str, subject: Option<&Subject>) -> Vec<Test> {
         let ptype = match subject {
-            Some(Subject::Property(name)) => self.props.get(&**name).copied(),
+            Some(Subject::Property(_, name)) => self.props.get(&**name).copied(),
             _ => Some(PropType::String),
         };
         let mut tests = Vec::new();
@@ -840,7 +844,7 @@ impl Compiler<'_> {
         for (bound, key, is_min) in [(&r.at_least, "at_least", true), (&r.at_most, "at_most", false)] {
             if let Some(b) = bound {
                 orphan(self, b.span(), key);
-                if matches!(subject, Some(Subject::Property(_))) && ptype != Some(PropType::Number) {
+                if matches!(subject, Some(Subject::Property(..))) && ptype != Some(PropType::Number) {
                     self.err(
                         b.span(),
                         format!("{field}.{key}"),
@@ -859,8 +863,12 @@ impl Compiler<'_> {
         if let Some(i) = self.derived.get(name) {
             return Some(Subject::Derived(*i, Arc::from(name.as_str())));
         }
-        self.property_ref(p, field)
-            .then(|| Subject::Property(Arc::from(name.as_str())))
+        if !self.property_ref(p, field) {
+            return None;
+        }
+        let next = self.prop_slots.len();
+        let slot = *self.prop_slots.entry(name.clone()).or_insert(next);
+        Some(Subject::Property(slot, Arc::from(name.as_str())))
     }
 
     fn property_ref(&mut self, p: &Spanned<String>, field: &str) -> bool {

@@ -48,6 +48,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         }
         let derived = derive(rules, props);
         let memo: Vec<Cell<u8>> = vec![Cell::new(0); events.len() * rules.memo_slots];
+        let prop_cache: Vec<Cell<Option<Option<&str>>>> = vec![Cell::new(None); rules.prop_slots];
         let mut ctx = Ctx {
             properties: props,
             derived: &derived,
@@ -59,6 +60,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             event: None,
             memo: &memo,
             memo_stride: rules.memo_slots,
+            props: &prop_cache,
         };
         let fit = scoring::fit(rules, &ctx);
         ctx.fit = fit.value;
@@ -206,7 +208,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
                     skipped: false,
                 },
             );
-            let reason = format!("{} because {why}", to.as_str().to_uppercase());
+            let reason = [&to.as_str().to_uppercase(), " because ", &why].concat();
             transitions.push(Transition {
                 change: Change::Stage { from: current, to },
                 reason: reason.clone(),
@@ -493,6 +495,9 @@ fn recycle(
     st.status_reason = Some(reason);
 }
 
+/// Distinct URLs and form names remembered per evaluation (beyond, values are classified per event).
+const DISTINCT_MAX: usize = 32;
+
 /// Deduplicated (by id), not in the future, after the last reset, oldest first; and how many were in the future.
 fn prepare_events<'a>(
     rules: &'a Rules,
@@ -520,18 +525,44 @@ fn prepare_events<'a>(
         kept.dedup_by(|b, a| a.id == b.id);
         kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     }
+    // The same page or form comes back often: classify each distinct value once.
+    let mut urls: Vec<(&str, usize)> = Vec::new();
+    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::new();
     let prepared = kept
         .into_iter()
         .enumerate()
-        .map(|(index, event)| Prepared {
-            event,
-            index,
-            form_kind: (event.kind == EventKind::FormSubmission)
+        .map(|(index, event)| {
+            let url_row = match event.url.as_deref() {
+                Some(u) => match urls.iter().find(|(seen, _)| *seen == u) {
+                    Some(&(_, row)) => row,
+                    None => {
+                        if urls.len() < DISTINCT_MAX {
+                            urls.push((u, index));
+                        }
+                        index
+                    }
+                },
+                None => index,
+            };
+            let form_kind = (event.kind == EventKind::FormSubmission)
                 .then(|| {
                     let form = event.form.as_deref()?;
-                    rules.forms.first(form)
+                    if let Some(&(_, kind)) = forms.iter().find(|(seen, _)| *seen == form) {
+                        return kind;
+                    }
+                    let kind = rules.forms.first(form);
+                    if forms.len() < DISTINCT_MAX {
+                        forms.push((form, kind));
+                    }
+                    kind
                 })
-                .flatten(),
+                .flatten();
+            Prepared {
+                event,
+                index,
+                url_row,
+                form_kind,
+            }
         })
         .collect();
     (prepared, future)
@@ -662,16 +693,16 @@ fn writes(
     let out = rules.output();
     let current = |name: &str| snapshot.properties.get(name).map(|v| v.trim()).unwrap_or("");
     let mut props = BTreeMap::new();
-    let mut want = |name: &str, value: String| {
+    let mut want = |name: &str, value: &str| {
         if current(name) != value {
-            props.insert(name.to_string(), value);
+            props.insert(name.to_string(), value.to_string());
         }
     };
-    want(&out.stage, st.stage.map_or("", |s| s.as_str()).to_string());
-    want(&out.status, st.status.as_str().to_string());
-    want(&out.fit_score, fmt_num(fit.value));
-    want(&out.engagement_score, fmt_num(engagement.value));
-    want(&out.grade, grade.to_string());
+    want(&out.stage, st.stage.map_or("", |s| s.as_str()));
+    want(&out.status, st.status.as_str());
+    want(&out.fit_score, &fmt_num(fit.value));
+    want(&out.engagement_score, &fmt_num(engagement.value));
+    want(&out.grade, grade);
     if !transitions.is_empty() {
         let mut reason = transitions
             .iter()
@@ -683,7 +714,7 @@ fn writes(
             reason.truncate(cut);
             reason.push('…');
         }
-        want(&out.reason, reason);
+        want(&out.reason, &reason);
     }
     let due = st
         .sla
@@ -693,16 +724,18 @@ fn writes(
         .min();
     want(
         &out.sla_due,
-        due.map_or(String::new(), |d| {
+        &due.map_or(String::new(), |d| {
             d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         }),
     );
     for p in st.consumed.keys() {
-        want(p, String::new());
+        want(p, "");
     }
-    let stamp = rules.stamp();
-    if !props.is_empty() && current(&out.rules_version) != stamp {
-        props.insert(out.rules_version.clone(), stamp);
+    if !props.is_empty() {
+        let stamp = rules.stamp();
+        if current(&out.rules_version) != stamp {
+            props.insert(out.rules_version.clone(), stamp);
+        }
     }
 
     let mut actions = Vec::new();

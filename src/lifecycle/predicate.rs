@@ -31,8 +31,8 @@ pub(crate) enum Predicate {
 /// What a test reads.
 #[derive(Debug, Clone)]
 pub(crate) enum Subject {
-    /// A HubSpot property by name.
-    Property(Arc<str>),
+    /// A HubSpot property: its slot in the per-evaluation cache, and its name.
+    Property(usize, Arc<str>),
     /// A value derived by `[derive.NAME]`, by index.
     Derived(usize, Arc<str>),
     /// An attribute of the event being matched (only inside `where`).
@@ -70,6 +70,8 @@ pub(crate) struct Prepared<'a> {
     pub form_kind: Option<&'a str>,
     /// Position among the evaluation's events (row of the memo table).
     pub index: usize,
+    /// Row of the memo table for patterns on the URL: the first event with the same URL.
+    pub url_row: usize,
 }
 
 impl<'a> Prepared<'a> {
@@ -105,12 +107,22 @@ pub(crate) struct Ctx<'a> {
     pub memo: &'a [Cell<u8>],
     /// Slots per event in `memo`.
     pub memo_stride: usize,
+    /// Property values by slot, trimmed, `Some(None)` when absent or blank; filled on first use.
+    pub props: &'a [Cell<Option<Option<&'a str>>>],
 }
 
 impl<'a> Ctx<'a> {
     fn value(&self, subject: &Subject) -> Option<&'a str> {
         let raw = match subject {
-            Subject::Property(name) => self.properties.get(&**name).map(String::as_str),
+            Subject::Property(slot, name) => {
+                let cell = &self.props[*slot];
+                if let Some(v) = cell.get() {
+                    return v;
+                }
+                let v = self.properties.get(&**name).map(|v| v.trim()).filter(|v| !v.is_empty());
+                cell.set(Some(v));
+                return v;
+            }
             Subject::Derived(i, _) => self.derived[*i],
             Subject::Attr(attr) => self.event?.attr(*attr),
         }?;
@@ -141,7 +153,11 @@ impl Predicate {
             } if !ctx.memo.is_empty() && ctx.event.is_some() => {
                 // The same URL is tested by engagement rules, stage criteria and shortcuts: match it once.
                 let p = ctx.event.expect("checked above");
-                let cell = &ctx.memo[p.index * ctx.memo_stride + slot];
+                let row = match subject {
+                    Subject::Attr(EventAttr::Url) => p.url_row,
+                    _ => p.index,
+                };
+                let cell = &ctx.memo[row * ctx.memo_stride + slot];
                 match cell.get() {
                     1 => false,
                     2 => true,
@@ -247,7 +263,7 @@ impl Predicate {
 impl Subject {
     fn name(&self) -> String {
         match self {
-            Subject::Property(n) | Subject::Derived(_, n) => n.to_string(),
+            Subject::Property(_, n) | Subject::Derived(_, n) => n.to_string(),
             Subject::Attr(a) => format!("{a:?}").to_lowercase(),
         }
     }
@@ -336,16 +352,39 @@ pub fn fmt_num(v: f64) -> String {
     if !cents.is_finite() || cents.abs() > 1e15 {
         return format!("{v}");
     }
-    // Integer arithmetic: float formatting was a visible share of an evaluation.
+    // Integer arithmetic and no formatting machinery: this runs several times per evaluation.
     let c = cents as i64;
-    let (sign, a) = if c < 0 { ("-", -c) } else { ("", c) };
+    let a = c.unsigned_abs();
     let (int, frac) = (a / 100, a % 100);
-    if frac == 0 {
-        format!("{sign}{int}")
-    } else if frac % 10 == 0 {
-        format!("{sign}{int}.{}", frac / 10)
-    } else {
-        format!("{sign}{int}.{frac:02}")
+    let mut s = String::with_capacity(24);
+    if c < 0 {
+        s.push('-');
+    }
+    push_int(&mut s, int);
+    if frac != 0 {
+        s.push('.');
+        s.push(char::from(b'0' + (frac / 10) as u8));
+        if frac % 10 != 0 {
+            s.push(char::from(b'0' + (frac % 10) as u8));
+        }
+    }
+    s
+}
+
+/// Appends the decimal digits of `n` (what `write!(s, "{n}")` gives, without `fmt`).
+pub(crate) fn push_int(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
     }
 }
 

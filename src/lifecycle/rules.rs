@@ -38,6 +38,8 @@ pub struct Rules {
     pub properties: HashMap<String, PropType>,
     /// Number of memoised patterns on event attributes.
     pub(crate) memo_slots: usize,
+    /// Number of distinct properties conditions read (slots of the per-evaluation cache).
+    pub(crate) prop_slots: usize,
     pub(crate) derives: Vec<Derive>,
     pub(crate) forms: FirstMatch,
     pub(crate) stages: Vec<StageRule>,

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::decision::{Contribution, GroupTotal, Score};
 use super::model::EventAttr;
-use super::predicate::{Ctx, Prepared};
+use super::predicate::{Ctx, Prepared, push_int};
 use super::rules::{Bounds, Grades, Group, OncePer, Rules};
 
 /// Rounds a score to 2 decimals, so thresholds compare the value people see.
@@ -23,7 +23,7 @@ pub(crate) fn round2(v: f64) -> f64 {
 /// Fit: every rule whose condition holds adds its points.
 pub(crate) fn fit<'a>(rules: &'a Rules, ctx: &Ctx<'_>) -> Score<'a> {
     let model = &rules.fit;
-    let mut contributions = Vec::new();
+    let mut contributions = Vec::with_capacity(model.rules.len());
     let mut sums = vec![0.0; model.groups.len()];
     let mut loose = 0.0;
     for r in &model.rules {
@@ -58,9 +58,9 @@ struct Caps<'a> {
 }
 
 /// Engagement as of `now`, before any fan multiplier.
-pub(crate) fn engagement<'a>(
+pub(crate) fn engagement<'a: 'c, 'c>(
     rules: &'a Rules,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx<'c>,
     events: &[Prepared<'a>],
     now: DateTime<Utc>,
 ) -> Score<'a> {
@@ -90,7 +90,7 @@ pub(crate) fn engagement<'a>(
             if repeated {
                 note = Some(match once {
                     OncePer::Contact => "counted once per contact".to_string(),
-                    OncePer::Attr(a) => format!("counted once per {}", attr_name(a)),
+                    OncePer::Attr(a) => ["counted once per ", attr_name(a)].concat(),
                 });
             } else {
                 cap.seen_any = true;
@@ -106,7 +106,11 @@ pub(crate) fn engagement<'a>(
                 cap.today = 1;
             }
             if note.is_none() && cap.today > max {
-                note = Some(format!("over {max} a day"));
+                let mut n = String::with_capacity(16);
+                n.push_str("over ");
+                push_int(&mut n, u64::from(max));
+                n.push_str(" a day");
+                note = Some(n);
             }
         }
 
@@ -164,7 +168,13 @@ fn sum_groups(rules: &Rules, contributions: &[Contribution]) -> (Vec<f64>, f64) 
     for c in contributions {
         match &c.group {
             Some(g) => {
-                if let Some(i) = groups.iter().position(|x| *x.name == **g) {
+                // Contributions borrow the group's own name: the pointer finds it without comparing text.
+                let same = |x: &Group| std::ptr::eq(x.name.as_ptr(), g.as_ptr()) && x.name.len() == g.len();
+                let found = groups
+                    .iter()
+                    .position(same)
+                    .or_else(|| groups.iter().position(|x| *x.name == **g));
+                if let Some(i) = found {
                     sums[i] += c.counted;
                 }
             }
@@ -216,7 +226,7 @@ pub(crate) fn grade(g: &Grades, fit: f64, engagement: f64) -> String {
         .iter()
         .find(|(_, t)| engagement >= *t)
         .map_or(&g.engagement_otherwise, |(d, _)| d);
-    format!("{letter}{digit}")
+    [letter.as_str(), digit.as_str()].concat()
 }
 
 fn attr_name(a: EventAttr) -> &'static str {
