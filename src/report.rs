@@ -67,6 +67,14 @@ pub async fn status(store: &Store) -> Result<String, StoreError> {
     if let Some(hold) = store.cursor(crate::sync::promote::HOLD).await? {
         let _ = writeln!(out, "\npromotions wait: {hold}");
     }
+    let (failing, error) = store.inbox_failing().await?;
+    if failing > 0 {
+        let _ = writeln!(
+            out,
+            "\ninbox: {failing} event(s) failed and wait for another try (last error: {})",
+            error.as_deref().unwrap_or("")
+        );
+    }
     let (depth, oldest) = store.inbox_depth().await?;
     let _ = writeln!(
         out,

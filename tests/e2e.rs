@@ -455,3 +455,37 @@ async fn leadsync_run_becomes_ready_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "a stop on SIGTERM is a clean exit: {exit:?}");
 }
+
+#[tokio::test]
+async fn a_merge_through_the_webhook_moves_the_ledger_to_the_survivor_and_retires_the_other() {
+    let app = TestApp::start(120).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let (survivor, merged) = (id(1001), id(1002));
+    let before = s.store.events(&[survivor.clone(), merged.clone()]).await.unwrap();
+    let count = |m: &std::collections::HashMap<HubSpotId, Vec<leadsync::lifecycle::Event>>, k: &HubSpotId| {
+        m.get(k).map_or(0, Vec::len)
+    };
+    assert!(count(&before, &merged) > 0, "the merged contact had activity");
+
+    let body = serde_json::json!([{"eventId": 9, "subscriptionId": 3, "portalId": 42, "appId": 7,
+        "occurredAt": app.now().timestamp_millis(), "subscriptionType": "contact.merge", "attemptNumber": 0,
+        "objectId": 1001, "primaryObjectId": 1001, "mergedObjectIds": [1002], "changeSource": "CRM_UI"}])
+    .to_string();
+    assert_eq!(app.post_signed_webhook(&body).await, 200);
+    app.run_inbox_until_idle().await;
+
+    let after = s.store.events(std::slice::from_ref(&survivor)).await.unwrap();
+    assert_eq!(
+        count(&after, &survivor),
+        count(&before, &survivor) + count(&before, &merged)
+    );
+    let rows = s.store.contacts(&[survivor.clone(), merged.clone()]).await.unwrap();
+    assert_eq!(rows[&merged].merged_into.as_deref(), Some("1001"));
+    assert!(rows[&survivor].removed.is_none());
+    // The retired contact is not evaluated again, even when HubSpot still lists it.
+    let evaluated = s.rescore(app.now(), true).await.unwrap().evaluated;
+    assert_eq!(evaluated, 119, "every contact but the merged one");
+}

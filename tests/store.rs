@@ -66,7 +66,8 @@ async fn a_commit_saves_state_ledger_audit_outbox_and_checkpoint_together() {
             .commit(std::slice::from_ref(&e), Some(("backfill", "page-3")))
             .await
             .unwrap();
-        // The same commit again (a retry after a crash): nothing doubles.
+        // The same commit again (the same evaluation saved twice): state, ledger, checkpoint and
+        // outbox do not double; the audit log records each save.
         store.commit(&[e], Some(("backfill", "page-3"))).await.unwrap();
 
         let rows = store.contacts(&[id("101"), id("999")]).await.unwrap();
@@ -243,9 +244,21 @@ async fn contacts_page_in_numeric_id_order_and_merges_combine_ledgers_once() {
 
 #[tokio::test]
 async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
-    for (name, store) in stores().await {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("reconnect.db").display());
+    for url in [sqlite, crate::support::postgres_url().await] {
+        let name = if url.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let store = Store::connect(&url).await.unwrap();
         store.set_cursor("contacts", "1700000000000").await.unwrap();
         store.set_counter("round_robin", 7).await.unwrap();
+        store
+            .commit(&[evaluated("3", Stage::Mql, vec![], vec![])], None)
+            .await
+            .unwrap();
         store
             .record_writes(
                 &[(id("3"), BTreeMap::from([("leadsync_stage".into(), "mql".into())]))],
@@ -253,11 +266,71 @@ async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
             )
             .await
             .unwrap();
+        store.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            store.cursor("contacts").await.unwrap().as_deref(),
+            Some("1700000000000"),
+            "{name}"
+        );
         assert!(store.wrote(&id("3"), "leadsync_stage", "mql").await.unwrap(), "{name}");
         assert!(!store.wrote(&id("3"), "leadsync_stage", "sql").await.unwrap(), "{name}");
         assert_eq!(store.counter("round_robin").await.unwrap(), 7, "{name}");
         assert_eq!(store.counter("never").await.unwrap(), 0, "{name}");
+        let row = &store.contacts(&[id("3")]).await.unwrap()[&id("3")];
+        assert_eq!(
+            row.properties.get("leadsync_stage").map(String::as_str),
+            Some("mql"),
+            "{name}: written values are folded into the stored HubSpot values"
+        );
         assert!(store.ping().await, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn failed_inbox_events_wait_and_come_back_and_a_privacy_deletion_erases_personal_data() {
+    for (name, store) in stores().await {
+        let ev = InboxEvent {
+            dedupe_key: "k1".into(),
+            contact_id: "77".into(),
+            subscription: "contact.creation".into(),
+            payload: "{}".into(),
+        };
+        store.inbox_put(&[ev], now()).await.unwrap();
+        let due = store.inbox_due(now(), 10).await.unwrap();
+        store
+            .inbox_retry(&[due[0].id], "HubSpot 502", now() + Duration::minutes(1))
+            .await
+            .unwrap();
+        assert!(store.inbox_due(now(), 10).await.unwrap().is_empty(), "{name}: it waits");
+        let back = store.inbox_due(now() + Duration::minutes(2), 10).await.unwrap();
+        assert_eq!((back.len(), back[0].attempts), (1, 1), "{name}: then comes back");
+        assert_eq!(
+            store.inbox_failing().await.unwrap(),
+            (1, Some("HubSpot 502".into())),
+            "{name}"
+        );
+
+        let write = (
+            OutboxKind::HubSpotWrite,
+            "hubspot:77".to_string(),
+            "{\"a\":1}".to_string(),
+        );
+        store
+            .commit(&[evaluated("77", Stage::Lead, vec![event(1)], vec![write])], None)
+            .await
+            .unwrap();
+        store.forget(&id("77")).await.unwrap();
+        let row = &store.contacts(&[id("77")]).await.unwrap()[&id("77")];
+        assert!(row.properties.is_empty() && row.company.is_empty(), "{name}");
+        assert_eq!(row.removed.as_deref(), Some("privacy"), "{name}");
+        assert!(store.events(&[id("77")]).await.unwrap().is_empty(), "{name}");
+        assert!(
+            store.due(OutboxKind::HubSpotWrite, now(), 10).await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert_eq!(store.inbox_depth().await.unwrap().0, 0, "{name}");
     }
 }
 

@@ -77,6 +77,12 @@ pub struct HubSpotEvent {
     /// Object type of generic `object.*` events (`0-48` calls, …).
     #[serde(default)]
     pub object_type_id: Option<String>,
+    /// `contact.merge`: the contact that survives.
+    #[serde(default)]
+    pub primary_object_id: Option<u64>,
+    /// `contact.merge`: the contacts merged into it.
+    #[serde(default)]
+    pub merged_object_ids: Vec<u64>,
 }
 
 /// The dedupe key HubSpot's documentation allows: what the event says, not its id.
@@ -142,6 +148,8 @@ pub async fn webhooks(
                 "occurredAt": e.occurred_at,
                 "changeSource": e.change_source,
                 "eventId": e.event_id,
+                "primaryObjectId": e.primary_object_id,
+                "mergedObjectIds": e.merged_object_ids,
             }))
             .expect("serialisable"),
         })

@@ -219,6 +219,35 @@ impl Store {
         Ok(())
     }
 
+    /// A contact HubSpot deleted and then restored: evaluated again from now on.
+    pub async fn mark_restored(&self, id: &HubSpotId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE contacts SET removed = NULL, merged_into = NULL WHERE contact_id = $1 AND removed <> 'privacy'",
+        )
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
+    /// ledger, write ledger, pending payloads); only its id and audit of stages remain.
+    pub async fn forget(&self, id: &HubSpotId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "UPDATE contacts SET properties = '{}', company = '{}', removed = 'privacy' WHERE contact_id = $1",
+            "DELETE FROM events WHERE contact_id = $1",
+            "DELETE FROM write_ledger WHERE contact_id = $1",
+            "DELETE FROM outbox WHERE contact_id = $1 AND state <> 'done'",
+            "UPDATE outbox SET payload = '{}' WHERE contact_id = $1",
+            "UPDATE inbox SET payload = '{}', processed_at = COALESCE(processed_at, 0) WHERE contact_id = $1",
+        ] {
+            sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
     pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -361,6 +390,7 @@ impl Store {
     /// pending any more.
     pub async fn set_promoted(&self, id: &HubSpotId, link: &SalesforceLink, owner: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock_row(&mut tx, id).await?;
         let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -403,6 +433,7 @@ async fn fold(
     id: &HubSpotId,
     props: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
+    lock_row(tx, id).await?;
     let row = sqlx::query("SELECT properties FROM contacts WHERE contact_id = $1")
         .bind(id.as_str())
         .fetch_optional(&mut **tx)
@@ -419,6 +450,16 @@ async fn fold(
     }
     sqlx::query("UPDATE contacts SET properties = $1 WHERE contact_id = $2")
         .bind(json(&stored))
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Starts a read-modify-write with a write: the row is locked on PostgreSQL, and SQLite takes its
+/// write lock before the read (a read first could not be upgraded once another write landed).
+async fn lock_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &HubSpotId) -> Result<(), StoreError> {
+    sqlx::query("UPDATE contacts SET owner_id = owner_id WHERE contact_id = $1")
         .bind(id.as_str())
         .execute(&mut **tx)
         .await?;

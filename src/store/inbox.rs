@@ -34,6 +34,8 @@ pub struct InboxRow {
     pub payload: String,
     /// When leadsync received it.
     pub received_at: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 impl Store {
@@ -59,11 +61,18 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Unprocessed events, oldest first.
+    /// Unprocessed events due at `now` (not waiting after a failure), oldest first.
     pub async fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
+        self.inbox_due(chrono::Utc::now(), limit).await
+    }
+
+    /// Unprocessed events due at `now`, oldest first.
+    pub async fn inbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, contact_id, subscription, payload, received_at FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, contact_id, subscription, payload, received_at, attempts FROM inbox \
+             WHERE processed_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
         )
+        .bind(ms(now))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -75,8 +84,34 @@ impl Store {
                 subscription: r.get(2),
                 payload: r.get(3),
                 received_at: from_ms(r.get(4)),
+                attempts: r.get::<i64, _>(5).max(0) as u32,
             })
             .collect())
+    }
+
+    /// Records a failed attempt at these events: they wait until `retry_at`, then are tried
+    /// again. Nothing is dropped; `leadsync status` shows what waits and why.
+    pub async fn inbox_retry(&self, ids: &[i64], error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
+                .bind(error)
+                .bind(ms(retry_at))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Unprocessed events that failed at least once: how many, and the latest error.
+    pub async fn inbox_failing(&self) -> Result<(u64, Option<String>), StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*), MAX(last_error) FROM inbox WHERE processed_at IS NULL AND attempts > 0")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((row.get::<i64, _>(0).max(0) as u64, row.get(1)))
     }
 
     /// Marks events processed.

@@ -79,7 +79,12 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // Every connection to `:memory:` is a database of its own: one connection then.
+            .max_connections(match backend {
+                Backend::Sqlite if url.contains(":memory:") => 1,
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -207,7 +207,7 @@ impl Store {
     pub async fn sending(&self, items: &[OutboxItem]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for it in items {
-            sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2")
+            sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2 AND state = 'pending'")
                 .bind(it.id)
                 .bind(&it.payload)
                 .execute(&mut *tx)
@@ -225,14 +225,17 @@ impl Store {
         next: OutboxState,
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // Only the attempt at these values: newer desired values queued meanwhile stay pending.
         sqlx::query(
-            "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 WHERE id = $5",
+            "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 \
+             WHERE id = $5 AND payload = $6",
         )
         .bind(next.as_str())
         .bind(error)
         .bind(ms(retry_at))
         .bind(ms(Utc::now()))
         .bind(item.id)
+        .bind(&item.payload)
         .execute(&self.pool)
         .await?;
         Ok(())

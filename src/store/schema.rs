@@ -10,10 +10,11 @@ pub(super) struct Migration {
     pub sql: &'static str,
 }
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: r#"
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: r#"
 CREATE TABLE cursors (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -94,4 +95,15 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_pending ON inbox (processed_at, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "inbox retries",
+        // An event whose processing fails waits (`next_at`) and is tried again, never dropped.
+        sql: r#"
+ALTER TABLE inbox ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE inbox ADD COLUMN next_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE inbox ADD COLUMN last_error TEXT
+"#,
+    },
+];

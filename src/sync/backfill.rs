@@ -166,7 +166,16 @@ impl Syncer {
             pulled: contacts.len() as u64,
             ..SyncReport::default()
         };
-        let batch = self.evaluate_contacts(contacts, Default::default(), p, now).await?;
+        let batch = self
+            .evaluate_and_commit(
+                contacts,
+                Default::default(),
+                p,
+                now,
+                checkpoint.map(|c| (CHECKPOINT, c)),
+                opts.dry_run,
+            )
+            .await?;
         report.count(&batch);
         if opts.dry_run {
             let writes = batch
@@ -181,7 +190,6 @@ impl Syncer {
             costs.salesforce_calls += super::promote::calls_for(report.promotions_queued);
             return Ok(report);
         }
-        self.store.commit(&batch, checkpoint.map(|c| (CHECKPOINT, c))).await?;
         report.add(&self.flush(p, now).await?);
         Ok(report)
     }
@@ -202,6 +210,7 @@ impl Syncer {
         let mut report = SyncReport::default();
         let mut after: Option<String> = None;
         loop {
+            let held = self.evaluating().await;
             let rows = self.store.contact_page(after.as_deref(), 500).await?;
             let Some(last) = rows.last() else { break };
             after = Some(last.contact_id.as_str().to_string());
@@ -220,6 +229,7 @@ impl Syncer {
             if !dry_run {
                 self.store.commit(&batch, None).await?;
             }
+            drop(held);
         }
         if !dry_run {
             report.add(&self.flush(Priority::Background, now).await?);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
@@ -69,13 +69,17 @@ impl Syncer {
             .filter_map(|c| c.prop("lastmodifieddate"))
             .filter_map(parse_ms)
             .max();
-        let batch = self.evaluate_contacts(contacts, fresh, p, now).await?;
-        report.count(&batch);
         let bookmark = run_start_ms.map(|start| last_modified.map_or(start, |m| m.min(start)).to_string());
-        self.store
-            .commit(&batch, bookmark.as_deref().map(|b| (CURSOR, b)))
+        let batch = self
+            .evaluate_and_commit(contacts, fresh, p, now, bookmark.as_deref().map(|b| (CURSOR, b)), false)
             .await?;
-        report.add(&self.flush(p, now).await?);
+        report.count(&batch);
+        // The decisions are saved: a failing write-back or promotion stays in the outbox and is
+        // retried by the next flush; it does not undo or repeat this pass.
+        match self.flush(p, now).await {
+            Ok(r) => report.add(&r),
+            Err(e) => warn!(error = %e, "outbox not flushed; its items wait for the next pass"),
+        }
         info!(
             pulled = report.pulled,
             evaluated = report.evaluated,

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
 use crate::lifecycle::HubSpotId;
+use crate::store::InboxRow;
 
 /// Events taken from the inbox per pass.
 pub const INBOX_BATCH: usize = 500;
@@ -47,17 +48,68 @@ fn engagement_object(type_id: &str) -> Option<&'static str> {
 }
 
 impl Syncer {
-    /// One pass over the inbox; returns the report and how many events it consumed.
+    /// One pass over the inbox; returns the report and how many events it took. Events whose
+    /// processing fails wait and are tried again later (never dropped): a failing batch is
+    /// retried contact by contact, so that one bad event does not hold the others back.
     pub async fn drain_inbox(&self, now: DateTime<Utc>) -> Result<(SyncReport, usize), SyncError> {
-        let rows = self.store.inbox_pending(INBOX_BATCH).await?;
+        let rows = self.store.inbox_due(now, INBOX_BATCH).await?;
         if rows.is_empty() {
             return Ok((SyncReport::default(), 0));
         }
+        let error = match self.process(&rows, now).await {
+            Ok(report) => {
+                self.done(&rows, now).await?;
+                return Ok((report, rows.len()));
+            }
+            Err(e) => e,
+        };
+        if error.is_pause() {
+            warn!(error = %error, events = rows.len(), "inbox paused: the events wait a minute");
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            self.store
+                .inbox_retry(&ids, &error.to_string(), now + chrono::Duration::minutes(1))
+                .await?;
+            return Ok((SyncReport::default(), rows.len()));
+        }
+        let mut by_contact: BTreeMap<&str, Vec<InboxRow>> = BTreeMap::new();
+        for r in &rows {
+            by_contact.entry(r.contact_id.as_str()).or_default().push(r.clone());
+        }
+        let mut report = SyncReport::default();
+        for (contact, group) in by_contact {
+            match self.process(&group, now).await {
+                Ok(r) => {
+                    report.add(&r);
+                    self.done(&group, now).await?;
+                }
+                Err(e) => {
+                    let attempts = group.iter().map(|r| r.attempts).max().unwrap_or(0);
+                    let wait = chrono::Duration::seconds((5i64 << attempts.min(7)).min(600));
+                    warn!(object = contact, error = %e, attempts, "webhook events wait before another try");
+                    let ids: Vec<i64> = group.iter().map(|r| r.id).collect();
+                    self.store.inbox_retry(&ids, &e.to_string(), now + wait).await?;
+                }
+            }
+        }
+        Ok((report, rows.len()))
+    }
+
+    async fn done(&self, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), SyncError> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        self.store.inbox_done(&ids, now).await?;
+        let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(now);
+        metrics::histogram!("leadsync_inbox_processing_lag_seconds")
+            .record((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+        Ok(())
+    }
+
+    /// Reads, evaluates, saves and flushes what these events are about.
+    async fn process(&self, rows: &[InboxRow], now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
         let ours: BTreeSet<&str> = super::evaluate::written_properties(&self.rules).into_iter().collect();
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut echoes = 0;
-        for row in &rows {
+        for row in rows {
             let Ok(ev) = serde_json::from_str::<Stored>(&row.payload) else {
                 continue; // our own serialisation: cannot fail but for a hand-edited row
             };
@@ -71,6 +123,12 @@ impl Syncer {
             };
             match ev.subscription_type.as_str() {
                 "contact.deletion" => self.store.mark_removed(&id, "deleted", None).await?,
+                // A GDPR deletion: personal data leaves the store; nothing is read or written.
+                "contact.privacyDeletion" => self.store.forget(&id).await?,
+                "contact.restore" => {
+                    self.store.mark_restored(&id).await?;
+                    touched.insert(object);
+                }
                 "contact.merge" => {
                     let survivor = ev.primary_object_id.map(|p| p.to_string()).unwrap_or(object.clone());
                     let Ok(survivor_id) = HubSpotId::try_from(survivor.clone()) else {
@@ -144,16 +202,11 @@ impl Syncer {
             };
             report = self.evaluate_and_save(contacts, fresh, p, now, None).await?;
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        self.store.inbox_done(&ids, now).await?;
-        let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(now);
-        metrics::histogram!("leadsync_inbox_processing_lag_seconds")
-            .record((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
         if echoes > 0 {
             debug!(echoes, "own writes recognised in the inbox");
         }
         info!(events = rows.len(), evaluated = report.evaluated, "inbox drained");
-        Ok((report, rows.len()))
+        Ok(report)
     }
 }
 

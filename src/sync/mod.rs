@@ -119,6 +119,10 @@ pub struct Syncer {
     pub properties: Vec<String>,
     /// Company properties every read asks for.
     pub company_properties: Vec<String>,
+    /// Held from reading stored contacts to saving their evaluation.
+    eval_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Held while the outbox is carried out.
+    flush_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Syncer {
@@ -146,35 +150,40 @@ impl Syncer {
             store,
             promoter,
             company_properties,
+            eval_lock: Arc::default(),
+            flush_lock: Arc::default(),
         }
     }
 
-    /// Pulls engagements and companies of contacts new to leadsync, evaluates all of them with
-    /// the stored ledger, and returns what to save (not yet saved).
-    pub(crate) async fn evaluate_contacts(
+    /// The evaluation lock (held by other parts that read, decide and save contacts).
+    pub(crate) async fn evaluating(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.eval_lock.lock().await
+    }
+
+    /// Pulls engagements and companies of contacts new to leadsync, then, under the evaluation
+    /// lock, reads their stored state and ledger, evaluates them and saves the result with
+    /// `checkpoint` (nothing is saved on a dry run). Returns what was (or would be) saved.
+    pub(crate) async fn evaluate_and_commit(
         &self,
         contacts: Vec<HubSpotObject>,
         mut fresh: BTreeMap<String, Vec<crate::lifecycle::Event>>,
         priority: Priority,
         now: DateTime<Utc>,
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
     ) -> Result<Vec<Evaluated>, SyncError> {
         let ids: Vec<HubSpotId> = contacts
             .iter()
             .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
             .collect();
-        let stored = self.store.contacts(&ids).await?;
-        let ledger = self.store.events(&ids).await?;
-        // Contacts never seen need their whole history and their company, once.
         let (active, removed): (Vec<HubSpotObject>, Vec<HubSpotObject>) =
             contacts.into_iter().partition(|c| !c.archived);
-        for r in &removed {
-            if let Ok(id) = HubSpotId::try_from(r.id.clone()) {
-                self.store.mark_removed(&id, "archived", None).await?;
-            }
-        }
+        // Contacts never seen need their whole history and their company, once. Read before
+        // taking the lock: HubSpot's answers can take seconds.
+        let known = self.store.contacts(&ids).await?;
         let new: Vec<HubSpotObject> = active
             .iter()
-            .filter(|c| HubSpotId::try_from(c.id.clone()).is_ok_and(|id| !stored.contains_key(&id)))
+            .filter(|c| HubSpotId::try_from(c.id.clone()).is_ok_and(|id| !known.contains_key(&id)))
             .cloned()
             .collect();
         let mut companies = BTreeMap::new();
@@ -187,14 +196,31 @@ impl Syncer {
                 companies.insert(c, (company.id.clone(), evaluate::known_properties(&company)));
             }
         }
+
+        // Read, decide and save under one lock, so that no other evaluation in this process
+        // (a webhook, the rescore) saves in between and is overwritten by an older state.
+        let _held = self.eval_lock.lock().await;
+        if !dry_run {
+            for r in &removed {
+                if let Ok(id) = HubSpotId::try_from(r.id.clone()) {
+                    self.store.mark_removed(&id, "archived", None).await?;
+                }
+            }
+        }
+        let stored = self.store.contacts(&ids).await?;
+        let ledger = self.store.events(&ids).await?;
         let mut out = Vec::with_capacity(active.len());
         for c in active {
             let Ok(id) = HubSpotId::try_from(c.id.clone()) else {
                 continue;
             };
             let row = stored.get(&id);
-            if row.is_some_and(|r| r.removed.is_some()) {
-                continue; // deleted or merged away: kept for the audit, never evaluated
+            match row.and_then(|r| r.removed.as_deref()) {
+                // Merged away or erased on request: never evaluated again.
+                Some("merged" | "privacy") => continue,
+                // HubSpot lists it as active again: it was restored.
+                Some(_) if !dry_run => self.store.mark_restored(&id).await?,
+                _ => {}
             }
             let pulled = PulledContact {
                 events: fresh.remove(&c.id).unwrap_or_default(),
@@ -206,17 +232,24 @@ impl Syncer {
                 out.push(e);
             }
         }
+        if !dry_run {
+            self.store.commit(&out, checkpoint).await?;
+        }
         Ok(out)
     }
 
-    /// Carries out pending HubSpot writes and promotions until none is due.
+    /// Carries out pending HubSpot writes and promotions until none is due. One flush at a time
+    /// per process: two would both take the same items.
     pub async fn flush(&self, priority: Priority, now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
+        let _held = self.flush_lock.lock().await;
         let mut report = SyncReport {
             written: writeback::drain(self, priority, now).await?,
             ..SyncReport::default()
         };
         if let Some(p) = &self.promoter {
-            report.promoted = p.drain(self, now).await?;
+            let promoted = p.drain(self, now).await;
+            p.keep_rotated_token(self).await?;
+            report.promoted = promoted?;
             // Promotions write Salesforce ids back to HubSpot.
             report.written += writeback::drain(self, priority, now).await?;
         }

@@ -42,6 +42,8 @@ pub const HOLD: &str = "salesforce.hold";
 /// Store cursor holding the latest Salesforce refresh token: with rotation, each refresh
 /// returns a new one and invalidates the old, so the configured one is only good once.
 pub const REFRESH_TOKEN: &str = "salesforce.refresh_token";
+/// Store cursor holding a hash of the configured refresh token the kept one descends from.
+const REFRESH_TOKEN_FROM: &str = "salesforce.refresh_token.configured";
 
 /// Salesforce, its mapping, and what leadsync reads for it.
 pub struct Promoter {
@@ -88,8 +90,22 @@ impl Promoter {
         if s.client_id.is_none() {
             return Ok(None);
         }
-        let rotated = match (&s.refresh_token, store.cursor(REFRESH_TOKEN).await?) {
-            (Some(_), Some(saved)) => Some(secrecy::SecretString::from(saved)),
+        // The kept token is used only while the configured one is the one it was rotated from:
+        // an admin who re-authorises (a new configured token) is not overridden.
+        let configured = s.refresh_token.as_ref().map(|t| {
+            use secrecy::ExposeSecret;
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(t.expose_secret().as_bytes()))
+        });
+        let rotated = match (&configured, store.cursor(REFRESH_TOKEN).await?) {
+            (Some(hash), Some(saved)) if store.cursor(REFRESH_TOKEN_FROM).await?.as_deref() == Some(hash) => {
+                Some(secrecy::SecretString::from(saved))
+            }
+            (Some(hash), _) => {
+                store.set_cursor(REFRESH_TOKEN_FROM, hash).await?;
+                store.clear_cursor(REFRESH_TOKEN).await?;
+                None
+            }
             _ => None,
         };
         let auth = match rotated {
@@ -135,7 +151,7 @@ impl Promoter {
     }
 
     /// Saves a refresh token the last refresh rotated, so a restart can still log in.
-    async fn keep_rotated_token(&self, s: &Syncer) -> Result<(), SyncError> {
+    pub(crate) async fn keep_rotated_token(&self, s: &Syncer) -> Result<(), SyncError> {
         use secrecy::ExposeSecret;
         if let Some(current) = self.client.auth().current_refresh_token().await {
             let current = current.expose_secret();
@@ -170,7 +186,6 @@ impl Promoter {
             let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
             if due.is_empty() {
                 s.store.clear_cursor(HOLD).await?;
-                self.keep_rotated_token(s).await?;
                 return Ok(promoted);
             }
             let mut inputs = Vec::with_capacity(due.len());
@@ -227,7 +242,9 @@ impl Promoter {
                     } => {
                         // Ids saved first, then their write-back queued: a crash in between
                         // re-promotes by upsert (no new record) and queues the write again.
+                        let held = s.evaluating().await;
                         s.store.set_promoted(&contact_id, &link, &owner_id).await?;
+                        drop(held);
                         let mut props = BTreeMap::new();
                         for (k, v) in [
                             ("leadsync_sf_account_id", &link.account_id),
@@ -280,6 +297,17 @@ impl Promoter {
     /// contact a customer, lost sets the lost status; amount and close date reach HubSpot.
     /// Returns how many contacts changed.
     pub async fn poll_opportunities(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+        let polled = self.poll(s, now).await;
+        // A refresh during the poll may have rotated the token, whatever the poll's outcome.
+        self.keep_rotated_token(s).await?;
+        let changed = polled?;
+        if changed > 0 {
+            s.flush(Priority::Background, now).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn poll(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
         let since = s.store.cursor(WATERMARK).await?.and_then(|w| {
             let (ms, id) = w.split_once('|')?;
             Some(SalesforceWatermark {
@@ -334,6 +362,7 @@ impl Promoter {
                 )
                 .await?;
         }
+        let held = s.evaluating().await;
         s.store.fold_properties(&writes).await?;
         let ids: Vec<HubSpotId> = writes.iter().map(|(id, _)| id.clone()).collect();
         let rows = s.store.contacts(&ids).await?;
@@ -344,14 +373,11 @@ impl Promoter {
             .filter(|r| r.removed.is_none())
             .map(|r| evaluate_stored(&s.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
             .collect();
-        s.store.commit(&batch, None).await?;
-        if let Some(w) = next {
-            s.store
-                .set_cursor(WATERMARK, &format!("{}|{}", w.modstamp.timestamp_millis(), w.id))
-                .await?;
-        }
-        super::writeback::drain(s, Priority::Background, now).await?;
-        self.keep_rotated_token(s).await?;
+        let watermark = next.map(|w| format!("{}|{}", w.modstamp.timestamp_millis(), w.id));
+        s.store
+            .commit(&batch, watermark.as_deref().map(|w| (WATERMARK, w)))
+            .await?;
+        drop(held);
         Ok(changes.len() as u64)
     }
 }
