@@ -30,8 +30,13 @@ impl HubSpotClient {
         priority: Priority,
     ) -> Result<Pulled, HubSpotError> {
         let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
-        let events = self.contact_engagements(&ids, priority).await?;
-        let links = self.associations("contacts", "companies", &ids, priority).await?;
+        // Engagements and company links at once: the limiter paces the calls, so a block costs
+        // the budget's time rather than one round trip after another.
+        let (events, links) = futures::future::try_join(
+            self.contact_engagements(&ids, priority),
+            self.associations("contacts", "companies", &ids, priority),
+        )
+        .await?;
         let mut company_ids: Vec<String> = links.values().filter_map(|v| v.first().cloned()).collect();
         company_ids.sort();
         company_ids.dedup();
