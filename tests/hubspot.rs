@@ -8,7 +8,7 @@ use leadsync::hubspot::limiter::Priority;
 use leadsync::hubspot::retry::RetryPolicy;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use wiremock::matchers::{body_partial_json, header, method, path, query_param};
+use wiremock::matchers::{body_partial_json, header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const BG: Priority = Priority::Background;
@@ -913,4 +913,47 @@ async fn engagements_modified_since_a_time_reach_their_contacts() {
         .unwrap();
     assert_eq!(by_contact.keys().collect::<Vec<_>>(), ["5", "6"]);
     assert_eq!(by_contact["5"][0].id, "hs-calls-71");
+}
+
+#[tokio::test]
+async fn blocks_that_share_a_company_read_it_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v4/associations/contacts/companies/batch/read"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": [
+                {"from": {"id": "1"}, "to": [{"toObjectId": 77}]}, {"from": {"id": "2"}, "to": [{"toObjectId": 77}]}
+            ]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/crm/v4/associations/contacts/[a-z]+/batch/read$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/companies/batch/read"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": [
+                {"id": "77", "properties": {"name": "Globex"}}
+            ]})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = static_client(&server);
+    let cache = leadsync::hubspot::pull::CompanyCache::default();
+    let contact = |id: &str| serde_json::from_value(json!({"id": id, "properties": {}})).unwrap();
+    for id in ["1", "2"] {
+        let pulled = client
+            .pull_block_cached(vec![contact(id)], &["name".to_string()], BG, &cache)
+            .await
+            .unwrap();
+        assert_eq!(
+            pulled.companies[id].prop("name"),
+            Some("Globex"),
+            "block of contact {id}"
+        );
+    }
 }

@@ -3,7 +3,9 @@
 //! associations batch size), then each block costs one association read per engagement type and
 //! one for companies, plus one batch read per 100 engagements or companies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::client::{HubSpotClient, HubSpotError};
 use super::limiter::Priority;
@@ -21,6 +23,44 @@ pub struct Pulled {
     pub companies: BTreeMap<String, HubSpotObject>,
 }
 
+/// Companies read in the last minutes: a backfill's blocks share companies (contacts of one
+/// company are spread over the whole portal), so each is read once rather than once per block.
+/// Bounded in age and size, so it neither serves stale companies for long nor grows with the
+/// portal.
+#[derive(Debug, Default)]
+pub struct CompanyCache {
+    entries: Mutex<HashMap<String, (Instant, HubSpotObject)>>,
+}
+
+impl CompanyCache {
+    /// How long a company read stays good.
+    pub const TTL: Duration = Duration::from_secs(15 * 60);
+    /// Most companies kept (a few MB).
+    pub const MAX: usize = 20_000;
+
+    fn get(&self, id: &str) -> Option<HubSpotObject> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, companies: impl IntoIterator<Item = HubSpotObject>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX {
+            entries.retain(|_, (at, _)| at.elapsed() < Self::TTL / 4);
+            if entries.len() >= Self::MAX {
+                entries.clear();
+            }
+        }
+        let now = Instant::now();
+        for c in companies {
+            entries.insert(c.id.clone(), (now, c));
+        }
+    }
+}
+
 impl HubSpotClient {
     /// Engagements and companies of a block of contacts (at most 1,000 for the fewest calls).
     pub async fn pull_block(
@@ -28,6 +68,18 @@ impl HubSpotClient {
         contacts: Vec<HubSpotObject>,
         company_properties: &[String],
         priority: Priority,
+    ) -> Result<Pulled, HubSpotError> {
+        self.pull_block_cached(contacts, company_properties, priority, &CompanyCache::default())
+            .await
+    }
+
+    /// [`HubSpotClient::pull_block`], reading only the companies `cache` does not hold.
+    pub async fn pull_block_cached(
+        &self,
+        contacts: Vec<HubSpotObject>,
+        company_properties: &[String],
+        priority: Priority,
+        cache: &CompanyCache,
     ) -> Result<Pulled, HubSpotError> {
         let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
         // Engagements and company links at once: the limiter paces the calls, so a block costs
@@ -40,12 +92,21 @@ impl HubSpotClient {
         let mut company_ids: Vec<String> = links.values().filter_map(|v| v.first().cloned()).collect();
         company_ids.sort();
         company_ids.dedup();
-        let companies: BTreeMap<String, HubSpotObject> = self
-            .batch_read("companies", &company_ids, company_properties, None, priority)
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
+        let mut companies: BTreeMap<String, HubSpotObject> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for id in company_ids {
+            match cache.get(&id) {
+                Some(c) => {
+                    companies.insert(id, c);
+                }
+                None => missing.push(id),
+            }
+        }
+        let read = self
+            .batch_read("companies", &missing, company_properties, None, priority)
+            .await?;
+        cache.put(read.iter().cloned());
+        companies.extend(read.into_iter().map(|c| (c.id.clone(), c)));
         let by_contact = links
             .into_iter()
             .filter_map(|(contact, v)| v.first().and_then(|c| companies.get(c)).cloned().map(|c| (contact, c)))

@@ -123,6 +123,8 @@ pub struct Syncer {
     eval_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held while the outbox is carried out.
     flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Companies read recently (a backfill reads each once).
+    companies: Arc<crate::hubspot::pull::CompanyCache>,
 }
 
 impl Syncer {
@@ -152,6 +154,7 @@ impl Syncer {
             company_properties,
             eval_lock: Arc::default(),
             flush_lock: Arc::default(),
+            companies: Arc::default(),
         }
     }
 
@@ -188,7 +191,10 @@ impl Syncer {
             .collect();
         let mut companies = BTreeMap::new();
         if !new.is_empty() {
-            let pulled = self.hubspot.pull_block(new, &self.company_properties, priority).await?;
+            let pulled = self
+                .hubspot
+                .pull_block_cached(new, &self.company_properties, priority, &self.companies)
+                .await?;
             for (c, events) in pulled.events {
                 fresh.entry(c).or_default().extend(events);
             }
