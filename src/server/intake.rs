@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::AppState;
 use crate::hubspot::signature::{self, SignatureError};
-use crate::store::InboxEvent;
+use crate::store::{InboxEvent, InboxWriter};
 
 /// Why a delivery was refused, as HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /webhooks/hubspot`: a Webhooks API delivery (v3 signature, 5-minute window).
 pub async fn webhooks(
     State(state): State<AppState>,
+    State(inbox): State<InboxWriter>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -154,9 +155,10 @@ pub async fn webhooks(
             .expect("serialisable"),
         })
         .collect();
-    save(&state, &rows).await?;
+    let n = rows.len() as u64;
+    save(&state, &inbox, rows).await?;
     metrics::counter!("leadsync_webhook_deliveries_total").increment(1);
-    metrics::counter!("leadsync_webhook_events_total").increment(rows.len() as u64);
+    metrics::counter!("leadsync_webhook_events_total").increment(n);
     metrics::histogram!("leadsync_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
     Ok(StatusCode::OK)
 }
@@ -165,6 +167,7 @@ pub async fn webhooks(
 /// v2 signature).
 pub async fn workflow(
     State(state): State<AppState>,
+    State(inbox): State<InboxWriter>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -197,17 +200,19 @@ pub async fn workflow(
         subscription: "workflow".into(),
         payload: serde_json::json!({ "subscriptionType": "workflow", "objectId": id }).to_string(),
     };
-    save(&state, &[row]).await?;
+    save(&state, &inbox, vec![row]).await?;
     Ok(StatusCode::OK)
 }
 
-async fn save(state: &AppState, rows: &[InboxEvent]) -> Result<(), IntakeError> {
+/// Keeps the events through the group-commit writer: returns once they are committed.
+async fn save(state: &AppState, inbox: &InboxWriter, rows: Vec<InboxEvent>) -> Result<(), IntakeError> {
     if rows.is_empty() {
         return Ok(());
     }
-    match state.store.inbox_put(rows, Utc::now()).await {
+    let n = rows.len() as u64;
+    match inbox.put(rows).await {
         Ok(new) => {
-            metrics::counter!("leadsync_webhook_duplicates_total").increment(rows.len() as u64 - new);
+            metrics::counter!("leadsync_webhook_duplicates_total").increment(n - new);
             state.wake.notify_one();
             Ok(())
         }

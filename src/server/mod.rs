@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::store::Store;
+use crate::store::{InboxWriter, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -36,6 +36,25 @@ pub struct AppState {
     pub ready: Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     /// Extra metric lines rendered at each scrape (API call counts by endpoint).
     pub extra_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The router's state: the handlers' shared parts and the inbox's group-commit writer.
+#[derive(Clone)]
+struct ServerState {
+    app: AppState,
+    inbox: InboxWriter,
+}
+
+impl FromRef<ServerState> for AppState {
+    fn from_ref(s: &ServerState) -> AppState {
+        s.app.clone()
+    }
+}
+
+impl FromRef<ServerState> for InboxWriter {
+    fn from_ref(s: &ServerState) -> InboxWriter {
+        s.inbox.clone()
+    }
 }
 
 /// The bound server.
@@ -69,9 +88,14 @@ impl Application {
     }
 
     /// The routes on a listener bound beforehand (when its address must be known first: the
-    /// sandbox delivers webhooks to it).
+    /// sandbox delivers webhooks to it). Starts the inbox writer on the current runtime; it
+    /// stops when the server does.
     pub fn on(state: AppState, listener: TcpListener, max_body_bytes: usize) -> Application {
         metrics_handle();
+        let state = ServerState {
+            inbox: InboxWriter::spawn(state.store.clone()),
+            app: state,
+        };
         let router = Router::new()
             .route("/webhooks/hubspot", post(intake::webhooks))
             .route("/webhooks/hubspot/workflow", post(intake::workflow))

@@ -3,10 +3,15 @@
 //! Duplicates are dropped by a key built from what the event says (HubSpot's `eventId` is not
 //! guaranteed unique), so a redelivery inserts nothing.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{Store, StoreError, from_ms, ms};
+
+/// Rows per INSERT statement (5 parameters each, far below both databases' limits).
+const INSERT_ROWS: usize = 100;
 
 /// One event to keep.
 #[derive(Debug, Clone)]
@@ -41,24 +46,49 @@ pub struct InboxRow {
 impl Store {
     /// Keeps a delivery's events in one transaction; returns how many were new.
     pub async fn inbox_put(&self, events: &[InboxEvent], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(self.inbox_put_many(&[events], now).await?[0])
+    }
+
+    /// Keeps the events of several deliveries in one transaction; returns how many of each
+    /// delivery's were new.
+    pub async fn inbox_put_many(
+        &self,
+        deliveries: &[&[InboxEvent]],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        for e in events {
-            let r = sqlx::query(
-                "INSERT INTO inbox (dedupe_key, contact_id, subscription, payload, received_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (dedupe_key) DO NOTHING",
-            )
-            .bind(&e.dedupe_key)
-            .bind(&e.contact_id)
-            .bind(&e.subscription)
-            .bind(&e.payload)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await?;
-            inserted += r.rows_affected();
+        let mut new = Vec::with_capacity(deliveries.len());
+        for events in deliveries {
+            let mut inserted = 0;
+            // Many rows a statement: each statement is a round trip to the database (or to
+            // SQLite's worker thread), and a delivery holds up to 100 events.
+            for chunk in events.chunks(INSERT_ROWS) {
+                let mut sql = String::from(
+                    "INSERT INTO inbox (dedupe_key, contact_id, subscription, payload, received_at) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = i * 5;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    let _ = write!(sql, "(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5);
+                }
+                sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q
+                        .bind(&e.dedupe_key)
+                        .bind(&e.contact_id)
+                        .bind(&e.subscription)
+                        .bind(&e.payload)
+                        .bind(ms(now));
+                }
+                inserted += q.execute(&mut *tx).await?.rows_affected();
+            }
+            new.push(inserted);
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(new)
     }
 
     /// Unprocessed events due at `now` (not waiting after a failure), oldest first.
@@ -143,5 +173,77 @@ impl Store {
     pub async fn inbox_total(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM inbox").fetch_one(&self.pool).await?;
         Ok(row.get::<i64, _>(0).max(0) as u64)
+    }
+}
+
+/// Group commit for the webhook intake: one task writes the events of every delivery waiting
+/// at that moment in one transaction, and each delivery is answered once that transaction has
+/// committed (so "written before the 200" holds for each of them).
+///
+/// Concurrent deliveries otherwise each open a transaction and queue for the database's write
+/// lock (SQLite has one writer; its busy handler sleeps up to 100 ms between retries), and each
+/// pays its own commit. Batching costs an idle delivery nothing: a lone delivery is written at
+/// once, and only deliveries that arrive while a commit is running wait for the next one.
+#[derive(Debug, Clone)]
+pub struct InboxWriter {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// One delivery waiting for its batch's commit; answered with how many of its events were new,
+/// or the store's error.
+#[derive(Debug)]
+struct Pending {
+    events: Vec<InboxEvent>,
+    done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+}
+
+/// Deliveries waiting at most (past it, a delivery waits for room before its write).
+const QUEUE: usize = 4096;
+/// Events written in one transaction at most.
+const BATCH_EVENTS: usize = 5_000;
+
+impl InboxWriter {
+    /// Starts the writer task on the current runtime; it ends when every clone is dropped,
+    /// after writing what it was given.
+    pub fn spawn(store: Store) -> InboxWriter {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut n = first.events.len();
+                let mut batch = vec![first];
+                while n < BATCH_EVENTS {
+                    let Ok(p) = rx.try_recv() else { break };
+                    n += p.events.len();
+                    batch.push(p);
+                }
+                let deliveries: Vec<&[InboxEvent]> = batch.iter().map(|p| p.events.as_slice()).collect();
+                let result = store.inbox_put_many(&deliveries, Utc::now()).await;
+                metrics::histogram!("leadsync_inbox_group_commit_deliveries").record(batch.len() as f64);
+                match result {
+                    Ok(new) => {
+                        for (p, n) in batch.into_iter().zip(new) {
+                            let _ = p.done.send(Ok(n));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for p in batch {
+                            let _ = p.done.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        InboxWriter { queue }
+    }
+
+    /// Keeps a delivery's events; returns once they are committed, with how many were new.
+    pub async fn put(&self, events: Vec<InboxEvent>) -> Result<u64, String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Pending { events, done })
+            .await
+            .map_err(|_| "inbox writer stopped".to_string())?;
+        answer.await.map_err(|_| "inbox writer stopped".to_string())?
     }
 }

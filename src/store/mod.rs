@@ -22,7 +22,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 pub use contacts::{ContactRow, Evaluated, FunnelRow};
-pub use inbox::{InboxEvent, InboxRow};
+pub use inbox::{InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 
 /// Why the store could not do what was asked.
