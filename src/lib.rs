@@ -10,6 +10,7 @@
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
+//! - [`jitter`]: backoff jitter shared by both CRM clients.
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
@@ -34,6 +35,7 @@ pub mod daemon;
 pub mod demo;
 pub mod diagnostics;
 pub mod hubspot;
+pub mod jitter;
 pub mod lifecycle;
 pub mod report;
 pub mod salesforce;

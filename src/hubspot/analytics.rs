@@ -7,8 +7,7 @@
 //! twice, or replaying a sync, never counts an event twice. Counters carry no URL or campaign:
 //! these events score with the generic rules (a page view, an email open), not the specific ones.
 
-use chrono::{DateTime, Utc};
-
+use super::types::parse_time;
 use crate::lifecycle::{Event, EventKind};
 
 /// A counter property and the property holding the time of its latest increment.
@@ -112,15 +111,6 @@ pub fn conversion_event(
         direction: None,
         outcome: None,
     })
-}
-
-/// HubSpot datetimes: epoch milliseconds or RFC 3339.
-fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    let v = v.trim();
-    v.parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc)))
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ struct Inner {
     auth: HubSpotAuth,
     limits: HubSpotLimits,
     stats: HubSpotStats,
-    jitter: AtomicU64,
+    jitter: crate::jitter::Jitter,
 }
 
 impl HubSpotClient {
@@ -181,7 +181,7 @@ impl HubSpotClient {
                 auth,
                 limits,
                 stats: HubSpotStats::default(),
-                jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+                jitter: crate::jitter::Jitter::default(),
             }),
         })
     }
@@ -267,7 +267,13 @@ impl HubSpotClient {
             if status == Some(429) {
                 inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             }
-            match decide(outcome, attempt, refreshed, &inner.config.retry, self.jitter()) {
+            match decide(
+                outcome,
+                attempt,
+                refreshed,
+                &inner.config.retry,
+                self.inner.jitter.next(),
+            ) {
                 RetryDecision::Done => {
                     let text = if body.trim().is_empty() { "null" } else { &body };
                     return serde_json::from_str(text).map_err(|e| HubSpotError::Decode {
@@ -305,15 +311,5 @@ impl HubSpotClient {
                 }
             }
         }
-    }
-
-    /// A number in [0, 1) for backoff jitter (xorshift: no need for cryptographic quality).
-    fn jitter(&self) -> f64 {
-        let mut x = self.inner.jitter.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.inner.jitter.store(x, Ordering::Relaxed);
-        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }

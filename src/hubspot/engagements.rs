@@ -1,9 +1,9 @@
 //! Sales activity: calls, emails, meetings, notes and tasks, found through associations v4
 //! (1,000 contacts per call) and read in batches of 100, then turned into the engine's events.
 
+use super::types::parse_time;
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Serialize;
 
@@ -198,13 +198,6 @@ pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
         direction,
         outcome,
     })
-}
-
-fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    v.parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc)))
 }
 
 #[cfg(test)]

@@ -234,6 +234,20 @@ fn id_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error
     })
 }
 
+/// A HubSpot datetime value: epoch milliseconds (what the API sends for datetime properties) or
+/// RFC 3339 (what some engagement properties hold).
+pub fn parse_time(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v = v.trim();
+    v.parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

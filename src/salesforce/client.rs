@@ -152,7 +152,7 @@ pub struct SalesforceClient {
     stats: SalesforceStats,
     usage: Mutex<Option<SalesforceUsage>>,
     ours: Mutex<VecDeque<Instant>>,
-    jitter: AtomicU64,
+    jitter: crate::jitter::Jitter,
 }
 
 impl SalesforceClient {
@@ -169,7 +169,7 @@ impl SalesforceClient {
             stats: SalesforceStats::default(),
             usage: Mutex::new(None),
             ours: Mutex::new(VecDeque::new()),
-            jitter: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            jitter: crate::jitter::Jitter::default(),
         })
     }
 
@@ -273,7 +273,13 @@ impl SalesforceClient {
                 Some(0) => SalesforceOutcome::Connect,
                 Some(status) => SalesforceOutcome::Response { status, body: &body },
             };
-            match decide(outcome, attempt, reauthenticated, &self.config.retry, self.jitter()) {
+            match decide(
+                outcome,
+                attempt,
+                reauthenticated,
+                &self.config.retry,
+                self.jitter.next(),
+            ) {
                 SalesforceRetryDecision::Done => {
                     let text = if body.trim().is_empty() { "null" } else { &body };
                     return serde_json::from_str(text).map_err(|e| SalesforceError::Decode {
@@ -311,15 +317,5 @@ impl SalesforceClient {
                 }
             }
         }
-    }
-
-    /// A number in [0, 1) for backoff jitter (xorshift: no need for cryptographic quality).
-    fn jitter(&self) -> f64 {
-        let mut x = self.jitter.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.jitter.store(x, Ordering::Relaxed);
-        (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }

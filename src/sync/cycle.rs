@@ -67,7 +67,7 @@ impl Syncer {
         let last_modified = contacts
             .iter()
             .filter_map(|c| c.prop("lastmodifieddate"))
-            .filter_map(parse_ms)
+            .filter_map(|v| crate::hubspot::types::parse_time(v).map(|t| t.timestamp_millis()))
             .max();
         let bookmark = run_start_ms.map(|start| last_modified.map_or(start, |m| m.min(start)).to_string());
         let batch = self
@@ -89,12 +89,4 @@ impl Syncer {
         );
         Ok(report)
     }
-}
-
-/// HubSpot datetimes: epoch milliseconds or RFC 3339.
-pub(crate) fn parse_ms(v: &str) -> Option<i64> {
-    let v = v.trim();
-    v.parse::<i64>()
-        .ok()
-        .or_else(|| DateTime::parse_from_rfc3339(v).ok().map(|t| t.timestamp_millis()))
 }

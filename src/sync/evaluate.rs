@@ -88,14 +88,14 @@ pub fn known_properties(o: &HubSpotObject) -> BTreeMap<String, String> {
 }
 
 /// Evaluates one contact from HubSpot's current values, the stored state and ledger, and this
-/// pull's events. Returns the decision's headline and what to save.
+/// pull's events. Returns what to save.
 pub fn evaluate_pulled(
     rules: &Rules,
     pulled: PulledContact,
     stored: Option<&ContactRow>,
     ledger: &[Event],
     now: DateTime<Utc>,
-) -> Option<(Evaluated, String)> {
+) -> Option<Evaluated> {
     let id = HubSpotId::try_from(pulled.contact.id.clone()).ok()?;
     let properties = known_properties(&pulled.contact);
     let (company_id, company) = match pulled.company {
@@ -147,8 +147,7 @@ pub fn evaluate_pulled(
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    let headline = crate::lifecycle::headline(&decision);
-    Some((saved(&decision, properties, company_id, company, new_events), headline))
+    Some(saved(&decision, properties, company_id, company, new_events))
 }
 
 /// What to save for a decision.

@@ -234,7 +234,7 @@ impl Syncer {
                 contact: c,
             };
             let empty = Vec::new();
-            if let Some((e, _)) = evaluate_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
+            if let Some(e) = evaluate_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
                 out.push(e);
             }
         }
