@@ -30,7 +30,11 @@ pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
     if promoter.is_none() {
         warn!("no Salesforce credentials: sales-qualified leads wait in the outbox until they are configured");
     }
-    Ok(Syncer::new(Arc::new(rules), Arc::new(hubspot), store, promoter))
+    let sources = crate::sync::behaviour::BehaviourSources {
+        event_analytics: hs.event_analytics,
+        email_events: hs.email_events,
+    };
+    Ok(Syncer::new(Arc::new(rules), Arc::new(hubspot), store, promoter).with_sources(sources))
 }
 
 /// Checks that the HubSpot properties leadsync writes exist (two calls); with `apply`, creates

@@ -1,5 +1,7 @@
 //! All integration tests, in one binary (one link, one run).
 
+/// Form submissions (and event streams) reach the engine in the backfill, the cycle and webhooks.
+mod behaviour;
 /// The `leadsync` binary: check, explain, test-rules, exit codes.
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.

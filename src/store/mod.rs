@@ -4,8 +4,8 @@
 //! What it holds: sync cursors and backfill checkpoints (`cursors`), per-contact state and the
 //! last HubSpot values seen (`contacts`), the engagement ledger (`events`), the audit log of
 //! every transition (`audit`), the outbox of HubSpot writes and Salesforce promotions with its
-//! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), and the
-//! webhook inbox (`inbox`).
+//! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
+//! webhook inbox (`inbox`), and a running backfill's behaviour read ahead of its contacts (`staged`).
 //!
 //! Placeholders are written `$1, $2, …` in order of first appearance: PostgreSQL numbers them,
 //! SQLite binds them in that order.
@@ -14,6 +14,7 @@ mod contacts;
 mod inbox;
 mod outbox;
 mod schema;
+mod staged;
 
 use std::str::FromStr;
 
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Row};
 pub use contacts::{ContactRow, Evaluated, FunnelRow};
 pub use inbox::{InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
+pub use staged::{contact_key, email_key};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -106,4 +106,18 @@ ALTER TABLE inbox ADD COLUMN next_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE inbox ADD COLUMN last_error TEXT
 "#,
     },
+    Migration {
+        version: 3,
+        name: "staged behaviour",
+        // A backfill's form submissions (and event streams) read before their contacts.
+        sql: r#"
+CREATE TABLE staged (
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (key, event_id)
+)
+"#,
+    },
 ];

@@ -5,12 +5,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use std::collections::HashMap;
+
+use super::behaviour::FormSource;
 use super::cycle::CURSOR;
 use super::evaluate::evaluate_stored;
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::{ASSOCIATION_BATCH_LIMIT, HubSpotObject};
-use crate::lifecycle::HubSpotId;
+use crate::lifecycle::{Event, HubSpotId};
+use crate::store::email_key;
 
 /// Name of the backfill checkpoint.
 pub const CHECKPOINT: &str = "backfill";
@@ -41,6 +45,9 @@ pub struct Checkpoint {
     /// Every page is saved; only the final flush and hand-over to the incremental cycle remain.
     #[serde(default)]
     pub listed: bool,
+    /// The portal's form submissions are filed in the store (read once per backfill).
+    #[serde(default)]
+    pub staged: bool,
 }
 
 /// What a dry run would cost.
@@ -53,6 +60,19 @@ pub struct Costs {
 }
 
 impl Syncer {
+    /// Every form submission since `since`, held by email key (dry runs and `--since`).
+    async fn submissions_by_email(
+        &self,
+        since: DateTime<Utc>,
+        p: Priority,
+    ) -> Result<HashMap<String, Vec<Event>>, SyncError> {
+        let mut held: HashMap<String, Vec<Event>> = HashMap::new();
+        for (email, event) in self.submissions_since(since, p).await? {
+            held.entry(email_key(&email)).or_default().push(event);
+        }
+        Ok(held)
+    }
+
     /// Backfills the portal from its checkpoint; `on_block` sees the running report after each
     /// block (the progress bar).
     pub async fn backfill(
@@ -77,6 +97,7 @@ impl Syncer {
                     p,
                 )
                 .await?;
+            let held = self.submissions_by_email(since, p).await?;
             let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
             for block in contacts
                 .into_iter()
@@ -84,7 +105,9 @@ impl Syncer {
                 .collect::<Vec<_>>()
                 .chunks(ASSOCIATION_BATCH_LIMIT)
             {
-                let r = self.backfill_block(block.to_vec(), opts, None, now, &mut costs).await?;
+                let r = self
+                    .backfill_block(block.to_vec(), opts, None, now, &mut costs, FormSource::Held(&held))
+                    .await?;
                 report.add(&r);
                 on_block(&report, &Checkpoint::default());
             }
@@ -98,6 +121,25 @@ impl Syncer {
         if cp.started_ms == 0 {
             cp.started_ms = now.timestamp_millis();
         }
+        // Every form submission of the portal, read once before the contacts (the forms API
+        // links them to emails, not to contacts): filed in the store, or held for a dry run.
+        let mut held = HashMap::new();
+        if opts.dry_run {
+            held = self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?;
+        } else if !cp.staged {
+            let rows: Vec<(String, Event)> = self
+                .submissions_since(DateTime::UNIX_EPOCH, p)
+                .await?
+                .into_iter()
+                .map(|(email, event)| (email_key(&email), event))
+                .collect();
+            self.store.clear_staged().await?;
+            self.store.stage(&rows).await?;
+            cp.staged = true;
+            self.store
+                .set_cursor(CHECKPOINT, &serde_json::to_string(&cp).expect("serialisable"))
+                .await?;
+        }
         if cp.done > 0 {
             info!(done = cp.done, "backfill resumes from its checkpoint");
             // Writes and promotions decided before the stop go first.
@@ -110,6 +152,13 @@ impl Syncer {
             .unwrap_or(ASSOCIATION_BATCH_LIMIT)
             .clamp(100, ASSOCIATION_BATCH_LIMIT);
         let mut block: Vec<HubSpotObject> = Vec::with_capacity(block_size);
+        let forms = || {
+            if opts.dry_run {
+                FormSource::Held(&held)
+            } else {
+                FormSource::Staged
+            }
+        };
         while !cp.listed {
             let page = self
                 .hubspot
@@ -131,10 +180,11 @@ impl Syncer {
                     done: cp.done + n,
                     started_ms: cp.started_ms,
                     listed: last,
+                    staged: cp.staged,
                 };
                 let saved = serde_json::to_string(&next_cp).expect("serialisable");
                 let r = self
-                    .backfill_block(std::mem::take(&mut block), opts, Some(&saved), now, &mut costs)
+                    .backfill_block(std::mem::take(&mut block), opts, Some(&saved), now, &mut costs, forms())
                     .await?;
                 report.add(&r);
                 cp = next_cp;
@@ -149,6 +199,7 @@ impl Syncer {
             // Done: the incremental cycle takes over from when the backfill started.
             self.store.set_cursor(CURSOR, &cp.started_ms.to_string()).await?;
             self.store.clear_cursor(CHECKPOINT).await?;
+            self.store.clear_staged().await?;
         }
         Ok((report, costs))
     }
@@ -160,6 +211,7 @@ impl Syncer {
         checkpoint: Option<&str>,
         now: DateTime<Utc>,
         costs: &mut Costs,
+        forms: FormSource<'_>,
     ) -> Result<SyncReport, SyncError> {
         let p = Priority::Background;
         let mut report = SyncReport {
@@ -172,8 +224,11 @@ impl Syncer {
                 Default::default(),
                 p,
                 now,
-                checkpoint.map(|c| (CHECKPOINT, c)),
-                opts.dry_run,
+                super::Pass {
+                    checkpoint: checkpoint.map(|c| (CHECKPOINT, c)),
+                    dry_run: opts.dry_run,
+                    forms,
+                },
             )
             .await?;
         report.count(&batch);

@@ -71,7 +71,17 @@ impl Syncer {
             .max();
         let bookmark = run_start_ms.map(|start| last_modified.map_or(start, |m| m.min(start)).to_string());
         let batch = self
-            .evaluate_and_commit(contacts, fresh, p, now, bookmark.as_deref().map(|b| (CURSOR, b)), false)
+            .evaluate_and_commit(
+                contacts,
+                fresh,
+                p,
+                now,
+                super::Pass {
+                    checkpoint: bookmark.as_deref().map(|b| (CURSOR, b)),
+                    dry_run: false,
+                    forms: super::behaviour::FormSource::Listing,
+                },
+            )
             .await?;
         report.count(&batch);
         // The decisions are saved: a failing write-back or promotion stays in the outbox and is

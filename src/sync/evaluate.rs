@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, conversion_event, events_from_counter};
+use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, Counter, conversion_event, events_from_counter};
 use crate::hubspot::types::HubSpotObject;
-use crate::lifecycle::{Action, Decision, Event, HubSpotId, Rules, Snapshot, evaluate};
+use crate::lifecycle::{Action, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
 use crate::store::{ContactRow, Evaluated, OutboxKind};
 
 /// A HubSpot write the outbox carries out: properties, then the lifecycle stage.
@@ -61,6 +61,7 @@ pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
         props.push(c.last_at.to_string());
     }
     props.extend(CONVERSION_PROPERTIES.iter().map(|p| p.to_string()));
+    props.extend(super::behaviour::PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(["lastmodifieddate".to_string(), "hs_object_id".to_string()]);
     props.extend(extra.iter().cloned());
     props.sort();
@@ -75,8 +76,10 @@ pub struct PulledContact {
     pub contact: HubSpotObject,
     /// Company id and properties, when the pull read them.
     pub company: Option<(String, BTreeMap<String, String>)>,
-    /// Engagement events read in this pull.
+    /// Engagement and behaviour events read in this pull.
     pub events: Vec<Event>,
+    /// The analytics counters turned into events (those no event-by-event API replaces).
+    pub counters: Vec<Counter>,
 }
 
 /// Properties of a HubSpot record without the empty ones.
@@ -106,7 +109,7 @@ pub fn evaluate_pulled(
     // Behaviour summarised on the contact: counters and the latest conversion become events
     // whose ids make a re-read count nothing twice.
     let mut fresh = pulled.events;
-    for c in &COUNTERS {
+    for c in &pulled.counters {
         let before = stored
             .and_then(|s| s.properties.get(c.count))
             .and_then(|v| v.trim().parse::<f64>().ok())
@@ -127,10 +130,24 @@ pub fn evaluate_pulled(
         p(CONVERSION_PROPERTIES[2]),
     ));
 
+    // An event counts once: by id, and a form submission also by its time, because the same
+    // submission comes from the forms API and from the conversion properties under two ids.
     let known: HashSet<&str> = ledger.iter().map(|e| e.id.as_str()).collect();
+    let submitted: HashSet<i64> = ledger
+        .iter()
+        .filter(|e| e.kind == EventKind::FormSubmission)
+        .map(|e| e.at.timestamp_millis())
+        .collect();
     let mut new_events: Vec<Event> = Vec::new();
     for e in fresh {
-        if !known.contains(e.id.as_str()) && !new_events.iter().any(|n| n.id == e.id) {
+        let repeated = known.contains(e.id.as_str())
+            || new_events.iter().any(|n| n.id == e.id)
+            || (e.kind == EventKind::FormSubmission
+                && (submitted.contains(&e.at.timestamp_millis())
+                    || new_events
+                        .iter()
+                        .any(|n| n.kind == EventKind::FormSubmission && n.at == e.at)));
+        if !repeated {
             new_events.push(e);
         }
     }

@@ -11,6 +11,7 @@
 //! state with its pending outbox items, never half of one.
 
 pub mod backfill;
+pub mod behaviour;
 pub mod cycle;
 pub mod evaluate;
 pub mod inbox;
@@ -104,6 +105,16 @@ impl SyncReport {
     }
 }
 
+/// How one evaluation pass saves and where it finds form submissions.
+pub(crate) struct Pass<'a> {
+    /// The checkpoint or cursor saved with the pass: (name, value).
+    pub checkpoint: Option<(&'a str, &'a str)>,
+    /// Save and write nothing.
+    pub dry_run: bool,
+    /// Where the contacts' form submissions come from.
+    pub forms: behaviour::FormSource<'a>,
+}
+
 /// Everything a sync step needs, shared by the schedule, the webhook workers and the CLI.
 #[derive(Clone)]
 pub struct Syncer {
@@ -125,6 +136,8 @@ pub struct Syncer {
     flush_lock: Arc<tokio::sync::Mutex<()>>,
     /// Companies read recently (a backfill reads each once).
     companies: Arc<crate::hubspot::pull::CompanyCache>,
+    /// Which event-by-event behaviour APIs the portal has.
+    pub(crate) sources: behaviour::BehaviourSources,
 }
 
 impl Syncer {
@@ -155,7 +168,15 @@ impl Syncer {
             eval_lock: Arc::default(),
             flush_lock: Arc::default(),
             companies: Arc::default(),
+            sources: behaviour::BehaviourSources::default(),
         }
+    }
+
+    /// The same syncer, reading page views and email events event by event where the portal
+    /// has those APIs (instead of from the contact's counters).
+    pub fn with_sources(mut self, sources: behaviour::BehaviourSources) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// The evaluation lock (held by other parts that read, decide and save contacts).
@@ -163,18 +184,23 @@ impl Syncer {
         self.eval_lock.lock().await
     }
 
-    /// Pulls engagements and companies of contacts new to leadsync, then, under the evaluation
-    /// lock, reads their stored state and ledger, evaluates them and saves the result with
-    /// `checkpoint` (nothing is saved on a dry run). Returns what was (or would be) saved.
+    /// Pulls engagements and companies of contacts new to leadsync and the behaviour their
+    /// records do not tell, then, under the evaluation lock, reads their stored state and ledger,
+    /// evaluates them and saves the result with the pass's checkpoint (nothing is saved on a dry
+    /// run). Returns what was (or would be) saved.
     pub(crate) async fn evaluate_and_commit(
         &self,
         contacts: Vec<HubSpotObject>,
         mut fresh: BTreeMap<String, Vec<crate::lifecycle::Event>>,
         priority: Priority,
         now: DateTime<Utc>,
-        checkpoint: Option<(&str, &str)>,
-        dry_run: bool,
+        pass: Pass<'_>,
     ) -> Result<Vec<Evaluated>, SyncError> {
+        let Pass {
+            checkpoint,
+            dry_run,
+            forms,
+        } = pass;
         let ids: Vec<HubSpotId> = contacts
             .iter()
             .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
@@ -201,6 +227,10 @@ impl Syncer {
             for (c, company) in pulled.companies {
                 companies.insert(c, (company.id.clone(), evaluate::known_properties(&company)));
             }
+        }
+        // Form submissions, page views and email events the records do not tell.
+        for (c, events) in self.behaviour(&active, &known, forms, priority).await? {
+            fresh.entry(c).or_default().extend(events);
         }
 
         // Read, decide and save under one lock, so that no other evaluation in this process
@@ -229,6 +259,7 @@ impl Syncer {
                 _ => {}
             }
             let pulled = PulledContact {
+                counters: self.sources.counters(),
                 events: fresh.remove(&c.id).unwrap_or_default(),
                 company: companies.remove(&c.id),
                 contact: c,

@@ -1,0 +1,184 @@
+//! Behaviour beyond the contact record reaches the engine through the product's own path: every
+//! form submission in the backfill, in the incremental cycle and after a webhook, read only when
+//! the contact's counters say the record cannot tell it all.
+
+use std::collections::BTreeSet;
+
+use chrono::Duration;
+use leadsync::lifecycle::{EventKind, HubSpotId};
+use leadsync::sandbox::portal::CONTACT_ID_BASE;
+use leadsync::sync::backfill::BackfillOptions;
+
+use crate::support::{TestApp, hubspot_event, postgres_url};
+
+fn id(s: &str) -> HubSpotId {
+    HubSpotId::try_from(s.to_string()).unwrap()
+}
+
+/// Form submissions in the ledger of one contact, as (time ms, form).
+async fn forms_in_ledger(app: &TestApp, contact: &str) -> Vec<(i64, String)> {
+    let ledger = app.stack.syncer.store.events(&[id(contact)]).await.unwrap();
+    let mut out: Vec<(i64, String)> = ledger
+        .get(&id(contact))
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.kind == EventKind::FormSubmission)
+        .map(|e| (e.at.timestamp_millis(), e.form.clone().unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn calls(app: &TestApp, endpoint: &str) -> u64 {
+    app.stack
+        .sandbox
+        .calls()
+        .get(&format!("hubspot {endpoint}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+// README: "Every form submission a contact made becomes one engine event … in the backfill"
+// and the Figures line on the backfill's extra calls for forms.
+#[tokio::test]
+async fn a_backfill_reads_every_form_once_and_each_submission_becomes_one_event() {
+    for store_url in [None, Some(postgres_url().await)] {
+        let backend = if store_url.is_some() { "postgres" } else { "sqlite" };
+        let app = TestApp::start_with(300, store_url).await;
+        let now = app.now();
+        let s = &app.stack.syncer;
+        app.stack.sandbox.reset_calls();
+        s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+
+        let portal = app.stack.sandbox.portal();
+        let forms = portal.forms.len() as u64;
+        assert_eq!(calls(&app, "forms.list"), 1, "{backend}: the forms are listed once");
+        let submissions: u64 = (0..portal.contacts)
+            .map(|i| portal.activity(i).submissions.len() as u64)
+            .sum();
+        assert!(
+            calls(&app, "forms.submissions") <= forms + submissions.div_ceil(50),
+            "{backend}: every form read once, 50 submissions a page: {} calls",
+            calls(&app, "forms.submissions")
+        );
+
+        // Every contact has each of its submissions exactly once, with its form.
+        let mut several = 0;
+        for i in 0..portal.contacts {
+            let a = portal.activity(i);
+            let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+            let got = forms_in_ledger(&app, &cid).await;
+            let want: BTreeSet<i64> = a.submissions.iter().map(|(_, at)| *at).collect();
+            assert_eq!(
+                got.iter().map(|(at, _)| *at).collect::<BTreeSet<_>>(),
+                want,
+                "{backend}: contact {cid}: one event per submission"
+            );
+            assert_eq!(got.len(), want.len(), "{backend}: contact {cid}: none twice");
+            if want.len() >= 2 {
+                several += 1;
+            }
+        }
+        assert!(several > 0, "{backend}: the portal has contacts with several forms");
+        // Staged submissions are gone once the backfill is done.
+        assert!(s.store.cursor("backfill").await.unwrap().is_none(), "{backend}");
+        app.stack.shutdown().await.unwrap();
+    }
+}
+
+/// A contact stored by a backfill, with its email, and how many forms its ledger holds.
+async fn a_backfilled_contact(app: &TestApp) -> (String, usize) {
+    let portal = app.stack.sandbox.portal();
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let i = (0..portal.contacts)
+        .find(|i| portal.contact(*i).properties.contains_key("email"))
+        .expect("a contact with an email");
+    let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+    let before = forms_in_ledger(app, &cid).await.len();
+    assert_eq!(before, portal.activity(i).submissions.len());
+    (cid, before)
+}
+
+// README: "a contact who submits two forms between two cycles has both in the engine; one new
+// form costs no forms call".
+#[tokio::test]
+async fn a_cycle_reads_the_forms_listing_only_when_the_record_cannot_tell_every_new_submission() {
+    let app = TestApp::start(200).await;
+    let s = &app.stack.syncer;
+    let (cid, before) = a_backfilled_contact(&app).await;
+
+    // One new submission: the contact's conversion properties describe it; no listing read.
+    app.stack.sandbox.advance(Duration::minutes(1));
+    app.stack
+        .sandbox
+        .submit_form(&cid, "Ebook: The RevOps playbook")
+        .unwrap();
+    app.stack.sandbox.reset_calls();
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    assert_eq!(calls(&app, "forms.submissions"), 0, "{:?}", app.stack.sandbox.calls());
+    let one = forms_in_ledger(&app, &cid).await;
+    assert_eq!(one.len(), before + 1, "{one:?}");
+
+    // Three more before the next cycle: only the latest is on the record; the listing brings the
+    // other two, and the one already counted is not counted again.
+    for form in [
+        "Webinar replay: Funnel metrics",
+        "Ebook: The RevOps playbook",
+        "Request a demo",
+    ] {
+        app.stack.sandbox.advance(Duration::minutes(1));
+        app.stack.sandbox.submit_form(&cid, form).unwrap();
+    }
+    app.stack.sandbox.reset_calls();
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    assert_eq!(
+        calls(&app, "forms.list"),
+        1,
+        "the listing was read: {:?}",
+        app.stack.sandbox.calls()
+    );
+    let all = forms_in_ledger(&app, &cid).await;
+    assert_eq!(all.len(), before + 4, "every submission once: {all:?}");
+    let names: Vec<&str> = all[all.len() - 4..].iter().map(|(_, f)| f.as_str()).collect();
+    assert!(
+        names.iter().filter(|n| n.contains("Ebook")).count() == 2 && names.iter().any(|n| n.contains("Webinar")),
+        "{names:?}"
+    );
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "… and after a webhook".
+#[tokio::test]
+async fn forms_submitted_between_two_webhook_passes_all_reach_the_engine() {
+    let app = TestApp::start(200).await;
+    let (cid, before) = a_backfilled_contact(&app).await;
+    app.stack.sandbox.reset_calls();
+    for form in ["Ebook: The RevOps playbook", "Webinar replay: Funnel metrics"] {
+        app.stack.sandbox.advance(Duration::minutes(1));
+        app.stack.sandbox.submit_form(&cid, form).unwrap();
+    }
+    // HubSpot's delivery: the conversion count changed (a property subscription).
+    let t = app.stack.sandbox.now().timestamp_millis();
+    let n = app.stack.sandbox.hubspot_contact(&cid).unwrap()["num_conversion_events"].clone();
+    let event = hubspot_event(
+        "contact.propertyChange",
+        cid.parse().unwrap(),
+        Some(("num_conversion_events", &n)),
+        t,
+    );
+    let body = serde_json::to_string(&[event]).unwrap();
+    assert_eq!(app.post_signed_webhook(&body).await, 200);
+    assert_eq!(
+        calls(&app, "contacts.search"),
+        0,
+        "no cycle ran: this is the webhook path"
+    );
+    app.run_inbox_until_idle().await;
+    let got = forms_in_ledger(&app, &cid).await;
+    assert_eq!(got.len(), before + 2, "both submissions, once each: {got:?}");
+    app.stack.shutdown().await.unwrap();
+}
