@@ -52,15 +52,23 @@ async fn a_backfill_reads_every_form_once_and_each_submission_becomes_one_event(
         s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
 
         let portal = app.stack.sandbox.portal();
-        let forms = portal.forms.len() as u64;
         assert_eq!(calls(&app, "forms.list"), 1, "{backend}: the forms are listed once");
-        let submissions: u64 = (0..portal.contacts)
-            .map(|i| portal.activity(i).submissions.len() as u64)
-            .sum();
-        assert!(
-            calls(&app, "forms.submissions") <= forms + submissions.div_ceil(50),
-            "{backend}: every form read once, 50 submissions a page: {} calls",
-            calls(&app, "forms.submissions")
+        // Each form's submissions read once, 50 a page (the API's largest): the minimum.
+        let mut per_form = vec![0u64; portal.forms.len()];
+        for i in 0..portal.contacts {
+            for (f, _) in portal.activity(i).submissions {
+                per_form[f] += 1;
+            }
+        }
+        let pages: u64 = per_form.iter().map(|n| n.div_ceil(50).max(1)).sum();
+        let submissions: u64 = per_form.iter().sum();
+        assert_eq!(calls(&app, "forms.submissions"), pages, "{backend}: {per_form:?}");
+        eprintln!(
+            "forms in a backfill of {} contacts ({submissions} submissions, {} forms): {} calls, {:.1} per 1,000 contacts",
+            portal.contacts,
+            portal.forms.len(),
+            pages + 1,
+            (pages + 1) as f64 * 1000.0 / f64::from(portal.contacts)
         );
 
         // Every contact has each of its submissions exactly once, with its form.
@@ -141,6 +149,12 @@ async fn a_cycle_reads_the_forms_listing_only_when_the_record_cannot_tell_every_
         "the listing was read: {:?}",
         app.stack.sandbox.calls()
     );
+    let forms_calls = calls(&app, "forms.list") + calls(&app, "forms.submissions");
+    let forms = app.stack.sandbox.portal().forms.len() as u64;
+    assert!(
+        forms_calls <= 1 + forms + 1,
+        "the forms list, then each form back to the earliest needed time: {forms_calls}"
+    );
     let all = forms_in_ledger(&app, &cid).await;
     assert_eq!(all.len(), before + 4, "every submission once: {all:?}");
     let names: Vec<&str> = all[all.len() - 4..].iter().map(|(_, f)| f.as_str()).collect();
@@ -180,5 +194,44 @@ async fn forms_submitted_between_two_webhook_passes_all_reach_the_engine() {
     app.run_inbox_until_idle().await;
     let got = forms_in_ledger(&app, &cid).await;
     assert_eq!(got.len(), before + 2, "both submissions, once each: {got:?}");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README Figures: "per 100 new submissions, a cycle spends …" on the forms listing.
+#[tokio::test]
+async fn a_hundred_new_submissions_cost_a_cycle_the_forms_list_and_a_page_per_fifty() {
+    let app = TestApp::start(300).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let portal = app.stack.sandbox.portal();
+    let people: Vec<String> = (0..portal.contacts)
+        .filter(|i| portal.contact(*i).properties.contains_key("email"))
+        .take(50)
+        .map(|i| (u64::from(i) + CONTACT_ID_BASE).to_string())
+        .collect();
+    let mut before = 0;
+    for p in &people {
+        before += forms_in_ledger(&app, p).await.len();
+    }
+    for form in ["Ebook: The RevOps playbook", "Webinar replay: Funnel metrics"] {
+        app.stack.sandbox.advance(Duration::minutes(1));
+        for p in &people {
+            app.stack.sandbox.submit_form(p, form).unwrap();
+        }
+    }
+    app.stack.sandbox.reset_calls();
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    let mut after = 0;
+    for p in &people {
+        after += forms_in_ledger(&app, p).await.len();
+    }
+    assert_eq!(after, before + 100, "every new submission once");
+    let spent = calls(&app, "forms.list") + calls(&app, "forms.submissions");
+    let forms = portal.forms.len() as u64;
+    eprintln!("forms for 100 new submissions in one cycle: {spent} calls ({forms} forms)");
+    // The list, one page per form, and one more page per 50 new submissions of a form.
+    assert!(spent <= 1 + forms + 2, "{spent}");
     app.stack.shutdown().await.unwrap();
 }

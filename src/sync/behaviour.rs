@@ -85,11 +85,12 @@ fn email(c: &HubSpotObject) -> Option<String> {
         .filter(|e| !e.is_empty())
 }
 
-/// From when a contact's behaviour must be read: after the last one already counted (stored), or
-/// since it was created (new to leadsync).
-fn read_since(c: &HubSpotObject, stored: Option<&ContactRow>, last_at: &str) -> DateTime<Utc> {
+/// From when a contact's behaviour must be read: since its last evaluation (whose `now` is never
+/// later than the read of the record it used: everything before is in the ledger, the counters
+/// and conversion count then included it), or since it was created (new to leadsync).
+fn read_since(c: &HubSpotObject, stored: Option<&ContactRow>) -> DateTime<Utc> {
     let known = match stored {
-        Some(row) => row.properties.get(last_at).and_then(|v| parse_time(v)),
+        Some(row) => Some(row.evaluated_at),
         None => c.prop("createdate").and_then(parse_time),
     };
     known.map_or(DateTime::UNIX_EPOCH, |t| t - MARGIN)
@@ -100,14 +101,14 @@ fn read_since(c: &HubSpotObject, stored: Option<&ContactRow>, last_at: &str) -> 
 pub(crate) fn forms_needed(c: &HubSpotObject, stored: Option<&ContactRow>) -> Option<DateTime<Utc>> {
     let now = hubspot_number(c, CONVERSION_PROPERTIES[2]);
     let before = stored.map_or(0, |s| number(&s.properties, CONVERSION_PROPERTIES[2]));
-    (now >= before + 2).then(|| read_since(c, stored, CONVERSION_PROPERTIES[1]))
+    (now >= before + 2).then(|| read_since(c, stored))
 }
 
 /// When a counter's events must be read for this contact, and from when: the counter rose.
 fn counter_needed(c: &HubSpotObject, stored: Option<&ContactRow>, counter: &Counter) -> Option<DateTime<Utc>> {
     let now = hubspot_number(c, counter.count);
     let before = stored.map_or(0, |s| number(&s.properties, counter.count));
-    (now > before).then(|| read_since(c, stored, counter.last_at))
+    (now > before).then(|| read_since(c, stored))
 }
 
 impl Syncer {
