@@ -181,17 +181,9 @@ pub async fn workflow(
         &body,
         header(&headers, "x-hubspot-signature"),
     )?;
-    #[derive(Deserialize)]
-    struct Record {
-        #[serde(alias = "objectId", alias = "vid", alias = "hs_object_id")]
-        id: serde_json::Value,
-    }
-    let record: Record = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-    let id = match &record.id {
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
-        _ => return Err(IntakeError::Malformed("the record has no numeric id".into())),
-    };
+    let record: serde_json::Value = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let id = workflow_record_id(&record)
+        .ok_or_else(|| IntakeError::Malformed("the record has no numeric id (objectId, vid or hs_object_id)".into()))?;
     // A workflow fires once per enrolment; the signature-checked body is its identity.
     let digest = signature::sign_v1(secret, &body);
     let row = InboxEvent {
@@ -202,6 +194,26 @@ pub async fn workflow(
     };
     save(&state, &inbox, vec![row]).await?;
     Ok(StatusCode::OK)
+}
+
+/// The contact id of a workflow webhook body: HubSpot sends the record as its object API reads
+/// it, so one body may carry several ids at once (`objectId`, `vid` with `canonical-vid`, and
+/// `hs_object_id`, at the top or among `properties`, plain or as `{"value": …}`). The first of
+/// those, in that order, that holds a numeric id wins; `canonical-vid` before `vid`, because a
+/// merged contact's canonical id is the one that lives on.
+fn workflow_record_id(record: &serde_json::Value) -> Option<String> {
+    fn numeric(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Number(n) if n.is_u64() => Some(n.to_string()),
+            serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.clone()),
+            serde_json::Value::Object(o) => o.get("value").and_then(numeric),
+            _ => None,
+        }
+    }
+    let top = ["objectId", "canonical-vid", "vid", "hs_object_id"]
+        .into_iter()
+        .find_map(|k| record.get(k).and_then(numeric));
+    top.or_else(|| record.get("properties")?.get("hs_object_id").and_then(numeric))
 }
 
 /// Keeps the events through the group-commit writer: returns once they are committed.
@@ -219,6 +231,32 @@ async fn save(state: &AppState, inbox: &InboxWriter, rows: Vec<InboxEvent>) -> R
         Err(e) => {
             warn!(error = %e, "inbox unavailable; HubSpot will deliver again");
             Err(IntakeError::Store)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workflow_record_id;
+    use serde_json::json;
+
+    #[test]
+    fn a_workflow_body_with_several_ids_names_one_contact() {
+        let cases = [
+            (
+                json!({"objectId": 51, "vid": 51, "properties": {"hs_object_id": {"value": "51"}}}),
+                Some("51"),
+            ),
+            (json!({"vid": 7, "canonical-vid": 9, "properties": {}}), Some("9")),
+            (json!({"hs_object_id": "12"}), Some("12")),
+            (json!({"properties": {"hs_object_id": {"value": "33"}}}), Some("33")),
+            (json!({"properties": {"hs_object_id": "34"}}), Some("34")),
+            (json!({"objectId": "x1", "vid": 5}), Some("5")),
+            (json!({"objectId": -4}), None),
+            (json!({"name": "no id"}), None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(workflow_record_id(&body).as_deref(), want, "{body}");
         }
     }
 }
