@@ -39,7 +39,7 @@ pub const ENGAGEMENT_TYPES: [EngagementType; 5] = [
     EngagementType {
         object: "meetings",
         kind: EventKind::Meeting,
-        properties: &["hs_timestamp", "hs_meeting_outcome"],
+        properties: &["hs_timestamp", "hs_meeting_outcome", "hs_meeting_source"],
     },
     EngagementType {
         object: "notes",
@@ -162,6 +162,12 @@ impl HubSpotClient {
     }
 }
 
+/// `hs_meeting_source` values of a meeting the contact booked themself, on a meetings link
+/// (`MEETINGS_PUBLIC`, the scheduling page) or a meetings widget embedded in a page
+/// (`MEETINGS_EMBEDDED`). The others (`CRM_UI`, `BIDIRECTIONAL_SYNC`, `BIDIRECTIONAL_API`,
+/// `INTEGRATION`, …) are meetings a rep logged or a calendar or app synced.
+pub const SELF_BOOKED_MEETING_SOURCES: [&str; 2] = ["MEETINGS_PUBLIC", "MEETINGS_EMBEDDED"];
+
 /// An engagement record as the engine's event; `None` when it has no usable time.
 pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
     let at = parse_time(r.prop("hs_timestamp")?)?;
@@ -178,7 +184,16 @@ pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
                 Direction::Outbound
             }
         }),
-        // A meeting is booked by sales or by the contact; HubSpot does not say which.
+        // Booked by the contact on a scheduling page: the contact reached out. A meeting a rep
+        // logged or a calendar synced says nothing of who started it.
+        EventKind::Meeting => r
+            .prop("hs_meeting_source")
+            .filter(|s| {
+                SELF_BOOKED_MEETING_SOURCES
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(s.trim()))
+            })
+            .map(|_| Direction::Inbound),
         _ => None,
     };
     let outcome = r
@@ -248,5 +263,26 @@ mod tests {
             to_event(&ENGAGEMENT_TYPES[3], &object("7", &[])).is_none(),
             "no time, no event"
         );
+    }
+
+    #[test]
+    fn a_meeting_booked_on_a_scheduling_page_is_inbound_and_a_logged_one_has_no_direction() {
+        assert!(
+            ENGAGEMENT_TYPES[2].properties.contains(&"hs_meeting_source"),
+            "pulled with meetings"
+        );
+        for (source, direction) in [
+            (Some("MEETINGS_PUBLIC"), Some(Direction::Inbound)),
+            (Some("MEETINGS_EMBEDDED"), Some(Direction::Inbound)),
+            (Some("CRM_UI"), None),
+            (Some("BIDIRECTIONAL_SYNC"), None),
+            (Some("INTEGRATION"), None),
+            (None, None),
+        ] {
+            let mut props = vec![("hs_timestamp", "2026-11-20T10:00:00Z")];
+            props.extend(source.map(|s| ("hs_meeting_source", s)));
+            let e = to_event(&ENGAGEMENT_TYPES[2], &object("8", &props)).unwrap();
+            assert_eq!((e.kind, e.direction), (EventKind::Meeting, direction), "{source:?}");
+        }
     }
 }

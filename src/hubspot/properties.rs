@@ -225,17 +225,7 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
             .collect::<Vec<_>>()
     };
     let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-    let statuses: Vec<&str> = [
-        Status::Active,
-        Status::Disqualified,
-        Status::Lost,
-        Status::Recycle,
-        Status::Fan,
-        Status::Dormant,
-    ]
-    .iter()
-    .map(|s| s.as_str())
-    .collect();
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     let mut wanted = vec![
         definition(&out.stage, "leadsync stage", "enumeration", "select", options(&stages)),
         definition(

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::model::{EventAttr, EventKind, RuleDuration, Stage, Status};
-use super::predicate::{EventPredicate, Predicate, Subject, Test};
+use super::predicate::{EventPredicate, Predicate, Subject, Test, fold};
 use super::raw::*;
 use super::rules::*;
 use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
@@ -30,6 +30,9 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         diags: Vec::new(),
         props: HashMap::new(),
         lists: HashMap::new(),
+        folded_lists: HashMap::new(),
+        list_items: HashMap::new(),
+        enum_refs: Vec::new(),
         derived: HashMap::new(),
         form_kinds: HashSet::new(),
         ids: HashMap::new(),
@@ -70,6 +73,14 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
             .and_then(|s| c.stage(s, "gates.apply_below")),
         rules: c.reasoned(&raw.gates.rules, "gates.rules"),
     };
+    let opt_out = Gates {
+        apply_below: raw
+            .opt_out
+            .apply_below
+            .as_ref()
+            .and_then(|s| c.stage(s, "opt_out.apply_below")),
+        rules: c.reasoned(&raw.opt_out.rules, "opt_out.rules"),
+    };
     let fit = c.fit(&raw.fit, fit_total);
     let engagement = c.engagement(&raw.engagement, engagement_total);
     let grades = Grades {
@@ -106,6 +117,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         forms,
         stages,
         gates,
+        opt_out,
         fit,
         engagement,
         grades,
@@ -117,6 +129,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         lost,
         sla,
         output: raw.output,
+        enum_refs: std::mem::take(&mut c.enum_refs),
     };
     Diagnostics(c.diags).into_result(rules)
 }
@@ -126,6 +139,12 @@ struct Compiler<'s> {
     diags: Vec<Diagnostic>,
     props: HashMap<String, PropType>,
     lists: HashMap<String, Arc<HashSet<String>>>,
+    /// The same lists folded for `in_list` (case, spaces and underscores), built on first use.
+    folded_lists: HashMap<String, Arc<HashSet<String>>>,
+    /// Each list's entries as written, with where the list is.
+    list_items: HashMap<String, (Vec<String>, Range<usize>)>,
+    /// Text values conditions compare string properties with, for the portal check.
+    enum_refs: Vec<EnumRef>,
     derived: HashMap<String, usize>,
     form_kinds: HashSet<String>,
     /// Rule ids seen so far, with the line they were first defined on.
@@ -171,6 +190,13 @@ impl Compiler<'_> {
                 self.err(items.span(), format!("lists.{name}"), "is empty");
             }
             self.lists.insert(name.clone(), Arc::new(set));
+            self.list_items.insert(
+                name.clone(),
+                (
+                    items.get_ref().iter().map(|s| s.trim().to_string()).collect(),
+                    items.span(),
+                ),
+            );
         }
     }
 
@@ -802,19 +828,45 @@ impl Compiler<'_> {
             orphan(self, k.span(), "known");
             tests.push(Test::Known(*k.get_ref()));
         }
+        // A text property compared with listed values: the portal check (`check --online`)
+        // looks each value up among the HubSpot property's options.
+        let text_property = match subject {
+            Some(Subject::Property(_, name)) if ptype == Some(PropType::String) => Some(name.to_string()),
+            _ => None,
+        };
         if let Some(e) = &r.equals {
             orphan(self, e.span(), "equals");
-            tests.push(Test::Equals(e.get_ref().to_text().trim().to_string()));
+            let v = e.get_ref().to_text().trim().to_string();
+            if let Some(p) = &text_property {
+                self.enum_ref(p, &v, e.span(), format!("{field}.equals"));
+            }
+            tests.push(Test::Equals(v));
         }
         if let Some(vs) = &r.in_values {
             orphan(self, vs.span(), "in");
-            tests.push(Test::In(
-                vs.get_ref().iter().map(|v| v.to_text().trim().to_string()).collect(),
-            ));
+            let values: Vec<String> = vs.get_ref().iter().map(|v| v.to_text().trim().to_string()).collect();
+            if let Some(p) = &text_property {
+                for v in &values {
+                    self.enum_ref(p, v, vs.span(), format!("{field}.in"));
+                }
+            }
+            tests.push(Test::In(values));
         }
         if let Some(l) = &r.in_list {
             orphan(self, l.span(), "in_list");
-            if let Some(set) = self.list(l, &format!("{field}.in_list")) {
+            if let Some(set) = self.folded_list(l, &format!("{field}.in_list")) {
+                if let Some(p) = &text_property {
+                    let name = l.get_ref();
+                    let seen = self
+                        .enum_refs
+                        .iter()
+                        .any(|e| e.property == *p && e.field == format!("lists.{name}"));
+                    if let Some((items, span)) = self.list_items.get(name).cloned().filter(|_| !seen) {
+                        for v in &items {
+                            self.enum_ref(p, v, span.clone(), format!("lists.{name}"));
+                        }
+                    }
+                }
                 tests.push(Test::InSet(Arc::from(l.get_ref().as_str()), set));
             }
         }
@@ -884,6 +936,27 @@ impl Compiler<'_> {
             );
         }
         ok
+    }
+
+    fn enum_ref(&mut self, property: &str, value: &str, span: Range<usize>, field: String) {
+        let at = self.src.error(span, field.clone(), String::new());
+        self.enum_refs.push(EnumRef {
+            property: property.to_string(),
+            value: value.to_string(),
+            field,
+            at,
+        });
+    }
+
+    /// A list folded for `in_list`: values compare with case, spaces and underscores folded.
+    fn folded_list(&mut self, l: &Spanned<String>, field: &str) -> Option<Arc<HashSet<String>>> {
+        if let Some(set) = self.folded_lists.get(l.get_ref()) {
+            return Some(set.clone());
+        }
+        let plain = self.list(l, field)?;
+        let set: Arc<HashSet<String>> = Arc::new(plain.iter().map(|v| fold(v).into_owned()).collect());
+        self.folded_lists.insert(l.get_ref().clone(), set.clone());
+        Some(set)
     }
 
     fn list(&mut self, l: &Spanned<String>, field: &str) -> Option<Arc<HashSet<String>>> {
@@ -958,7 +1031,7 @@ impl Compiler<'_> {
                         s.span(),
                         format!("{field}[{i}]"),
                         format!(
-                            "`{}` cannot block (use disqualified, fan, recycle, dormant or lost)",
+                            "`{}` cannot block (use disqualified, opted_out, fan, recycle, dormant or lost)",
                             s.get_ref()
                         ),
                     );

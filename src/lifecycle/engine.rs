@@ -33,7 +33,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
     observe_hubspot_stage(rules, snapshot, &mut st, now, &mut transitions, &mut notes);
 
     let mut pass = 0;
-    loop {
+    'pass: loop {
         pass += 1;
         let owned;
         let props: &HashMap<String, String> = if st.consumed.is_empty() {
@@ -64,133 +64,127 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         };
         let fit = scoring::fit(rules, &ctx);
         ctx.fit = fit.value;
-        let mut engagement = scoring::engagement(rules, &ctx, &events, now);
-        ctx.engagement = engagement.value;
-        let current = st.stage;
+        let undamped = scoring::engagement(rules, &ctx, &events, now);
+        ctx.engagement = undamped.value;
+        let before = st.stage;
 
-        // ---- recycles: the only backward moves --------------------------------------------
-        let mut lost_since = None;
-        if pass == 1 {
-            if let Some(lost) = rules.lost.as_ref().filter(|_| current >= Some(Stage::Sql)) {
-                if lost.when.eval(&ctx) {
-                    let since = lost
-                        .since
-                        .as_ref()
-                        .and_then(|p| props.get(p))
-                        .and_then(|v| parse_date(v))
-                        .or(st.status_since.filter(|_| st.status == Status::Lost))
-                        .unwrap_or(now);
-                    let due = lost.recycle_after.to_chrono().map(|d| since + d);
-                    if due.is_some_and(|d| now >= d) {
-                        let reason = format!(
-                            "opportunity lost on {}, recycled after {}",
-                            since.format("%Y-%m-%d"),
-                            lost.recycle_after
-                        );
-                        recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
-                        continue;
-                    }
-                    lost_since = Some(since);
-                }
-            }
-            if let Some(rej) = rules.sales_rejection.as_ref() {
-                let rejected = current.is_some_and(|c| rej.applies_at.contains(&c))
-                    && props
-                        .get(&rej.property)
-                        .is_some_and(|v| v.trim().eq_ignore_ascii_case(&rej.value));
-                if rejected {
-                    let reason = props
-                        .get(&rej.reason_property)
-                        .map(|r| r.trim())
-                        .filter(|r| !r.is_empty());
-                    match reason {
-                        Some(r) if rej.reasons.iter().any(|x| x.eq_ignore_ascii_case(r)) => {
-                            let reason = format!("sales rejected: {r}");
-                            recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
-                            continue;
-                        }
-                        Some(r) => notes.push(format!(
-                            "sales rejection ignored: `{r}` is not a known reason ({})",
-                            rej.reasons.join(", ")
-                        )),
-                        None => notes.push(format!(
-                            "sales rejection ignored: {} is empty; a rejection needs a reason",
-                            rej.reason_property
-                        )),
-                    }
-                }
-            }
-        }
-
-        // ---- side statuses that gate automatic moves ------------------------------------
-        let gate = rules
-            .gates
-            .rules
-            .iter()
-            .filter(|_| rules.gates.apply_below.is_none_or(|b| current.is_none_or(|c| c < b)))
-            .find(|g| g.when.eval(&ctx));
-        let cooling = st.cooldown_until.is_some_and(|c| now < c);
-        let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
-        let fan = rules
-            .fan
-            .as_ref()
-            .filter(|f| current < Some(Stage::Sql) && is_fan(f, &ctx));
-        if let Some(f) = fan {
-            engagement = scoring::damp(rules, engagement, f.multiplier);
-            ctx.engagement = engagement.value;
-        }
-        let mut active: Vec<Status> = Vec::with_capacity(4);
-        if gate.is_some() {
-            active.push(Status::Disqualified);
-        }
-        if lost_since.is_some() {
-            active.push(Status::Lost);
-        }
-        if cooling || nurture_only {
-            active.push(Status::Recycle);
-        }
-        if fan.is_some() {
-            active.push(Status::Fan);
-        }
-        if dormant(rules, &st, &events, now) {
-            active.push(Status::Dormant);
-        }
-
-        // ---- the stage: highest that holds and is not blocked, or a shortcut ------------
-        let blocked = |by: &[Status]| by.iter().any(|s| active.contains(s));
-        let by_criteria = rules
-            .stages
-            .iter()
-            .rev()
-            .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
-            .find(|r| r.when.eval(&ctx))
-            .and_then(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
-        let sc = &rules.shortcuts;
-        let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
-            sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
-                let why = s.when.why(&ctx)?;
-                if let Some(req) = &sc.requires {
-                    if !req.eval(&ctx) {
-                        notes.push(format!(
-                            "shortcut `{}` not taken: {} not met (nobody goes straight to sales known only by an email)",
-                            s.id,
-                            req.describe()
-                        ));
-                        return None;
-                    }
-                }
-                Some((sc.to, format!("{}: {why}", s.reason)))
-            })
-        } else {
-            None
-        };
-        let via_shortcut = by_shortcut
-            .as_ref()
-            .is_some_and(|(s, _)| by_criteria.as_ref().is_none_or(|(c, _)| s > c));
-        let target = if via_shortcut { by_shortcut } else { by_criteria };
-
+        // ---- rounds: side statuses, then the stage they allow ------------------------------
+        // Every side status is judged at the stage the contact is at when the decision ends: a
+        // round moves the stage, and the next round judges again from there, until nothing
+        // moves. So a contact seen for the first time gets its status in this same decision,
+        // and evaluating the decision's own state again changes nothing.
+        let mut damped = None;
+        let mut via_shortcut = false;
         let mut stage_reason = None;
-        if let Some((to, why)) = target {
+        let (gate, opted_out, lost_since, recycling, fan) = loop {
+            let current = st.stage;
+
+            // ---- recycles: the only backward moves ----------------------------------------
+            let mut lost_since = None;
+            if pass == 1 {
+                match recycle_due(rules, &st, props, &ctx, now, current, &mut notes) {
+                    Recycling::Due(reason) => {
+                        recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
+                        continue 'pass;
+                    }
+                    Recycling::Lost(since) => lost_since = Some(since),
+                    Recycling::No => {}
+                }
+            }
+
+            // ---- side statuses that gate automatic moves --------------------------------
+            let below = |b: Option<Stage>| b.is_none_or(|b| current.is_none_or(|c| c < b));
+            let gate = rules
+                .gates
+                .rules
+                .iter()
+                .filter(|_| below(rules.gates.apply_below))
+                .find(|g| g.when.eval(&ctx));
+            let opted_out = rules
+                .opt_out
+                .rules
+                .iter()
+                .filter(|_| below(rules.opt_out.apply_below))
+                .find(|g| g.when.eval(&ctx));
+            let cooling = st.cooldown_until.is_some_and(|c| now < c);
+            let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
+            let fan = rules
+                .fan
+                .as_ref()
+                .filter(|f| current < Some(Stage::Sql) && is_fan(f, &ctx));
+            ctx.engagement = match fan {
+                Some(f) => {
+                    damped
+                        .get_or_insert_with(|| scoring::damp(rules, undamped.clone(), f.multiplier))
+                        .value
+                }
+                None => undamped.value,
+            };
+            let mut active: Vec<Status> = Vec::with_capacity(4);
+            if gate.is_some() {
+                active.push(Status::Disqualified);
+            }
+            if lost_since.is_some() {
+                active.push(Status::Lost);
+            }
+            if cooling || nurture_only {
+                active.push(Status::Recycle);
+            }
+            if opted_out.is_some() {
+                active.push(Status::OptedOut);
+            }
+            if fan.is_some() {
+                active.push(Status::Fan);
+            }
+            if dormant(rules, &st, &events, now, current) {
+                active.push(Status::Dormant);
+            }
+
+            // ---- the stage: highest that holds and is not blocked, or a shortcut --------
+            let blocked = |by: &[Status]| by.iter().any(|s| active.contains(s));
+            let by_criteria = rules
+                .stages
+                .iter()
+                .rev()
+                .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
+                .find(|r| r.when.eval(&ctx))
+                .and_then(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
+            let sc = &rules.shortcuts;
+            let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
+                sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
+                    let why = s.when.why(&ctx)?;
+                    if let Some(req) = &sc.requires {
+                        if !req.eval(&ctx) {
+                            note(
+                                &mut notes,
+                                format!(
+                                    "shortcut `{}` not taken: {} not met (nobody goes straight to sales known only by an email)",
+                                    s.id,
+                                    req.describe()
+                                ),
+                            );
+                            return None;
+                        }
+                    }
+                    Some((sc.to, format!("{}: {why}", s.reason)))
+                })
+            } else {
+                None
+            };
+            let shortcut = by_shortcut
+                .as_ref()
+                .is_some_and(|(s, _)| by_criteria.as_ref().is_none_or(|(c, _)| s > c));
+            let target = if shortcut { by_shortcut } else { by_criteria };
+
+            let Some((to, why)) = target else {
+                if stage_reason.is_none() {
+                    if let Some(cur) = current {
+                        stage_reason = rules.stages[cur.index()].when.why(&ctx);
+                    }
+                }
+                break (gate, opted_out, lost_since, cooling || nurture_only, fan);
+            };
+            via_shortcut |= shortcut;
             for r in rules.stages.iter().filter(|r| Some(r.stage) > current && r.stage < to) {
                 let skipped = !r.when.eval(&ctx);
                 st.stages.insert(r.stage, StageEntry { at: now, skipped });
@@ -218,12 +212,15 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             if to >= Stage::Sql && current < Some(Stage::Sql) {
                 st.promotion_pending = true;
             }
-        } else if let Some(cur) = current {
-            stage_reason = rules.stages[cur.index()].when.why(&ctx);
-        }
+        };
         let stage = st.stage;
+        let engagement = match (fan, damped) {
+            (Some(_), Some(d)) => d,
+            _ => undamped,
+        };
+        ctx.engagement = engagement.value;
 
-        // ---- the status after the move ----------------------------------------------------
+        // ---- the status at the stage the decision ends at ---------------------------------
         let (status, status_reason) = if let Some(g) = gate {
             (Status::Disqualified, Some(format!("{} ({})", g.reason, g.id)))
         } else if let Some(since) = lost_since {
@@ -231,7 +228,8 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
                 Status::Lost,
                 Some(format!("opportunity lost on {}", since.format("%Y-%m-%d"))),
             )
-        } else if cooling || nurture_only {
+        } else if recycling {
+            let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
             let why = if nurture_only {
                 format!("recycled {} times: nurture only, no automatic MQL", st.recycle_count)
             } else {
@@ -245,18 +243,15 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
                 }
             };
             (Status::Recycle, Some(why))
-        } else if fan.is_some() && stage < Some(Stage::Sql) {
+        } else if let Some(o) = opted_out {
+            (Status::OptedOut, Some(format!("{} ({})", o.reason, o.id)))
+        } else if fan.is_some() {
             let f = fan.map_or(0, |f| f.more_than);
             (
                 Status::Fan,
                 Some(format!("more than {f} events with no buying signal; engagement damped")),
             )
-        } else if active.contains(&Status::Dormant)
-            && rules
-                .dormant
-                .as_ref()
-                .is_some_and(|d| stage.is_none_or(|s| s < d.below))
-        {
+        } else if stage.is_some() && dormant(rules, &st, &events, now, stage) {
             let after = rules.dormant.as_ref().map_or_else(String::new, |d| d.after.to_string());
             (Status::Dormant, Some(format!("no activity for {after}")))
         } else {
@@ -269,6 +264,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
                 Status::Recycle => "cooldown over".to_string(),
                 Status::Fan => "activity back to normal, or a buying signal".to_string(),
                 Status::Lost => "opportunity no longer lost".to_string(),
+                Status::OptedOut => "no opt-out holds any more".to_string(),
                 Status::Active => String::new(),
             });
             transitions.push(Transition {
@@ -291,7 +287,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         let mut actions = Vec::new();
         for sla in &rules.sla {
             let id = sla.id.to_string();
-            let entered = current < Some(sla.starts_at) && stage >= Some(sla.starts_at);
+            let entered = before < Some(sla.starts_at) && stage >= Some(sla.starts_at);
             if entered && !st.sla.contains_key(&id) {
                 let d = if via_shortcut { sla.due_after_shortcut } else { sla.due };
                 if let Some(due) = d.to_chrono() {
@@ -619,20 +615,108 @@ fn is_fan(f: &super::rules::Fan, ctx: &Ctx<'_>) -> bool {
     count > f.more_than && !f.buying_signal.eval(ctx)
 }
 
-fn dormant(rules: &Rules, st: &ContactState, events: &[Prepared<'_>], now: DateTime<Utc>) -> bool {
-    let (Some(d), Some(stage)) = (rules.dormant.as_ref(), st.stage) else {
+/// No activity for `dormant.after` at `stage` (below `dormant.below`): counted from the last
+/// event, or from the entry into `stage` when there is none. A contact with no stage yet (seen
+/// for the first time) is judged on its events alone.
+fn dormant(
+    rules: &Rules,
+    st: &ContactState,
+    events: &[Prepared<'_>],
+    now: DateTime<Utc>,
+    stage: Option<Stage>,
+) -> bool {
+    let Some(d) = rules.dormant.as_ref() else {
         return false;
     };
-    if stage >= d.below {
+    if stage.is_some_and(|s| s >= d.below) {
         return false;
     }
     let last = events
         .last()
         .map(|p| p.event.at)
-        .or_else(|| st.stages.get(&stage).map(|e| e.at));
+        .or_else(|| stage.and_then(|s| st.stages.get(&s)).map(|e| e.at));
     match (last, d.after.to_chrono()) {
         (Some(last), Some(after)) => now - last >= after,
         _ => false,
+    }
+}
+
+/// What the recycle rules say at `stage`: recycle now, a lost opportunity still waiting, or nothing.
+enum Recycling {
+    Due(String),
+    Lost(DateTime<Utc>),
+    No,
+}
+
+/// The recycles' checks (a lost opportunity past its delay, a sales rejection with a reason) at `stage`.
+fn recycle_due(
+    rules: &Rules,
+    st: &ContactState,
+    props: &HashMap<String, String>,
+    ctx: &Ctx<'_>,
+    now: DateTime<Utc>,
+    stage: Option<Stage>,
+    notes: &mut Vec<String>,
+) -> Recycling {
+    let mut lost_since = None;
+    if let Some(lost) = rules.lost.as_ref().filter(|_| stage >= Some(Stage::Sql)) {
+        if lost.when.eval(ctx) {
+            let since = lost
+                .since
+                .as_ref()
+                .and_then(|p| props.get(p))
+                .and_then(|v| parse_date(v))
+                .or(st.status_since.filter(|_| st.status == Status::Lost))
+                .unwrap_or(now);
+            let due = lost.recycle_after.to_chrono().map(|d| since + d);
+            if due.is_some_and(|d| now >= d) {
+                return Recycling::Due(format!(
+                    "opportunity lost on {}, recycled after {}",
+                    since.format("%Y-%m-%d"),
+                    lost.recycle_after
+                ));
+            }
+            lost_since = Some(since);
+        }
+    }
+    if let Some(rej) = rules.sales_rejection.as_ref() {
+        let rejected = stage.is_some_and(|c| rej.applies_at.contains(&c))
+            && props
+                .get(&rej.property)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(&rej.value));
+        if rejected {
+            let reason = props
+                .get(&rej.reason_property)
+                .map(|r| r.trim())
+                .filter(|r| !r.is_empty());
+            match reason {
+                Some(r) if rej.reasons.iter().any(|x| x.eq_ignore_ascii_case(r)) => {
+                    return Recycling::Due(format!("sales rejected: {r}"));
+                }
+                Some(r) => note(
+                    notes,
+                    format!(
+                        "sales rejection ignored: `{r}` is not a known reason ({})",
+                        rej.reasons.join(", ")
+                    ),
+                ),
+                None => note(
+                    notes,
+                    format!(
+                        "sales rejection ignored: {} is empty; a rejection needs a reason",
+                        rej.reason_property
+                    ),
+                ),
+            }
+        }
+    }
+    lost_since.map_or(Recycling::No, Recycling::Lost)
+}
+
+/// Adds a note once (a later round may find the same thing again).
+fn note(notes: &mut Vec<String>, n: String) {
+    if !notes.contains(&n) {
+        notes.push(n);
     }
 }
 
@@ -704,11 +788,14 @@ fn writes(
     want(&out.engagement_score, &fmt_num(engagement.value));
     want(&out.grade, grade);
     if !transitions.is_empty() {
-        let mut reason = transitions
-            .iter()
-            .map(|t| t.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
+        // One clause per fact: the stages a shortcut jumped over share one reason.
+        let mut clauses: Vec<&str> = Vec::with_capacity(transitions.len());
+        for t in transitions {
+            if !clauses.contains(&t.reason.as_str()) {
+                clauses.push(&t.reason);
+            }
+        }
+        let mut reason = clauses.join("; ");
         if reason.len() > 500 {
             let cut = (0..=497).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
             reason.truncate(cut);

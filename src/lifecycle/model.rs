@@ -91,9 +91,22 @@ pub enum Status {
     Fan,
     /// Pre-MQL with no activity for a long time.
     Dormant,
+    /// Opted out of all email (or cannot be reached by it): not nurtured, no automatic MQL.
+    OptedOut,
 }
 
 impl Status {
+    /// Every status, in the order HubSpot's `leadsync_status` options list them.
+    pub const ALL: [Status; 7] = [
+        Status::Active,
+        Status::Disqualified,
+        Status::Lost,
+        Status::Recycle,
+        Status::Fan,
+        Status::Dormant,
+        Status::OptedOut,
+    ];
+
     /// The identifier written to HubSpot's `leadsync_status`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +116,7 @@ impl Status {
             Status::Recycle => "recycle",
             Status::Fan => "fan",
             Status::Dormant => "dormant",
+            Status::OptedOut => "opted_out",
         }
     }
 }
@@ -116,17 +130,10 @@ impl fmt::Display for Status {
 impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Status::Active,
-            Status::Disqualified,
-            Status::Lost,
-            Status::Recycle,
-            Status::Fan,
-            Status::Dormant,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-        .ok_or_else(|| format!("unknown status `{s}`"))
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown status `{s}`"))
     }
 }
 

@@ -39,7 +39,8 @@ pub(crate) enum Subject {
     Attr(EventAttr),
 }
 
-/// How a value is tested. Text comparisons ignore ASCII case and surrounding spaces.
+/// How a value is tested. Text comparisons fold case, surrounding spaces, and runs of spaces and
+/// underscores (`COMPUTER_SOFTWARE` is `Computer Software`: HubSpot's enumeration value and label).
 #[derive(Debug, Clone)]
 pub(crate) enum Test {
     Known(bool),
@@ -299,13 +300,81 @@ impl Test {
         };
         match self {
             Test::Known(k) => *k,
-            Test::Equals(e) => v.eq_ignore_ascii_case(e),
-            Test::In(vs) => vs.iter().any(|e| v.eq_ignore_ascii_case(e)),
-            Test::InSet(_, set) => contains_lowercase(set, v),
+            Test::Equals(e) => fold_eq(v, e),
+            Test::In(vs) => vs.iter().any(|e| fold_eq(v, e)),
+            Test::InSet(_, set) => set.contains(&*fold(v)),
             Test::DomainIn(_, set) => email_domain(v).is_some_and(|d| domain_in(set, d)),
             Test::Matches(re, _) => re.is_match(v),
             Test::AtLeast(t) => parse_number(v).is_some_and(|n| n >= *t),
             Test::AtMost(t) => parse_number(v).is_some_and(|n| n <= *t),
+        }
+    }
+}
+
+/// Two texts equal once case, surrounding spaces and runs of spaces or underscores are folded;
+/// no allocation.
+pub(crate) fn fold_eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b) || Folded::new(a).eq(Folded::new(b))
+}
+
+/// `v` folded (lowercase, runs of spaces and underscores as one space, trimmed); borrowed when
+/// it already is.
+pub(crate) fn fold(v: &str) -> std::borrow::Cow<'_, str> {
+    let b = v.as_bytes();
+    let plain = b
+        .iter()
+        .all(|c| c.is_ascii() && !c.is_ascii_uppercase() && *c != b'_' && !c.is_ascii_whitespace() || *c == b' ')
+        && !v.contains("  ")
+        && b.first() != Some(&b' ')
+        && b.last() != Some(&b' ');
+    if plain {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(Folded::new(v).collect())
+    }
+}
+
+/// The characters of a text as [`fold`] gives them.
+struct Folded<'a> {
+    chars: std::str::Chars<'a>,
+    lower: Option<std::char::ToLowercase>,
+    gap: bool,
+    started: bool,
+}
+
+impl<'a> Folded<'a> {
+    fn new(s: &'a str) -> Self {
+        Folded {
+            chars: s.chars(),
+            lower: None,
+            gap: false,
+            started: false,
+        }
+    }
+}
+
+impl Iterator for Folded<'_> {
+    type Item = char;
+    fn next(&mut self) -> Option<char> {
+        if let Some(c) = self.lower.as_mut().and_then(Iterator::next) {
+            return Some(c);
+        }
+        self.lower = None;
+        loop {
+            let c = self.chars.next()?;
+            if c == '_' || c.is_whitespace() {
+                self.gap = self.started;
+                continue;
+            }
+            self.started = true;
+            let mut lower = c.to_lowercase();
+            if std::mem::take(&mut self.gap) {
+                self.lower = Some(lower);
+                return Some(' ');
+            }
+            let first = lower.next();
+            self.lower = Some(lower);
+            return first;
         }
     }
 }
@@ -405,6 +474,43 @@ mod tests {
             (Test::Equals("FR".into()), Some("fr"), true),
             (Test::In(vec!["a".into(), "b".into()]), Some("B"), true),
             (Test::InSet("l".into(), set(&["france"])), Some("France"), true),
+            // HubSpot enumerations: the API's value and the label exports and forms show
+            (
+                Test::InSet("l".into(), set(&["computer software"])),
+                Some("COMPUTER_SOFTWARE"),
+                true,
+            ),
+            (
+                Test::InSet("l".into(), set(&["computer software"])),
+                Some(" Computer  Software "),
+                true,
+            ),
+            (
+                Test::InSet("l".into(), set(&["computer software"])),
+                Some("COMPUTER_HARDWARE"),
+                false,
+            ),
+            (
+                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Some("Computer Software"),
+                true,
+            ),
+            (
+                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Some("computer_software"),
+                true,
+            ),
+            (
+                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Some("ComputerSoftware"),
+                false,
+            ),
+            (
+                Test::In(vec!["Financial Services".into()]),
+                Some("FINANCIAL_SERVICES"),
+                true,
+            ),
+            (Test::Equals("Étudiant".into()), Some("ÉTUDIANT"), true),
             (
                 Test::DomainIn("l".into(), set(&["gmail.com"])),
                 Some("Jo@GMail.com"),

@@ -22,6 +22,9 @@ pub(crate) struct RawRules {
     pub stages: Vec<Spanned<RawStage>>,
     #[serde(default)]
     pub gates: RawGates,
+    /// Same shape as the gates: consent facts that make the contact `opted_out`.
+    #[serde(default)]
+    pub opt_out: RawGates,
     pub fit: RawScore<RawFitRule>,
     pub engagement: RawScore<RawEngagementRule>,
     pub grades: RawGrades,

@@ -8,7 +8,7 @@ use regex::RegexSet;
 
 use super::model::{EventKind, RuleDuration, Stage, Status};
 use super::predicate::{EventPredicate, Predicate};
-use crate::diagnostics::{Diagnostics, SourceText};
+use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
 
 /// The type a rules file declares for a HubSpot property it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,7 @@ pub struct Rules {
     pub(crate) forms: FirstMatch,
     pub(crate) stages: Vec<StageRule>,
     pub(crate) gates: Gates,
+    pub(crate) opt_out: Gates,
     pub(crate) fit: FitModel,
     pub(crate) engagement: EngagementModel,
     pub(crate) grades: Grades,
@@ -55,6 +56,19 @@ pub struct Rules {
     pub(crate) lost: Option<Lost>,
     pub(crate) sla: Vec<Sla>,
     pub(crate) output: Output,
+    /// Text values conditions compare string properties with, and where each is written.
+    pub(crate) enum_refs: Vec<EnumRef>,
+}
+
+/// A value a condition compares a text property with (`equals`, `in`, an `in_list` entry).
+#[derive(Debug, Clone)]
+pub(crate) struct EnumRef {
+    pub property: String,
+    pub value: String,
+    /// Dotted path of the test (`fit.rules[10].when.in`, or `lists.NAME` for a list entry).
+    pub field: String,
+    /// Where it is written (the message is filled in by the check).
+    pub at: Diagnostic,
 }
 
 #[derive(Debug)]
@@ -295,6 +309,35 @@ impl Rules {
     /// The HubSpot lifecycle value a stage is written as.
     pub fn hubspot_value(&self, stage: Stage) -> &str {
         &self.stages[stage.index()].hubspot
+    }
+
+    /// Warnings for rules values a portal's enumeration property does not offer: `options` maps a
+    /// property name to its options' values and labels (as HubSpot's properties API lists them).
+    /// A value matches an option's value or label with case, spaces and underscores folded, the
+    /// way the engine compares them; properties missing from `options` (free text) are skipped.
+    /// Each warning points at the rules file line where the value is written.
+    pub fn enumeration_warnings(&self, options: &HashMap<String, Vec<String>>) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for r in &self.enum_refs {
+            let Some(allowed) = options.get(&r.property) else {
+                continue;
+            };
+            if allowed.iter().any(|o| super::predicate::fold_eq(o.trim(), &r.value)) {
+                continue;
+            }
+            let mut d = r.at.clone();
+            d.message = format!(
+                "`{}` is not an option of HubSpot property `{}` in this portal (neither a value nor a label); the condition can never match it",
+                r.value, r.property
+            );
+            out.push(d);
+        }
+        out
+    }
+
+    /// The kind the `[[forms]]` patterns give a form name (the first that matches), if any.
+    pub fn form_kind(&self, form: &str) -> Option<&str> {
+        self.forms.first(form)
     }
 
     /// The lowest leadsync stage written as this HubSpot lifecycle value.

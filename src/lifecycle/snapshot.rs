@@ -109,7 +109,8 @@ pub struct Event {
     pub id: String,
     /// What happened.
     pub kind: EventKind,
-    /// When it happened (UTC).
+    /// When it happened (UTC): RFC 3339, or a bare date `YYYY-MM-DD` (midnight UTC), as `--at`.
+    #[serde(deserialize_with = "event_time")]
     pub at: DateTime<Utc>,
     /// Page or link URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +127,38 @@ pub struct Event {
     /// Outcome of a call or meeting (`connected`, `no_answer`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+}
+
+/// An event's `at`: an RFC 3339 time, or a date alone (midnight UTC); anything else is an error
+/// that names the field and both formats.
+fn event_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    struct Time;
+    impl serde::de::Visitor<'_> for Time {
+        type Value = DateTime<Utc>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event time: 2026-11-24T09:00:00Z, or a date such as 2026-11-24 (midnight UTC)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_time_or_date(v).ok_or_else(|| {
+                E::custom(format!(
+                    "event `at`: `{v}` is not a time (write 2026-11-24T09:00:00Z, or a date such as 2026-11-24 for midnight UTC)"
+                ))
+            })
+        }
+    }
+    d.deserialize_str(Time)
+}
+
+/// RFC 3339, or `YYYY-MM-DD` read as midnight UTC (what `--at` accepts).
+pub fn parse_time_or_date(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
 }
 
 /// Who started an exchange.
@@ -253,6 +286,24 @@ mod tests {
         assert_eq!(s.properties.get("n").map(String::as_str), Some("3"));
         assert!(!s.properties.contains_key("phone"));
         assert_eq!(s.state, ContactState::default());
+    }
+
+    #[test]
+    fn an_event_time_may_be_a_date_and_a_bad_one_names_the_field() {
+        let s: Snapshot = serde_json::from_str(
+            r#"{"contact_id": "1", "events": [{"id": "e", "kind": "page_view", "at": "2026-11-01"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.events[0].at, "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        let err = serde_json::from_str::<Snapshot>(
+            r#"{"contact_id": "1", "events": [{"id": "e", "kind": "page_view", "at": "01/11/2026"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("event `at`") && err.contains("2026-11-24T09:00:00Z"),
+            "{err}"
+        );
     }
 
     #[test]
