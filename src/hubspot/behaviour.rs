@@ -86,44 +86,56 @@ impl HubSpotClient {
         since: DateTime<Utc>,
         priority: Priority,
     ) -> Result<Vec<Submission>, HubSpotError> {
-        let path = format!("/form-integrations/v1/submissions/forms/{}", form.id);
-        let since_ms = since.timestamp_millis();
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut query = vec![("limit", SUBMISSIONS_PAGE.to_string())];
-            if let Some(a) = &after {
-                query.push(("after", a.clone()));
+            let (page, next) = self.form_submissions_page(form, after.as_deref(), priority).await?;
+            let reached_since = page.iter().any(|s| s.event.at < since);
+            out.extend(page.into_iter().filter(|s| s.event.at >= since));
+            after = next;
+            if reached_since || after.is_none() {
+                return Ok(out);
             }
-            let page: Page<RawSubmission> = self
-                .call(Call::<()> {
-                    endpoint: "forms.submissions",
-                    method: Method::GET,
-                    path: &path,
-                    query: &query,
-                    body: None,
-                    budget: Budget::General,
-                    priority,
-                })
-                .await?;
-            let mut reached_since = false;
-            for s in page.results.iter() {
-                if s.submitted_at < since_ms {
-                    reached_since = true;
-                    continue;
-                }
-                let Some(email) = s
+        }
+    }
+
+    /// One page of `form`'s submissions, newest first, and the cursor of the next page.
+    pub async fn form_submissions_page(
+        &self,
+        form: &Form,
+        after: Option<&str>,
+        priority: Priority,
+    ) -> Result<(Vec<Submission>, Option<String>), HubSpotError> {
+        let path = format!("/form-integrations/v1/submissions/forms/{}", form.id);
+        let mut query = vec![("limit", SUBMISSIONS_PAGE.to_string())];
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        let page: Page<RawSubmission> = self
+            .call(Call::<()> {
+                endpoint: "forms.submissions",
+                method: Method::GET,
+                path: &path,
+                query: &query,
+                body: None,
+                budget: Budget::General,
+                priority,
+            })
+            .await?;
+        let next = page.next_after().map(str::to_string);
+        let submissions = page
+            .results
+            .iter()
+            .filter_map(|s| {
+                // A submission without an email cannot be linked to a contact.
+                let email = s
                     .values
                     .iter()
                     .find(|v| v.name == "email")
                     .map(|v| v.value.trim().to_lowercase())
-                else {
-                    continue;
-                };
-                let Some(at) = DateTime::from_timestamp_millis(s.submitted_at) else {
-                    continue;
-                };
-                out.push(Submission {
+                    .filter(|e| !e.is_empty())?;
+                let at = DateTime::from_timestamp_millis(s.submitted_at)?;
+                Some(Submission {
                     event: Event {
                         id: format!("hs-form-{}-{}", form.id, s.submitted_at),
                         kind: EventKind::FormSubmission,
@@ -135,13 +147,10 @@ impl HubSpotClient {
                         outcome: None,
                     },
                     email,
-                });
-            }
-            after = page.next_after().map(str::to_string);
-            if reached_since || after.is_none() {
-                return Ok(out);
-            }
-        }
+                })
+            })
+            .collect();
+        Ok((submissions, next))
     }
 
     /// Page views of one contact since `since`, event by event (event analytics API, Enterprise).

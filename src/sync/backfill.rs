@@ -11,6 +11,7 @@ use super::behaviour::FormSource;
 use super::cycle::CURSOR;
 use super::evaluate::evaluate_stored;
 use super::{SyncError, SyncReport, Syncer};
+use crate::hubspot::behaviour::Form;
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::{ASSOCIATION_BATCH_LIMIT, HubSpotObject};
 use crate::lifecycle::{Event, HubSpotId};
@@ -48,6 +49,18 @@ pub struct Checkpoint {
     /// The portal's form submissions are filed in the store (read once per backfill).
     #[serde(default)]
     pub staged: bool,
+    /// Where filing them stands: the form being read (forms go in id order) and its next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<Staging>,
+}
+
+/// The next page of form submissions a backfill files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Staging {
+    /// The form's id: forms before it in id order are filed.
+    pub form: String,
+    /// HubSpot's cursor of its next page (`None`: its first).
+    pub after: Option<String>,
 }
 
 /// What a dry run would cost.
@@ -71,6 +84,57 @@ impl Syncer {
             held.entry(email_key(&email)).or_default().push(event);
         }
         Ok(held)
+    }
+
+    /// Files every form submission of the portal in the store, page by page, the checkpoint
+    /// saved after each page: a backfill stopped while filing goes on from the page it stopped
+    /// at (a page filed twice adds nothing).
+    async fn stage_forms(&self, cp: &mut Checkpoint, p: Priority) -> Result<(), SyncError> {
+        if cp.staged {
+            return Ok(());
+        }
+        let mut forms = self.hubspot.forms(p).await?;
+        forms.sort_by(|a, b| a.id.cmp(&b.id));
+        if cp.staging.is_none() {
+            self.store.clear_staged().await?;
+        }
+        let start = cp.staging.clone().unwrap_or_default();
+        let todo: Vec<&Form> = forms.iter().filter(|f| f.id >= start.form).collect();
+        for (i, form) in todo.iter().enumerate() {
+            let mut after = if form.id == start.form {
+                start.after.clone()
+            } else {
+                None
+            };
+            loop {
+                let (page, next) = self.hubspot.form_submissions_page(form, after.as_deref(), p).await?;
+                let rows: Vec<(String, Event)> = page.into_iter().map(|s| (email_key(&s.email), s.event)).collect();
+                self.store.stage(&rows).await?;
+                after = next;
+                let Some(next) = &after else { break };
+                cp.staging = Some(Staging {
+                    form: form.id.clone(),
+                    after: Some(next.clone()),
+                });
+                self.save_checkpoint(cp).await?;
+            }
+            // The form is filed: a resume starts at the next one's first page.
+            if let Some(next) = todo.get(i + 1) {
+                cp.staging = Some(Staging {
+                    form: next.id.clone(),
+                    after: None,
+                });
+                self.save_checkpoint(cp).await?;
+            }
+        }
+        cp.staged = true;
+        cp.staging = None;
+        self.save_checkpoint(cp).await
+    }
+
+    async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), SyncError> {
+        let v = serde_json::to_string(cp).expect("serialisable");
+        Ok(self.store.set_cursor(CHECKPOINT, &v).await?)
     }
 
     /// Backfills the portal from its checkpoint; `on_block` sees the running report after each
@@ -126,19 +190,8 @@ impl Syncer {
         let mut held = HashMap::new();
         if opts.dry_run {
             held = self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?;
-        } else if !cp.staged {
-            let rows: Vec<(String, Event)> = self
-                .submissions_since(DateTime::UNIX_EPOCH, p)
-                .await?
-                .into_iter()
-                .map(|(email, event)| (email_key(&email), event))
-                .collect();
-            self.store.clear_staged().await?;
-            self.store.stage(&rows).await?;
-            cp.staged = true;
-            self.store
-                .set_cursor(CHECKPOINT, &serde_json::to_string(&cp).expect("serialisable"))
-                .await?;
+        } else {
+            self.stage_forms(&mut cp, p).await?;
         }
         if cp.done > 0 {
             info!(done = cp.done, "backfill resumes from its checkpoint");
@@ -181,6 +234,7 @@ impl Syncer {
                     started_ms: cp.started_ms,
                     listed: last,
                     staged: cp.staged,
+                    staging: None,
                 };
                 let saved = serde_json::to_string(&next_cp).expect("serialisable");
                 let r = self
