@@ -365,6 +365,18 @@ mod tests {
     }
 
     #[test]
+    fn every_option_setup_sends_carries_hidden_false() {
+        let wanted = wanted_properties(&rules());
+        let options: Vec<serde_json::Value> = wanted
+            .iter()
+            .flat_map(|p| p.options.iter())
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect();
+        assert!(!options.is_empty());
+        assert!(options.iter().all(|o| o["hidden"] == false), "{options:?}");
+    }
+
+    #[test]
     fn a_fresh_portal_gets_the_group_and_every_property_then_nothing_more() {
         let wanted = wanted_properties(&rules());
         let names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();

@@ -3,9 +3,12 @@
 //! network. It refuses what the vendors refuse (batches over 100, search pages over 200, paging
 //! past 10,000, a backward lifecycle stage, spent budgets, expired tokens), with their bodies and
 //! headers, so a leadsync bug cannot hide behind a lenient fake. Every call is counted by
-//! endpoint, so tests and benchmarks can assert what leadsync spends.
+//! endpoint, so tests and benchmarks can assert what leadsync spends. It serves the standard
+//! calls other clients make too (HubSpot's official SDK, simple-salesforce: `tests/sdk/`), and
+//! `/_sandbox/settings` tightens its budgets or changes the portal's tier while it runs.
 //!
-//! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements).
+//! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements, page
+//!   views and email events).
 //! - `hubspot`: the HubSpot API, stateful, with its budgets, tokens and refusals.
 //! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
 //! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
