@@ -381,3 +381,92 @@ async fn other_errors_fail_at_once_with_salesforces_words() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A query answer split in two pages: the first not `done`, pointing at the second.
+fn two_pages(first: &[&str], rest: &[&str], locator: &str) -> (Value, Value) {
+    let rows = |ids: &[&str]| -> Vec<Value> {
+        ids.iter()
+            .map(|id| json!({"attributes": {"type": "Contact"}, "Id": id, "Email": format!("{id}@acme.test")}))
+            .collect()
+    };
+    let total = first.len() + rest.len();
+    (
+        json!({"totalSize": total, "done": false, "records": rows(first),
+            "nextRecordsUrl": format!("/services/data/v62.0/query/{locator}-{}", first.len())}),
+        json!({"totalSize": total, "done": true, "records": rows(rest)}),
+    )
+}
+
+#[tokio::test]
+async fn a_query_over_two_pages_follows_next_records_url_and_returns_every_record() {
+    let server = MockServer::start().await;
+    let client = jwt_client(&server).await;
+    let (first, second) = two_pages(&["003A", "003B"], &["003C"], "01gPAGE");
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .respond_with(ok_json(first))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query/01gPAGE-2"))
+        .and(header("authorization", "Bearer access-jwt"))
+        .respond_with(ok_json(second))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let rows: Vec<Value> = client.query("SELECT Id, Email FROM Contact").await.unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r["Id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["003A", "003B", "003C"]);
+    assert_eq!(client.stats().calls().get("query more"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_lookup_whose_composite_answer_is_not_done_reads_the_rest_of_its_pages() {
+    use leadsync::salesforce::lookup::SalesforceLookupRequest;
+    let server = MockServer::start().await;
+    let client = jwt_client(&server).await;
+    let (first, second) = two_pages(&["003A"], &["003B"], "01gLOOK");
+    Mock::given(method("POST"))
+        .and(path("/services/data/v62.0/composite"))
+        .respond_with(ok_json(json!({"compositeResponse": [
+            {"body": first, "httpHeaders": {}, "httpStatusCode": 200, "referenceId": "q0"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query/01gLOOK-1"))
+        .respond_with(ok_json(second))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let req = SalesforceLookupRequest {
+        contact_external_id: ("HubSpot_Contact_Id__c".into(), vec![]),
+        contact_emails: ("Email".into(), vec!["003a@acme.test".into(), "003b@acme.test".into()]),
+        account_external_id: ("HubSpot_Company_Id__c".into(), vec![]),
+        account_domains: ("Website".into(), vec![]),
+        opportunity_keys: ("LeadSync_Key__c".into(), vec![]),
+        freemail: Default::default(),
+    };
+    let found = client.lookup(&req).await.unwrap();
+    let mut emails: Vec<&String> = found.contacts_by_email.keys().collect();
+    emails.sort();
+    assert_eq!(
+        emails,
+        ["003a@acme.test", "003b@acme.test"],
+        "the second page's contact is found too"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_not_done_without_a_next_url_is_an_error_naming_it() {
+    let server = MockServer::start().await;
+    let client = jwt_client(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .respond_with(ok_json(json!({"totalSize": 5, "done": false, "records": []})))
+        .mount(&server)
+        .await;
+    let err = client.query::<Value>("SELECT Id FROM Contact").await.unwrap_err();
+    assert!(err.to_string().contains("nextRecordsUrl"), "{err}");
+}

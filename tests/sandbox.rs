@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// Forms, page views and email events: paging, limits, per-tier availability.
+mod behaviour;
+/// Standard single-record and list endpoints other clients use, and the settings path.
+mod standard;
+
 const BG: Priority = Priority::Background;
 
 async fn sandbox(config: SandboxConfig) -> SandboxHandle {

@@ -63,6 +63,10 @@ pub struct PropertyOption {
     /// Position.
     #[serde(default)]
     pub display_order: i32,
+    /// Hidden from forms and the UI; required on every option by HubSpot's properties spec, so
+    /// `setup` always sends it (false).
+    #[serde(default)]
+    pub hidden: bool,
 }
 
 /// What `setup` would do.
@@ -221,6 +225,7 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
                 label: v.replace('_', " "),
                 value: v.to_string(),
                 display_order: i as i32,
+                hidden: false,
             })
             .collect::<Vec<_>>()
     };
@@ -294,11 +299,13 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
                     label: "Yes".into(),
                     value: "true".into(),
                     display_order: 0,
+                    hidden: false,
                 },
                 PropertyOption {
                     label: "No".into(),
                     value: "false".into(),
                     display_order: 1,
+                    hidden: false,
                 },
             ];
         }
@@ -345,6 +352,18 @@ mod tests {
             "/mappings/lifecycle.toml"
         )))
         .unwrap()
+    }
+
+    #[test]
+    fn every_option_setup_sends_carries_hidden_false() {
+        let wanted = wanted_properties(&rules());
+        let options: Vec<serde_json::Value> = wanted
+            .iter()
+            .flat_map(|p| p.options.iter())
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect();
+        assert!(!options.is_empty());
+        assert!(options.iter().all(|o| o["hidden"] == false), "{options:?}");
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub fn changes_query(mapping: &SalesforceMapping, since: Option<&SalesforceWater
 
 impl SalesforceClient {
     /// Opportunities promoted by leadsync changed after `since` (all of them when `None`), at most
-    /// `limit` (capped at 2,000, one query page), oldest first; with the watermark to pass next time (`since` when nothing changed).
+    /// `limit` (capped at 2,000; every page of the answer is read), oldest first; with the watermark to pass next time (`since` when nothing changed).
     /// Records whose key is not leadsync's are skipped but still move the watermark.
     pub async fn opportunity_changes(
         &self,

@@ -1,6 +1,8 @@
 //! The REST endpoints leadsync uses (docs/architecture.md lists them): SOQL query, composite
 //! (several queries in one API call), sObject Collections upsert by external id and create, in
-//! chunks of 200 with `allOrNone: false`, and describe.
+//! chunks of 200 with `allOrNone: false`, and describe. Every query answer, direct or inside a
+//! composite call, is read to its end by following `nextRecordsUrl` ([`SalesforceClient::follow`]):
+//! Salesforce returns at most 2,000 rows a page, and may return fewer than asked.
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -73,9 +75,26 @@ impl SalesforceSaveError {
     }
 }
 
+/// One page of a query answer: its records, and where the next page is when not `done`.
 #[derive(Deserialize)]
 struct QueryPage<T> {
     records: Vec<T>,
+    #[serde(default = "yes")]
+    done: bool,
+    #[serde(default, rename = "nextRecordsUrl")]
+    next_records_url: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The path of a `nextRecordsUrl` (`/services/data/v62.0/query/01gxx-2000`) under the versioned
+/// API root the client prefixes (`query/01gxx-2000`).
+fn next_records_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("/services/data/")?;
+    let (_version, path) = rest.split_once('/')?;
+    (!path.is_empty()).then_some(path)
 }
 
 /// A subrequest's answer inside a composite call.
@@ -91,7 +110,7 @@ impl SalesforceClient {
         format!("/services/data/{}/{}", self.api_version(), rest.trim_start_matches('/'))
     }
 
-    /// Runs one SOQL query (first page: leadsync's lookups are batched under 2,000 rows).
+    /// Runs one SOQL query and reads every page of its answer.
     pub async fn query<T: DeserializeOwned>(&self, soql: &str) -> Result<Vec<T>, SalesforceError> {
         let page: QueryPage<T> = self
             .call(Call::<()> {
@@ -102,11 +121,48 @@ impl SalesforceClient {
                 body: None,
             })
             .await?;
-        Ok(page.records)
+        self.follow(page).await
     }
 
-    /// Runs up to five SOQL queries in one composite call (one API call); each answer is its
-    /// records or Salesforce's errors for that query alone.
+    /// The records of `page` and of every page after it: while Salesforce says the answer is not
+    /// `done`, `GET` its `nextRecordsUrl` (one API call a page). The one paging loop of the client.
+    async fn follow<T: DeserializeOwned>(&self, page: QueryPage<T>) -> Result<Vec<T>, SalesforceError> {
+        let mut records = page.records;
+        let mut next = if page.done { None } else { page.next_records_url };
+        if !page.done && next.is_none() {
+            return Err(SalesforceError::Decode {
+                endpoint: "query",
+                message: "an answer not done has no nextRecordsUrl".into(),
+            });
+        }
+        while let Some(url) = next.take() {
+            let path = next_records_path(&url).ok_or_else(|| SalesforceError::Decode {
+                endpoint: "query more",
+                message: format!("nextRecordsUrl {url:?} is not under /services/data/<version>/"),
+            })?;
+            let page: QueryPage<T> = self
+                .call(Call::<()> {
+                    endpoint: "query more",
+                    method: Method::GET,
+                    path,
+                    query: &[],
+                    body: None,
+                })
+                .await?;
+            records.extend(page.records);
+            if !page.done {
+                next = Some(page.next_records_url.ok_or_else(|| SalesforceError::Decode {
+                    endpoint: "query more",
+                    message: "an answer not done has no nextRecordsUrl".into(),
+                })?);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Runs SOQL queries five to a composite call (one API call); each answer is its records
+    /// (every page: an answer that is not `done` is followed by `nextRecordsUrl`, one more call a
+    /// page) or Salesforce's errors for that query alone.
     pub async fn query_many(
         &self,
         soql: &[String],
@@ -149,7 +205,12 @@ impl SalesforceClient {
             }
             for sub in subs {
                 if (200..300).contains(&sub.status) {
-                    out.push(Ok(sub.body["records"].as_array().cloned().unwrap_or_default()));
+                    let page: QueryPage<Value> =
+                        serde_json::from_value(sub.body).map_err(|e| SalesforceError::Decode {
+                            endpoint: "composite",
+                            message: format!("a query answer: {e}"),
+                        })?;
+                    out.push(Ok(self.follow(page).await?));
                 } else {
                     out.push(Err(read_errors(sub.status, &sub.body.to_string())));
                 }
@@ -235,5 +296,24 @@ impl SalesforceClient {
             body: None,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_records_path;
+
+    #[test]
+    fn next_records_urls_become_paths_under_the_versioned_root() {
+        assert_eq!(
+            next_records_path("/services/data/v62.0/query/01gD0000002HU6KIAW-2000"),
+            Some("query/01gD0000002HU6KIAW-2000")
+        );
+        assert_eq!(
+            next_records_path("/services/data/v59.0/queryAll/01g-200"),
+            Some("queryAll/01g-200")
+        );
+        assert_eq!(next_records_path("https://elsewhere.example/query/01g-2000"), None);
+        assert_eq!(next_records_path("/services/data/v62.0"), None);
     }
 }

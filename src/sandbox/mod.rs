@@ -3,9 +3,12 @@
 //! network. It refuses what the vendors refuse (batches over 100, search pages over 200, paging
 //! past 10,000, a backward lifecycle stage, spent budgets, expired tokens), with their bodies and
 //! headers, so a leadsync bug cannot hide behind a lenient fake. Every call is counted by
-//! endpoint, so tests and benchmarks can assert what leadsync spends.
+//! endpoint, so tests and benchmarks can assert what leadsync spends. It serves the standard
+//! calls other clients make too (HubSpot's official SDK, simple-salesforce: `tests/sdk/`), and
+//! `/_sandbox/settings` tightens its budgets or changes the portal's tier while it runs.
 //!
-//! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements).
+//! - `portal`: the seeded synthetic portal (contacts of every kind, companies, engagements, page
+//!   views and email events).
 //! - `hubspot`: the HubSpot API, stateful, with its budgets, tokens and refusals.
 //! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
 //! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
@@ -59,6 +62,12 @@ pub struct SandboxConfig {
     pub hubspot_token_lifetime: Duration,
     /// HubSpot requests per rolling 10 s (search excluded). Default 100 (Free/Starter private app).
     pub hubspot_burst_per_10s: u32,
+    /// The rolling window of that burst limit. Default 10 s, as HubSpot; shorter only so tests
+    /// that wait for a window to pass (an SDK's retries) run quickly.
+    pub hubspot_burst_window: Duration,
+    /// The portal's tier: the event analytics and email events APIs exist only on Enterprise.
+    /// Default Enterprise (every API served).
+    pub hubspot_tier: HubSpotTier,
     /// HubSpot requests per day. Default 250,000.
     pub hubspot_daily_limit: u64,
     /// HubSpot search requests per second. Default 5.
@@ -114,6 +123,8 @@ impl Default for SandboxConfig {
             timeout_hang: Duration::from_secs(35),
             hubspot_token_lifetime: Duration::from_secs(30 * 60),
             hubspot_burst_per_10s: 100,
+            hubspot_burst_window: Duration::from_secs(10),
+            hubspot_tier: HubSpotTier::Enterprise,
             hubspot_daily_limit: 250_000,
             hubspot_search_per_second: 5,
             hubspot_portal_id: 42,
@@ -131,6 +142,47 @@ impl Default for SandboxConfig {
             salesforce_client_secret: "sandbox-sf-client-secret".into(),
             salesforce_refresh_token: "sandbox-sf-refresh-token".into(),
             frozen_clock: false,
+        }
+    }
+}
+
+/// A HubSpot subscription tier, as far as the APIs it serves differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubSpotTier {
+    /// Free or Starter: CRM, forms, owners; no event-level behaviour APIs.
+    Starter,
+    /// Professional: the same APIs as Starter here.
+    Professional,
+    /// Enterprise: also the event analytics (page views) and email events APIs.
+    Enterprise,
+}
+
+impl HubSpotTier {
+    /// Whether the portal serves the event analytics and email events APIs.
+    pub fn has_event_apis(self) -> bool {
+        self == Self::Enterprise
+    }
+
+    /// `starter`, `professional`, `enterprise`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starter => "starter",
+            Self::Professional => "professional",
+            Self::Enterprise => "enterprise",
+        }
+    }
+}
+
+impl std::str::FromStr for HubSpotTier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_lowercase().as_str() {
+            "starter" | "free" => Ok(Self::Starter),
+            "professional" => Ok(Self::Professional),
+            "enterprise" => Ok(Self::Enterprise),
+            other => Err(format!(
+                "unknown HubSpot tier {other:?}: expected starter, professional or enterprise"
+            )),
         }
     }
 }
@@ -316,6 +368,9 @@ impl Sandbox {
     }
 }
 
+/// The sandbox's own control path, on both listeners (no vendor API lives under it).
+pub const SETTINGS_PATH: &str = "/_sandbox/settings";
+
 async fn serve_hubspot(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -323,6 +378,9 @@ async fn serve_hubspot(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if uri.path() == SETTINGS_PATH {
+        return settings(&shared, &method, &body);
+    }
     hubspot::serve(&shared, &method, &uri, &headers, &body).await
 }
 
@@ -333,7 +391,77 @@ async fn serve_salesforce(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if uri.path() == SETTINGS_PATH {
+        return settings(&shared, &method, &body);
+    }
     salesforce::serve(&shared, &method, &uri, &headers, &body).await
+}
+
+/// `GET|POST /_sandbox/settings`: reads, or changes while running, the budgets and the tier a
+/// test needs tight (a client outside this crate, such as an SDK test, cannot build a
+/// [`SandboxConfig`]): `hubspot_burst_per_10s`, `hubspot_burst_window_ms`, `hubspot_tier`,
+/// `salesforce_daily_allocation`. An unknown key or a bad value is refused with 400, naming it.
+fn settings(shared: &Shared, method: &Method, body: &Bytes) -> Response {
+    let refuse = |message: String| json(400, &serde_json::json!({"status": "error", "message": message}));
+    if method == Method::POST {
+        let changes: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("{SETTINGS_PATH}: the body must be a JSON object: {e}")),
+        };
+        let mut hubspot = lock(&shared.hubspot);
+        let mut salesforce = lock(&shared.salesforce);
+        // Checked in full before anything changes, so a refused call changes nothing.
+        let mut tier = hubspot.tier;
+        let mut burst = hubspot.burst_max;
+        let mut window = hubspot.burst_window;
+        let mut allocation = salesforce.allocation;
+        for (key, value) in &changes {
+            let number = || value.as_u64().filter(|n| *n > 0);
+            let bad = || format!("{SETTINGS_PATH}: {key} must be a positive integer, not {value}");
+            match key.as_str() {
+                "hubspot_tier" => match value.as_str().map(str::parse::<HubSpotTier>) {
+                    Some(Ok(t)) => tier = t,
+                    Some(Err(e)) => return refuse(format!("{SETTINGS_PATH}: hubspot_tier: {e}")),
+                    None => return refuse(format!("{SETTINGS_PATH}: hubspot_tier must be a string")),
+                },
+                "hubspot_burst_per_10s" => match number().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => burst = n,
+                    None => return refuse(bad()),
+                },
+                "hubspot_burst_window_ms" => match number() {
+                    Some(n) => window = Duration::from_millis(n),
+                    None => return refuse(bad()),
+                },
+                "salesforce_daily_allocation" => match number() {
+                    Some(n) => allocation = n,
+                    None => return refuse(bad()),
+                },
+                other => {
+                    return refuse(format!(
+                        "{SETTINGS_PATH}: unknown setting {other:?}; known: hubspot_tier, \
+                         hubspot_burst_per_10s, hubspot_burst_window_ms, salesforce_daily_allocation"
+                    ));
+                }
+            }
+        }
+        hubspot.tier = tier;
+        hubspot.burst_max = burst;
+        hubspot.burst_window = window;
+        salesforce.allocation = allocation;
+    } else if method != Method::GET {
+        return json(405, &serde_json::json!({"status": "error", "message": "GET or POST"}));
+    }
+    let hubspot = lock(&shared.hubspot);
+    let salesforce = lock(&shared.salesforce);
+    json(
+        200,
+        &serde_json::json!({
+            "hubspot_tier": hubspot.tier.as_str(),
+            "hubspot_burst_per_10s": hubspot.burst_max,
+            "hubspot_burst_window_ms": hubspot.burst_window.as_millis() as u64,
+            "salesforce_daily_allocation": salesforce.allocation,
+        }),
+    )
 }
 
 /// A running sandbox.

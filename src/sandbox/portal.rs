@@ -703,6 +703,100 @@ impl Portal {
     }
 }
 
+/// Pages of the portal's website, as page views name them.
+pub const PAGES: [&str; 8] = [
+    "/",
+    "/pricing",
+    "/blog/funnel-metrics",
+    "/resources/revops-playbook",
+    "/webinars/funnel-metrics",
+    "/contact",
+    "/product",
+    "/customers",
+];
+
+/// Marketing email campaigns the portal sent (ids as the email events API gives them).
+pub const EMAIL_CAMPAIGNS: [u64; 4] = [310_001, 310_002, 310_003, 310_004];
+
+/// One generated behaviour event of a contact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BehaviourEvent {
+    /// When (epoch ms).
+    pub at: i64,
+    /// A number unique among this contact's events of the kind (what its id is derived from).
+    pub n: u64,
+    /// Index in [`PAGES`] (page views) or [`EMAIL_CAMPAIGNS`] (email events).
+    pub what: usize,
+}
+
+impl Portal {
+    /// Spreads `count` events of contact `index` between its creation and `last` (the date its
+    /// properties give the latest one), the last one at `last`, oldest first.
+    fn spread(&self, index: u32, salt: u64, count: u64, choices: usize, last: i64) -> Vec<BehaviourEvent> {
+        let a = self.activity(index);
+        let last = last.max(a.created);
+        let span = (last - a.created).max(1) as u64;
+        let mut out: Vec<BehaviourEvent> = (0..count)
+            .map(|k| {
+                let h = mix(self.seed, salt, u64::from(index) << 20 | k);
+                let at = if k + 1 == count {
+                    last
+                } else {
+                    a.created + (h % span) as i64
+                };
+                BehaviourEvent {
+                    at,
+                    n: k,
+                    what: (h >> 40) as usize % choices,
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| (e.at, e.n));
+        out
+    }
+
+    /// Contact `index`'s page views, as many as its `hs_analytics_num_page_views`, oldest first.
+    pub fn page_views(&self, index: u32) -> Vec<BehaviourEvent> {
+        let a = self.activity(index);
+        self.spread(index, 0x9A6E, a.views, PAGES.len(), a.last_activity)
+    }
+
+    /// Contact `index`'s marketing email opens and clicks (`hs_email_open`, `hs_email_click`),
+    /// oldest first.
+    pub fn email_events(&self, index: u32) -> (Vec<BehaviourEvent>, Vec<BehaviourEvent>) {
+        let a = self.activity(index);
+        (
+            self.spread(
+                index,
+                0xE0BE,
+                a.opens,
+                EMAIL_CAMPAIGNS.len(),
+                a.last_activity - 3_600_000,
+            ),
+            self.spread(
+                index,
+                0xC11C,
+                a.clicks,
+                EMAIL_CAMPAIGNS.len(),
+                a.last_activity - 3_000_000,
+            ),
+        )
+    }
+}
+
+/// A UUID-shaped id derived from `h`.
+pub(super) fn uuid(h: u64, n: u64) -> String {
+    let l = mix(h, n, 0x0ddba11);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h as u32,
+        (h >> 32) as u16,
+        (l >> 48) & 0xfff,
+        (l >> 36) & 0xfff,
+        l & 0xffff_ffff_ffff
+    )
+}
+
 /// Epoch ms from a HubSpot value: digits, or an RFC 3339 date-time, or a date.
 pub(super) fn parse_ms(v: &str) -> Option<i64> {
     let v = v.trim();

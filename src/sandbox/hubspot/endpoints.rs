@@ -45,25 +45,231 @@ fn too_many(what: &str, max: usize, got: usize, now: i64) -> Response {
     )
 }
 
-pub(super) fn list_contacts(s: &HubSpotState, query: &BTreeMap<String, String>, now: i64) -> Response {
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
-    if limit > 100 {
-        return error(400, "VALIDATION_ERROR", "limit must be less than or equal to 100", now);
-    }
-    let props = strings(&Value::String(query.get("properties").cloned().unwrap_or_default()));
-    let start = query
-        .get("after")
-        .and_then(|a| a.parse::<u64>().ok())
-        .map_or(0, |a| a.saturating_sub(CONTACT_ID_BASE) as u32);
-    let end = (start as usize + limit).min(s.count() as usize) as u32;
-    let results: Vec<Value> = (start..end)
-        .map(|i| s.object_json("contacts", u64::from(i) + CONTACT_ID_BASE, &s.contact_props(i), &props))
+/// `GET /crm/v3/objects/{type}`: a page of records in id order (`limit` at most 100, default
+/// 10), the `after` cursor being the next record's id, as the SDKs' `get_page` reads it.
+pub(super) fn list_objects(
+    s: &HubSpotState,
+    ty: &str,
+    query: &BTreeMap<String, String>,
+    raw_query: &str,
+    now: i64,
+) -> Response {
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        Some(_) => return error(400, "VALIDATION_ERROR", "limit must be between 1 and 100", now),
+    };
+    let after = match query.get("after").map(|a| a.parse::<u64>()) {
+        None => 0,
+        Some(Ok(a)) => a,
+        Some(Err(_)) => {
+            return error(
+                400,
+                "VALIDATION_ERROR",
+                "after must be the cursor of a previous page (paging.next.after)",
+                now,
+            );
+        }
+    };
+    let props = multi(raw_query, "properties");
+    let with = multi(raw_query, "associations");
+    let mut ids = s.ids_from(ty, after);
+    let page: Vec<u64> = ids.by_ref().take(limit).collect();
+    let next = ids.next();
+    let results: Vec<Value> = page
+        .iter()
+        .filter_map(|id| {
+            let p = s.props(ty, *id)?;
+            let mut o = s.object_json(ty, *id, &p, &props);
+            add_associations(s, ty, *id, &with, &mut o);
+            Some(o)
+        })
         .collect();
     let mut out = json!({"results": results});
-    if end < s.count() {
-        out["paging"] = json!({"next": {"after": (u64::from(end) + CONTACT_ID_BASE).to_string()}});
+    if let Some(next) = next {
+        out["paging"] = json!({"next": {"after": next.to_string(),
+            "link": format!("/crm/v3/objects/{ty}?after={next}")}});
     }
     json(200, &out)
+}
+
+/// `GET /crm/v3/objects/{type}/{id}`: one record with `properties` and `associations`
+/// (`idProperty=email` for contacts); 404 with HubSpot's body for an unknown id.
+pub(super) fn read_object(
+    s: &HubSpotState,
+    ty: &str,
+    id: &str,
+    query: &BTreeMap<String, String>,
+    raw_query: &str,
+    now: i64,
+) -> Response {
+    let by_email = ty == "contacts" && query.get("idProperty").map(String::as_str) == Some("email");
+    let found = if by_email {
+        s.index_by_email(&percent_decoded(id))
+            .map(|i| u64::from(i) + CONTACT_ID_BASE)
+    } else {
+        id.parse::<u64>().ok()
+    };
+    let Some((id, p)) = found.and_then(|n| s.props(ty, n).map(|p| (n, p))) else {
+        return error(
+            404,
+            "OBJECT_NOT_FOUND",
+            &format!("resource not found: no {} has id {id}", singular(ty)),
+            now,
+        );
+    };
+    let mut o = s.object_json(ty, id, &p, &multi(raw_query, "properties"));
+    add_associations(s, ty, id, &multi(raw_query, "associations"), &mut o);
+    json(200, &o)
+}
+
+/// A path segment's text: `%XX` decoded (a `+` stays a `+`, as in paths).
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `contacts` → `contact`, `companies` → `company`.
+fn singular(ty: &str) -> &str {
+    match ty {
+        "companies" => "company",
+        t => t.strip_suffix('s').unwrap_or(t),
+    }
+}
+
+/// The v3 `associations` of a read: per asked type, the linked ids with their type name.
+fn add_associations(s: &HubSpotState, ty: &str, id: u64, with: &[String], o: &mut Value) {
+    let mut map = serde_json::Map::new();
+    for to in with.iter().filter_map(|t| super::normalize_type(t)) {
+        let linked = linked(s, ty, to, id);
+        if linked.is_empty() {
+            continue; // HubSpot leaves out the types a record has no association with
+        }
+        let kind = format!("{}_to_{}", singular(ty), singular(to));
+        let results: Vec<Value> = linked
+            .iter()
+            .map(|(tid, _)| json!({"id": tid.to_string(), "type": kind}))
+            .collect();
+        map.insert(to.to_string(), json!({"results": results}));
+    }
+    if !map.is_empty() {
+        o["associations"] = Value::Object(map);
+    }
+}
+
+/// Query values of `key`, repeated (`properties=a&properties=b`, as the SDKs send them) or
+/// comma-separated (`properties=a,b`).
+pub(super) fn multi(raw_query: &str, key: &str) -> Vec<String> {
+    url::form_urlencoded::parse(raw_query.as_bytes())
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `GET /crm/v4/objects/{from}/{id}/associations/{to}`: one record's associations, `limit` a
+/// page (at most 500, default 500), `after` cursor.
+pub(super) fn association_page(
+    s: &HubSpotState,
+    from: &str,
+    id: &str,
+    to: &str,
+    query: &BTreeMap<String, String>,
+    now: i64,
+) -> Response {
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 500,
+        Some(Ok(l)) if (1..=500).contains(&l) => l,
+        Some(_) => return error(400, "VALIDATION_ERROR", "limit must be between 1 and 500", now),
+    };
+    let Some(n) = id.parse::<u64>().ok().filter(|n| s.props(from, *n).is_some()) else {
+        return error(
+            404,
+            "OBJECT_NOT_FOUND",
+            &format!("resource not found: no {} has id {id}", singular(from)),
+            now,
+        );
+    };
+    let linked = linked(s, from, to, n);
+    let start = query.get("after").and_then(|a| a.parse::<usize>().ok()).unwrap_or(0);
+    let results: Vec<Value> = linked
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(tid, type_id)| {
+            json!({"toObjectId": tid, "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": null}]})
+        })
+        .collect();
+    let mut out = json!({"results": results});
+    if start + limit < linked.len() {
+        let next = start + limit;
+        out["paging"] = json!({"next": {"after": next.to_string(),
+            "link": format!("/crm/v4/objects/{from}/{n}/associations/{to}?after={next}")}});
+    }
+    json(200, &out)
+}
+
+/// The records of type `to` linked to record `id` of type `from`, with their association type id.
+fn linked(s: &HubSpotState, from: &str, to: &str, id: u64) -> Vec<(u64, u32)> {
+    let type_id = |t: &str| ENGAGEMENT_OBJECTS.iter().find(|(o, _)| *o == t).map(|(_, id)| *id);
+    match (from, to) {
+        ("contacts", "companies") => {
+            let index = (id - CONTACT_ID_BASE) as u32;
+            let company = (index < s.portal.contacts)
+                .then(|| s.portal.contact_company(index))
+                .flatten();
+            company
+                .map(|c| (u64::from(c) + COMPANY_ID_BASE, 279))
+                .into_iter()
+                .collect()
+        }
+        ("companies", "contacts") => {
+            let c = (id - COMPANY_ID_BASE) as u32;
+            (0..s.portal.contacts)
+                .filter(|&i| s.portal.contact_company(i) == Some(c))
+                .map(|i| (u64::from(i) + CONTACT_ID_BASE, 280))
+                .collect()
+        }
+        ("contacts", t) if type_id(t).is_some() => {
+            let index = (id - CONTACT_ID_BASE) as u32;
+            let ti = ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == t).unwrap_or(0);
+            let n = if index < s.portal.contacts {
+                s.portal.engagement_count(index, ti)
+            } else {
+                0
+            };
+            (0..n)
+                .map(|j| (Portal::engagement_id(index, j), type_id(t).unwrap_or(0)))
+                .collect()
+        }
+        (f, "contacts") if type_id(f).is_some() => Portal::engagement_owner(id)
+            .map(|(i, _)| (u64::from(i) + CONTACT_ID_BASE, type_id(f).unwrap_or(0) + 1))
+            .into_iter()
+            .collect(),
+        _ => vec![],
+    }
 }
 
 pub(super) fn batch_read(s: &HubSpotState, ty: &str, body: &Value, now: i64) -> Response {
@@ -137,7 +343,7 @@ pub(super) fn batch_update(s: &mut HubSpotState, body: &Value, now: i64) -> Resp
                 let props = s.contact_props(index);
                 results.push(s.object_json("contacts", u64::from(index) + CONTACT_ID_BASE, &props, &wanted));
             }
-            Err((code, message)) => errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
+            Err((code, message, _)) => errors.push(json!({"status": "error", "category": "VALIDATION_ERROR",
                 "subCategory": code, "message": format!("Property values were not valid: {message}"),
                 "context": context})),
         }
@@ -156,7 +362,6 @@ pub(super) fn associations(s: &HubSpotState, from: &str, to: &str, body: &Value,
     if inputs.len() > 1000 {
         return too_many("Associations batch read", 1000, inputs.len(), now);
     }
-    let type_id = |t: &str| ENGAGEMENT_OBJECTS.iter().find(|(o, _)| *o == t).map(|(_, id)| *id);
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for input in inputs {
@@ -167,42 +372,7 @@ pub(super) fn associations(s: &HubSpotState, from: &str, to: &str, body: &Value,
             missing.push(key);
             continue;
         };
-        let linked: Vec<(u64, u32)> = match (from, to) {
-            ("contacts", "companies") => {
-                let index = (id - CONTACT_ID_BASE) as u32;
-                let company = (index < s.portal.contacts)
-                    .then(|| s.portal.contact_company(index))
-                    .flatten();
-                company
-                    .map(|c| (u64::from(c) + COMPANY_ID_BASE, 279))
-                    .into_iter()
-                    .collect()
-            }
-            ("companies", "contacts") => {
-                let c = (id - COMPANY_ID_BASE) as u32;
-                (0..s.portal.contacts)
-                    .filter(|&i| s.portal.contact_company(i) == Some(c))
-                    .map(|i| (u64::from(i) + CONTACT_ID_BASE, 280))
-                    .collect()
-            }
-            ("contacts", t) if type_id(t).is_some() => {
-                let index = (id - CONTACT_ID_BASE) as u32;
-                let ti = ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == t).unwrap_or(0);
-                let n = if index < s.portal.contacts {
-                    s.portal.engagement_count(index, ti)
-                } else {
-                    0
-                };
-                (0..n)
-                    .map(|j| (Portal::engagement_id(index, j), type_id(t).unwrap_or(0)))
-                    .collect()
-            }
-            (f, "contacts") if type_id(f).is_some() => Portal::engagement_owner(id)
-                .map(|(i, _)| (u64::from(i) + CONTACT_ID_BASE, type_id(f).unwrap_or(0) + 1))
-                .into_iter()
-                .collect(),
-            _ => vec![],
-        };
+        let linked = linked(s, from, to, id);
         if linked.is_empty() {
             missing.push(key);
             continue;

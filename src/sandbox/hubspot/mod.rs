@@ -1,5 +1,6 @@
-//! The fake HubSpot: the CRM v3 objects, search, batch and associations v4 APIs, owners,
-//! properties, forms and OAuth, over the seeded portal, with HubSpot's budgets and refusals.
+//! The fake HubSpot: the CRM v3 objects (list, read, update), search, batch and associations v4
+//! APIs, owners, properties, forms, event analytics and email events (Enterprise tier), and
+//! OAuth, over the seeded portal, with HubSpot's budgets and refusals.
 //!
 //! Records nobody wrote are generated on demand from the portal; a write copies the contact into
 //! an overlay first. `lastmodifieddate` is kept for every contact in one vector (the search
@@ -12,10 +13,12 @@ use std::time::Instant;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::SandboxConfig;
-use super::portal::{COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
+use super::portal::{BehaviourEvent, COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
 use super::webhooks::Event;
+use super::{HubSpotTier, SandboxConfig};
 
+/// Forms, page views (event analytics) and email events, per tier.
+mod behaviour;
 /// List, batch read and update, associations v4, form submissions.
 mod endpoints;
 /// CRM search with its page size and 10,000-result cap.
@@ -117,6 +120,14 @@ pub struct HubSpotState {
     pending: Vec<Event>,
     /// Accepted writes per contact index (tests assert nothing is written twice).
     writes: HashMap<u32, u32>,
+    /// Simulated behaviour since start, per contact index: (epoch ms, page views).
+    touches: HashMap<u32, Vec<(i64, u32)>>,
+    /// The portal's tier (which APIs it serves); settable while running.
+    pub(crate) tier: HubSpotTier,
+    /// Requests allowed per burst window; settable while running.
+    pub(crate) burst_max: u32,
+    /// The burst window (HubSpot: 10 s); settable while running.
+    pub(crate) burst_window: std::time::Duration,
 }
 
 impl HubSpotState {
@@ -175,7 +186,52 @@ impl HubSpotState {
             subscribed: config.webhook_properties.iter().cloned().collect(),
             pending: Vec::new(),
             writes: HashMap::new(),
+            touches: HashMap::new(),
+            tier: config.hubspot_tier,
+            burst_max: config.hubspot_burst_per_10s,
+            burst_window: config.hubspot_burst_window,
         }
+    }
+
+    /// Contact `index`'s page views: the portal's history, then the simulated ones, oldest first.
+    fn page_views(&self, index: u32) -> Vec<BehaviourEvent> {
+        let mut out = if index < self.portal.contacts {
+            self.portal.page_views(index)
+        } else {
+            Vec::new()
+        };
+        out.extend(self.touched(index, |n| n));
+        out
+    }
+
+    /// Contact `index`'s email opens and clicks: history, then simulated ones, oldest first.
+    fn email_events(&self, index: u32) -> (Vec<BehaviourEvent>, Vec<BehaviourEvent>) {
+        let (mut opens, mut clicks) = if index < self.portal.contacts {
+            self.portal.email_events(index)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        opens.extend(self.touched(index, |n| n.div_ceil(2)));
+        clicks.extend(self.touched(index, |n| n.div_ceil(3)));
+        (opens, clicks)
+    }
+
+    /// Events of the simulated touches, `per(n)` of them for a touch of `n`, numbered after
+    /// the history's (so their ids never collide with it).
+    fn touched(&self, index: u32, per: impl Fn(u32) -> u32) -> Vec<BehaviourEvent> {
+        let mut k = 1_000_000u64;
+        let mut out = Vec::new();
+        for (at, n) in self.touches.get(&index).into_iter().flatten() {
+            for _ in 0..per(*n) {
+                out.push(BehaviourEvent {
+                    at: *at,
+                    n: k,
+                    what: (k % 8) as usize,
+                });
+                k += 1;
+            }
+        }
+        out
     }
 
     fn count(&self) -> u32 {
@@ -283,6 +339,19 @@ impl HubSpotState {
         }
     }
 
+    /// Ids of `ty` from `first` on, in order; contacts and companies without a scan.
+    fn ids_from(&self, ty: &str, first: u64) -> Box<dyn Iterator<Item = u64> + '_> {
+        let skip = |base: u64, count: u32| {
+            let start = first.saturating_sub(base).min(u64::from(count));
+            (start..u64::from(count)).map(move |i| i + base)
+        };
+        match ty {
+            "contacts" => Box::new(skip(CONTACT_ID_BASE, self.count())),
+            "companies" => Box::new(skip(COMPANY_ID_BASE, self.portal.companies)),
+            _ => Box::new(self.ids(ty).filter(move |id| *id >= first)),
+        }
+    }
+
     fn object_json(&self, ty: &str, id: u64, props: &BTreeMap<String, String>, wanted: &[String]) -> Value {
         let defaults: &[&str] = match ty {
             "contacts" => &[
@@ -318,19 +387,27 @@ impl HubSpotState {
     }
 
     /// Applies one contact update as HubSpot would, or says why it refuses.
-    fn update(&mut self, index: u32, changes: &BTreeMap<String, String>, now: i64) -> Result<(), (String, String)> {
+    /// Refusals carry HubSpot's code, its message and the property refused.
+    fn update(
+        &mut self,
+        index: u32,
+        changes: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<(), (String, String, String)> {
         let current = self.contact_props(index);
         for (name, value) in changes {
             if !self.names.contains(name) {
                 return Err((
                     "PROPERTY_DOESNT_EXIST".into(),
                     format!("Property \"{name}\" does not exist"),
+                    name.clone(),
                 ));
             }
             if self.read_only.contains(name) {
                 return Err((
                     "READ_ONLY_VALUE".into(),
                     format!("\"{name}\" is a read only property; its value cannot be set."),
+                    name.clone(),
                 ));
             }
             if name == "lifecyclestage" && !value.is_empty() {
@@ -338,6 +415,7 @@ impl HubSpotState {
                     return Err((
                         "INVALID_OPTION".into(),
                         format!("{value} was not one of the allowed options: {}", STAGES.join(", ")),
+                        name.clone(),
                     ));
                 };
                 let from = current
@@ -351,6 +429,7 @@ impl HubSpotState {
                              clear the value first to set it backward",
                             STAGES[from]
                         ),
+                        name.clone(),
                     ));
                 }
             }
@@ -358,6 +437,7 @@ impl HubSpotState {
                 return Err((
                     "INVALID_OPTION".into(),
                     format!("{value} was not one of the allowed options"),
+                    name.clone(),
                 ));
             }
         }
@@ -484,6 +564,7 @@ impl HubSpotState {
         let Some(index) = self.resolve(contact) else {
             return false;
         };
+        self.touches.entry(index).or_default().push((now, n));
         let props = self.materialize(index);
         let mut bump = |k: &str, by: u32| {
             let v = props.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + u64::from(by);

@@ -8,9 +8,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::endpoints::{associations, batch_read, batch_update, changes, list_contacts, submissions, validation};
+use super::behaviour::{email_events, forms, missing_scopes, page_views};
+use super::endpoints::{
+    association_page, associations, batch_read, batch_update, changes, list_objects, read_object, submissions,
+    validation,
+};
 use super::search::search;
-use super::{DAY_MS, HubSpotState, error, normalize_type, strings};
+use super::{DAY_MS, HubSpotState, error, normalize_type};
 use crate::sandbox::portal::{CONTACT_ID_BASE, iso};
 use crate::sandbox::{Shared, correlation_id, form_pairs, json, lock};
 
@@ -23,9 +27,12 @@ enum Budget {
 
 fn endpoint(method: &Method, segs: &[&str]) -> (String, Budget) {
     let name = match (method.as_str(), segs) {
-        ("GET", ["crm", "v3", "objects", "contacts"]) => "contacts.list".into(),
-        ("GET", ["crm", "v3", "objects", "contacts", _]) => "contacts.read".into(),
-        ("PATCH", ["crm", "v3", "objects", "contacts", _]) => "contacts.update".into(),
+        ("GET", ["crm", "v3", "objects", t]) => format!("{t}.list"),
+        ("GET", ["crm", "v3", "objects", t, _]) => format!("{t}.read"),
+        ("PATCH", ["crm", "v3", "objects", t, _]) => format!("{t}.update"),
+        ("GET", ["crm", "v4", "objects", f, _, "associations", t]) => format!("associations.{f}.{t}.page"),
+        ("GET", ["events", "v3", "events"]) => "events.list".into(),
+        ("GET", ["email", "public", "v1", "events"]) => "email_events.list".into(),
         ("POST", ["crm", "v3", "objects", t, "batch", "read"]) => format!("{t}.batch_read"),
         ("POST", ["crm", "v3", "objects", t, "batch", "update"]) => format!("{t}.batch_update"),
         ("POST", ["crm", "v3", "objects", t, "search"]) => return (format!("{t}.search"), Budget::Search),
@@ -95,8 +102,8 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         state.day = day;
         state.daily_used = 0;
     }
-    let burst = cfg.hubspot_burst_per_10s;
-    let window = Duration::from_secs(10);
+    let burst = state.burst_max;
+    let window = state.burst_window;
     while state.burst.front().is_some_and(|t| real.duration_since(*t) >= window) {
         state.burst.pop_front();
     }
@@ -116,7 +123,7 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         let mut r = json(429, &limited("You have reached your daily limit.", "DAILY"));
         add_rate_headers(
             &mut r,
-            burst,
+            (burst, window),
             burst.saturating_sub(state.burst.len() as u32),
             private_app,
             cfg.hubspot_daily_limit,
@@ -137,7 +144,7 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
             );
             add_rate_headers(
                 &mut r,
-                burst,
+                (burst, window),
                 0,
                 private_app,
                 cfg.hubspot_daily_limit,
@@ -158,14 +165,15 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
             Err(e) => return error(400, "VALIDATION_ERROR", &format!("Invalid input JSON: {e}"), now),
         }
     };
-    let mut response = route(&mut state, method, &segs, &query, &body, now);
+    let raw_query = uri.query().unwrap_or("");
+    let mut response = route(&mut state, method, &segs, &query, raw_query, &body, now);
     let events = state.take_events();
     drop(state);
     shared.deliver(events);
     if let Some(remaining) = rate_headers.pop() {
         add_rate_headers(
             &mut response,
-            burst,
+            (burst, window),
             remaining,
             private_app,
             cfg.hubspot_daily_limit,
@@ -175,7 +183,14 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
     response
 }
 
-fn add_rate_headers(r: &mut Response, max: u32, remaining: u32, private_app: bool, daily: u64, daily_left: u64) {
+fn add_rate_headers(
+    r: &mut Response,
+    (max, window): (u32, Duration),
+    remaining: u32,
+    private_app: bool,
+    daily: u64,
+    daily_left: u64,
+) {
     let h = r.headers_mut();
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -184,7 +199,10 @@ fn add_rate_headers(r: &mut Response, max: u32, remaining: u32, private_app: boo
     };
     put("x-hubspot-ratelimit-max", max.to_string());
     put("x-hubspot-ratelimit-remaining", remaining.to_string());
-    put("x-hubspot-ratelimit-interval-milliseconds", "10000".into());
+    put(
+        "x-hubspot-ratelimit-interval-milliseconds",
+        window.as_millis().to_string(),
+    );
     // HubSpot leaves the daily headers out on OAuth-authorized requests.
     if private_app {
         put("x-hubspot-ratelimit-daily", daily.to_string());
@@ -232,24 +250,35 @@ fn route(
     method: &Method,
     segs: &[&str],
     query: &BTreeMap<String, String>,
+    raw_query: &str,
     body: &Value,
     now: i64,
 ) -> Response {
+    let unknown_type = |t: &str| {
+        error(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Unable to infer object type from: {t}"),
+            now,
+        )
+    };
     match (method.as_str(), segs) {
-        ("GET", ["crm", "v3", "objects", "contacts"]) => list_contacts(s, query, now),
-        ("GET", ["crm", "v3", "objects", "contacts", id]) => {
-            let props = strings(&Value::String(query.get("properties").cloned().unwrap_or_default()));
-            match s.contact_index(id) {
-                Some(i) => json(
-                    200,
-                    &s.object_json("contacts", u64::from(i) + CONTACT_ID_BASE, &s.contact_props(i), &props),
-                ),
-                None => error(404, "OBJECT_NOT_FOUND", "resource not found", now),
-            }
-        }
+        ("GET", ["crm", "v3", "objects", t]) => match normalize_type(t) {
+            Some(ty) => list_objects(s, ty, query, raw_query, now),
+            None => unknown_type(t),
+        },
+        ("GET", ["crm", "v3", "objects", t, id]) => match normalize_type(t) {
+            Some(ty) => read_object(s, ty, id, query, raw_query, now),
+            None => unknown_type(t),
+        },
         ("PATCH", ["crm", "v3", "objects", "contacts", id]) => {
             let Some(i) = s.contact_index(id) else {
-                return error(404, "OBJECT_NOT_FOUND", "resource not found", now);
+                return error(
+                    404,
+                    "OBJECT_NOT_FOUND",
+                    &format!("resource not found: no contact has id {id}"),
+                    now,
+                );
             };
             let changes = changes(&body["properties"]);
             match s.update(i, &changes, now) {
@@ -260,9 +289,29 @@ fn route(
                         &s.object_json("contacts", u64::from(i) + CONTACT_ID_BASE, &s.contact_props(i), &wanted),
                     )
                 }
-                Err((code, message)) => validation(&code, &message, changes.keys().next(), now),
+                Err((code, message, property)) => validation(&code, &message, Some(&property), now),
             }
         }
+        ("GET", ["crm", "v4", "objects", from, id, "associations", to]) => {
+            match (normalize_type(from), normalize_type(to)) {
+                (Some(f), Some(t)) => association_page(s, f, id, t, query, now),
+                (None, _) => unknown_type(from),
+                (_, None) => unknown_type(to),
+            }
+        }
+        ("GET", ["events", "v3", "events"]) => match s.tier {
+            t if t.has_event_apis() => page_views(s, query, now),
+            t => missing_scopes(
+                "analytics.behavioral_events.read",
+                "event analytics API",
+                t.as_str(),
+                now,
+            ),
+        },
+        ("GET", ["email", "public", "v1", "events"]) => match s.tier {
+            t if t.has_event_apis() => email_events(s, query, now),
+            t => missing_scopes("content", "email events API", t.as_str(), now),
+        },
         ("POST", ["crm", "v3", "objects", t, "batch", "read"]) => match normalize_type(t) {
             Some(ty) => batch_read(s, ty, body, now),
             None => error(
@@ -330,6 +379,9 @@ fn route(
             let inputs = body["inputs"].as_array().cloned().unwrap_or_default();
             let mut results = Vec::new();
             let mut errors = Vec::new();
+            if let Some(refusal) = option_without_hidden(&inputs, now) {
+                return refusal;
+            }
             for p in inputs {
                 let name = p["name"].as_str().unwrap_or("").to_string();
                 if name.is_empty() || s.names.contains(&name) {
@@ -351,18 +403,7 @@ fn route(
             "contacts" => json(200, &json!({"results": s.properties})),
             _ => json(200, &json!({"results": []})),
         },
-        ("GET", ["marketing", "v3", "forms"]) => {
-            let results: Vec<Value> = s
-                .portal
-                .forms
-                .iter()
-                .map(|f| {
-                    json!({"id": f.guid, "name": f.name, "formType": "hubspot", "archived": false,
-                        "createdAt": iso(s.portal.now_ms - s.portal.history_ms), "updatedAt": iso(s.portal.now_ms - s.portal.history_ms)})
-                })
-                .collect();
-            json(200, &json!({"results": results}))
-        }
+        ("GET", ["marketing", "v3", "forms"]) => forms(s, query, now),
         ("GET", ["form-integrations", "v1", "submissions", "forms", guid]) => submissions(s, guid, query, now),
         _ => error(
             404,
@@ -371,4 +412,26 @@ fn route(
             now,
         ),
     }
+}
+
+/// HubSpot's properties spec requires `hidden` (a boolean) on every option of a property created
+/// through the API; a batch with an option lacking it is refused whole, naming the option.
+fn option_without_hidden(inputs: &[Value], now: i64) -> Option<Response> {
+    for (i, p) in inputs.iter().enumerate() {
+        let options = p["options"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for (j, o) in options.iter().enumerate() {
+            if !o["hidden"].is_boolean() {
+                let field = format!("inputs[{i}].options[{j}].hidden");
+                let name = p["name"].as_str().unwrap_or("");
+                return Some(json(
+                    400,
+                    &json!({"status": "error",
+                        "message": format!("Invalid input JSON on line 1: {field} is required (property {name:?}, option {:?})", o["value"].as_str().unwrap_or("")),
+                        "correlationId": correlation_id(now), "category": "VALIDATION_ERROR",
+                        "errors": [{"message": "is required", "code": "REQUIRED_FIELD", "context": {"fieldName": [field]}}]}),
+                ));
+            }
+        }
+    }
+    None
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use axum::http::Method;
 use serde_json::{Value, json};
 
+use super::query::BATCH_DEFAULT;
 use super::schema::fields;
-use super::{SalesforceState, api_error, dispatch, err};
+use super::{RequestContext, SalesforceState, api_error, dispatch, err};
 
 /// sObject Collections: create (`ext` none) or upsert by external id, up to 200 records.
 pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, body: &Value, now: i64) -> (u16, Value) {
@@ -112,13 +113,14 @@ pub(super) fn composite(s: &mut SalesforceState, body: &Value, now: i64) -> (u16
         let sub_body = resolve_value(&r["body"], &done);
         let method: Method = r["method"].as_str().unwrap_or("GET").parse().unwrap_or(Method::GET);
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let rest = path
-            .strip_prefix("/services/data/")
-            .and_then(|r| r.split_once('/'))
-            .map(|(_, r)| r.to_string())
-            .unwrap_or_default();
+        let versioned = path.strip_prefix("/services/data/").and_then(|r| r.split_once('/'));
+        let rest = versioned.map(|(_, r)| r.to_string()).unwrap_or_default();
+        let context = RequestContext {
+            version: versioned.map_or("v62.0", |(v, _)| v).to_string(),
+            batch: BATCH_DEFAULT,
+        };
         let (status, value) = match (url.contains("@{"), sub_body) {
-            (false, Ok(b)) => dispatch(s, &method, &rest, query, &b, now),
+            (false, Ok(b)) => dispatch(s, &method, &rest, query, &b, &context, now),
             _ => api_error(400, "INVALID_REFERENCE", "a reference could not be resolved"),
         };
         failed |= status >= 400;

@@ -1,13 +1,14 @@
 //! The fake Salesforce: the REST surface of `docs/architecture.md` (token, SOQL query,
-//! composite, sObject Collections upsert and create, describe), 18-character ids,
-//! `Sforce-Limit-Info` on every answer, a daily allocation over a rolling 24 hours, and a duplicate
-//! rule on Contact email.
+//! composite, sObject Collections upsert and create, describe) and the standard single-record
+//! calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
+//! `nextRecordsUrl`, `queryAll`), 18-character ids, `Sforce-Limit-Info` on every answer, a daily
+//! allocation over a rolling 24 hours, and a duplicate rule on Contact email.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::portal::{ContactKind, Portal, iso};
@@ -17,16 +18,18 @@ use super::{SandboxConfig, Shared, form_pairs, json, lock};
 mod auth;
 /// sObject Collections and `POST /composite`.
 mod composite;
-/// `GET /query` over the stored records.
+/// `GET /query` over the stored records, in batches with `nextRecordsUrl`.
 mod query;
 /// Objects, fields, describe, 18-character ids.
 mod schema;
+/// Single-record create, read, update, delete and upsert by external id.
+mod sobjects;
 /// The SOQL subset's parser.
 mod soql;
 
 use self::auth::token;
 use self::composite::{collection, composite};
-use self::query::run_query;
+use self::query::{Cursor, batch_size, query_more};
 pub use self::schema::salesforce_id;
 use self::schema::{describe, fields, required};
 
@@ -37,8 +40,22 @@ pub struct SalesforceState {
     next: u64,
     /// When each counted request was made (sandbox ms), over the rolling 24 hours.
     used: VecDeque<i64>,
-    allocation: u64,
+    pub(super) allocation: u64,
     sessions: BTreeMap<String, i64>,
+    /// Deleted records, which only `queryAll` still sees.
+    recycled: BTreeMap<String, Vec<Map<String, Value>>>,
+    /// Query answers not read to their end, by locator.
+    cursors: VecDeque<Cursor>,
+    next_cursor: u64,
+}
+
+/// What a request carries besides its path and body: the API version it named and the batch size
+/// it asked for.
+pub(super) struct RequestContext {
+    /// `v62.0`.
+    pub(super) version: String,
+    /// Rows per query batch.
+    pub(super) batch: usize,
 }
 
 pub(super) fn sf_time(ms: i64) -> String {
@@ -56,6 +73,9 @@ impl SalesforceState {
             used: VecDeque::new(),
             allocation: config.salesforce_daily_allocation,
             sessions: BTreeMap::new(),
+            recycled: BTreeMap::new(),
+            cursors: VecDeque::new(),
+            next_cursor: 1,
         };
         let t = portal.now_ms - portal.history_ms;
         let users: Vec<String> = portal
@@ -289,16 +309,29 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         shared.count("salesforce", "oauth.token");
         return token(shared, body);
     }
-    let rest = path
-        .strip_prefix("/services/data/")
-        .and_then(|r| r.split_once('/'))
-        .map(|(_, r)| r.to_string());
+    let versioned = path.strip_prefix("/services/data/").and_then(|r| r.split_once('/'));
+    let rest = versioned.map(|(_, r)| r.to_string());
+    let context = RequestContext {
+        version: versioned.map_or("v62.0", |(v, _)| v).to_string(),
+        batch: batch_size(headers.get("sforce-query-options").and_then(|v| v.to_str().ok())),
+    };
     let endpoint = match (method.as_str(), rest.as_deref()) {
         ("GET", Some("query")) => "query",
+        ("GET", Some("queryAll")) => "queryAll",
+        ("GET", Some(r)) if r.starts_with("query/") || r.starts_with("queryAll/") => "query.more",
         ("POST", Some("composite")) => "composite",
         ("PATCH", Some(r)) if r.starts_with("composite/sobjects/") => "sobjects.upsert",
         ("POST", Some("composite/sobjects")) => "sobjects.create",
         ("GET", Some(r)) if r.starts_with("sobjects/") && r.ends_with("/describe") => "describe",
+        (m, Some(r)) if r.starts_with("sobjects/") => match (m, r.split('/').count()) {
+            ("POST", 2) => "sobject.create",
+            ("GET", 3) => "sobject.read",
+            ("PATCH", 3) => "sobject.update",
+            ("DELETE", 3) => "sobject.delete",
+            ("GET", 4) => "sobject.read_by_external_id",
+            ("PATCH", 4) => "sobject.upsert",
+            _ => "unknown",
+        },
         _ => "unknown",
     };
     shared.count("salesforce", endpoint);
@@ -321,20 +354,29 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
                 api_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             } else {
                 state.used.push_back(now);
-                let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                dispatch(
-                    &mut state,
-                    method,
-                    rest.as_deref().unwrap_or(""),
-                    uri.query().unwrap_or(""),
-                    &body,
-                    now,
-                )
+                match serde_json::from_slice::<Value>(body) {
+                    Err(e) if !body.is_empty() => {
+                        api_error(400, "JSON_PARSER_ERROR", &format!("The request body is not JSON: {e}"))
+                    }
+                    parsed => dispatch(
+                        &mut state,
+                        method,
+                        rest.as_deref().unwrap_or(""),
+                        uri.query().unwrap_or(""),
+                        &parsed.unwrap_or(Value::Null),
+                        &context,
+                        now,
+                    ),
+                }
             }
         }
         _ => api_error(401, "INVALID_SESSION_ID", "Session expired or invalid"),
     };
-    let mut r = json(status, &value);
+    let mut r = if value.is_null() && status == 204 {
+        axum::http::StatusCode::NO_CONTENT.into_response()
+    } else {
+        json(status, &value)
+    };
     if let Ok(v) = HeaderValue::from_str(&state.limit_info()) {
         r.headers_mut().insert("sforce-limit-info", v);
     }
@@ -347,13 +389,17 @@ pub(super) fn dispatch(
     rest: &str,
     query: &str,
     body: &Value,
+    context: &RequestContext,
     now: i64,
 ) -> (u16, Value) {
+    let version = context.version.as_str();
     match (method.as_str(), rest) {
-        ("GET", "query") => {
+        ("GET", "query" | "queryAll") => {
             let q = form_pairs(query).get("q").cloned().unwrap_or_default();
-            run_query(s, &q)
+            self::query::query(s, &q, rest == "queryAll", context.batch, version)
         }
+        ("GET", r) if r.starts_with("query/") => query_more(s, &r["query/".len()..], false, version),
+        ("GET", r) if r.starts_with("queryAll/") => query_more(s, &r["queryAll/".len()..], true, version),
         ("POST", "composite") => composite(s, body, now),
         ("POST", "composite/sobjects") => collection(s, None, body, now),
         ("PATCH", r) if r.starts_with("composite/sobjects/") => {
@@ -367,6 +413,10 @@ pub(super) fn dispatch(
             let object = r.trim_start_matches("sobjects/").trim_end_matches("/describe");
             describe(object)
         }
+        (m, r) if r.starts_with("sobjects/") => match sobjects::target(r) {
+            Some(t) => sobjects::serve(s, m, t, query, body, version, now),
+            None => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
+        },
         _ => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
     }
 }
