@@ -106,4 +106,15 @@ ALTER TABLE inbox ADD COLUMN next_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE inbox ADD COLUMN last_error TEXT
 "#,
     },
+    Migration {
+        version: 3,
+        name: "write probe",
+        // `/readyz` commits one row here to prove the store can write, not only read.
+        sql: r#"
+CREATE TABLE health (
+    id BIGINT PRIMARY KEY,
+    checked_at BIGINT NOT NULL
+)
+"#,
+    },
 ];
