@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::write::INTAKE_WAIT;
+use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, from_ms, ms};
 
 /// Rows per INSERT statement (5 parameters each, far below both databases' limits).
@@ -126,17 +127,23 @@ impl Store {
     /// Records a failed attempt at these events: they wait until `retry_at`, then are tried
     /// again. Nothing is dropped; `leadsync status` shows what waits and why.
     pub async fn inbox_retry(&self, ids: &[i64], error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
-                .bind(error)
-                .bind(ms(retry_at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for id in ids {
+                sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
+                    .bind(error)
+                    .bind(ms(retry_at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Unprocessed events that failed at least once: how many, and the latest error.
@@ -150,16 +157,22 @@ impl Store {
 
     /// Marks events processed.
     pub async fn inbox_done(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
-                .bind(ms(now))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for id in ids {
+                sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
+                    .bind(ms(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Unprocessed events and the oldest one's receipt time (for `/metrics`).

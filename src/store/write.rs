@@ -20,6 +20,10 @@ use super::{Store, StoreError, ms};
 /// database that is down answers 503 well before that.
 pub(crate) const INTAKE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long the sync, the workers and the outbox wait for a connection: as long as the pool's
+/// own limit; they retry later rather than refuse anyone.
+pub(crate) const PATIENT_WAIT: Duration = Duration::from_secs(30);
+
 /// After an intake write failed, `/readyz` fails this long even if its own probe succeeds
 /// (a one-row probe can fit where a delivery does not, on a full disk).
 const FAILURE_HOLD: Duration = Duration::from_secs(10);
@@ -94,6 +98,13 @@ impl WriteConn {
     /// COMMIT it may still be inside a transaction, holding the write lock.
     pub(crate) fn discard(mut self) {
         self.0.close_on_drop();
+    }
+
+    /// Discards the connection if the transaction's `result` is an error.
+    pub(crate) fn settle<T>(self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.discard();
+        }
     }
 }
 
