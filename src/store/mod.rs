@@ -4,8 +4,13 @@
 //! What it holds: sync cursors and backfill checkpoints (`cursors`), per-contact state and the
 //! last HubSpot values seen (`contacts`), the engagement ledger (`events`), the audit log of
 //! every transition (`audit`), the outbox of HubSpot writes and Salesforce promotions with its
-//! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), and the
-//! webhook inbox (`inbox`).
+//! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
+//! webhook inbox (`inbox`) and the row `/readyz` writes to prove the store can write (`health`).
+//!
+//! Opening: [`Store::create_or_open`] (first start: creates a missing SQLite file and the schema)
+//! or [`Store::open_existing`] (refuses a missing file or a database without the schema). A
+//! failed write transaction closes its connection (see `write`), and a SQLite file deleted or
+//! replaced while open makes every write fail with [`StoreError::FileGone`].
 //!
 //! Placeholders are written `$1, $2, …` in order of first appearance: PostgreSQL numbers them,
 //! SQLite binds them in that order.
