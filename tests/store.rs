@@ -339,3 +339,146 @@ async fn a_bad_url_says_what_is_expected() {
     let err = Store::connect("mysql://x").await.unwrap_err();
     assert!(err.to_string().contains("sqlite://FILE or postgres://"), "{err}");
 }
+
+#[tokio::test]
+async fn open_existing_refuses_a_missing_file_or_an_empty_database_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leadsync.db");
+    let url = format!("sqlite://{}", file.display());
+    let err = Store::open_existing(&url).await.unwrap_err().to_string();
+    assert!(err.contains("does not exist") && err.contains("--init-store"), "{err}");
+    assert!(!file.exists(), "nothing created");
+    Store::create_or_open(&url).await.unwrap().close().await;
+    Store::open_existing(&url).await.unwrap().close().await;
+
+    let pg = crate::support::postgres_url().await;
+    let err = Store::open_existing(&pg).await.unwrap_err().to_string();
+    assert!(err.contains("no leadsync schema"), "{err}");
+    Store::create_or_open(&pg).await.unwrap().close().await;
+    Store::open_existing(&pg).await.unwrap().close().await;
+}
+
+fn inbox_event(key: &str, contact: &str) -> InboxEvent {
+    InboxEvent {
+        dedupe_key: key.into(),
+        contact_id: contact.into(),
+        subscription: "contact.creation".into(),
+        payload: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_inbox_writer_prunes_processed_rows_past_the_retention_and_keeps_the_rest() {
+    for (name, store) in stores().await {
+        let store = store.with_inbox_retention(Duration::hours(1));
+        let now = chrono::Utc::now;
+        let old = now() - Duration::hours(2);
+        store
+            .inbox_put(&[inbox_event("old-done", "1"), inbox_event("old-pending", "2")], old)
+            .await
+            .unwrap();
+        store.inbox_put(&[inbox_event("new-done", "3")], now()).await.unwrap();
+        let rows = store.inbox_due(now() + Duration::days(1), 10).await.unwrap();
+        let done: Vec<i64> = rows.iter().filter(|r| r.contact_id != "2").map(|r| r.id).collect();
+        store.inbox_done(&done, now()).await.unwrap();
+        // The product's path: the intake's writer prunes when it starts, then every hour.
+        let _writer = leadsync::store::InboxWriter::spawn(store.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.inbox_total().await.unwrap() != 2 {
+            assert!(std::time::Instant::now() < deadline, "{name}: not pruned");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let left: Vec<String> = store
+            .inbox_due(now() + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.contact_id)
+            .collect();
+        assert_eq!(left, vec!["2".to_string()], "{name}: the unprocessed old row stays");
+    }
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_fails_only_its_own_delivery_in_a_group_commit() {
+    let store = Store::connect(&crate::support::postgres_url().await).await.unwrap();
+    let writer = leadsync::store::InboxWriter::spawn(store.clone());
+    let mut puts = Vec::new();
+    for i in 0..54 {
+        let w = writer.clone();
+        puts.push(tokio::spawn(async move {
+            w.put(vec![inbox_event(&format!("clean-{i}"), "1")]).await
+        }));
+        if i == 10 {
+            let w = writer.clone();
+            puts.push(tokio::spawn(async move {
+                w.put(vec![inbox_event("bad-\u{0}-key", "1")]).await.map(|_| u64::MAX)
+            }));
+        }
+    }
+    let mut failed = 0;
+    for p in puts {
+        match p.await.unwrap() {
+            Ok(n) => assert_eq!(n, 1, "a clean delivery is written"),
+            Err(e) => {
+                assert!(e.contains("0x00") || e.to_lowercase().contains("invalid byte"), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 1, "only the bad delivery fails");
+    assert_eq!(store.inbox_total().await.unwrap(), 54);
+}
+
+#[tokio::test]
+async fn after_a_privacy_deletion_no_table_holds_the_contacts_email_or_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("privacy.db").display());
+    for url in [sqlite, crate::support::postgres_url().await] {
+        let app = crate::support::TestApp::start_with(60, Some(url.clone())).await;
+        let s = &app.stack.syncer;
+        s.backfill(
+            &leadsync::sync::backfill::BackfillOptions::default(),
+            app.now(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        // The sandbox's names are shared by many contacts: they are looked for in the rows
+        // about this contact (and in tables about no contact); the email is unique.
+        let rows = s.store.contact_page(None, 100_000).await.unwrap();
+        let victim = rows[0].contact_id.as_str().to_string();
+        let hs = app.stack.sandbox.hubspot_contact(&victim).unwrap();
+        let (email, firstname, lastname) = (hs["email"].clone(), hs["firstname"].clone(), hs["lastname"].clone());
+        let object: u64 = victim.parse().unwrap();
+        let t = app.now().timestamp_millis();
+        let changes = serde_json::Value::Array(vec![
+            crate::support::hubspot_event("contact.propertyChange", object, Some(("email", &email)), t),
+            crate::support::hubspot_event("contact.propertyChange", object, Some(("firstname", &firstname)), t),
+            crate::support::hubspot_event("contact.propertyChange", object, Some(("lastname", &lastname)), t),
+        ]);
+        assert_eq!(app.post_signed_webhook(&changes.to_string()).await, 200);
+        app.run_inbox_until_idle().await;
+        assert!(
+            !crate::support::grep_store(&url, &email, None).await.is_empty(),
+            "the test sees the email before"
+        );
+
+        let deletion = serde_json::json!([crate::support::hubspot_event(
+            "contact.privacyDeletion",
+            object,
+            None,
+            t + 1
+        )]);
+        assert_eq!(app.post_signed_webhook(&deletion.to_string()).await, 200);
+        app.run_inbox_until_idle().await;
+        for (needle, only) in [
+            (&email, None),
+            (&firstname, Some(victim.as_str())),
+            (&lastname, Some(victim.as_str())),
+        ] {
+            let hits = crate::support::grep_store(&url, needle, only).await;
+            assert!(hits.is_empty(), "{url}: `{needle}` still in the store: {hits:#?}");
+        }
+    }
+}

@@ -56,7 +56,7 @@ pub async fn stores() -> Vec<(&'static str, Store)> {
 
 use std::sync::Arc;
 
-use leadsync::server::{AppState, Application};
+use leadsync::server::{AppState, Application, ServerLimits};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
@@ -85,6 +85,17 @@ impl TestServer {
         public_base_url: Option<&str>,
         max_body: usize,
     ) -> TestServer {
+        Self::start_limited(store, dir, public_base_url, max_body, ServerLimits::default()).await
+    }
+
+    /// The same, with other connection limits than the defaults.
+    pub async fn start_limited(
+        store: Store,
+        dir: tempfile::TempDir,
+        public_base_url: Option<&str>,
+        max_body: usize,
+        limits: ServerLimits,
+    ) -> TestServer {
         let wake = Arc::new(Notify::new());
         let state = AppState {
             store: store.clone(),
@@ -94,7 +105,10 @@ impl TestServer {
             ready: Arc::new(|| Box::pin(async { Ok(()) })),
             extra_metrics: Arc::new(String::new),
         };
-        let app = Application::build(state, "127.0.0.1:0", max_body).await.unwrap();
+        let app = Application::build(state, "127.0.0.1:0", max_body)
+            .await
+            .unwrap()
+            .with_limits(limits);
         let addr = app.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(app.run_until_stopped(async move {
@@ -253,4 +267,120 @@ fn init_logs() {
             .with_test_writer()
             .try_init();
     }
+}
+
+/// A TCP proxy in front of PostgreSQL, so a test can make the database go away: `cut` closes
+/// every connection and refuses new ones.
+pub struct TcpProxy {
+    pub port: u16,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    /// Forwards a random local port to `target` (`host:port`).
+    pub async fn start(target: String) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let inner = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                inner.lock().unwrap().push(pipe);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        TcpProxy { port, tasks }
+    }
+
+    /// The database goes away: open connections drop, new ones are refused.
+    pub fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// A fresh PostgreSQL database reached through a proxy the test can cut: (store URL, proxy).
+pub async fn postgres_behind_proxy() -> (String, TcpProxy) {
+    let url = postgres_url().await;
+    let parsed = url::Url::parse(&url).unwrap();
+    let target = format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap_or(5432));
+    let proxy = TcpProxy::start(target).await;
+    let mut through = parsed.clone();
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(proxy.port)).unwrap();
+    (through.to_string(), proxy)
+}
+
+/// Every row of every table of the store at `url` whose text (any column, read as text)
+/// contains `needle`, ignoring case: `table.column: value` lines, for assertion messages. With
+/// `contact`, rows of tables that have a `contact_id` are searched only when they are that
+/// contact's (a name other contacts share); tables without one are searched whole.
+pub async fn grep_store(url: &str, needle: &str, contact: Option<&str>) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let postgres = url.starts_with("postgres");
+    let tables: Vec<String> = if postgres {
+        sqlx::query("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'")
+    } else {
+        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| sqlx::Row::get::<String, _>(r, 0))
+    .collect();
+    let mut hits = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = if postgres {
+            sqlx::query(
+                "SELECT column_name::TEXT FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
+            )
+            .bind(&table)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::get::<String, _>(r, 0))
+            .collect()
+        } else {
+            sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, 0))
+                .collect()
+        };
+        let only = contact.filter(|_| columns.iter().any(|c| c == "contact_id"));
+        for column in &columns {
+            let mut sql = format!(
+                "SELECT CAST(\"{column}\" AS TEXT) FROM {table} WHERE LOWER(CAST(\"{column}\" AS TEXT)) LIKE $1"
+            );
+            if only.is_some() {
+                sql.push_str(" AND contact_id = $2");
+            }
+            let mut q = sqlx::query(&sql).bind(format!("%{}%", needle.to_lowercase()));
+            if let Some(c) = only {
+                q = q.bind(c.to_string());
+            }
+            let rows = q.fetch_all(&pool).await.unwrap();
+            for r in rows {
+                hits.push(format!("{table}.{column}: {}", sqlx::Row::get::<String, _>(&r, 0)));
+            }
+        }
+    }
+    pool.close().await;
+    hits
 }

@@ -217,6 +217,21 @@ impl SalesforceClient {
         &self,
         call: Call<'_, B>,
     ) -> Result<T, SalesforceError> {
+        self.call_with(call, &self.config.retry).await
+    }
+
+    /// The retry policy calls are sent with.
+    pub(crate) fn retry_policy(&self) -> &SalesforceRetryPolicy {
+        &self.config.retry
+    }
+
+    /// [`SalesforceClient::call`] with another retry policy: a create that is not safe to repeat
+    /// is sent once, and its caller looks up what it made before sending it again.
+    pub(crate) async fn call_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        call: Call<'_, B>,
+        policy: &SalesforceRetryPolicy,
+    ) -> Result<T, SalesforceError> {
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -273,13 +288,7 @@ impl SalesforceClient {
                 Some(0) => SalesforceOutcome::Connect,
                 Some(status) => SalesforceOutcome::Response { status, body: &body },
             };
-            match decide(
-                outcome,
-                attempt,
-                reauthenticated,
-                &self.config.retry,
-                self.jitter.next(),
-            ) {
+            match decide(outcome, attempt, reauthenticated, policy, self.jitter.next()) {
                 SalesforceRetryDecision::Done => {
                     let text = if body.trim().is_empty() { "null" } else { &body };
                     return serde_json::from_str(text).map_err(|e| SalesforceError::Decode {

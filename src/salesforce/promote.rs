@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use super::client::{SalesforceClient, SalesforceError};
+use super::client::{Call, SalesforceClient, SalesforceError};
 use super::mapping::{LeadProperties, SalesforceMapping};
 pub use super::plan::refusal;
 use super::plan::{Work, finish, lookup_request, prepare, resolve};
 use super::rest::{COLLECTION_MAX, SalesforceSaveResult};
+use super::retry::SalesforceRetryPolicy;
 use super::routing::{self, Strategy};
 use super::soql::literal;
 use crate::lifecycle::snapshot::{HubSpotId, SalesforceLink};
@@ -291,16 +292,80 @@ impl SalesforceClient {
         Ok(())
     }
 
+    /// The primary contact role of each promoted opportunity, created once. OpportunityContactRole
+    /// has no external id, so a create is never repeated blind: it is sent once (no transport
+    /// retry), and when its answer is lost or refused as a whole (a 5xx, a reset, a timeout after
+    /// Salesforce may have applied it) the roles are looked up again and only the missing ones
+    /// are sent, up to the retry policy's attempts.
     async fn write_roles(&self, mapping: &SalesforceMapping, work: &mut [Work<'_>]) -> Result<(), SalesforceError> {
-        let ready = |w: &&mut Work<'_>| w.open() && w.opportunity.is_some() && w.contact.is_some();
-        let to_check: Vec<String> = work
-            .iter_mut()
-            .filter(ready)
-            .filter(|w| w.opportunity_existed)
-            .filter_map(|w| w.opportunity.clone())
-            .collect();
-        let mut have: HashSet<(String, String)> = HashSet::new();
-        for chunk in to_check.chunks(COLLECTION_MAX) {
+        let ready = |w: &Work<'_>| w.open() && w.opportunity.is_some() && w.contact.is_some();
+        let policy = self.retry_policy().clone();
+        let once = SalesforceRetryPolicy {
+            max_attempts: 1,
+            ..policy.clone()
+        };
+        let mut attempt = 0;
+        loop {
+            // First time: only opportunities that existed before this batch may have a role.
+            // After a lost answer: any of them may.
+            let to_check: Vec<String> = work
+                .iter()
+                .filter(|w| ready(w) && (attempt > 0 || w.opportunity_existed))
+                .filter_map(|w| w.opportunity.clone())
+                .collect();
+            let have = self.roles_of(&to_check).await?;
+            let mut idx = Vec::new();
+            let mut records = Vec::new();
+            for (i, w) in work.iter().enumerate() {
+                if !ready(w) {
+                    continue;
+                }
+                let (Some(o), Some(c)) = (w.opportunity.clone(), w.contact.clone()) else {
+                    continue;
+                };
+                if have.contains(&(o.clone(), c.clone())) {
+                    continue;
+                }
+                idx.push(i);
+                records
+                    .push(json!({"OpportunityId": o, "ContactId": c, "IsPrimary": true, "Role": mapping.contact_role}));
+            }
+            if records.is_empty() {
+                return Ok(());
+            }
+            match self.create_once("OpportunityContactRole", &records, &once).await {
+                Ok(results) => {
+                    for (i, result) in idx.into_iter().zip(&results) {
+                        let w = &mut work[i];
+                        if result.success {
+                            continue;
+                        }
+                        // A role that is already there is what was wanted.
+                        if result.errors.iter().any(|e| e.error.code == "DUPLICATE_VALUE") {
+                            continue;
+                        }
+                        if let Err(outcome) = refusal(w.id(), "OpportunityContactRole", &result.errors) {
+                            w.done = Some(*outcome);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e @ SalesforceError::Api { .. }) if attempt + 1 < policy.max_attempts => {
+                    let wait = policy.base.saturating_mul(1u32 << attempt.min(16)).min(policy.cap);
+                    tracing::info!(error = %e, attempt, wait_ms = wait.as_millis() as u64,
+                        "contact roles: answer lost or refused; looking up what was created before sending again");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The (opportunity, contact) pairs that have a contact role, for these opportunities.
+    async fn roles_of(&self, opportunities: &[String]) -> Result<HashSet<(String, String)>, SalesforceError> {
+        let mut have = HashSet::new();
+        for chunk in opportunities.chunks(COLLECTION_MAX) {
             let list: Vec<String> = chunk.iter().map(|id| literal(id)).collect();
             let soql = format!(
                 "SELECT Id, OpportunityId, ContactId FROM OpportunityContactRole WHERE OpportunityId IN ({})",
@@ -312,39 +377,47 @@ impl SalesforceClient {
                 }
             }
         }
-        let mut idx = Vec::new();
-        let mut records = Vec::new();
-        for (i, w) in work.iter_mut().enumerate() {
-            if !ready(&w) {
-                continue;
-            }
-            let (Some(o), Some(c)) = (w.opportunity.clone(), w.contact.clone()) else {
-                continue;
+        Ok(have)
+    }
+
+    /// `POST /composite/sobjects` of `records`, 200 a call, each call sent once under `policy`.
+    async fn create_once(
+        &self,
+        sobject: &str,
+        records: &[Value],
+        policy: &SalesforceRetryPolicy,
+    ) -> Result<Vec<SalesforceSaveResult>, SalesforceError> {
+        const ENDPOINT: &str = "composite/sobjects create";
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in records.chunks(COLLECTION_MAX) {
+            let typed: Vec<Value> = chunk
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    if let Some(obj) = r.as_object_mut() {
+                        obj.insert("attributes".into(), json!({"type": sobject}));
+                    }
+                    r
+                })
+                .collect();
+            let body = json!({"allOrNone": false, "records": typed});
+            let call = Call {
+                endpoint: ENDPOINT,
+                method: reqwest::Method::POST,
+                path: "composite/sobjects",
+                query: &[],
+                body: Some(&body),
             };
-            if have.contains(&(o.clone(), c.clone())) {
-                continue;
+            let answer: Vec<Value> = self.call_with(call, policy).await?;
+            if answer.len() != chunk.len() {
+                return Err(SalesforceError::Decode {
+                    endpoint: ENDPOINT,
+                    message: format!("{} results for {} records", answer.len(), chunk.len()),
+                });
             }
-            idx.push(i);
-            records.push(json!({"OpportunityId": o, "ContactId": c, "IsPrimary": true, "Role": mapping.contact_role}));
+            out.extend(answer.iter().map(SalesforceSaveResult::read));
         }
-        if records.is_empty() {
-            return Ok(());
-        }
-        let results = self.create("OpportunityContactRole", &records).await?;
-        for (i, result) in idx.into_iter().zip(&results) {
-            let w = &mut work[i];
-            if result.success {
-                continue;
-            }
-            // A role that is already there is what was wanted.
-            if result.errors.iter().any(|e| e.error.code == "DUPLICATE_VALUE") {
-                continue;
-            }
-            if let Err(outcome) = refusal(w.id(), "OpportunityContactRole", &result.errors) {
-                w.done = Some(*outcome);
-            }
-        }
-        Ok(())
+        Ok(out)
     }
 }
 

@@ -41,7 +41,7 @@ pub struct SalesforceSaveError {
 }
 
 impl SalesforceSaveResult {
-    fn read(v: &Value) -> Self {
+    pub(crate) fn read(v: &Value) -> Self {
         let errors = v["errors"]
             .as_array()
             .map(|errs| errs.iter().map(SalesforceSaveError::read).collect())

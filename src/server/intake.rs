@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use chrono::Utc;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::AppState;
@@ -85,16 +86,46 @@ pub struct HubSpotEvent {
     pub merged_object_ids: Vec<u64>,
 }
 
-/// The dedupe key HubSpot's documentation allows: what the event says, not its id.
+/// The dedupe key HubSpot's documentation allows: what the event says, not its id. The value
+/// is hashed (SHA-256, hex): a key must not hold personal data, which a privacy deletion could
+/// not reach inside a unique index.
 pub fn dedupe_key(e: &HubSpotEvent) -> String {
+    let value = match e.property_value.as_deref() {
+        Some(v) => hex::encode(Sha256::digest(v.as_bytes())),
+        None => String::new(),
+    };
     format!(
         "{}|{}|{}|{}|{}",
         e.subscription_type,
         e.object_id,
         e.property_name.as_deref().unwrap_or(""),
-        e.property_value.as_deref().unwrap_or(""),
+        value,
         e.occurred_at
     )
+}
+
+/// A NUL byte, which PostgreSQL refuses in text. In the value it is replaced (U+FFFD) so the
+/// event is kept (the worker reads the contact from HubSpot anyway); in a field HubSpot itself
+/// names (type, property, source) it makes the delivery malformed, named by event and field.
+fn without_nul(events: &mut [HubSpotEvent]) -> Result<(), IntakeError> {
+    for (i, e) in events.iter_mut().enumerate() {
+        let named = [
+            ("subscriptionType", Some(&e.subscription_type)),
+            ("propertyName", e.property_name.as_ref()),
+            ("changeSource", e.change_source.as_ref()),
+            ("objectTypeId", e.object_type_id.as_ref()),
+        ];
+        if let Some((field, _)) = named.iter().find(|(_, v)| v.is_some_and(|v| v.contains('\0'))) {
+            return Err(IntakeError::Malformed(format!(
+                "event {i}: {field} contains a NUL byte"
+            )));
+        }
+        if let Some(v) = e.property_value.as_mut().filter(|v| v.contains('\0')) {
+            *v = v.replace('\0', "\u{FFFD}");
+            metrics::counter!("leadsync_webhook_nul_replaced_total").increment(1);
+        }
+    }
+    Ok(())
 }
 
 /// The URI HubSpot signed: the public base URL when a proxy sits in front, else the request's.
@@ -133,7 +164,9 @@ pub async fn webhooks(
         header(&headers, "x-hubspot-signature-v3"),
         Utc::now().timestamp_millis(),
     )?;
-    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let mut events: Vec<HubSpotEvent> =
+        serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    without_nul(&mut events)?;
     let rows: Vec<InboxEvent> = events
         .iter()
         .map(|e| InboxEvent {

@@ -3,21 +3,29 @@
 //!
 //! `Application::build` binds (port 0 in tests) and returns; `run_until_stopped` serves until the
 //! shutdown future resolves, finishing requests in flight.
+//!
+//! The listener is open to the internet, so nobody holds it for free: a connection must send its
+//! request headers within `ServerLimits::header_read_timeout` (idle keep-alive connections
+//! included), a request must be read and answered within `request_timeout` (408), and at most
+//! `max_connections` are served at once (the rest wait in the kernel's backlog).
 
 pub mod intake;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tracing::warn;
 
 use crate::store::{InboxWriter, Store};
 
@@ -57,10 +65,34 @@ impl FromRef<ServerState> for InboxWriter {
     }
 }
 
+/// What one client may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A connection that has not sent a request's headers within this is closed (slow or idle
+    /// clients, keep-alive included). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A request must be read and answered within this, else 408 (a body that trickles in).
+    /// Default 10 s (HubSpot itself gives up after 5 s).
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait to be accepted. Default 512.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_connections: 512,
+        }
+    }
+}
+
 /// The bound server.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: ServerLimits,
 }
 
 /// The process-wide Prometheus recorder, installed once.
@@ -104,7 +136,17 @@ impl Application {
             .route("/metrics", get(render_metrics))
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .with_state(state);
-        Application { listener, router }
+        Application {
+            listener,
+            router,
+            limits: ServerLimits::default(),
+        }
+    }
+
+    /// Other limits than the defaults.
+    pub fn with_limits(mut self, limits: ServerLimits) -> Application {
+        self.limits = limits;
+        self
     }
 
     /// The bound address (the port is random when bound to port 0).
@@ -114,15 +156,67 @@ impl Application {
 
     /// Serves until `shutdown` resolves; requests in flight finish first.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let limits = self.limits;
+        let router = self.router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        metrics::counter!("leadsync_http_request_timeouts_total").increment(1);
+                        (StatusCode::REQUEST_TIMEOUT, "request not received in time").into_response()
+                    }
+                }
+            },
+        ));
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stopped.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        let _ = stop.send(true);
+        // Every connection gives its permit back when it is done.
+        let _ = permits.acquire_many(limits.max_connections as u32).await;
+        Ok(())
     }
 }
 
+/// Ready when the store can write (not only answer a read) and the CRMs' tokens are fine.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
-    if !state.store.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable".into());
+    if let Err(why) = state.store.can_write().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
     }
     match (state.ready)().await {
         Ok(()) => (StatusCode::OK, "ready".into()),

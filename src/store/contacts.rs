@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::outbox::{OutboxKind, enqueue};
+use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, corrupt, from_ms, ms, set_cursor};
 use crate::lifecycle::snapshot::SalesforceLink;
 use crate::lifecycle::{ContactState, Event, HubSpotId, Transition};
@@ -96,7 +97,9 @@ impl Store {
     /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
     /// checkpoint, all in one transaction: after a crash either all of it is there or none.
     pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
         for e in batch {
             let id = e.contact_id.as_str();
             let link = e.state.salesforce.clone().unwrap_or_default();
@@ -162,7 +165,11 @@ impl Store {
             set_cursor(&mut *tx, name, value).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok::<(), StoreError>(())
+        }
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Stored contacts among `ids`.
@@ -233,25 +240,33 @@ impl Store {
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
     /// ledger, write ledger, pending payloads); only its id and audit of stages remain.
     pub async fn forget(&self, id: &HubSpotId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for sql in [
-            "UPDATE contacts SET properties = '{}', company = '{}', removed = 'privacy' WHERE contact_id = $1",
-            "DELETE FROM events WHERE contact_id = $1",
-            "DELETE FROM write_ledger WHERE contact_id = $1",
-            "DELETE FROM outbox WHERE contact_id = $1 AND state <> 'done'",
-            "UPDATE outbox SET payload = '{}' WHERE contact_id = $1",
-            "UPDATE inbox SET payload = '{}', processed_at = COALESCE(processed_at, 0) WHERE contact_id = $1",
-        ] {
-            sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for sql in [
+                "UPDATE contacts SET properties = '{}', company = '{}', removed = 'privacy' WHERE contact_id = $1",
+                "DELETE FROM events WHERE contact_id = $1",
+                "DELETE FROM write_ledger WHERE contact_id = $1",
+                "DELETE FROM outbox WHERE contact_id = $1 AND state <> 'done'",
+                "UPDATE outbox SET payload = '{}' WHERE contact_id = $1",
+                "UPDATE inbox SET payload = '{}', processed_at = COALESCE(processed_at, 0) WHERE contact_id = $1",
+            ] {
+                sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
     pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            sqlx::query(
             "INSERT INTO events (contact_id, event_id, kind, at, body) SELECT $1, event_id, kind, at, body FROM events \
              WHERE contact_id = $2 ON CONFLICT (contact_id, event_id) DO NOTHING",
         )
@@ -259,36 +274,40 @@ impl Store {
         .bind(loser.as_str())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE contacts SET removed = 'merged', merged_into = $1 WHERE contact_id = $2")
-            .bind(survivor.as_str())
-            .bind(loser.as_str())
-            .execute(&mut *tx)
-            .await?;
-        // The survivor keeps the furthest stage either had reached (and that contact's history).
-        let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
-            .bind(survivor.as_str())
-            .bind(loser.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut parsed: HashMap<String, ContactState> = HashMap::new();
-        for r in &states {
-            let cid: String = r.get(0);
-            let st: ContactState = serde_json::from_str(&r.get::<String, _>(1))
-                .map_err(|e| corrupt(format!("contacts/{cid}.state"), e))?;
-            parsed.insert(cid, st);
-        }
-        if let (Some(l), Some(s)) = (parsed.get(loser.as_str()), parsed.get(survivor.as_str()))
-            && l.stage > s.stage
-        {
-            sqlx::query("UPDATE contacts SET state = $1, stage = $2 WHERE contact_id = $3")
-                .bind(json(l))
-                .bind(l.stage.map(|st| st.as_str()))
+            sqlx::query("UPDATE contacts SET removed = 'merged', merged_into = $1 WHERE contact_id = $2")
                 .bind(survivor.as_str())
+                .bind(loser.as_str())
                 .execute(&mut *tx)
                 .await?;
+            // The survivor keeps the furthest stage either had reached (and that contact's history).
+            let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
+                .bind(survivor.as_str())
+                .bind(loser.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut parsed: HashMap<String, ContactState> = HashMap::new();
+            for r in &states {
+                let cid: String = r.get(0);
+                let st: ContactState = serde_json::from_str(&r.get::<String, _>(1))
+                    .map_err(|e| corrupt(format!("contacts/{cid}.state"), e))?;
+                parsed.insert(cid, st);
+            }
+            if let (Some(l), Some(s)) = (parsed.get(loser.as_str()), parsed.get(survivor.as_str()))
+                && l.stage > s.stage
+            {
+                sqlx::query("UPDATE contacts SET state = $1, stage = $2 WHERE contact_id = $3")
+                    .bind(json(l))
+                    .bind(l.stage.map(|st| st.as_str()))
+                    .bind(survivor.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Every ledger event of these contacts.
@@ -356,7 +375,9 @@ impl Store {
         writes: &[(HubSpotId, BTreeMap<String, String>)],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
         for (id, props) in writes {
             for (k, v) in props {
                 sqlx::query(
@@ -373,23 +394,35 @@ impl Store {
             fold(&mut tx, id, props).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok::<(), StoreError>(())
+        }
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Folds values into the stored HubSpot values (opportunity feedback about to be written).
     pub async fn fold_properties(&self, writes: &[(HubSpotId, BTreeMap<String, String>)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for (id, props) in writes {
-            fold(&mut tx, id, props).await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for (id, props) in writes {
+                fold(&mut tx, id, props).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Records a promotion's Salesforce ids and owner: the contact's link, and no promotion
     /// pending any more.
     pub async fn set_promoted(&self, id: &HubSpotId, link: &SalesforceLink, owner: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
         lock_row(&mut tx, id).await?;
         let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
             .bind(id.as_str())
@@ -414,7 +447,11 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok::<(), StoreError>(())
+        }
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// True when leadsync itself wrote `value` to `property` of this contact last.

@@ -1,13 +1,16 @@
 //! The webhook inbox: every accepted delivery is here before HubSpot gets its 200.
 //!
 //! Duplicates are dropped by a key built from what the event says (HubSpot's `eventId` is not
-//! guaranteed unique), so a redelivery inserts nothing.
+//! guaranteed unique), so a redelivery inserts nothing. The key holds no personal data (values
+//! are hashed), and processed rows are pruned after the store's retention.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::write::INTAKE_WAIT;
+use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, from_ms, ms};
 
 /// Rows per INSERT statement (5 parameters each, far below both databases' limits).
@@ -16,7 +19,8 @@ const INSERT_ROWS: usize = 100;
 /// One event to keep.
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
-    /// Subscription type, object id, property, value and `occurredAt`, joined.
+    /// Subscription type, object id, property, a hash of the value and `occurredAt`, joined:
+    /// never a property value in clear (it would outlive a privacy deletion).
     pub dedupe_key: String,
     /// HubSpot contact id the event is about.
     pub contact_id: String,
@@ -50,45 +54,46 @@ impl Store {
     }
 
     /// Keeps the events of several deliveries in one transaction; returns how many of each
-    /// delivery's were new.
+    /// delivery's were new. Waits at most [`INTAKE_WAIT`] for a connection; a transaction that
+    /// fails anywhere (COMMIT included) is rolled back and its connection closed.
     pub async fn inbox_put_many(
         &self,
         deliveries: &[&[InboxEvent]],
         now: DateTime<Utc>,
     ) -> Result<Vec<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut new = Vec::with_capacity(deliveries.len());
-        for events in deliveries {
-            let mut inserted = 0;
-            // Many rows a statement: each statement is a round trip to the database (or to
-            // SQLite's worker thread), and a delivery holds up to 100 events.
-            for chunk in events.chunks(INSERT_ROWS) {
-                let mut sql = String::from(
-                    "INSERT INTO inbox (dedupe_key, contact_id, subscription, payload, received_at) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    let b = i * 5;
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    let _ = write!(sql, "(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5);
-                }
-                sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
-                let mut q = sqlx::query(&sql);
-                for e in chunk {
-                    q = q
-                        .bind(&e.dedupe_key)
-                        .bind(&e.contact_id)
-                        .bind(&e.subscription)
-                        .bind(&e.payload)
-                        .bind(ms(now));
-                }
-                inserted += q.execute(&mut *tx).await?.rows_affected();
+        let mut conn = self.write_conn(INTAKE_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            let mut new = Vec::with_capacity(deliveries.len());
+            for events in deliveries {
+                new.push(insert_events(&mut tx, events, now).await?);
             }
-            new.push(inserted);
+            tx.commit().await?;
+            Ok::<_, StoreError>(new)
         }
-        tx.commit().await?;
-        Ok(new)
+        .await;
+        match &result {
+            Ok(_) => self.health.succeeded(),
+            Err(e) => {
+                self.health.failed(&e.to_string());
+                conn.discard();
+            }
+        }
+        result
+    }
+
+    /// Deletes processed events received before `before`; returns how many.
+    pub async fn inbox_prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM inbox WHERE processed_at IS NOT NULL AND received_at < $1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How long processed inbox rows are kept.
+    pub fn inbox_retention(&self) -> chrono::Duration {
+        self.inbox_retention
     }
 
     /// Unprocessed events due at `now` (not waiting after a failure), oldest first.
@@ -122,17 +127,23 @@ impl Store {
     /// Records a failed attempt at these events: they wait until `retry_at`, then are tried
     /// again. Nothing is dropped; `leadsync status` shows what waits and why.
     pub async fn inbox_retry(&self, ids: &[i64], error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
-                .bind(error)
-                .bind(ms(retry_at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for id in ids {
+                sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
+                    .bind(error)
+                    .bind(ms(retry_at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Unprocessed events that failed at least once: how many, and the latest error.
@@ -146,16 +157,22 @@ impl Store {
 
     /// Marks events processed.
     pub async fn inbox_done(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
-                .bind(ms(now))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for id in ids {
+                sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
+                    .bind(ms(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Unprocessed events and the oldest one's receipt time (for `/metrics`).
@@ -174,6 +191,39 @@ impl Store {
         let row = sqlx::query("SELECT COUNT(*) FROM inbox").fetch_one(&self.pool).await?;
         Ok(row.get::<i64, _>(0).max(0) as u64)
     }
+}
+
+/// One delivery's events, many rows a statement: each statement is a round trip to the
+/// database (or to SQLite's worker thread), and a delivery holds up to 100 events.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    events: &[InboxEvent],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    for chunk in events.chunks(INSERT_ROWS) {
+        let mut sql =
+            String::from("INSERT INTO inbox (dedupe_key, contact_id, subscription, payload, received_at) VALUES ");
+        for i in 0..chunk.len() {
+            let b = i * 5;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5);
+        }
+        sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.dedupe_key)
+                .bind(&e.contact_id)
+                .bind(&e.subscription)
+                .bind(&e.payload)
+                .bind(ms(now));
+        }
+        inserted += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
 }
 
 /// Group commit for the webhook intake: one task writes the events of every delivery waiting
@@ -197,6 +247,48 @@ struct Pending {
     done: tokio::sync::oneshot::Sender<Result<u64, String>>,
 }
 
+/// How often the writer prunes processed rows past the retention.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Writes a batch in one transaction and answers each delivery. When the transaction fails
+/// because the database refused a row (not because it is unreachable or full), each delivery
+/// is written again on its own, so one bad delivery never takes the others down with it.
+async fn write_batch(store: &Store, batch: Vec<Pending>) {
+    let deliveries: Vec<&[InboxEvent]> = batch.iter().map(|p| p.events.as_slice()).collect();
+    let result = store.inbox_put_many(&deliveries, Utc::now()).await;
+    match result {
+        Ok(new) => {
+            for (p, n) in batch.into_iter().zip(new) {
+                let _ = p.done.send(Ok(n));
+            }
+        }
+        Err(StoreError::Database(sqlx::Error::Database(_))) if batch.len() > 1 => {
+            for p in batch {
+                let one = store
+                    .inbox_put_many(&[p.events.as_slice()], Utc::now())
+                    .await
+                    .map(|n| n[0])
+                    .map_err(|e| e.to_string());
+                let _ = p.done.send(one);
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for p in batch {
+                let _ = p.done.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn prune_inbox(store: &Store) {
+    match store.inbox_prune(Utc::now() - store.inbox_retention()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "pruned processed inbox rows past the retention"),
+        Err(e) => tracing::warn!(error = %e, "could not prune the inbox; tried again in an hour"),
+    }
+}
+
 /// Deliveries waiting at most (past it, a delivery waits for room before its write).
 const QUEUE: usize = 4096;
 /// Events written in one transaction at most.
@@ -204,11 +296,24 @@ const BATCH_EVENTS: usize = 5_000;
 
 impl InboxWriter {
     /// Starts the writer task on the current runtime; it ends when every clone is dropped,
-    /// after writing what it was given.
+    /// after writing what it was given. It also prunes processed rows past the store's
+    /// retention, at start and every [`PRUNE_EVERY`].
     pub fn spawn(store: Store) -> InboxWriter {
         let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            let mut prune = tokio::time::interval(PRUNE_EVERY);
+            prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let first = tokio::select! {
+                    first = rx.recv() => match first {
+                        Some(first) => first,
+                        None => break,
+                    },
+                    _ = prune.tick() => {
+                        prune_inbox(&store).await;
+                        continue;
+                    }
+                };
                 let mut n = first.events.len();
                 let mut batch = vec![first];
                 while n < BATCH_EVENTS {
@@ -216,22 +321,8 @@ impl InboxWriter {
                     n += p.events.len();
                     batch.push(p);
                 }
-                let deliveries: Vec<&[InboxEvent]> = batch.iter().map(|p| p.events.as_slice()).collect();
-                let result = store.inbox_put_many(&deliveries, Utc::now()).await;
                 metrics::histogram!("leadsync_inbox_group_commit_deliveries").record(batch.len() as f64);
-                match result {
-                    Ok(new) => {
-                        for (p, n) in batch.into_iter().zip(new) {
-                            let _ = p.done.send(Ok(n));
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        for p in batch {
-                            let _ = p.done.send(Err(e.clone()));
-                        }
-                    }
-                }
+                write_batch(&store, batch).await;
             }
         });
         InboxWriter { queue }

@@ -5,7 +5,13 @@
 //! last HubSpot values seen (`contacts`), the engagement ledger (`events`), the audit log of
 //! every transition (`audit`), the outbox of HubSpot writes and Salesforce promotions with its
 //! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
-//! webhook inbox (`inbox`), and a running backfill's behaviour read ahead of its contacts (`staged`).
+//! webhook inbox (`inbox`), a running backfill's behaviour read ahead of its contacts (`staged`),
+//! and the row `/readyz` writes to prove the store can write (`health`).
+//!
+//! Opening: [`Store::create_or_open`] (first start: creates a missing SQLite file and the schema)
+//! or [`Store::open_existing`] (refuses a missing file or a database without the schema). A
+//! failed write transaction closes its connection (see `write`), and a SQLite file deleted or
+//! replaced while open makes every write fail with [`StoreError::FileGone`].
 //!
 //! Placeholders are written `$1, $2, …` in order of first appearance: PostgreSQL numbers them,
 //! SQLite binds them in that order.
@@ -15,8 +21,11 @@ mod inbox;
 mod outbox;
 mod schema;
 mod staged;
+mod write;
 
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -36,6 +45,22 @@ pub enum StoreError {
     /// The database refused or is unreachable.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),
+    /// The configuration names a store that should exist and does not (a deleted SQLite file,
+    /// an empty database): leadsync refuses to start afresh on it.
+    #[error("store {store}: {why}")]
+    Missing {
+        /// The file or database (no password).
+        store: String,
+        /// What is missing and what to do.
+        why: String,
+    },
+    /// The SQLite file was deleted or replaced while leadsync had it open: nothing written now
+    /// would survive a restart.
+    #[error("store {0}: the database file was deleted or replaced while open; restore it or restart with --init-store")]
+    FileGone(String),
+    /// No connection within the intake's short wait (the database is down or saturated).
+    #[error("store: no database connection within {0:?} (is the database up?)")]
+    Unavailable(std::time::Duration),
     /// A stored JSON column does not parse (a bug, or a hand-edited row).
     #[error("store: row {what} is not valid: {message}")]
     Corrupt {
@@ -60,22 +85,67 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file and its identity when opened (`None` for PostgreSQL and `:memory:`).
+    file: Option<Arc<write::SqliteFile>>,
+    /// The last write failure of the intake, for `/readyz`.
+    health: Arc<write::WriteHealth>,
+    /// How long processed inbox rows are kept.
+    inbox_retention: chrono::Duration,
 }
 
+/// Processed inbox rows are kept this long by default (HubSpot redelivers for up to a day;
+/// a week leaves room to investigate).
+pub const DEFAULT_INBOX_RETENTION_DAYS: u32 = 7;
+
 impl Store {
-    /// Connects (creating a SQLite file if needed) and runs pending migrations.
+    /// Connects and runs pending migrations, creating a SQLite file if there is none: the entry
+    /// point of a first start (`run --init-store`, `demo`, tests). Same as [`Store::create_or_open`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::create_or_open(url).await
+    }
+
+    /// Opens the store, creating the SQLite file and the schema when they do not exist yet.
+    pub async fn create_or_open(url: &str) -> Result<Store, StoreError> {
+        Self::open(url, true).await
+    }
+
+    /// Opens a store that must already exist: a missing SQLite file, or a database without
+    /// leadsync's schema, is refused with [`StoreError::Missing`] instead of starting an empty
+    /// store (a deleted file, a wrong path, `status` run in the wrong folder). Pending
+    /// migrations of an existing schema are applied.
+    pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
+        let shown = write::redact(url);
+        let (backend, url, file) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or(rest);
+            let memory = path.starts_with(":memory:");
+            let file = (!memory && !path.is_empty()).then(|| PathBuf::from(path));
+            if let (Some(path), false) = (&file, create) {
+                if !path.exists() {
+                    return Err(StoreError::Missing {
+                        store: shown,
+                        why: format!(
+                            "the SQLite file {} does not exist; check store.url, or start once with --init-store to create it",
+                            path.display()
+                        ),
+                    });
+                }
+            }
             let sep = if rest.contains('?') { '&' } else { '?' };
-            let url = if rest.contains("mode=") || rest.starts_with(":memory:") {
+            let url = if rest.contains("mode=") || memory {
                 url.to_string()
-            } else {
+            } else if create {
                 format!("{url}{sep}mode=rwc")
+            } else {
+                format!("{url}{sep}mode=rw")
             };
-            (Backend::Sqlite, url)
+            (Backend::Sqlite, url, file)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_string())
+            (Backend::Postgres, url.to_string(), None)
         } else {
             return Err(StoreError::Url(url.to_string()));
         };
@@ -87,6 +157,8 @@ impl Store {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 8,
             })
+            // The sync and the workers wait for a connection as long as it takes; the intake
+            // and `/readyz` wait `write::INTAKE_WAIT` at most (see `write_conn`).
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -102,9 +174,36 @@ impl Store {
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let store = Store { pool, backend };
+        if !create {
+            let schema = sqlx::query("SELECT COUNT(*) FROM leadsync_migrations")
+                .fetch_one(&pool)
+                .await;
+            if schema.is_err() {
+                pool.close().await;
+                return Err(StoreError::Missing {
+                    store: shown,
+                    why: "the database has no leadsync schema (no leadsync_migrations table); \
+                          check store.url, or start once with --init-store to create it"
+                        .into(),
+                });
+            }
+        }
+        let store = Store {
+            pool,
+            backend,
+            file: file.map(|p| Arc::new(write::SqliteFile::new(p))),
+            health: Arc::default(),
+            inbox_retention: chrono::Duration::days(i64::from(DEFAULT_INBOX_RETENTION_DAYS)),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Keeps processed inbox rows this long (default [`DEFAULT_INBOX_RETENTION_DAYS`]); the
+    /// inbox writer prunes older ones.
+    pub fn with_inbox_retention(mut self, retention: chrono::Duration) -> Store {
+        self.inbox_retention = retention;
+        self
     }
 
     /// Which database this is.
@@ -112,7 +211,7 @@ impl Store {
         self.backend
     }
 
-    /// True when the database answers (for `/readyz`).
+    /// True when the database answers a read.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, from_ms, ms};
 
 /// What an outbox item does.
@@ -190,31 +191,43 @@ impl Store {
 
     /// Marks items done, unless they were replaced by newer desired values meanwhile.
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for it in items {
-            sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
-                .bind(ms(now))
-                .bind(it.id)
-                .bind(&it.payload)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for it in items {
+                sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
+                    .bind(ms(now))
+                    .bind(it.id)
+                    .bind(&it.payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Marks items as handed to the remote system (see [`OutboxState::Sending`]).
     pub async fn sending(&self, items: &[OutboxItem]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for it in items {
-            sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2 AND state = 'pending'")
-                .bind(it.id)
-                .bind(&it.payload)
-                .execute(&mut *tx)
-                .await?;
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            for it in items {
+                sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2 AND state = 'pending'")
+                    .bind(it.id)
+                    .bind(&it.payload)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// Records a failed attempt: pending again at `retry_at`, or `Dead`/`Review` for good.

@@ -108,8 +108,19 @@ ALTER TABLE inbox ADD COLUMN last_error TEXT
     },
     Migration {
         version: 3,
+        name: "write probe",
+        // `/readyz` commits one row here to prove the store can write, not only read.
+        sql: r#"
+CREATE TABLE health (
+    id BIGINT PRIMARY KEY,
+    checked_at BIGINT NOT NULL
+)
+"#,
+    },
+    Migration {
+        version: 4,
         name: "staged behaviour",
-        // A backfill's form submissions (and event streams) read before their contacts.
+        // A backfill's form submissions read before their contacts.
         sql: r#"
 CREATE TABLE staged (
     key TEXT NOT NULL,

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::contacts::placeholders;
+use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, corrupt, ms};
 use crate::lifecycle::Event;
 
@@ -27,25 +28,31 @@ pub fn contact_key(id: &str) -> String {
 impl Store {
     /// Files events under their keys; an event already filed under its key is kept once.
     pub async fn stage(&self, rows: &[(String, Event)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Many rows per INSERT: a backfill stages a portal's whole history.
-        for chunk in rows.chunks(200) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(4 * i + 1, 4)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO staged (key, event_id, at, body) VALUES {} ON CONFLICT (key, event_id) DO NOTHING",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (key, ev) in chunk {
-                let body = serde_json::to_string(ev).map_err(|e| corrupt("staged event", e))?;
-                q = q.bind(key.as_str()).bind(ev.id.as_str()).bind(ms(ev.at)).bind(body);
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            // Many rows per INSERT: a backfill stages a portal's whole history.
+            for chunk in rows.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("({})", placeholders(4 * i + 1, 4)))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO staged (key, event_id, at, body) VALUES {} ON CONFLICT (key, event_id) DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for (key, ev) in chunk {
+                    let body = serde_json::to_string(ev).map_err(|e| corrupt("staged event", e))?;
+                    q = q.bind(key.as_str()).bind(ev.id.as_str()).bind(ms(ev.at)).bind(body);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        conn.settle(&result);
+        result
     }
 
     /// The events filed under these keys, by key.
@@ -72,7 +79,13 @@ impl Store {
 
     /// Drops every staged event (a backfill is done with them).
     pub async fn clear_staged(&self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM staged").execute(&self.pool).await?;
-        Ok(())
+        let mut conn = self.write_conn(PATIENT_WAIT).await?;
+        let result = sqlx::query("DELETE FROM staged")
+            .execute(&mut *conn.0)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        conn.settle(&result);
+        result
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct OrgState {
     pub usage: Option<(u64, u64)>,
     /// Composite lookups see nothing (a lagging read after a crash); GET /query still sees all.
     pub lookups_lag: bool,
+    /// Writes to apply, then answer 500 as if the answer were lost on the way back: the next
+    /// `PATCH Account`, `PATCH Contact`, `PATCH Opportunity` or `POST OpportunityContactRole`.
+    pub lose_answer_once: Option<String>,
 }
 
 impl OrgState {
@@ -175,6 +178,25 @@ impl Respond for FakeOrg {
             }
             _ => return ResponseTemplate::new(404).set_body_json(json!([{"errorCode": "NOT_FOUND", "message": path}])),
         };
+        // Applied above; the answer is lost on the way back.
+        let object = match path.as_str() {
+            "composite/sobjects" => body["records"][0]["attributes"]["type"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            p => p
+                .trim_start_matches("composite/sobjects/")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        };
+        let write = format!("{} {object}", req.method);
+        if org.lose_answer_once.as_deref() == Some(write.as_str()) {
+            org.lose_answer_once = None;
+            return ResponseTemplate::new(500)
+                .set_body_json(json!([{"errorCode": "UNKNOWN_EXCEPTION", "message": "connection reset"}]));
+        }
         ResponseTemplate::new(200)
             .insert_header("Sforce-Limit-Info", format!("api-usage={used}/{max}").as_str())
             .set_body_json(answer)
@@ -708,4 +730,46 @@ async fn promotions_wait_when_the_share_is_spent() {
     assert!(err.to_string().contains("99997 of its 100000"), "{err}");
     assert_eq!(api_calls(&server).await.len(), 1, "nothing sent once held");
     assert_eq!(fake.0.lock().unwrap().count("Opportunity"), 0);
+}
+
+#[tokio::test]
+async fn a_write_applied_whose_answer_is_lost_is_repeated_without_a_duplicate_of_any_record() {
+    for write in [
+        "PATCH Account",
+        "PATCH Contact",
+        "PATCH Opportunity",
+        "POST OpportunityContactRole",
+    ] {
+        let server = MockServer::start().await;
+        let (client, fake) = org(&server).await;
+        fake.0.lock().unwrap().lose_answer_once = Some(write.to_string());
+        let batch: Vec<PromotionInput> = batch_of_200().into_iter().take(10).collect();
+        let mut rr = 0;
+        let outcomes = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
+        assert!(
+            outcomes.iter().all(|o| matches!(o, PromotionOutcome::Promoted { .. })),
+            "{write}: {outcomes:?}"
+        );
+        // The whole promotion again (a crash before leadsync recorded it): still nothing twice.
+        client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
+        let org = fake.0.lock().unwrap();
+        assert!(org.lose_answer_once.is_none(), "{write}: the fault was hit");
+        assert_eq!(
+            (
+                org.count("Account"),
+                org.count("Contact"),
+                org.count("Opportunity"),
+                org.count("OpportunityContactRole")
+            ),
+            (5, 10, 10, 10),
+            "{write}"
+        );
+        let mut pairs: Vec<(String, String)> = org.records["OpportunityContactRole"]
+            .iter()
+            .map(|r| (r["OpportunityId"].to_string(), r["ContactId"].to_string()))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        assert_eq!(pairs.len(), 10, "{write}: one role per opportunity and contact");
+    }
 }
