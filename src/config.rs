@@ -728,4 +728,72 @@ mod tests {
         let err = load_with_env(Some(&p), env(&[("LEADSYNC__HUBSPOT", "x")])).unwrap_err();
         assert!(err.to_string().contains("LEADSYNC__SECTION__KEY"), "{err}");
     }
+
+    #[test]
+    fn every_problem_of_the_file_at_once_each_with_its_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(
+            &p,
+            "[hubspot]\nburst_per_10s = \"fast\"\nburst = 5\nsearch_per_second = 9\n[store]\nurl = \"mysql://x\"\n\
+             [server]\nbind = \"nowhere\"\n[schedule]\nsync = \"99 99 99 * * *\"\n",
+        )
+        .unwrap();
+        let err = load_with_env(Some(&p), env(&[])).unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3, 4, 6, 8, 10], "one per problem, in file order:\n{err}");
+        let text = err.to_string();
+        for want in [
+            "leadsync.toml:2:1: hubspot.burst_per_10s:",
+            "leadsync.toml:3:1: hubspot.burst: unknown field `burst`",
+            "leadsync.toml:4:1: hubspot.search_per_second:",
+            "leadsync.toml:6:1: store.url:",
+            "leadsync.toml:8:1: server.bind:",
+            "leadsync.toml:10:1: schedule.sync: `99 99 99 * * *` is not a cron expression",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+    }
+
+    #[test]
+    fn cron_is_checked_by_the_scheduler_s_own_parser() {
+        assert!(cron_problem("0 */5 * * * *").is_none());
+        assert!(cron_problem("99 99 99 * * *").is_some());
+        assert!(cron_problem("0 61 * * * *").is_some(), "a minute past 59");
+        let d = ScheduleSettings::default();
+        for expr in [&d.sync, &d.rescore, &d.sla, &d.opportunities] {
+            assert_eq!(cron_problem(expr), None, "{expr}");
+        }
+    }
+
+    #[test]
+    fn a_secret_that_looks_like_a_number_is_text_and_never_shown_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(&p, "").unwrap();
+        let l = load_with_env(
+            Some(&p),
+            env(&[
+                ("LEADSYNC__SALESFORCE__CLIENT_SECRET", "8923749823749823749"),
+                ("LEADSYNC__HUBSPOT__BURST_PER_10S", "70"),
+                ("LEADSYNC__HUBSPOT__EVENT_ANALYTICS", "true"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let secret = l.settings.salesforce.client_secret.as_ref().unwrap();
+        assert_eq!(secret.expose_secret(), "8923749823749823749");
+        assert_eq!(l.settings.hubspot.burst_per_10s, 70, "numbers still become numbers");
+        assert!(l.settings.hubspot.event_analytics);
+
+        std::fs::write(&p, "[salesforce]\nclient_secret = 8923749823749823749\n").unwrap();
+        let err = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("leadsync.toml:2:1: salesforce.client_secret:"), "{err}");
+        assert!(!err.contains("8923749823749823749"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_value_that_is_refused_names_its_variable() {
+        let err = load_with_env(None, env(&[("LEADSYNC__HUBSPOT__BURST_PER_10S", "many")])).unwrap_err();
+        assert_eq!(err.0[0].field, "LEADSYNC__HUBSPOT__BURST_PER_10S", "{err}");
+    }
 }
