@@ -461,9 +461,17 @@ pub fn init(dir: &Path) -> ExitCode {
             println!(
                 "\nnext: set the HubSpot credentials (LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN=pat-…, or in the file), then"
             );
-            println!("  leadsync check{config}                # the configuration, the rules and the mapping");
-            println!("  leadsync setup --apply{config}        # the HubSpot properties leadsync writes");
-            println!("  leadsync backfill --dry-run{config}   # what the first backfill would change, and its cost");
+            for (command, why) in [
+                ("check", "the configuration, the rules and the mapping"),
+                ("setup --apply", "the HubSpot properties leadsync writes"),
+                (
+                    "backfill --dry-run",
+                    "what the first backfill would change, and its cost",
+                ),
+            ] {
+                let line = format!("leadsync {command}{config}");
+                println!("  {line:<64} # {why}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -304,7 +304,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .unwrap()
         .port();
     let root = crate::support::repo_root();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
         .arg("run")
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
