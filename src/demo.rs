@@ -320,6 +320,8 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         leads.len()
     ));
     let t = Instant::now();
+    let deliveries_before = stack.sandbox.webhook_deliveries().len();
+    let opportunities_before = ours(&stack).len();
     let mut submitted = Vec::new();
     for lead in &leads {
         if stack
@@ -330,11 +332,20 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
             submitted.push(lead.contact_id.clone());
         }
     }
+    // The sandbox sends its webhooks from spawned tasks: wait for them to start, else the
+    // stack looks settled before the first delivery exists.
+    while !submitted.is_empty()
+        && stack.sandbox.webhook_deliveries().len() == deliveries_before
+        && t.elapsed() < StdDuration::from_secs(10)
+    {
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
     stack.settle(StdDuration::from_secs(30)).await?;
     say(&format!(
-        "   {} demo request(s): HubSpot → webhook → SQL → Salesforce in {:.2} s",
+        "   {} demo request(s): HubSpot → webhook → SQL → Salesforce in {:.2} s; {} new opportunit(ies) in Salesforce",
         submitted.len(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        ours(&stack).len().saturating_sub(opportunities_before)
     ));
 
     // 3. The report.
@@ -349,6 +360,13 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
     }
     stack.shutdown().await?;
     Ok(())
+}
+
+/// The opportunities leadsync created in the sandbox's Salesforce.
+fn ours(stack: &Stack) -> Vec<serde_json::Value> {
+    let mut opps = stack.sandbox.salesforce_records("Opportunity");
+    opps.retain(|o| o["LeadSync_Key__c"].is_string());
+    opps
 }
 
 async fn report_text(stack: &Stack, live: &[HubSpotId]) -> anyhow::Result<String> {
@@ -401,8 +419,7 @@ async fn report_text(stack: &Stack, live: &[HubSpotId]) -> anyhow::Result<String
         .iter()
         .filter_map(|u| Some((u["Id"].as_str()?.to_string(), u["Name"].as_str()?.to_string())))
         .collect();
-    let opps = stack.sandbox.salesforce_records("Opportunity");
-    let ours: Vec<_> = opps.iter().filter(|o| o["LeadSync_Key__c"].is_string()).collect();
+    let ours = ours(stack);
     let _ = writeln!(
         out,
         "\nSalesforce: {} opportunities created by leadsync ({} accounts, {} contacts in the org)",

@@ -141,6 +141,18 @@ fn the_demo_runs_from_an_empty_folder_on_the_embedded_defaults_and_stdout_is_the
         .unwrap_or_else(|| panic!("no Salesforce line:\n{stdout}"));
     assert!(reached > 0, "leads reached Salesforce:\n{stdout}");
     assert!(stdout.contains("owner "), "the records with their owners:\n{stdout}");
+    // The live part waits for the webhooks it caused: each demo request reaches Salesforce.
+    let live = stdout
+        .lines()
+        .find(|l| l.contains("demo request(s): HubSpot → webhook"))
+        .unwrap_or_else(|| panic!("no live line:\n{stdout}"));
+    let requests: u32 = live.split_whitespace().next().unwrap().parse().unwrap();
+    let new_opportunities: u32 = live
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{live}"));
+    assert!(requests > 0 && new_opportunities == requests, "{live}");
     let logs: Vec<&str> = stdout.lines().filter(|l| is_log_line(l)).collect();
     assert!(logs.is_empty(), "log lines on stdout: {logs:#?}");
     assert!(
