@@ -8,11 +8,13 @@ use std::process::ExitCode;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::config;
+use crate::defaults::{self, Origin, Want};
 use crate::diagnostics::Diagnostics;
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig, HubSpotError};
 use crate::hubspot::properties::GROUP;
 use crate::lifecycle::{Rules, cases, evaluate, explain};
+use crate::logging::{self, Level, LogFormat};
 use crate::salesforce::auth::SalesforceAuth;
 use crate::salesforce::client::{SalesforceClient, SalesforceClientConfig};
 use crate::salesforce::mapping::SalesforceMapping;
@@ -35,78 +37,131 @@ fn report(d: &Diagnostics) -> ExitCode {
     ExitCode::from(BAD_INPUT)
 }
 
-/// The rules file: `--rules` when given, else the configuration's `rules.path`.
-fn rules_path(config_file: Option<&Path>, rules: Option<&Path>) -> Result<PathBuf, Diagnostics> {
-    match rules {
-        Some(r) => Ok(r.to_path_buf()),
-        None => Ok(config::load(config_file)?.rules_path()),
+/// Which rules file a command asks for: `--rules` (it must exist); else the configuration's
+/// `rules.path` when a configuration file was read or `LEADSYNC__RULES__PATH` is set (it must
+/// exist); else `./mappings/lifecycle.toml` when present, else the embedded default.
+fn rules_want(report: &config::Report, flag: Option<&Path>) -> Want {
+    if let Some(r) = flag {
+        return Want::Configured {
+            path: r.to_path_buf(),
+            how: "--rules".into(),
+        };
+    }
+    let path = report
+        .loaded
+        .as_ref()
+        .map_or_else(|| PathBuf::from("mappings/lifecycle.toml"), config::Loaded::rules_path);
+    if report.configured("rules.path") {
+        Want::Configured {
+            path,
+            how: "rules.path".into(),
+        }
+    } else {
+        Want::Default(path)
     }
 }
 
-/// `leadsync check [--online]`: validates the configuration, the rules and the Salesforce
-/// mapping, printing every problem; `--online` also compares the mapping with the org.
-pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
-    let mut problems = Diagnostics::default();
-    let loaded = match config::load(config_file) {
-        Ok(l) => Some(l),
-        Err(d) => {
-            problems.extend(d);
-            None
-        }
-    };
-    let path = loaded
-        .as_ref()
-        .map_or_else(|| PathBuf::from("mappings/lifecycle.toml"), |l| l.rules_path());
-    match Rules::load(&path) {
-        Ok(rules) => {
-            if problems.is_empty() {
-                println!(
-                    "configuration: ok ({})",
-                    loaded
-                        .as_ref()
-                        .and_then(|l| l.file.as_ref())
-                        .map_or("defaults and environment".into(), |f| f.display().to_string())
-                );
-                println!(
-                    "rules: ok — {} version {} ({})",
-                    path.display(),
-                    rules.version,
-                    rules.hash
-                );
-                if let Some(d) = &rules.description {
-                    println!("  {d}");
-                }
-            }
-        }
-        Err(d) => problems.extend(d),
-    }
-    let mapping_path = loaded.as_ref().map_or_else(
+/// The same choice for the Salesforce mapping (`salesforce.mapping_path`).
+fn mapping_want(report: &config::Report) -> Want {
+    let path = report.loaded.as_ref().map_or_else(
         || PathBuf::from("mappings/salesforce.toml"),
         |l| l.resolve(&l.settings.salesforce.mapping_path),
     );
-    let mapping = match SalesforceMapping::load(&mapping_path) {
-        Ok(m) => {
-            if problems.is_empty() {
-                println!("salesforce mapping: ok — {}", mapping_path.display());
-            }
-            Some(m)
+    if report.configured("salesforce.mapping_path") {
+        Want::Configured {
+            path,
+            how: "salesforce.mapping_path".into(),
         }
-        Err(d) => {
-            problems.extend(d);
-            None
-        }
-    };
-    if !problems.is_empty() {
-        return report(&problems);
+    } else {
+        Want::Default(path)
     }
-    match (online, loaded, mapping) {
-        (true, Some(loaded), Some(mapping)) => check_online(&loaded, &mapping, &mapping_path),
+}
+
+/// The rules for `explain` and `test-rules`: `--rules` alone needs no configuration.
+fn rules_for(config_file: Option<&Path>, flag: Option<&Path>) -> Result<(Rules, Origin), Diagnostics> {
+    if flag.is_some() {
+        return defaults::rules(&rules_want(&config::Report::empty(), flag));
+    }
+    let report = config::report(config_file);
+    if !report.problems.is_empty() {
+        return Err(report.problems);
+    }
+    defaults::rules(&rules_want(&report, None))
+}
+
+/// `leadsync check [--online]`: validates the configuration, the rules and the Salesforce
+/// mapping, printing every problem of every file at once; `--online` also compares the mapping
+/// with the org. With no configuration at all, it validates the embedded defaults and says so.
+pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
+    let report = config::report(config_file);
+    let mut problems = report.problems.clone();
+    let mut notes = Vec::new();
+    let mut rules = None;
+    let mut mapping = None;
+    if report.loaded.is_none() {
+        notes.push("rules and Salesforce mapping not checked: the configuration could not be read".to_string());
+    } else {
+        if report.refused.iter().any(|k| k == "rules.path") {
+            notes.push("rules not checked: rules.path was refused".into());
+        } else {
+            match defaults::rules(&rules_want(&report, None)) {
+                Ok(r) => rules = Some(r),
+                Err(d) => problems.extend(d),
+            }
+        }
+        if report.refused.iter().any(|k| k == "salesforce.mapping_path") {
+            notes.push("Salesforce mapping not checked: salesforce.mapping_path was refused".into());
+        } else {
+            match defaults::mapping(&mapping_want(&report)) {
+                Ok(m) => mapping = Some(m),
+                Err(d) => problems.extend(d),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        for n in &notes {
+            eprintln!("{n}");
+        }
+        return self::report(&problems);
+    }
+    let Some(loaded) = report.loaded else {
+        return self::report(&problems);
+    };
+    println!(
+        "configuration: ok ({})",
+        loaded
+            .file
+            .as_ref()
+            .map_or("no file: the defaults and the environment".into(), |f| f
+                .display()
+                .to_string())
+    );
+    if let Some((r, origin)) = &rules {
+        println!("rules: ok — {origin} version {}", r.stamp());
+        if let Some(d) = &r.description {
+            println!("  {d}");
+        }
+    }
+    if let Some((_, origin)) = &mapping {
+        println!("salesforce mapping: ok — {origin}");
+    }
+    let embedded = [rules.as_ref().map(|r| &r.1), mapping.as_ref().map(|m| &m.1)]
+        .into_iter()
+        .flatten()
+        .any(|o| *o == Origin::Embedded);
+    if embedded {
+        println!(
+            "note: `leadsync run` and `backfill` read files, not the embedded defaults: `leadsync init DIR` writes them with a configuration"
+        );
+    }
+    match (online, mapping) {
+        (true, Some((mapping, origin))) => check_online(&loaded, &mapping, &origin.to_string()),
         _ => ExitCode::SUCCESS,
     }
 }
 
 /// The mapping against the org's describe results.
-fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &Path) -> ExitCode {
+fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str) -> ExitCode {
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,
@@ -128,7 +183,7 @@ fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &Pat
         return ExitCode::SUCCESS;
     }
     for p in &found {
-        eprintln!("{}: {p}", path.display());
+        eprintln!("{path}: {p}");
     }
     eprintln!("{} problem(s) found against the org", found.len());
     ExitCode::from(BAD_INPUT)
@@ -142,7 +197,7 @@ pub fn explain(
     rules: Option<&Path>,
     format: Format,
 ) -> ExitCode {
-    let rules = match rules_path(config_file, rules).and_then(|p| Rules::load(&p)) {
+    let (rules, origin) = match rules_for(config_file, rules) {
         Ok(r) => r,
         Err(d) => return report(&d),
     };
@@ -162,9 +217,15 @@ pub fn explain(
     };
     let decision = evaluate(&rules, &snap, now);
     match format {
-        Format::Text => print!("{}", explain::render_text(&decision)),
+        Format::Text => {
+            print!("{}", explain::render_text(&decision));
+            println!("\nrules in use: {origin} version {}", rules.stamp());
+        }
         Format::Json => match serde_json::to_string_pretty(&decision) {
-            Ok(j) => println!("{j}"),
+            Ok(j) => {
+                println!("{j}");
+                eprintln!("rules in use: {origin} version {}", rules.stamp());
+            }
             Err(e) => {
                 eprintln!("cannot encode the decision: {e}");
                 return ExitCode::FAILURE;
@@ -176,7 +237,7 @@ pub fn explain(
 
 /// `leadsync test-rules DIR`: runs rule authors' cases; exit 1 when any does not hold.
 pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) -> ExitCode {
-    let rules = match rules_path(config_file, rules).and_then(|p| Rules::load(&p)) {
+    let (rules, origin) = match rules_for(config_file, rules) {
         Ok(r) => r,
         Err(d) => return report(&d),
     };
@@ -197,7 +258,7 @@ pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) 
         }
     }
     println!(
-        "rules {}: {} passed, {} failed",
+        "rules {} ({origin}): {} passed, {} failed",
         rules.stamp(),
         results.len() - failed,
         failed
@@ -211,9 +272,15 @@ pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) 
 
 /// `leadsync setup [--apply]`: the HubSpot properties leadsync writes; without `--apply`, only the plan.
 pub fn setup(config_file: Option<&Path>, apply: bool) -> ExitCode {
-    let (loaded, rules) = match config::load(config_file).and_then(|l| Rules::load(&l.rules_path()).map(|r| (l, r))) {
+    let (loaded, rules) = match loaded(config_file).and_then(|l| {
+        let want = Want::Configured {
+            path: l.rules_path(),
+            how: "rules.path".into(),
+        };
+        defaults::rules(&want).map(|(r, _)| (l, r)).map_err(|d| report(&d))
+    }) {
         Ok(x) => x,
-        Err(d) => return report(&d),
+        Err(c) => return c,
     };
     let hs = &loaded.settings.hubspot;
     let client = match HubSpotAuth::from_settings(hs)
@@ -225,6 +292,7 @@ pub fn setup(config_file: Option<&Path>, apply: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
+            eprintln!("{}", credentials_hint(&loaded));
             return ExitCode::from(BAD_INPUT);
         }
     };
@@ -293,12 +361,77 @@ fn loaded(config_file: Option<&Path>) -> Result<config::Loaded, ExitCode> {
     config::load(config_file).map_err(|d| report(&d))
 }
 
+/// What to do when HubSpot credentials are missing, ending with the command that fixes it.
+fn credentials_hint(loaded: &config::Loaded) -> String {
+    match &loaded.file {
+        None => {
+            let here = std::path::absolute("leadsync.toml").unwrap_or_else(|_| PathBuf::from("leadsync.toml"));
+            format!(
+                "no configuration file (looked for {}): write one with `leadsync init .`, set \
+                 LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN=pat-… (or the OAuth trio), then run `leadsync check`",
+                here.display()
+            )
+        }
+        Some(f) => format!(
+            "set hubspot.private_app_token (or client_id, client_secret and refresh_token) in {} or as \
+             LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN=pat-…, then run `leadsync check`",
+            f.display()
+        ),
+    }
+}
+
+/// What `run` and `backfill` need before they start: HubSpot credentials and the files the
+/// configuration names (never a silent fallback to the embedded defaults).
+fn preflight(loaded: &config::Loaded) -> Result<(), ExitCode> {
+    if let Err(e) = HubSpotAuth::from_settings(&loaded.settings.hubspot) {
+        eprintln!("leadsync: hubspot: {e}");
+        eprintln!("{}", credentials_hint(loaded));
+        return Err(ExitCode::from(BAD_INPUT));
+    }
+    let mut missing = Diagnostics::default();
+    let rules = loaded.rules_path();
+    if !rules.exists() {
+        missing.extend(defaults::missing(&rules, "rules.path", "LEADSYNC__RULES__PATH"));
+    }
+    let mapping = loaded.resolve(&loaded.settings.salesforce.mapping_path);
+    if loaded.settings.salesforce.client_id.is_some() && !mapping.exists() {
+        missing.extend(defaults::missing(
+            &mapping,
+            "salesforce.mapping_path",
+            "LEADSYNC__SALESFORCE__MAPPING_PATH",
+        ));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(report(&missing))
+    }
+}
+
+/// How `run` logs: `--log-format` when given, else the configuration's `[log] format`
+/// (`LEADSYNC__LOG__FORMAT`); INFO by default, raised by each `-v`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    /// Times `-v` was given.
+    pub verbose: u8,
+    /// `--log-format`, when given.
+    pub format: Option<LogFormat>,
+}
+
 /// `leadsync run`: the daemon (webhook server, schedules, inbox workers) until Ctrl-C or SIGTERM.
-pub fn run(config_file: Option<&Path>) -> ExitCode {
+pub fn run(config_file: Option<&Path>, log: LogOptions) -> ExitCode {
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
+    logging::init(
+        Level::Info,
+        log.verbose,
+        log.format.unwrap_or(loaded.settings.log.format),
+    );
+    if let Err(c) = preflight(&loaded) {
+        return c;
+    }
     let result = rt.block_on(async {
         let syncer = crate::daemon::syncer(&loaded).await?;
         crate::daemon::run(&loaded, syncer, crate::daemon::stop_on_signals()).await
@@ -308,6 +441,42 @@ pub fn run(config_file: Option<&Path>) -> ExitCode {
         Err(e) => {
             eprintln!("leadsync: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `leadsync init [DIR]`: a commented `leadsync.toml` and the two shipped mapping files, never
+/// over existing ones, then the next three commands.
+pub fn init(dir: &Path) -> ExitCode {
+    match defaults::write_into(dir) {
+        Ok(written) => {
+            for p in &written {
+                println!("wrote {}", p.display());
+            }
+            let config = if dir == Path::new(".") {
+                String::new()
+            } else {
+                format!(" --config {}", dir.join("leadsync.toml").display())
+            };
+            println!(
+                "\nnext: set the HubSpot credentials (LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN=pat-…, or in the file), then"
+            );
+            for (command, why) in [
+                ("check", "the configuration, the rules and the mapping"),
+                ("setup --apply", "the HubSpot properties leadsync writes"),
+                (
+                    "backfill --dry-run",
+                    "what the first backfill would change, and its cost",
+                ),
+            ] {
+                let line = format!("leadsync {command}{config}");
+                println!("  {line:<64} # {why}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leadsync init: {e}");
+            ExitCode::from(BAD_INPUT)
         }
     }
 }
@@ -338,6 +507,9 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
+    if let Err(c) = preflight(&loaded) {
+        return c;
+    }
     let result = rt.block_on(async {
         let syncer = crate::daemon::syncer(&loaded).await?;
         let now = Utc::now();
@@ -424,10 +596,7 @@ pub fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
         crate::demo::run(opts, stop).await
     });
     match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("leadsync demo: {e:#}");
             ExitCode::FAILURE

@@ -32,6 +32,16 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     /// The HTTP server (webhooks, health, metrics).
     pub server: ServerSettings,
+    /// How `leadsync run` logs.
+    pub log: LogSettings,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (default) or `json`, one object per line for log shippers; `--log-format` wins.
+    pub format: crate::logging::LogFormat,
 }
 
 /// `[rules]`
@@ -231,6 +241,55 @@ impl Loaded {
     }
 }
 
+/// What loading found: the settings (as far as they could be read) and every problem.
+#[derive(Debug)]
+pub struct Report {
+    /// The settings, with every key that had a problem left at its default; `None` when the
+    /// file could not be read or parsed at all.
+    pub loaded: Option<Loaded>,
+    /// Every problem of the file and the environment, located.
+    pub problems: Diagnostics,
+    /// Dotted keys (`rules.path`) whose value was refused.
+    pub refused: Vec<String>,
+    /// Dotted keys set in the environment (`LEADSYNC__RULES__PATH` gives `rules.path`).
+    pub from_env: Vec<String>,
+}
+
+impl Report {
+    /// Nothing read, nothing configured (commands given every file by flags).
+    pub fn empty() -> Report {
+        Report {
+            loaded: None,
+            problems: Diagnostics::default(),
+            refused: Vec::new(),
+            from_env: Vec::new(),
+        }
+    }
+
+    /// True when `key` (dotted) was configured: in a configuration file that was read, or in
+    /// the environment. Only then must a file it names exist.
+    pub fn configured(&self, key: &str) -> bool {
+        self.loaded.as_ref().is_some_and(|l| l.file.is_some()) || self.from_env.iter().any(|k| k == key)
+    }
+
+    /// Settings when there was no problem.
+    pub fn into_result(self) -> Result<Loaded, Diagnostics> {
+        match self.loaded {
+            Some(l) if self.problems.is_empty() => Ok(l),
+            _ => Err(self.problems),
+        }
+    }
+}
+
+/// Keys whose values are secrets: always text, never shown in a message.
+const SECRET_KEYS: [&str; 5] = [
+    "hubspot.client_secret",
+    "hubspot.refresh_token",
+    "hubspot.private_app_token",
+    "salesforce.client_secret",
+    "salesforce.refresh_token",
+];
+
 /// Loads `file` (when given; `leadsync.toml` in the current folder when present otherwise) and
 /// the environment, then checks the result.
 pub fn load(file: Option<&Path>) -> Result<Loaded, Diagnostics> {
@@ -242,17 +301,93 @@ pub fn load_with_env(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Loaded, Diagnostics> {
+    report_with_env(file, env).into_result()
+}
+
+/// Every problem of the file and the environment at once, each located: a key of the file by
+/// its line and column, a variable of the environment by its name.
+pub fn report(file: Option<&Path>) -> Report {
+    report_with_env(file, std::env::vars())
+}
+
+/// Where each key was set.
+#[derive(Default)]
+struct Places {
+    src: Option<SourceText>,
+    /// Dotted key (`hubspot`, `hubspot.burst_per_10s`) → byte offset in the file.
+    offsets: std::collections::BTreeMap<String, usize>,
+    /// Dotted key → the environment variable that set it.
+    env: std::collections::BTreeMap<String, String>,
+}
+
+impl Places {
+    /// A diagnostic about `field` (dotted), placed where it was set.
+    fn diagnostic(&self, origin: &Path, field: &str, message: String) -> Diagnostic {
+        if let Some(var) = self.env.get(field) {
+            return env_problem(var, &format!("{field}: {message}"));
+        }
+        // `hubspot.x` not in the file: point at its section, else at the file.
+        let mut key = field;
+        loop {
+            if let (Some(src), Some(at)) = (&self.src, self.offsets.get(key)) {
+                return src.error(*at..*at, field, message);
+            }
+            match key.rfind('.') {
+                Some(i) => key = &key[..i],
+                None => break,
+            }
+        }
+        Diagnostic {
+            file: origin.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: field.to_string(),
+            message,
+        }
+    }
+}
+
+/// [`report`] with the environment passed in (tests).
+pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Report {
     let default = Path::new("leadsync.toml");
     let path = file.or_else(|| default.exists().then_some(default));
+    let mut places = Places::default();
+    let failed = |problems: Diagnostics| Report {
+        loaded: None,
+        problems,
+        refused: Vec::new(),
+        from_env: Vec::new(),
+    };
     let (mut table, origin) = match path {
         Some(p) => {
-            let src = SourceText::read(p)?;
-            (src.parse_toml::<toml::Table>()?, p.to_path_buf())
+            let src = match SourceText::read(p) {
+                Ok(s) => s,
+                Err(mut d) => {
+                    if !p.exists() {
+                        let looked = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+                        d.0[0].message = format!(
+                            "no such configuration file (looked for {}); `leadsync init DIR` writes one, \
+                             or point at another with --config FILE or LEADSYNC_CONFIG",
+                            looked.display()
+                        );
+                    }
+                    return failed(d);
+                }
+            };
+            let table = match src.parse_toml::<toml::Table>() {
+                Ok(t) => t,
+                Err(d) => return failed(d),
+            };
+            places.offsets = key_offsets(src.text());
+            places.src = Some(src);
+            (table, p.to_path_buf())
         }
         None => (toml::Table::new(), PathBuf::from("(defaults)")),
     };
-    let mut applied = Vec::new();
     let mut problems = Vec::new();
+    // Environment values stay raw until their key's type is known: a secret that looks like a
+    // number is still text.
+    let mut raw_env = Vec::new();
     for (key, value) in env {
         let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -267,36 +402,146 @@ pub fn load_with_env(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match section.as_table_mut() {
             Some(t) => {
-                t.insert(parts[1].clone(), env_value(&value));
-                applied.push(key);
+                t.insert(parts[1].clone(), toml::Value::String(value.clone()));
+                let dotted = format!("{}.{}", parts[0], parts[1]);
+                places.env.insert(dotted.clone(), key);
+                raw_env.push((dotted, value));
             }
             None => problems.push(env_problem(&key, &format!("`{}` is not a section", parts[0]))),
+        }
+    }
+    // Each key on its own, so one refused value hides nothing else.
+    let mut refused = Vec::new();
+    let sections: Vec<String> = table.keys().cloned().collect();
+    for section in sections {
+        let keys: Vec<String> = match table.get(&section) {
+            Some(toml::Value::Table(t)) if !t.is_empty() => t.keys().cloned().collect(),
+            Some(toml::Value::Table(_)) => Vec::new(),
+            _ => vec![String::new()],
+        };
+        if keys.is_empty() {
+            if let Err(m) = accepts(&section, None) {
+                problems.push(places.diagnostic(&origin, &section, m));
+                table.remove(&section);
+            }
+            continue;
+        }
+        for key in keys {
+            let dotted = if key.is_empty() {
+                section.clone()
+            } else {
+                format!("{section}.{key}")
+            };
+            let secret = SECRET_KEYS.contains(&dotted.as_str());
+            let value = if key.is_empty() {
+                table.get(&section).cloned()
+            } else {
+                table.get(&section).and_then(|s| s.get(&key)).cloned()
+            };
+            let Some(value) = value else { continue };
+            let result = if key.is_empty() {
+                accepts(&section, None).and(Err(format!("`{section}` must be a section ([{section}])")))
+            } else if let Some((_, raw)) = raw_env.iter().find(|(k, _)| *k == dotted) {
+                // Text first; a number or a boolean only when the key takes one.
+                match accepts(&section, Some((&key, toml::Value::String(raw.clone())))) {
+                    Ok(()) => Ok(None),
+                    Err(first) => {
+                        let typed = env_value(raw);
+                        match accepts(&section, Some((&key, typed.clone()))) {
+                            Ok(()) => Ok(Some(typed)),
+                            Err(_) => Err(first),
+                        }
+                    }
+                }
+            } else {
+                accepts(&section, Some((&key, value))).map(|()| None)
+            };
+            match result {
+                Ok(Some(typed)) => {
+                    if let Some(t) = table.get_mut(&section).and_then(|s| s.as_table_mut()) {
+                        t.insert(key.clone(), typed);
+                    }
+                }
+                Ok(None) => {}
+                Err(message) => {
+                    let message = if secret {
+                        "must be text in quotes (the value is not shown: it is a secret)".to_string()
+                    } else {
+                        message
+                    };
+                    problems.push(places.diagnostic(&origin, &dotted, message));
+                    refused.push(dotted.clone());
+                    if key.is_empty() {
+                        table.remove(&section);
+                    } else if let Some(t) = table.get_mut(&section).and_then(|s| s.as_table_mut()) {
+                        t.remove(&key);
+                    }
+                }
+            }
         }
     }
     let settings: Settings = match table.try_into() {
         Ok(s) => s,
         Err(e) => {
-            let via = if applied.is_empty() {
-                String::new()
-            } else {
-                format!(" (after applying {})", applied.join(", "))
+            // Every key was accepted on its own; a refusal here is about their combination.
+            problems.push(places.diagnostic(&origin, "", e.message().trim().to_string()));
+            return Report {
+                loaded: None,
+                problems: Diagnostics(problems),
+                refused,
+                from_env: places.env.keys().cloned().collect(),
             };
-            problems.push(Diagnostic {
-                file: origin.clone(),
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: format!("{}{via}", e.message().trim()),
-            });
-            return Err(Diagnostics(problems));
         }
     };
-    let loaded = Loaded {
-        settings,
-        file: path.map(Path::to_path_buf),
+    for d in settings.check(&origin).0 {
+        if refused.contains(&d.field) {
+            continue;
+        }
+        problems.push(places.diagnostic(&origin, &d.field, d.message));
+    }
+    let mut problems = Diagnostics(problems);
+    problems.sort();
+    Report {
+        loaded: Some(Loaded {
+            settings,
+            file: path.map(Path::to_path_buf),
+        }),
+        problems,
+        refused,
+        from_env: places.env.keys().cloned().collect(),
+    }
+}
+
+/// Whether `[section]` alone, or with one `key = value`, deserializes: an unknown section or
+/// key, or a value of the wrong type, is refused with serde's words.
+fn accepts(section: &str, entry: Option<(&str, toml::Value)>) -> Result<(), String> {
+    let mut inner = toml::Table::new();
+    if let Some((k, v)) = entry {
+        inner.insert(k.to_string(), v);
+    }
+    let mut outer = toml::Table::new();
+    outer.insert(section.to_string(), toml::Value::Table(inner));
+    outer
+        .try_into::<Settings>()
+        .map(|_| ())
+        .map_err(|e| e.message().trim().to_string())
+}
+
+/// Byte offsets of each section and key of a TOML text (`hubspot`, `hubspot.burst_per_10s`).
+fn key_offsets(text: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return out;
     };
-    problems.extend(loaded.settings.check(&origin).0);
-    Diagnostics(problems).into_result(loaded)
+    for (k, v) in doc.get_ref() {
+        out.insert(k.get_ref().to_string(), k.span().start);
+        if let toml::de::DeValue::Table(t) = v.get_ref() {
+            for (ik, _) in t {
+                out.insert(format!("{}.{}", k.get_ref(), ik.get_ref()), ik.span().start);
+            }
+        }
+    }
+    out
 }
 
 /// An environment value as TOML when it parses as a scalar (`80`, `true`), else as text.
@@ -317,6 +562,13 @@ fn env_problem(key: &str, message: &str) -> Diagnostic {
         field: key.to_string(),
         message: message.to_string(),
     }
+}
+
+/// Why a cron expression is refused, asked of the parser `leadsync run` schedules with.
+pub fn cron_problem(expr: &str) -> Option<String> {
+    tokio_cron_scheduler::Job::new(expr, |_, _| {})
+        .err()
+        .map(|e| format!("`{expr}` is not a cron expression (sec min hour day month weekday): {e}"))
 }
 
 impl Settings {
@@ -378,7 +630,14 @@ impl Settings {
         }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            bad("store.url", format!("`{url}` is neither sqlite:// nor postgres://"));
+            bad(
+                "store.url",
+                format!(
+                    "`{}` is neither sqlite:// nor postgres://: write sqlite://leadsync.db or \
+                     postgres://user@host/db (here or as LEADSYNC__STORE__URL), then run `leadsync check`",
+                    crate::daemon::redact_url(url)
+                ),
+            );
         }
         if self.server.bind.parse::<SocketAddr>().is_err() {
             bad(
@@ -395,12 +654,8 @@ impl Settings {
             ("schedule.sla", &self.schedule.sla),
             ("schedule.opportunities", &self.schedule.opportunities),
         ] {
-            let n = expr.split_whitespace().count();
-            if !(6..=7).contains(&n) {
-                bad(
-                    field,
-                    format!("`{expr}` has {n} fields; write sec min hour day month weekday"),
-                );
+            if let Some(problem) = cron_problem(expr) {
+                bad(field, problem);
             }
         }
         Diagnostics(d)
@@ -472,5 +727,73 @@ mod tests {
         std::fs::write(&p, "").unwrap();
         let err = load_with_env(Some(&p), env(&[("LEADSYNC__HUBSPOT", "x")])).unwrap_err();
         assert!(err.to_string().contains("LEADSYNC__SECTION__KEY"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_the_file_at_once_each_with_its_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(
+            &p,
+            "[hubspot]\nburst_per_10s = \"fast\"\nburst = 5\nsearch_per_second = 9\n[store]\nurl = \"mysql://x\"\n\
+             [server]\nbind = \"nowhere\"\n[schedule]\nsync = \"99 99 99 * * *\"\n",
+        )
+        .unwrap();
+        let err = load_with_env(Some(&p), env(&[])).unwrap_err();
+        let lines: Vec<usize> = err.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [2, 3, 4, 6, 8, 10], "one per problem, in file order:\n{err}");
+        let text = err.to_string();
+        for want in [
+            "leadsync.toml:2:1: hubspot.burst_per_10s:",
+            "leadsync.toml:3:1: hubspot.burst: unknown field `burst`",
+            "leadsync.toml:4:1: hubspot.search_per_second:",
+            "leadsync.toml:6:1: store.url:",
+            "leadsync.toml:8:1: server.bind:",
+            "leadsync.toml:10:1: schedule.sync: `99 99 99 * * *` is not a cron expression",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+    }
+
+    #[test]
+    fn cron_is_checked_by_the_scheduler_s_own_parser() {
+        assert!(cron_problem("0 */5 * * * *").is_none());
+        assert!(cron_problem("99 99 99 * * *").is_some());
+        assert!(cron_problem("0 61 * * * *").is_some(), "a minute past 59");
+        let d = ScheduleSettings::default();
+        for expr in [&d.sync, &d.rescore, &d.sla, &d.opportunities] {
+            assert_eq!(cron_problem(expr), None, "{expr}");
+        }
+    }
+
+    #[test]
+    fn a_secret_that_looks_like_a_number_is_text_and_never_shown_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(&p, "").unwrap();
+        let l = load_with_env(
+            Some(&p),
+            env(&[
+                ("LEADSYNC__SALESFORCE__CLIENT_SECRET", "8923749823749823749"),
+                ("LEADSYNC__HUBSPOT__BURST_PER_10S", "70"),
+                ("LEADSYNC__HUBSPOT__EVENT_ANALYTICS", "true"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let secret = l.settings.salesforce.client_secret.as_ref().unwrap();
+        assert_eq!(secret.expose_secret(), "8923749823749823749");
+        assert_eq!(l.settings.hubspot.burst_per_10s, 70, "numbers still become numbers");
+        assert!(l.settings.hubspot.event_analytics);
+
+        std::fs::write(&p, "[salesforce]\nclient_secret = 8923749823749823749\n").unwrap();
+        let err = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("leadsync.toml:2:1: salesforce.client_secret:"), "{err}");
+        assert!(!err.contains("8923749823749823749"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_value_that_is_refused_names_its_variable() {
+        let err = load_with_env(None, env(&[("LEADSYNC__HUBSPOT__BURST_PER_10S", "many")])).unwrap_err();
+        assert_eq!(err.0[0].field, "LEADSYNC__HUBSPOT__BURST_PER_10S", "{err}");
     }
 }

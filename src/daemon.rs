@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use crate::config::Loaded;
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
-use crate::lifecycle::Rules;
 use crate::server::{AppState, Application};
 use crate::store::Store;
 use crate::sync::Syncer;
@@ -18,14 +17,22 @@ use crate::sync::promote::Promoter;
 
 /// The store, rules and clients of one configuration.
 pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
-    let rules = Rules::load(&loaded.rules_path()).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let want = crate::defaults::Want::Configured {
+        path: loaded.rules_path(),
+        how: "rules.path".into(),
+    };
+    let (rules, origin) = crate::defaults::rules(&want).map_err(|d| anyhow::anyhow!("{d}"))?;
+    info!(rules = %rules.stamp(), file = %origin, "rules loaded");
     let hs = &loaded.settings.hubspot;
     let auth = HubSpotAuth::from_settings(hs).context("hubspot credentials")?;
     let cfg = HubSpotClientConfig::from_settings(hs).context("hubspot.api_base_url")?;
     let hubspot = HubSpotClient::new(cfg, auth).context("hubspot client")?;
-    let store = Store::connect(&loaded.settings.store.url)
-        .await
-        .with_context(|| format!("store {}", redact_url(&loaded.settings.store.url)))?;
+    let store = Store::connect(&loaded.settings.store.url).await.with_context(|| {
+        format!(
+            "store {}: fix store.url (or LEADSYNC__STORE__URL); `leadsync status` opens the store alone to try it",
+            redact_url(&loaded.settings.store.url)
+        )
+    })?;
     let promoter = Promoter::from_settings(loaded, &store).await?.map(Arc::new);
     if promoter.is_none() {
         warn!("no Salesforce credentials: sales-qualified leads wait in the outbox until they are configured");

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
@@ -213,10 +213,43 @@ pub struct DemoOptions {
     pub store_url: Option<String>,
 }
 
+/// Where the demo's rules and mapping come from: `./mappings/` when both files are there (a
+/// rules author trying an edit), else the copies compiled into the binary, written to a
+/// temporary folder the stack reads them from.
+fn mappings_root() -> anyhow::Result<(PathBuf, crate::defaults::Origin, Option<tempfile::TempDir>)> {
+    let here = Path::new(".");
+    if here.join("mappings/lifecycle.toml").exists() && here.join("mappings/salesforce.toml").exists() {
+        return Ok((
+            here.to_path_buf(),
+            crate::defaults::Origin::File(PathBuf::from("./mappings")),
+            None,
+        ));
+    }
+    let dir = tempfile::tempdir().context("temporary folder for the embedded mappings")?;
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir_all(&mappings).with_context(|| format!("{}", mappings.display()))?;
+    for (name, text) in [
+        ("lifecycle.toml", crate::defaults::LIFECYCLE),
+        ("salesforce.toml", crate::defaults::SALESFORCE),
+    ] {
+        let path = mappings.join(name);
+        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok((dir.path().to_path_buf(), crate::defaults::Origin::Embedded, Some(dir)))
+}
+
 /// `leadsync demo`: the sandbox, a backfill, live form submissions through signed webhooks,
-/// and a report; then the daemon serves until `stop` (unless `once`).
-pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<String> {
+/// and a report, told on stdout as it happens; then the daemon serves until `stop` (unless
+/// `once`). Logs go to stderr; stdout is the story alone.
+pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let say = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    };
     let started = Instant::now();
+    let (root, origin, _mappings_dir) = mappings_root()?;
     let sandbox = SandboxConfig {
         seed: opts.seed,
         contacts: opts.contacts,
@@ -224,42 +257,51 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         now: Utc::now(),
         ..SandboxConfig::default()
     };
+    say(&format!(
+        "leadsync demo: a fake HubSpot portal of {} synthetic contacts (seed {}) and a fake Salesforce org, on this machine; no account, no network",
+        opts.contacts, opts.seed
+    ));
     let mut stack = Stack::start(StackOptions {
         sandbox,
         store_url: opts.store_url.clone(),
+        root,
         ..StackOptions::default()
     })
     .await?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "leadsync demo · sandbox portal of {} contacts (seed {}) · HubSpot {} · Salesforce {} · webhooks on http://{}",
-        opts.contacts,
-        opts.seed,
+    say(&format!(
+        "rules: {origin} · version {} · Salesforce mapping: {origin}",
+        stack.syncer.rules.stamp()
+    ));
+    say(&format!(
+        "HubSpot {} · Salesforce {} · leadsync listens for webhooks on http://{}",
         stack.sandbox.hubspot_base_url(),
         stack.sandbox.salesforce_login_url(),
         stack.addr
-    );
-    println!("{out}");
+    ));
 
     // 1. The properties leadsync writes, then a backfill of the portal.
+    say("\n1. setup: creating the HubSpot properties leadsync writes (leadsync setup --apply)");
     crate::daemon::ensure_setup(&stack.syncer, true).await?;
+    say(
+        "2. backfill: reading every contact with its activity, deciding its stage, writing back, promoting the sales-qualified to Salesforce",
+    );
     let t = Instant::now();
+    let progress = crate::sync::backfill::Progress::new();
+    let hs = stack.syncer.hubspot.clone();
     let (report, _) = stack
         .syncer
-        .backfill(&BackfillOptions::default(), Utc::now(), |_, _| {})
+        .backfill(&BackfillOptions::default(), Utc::now(), |r, cp| {
+            progress.update(r, cp, hs.stats().total())
+        })
         .await?;
-    let mut section = String::new();
-    let _ = writeln!(
-        section,
-        "backfill: {} contacts read and evaluated in {:.1} s; {} written to HubSpot; {} promoted to Salesforce",
+    progress.finish();
+    say(&format!(
+        "   {} contacts read and evaluated in {:.1} s; {} written to HubSpot; {} promoted to Salesforce",
         report.pulled,
         t.elapsed().as_secs_f64(),
         report.written,
         report.promoted
-    );
-    println!("{section}");
-    out.push_str(&section);
+    ));
 
     // 2. Live form submissions: demo requests from leads, through signed webhooks.
     stack.start_workers();
@@ -273,7 +315,13 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         })
         .take(3)
         .collect();
+    say(&format!(
+        "3. live: {} lead(s) fill in \"Request a demo\" in HubSpot; HubSpot sends signed webhooks; leadsync re-decides and promotes",
+        leads.len()
+    ));
     let t = Instant::now();
+    let deliveries_before = stack.sandbox.webhook_deliveries().len();
+    let opportunities_before = ours(&stack).len();
     let mut submitted = Vec::new();
     for lead in &leads {
         if stack
@@ -284,37 +332,51 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
             submitted.push(lead.contact_id.clone());
         }
     }
+    // The sandbox sends its webhooks from spawned tasks: wait for them to start, else the
+    // stack looks settled before the first delivery exists.
+    while !submitted.is_empty()
+        && stack.sandbox.webhook_deliveries().len() == deliveries_before
+        && t.elapsed() < StdDuration::from_secs(10)
+    {
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
     stack.settle(StdDuration::from_secs(30)).await?;
-    let mut section = String::new();
-    let _ = writeln!(
-        section,
-        "\nlive: {} demo request(s) submitted in HubSpot → webhook → SQL → Salesforce in {:.2} s",
+    say(&format!(
+        "   {} demo request(s): HubSpot → webhook → SQL → Salesforce in {:.2} s; {} new opportunit(ies) in Salesforce",
         submitted.len(),
-        t.elapsed().as_secs_f64()
-    );
-    out.push_str(&section);
+        t.elapsed().as_secs_f64(),
+        ours(&stack).len().saturating_sub(opportunities_before)
+    ));
 
     // 3. The report.
-    out.push_str(&report_text(&stack, &submitted).await?);
-    let _ = writeln!(out, "\ndemo ran in {:.1} s", started.elapsed().as_secs_f64());
+    say(&report_text(&stack, &submitted).await?);
+    say(&format!("demo ran in {:.1} s", started.elapsed().as_secs_f64()));
     if !opts.once {
-        println!("{}", &out[out.find("\nlive:").unwrap_or(0)..]);
-        println!(
-            "serving webhooks on http://{} until Ctrl-C (leadsync status works against the store)",
+        say(&format!(
+            "\nserving webhooks on http://{} until Ctrl-C (leadsync status works against the store)",
             stack.addr
-        );
+        ));
         let _ = stop.wait_for(|s| *s).await;
-        stack.shutdown().await?;
-        return Ok(String::new());
     }
     stack.shutdown().await?;
-    Ok(out[out.find("\nlive:").unwrap_or(0)..].to_string())
+    Ok(())
+}
+
+/// The opportunities leadsync created in the sandbox's Salesforce.
+fn ours(stack: &Stack) -> Vec<serde_json::Value> {
+    let mut opps = stack.sandbox.salesforce_records("Opportunity");
+    opps.retain(|o| o["LeadSync_Key__c"].is_string());
+    opps
 }
 
 async fn report_text(stack: &Stack, live: &[HubSpotId]) -> anyhow::Result<String> {
     let mut out = String::new();
     let store = &stack.syncer.store;
-    let _ = writeln!(out, "\nfunnel\n{}", crate::report::funnel(store).await?);
+    let _ = writeln!(
+        out,
+        "\nfunnel: contacts per stage, by status\n{}",
+        crate::report::funnel(store).await?
+    );
 
     // A few decisions, explained.
     let rows = store.contact_page(None, 100_000).await?;
@@ -357,8 +419,7 @@ async fn report_text(stack: &Stack, live: &[HubSpotId]) -> anyhow::Result<String
         .iter()
         .filter_map(|u| Some((u["Id"].as_str()?.to_string(), u["Name"].as_str()?.to_string())))
         .collect();
-    let opps = stack.sandbox.salesforce_records("Opportunity");
-    let ours: Vec<_> = opps.iter().filter(|o| o["LeadSync_Key__c"].is_string()).collect();
+    let ours = ours(stack);
     let _ = writeln!(
         out,
         "\nSalesforce: {} opportunities created by leadsync ({} accounts, {} contacts in the org)",

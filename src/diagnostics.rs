@@ -58,10 +58,15 @@ impl Diagnostics {
         if self.0.is_empty() {
             Ok(value)
         } else {
-            self.0
-                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            self.sort();
             Err(self)
         }
+    }
+
+    /// Sorts the problems by file, line and column (stable: equal positions keep their order).
+    pub fn sort(&mut self) {
+        self.0
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     }
 }
 

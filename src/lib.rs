@@ -8,6 +8,8 @@
 //!   `evaluate(rules, snapshot, now) -> Decision`, explanations, rule authors' test cases.
 //! - [`config`]: `leadsync.toml` layered with `LEADSYNC__SECTION__KEY` environment variables.
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
+//! - [`defaults`]: the shipped rules and mapping compiled in, and the choice between them and files.
+//! - [`logging`]: logs on stderr, text or JSON, other crates only from `warn` up.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
@@ -32,11 +34,13 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod defaults;
 pub mod demo;
 pub mod diagnostics;
 pub mod hubspot;
 pub mod jitter;
 pub mod lifecycle;
+pub mod logging;
 pub mod report;
 pub mod salesforce;
 pub mod sandbox;

@@ -4,28 +4,53 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use leadsync::cli::{self, Format};
+use leadsync::cli::{self, Format, LogOptions};
+use leadsync::logging::{self, Level, LogFormat};
 
 /// Keeps HubSpot and Salesforce aligned by one lead lifecycle.
 #[derive(Parser)]
-#[command(name = "leadsync", version, about)]
+#[command(name = "leadsync", version, about, after_help = EXAMPLES)]
 struct Args {
     /// Configuration file (default: ./leadsync.toml when present).
     #[arg(long, global = true, env = "LEADSYNC_CONFIG")]
     config: Option<PathBuf>,
+    /// More logs on stderr: -v for leadsync's progress, -vv for debugging (RUST_LOG wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log lines as text or as JSON, one object per line (also LEADSYNC__LOG__FORMAT).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  leadsync demo --once                 the whole product against the built-in sandbox, no account needed
+  leadsync init myconfig               a commented leadsync.toml and the shipped mappings, to edit
+  leadsync check --config myconfig/leadsync.toml
+  leadsync setup --apply               create the HubSpot properties leadsync writes
+  leadsync backfill --dry-run          what the first backfill would change, and its cost
+  leadsync run                         the daemon
+  leadsync explain --snapshot examples/snapshots/mql-webinar.json
+
+Each command's own examples: leadsync help COMMAND";
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate the configuration, the rules and the Salesforce mapping (exit 2 on any problem).
+    #[command(
+        after_help = "Examples:\n  leadsync check                               ./leadsync.toml, or the embedded defaults when there is none\n  leadsync check --config /etc/leadsync/leadsync.toml\n  leadsync check --online                      also compare the mapping with the Salesforce org"
+    )]
     Check {
         /// Also compare the Salesforce mapping with the org (fields, types, picklists).
         #[arg(long)]
         online: bool,
     },
     /// Show the decision for one contact snapshot, and why.
+    #[command(
+        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json"
+    )]
     Explain {
         /// Snapshot JSON file (see docs/snapshots.md).
         #[arg(long)]
@@ -41,14 +66,23 @@ enum Command {
         format: Format,
     },
     /// Create the HubSpot properties leadsync writes (a dry run without --apply).
+    #[command(
+        after_help = "Examples:\n  leadsync setup              print the plan\n  leadsync setup --apply      create the missing group and properties"
+    )]
     Setup {
         /// Create them; without it, only print the plan.
         #[arg(long)]
         apply: bool,
     },
     /// The daemon: webhook server, schedules and inbox workers, until Ctrl-C or SIGTERM.
+    #[command(
+        after_help = "Examples:\n  leadsync run\n  leadsync run --config /etc/leadsync/leadsync.toml --log-format json\n  LEADSYNC__LOG__FORMAT=json leadsync run"
+    )]
     Run,
     /// Bring every contact in (resumable), or re-score from the store after a rules change.
+    #[command(
+        after_help = "Examples:\n  leadsync backfill --dry-run              what would change, and what it would cost\n  leadsync backfill --since 2026-01-01\n  leadsync backfill --rescore              after a rules change, from the store alone"
+    )]
     Backfill {
         /// Only contacts modified since this time (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
@@ -64,8 +98,12 @@ enum Command {
         rescore: bool,
     },
     /// The funnel, the outbox, dead letters and the review list.
+    #[command(after_help = "Examples:\n  leadsync status\n  leadsync status --config /etc/leadsync/leadsync.toml")]
     Status,
     /// The whole product against the built-in sandbox: backfill, live webhooks, the funnel.
+    #[command(
+        after_help = "Examples:\n  leadsync demo --once                      tell the story and exit\n  leadsync demo --contacts 2000 --seed 7\n  leadsync demo --store postgres://localhost/test --once\n  leadsync -v demo --once                   with leadsync's logs on stderr"
+    )]
     Demo {
         /// Contacts in the synthetic portal.
         #[arg(long, default_value_t = 500)]
@@ -81,6 +119,9 @@ enum Command {
         store: Option<String>,
     },
     /// The fake HubSpot and Salesforce alone, on loopback, until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run`"
+    )]
     Sandbox {
         /// Contacts in the synthetic portal.
         #[arg(long, default_value_t = 500)]
@@ -93,6 +134,9 @@ enum Command {
         webhook_url: Option<String>,
     },
     /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
+    #[command(
+        after_help = "Examples:\n  leadsync test-rules tests/rules\n  leadsync test-rules my-cases --rules my-rules.toml"
+    )]
     TestRules {
         /// Folder of case files.
         dir: PathBuf,
@@ -100,15 +144,34 @@ enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// Write a commented leadsync.toml and the shipped mapping files into DIR (never over existing files).
+    #[command(
+        after_help = "Examples:\n  leadsync init                 into the current folder\n  leadsync init /etc/leadsync\n  then: leadsync check, leadsync setup --apply, leadsync backfill --dry-run"
+    )]
+    Init {
+        /// Folder to write into (created when missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
     let config = args.config.as_deref();
+    let log = LogOptions {
+        verbose: args.verbose,
+        format: args.log_format,
+    };
+    // `run` starts its logs once its configuration (`[log] format`) is read; the stories
+    // (`demo`, `check`, …) log only warnings unless -v; the jobs an operator watches, INFO.
+    let level = match args.command {
+        Command::Run => None,
+        Command::Backfill { .. } | Command::Setup { .. } | Command::Status => Some(Level::Info),
+        _ => Some(Level::Warn),
+    };
+    if let Some(level) = level {
+        logging::init(level, log.verbose, log.format.unwrap_or_else(logging::format_from_env));
+    }
     match args.command {
         Command::Check { online } => cli::check(config, online),
         Command::Explain {
@@ -119,7 +182,8 @@ fn main() -> ExitCode {
         } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),
-        Command::Run => cli::run(config),
+        Command::Run => cli::run(config, log),
+        Command::Init { dir } => cli::init(&dir),
         Command::Backfill {
             since,
             limit,

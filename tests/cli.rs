@@ -97,3 +97,287 @@ fn the_annotated_example_configuration_is_valid() {
     let out = run_bin(&["check", "--config", "leadsync.example.toml"], &repo());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A line a `tracing` formatter wrote: a timestamp then a level, or a JSON object.
+fn is_log_line(line: &str) -> bool {
+    let l = line.trim_start();
+    let mut words = l.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let second = words.next().unwrap_or("");
+    let level = |w: &str| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&w);
+    (first.len() >= 20 && first.as_bytes()[..4].iter().all(u8::is_ascii_digit) && level(second))
+        || l.starts_with("{\"timestamp\"")
+        || l.contains('\u{1b}')
+}
+
+fn demo_from_an_empty_folder(extra: &[&str]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [&["demo", "--once", "--contacts", "120"][..], extra].concat();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(&args)
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_demo_runs_from_an_empty_folder_on_the_embedded_defaults_and_stdout_is_the_story_alone() {
+    let (stdout, stderr) = demo_from_an_empty_folder(&[]);
+    assert!(
+        stdout.contains("rules: embedded default · version 2026.11.1 ("),
+        "{stdout}"
+    );
+    assert!(stdout.contains("funnel: contacts per stage"), "{stdout}");
+    let reached: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Salesforce: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Salesforce line:\n{stdout}"));
+    assert!(reached > 0, "leads reached Salesforce:\n{stdout}");
+    assert!(stdout.contains("owner "), "the records with their owners:\n{stdout}");
+    // The live part waits for the webhooks it caused: each demo request reaches Salesforce.
+    let live = stdout
+        .lines()
+        .find(|l| l.contains("demo request(s): HubSpot → webhook"))
+        .unwrap_or_else(|| panic!("no live line:\n{stdout}"));
+    let requests: u32 = live.split_whitespace().next().unwrap().parse().unwrap();
+    let new_opportunities: u32 = live
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{live}"));
+    assert!(requests > 0 && new_opportunities == requests, "{live}");
+    let logs: Vec<&str> = stdout.lines().filter(|l| is_log_line(l)).collect();
+    assert!(logs.is_empty(), "log lines on stdout: {logs:#?}");
+    assert!(
+        !stderr.contains(" INFO "),
+        "logs on stderr only from warn up without -v:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_demo_with_v_logs_leadsync_s_info_on_stderr_without_colours_or_third_party_noise() {
+    let (stdout, stderr) = demo_from_an_empty_folder(&["-v"]);
+    assert!(stdout.lines().all(|l| !is_log_line(l)), "{stdout}");
+    assert!(stderr.contains(" INFO leadsync"), "-v shows leadsync's INFO:\n{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes when stderr is not a terminal"
+    );
+    assert!(
+        !stderr.contains("tokio_cron_scheduler") && !stderr.contains("sqlx"),
+        "third-party INFO stays filtered:\n{stderr}"
+    );
+}
+
+#[test]
+fn init_writes_a_configuration_that_check_passes_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_bin(&["init", "here"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for next in ["leadsync check", "leadsync setup", "leadsync backfill --dry-run"] {
+        assert!(stdout.contains(next), "{next}\n{stdout}");
+    }
+    let out = run_bin(&["check", "--config", "here/leadsync.toml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("rules: ok — here/mappings/lifecycle.toml"),
+        "the written files, not the embedded ones:\n{stdout}"
+    );
+
+    std::fs::write(dir.path().join("here/mappings/lifecycle.toml"), "# edited").unwrap();
+    let out = run_bin(&["init", "here"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exist"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("here/mappings/lifecycle.toml")).unwrap(),
+        "# edited"
+    );
+}
+
+#[test]
+fn explain_and_check_work_from_an_empty_folder_on_the_embedded_rules_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = repo().join("examples/snapshots/mql-webinar.json");
+    let out = run_bin(
+        &[
+            "explain",
+            "--snapshot",
+            snap.to_str().unwrap(),
+            "--at",
+            "2026-11-24T09:00:00Z",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("MQL because fit 80 ≥ 40"), "{stdout}");
+    assert!(
+        stdout.contains("rules in use: embedded default version 2026.11.1"),
+        "{stdout}"
+    );
+
+    let out = run_bin(&["check"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rules: ok — embedded default"), "{stdout}");
+}
+
+#[test]
+fn a_configured_rules_file_that_is_missing_is_an_error_that_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("leadsync.toml"), "[rules]\npath = \"nowhere.toml\"\n").unwrap();
+    let snap = repo().join("examples/snapshots/mql-webinar.json");
+    let out = run_bin(&["explain", "--snapshot", snap.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "no fallback to the embedded rules");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nowhere.toml") && err.contains("--rules FILE") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_of_the_configuration_and_of_the_rules_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(repo().join("mappings/lifecycle.toml"))
+        .unwrap()
+        .replacen("id = \"sal\"", "id = \"prospect\"", 1);
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    std::fs::create_dir(dir.path().join("mappings")).unwrap();
+    std::fs::copy(
+        repo().join("mappings/salesforce.toml"),
+        dir.path().join("mappings/salesforce.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[rules]\npath = \"rules.toml\"\n[hubspot]\nburst_per_10s = \"fast\"\n[server]\nbind = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = run_bin(&["check"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leadsync.toml:4:1: hubspot.burst_per_10s:"), "{err}");
+    assert!(err.contains("leadsync.toml:6:1: server.bind:"), "{err}");
+    assert!(
+        err.contains("rules.toml:") && err.contains("unknown stage `prospect`"),
+        "the configured rules, despite the configuration's errors:\n{err}"
+    );
+    assert!(err.contains("3 problem(s) found"), "{err}");
+}
+
+#[test]
+fn a_numeric_secret_in_the_environment_is_text_and_no_message_shows_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", "8923749823749823749")
+        .env("LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN", "12345678901234")
+        .env("LEADSYNC__SERVER__BIND", "nowhere")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("LEADSYNC__SERVER__BIND"), "the one real problem:\n{all}");
+    assert!(
+        all.contains("1 problem(s) found"),
+        "the secrets are accepted as text:\n{all}"
+    );
+    assert!(
+        !all.contains("8923749823749823749") && !all.contains("12345678901234"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn leadsync_run_writes_json_log_lines_that_parse() {
+    let app = crate::support::TestApp::start(60).await;
+    let sb = &app.stack.sandbox;
+    let c = sb.config();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = crate::support::repo_root();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("LEADSYNC__LOG__FORMAT", "json")
+        .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
+        .env(
+            "LEADSYNC__SALESFORCE__MAPPING_PATH",
+            root.join("mappings/salesforce.toml"),
+        )
+        .env("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url())
+        .env("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url())
+        .env("LEADSYNC__HUBSPOT__CLIENT_ID", &c.hubspot_client_id)
+        .env("LEADSYNC__HUBSPOT__CLIENT_SECRET", &c.hubspot_client_secret)
+        .env("LEADSYNC__HUBSPOT__REFRESH_TOKEN", &c.hubspot_refresh_token)
+        .env("LEADSYNC__SALESFORCE__LOGIN_URL", sb.salesforce_login_url())
+        .env("LEADSYNC__SALESFORCE__CLIENT_ID", &c.salesforce_client_id)
+        .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
+        .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
+        .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "LEADSYNC__STORE__URL",
+            format!("sqlite://{}", dir.path().join("run.db").display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let mut up = false;
+    for _ in 0..200 {
+        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "leadsync run became ready");
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("stopped within 20 s")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |m: &str| {
+        lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"].as_str().is_some_and(|s| s.contains(m)))
+    };
+    assert!(said("listening for HubSpot webhooks"), "{stderr}");
+    assert!(said("stop requested"), "{stderr}");
+}
