@@ -53,6 +53,11 @@ async fn a_backfill_reads_every_form_once_and_each_submission_becomes_one_event(
 
         let portal = app.stack.sandbox.portal();
         assert_eq!(calls(&app, "forms.list"), 1, "{backend}: the forms are listed once");
+        assert_eq!(
+            calls(&app, "events.list") + calls(&app, "email_events.list"),
+            0,
+            "{backend}: without the event APIs configured, the counters serve"
+        );
         // Each form's submissions read once, 50 a page (the API's largest): the minimum.
         let mut per_form = vec![0u64; portal.forms.len()];
         for i in 0..portal.contacts {
@@ -233,5 +238,68 @@ async fn a_hundred_new_submissions_cost_a_cycle_the_forms_list_and_a_page_per_fi
     eprintln!("forms for 100 new submissions in one cycle: {spent} calls ({forms} forms)");
     // The list, one page per form, and one more page per 50 new submissions of a form.
     assert!(spent <= 1 + forms + 2, "{spent}");
+    app.stack.shutdown().await.unwrap();
+}
+
+fn events_of(ledger: &[leadsync::lifecycle::Event], kind: EventKind) -> Vec<&leadsync::lifecycle::Event> {
+    ledger.iter().filter(|e| e.kind == kind).collect()
+}
+
+// README: "On a portal with the event analytics and email events APIs, page views and email
+// opens and clicks are read event by event, per contact, only where the counter rose."
+#[tokio::test]
+async fn with_the_event_apis_page_views_and_email_events_are_read_event_by_event_where_the_counters_rose() {
+    let app = TestApp::start(120).await;
+    let s = app
+        .stack
+        .syncer
+        .clone()
+        .with_sources(leadsync::sync::behaviour::BehaviourSources {
+            event_analytics: true,
+            email_events: true,
+        });
+    app.stack.sandbox.reset_calls();
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let portal = app.stack.sandbox.portal();
+    let viewed = (0..portal.contacts).filter(|i| portal.activity(*i).views > 0).count() as u64;
+    assert!(viewed > 0);
+    assert!(
+        calls(&app, "events.list") >= viewed,
+        "one read (at least) per contact with page views: {:?}",
+        app.stack.sandbox.calls()
+    );
+    assert!(calls(&app, "email_events.list") > 0);
+
+    // Each contact's page views are the API's events, one per counted view, none from the counter.
+    let i = (0..portal.contacts)
+        .find(|i| {
+            let a = portal.activity(*i);
+            a.views > 0 && a.views < 20 && a.opens > 0 && portal.contact(*i).properties.contains_key("email")
+        })
+        .expect("a contact with a few views and opens");
+    let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+    let ledger = s.store.events(&[id(&cid)]).await.unwrap().remove(&id(&cid)).unwrap();
+    let views = events_of(&ledger, EventKind::PageView);
+    assert_eq!(views.len() as u64, portal.activity(i).views, "{views:?}");
+    assert!(views.iter().all(|e| e.id.starts_with("hs-event-")), "{views:?}");
+    let opens = events_of(&ledger, EventKind::EmailOpen);
+    assert_eq!(opens.len() as u64, portal.activity(i).opens);
+    assert!(opens.iter().all(|e| e.id.starts_with("hs-email-event-")), "{opens:?}");
+
+    // A cycle: only the contact who behaved is read, and only its new events are added.
+    app.stack.sandbox.advance(Duration::minutes(1));
+    assert!(app.stack.sandbox.touch(&cid, 2));
+    app.stack.sandbox.reset_calls();
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    assert_eq!(calls(&app, "events.list"), 1, "{:?}", app.stack.sandbox.calls());
+    assert_eq!(calls(&app, "email_events.list"), 1, "{:?}", app.stack.sandbox.calls());
+    let ledger = s.store.events(&[id(&cid)]).await.unwrap().remove(&id(&cid)).unwrap();
+    assert_eq!(
+        events_of(&ledger, EventKind::PageView).len(),
+        views.len() + 2,
+        "two new page views, the old ones once"
+    );
     app.stack.shutdown().await.unwrap();
 }
