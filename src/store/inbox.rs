@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::write::INTAKE_WAIT;
-use super::write::PATIENT_WAIT;
+use super::write::{INTAKE_WAIT, PATIENT_WAIT};
+
+/// The longest an intake write may take once it has its connection.
+const INTAKE_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
 use super::{Store, StoreError, from_ms, ms};
 
 /// Rows per INSERT statement (5 parameters each, far below both databases' limits).
@@ -62,7 +64,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<u64>, StoreError> {
         let mut conn = self.write_conn(INTAKE_WAIT).await?;
-        let result = async {
+        let write = async {
             let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
             let mut new = Vec::with_capacity(deliveries.len());
             for events in deliveries {
@@ -70,8 +72,13 @@ impl Store {
             }
             tx.commit().await?;
             Ok::<_, StoreError>(new)
-        }
-        .await;
+        };
+        // A connection taken just before the database went away can hang on its first
+        // statement: the delivery is answered 503 in seconds, not held past its request timeout.
+        let result = match tokio::time::timeout(INTAKE_WRITE, write).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(INTAKE_WRITE)),
+        };
         match &result {
             Ok(_) => self.health.succeeded(),
             Err(e) => {
@@ -282,10 +289,12 @@ async fn write_batch(store: &Store, batch: Vec<Pending>) {
 }
 
 async fn prune_inbox(store: &Store) {
-    match store.inbox_prune(Utc::now() - store.inbox_retention()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(rows = n, "pruned processed inbox rows past the retention"),
-        Err(e) => tracing::warn!(error = %e, "could not prune the inbox; tried again in an hour"),
+    let pruned = tokio::time::timeout(PATIENT_WAIT, store.inbox_prune(Utc::now() - store.inbox_retention())).await;
+    match pruned {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(rows = n, "pruned processed inbox rows past the retention"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not prune the inbox; tried again in an hour"),
+        Err(_) => tracing::warn!("pruning the inbox timed out; tried again in an hour"),
     }
 }
 
@@ -300,19 +309,24 @@ impl InboxWriter {
     /// retention, at start and every [`PRUNE_EVERY`].
     pub fn spawn(store: Store) -> InboxWriter {
         let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
+        // Pruning runs beside the writer, never in its way: a prune stuck on a database that
+        // went away must not hold deliveries past their request timeout.
+        let pruner = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut prune = tokio::time::interval(PRUNE_EVERY);
+                prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    prune.tick().await;
+                    prune_inbox(&store).await;
+                }
+            })
+        };
         tokio::spawn(async move {
-            let mut prune = tokio::time::interval(PRUNE_EVERY);
-            prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let first = tokio::select! {
-                    first = rx.recv() => match first {
-                        Some(first) => first,
-                        None => break,
-                    },
-                    _ = prune.tick() => {
-                        prune_inbox(&store).await;
-                        continue;
-                    }
+                let Some(first) = rx.recv().await else {
+                    pruner.abort();
+                    break;
                 };
                 let mut n = first.events.len();
                 let mut batch = vec![first];
