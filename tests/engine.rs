@@ -1032,8 +1032,9 @@ fn a_meeting_the_contact_booked_takes_an_identified_contact_straight_to_sql() {
 
 #[test]
 fn a_contact_who_opted_out_of_all_email_is_opted_out_and_never_an_automatic_mql() {
+    type Case<'a> = (&'a str, C, Option<Stage>, Status, Option<&'a str>);
     #[rustfmt::skip]
-    let cases: Vec<(&str, C, Option<Stage>, Status, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("unsubscribed from all, engaged",  icp().prop("hs_email_optout", "true").engaged_35(),                  Some(Stage::Lead), Status::OptedOut, Some("hs_email_optout")),
         ("hard-bounced, engaged",           icp().prop("hs_email_hard_bounce_reason_enum", "MAILBOX_DOES_NOT_EXIST").engaged_35(), Some(Stage::Lead), Status::OptedOut, Some("hard-bounced")),
         ("email only, unsubscribed",        contact().prop("hs_email_optout", "true"),                           Some(Stage::Subscriber), Status::OptedOut, Some("unsubscribed_from_all_email")),

@@ -149,11 +149,12 @@ fn event_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D
     d.deserialize_str(Time)
 }
 
-/// RFC 3339, or `YYYY-MM-DD` read as midnight UTC (what `--at` accepts).
+/// An ISO 8601 / RFC 3339 time (read as leniently as before: chrono's own parser), or
+/// `YYYY-MM-DD` read as midnight UTC (what `--at` accepts).
 pub fn parse_time_or_date(v: &str) -> Option<DateTime<Utc>> {
     let v = v.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Some(t.with_timezone(&Utc));
+    if let Ok(t) = v.parse::<DateTime<Utc>>() {
+        return Some(t);
     }
     chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
         .ok()
@@ -295,6 +296,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.events[0].at, "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        // what was accepted before still is (a one-digit hour, as in examples/snapshots/fan.json)
+        let s: Snapshot = serde_json::from_str(
+            r#"{"contact_id": "1", "events": [{"id": "e", "kind": "page_view", "at": "2026-11-01T8:00:00Z"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.events[0].at, "2026-11-01T08:00:00Z".parse::<DateTime<Utc>>().unwrap());
         let err = serde_json::from_str::<Snapshot>(
             r#"{"contact_id": "1", "events": [{"id": "e", "kind": "page_view", "at": "01/11/2026"}]}"#,
         )
