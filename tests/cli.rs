@@ -381,3 +381,21 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
     assert!(said("listening for HubSpot webhooks"), "{stderr}");
     assert!(said("stop requested"), "{stderr}");
 }
+
+// README: "Every subcommand's `--help` ends with examples."
+#[test]
+fn every_subcommand_s_help_ends_with_examples() {
+    for sub in [
+        "demo", "run", "backfill", "status", "check", "explain", "setup", "test-rules", "sandbox", "init",
+    ] {
+        let out = run_bin(&[sub, "--help"], &repo());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{sub}: {help}");
+        let examples = help.lines().position(|l| l.trim_start().to_lowercase().starts_with("examples"));
+        assert!(examples.is_some(), "{sub} --help has no examples:\n{help}");
+        assert!(
+            help.lines().skip(examples.unwrap() + 1).any(|l| l.contains("leadsync ")),
+            "{sub}: the examples are commands:\n{help}"
+        );
+    }
+}
