@@ -154,9 +154,60 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
             "note: `leadsync run` and `backfill` read files, not the embedded defaults: `leadsync init DIR` writes them with a configuration"
         );
     }
+    if online && let Some((r, _)) = &rules {
+        check_enumerations(&loaded, r);
+    }
     match (online, mapping) {
         (true, Some((mapping, origin))) => check_online(&loaded, &mapping, &origin.to_string()),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Warns about rules values the portal's enumeration properties do not offer (one call: the
+/// contact property definitions). A warning, not a failure: the portal may add the option later.
+fn check_enumerations(loaded: &config::Loaded, rules: &Rules) {
+    let hs = &loaded.settings.hubspot;
+    let client = HubSpotAuth::from_settings(hs)
+        .map_err(|e| e.to_string())
+        .and_then(|auth| {
+            let cfg = HubSpotClientConfig::from_settings(hs).map_err(|e| e.to_string())?;
+            HubSpotClient::new(cfg, auth).map_err(|e| e.to_string())
+        });
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hubspot: rules values not compared with the portal: {e}");
+            return;
+        }
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let definitions =
+        match rt.block_on(client.property_definitions("contacts", crate::hubspot::limiter::Priority::RealTime)) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("hubspot: rules values not compared with the portal: {e}");
+                return;
+            }
+        };
+    let options: std::collections::HashMap<String, Vec<String>> = definitions
+        .into_iter()
+        .filter(|d| d.kind == "enumeration" && !d.options.is_empty())
+        .map(|d| {
+            let values = d.options.into_iter().flat_map(|o| [o.value, o.label]).collect();
+            (d.name, values)
+        })
+        .collect();
+    let warnings = rules.enumeration_warnings(&options);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if warnings.is_empty() {
+        println!("rules: every listed value is an option of its HubSpot property");
+    } else {
+        eprintln!("{} rules value(s) the portal's properties do not offer", warnings.len());
     }
 }
 

@@ -386,16 +386,98 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
 #[test]
 fn every_subcommand_s_help_ends_with_examples() {
     for sub in [
-        "demo", "run", "backfill", "status", "check", "explain", "setup", "test-rules", "sandbox", "init",
+        "demo",
+        "run",
+        "backfill",
+        "status",
+        "check",
+        "explain",
+        "setup",
+        "test-rules",
+        "sandbox",
+        "init",
     ] {
         let out = run_bin(&[sub, "--help"], &repo());
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub}: {help}");
-        let examples = help.lines().position(|l| l.trim_start().to_lowercase().starts_with("examples"));
+        let examples = help
+            .lines()
+            .position(|l| l.trim_start().to_lowercase().starts_with("examples"));
         assert!(examples.is_some(), "{sub} --help has no examples:\n{help}");
         assert!(
-            help.lines().skip(examples.unwrap() + 1).any(|l| l.contains("leadsync ")),
+            help.lines()
+                .skip(examples.unwrap() + 1)
+                .any(|l| l.contains("leadsync ")),
             "{sub}: the examples are commands:\n{help}"
         );
     }
+}
+
+// README: "`check --online` warns when a rules list names a value the portal's enumeration
+// property does not offer (by value or label), with the rules file's line."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_warns_about_a_rules_value_the_portal_property_does_not_offer() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hubspot = MockServer::start().await;
+    let option = |v: &str, l: &str| serde_json::json!({"value": v, "label": l, "displayOrder": 0, "hidden": false});
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/properties/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"results": [
+            {"name": "industry", "label": "Industry", "type": "enumeration", "fieldType": "select", "groupName": "contactinformation",
+             "options": [option("COMPUTER_SOFTWARE", "Computer Software"), option("INFORMATION_TECHNOLOGY_AND_SERVICES", "Information Technology and Services"),
+                         option("INTERNET", "Internet"), option("FINANCIAL_SERVICES", "Financial Services"),
+                         option("MARKETING_AND_ADVERTISING", "Marketing and Advertising"),
+                         option("SOFTWARE_AS_A_SERVICE", "SaaS"), option("software", "Software (other)")]}
+        ]})))
+        .expect(1)
+        .mount(&hubspot)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(repo().join("mappings/lifecycle.toml"))
+        .unwrap()
+        .replacen(
+            r#""FINANCIAL_SERVICES","#,
+            r#""FINANCIAL_SERVICES", "COMPUTR_SOFTWARE","#,
+            1,
+        );
+    assert!(
+        rules.contains("COMPUTR_SOFTWARE"),
+        "the shipped list names FINANCIAL_SERVICES"
+    );
+    std::fs::write(dir.path().join("lifecycle.toml"), &rules).unwrap();
+    std::fs::copy(
+        repo().join("mappings/salesforce.toml"),
+        dir.path().join("salesforce.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        format!(
+            "[rules]\npath = \"lifecycle.toml\"\n[salesforce]\nmapping_path = \"salesforce.toml\"\n[hubspot]\napi_base_url = \"{}\"\nprivate_app_token = \"pat-test\"\n",
+            hubspot.uri()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("leadsync.toml");
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        run_bin(&["check", "--online", "--config", config.to_str().unwrap()], &cwd)
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The warning points at the list the value is written in.
+    let line = rules.lines().position(|l| l.starts_with("target_industries")).unwrap() + 1;
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("COMPUTR_SOFTWARE"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(warning.contains(&format!("lifecycle.toml:{line}:")), "{warning}");
+    assert!(warning.contains("industry"), "{warning}");
+    assert_eq!(
+        stderr.matches("is not an option").count(),
+        1,
+        "the other values match by value (case folded) or by label: {stderr}"
+    );
 }
