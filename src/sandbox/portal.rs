@@ -671,6 +671,9 @@ impl Portal {
             "meetings" => {
                 let o = ["COMPLETED", "SCHEDULED", "NO_SHOW"][((h >> 12) % 3) as usize];
                 p.insert("hs_meeting_outcome".into(), o.into());
+                // A meeting the contact booked on a scheduling page, or one a rep logged.
+                let source = if inbound { "MEETINGS_PUBLIC" } else { "CRM_UI" };
+                p.insert("hs_meeting_source".into(), source.into());
             }
             "notes" => {
                 p.insert("hs_note_body".into(), "Discussed needs and timing".into());
