@@ -93,6 +93,82 @@ fn test_rules_passes_the_shipped_cases_and_fails_a_wrong_expectation() {
 }
 
 #[test]
+fn status_on_a_missing_sqlite_store_says_what_to_run_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[store]\nurl = \"sqlite://gone.db\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["status", "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gone.db does not exist"), "{err}");
+    assert!(
+        err.contains("leadsync run --init-store") && err.contains("leadsync backfill"),
+        "{err}"
+    );
+    assert!(!dir.path().join("gone.db").exists(), "status created the store");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["leadsync.toml"], "nothing but the configuration: {left:?}");
+
+    // With no configuration at all, the default ./leadsync.db is not created either.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("status")
+        .current_dir(empty.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!empty.path().join("leadsync.db").exists());
+
+    // Once the store exists, status reads it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gone.db").display());
+    rt.block_on(async { leadsync::store::Store::create_or_open(&url).await.unwrap() });
+    let out = run_bin(&["status", "--config", "leadsync.toml"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn run_without_init_store_refuses_a_missing_store_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env("LEADSYNC__RULES__PATH", repo().join("mappings/lifecycle.toml"))
+        .env("LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN", "pat-na1-test")
+        .env("LEADSYNC__SERVER__BIND", "127.0.0.1:0")
+        .env("LEADSYNC__STORE__URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("store sqlite://{}", db.display())),
+        "names the store: {err}"
+    );
+    assert!(err.contains("--init-store"), "names the flag: {err}");
+    assert!(!db.exists(), "run created the store without --init-store");
+}
+
+#[test]
 fn the_annotated_example_configuration_is_valid() {
     let out = run_bin(&["check", "--config", "leadsync.example.toml"], &repo());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -317,7 +393,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .port();
     let root = crate::support::repo_root();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .arg("run")
+        .args(["run", "--init-store"])
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .env("LEADSYNC__LOG__FORMAT", "json")
