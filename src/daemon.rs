@@ -200,3 +200,33 @@ pub fn stop_on_signals() -> watch::Receiver<bool> {
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn loaded(url: String, retention_days: u32) -> Loaded {
+        let mut settings = Settings::default();
+        settings.store.url = url;
+        settings.store.inbox_retention_days = retention_days;
+        Loaded { settings, file: None }
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_the_configured_inbox_retention_and_must_exist_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let l = loaded(format!("sqlite://{}", db.display()), 30);
+        let e = store(&l, StoreOpening::MustExist).await.unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Missing { .. })),
+            "{e:#}"
+        );
+        assert!(!db.exists());
+        let created = store(&l, StoreOpening::CreateIfMissing).await.unwrap();
+        assert_eq!(created.inbox_retention(), chrono::Duration::days(30));
+        let reopened = store(&l, StoreOpening::MustExist).await.unwrap();
+        assert_eq!(reopened.inbox_retention(), chrono::Duration::days(30));
+    }
+}

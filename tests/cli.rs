@@ -169,6 +169,27 @@ fn run_without_init_store_refuses_a_missing_store_and_creates_nothing() {
 }
 
 #[test]
+fn check_reports_a_server_limit_out_of_range_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[server]\nbind = \"127.0.0.1:8080\"\nmax_connections = 0\n",
+    )
+    .unwrap();
+    let out = run_bin(&["check", "--config", "leadsync.toml"], dir.path());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("leadsync.toml:3:1: server.max_connections: 0 is out of range"),
+        "{all}"
+    );
+}
+
+#[test]
 fn the_annotated_example_configuration_is_valid() {
     let out = run_bin(&["check", "--config", "leadsync.example.toml"], &repo());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -397,6 +418,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .env("LEADSYNC__LOG__FORMAT", "json")
+        .env("LEADSYNC__SERVER__HEADER_TIMEOUT_SECS", "1")
         .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
         .env(
             "LEADSYNC__SALESFORCE__MAPPING_PATH",
@@ -431,6 +453,19 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(up, "leadsync run became ready");
+    // server.header_timeout_secs reaches the listener: a connection that sends nothing is
+    // closed after 1 s, not the default 10.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection is closed after the configured header timeout: {closed:?}"
+    );
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
