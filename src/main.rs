@@ -125,7 +125,7 @@ enum Command {
     },
     /// The fake HubSpot and Salesforce alone, on loopback, until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run`"
+        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run --init-store`"
     )]
     Sandbox {
         /// Contacts in the synthetic portal.
