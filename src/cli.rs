@@ -469,8 +469,37 @@ pub struct LogOptions {
     pub format: Option<LogFormat>,
 }
 
+/// What to run when the configured store does not exist, for the command that refused it;
+/// `None` when `e` is another failure.
+fn missing_store_hint(e: &anyhow::Error, command: &str) -> Option<String> {
+    match e.downcast_ref::<crate::store::StoreError>()? {
+        crate::store::StoreError::Missing { .. } => Some(format!(
+            "`leadsync {command}` never creates a store. A first start: `leadsync run --init-store` \
+             creates it and starts the daemon, or `leadsync backfill` creates it and brings the \
+             portal in. Otherwise the store was moved or deleted: restore it, or point store.url \
+             (LEADSYNC__STORE__URL) at it."
+        )),
+        _ => None,
+    }
+}
+
+/// The exit code and message of a command's failure: bad input (2) with what to run when the
+/// store is missing, else 1.
+fn failed(e: &anyhow::Error, command: &str) -> ExitCode {
+    eprintln!("leadsync: {e:#}");
+    match missing_store_hint(e, command) {
+        Some(hint) => {
+            eprintln!("{hint}");
+            ExitCode::from(BAD_INPUT)
+        }
+        None => ExitCode::FAILURE,
+    }
+}
+
 /// `leadsync run`: the daemon (webhook server, schedules, inbox workers) until Ctrl-C or SIGTERM.
-pub fn run(config_file: Option<&Path>, log: LogOptions) -> ExitCode {
+/// The store must exist unless `init_store` (a first start): a deleted SQLite file or an empty
+/// database is refused rather than silently replaced by an empty store.
+pub fn run(config_file: Option<&Path>, log: LogOptions, init_store: bool) -> ExitCode {
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
@@ -483,16 +512,18 @@ pub fn run(config_file: Option<&Path>, log: LogOptions) -> ExitCode {
     if let Err(c) = preflight(&loaded) {
         return c;
     }
+    let opening = if init_store {
+        crate::daemon::StoreOpening::CreateIfMissing
+    } else {
+        crate::daemon::StoreOpening::MustExist
+    };
     let result = rt.block_on(async {
-        let syncer = crate::daemon::syncer(&loaded).await?;
+        let syncer = crate::daemon::syncer_opening(&loaded, opening).await?;
         crate::daemon::run(&loaded, syncer, crate::daemon::stop_on_signals()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("leadsync: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(&e, "run"),
     }
 }
 
@@ -562,7 +593,8 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
         return c;
     }
     let result = rt.block_on(async {
-        let syncer = crate::daemon::syncer(&loaded).await?;
+        // A backfill is how a new portal comes in: it creates the store on its first run.
+        let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
         let now = Utc::now();
         if args.rescore {
             let r = syncer.rescore(now, args.dry_run).await?;
@@ -616,23 +648,21 @@ fn print_report(r: &crate::sync::SyncReport, dry_run: bool) {
     }
 }
 
-/// `leadsync status`: the funnel, the outbox, dead letters and the review list.
+/// `leadsync status`: the funnel, the outbox, dead letters and the review list. Reads an
+/// existing store only: run in the wrong folder it creates nothing, and says what would.
 pub fn status(config_file: Option<&Path>) -> ExitCode {
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
     let result = rt.block_on(async {
-        let store = crate::store::Store::connect(&loaded.settings.store.url).await?;
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
         print!("{}", crate::report::status(&store).await?);
         Ok::<_, anyhow::Error>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("leadsync: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(&e, "status"),
     }
 }
 

@@ -159,13 +159,24 @@ impl Default for SalesforceSettings {
 pub struct StoreSettings {
     /// `sqlite://FILE` (default `sqlite://leadsync.db`) or `postgres://…`.
     pub url: String,
+    /// Days processed webhook events are kept in the inbox before they are pruned (HubSpot
+    /// redelivers for up to a day). Default 7; 1 to 3650.
+    pub inbox_retention_days: u32,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: "sqlite://leadsync.db".into(),
+            inbox_retention_days: crate::store::DEFAULT_INBOX_RETENTION_DAYS,
         }
+    }
+}
+
+impl StoreSettings {
+    /// How long processed inbox rows are kept.
+    pub fn inbox_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.inbox_retention_days))
     }
 }
 
@@ -205,14 +216,37 @@ pub struct ServerSettings {
     pub public_base_url: Option<String>,
     /// Largest webhook body accepted, in bytes. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Seconds a connection has to send a request's headers (idle keep-alive connections
+    /// included) before it is closed. Default 10; 1 to 300.
+    pub header_timeout_secs: u64,
+    /// Seconds a request has to be read and answered, else 408 (HubSpot gives up after 5).
+    /// Default 10; 1 to 300.
+    pub request_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's backlog. Default 512; 1 to 65536.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
+        let limits = crate::server::ServerLimits::default();
         Self {
             bind: "127.0.0.1:8080".into(),
             public_base_url: None,
             max_body_bytes: 1024 * 1024,
+            header_timeout_secs: limits.header_read_timeout.as_secs(),
+            request_timeout_secs: limits.request_timeout.as_secs(),
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The webhook server's limits these settings name.
+    pub fn limits(&self) -> crate::server::ServerLimits {
+        crate::server::ServerLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -648,6 +682,29 @@ impl Settings {
         if self.server.max_body_bytes < 1024 {
             bad("server.max_body_bytes", "must be at least 1024".into());
         }
+        for (field, secs) in [
+            ("server.header_timeout_secs", self.server.header_timeout_secs),
+            ("server.request_timeout_secs", self.server.request_timeout_secs),
+        ] {
+            if !(1..=300).contains(&secs) {
+                bad(field, format!("{secs} is out of range 1..=300 (seconds)"));
+            }
+        }
+        if !(1..=65_536).contains(&self.server.max_connections) {
+            bad(
+                "server.max_connections",
+                format!("{} is out of range 1..=65536", self.server.max_connections),
+            );
+        }
+        if !(1..=3650).contains(&self.store.inbox_retention_days) {
+            bad(
+                "store.inbox_retention_days",
+                format!(
+                    "{} is out of range 1..=3650 (HubSpot redelivers for a day: keep at least that)",
+                    self.store.inbox_retention_days
+                ),
+            );
+        }
         for (field, expr) in [
             ("schedule.sync", &self.schedule.sync),
             ("schedule.rescore", &self.schedule.rescore),
@@ -789,6 +846,52 @@ mod tests {
         let err = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
         assert!(err.contains("leadsync.toml:2:1: salesforce.client_secret:"), "{err}");
         assert!(!err.contains("8923749823749823749"), "{err}");
+    }
+
+    #[test]
+    fn server_limits_and_inbox_retention_default_and_are_range_checked_where_they_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(&p, "").unwrap();
+        let l = load_with_env(Some(&p), env(&[])).unwrap();
+        let limits = l.settings.server.limits();
+        assert_eq!(limits.header_read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(limits.request_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(limits.max_connections, 512);
+        assert_eq!(l.settings.store.inbox_retention(), chrono::Duration::days(7));
+
+        std::fs::write(
+            &p,
+            "[store]\ninbox_retention_days = 30\n[server]\nheader_timeout_secs = 3\n\
+             request_timeout_secs = 4\nmax_connections = 64\n",
+        )
+        .unwrap();
+        let l = load_with_env(Some(&p), env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        let limits = l.settings.server.limits();
+        assert_eq!(limits.header_read_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(limits.request_timeout, std::time::Duration::from_secs(4));
+        assert_eq!(limits.max_connections, 64);
+        assert_eq!(l.settings.store.inbox_retention(), chrono::Duration::days(30));
+
+        std::fs::write(
+            &p,
+            "[store]\ninbox_retention_days = 0\n[server]\nbind = \"127.0.0.1:8080\"\n\
+             max_connections = 0\nrequest_timeout_secs = 0\n",
+        )
+        .unwrap();
+        let err = load_with_env(Some(&p), env(&[])).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "leadsync.toml:2:1: store.inbox_retention_days: 0 is out of range",
+            "leadsync.toml:5:1: server.max_connections: 0 is out of range 1..=65536",
+            "leadsync.toml:6:1: server.request_timeout_secs: 0 is out of range 1..=300",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        assert_eq!(err.len(), 3, "{err}");
+
+        let err = load_with_env(None, env(&[("LEADSYNC__SERVER__HEADER_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert_eq!(err.0[0].field, "LEADSYNC__SERVER__HEADER_TIMEOUT_SECS", "{err}");
     }
 
     #[test]

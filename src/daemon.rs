@@ -11,12 +11,50 @@ use crate::config::Loaded;
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use crate::server::{AppState, Application};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::sync::Syncer;
 use crate::sync::promote::Promoter;
 
-/// The store, rules and clients of one configuration.
+/// How a command opens the configured store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOpening {
+    /// Create the SQLite file and the schema when missing: `backfill` (how a new portal comes
+    /// in), `demo`, `run --init-store`.
+    CreateIfMissing,
+    /// The store must exist already: `run` without `--init-store`, `status`. A deleted file or
+    /// an empty database is refused instead of starting an empty store.
+    MustExist,
+}
+
+/// The configured store, with the configuration's inbox retention.
+pub async fn store(loaded: &Loaded, opening: StoreOpening) -> anyhow::Result<Store> {
+    let settings = &loaded.settings.store;
+    let opened = match opening {
+        StoreOpening::CreateIfMissing => Store::create_or_open(&settings.url).await,
+        StoreOpening::MustExist => Store::open_existing(&settings.url).await,
+    };
+    let store = match opened {
+        Ok(s) => s,
+        // Already names the store and what is missing; the command says what to run.
+        Err(e @ StoreError::Missing { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "store {}: fix store.url (or LEADSYNC__STORE__URL); `leadsync status` opens the store alone to try it",
+                redact_url(&settings.url)
+            )));
+        }
+    };
+    Ok(store.with_inbox_retention(settings.inbox_retention()))
+}
+
+/// The store, rules and clients of one configuration, the store created when missing (see
+/// [`syncer_opening`]).
 pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
+    syncer_opening(loaded, StoreOpening::CreateIfMissing).await
+}
+
+/// The store, rules and clients of one configuration, the store opened as `opening` says.
+pub async fn syncer_opening(loaded: &Loaded, opening: StoreOpening) -> anyhow::Result<Syncer> {
     let want = crate::defaults::Want::Configured {
         path: loaded.rules_path(),
         how: "rules.path".into(),
@@ -27,12 +65,7 @@ pub async fn syncer(loaded: &Loaded) -> anyhow::Result<Syncer> {
     let auth = HubSpotAuth::from_settings(hs).context("hubspot credentials")?;
     let cfg = HubSpotClientConfig::from_settings(hs).context("hubspot.api_base_url")?;
     let hubspot = HubSpotClient::new(cfg, auth).context("hubspot client")?;
-    let store = Store::connect(&loaded.settings.store.url).await.with_context(|| {
-        format!(
-            "store {}: fix store.url (or LEADSYNC__STORE__URL); `leadsync status` opens the store alone to try it",
-            redact_url(&loaded.settings.store.url)
-        )
-    })?;
+    let store = store(loaded, opening).await?;
     let promoter = Promoter::from_settings(loaded, &store).await?.map(Arc::new);
     if promoter.is_none() {
         warn!("no Salesforce credentials: sales-qualified leads wait in the outbox until they are configured");
@@ -136,7 +169,8 @@ pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -
     let server = &loaded.settings.server;
     let app = Application::build(state, &server.bind, server.max_body_bytes)
         .await
-        .with_context(|| format!("server.bind {}", server.bind))?;
+        .with_context(|| format!("server.bind {}", server.bind))?
+        .with_limits(server.limits());
     info!(addr = %app.local_addr(), "listening for HubSpot webhooks");
     let mut server_stop = stop.clone();
     let serving = tokio::spawn(app.run_until_stopped(async move {
@@ -165,4 +199,34 @@ pub fn stop_on_signals() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn loaded(url: String, retention_days: u32) -> Loaded {
+        let mut settings = Settings::default();
+        settings.store.url = url;
+        settings.store.inbox_retention_days = retention_days;
+        Loaded { settings, file: None }
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_the_configured_inbox_retention_and_must_exist_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let l = loaded(format!("sqlite://{}", db.display()), 30);
+        let e = store(&l, StoreOpening::MustExist).await.unwrap_err();
+        assert!(
+            matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Missing { .. })),
+            "{e:#}"
+        );
+        assert!(!db.exists());
+        let created = store(&l, StoreOpening::CreateIfMissing).await.unwrap();
+        assert_eq!(created.inbox_retention(), chrono::Duration::days(30));
+        let reopened = store(&l, StoreOpening::MustExist).await.unwrap();
+        assert_eq!(reopened.inbox_retention(), chrono::Duration::days(30));
+    }
 }

@@ -105,10 +105,11 @@ impl Stack {
         settings.server.bind = addr.to_string();
         let loaded = Loaded { settings, file: None };
 
-        let syncer = crate::daemon::syncer(&loaded).await?;
+        let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
         let wake = Arc::new(Notify::new());
         let state = crate::daemon::app_state(&loaded, &syncer, wake.clone());
-        let app = Application::on(state, listener, loaded.settings.server.max_body_bytes);
+        let app = Application::on(state, listener, loaded.settings.server.max_body_bytes)
+            .with_limits(loaded.settings.server.limits());
         let (stop, stopped) = watch::channel(false);
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(app.run_until_stopped(async move {

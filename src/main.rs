@@ -31,7 +31,7 @@ Examples:
   leadsync check --config myconfig/leadsync.toml
   leadsync setup --apply               create the HubSpot properties leadsync writes
   leadsync backfill --dry-run          what the first backfill would change, and its cost
-  leadsync run                         the daemon
+  leadsync run --init-store            the daemon (--init-store on its first start only)
   leadsync explain --snapshot examples/snapshots/mql-webinar.json
 
 Each command's own examples: leadsync help COMMAND";
@@ -76,9 +76,14 @@ enum Command {
     },
     /// The daemon: webhook server, schedules and inbox workers, until Ctrl-C or SIGTERM.
     #[command(
-        after_help = "Examples:\n  leadsync run\n  leadsync run --config /etc/leadsync/leadsync.toml --log-format json\n  LEADSYNC__LOG__FORMAT=json leadsync run"
+        after_help = "Examples:\n  leadsync run --init-store                   the first start: creates the store\n  leadsync run\n  leadsync run --config /etc/leadsync/leadsync.toml --log-format json\n  LEADSYNC__LOG__FORMAT=json leadsync run"
     )]
-    Run,
+    Run {
+        /// Create the store when it does not exist yet (a first start); without it a missing
+        /// SQLite file or an empty database is refused.
+        #[arg(long)]
+        init_store: bool,
+    },
     /// Bring every contact in (resumable), or re-score from the store after a rules change.
     #[command(
         after_help = "Examples:\n  leadsync backfill --dry-run              what would change, and what it would cost\n  leadsync backfill --since 2026-01-01\n  leadsync backfill --rescore              after a rules change, from the store alone"
@@ -120,7 +125,7 @@ enum Command {
     },
     /// The fake HubSpot and Salesforce alone, on loopback, until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run`"
+        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run --init-store`"
     )]
     Sandbox {
         /// Contacts in the synthetic portal.
@@ -165,7 +170,7 @@ fn main() -> ExitCode {
     // `run` starts its logs once its configuration (`[log] format`) is read; the stories
     // (`demo`, `check`, …) log only warnings unless -v; the jobs an operator watches, INFO.
     let level = match args.command {
-        Command::Run => None,
+        Command::Run { .. } => None,
         Command::Backfill { .. } | Command::Setup { .. } | Command::Status => Some(Level::Info),
         _ => Some(Level::Warn),
     };
@@ -182,7 +187,7 @@ fn main() -> ExitCode {
         } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),
-        Command::Run => cli::run(config, log),
+        Command::Run { init_store } => cli::run(config, log, init_store),
         Command::Init { dir } => cli::init(&dir),
         Command::Backfill {
             since,

@@ -93,6 +93,103 @@ fn test_rules_passes_the_shipped_cases_and_fails_a_wrong_expectation() {
 }
 
 #[test]
+fn status_on_a_missing_sqlite_store_says_what_to_run_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[store]\nurl = \"sqlite://gone.db\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["status", "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gone.db does not exist"), "{err}");
+    assert!(
+        err.contains("leadsync run --init-store") && err.contains("leadsync backfill"),
+        "{err}"
+    );
+    assert!(!dir.path().join("gone.db").exists(), "status created the store");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["leadsync.toml"], "nothing but the configuration: {left:?}");
+
+    // With no configuration at all, the default ./leadsync.db is not created either.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("status")
+        .current_dir(empty.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!empty.path().join("leadsync.db").exists());
+
+    // Once the store exists, status reads it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gone.db").display());
+    rt.block_on(async { leadsync::store::Store::create_or_open(&url).await.unwrap() });
+    let out = run_bin(&["status", "--config", "leadsync.toml"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn run_without_init_store_refuses_a_missing_store_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env("LEADSYNC__RULES__PATH", repo().join("mappings/lifecycle.toml"))
+        .env("LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN", "pat-na1-test")
+        .env("LEADSYNC__SERVER__BIND", "127.0.0.1:0")
+        .env("LEADSYNC__STORE__URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("store sqlite://{}", db.display())),
+        "names the store: {err}"
+    );
+    assert!(err.contains("--init-store"), "names the flag: {err}");
+    assert!(!db.exists(), "run created the store without --init-store");
+}
+
+#[test]
+fn check_reports_a_server_limit_out_of_range_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[server]\nbind = \"127.0.0.1:8080\"\nmax_connections = 0\n",
+    )
+    .unwrap();
+    let out = run_bin(&["check", "--config", "leadsync.toml"], dir.path());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("leadsync.toml:3:1: server.max_connections: 0 is out of range"),
+        "{all}"
+    );
+}
+
+#[test]
 fn the_annotated_example_configuration_is_valid() {
     let out = run_bin(&["check", "--config", "leadsync.example.toml"], &repo());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -317,10 +414,11 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .port();
     let root = crate::support::repo_root();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .arg("run")
+        .args(["run", "--init-store"])
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .env("LEADSYNC__LOG__FORMAT", "json")
+        .env("LEADSYNC__SERVER__HEADER_TIMEOUT_SECS", "1")
         .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
         .env(
             "LEADSYNC__SALESFORCE__MAPPING_PATH",
@@ -355,6 +453,19 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(up, "leadsync run became ready");
+    // server.header_timeout_secs reaches the listener: a connection that sends nothing is
+    // closed after 1 s, not the default 10.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut idle, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection is closed after the configured header timeout: {closed:?}"
+    );
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -407,7 +407,7 @@ async fn leadsync_run_becomes_ready_and_stops_cleanly_on_sigterm() {
         .port();
     let root = crate::support::repo_root();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .arg("run")
+        .args(["run", "--init-store"])
         .current_dir(dir.path())
         .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
         .env(
