@@ -281,6 +281,9 @@ pub struct SalesforceRoutingSources {
     pub employees: SalesforceSource,
     /// Industry.
     pub industry: SalesforceSource,
+    /// The contact's HubSpot owner id (`contact.hubspot_owner_id`); `None` when
+    /// `routing.hubspot_owner = false`.
+    pub hubspot_owner: Option<SalesforceSource>,
 }
 
 /// The compiled mapping file.

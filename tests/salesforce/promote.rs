@@ -232,6 +232,7 @@ fn lead(id: u64, email: &str, company: Option<(&str, &str, &str)>) -> PromotionI
             ])
         }),
         cycle: 1,
+        owner_email: None,
     }
 }
 
