@@ -276,7 +276,7 @@ impl Promoter {
                                 now,
                             )
                             .await?;
-                        info!(contact = %contact_id, owner = %owner_id, strategy = ?strategy, "promoted to Salesforce");
+                        info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
                         metrics::counter!("leadsync_promotions_total").increment(1);
                         done.push((*item).clone());
                     }
