@@ -237,8 +237,9 @@ mod tests {
         ]
         .into();
         let mapped = |email: &str| user_for_email(Some(email), &users_by_email);
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str, Strategy);
         #[rustfmt::skip]
-        let cases: [(Option<&str>, Option<&str>, Option<&str>, &str, Strategy); 6] = [
+        let cases: [Case<'_>; 6] = [
             // (account owner, HubSpot owner's email, country) → owner, strategy
             (None, Some("ana.ruiz@acme.test"), Some("FR"), "005ANA", Strategy::HubSpotOwner),
             (None, Some("  Bo.Li@ACME.test "), Some("US"), "005BO", Strategy::HubSpotOwner),

@@ -824,16 +824,12 @@ async fn the_hubspot_owners_salesforce_user_wins_over_the_territory_found_in_the
             (TERRITORY_FR, &territory),
         ]
     );
-    let org = fake.0.lock().unwrap();
-    let opp = |key: &str| {
-        org.records["Opportunity"]
-            .iter()
-            .find(|o| o["LeadSync_Key__c"] == key)
-            .unwrap()["OwnerId"]
-            .clone()
-    };
-    assert_eq!(opp("hs-1-1"), "005ANA");
-    drop(org);
+    let opportunity_owner = fake.0.lock().unwrap().records["Opportunity"]
+        .iter()
+        .find(|o| o["LeadSync_Key__c"] == "hs-1-1")
+        .unwrap()["OwnerId"]
+        .clone();
+    assert_eq!(opportunity_owner, "005ANA");
     let soql = lookup_soql(&server).await;
     let users: Vec<&String> = soql.iter().filter(|q| q.contains("FROM User")).collect();
     assert_eq!(
