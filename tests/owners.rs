@@ -79,6 +79,10 @@ fn owner_reads(app: &TestApp) -> u64 {
 async fn a_lead_goes_to_its_hubspot_owners_salesforce_user_and_owners_are_read_once_an_hour() {
     let app = TestApp::start(80).await;
     let s = &app.stack.syncer;
+    assert!(
+        s.properties.iter().any(|p| p == "hubspot_owner_id"),
+        "every contact read asks for its HubSpot owner, so promotions carry it"
+    );
     s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
         .await
         .unwrap();
