@@ -447,6 +447,7 @@ async fn a_lookup_whose_composite_answer_is_not_done_reads_the_rest_of_its_pages
         account_domains: ("Website".into(), vec![]),
         opportunity_keys: ("LeadSync_Key__c".into(), vec![]),
         freemail: Default::default(),
+        user_emails: vec![],
     };
     let found = client.lookup(&req).await.unwrap();
     let mut emails: Vec<&String> = found.contacts_by_email.keys().collect();

@@ -14,6 +14,8 @@ mod e2e;
 mod engine;
 /// The HubSpot client against wiremock: one test per failure mode, budgets under load.
 mod hubspot;
+/// HubSpot owners on the promotion path against the sandbox: routing by owner, read once an hour.
+mod owners;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.

@@ -1,7 +1,8 @@
 //! What already exists in Salesforce for a batch of leads, found in as few API calls as possible:
 //! contacts by email or leadsync's contact id, accounts by website domain or leadsync's company
-//! id, opportunities by leadsync's key; each object one SOQL query (split only past a size
-//! budget), all of them in one composite call (up to five queries a call).
+//! id, opportunities by leadsync's key, and the active users whose emails are the contacts'
+//! HubSpot owners' (for routing); each object one SOQL query (split only past a size budget),
+//! all of them in one composite call (up to five queries a call).
 
 use std::collections::{HashMap, HashSet};
 
@@ -44,6 +45,8 @@ pub struct SalesforceLookupRequest {
     pub opportunity_keys: (String, Vec<String>),
     /// Domains that never identify a company.
     pub freemail: HashSet<String>,
+    /// Emails of the leads' HubSpot owners: the active Salesforce users who have them are found.
+    pub user_emails: Vec<String>,
 }
 
 /// What the lookup found, indexed for promotion.
@@ -59,6 +62,8 @@ pub struct SalesforceExisting {
     pub accounts_by_domain: HashMap<String, Vec<SalesforceFound>>,
     /// Opportunities by leadsync's key.
     pub opportunities: HashMap<String, SalesforceFound>,
+    /// Active users' ids by lower-cased email.
+    pub users_by_email: HashMap<String, String>,
 }
 
 /// `Website` values an account of `domain` may hold (the field is free text).
@@ -145,11 +150,21 @@ impl SalesforceClient {
             "Opportunity",
             &[(ox, keys.clone())],
         );
+        let user_q: Vec<String> = queries(&["Id", "Email"], "User", &[("Email", req.user_emails.clone())])
+            .into_iter()
+            .map(|q| q.replacen(" WHERE ", " WHERE IsActive = true AND ", 1))
+            .collect();
         let kinds: Vec<u8> = std::iter::repeat_n(0u8, contact_q.len())
             .chain(std::iter::repeat_n(1, account_q.len()))
             .chain(std::iter::repeat_n(2, opp_q.len()))
+            .chain(std::iter::repeat_n(3, user_q.len()))
             .collect();
-        let all: Vec<String> = contact_q.into_iter().chain(account_q).chain(opp_q).collect();
+        let all: Vec<String> = contact_q
+            .into_iter()
+            .chain(account_q)
+            .chain(opp_q)
+            .chain(user_q)
+            .collect();
         let mut found = SalesforceExisting::default();
         if all.is_empty() {
             return Ok(found);
@@ -193,6 +208,11 @@ impl SalesforceClient {
                             if !list.iter().any(|a| a.id == f.id) {
                                 list.push(f);
                             }
+                        }
+                    }
+                    3 => {
+                        if let Some(e) = text(&r, "Email").map(|e| e.trim().to_lowercase()) {
+                            found.users_by_email.insert(e, f.id);
                         }
                     }
                     _ => {

@@ -281,6 +281,9 @@ pub struct SalesforceRoutingSources {
     pub employees: SalesforceSource,
     /// Industry.
     pub industry: SalesforceSource,
+    /// The contact's HubSpot owner id (`contact.hubspot_owner_id`); `None` when
+    /// `routing.hubspot_owner = false`.
+    pub hubspot_owner: Option<SalesforceSource>,
 }
 
 /// The compiled mapping file.
@@ -490,6 +493,27 @@ weight = 0
         assert!(
             err.0.iter().any(|d| d.field == "routing.round_robin[0].weight"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn routing_by_hubspot_owner_is_on_unless_switched_off() {
+        let text = |routing: &str| {
+            format!(
+                "[external_ids]\naccount = \"A__c\"\ncontact = \"C__c\"\nopportunity = \"O__c\"\n\
+                 [opportunity]\nname = \"x\"\nstage = \"Qualification\"\nclose_in_days = 30\n{routing}"
+            )
+        };
+        let load = |t: String| SalesforceMapping::from_source(&SourceText::new("sf.toml", &t)).unwrap();
+        let owner = Some(SalesforceSource::Contact("hubspot_owner_id".into()));
+        assert_eq!(load(text("")).routing.hubspot_owner, owner);
+        assert_eq!(
+            load(text("[routing]\nhubspot_owner = true\n")).routing.hubspot_owner,
+            owner
+        );
+        assert_eq!(
+            load(text("[routing]\nhubspot_owner = false\n")).routing.hubspot_owner,
+            None
         );
     }
 }

@@ -90,6 +90,8 @@ pub struct RawRouting {
     pub country: Option<Spanned<String>>,
     pub employees: Option<Spanned<String>>,
     pub industry: Option<Spanned<String>>,
+    /// Route to the contact's HubSpot owner when they are a Salesforce user (default true).
+    pub hubspot_owner: Option<bool>,
     #[serde(default)]
     pub territories: Vec<Spanned<RawTerritory>>,
     #[serde(default)]
@@ -260,6 +262,10 @@ impl Compiler<'_> {
             country: self.source(r.country.as_ref(), "routing.country", "company.country"),
             employees: self.source(r.employees.as_ref(), "routing.employees", "company.numberofemployees"),
             industry: self.source(r.industry.as_ref(), "routing.industry", "company.industry"),
+            hubspot_owner: r
+                .hubspot_owner
+                .unwrap_or(true)
+                .then(|| SalesforceSource::Contact("hubspot_owner_id".into())),
         };
         let mut territories = Vec::new();
         for (i, t) in r.territories.iter().enumerate() {

@@ -177,6 +177,10 @@ pub(super) fn lookup_request(mapping: &SalesforceMapping, work: &[Work<'_>]) -> 
             open().map(|w| w.key.clone()).collect(),
         ),
         freemail: mapping.freemail.clone(),
+        user_emails: match mapping.routing.hubspot_owner {
+            Some(_) => open().filter_map(|w| w.input.owner_email.clone()).collect(),
+            None => vec![],
+        },
     }
 }
 
@@ -278,7 +282,8 @@ pub(super) fn resolve(
             w.opportunity = Some(o.id.clone());
             w.opportunity_existed = true;
         }
-        // The owner: the account's, else the one already drawn for this new company, else routing.
+        // The owner: the account's, else the one already drawn for this new company, else routing
+        // (the HubSpot owner's Salesforce user, a territory, the round robin).
         let lead = LeadProperties {
             contact: &w.input.contact,
             company: &w.input.company,
@@ -290,6 +295,9 @@ pub(super) fn resolve(
             _ => routing::route(
                 &Lead {
                     account_owner: w.account_owner.as_deref(),
+                    hubspot_owner: mapping.routing.hubspot_owner.as_ref().and_then(|_| {
+                        routing::user_for_email(w.input.owner_email.as_deref(), &existing.users_by_email)
+                    }),
                     country: mapping.routing.country.get(&lead),
                     employees: mapping
                         .routing

@@ -46,6 +46,9 @@ pub struct PromotionInput {
     pub company: BTreeMap<String, String>,
     /// Which SQL cycle this is (a recycled lead that qualifies again gets a new opportunity).
     pub cycle: u32,
+    /// Email of the contact's HubSpot owner (`hubspot_owner_id`), when it has one the owners
+    /// list knows: routing gives the lead to the active Salesforce user with that email.
+    pub owner_email: Option<String>,
 }
 
 /// What happened to one lead.

@@ -1,8 +1,12 @@
 //! Who owns a promoted lead, decided in order (pure): the owner of the account it joins (the
-//! seeds' rule: a known company's lead goes to the rep already working it), then the first
-//! territory rule that matches, then weighted round robin across active users. The round-robin
+//! seeds' rule: a known company's lead goes to the rep already working it), then the contact's
+//! HubSpot owner when their email is an active Salesforce user's (the rep marketing already
+//! assigned keeps the lead), then the first territory rule that matches, then weighted round
+//! robin across active users. The round-robin
 //! position is an input and an output, so the caller stores it and a restart continues the
 //! rotation; a retried promotion reuses the owner it stored, never draws again.
+
+use std::collections::HashMap;
 
 /// A territory rule from the mapping file: every condition written must hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +30,8 @@ pub struct Territory {
 pub struct Lead<'a> {
     /// Owner of the existing account the lead joins.
     pub account_owner: Option<&'a str>,
+    /// The Salesforce user the contact's HubSpot owner is (matched by email, see [`user_for_email`]).
+    pub hubspot_owner: Option<&'a str>,
     /// Company country.
     pub country: Option<&'a str>,
     /// Company size.
@@ -39,10 +45,33 @@ pub struct Lead<'a> {
 pub enum Strategy {
     /// The existing account's owner.
     AccountOwner,
+    /// The contact's HubSpot owner, who is an active Salesforce user with the same email.
+    HubSpotOwner,
     /// A territory rule, by name.
     Territory(String),
     /// The round robin.
     RoundRobin,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AccountOwner => f.write_str("account owner"),
+            Self::HubSpotOwner => f.write_str("hubspot owner"),
+            Self::Territory(name) => write!(f, "territory {name}"),
+            Self::RoundRobin => f.write_str("round robin"),
+        }
+    }
+}
+
+/// The active Salesforce user whose email is `email`, compared ignoring case and surrounding
+/// spaces; `users` is keyed by lower-cased email (what the lookup returns).
+pub fn user_for_email<'a>(email: Option<&str>, users: &'a HashMap<String, String>) -> Option<&'a str> {
+    let email = email?.trim().to_lowercase();
+    if email.is_empty() {
+        return None;
+    }
+    users.get(&email).map(String::as_str)
 }
 
 /// The chosen owner and why.
@@ -67,6 +96,15 @@ pub fn route(
             Assignment {
                 owner: owner.to_string(),
                 strategy: Strategy::AccountOwner,
+            },
+            position,
+        ));
+    }
+    if let Some(owner) = lead.hubspot_owner.filter(|o| !o.is_empty()) {
+        return Some((
+            Assignment {
+                owner: owner.to_string(),
+                strategy: Strategy::HubSpotOwner,
             },
             position,
         ));
@@ -188,6 +226,49 @@ mod tests {
         let (a, next) = route(&small, &t, &users(), 7).unwrap();
         assert_eq!((a.strategy, next), (Strategy::RoundRobin, 8));
         assert!(route(&small, &t, &[], 0).is_none(), "nobody active: wait, do not guess");
+    }
+
+    #[test]
+    fn hubspot_owner_between_account_owner_and_territory() {
+        let t = territories();
+        let users_by_email: HashMap<String, String> = [
+            ("ana.ruiz@acme.test".to_string(), "005ANA".to_string()),
+            ("bo.li@acme.test".to_string(), "005BO".to_string()),
+        ]
+        .into();
+        let mapped = |email: &str| user_for_email(Some(email), &users_by_email);
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str, Strategy);
+        #[rustfmt::skip]
+        let cases: [Case<'_>; 6] = [
+            // (account owner, HubSpot owner's email, country) → owner, strategy
+            (None, Some("ana.ruiz@acme.test"), Some("FR"), "005ANA", Strategy::HubSpotOwner),
+            (None, Some("  Bo.Li@ACME.test "), Some("US"), "005BO", Strategy::HubSpotOwner),
+            (Some("005OWN"), Some("ana.ruiz@acme.test"), Some("FR"), "005OWN", Strategy::AccountOwner),
+            (None, Some("marketing@acme.test"), Some("FR"), "005FR", Strategy::Territory("emea_fr".into())),
+            (None, Some(""), Some("FR"), "005FR", Strategy::Territory("emea_fr".into())),
+            (None, None, Some("US"), "005A", Strategy::RoundRobin),
+        ];
+        for (account_owner, email, country, owner, strategy) in cases {
+            let lead = Lead {
+                account_owner,
+                hubspot_owner: email.and_then(mapped),
+                country,
+                ..Lead::default()
+            };
+            let (a, _) = route(&lead, &t, &users(), 0).unwrap();
+            assert_eq!(
+                (a.owner.as_str(), a.strategy),
+                (owner, strategy),
+                "{account_owner:?} {email:?}"
+            );
+        }
+        // the HubSpot owner does not move the rotation
+        let lead = Lead {
+            hubspot_owner: mapped("bo.li@acme.test"),
+            ..Lead::default()
+        };
+        assert_eq!(route(&lead, &t, &users(), 7).unwrap().1, 7);
+        assert_eq!(user_for_email(None, &users_by_email), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod behaviour;
 pub mod cycle;
 pub mod evaluate;
 pub mod inbox;
+pub mod owners;
 pub mod promote;
 pub mod schedule;
 pub mod writeback;

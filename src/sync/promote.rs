@@ -5,7 +5,7 @@
 //! upserts on external ids: a crash anywhere between the Salesforce call and the HubSpot
 //! write-back makes the next attempt update the same records, never create them again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
 use super::evaluate::{PromotePayload, WritePayload, evaluate_stored};
+use super::owners::OwnersCache;
 use super::{SyncError, Syncer};
 use crate::config::Loaded;
 use crate::hubspot::limiter::Priority;
@@ -51,6 +52,8 @@ pub struct Promoter {
     pub client: Arc<SalesforceClient>,
     /// The compiled mapping file.
     pub mapping: SalesforceMapping,
+    /// HubSpot owners and their emails, for routing to a contact's HubSpot owner.
+    pub owners: OwnersCache,
 }
 
 impl std::fmt::Debug for Promoter {
@@ -79,6 +82,7 @@ fn sources(mapping: &SalesforceMapping) -> Vec<SalesforceSource> {
         .into_iter()
         .cloned(),
     );
+    all.extend(mapping.routing.hubspot_owner.clone());
     all
 }
 
@@ -125,6 +129,7 @@ impl Promoter {
         Ok(Some(Promoter {
             client: Arc::new(client),
             mapping,
+            owners: OwnersCache::default(),
         }))
     }
 
@@ -206,9 +211,11 @@ impl Promoter {
                     company_id: p.company_id,
                     company: p.company,
                     cycle: p.cycle,
+                    owner_email: None,
                 });
                 items.push(item);
             }
+            self.owner_emails(s, &mut inputs, now).await?;
             let mut rr = s.store.counter(ROUND_ROBIN).await?;
             let outcomes = match self
                 .client
@@ -269,7 +276,7 @@ impl Promoter {
                                 now,
                             )
                             .await?;
-                        info!(contact = %contact_id, owner = %owner_id, strategy = ?strategy, "promoted to Salesforce");
+                        info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
                         metrics::counter!("leadsync_promotions_total").increment(1);
                         done.push((*item).clone());
                     }
@@ -291,6 +298,34 @@ impl Promoter {
             promoted += done.len() as u64;
             s.store.done(&done, now).await?;
         }
+    }
+
+    /// Fills each input's HubSpot owner's email from the owners cache (read at most hourly),
+    /// when the mapping routes by HubSpot owner and the contact has one.
+    async fn owner_emails(
+        &self,
+        s: &Syncer,
+        inputs: &mut [PromotionInput],
+        now: DateTime<Utc>,
+    ) -> Result<(), SyncError> {
+        let Some(SalesforceSource::Contact(property)) = &self.mapping.routing.hubspot_owner else {
+            return Ok(());
+        };
+        let owner_of = |i: &PromotionInput| {
+            i.contact
+                .get(property)
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+        };
+        let ids: BTreeSet<String> = inputs.iter().filter_map(owner_of).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let emails = self.owners.emails(&s.hubspot, &ids, now).await?;
+        for input in inputs.iter_mut() {
+            input.owner_email = owner_of(input).and_then(|o| emails.get(&o).cloned());
+        }
+        Ok(())
     }
 
     /// Opportunities of promoted leads changed in Salesforce since the watermark: won makes the

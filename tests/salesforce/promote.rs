@@ -232,6 +232,7 @@ fn lead(id: u64, email: &str, company: Option<(&str, &str, &str)>) -> PromotionI
             ])
         }),
         cycle: 1,
+        owner_email: None,
     }
 }
 
@@ -772,4 +773,76 @@ async fn a_write_applied_whose_answer_is_lost_is_repeated_without_a_duplicate_of
         pairs.dedup();
         assert_eq!(pairs.len(), 10, "{write}: one role per opportunity and contact");
     }
+}
+
+#[tokio::test]
+async fn the_hubspot_owners_salesforce_user_wins_over_the_territory_found_in_the_same_composite_lookup() {
+    let server = MockServer::start().await;
+    let (client, fake) = org(&server).await;
+    {
+        let mut org = fake.0.lock().unwrap();
+        for (id, email) in [("005ANA", "ana.ruiz@acme.test"), ("005BO", "o'brien@acme.test")] {
+            let mut u = Map::new();
+            u.insert("Email".into(), json!(email));
+            u.insert("IsActive".into(), json!(true));
+            let made = org.insert("User", u);
+            // the fake names records itself; keep the user ids readable
+            let users = org.records.get_mut("User").unwrap();
+            let r = users.iter_mut().find(|r| r["Id"] == made.as_str()).unwrap();
+            r.insert("Id".into(), json!(id));
+        }
+    }
+    let french = |id: u64, owner: Option<&str>| {
+        let d = format!("fr{id}.example");
+        let mut l = lead(id, &format!("p@{d}"), Some((&format!("{}", 100 + id), "FrCo", &d)));
+        l.company.insert("country".into(), "France".into());
+        l.owner_email = owner.map(str::to_string);
+        l
+    };
+    let batch = vec![
+        french(1, Some("Ana.Ruiz@ACME.test")),
+        french(2, Some("O'Brien@acme.test")),
+        french(3, Some("marketing@acme.test")),
+        french(4, None),
+    ];
+    let mut rr = 0;
+    let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
+    let owners: Vec<(&str, &Strategy)> = out
+        .iter()
+        .map(|o| {
+            let p = promoted(o);
+            (p.3, p.4)
+        })
+        .collect();
+    let territory = Strategy::Territory("France and Benelux".into());
+    assert_eq!(
+        owners,
+        [
+            ("005ANA", &Strategy::HubSpotOwner),
+            ("005BO", &Strategy::HubSpotOwner),
+            (TERRITORY_FR, &territory),
+            (TERRITORY_FR, &territory),
+        ]
+    );
+    let opportunity_owner = fake.0.lock().unwrap().records["Opportunity"]
+        .iter()
+        .find(|o| o["LeadSync_Key__c"] == "hs-1-1")
+        .unwrap()["OwnerId"]
+        .clone();
+    assert_eq!(opportunity_owner, "005ANA");
+    let soql = lookup_soql(&server).await;
+    let users: Vec<&String> = soql.iter().filter(|q| q.contains("FROM User")).collect();
+    assert_eq!(
+        users,
+        [
+            r"SELECT Id, Email FROM User WHERE IsActive = true AND Email IN ('Ana.Ruiz@ACME.test', 'O\'Brien@acme.test', 'marketing@acme.test')"
+        ],
+        "one User query, escaped"
+    );
+    let composites = api_calls(&server)
+        .await
+        .iter()
+        .filter(|(_, p)| p.ends_with("/composite"))
+        .count();
+    assert_eq!(composites, 1, "the User query rides in the one composite lookup");
 }

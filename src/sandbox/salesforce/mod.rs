@@ -87,6 +87,14 @@ impl SalesforceState {
                 // The ids `mappings/salesforce.toml` names in its territories and round robin.
                 r.insert("Id".into(), json!(format!("005{:012}AAA", n + 1)));
                 r.insert("Name".into(), json!(format!("{first} {last}")));
+                // Most reps have the email they log in to HubSpot with (one written with capitals,
+                // as people type it); the last two have another in Salesforce, so their HubSpot
+                // ownership does not map to a Salesforce user.
+                let email = match n {
+                    0 => email.to_uppercase(),
+                    n if n + 2 >= portal.owners.len() => format!("sf.{email}"),
+                    _ => email.clone(),
+                };
                 r.insert("Email".into(), json!(email));
                 r.insert("Username".into(), json!(email));
                 r.insert("IsActive".into(), json!(true));
