@@ -97,9 +97,7 @@ impl Store {
     /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
     /// checkpoint, all in one transaction: after a crash either all of it is there or none.
     pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
         for e in batch {
             let id = e.contact_id.as_str();
             let link = e.state.salesforce.clone().unwrap_or_default();
@@ -132,7 +130,7 @@ impl Store {
             .bind(json(&e.company))
             .bind(json(&e.state))
             .bind(ms(e.at))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             for ev in &e.new_events {
                 sqlx::query(
@@ -144,7 +142,7 @@ impl Store {
                 .bind(ev.kind.as_str())
                 .bind(ms(ev.at))
                 .bind(json(ev))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
             for t in &e.transitions {
@@ -154,22 +152,19 @@ impl Store {
                     .bind(json(&t.change))
                     .bind(&t.reason)
                     .bind(&e.rules)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             for (kind, key, payload) in &e.outbox {
-                enqueue(&mut *tx, *kind, key, id, payload, e.at).await?;
+                enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
             }
         }
         if let Some((name, value)) = checkpoint {
-            set_cursor(&mut *tx, name, value).await?;
+            set_cursor(&mut **tx, name, value).await?;
         }
-        tx.commit().await?;
-        Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+        Ok(())
+        })
+        .await
     }
 
     /// Stored contacts among `ids`.
@@ -240,9 +235,7 @@ impl Store {
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
     /// ledger, write ledger, pending payloads); only its id and audit of stages remain.
     pub async fn forget(&self, id: &HubSpotId) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for sql in [
                 "UPDATE contacts SET properties = '{}', company = '{}', removed = 'privacy' WHERE contact_id = $1",
                 "DELETE FROM events WHERE contact_id = $1",
@@ -251,39 +244,34 @@ impl Store {
                 "UPDATE outbox SET payload = '{}' WHERE contact_id = $1",
                 "UPDATE inbox SET payload = '{}', processed_at = COALESCE(processed_at, 0) WHERE contact_id = $1",
             ] {
-                sqlx::query(sql).bind(id.as_str()).execute(&mut *tx).await?;
+                sqlx::query(sql).bind(id.as_str()).execute(&mut **tx).await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
     pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             sqlx::query(
             "INSERT INTO events (contact_id, event_id, kind, at, body) SELECT $1, event_id, kind, at, body FROM events \
              WHERE contact_id = $2 ON CONFLICT (contact_id, event_id) DO NOTHING",
         )
         .bind(survivor.as_str())
         .bind(loser.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
             sqlx::query("UPDATE contacts SET removed = 'merged', merged_into = $1 WHERE contact_id = $2")
                 .bind(survivor.as_str())
                 .bind(loser.as_str())
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             // The survivor keeps the furthest stage either had reached (and that contact's history).
             let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
                 .bind(survivor.as_str())
                 .bind(loser.as_str())
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
             let mut parsed: HashMap<String, ContactState> = HashMap::new();
             for r in &states {
@@ -299,15 +287,12 @@ impl Store {
                     .bind(json(l))
                     .bind(l.stage.map(|st| st.as_str()))
                     .bind(survivor.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Every ledger event of these contacts.
@@ -375,9 +360,7 @@ impl Store {
         writes: &[(HubSpotId, BTreeMap<String, String>)],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
         for (id, props) in writes {
             for (k, v) in props {
                 sqlx::query(
@@ -388,45 +371,35 @@ impl Store {
                 .bind(k)
                 .bind(v)
                 .bind(ms(at))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             }
-            fold(&mut tx, id, props).await?;
+            fold(&mut *tx, id, props).await?;
         }
-        tx.commit().await?;
-        Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+        Ok(())
+        })
+        .await
     }
 
     /// Folds values into the stored HubSpot values (opportunity feedback about to be written).
     pub async fn fold_properties(&self, writes: &[(HubSpotId, BTreeMap<String, String>)]) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for (id, props) in writes {
-                fold(&mut tx, id, props).await?;
+                fold(&mut *tx, id, props).await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Records a promotion's Salesforce ids and owner: the contact's link, and no promotion
     /// pending any more.
     pub async fn set_promoted(&self, id: &HubSpotId, link: &SalesforceLink, owner: &str) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
-        lock_row(&mut tx, id).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
+        lock_row(&mut *tx, id).await?;
         let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
             .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
         if let Some(row) = row {
             let mut state: ContactState = serde_json::from_str(&row.get::<String, _>(0))
@@ -443,15 +416,12 @@ impl Store {
             .bind(link.opportunity_id.as_deref())
             .bind(owner)
             .bind(id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+        Ok(())
+        })
+        .await
     }
 
     /// True when leadsync itself wrote `value` to `property` of this contact last.

@@ -134,23 +134,18 @@ impl Store {
     /// Records a failed attempt at these events: they wait until `retry_at`, then are tried
     /// again. Nothing is dropped; `leadsync status` shows what waits and why.
     pub async fn inbox_retry(&self, ids: &[i64], error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for id in ids {
                 sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
                     .bind(error)
                     .bind(ms(retry_at))
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Unprocessed events that failed at least once: how many, and the latest error.
@@ -164,22 +159,17 @@ impl Store {
 
     /// Marks events processed.
     pub async fn inbox_done(&self, ids: &[i64], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for id in ids {
                 sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
                     .bind(ms(now))
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Unprocessed events and the oldest one's receipt time (for `/metrics`).

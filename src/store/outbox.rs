@@ -191,43 +191,33 @@ impl Store {
 
     /// Marks items done, unless they were replaced by newer desired values meanwhile.
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for it in items {
                 sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
                     .bind(ms(now))
                     .bind(it.id)
                     .bind(&it.payload)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Marks items as handed to the remote system (see [`OutboxState::Sending`]).
     pub async fn sending(&self, items: &[OutboxItem]) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             for it in items {
                 sqlx::query("UPDATE outbox SET state = 'sending' WHERE id = $1 AND payload = $2 AND state = 'pending'")
                     .bind(it.id)
                     .bind(&it.payload)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
-            tx.commit().await?;
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+            Ok(())
+        })
+        .await
     }
 
     /// Records a failed attempt: pending again at `retry_at`, or `Dead`/`Review` for good.

@@ -28,9 +28,7 @@ pub fn contact_key(id: &str) -> String {
 impl Store {
     /// Files events under their keys; an event already filed under its key is kept once.
     pub async fn stage(&self, rows: &[(String, Event)]) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+        self.in_write(PATIENT_WAIT, async |tx| {
             // Many rows per INSERT: a backfill stages a portal's whole history.
             for chunk in rows.chunks(200) {
                 let values: Vec<String> = (0..chunk.len())
@@ -45,14 +43,11 @@ impl Store {
                     let body = serde_json::to_string(ev).map_err(|e| corrupt("staged event", e))?;
                     q = q.bind(key.as_str()).bind(ev.id.as_str()).bind(ms(ev.at)).bind(body);
                 }
-                q.execute(&mut *tx).await?;
+                q.execute(&mut **tx).await?;
             }
-            tx.commit().await?;
             Ok(())
-        }
-        .await;
-        conn.settle(&result);
-        result
+        })
+        .await
     }
 
     /// The events filed under these keys, by key.

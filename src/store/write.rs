@@ -109,6 +109,25 @@ impl WriteConn {
 }
 
 impl Store {
+    /// Runs `work` in one write transaction on a connection had within `wait`: committed when
+    /// it succeeds; on any failure (COMMIT included) rolled back and the connection closed.
+    pub(crate) async fn in_write<T>(
+        &self,
+        wait: Duration,
+        work: impl AsyncFnOnce(&mut sqlx::Transaction<'_, Any>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.write_conn(wait).await?;
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            let out = work(&mut tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        }
+        .await;
+        conn.settle(&result);
+        result
+    }
+
     /// A connection to write with, within `wait`, after checking the SQLite file is still the
     /// one opened.
     pub(crate) async fn write_conn(&self, wait: Duration) -> Result<WriteConn, StoreError> {
