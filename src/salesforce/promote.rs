@@ -393,17 +393,7 @@ impl SalesforceClient {
         const ENDPOINT: &str = "composite/sobjects create";
         let mut out = Vec::with_capacity(records.len());
         for chunk in records.chunks(COLLECTION_MAX) {
-            let typed: Vec<Value> = chunk
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    if let Some(obj) = r.as_object_mut() {
-                        obj.insert("attributes".into(), json!({"type": sobject}));
-                    }
-                    r
-                })
-                .collect();
-            let body = json!({"allOrNone": false, "records": typed});
+            let body = super::rest::collection_body(sobject, chunk);
             let call = Call {
                 endpoint: ENDPOINT,
                 method: reqwest::Method::POST,

@@ -254,17 +254,7 @@ impl SalesforceClient {
     ) -> Result<Vec<SalesforceSaveResult>, SalesforceError> {
         let mut out = Vec::with_capacity(records.len());
         for chunk in records.chunks(COLLECTION_MAX) {
-            let typed: Vec<Value> = chunk
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    if let Some(obj) = r.as_object_mut() {
-                        obj.insert("attributes".into(), json!({"type": sobject}));
-                    }
-                    r
-                })
-                .collect();
-            let body = json!({"allOrNone": false, "records": typed});
+            let body = collection_body(sobject, chunk);
             let answer: Vec<Value> = self
                 .call(Call {
                     endpoint,
@@ -297,6 +287,22 @@ impl SalesforceClient {
         })
         .await
     }
+}
+
+/// The body of an sObject Collections call: `records` typed as `sobject`, each judged on its own
+/// (`allOrNone: false`).
+pub(crate) fn collection_body(sobject: &str, records: &[Value]) -> Value {
+    let typed: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(obj) = r.as_object_mut() {
+                obj.insert("attributes".into(), json!({"type": sobject}));
+            }
+            r
+        })
+        .collect();
+    json!({"allOrNone": false, "records": typed})
 }
 
 #[cfg(test)]
