@@ -404,42 +404,18 @@ fn a_numeric_secret_in_the_environment_is_text_and_no_message_shows_a_secret() {
 #[tokio::test]
 async fn leadsync_run_writes_json_log_lines_that_parse() {
     let app = crate::support::TestApp::start(60).await;
-    let sb = &app.stack.sandbox;
-    let c = sb.config();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let root = crate::support::repo_root();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .args(["run", "--init-store"])
-        .current_dir(dir.path())
+    let child = app
+        .run_command(dir.path(), port)
         .env_remove("RUST_LOG")
         .env("LEADSYNC__LOG__FORMAT", "json")
         .env("LEADSYNC__SERVER__HEADER_TIMEOUT_SECS", "1")
-        .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
-        .env(
-            "LEADSYNC__SALESFORCE__MAPPING_PATH",
-            root.join("mappings/salesforce.toml"),
-        )
-        .env("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url())
-        .env("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url())
-        .env("LEADSYNC__HUBSPOT__CLIENT_ID", &c.hubspot_client_id)
-        .env("LEADSYNC__HUBSPOT__CLIENT_SECRET", &c.hubspot_client_secret)
-        .env("LEADSYNC__HUBSPOT__REFRESH_TOKEN", &c.hubspot_refresh_token)
-        .env("LEADSYNC__SALESFORCE__LOGIN_URL", sb.salesforce_login_url())
-        .env("LEADSYNC__SALESFORCE__CLIENT_ID", &c.salesforce_client_id)
-        .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
-        .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
-        .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "LEADSYNC__STORE__URL",
-            format!("sqlite://{}", dir.path().join("run.db").display()),
-        )
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();

@@ -397,40 +397,13 @@ async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_t
 #[tokio::test]
 async fn leadsync_run_becomes_ready_and_stops_cleanly_on_sigterm() {
     let app = TestApp::start(120).await;
-    let sb = &app.stack.sandbox;
-    let c = sb.config();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let root = crate::support::repo_root();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .args(["run", "--init-store"])
-        .current_dir(dir.path())
-        .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
-        .env(
-            "LEADSYNC__SALESFORCE__MAPPING_PATH",
-            root.join("mappings/salesforce.toml"),
-        )
-        .env("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url())
-        .env("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url())
-        .env("LEADSYNC__HUBSPOT__CLIENT_ID", &c.hubspot_client_id)
-        .env("LEADSYNC__HUBSPOT__CLIENT_SECRET", &c.hubspot_client_secret)
-        .env("LEADSYNC__HUBSPOT__REFRESH_TOKEN", &c.hubspot_refresh_token)
-        .env("LEADSYNC__SALESFORCE__LOGIN_URL", sb.salesforce_login_url())
-        .env("LEADSYNC__SALESFORCE__CLIENT_ID", &c.salesforce_client_id)
-        .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
-        .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
-        .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "LEADSYNC__STORE__URL",
-            format!("sqlite://{}", dir.path().join("run.db").display()),
-        )
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = app.run_command(dir.path(), port).spawn().unwrap();
     let http = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let mut up = false;

@@ -256,6 +256,40 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// `leadsync run --init-store` as a process, pointed at this app's sandbox (both CRMs), with
+    /// the shipped rules and mapping, a fresh SQLite store in `dir`, listening on `port`.
+    pub fn run_command(&self, dir: &std::path::Path, port: u16) -> tokio::process::Command {
+        let sb = &self.stack.sandbox;
+        let c = sb.config();
+        let root = repo_root();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"));
+        cmd.args(["run", "--init-store"])
+            .current_dir(dir)
+            .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
+            .env(
+                "LEADSYNC__SALESFORCE__MAPPING_PATH",
+                root.join("mappings/salesforce.toml"),
+            )
+            .env("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url())
+            .env("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url())
+            .env("LEADSYNC__HUBSPOT__CLIENT_ID", &c.hubspot_client_id)
+            .env("LEADSYNC__HUBSPOT__CLIENT_SECRET", &c.hubspot_client_secret)
+            .env("LEADSYNC__HUBSPOT__REFRESH_TOKEN", &c.hubspot_refresh_token)
+            .env("LEADSYNC__SALESFORCE__LOGIN_URL", sb.salesforce_login_url())
+            .env("LEADSYNC__SALESFORCE__CLIENT_ID", &c.salesforce_client_id)
+            .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
+            .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
+            .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "LEADSYNC__STORE__URL",
+                format!("sqlite://{}", dir.join("run.db").display()),
+            )
+            .kill_on_drop(true);
+        cmd
+    }
+}
+
 pub fn repo_root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
