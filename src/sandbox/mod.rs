@@ -582,6 +582,20 @@ impl SandboxHandle {
         moved
     }
 
+    /// Deletes (archives) a HubSpot contact (email or id), as a person would; no webhook is
+    /// sent (a portal without the deletion subscription). False when it is unknown.
+    pub fn delete_contact(&self, contact: &str) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.hubspot).archive(contact, now)
+    }
+
+    /// Merges HubSpot contact `merged` into `primary` (emails or ids), as a person would: the
+    /// merged one is archived, the primary lists it in `hs_merged_object_ids`; no webhook is sent.
+    pub fn merge_contacts(&self, primary: &str, merged: &str) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.hubspot).merge(primary, merged, now)
+    }
+
     /// Webhook deliveries so far, with their attempts.
     pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
         lock(&self.shared.deliveries).clone()

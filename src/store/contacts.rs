@@ -97,7 +97,22 @@ impl Store {
     /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
     /// checkpoint, all in one transaction: after a crash either all of it is there or none.
     pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
+        self.commit_with(&[], batch, checkpoint).await
+    }
+
+    /// [`Store::commit`] with the contacts that left HubSpot or came back in the same pass,
+    /// applied first (a survivor's evaluation is saved over its merged state), all in one
+    /// transaction: a crash leaves neither the removals without the cursor nor the reverse.
+    pub async fn commit_with(
+        &self,
+        removals: &[Removal],
+        batch: &[Evaluated],
+        checkpoint: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
+        for r in removals {
+            apply(tx, r).await?;
+        }
         for e in batch {
             let id = e.contact_id.as_str();
             let link = e.state.salesforce.clone().unwrap_or_default();
@@ -212,24 +227,14 @@ impl Store {
         why: &str,
         merged_into: Option<&HubSpotId>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE contacts SET removed = $1, merged_into = $2 WHERE contact_id = $3")
-            .bind(why)
-            .bind(merged_into.map(|m| m.as_str()))
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.in_write(PATIENT_WAIT, async |tx| mark_removed(tx, id, why, merged_into).await)
+            .await
     }
 
     /// A contact HubSpot deleted and then restored: evaluated again from now on.
     pub async fn mark_restored(&self, id: &HubSpotId) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE contacts SET removed = NULL, merged_into = NULL WHERE contact_id = $1 AND removed <> 'privacy'",
-        )
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &Removal::Restored(id.clone())).await)
+            .await
     }
 
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
@@ -253,46 +258,11 @@ impl Store {
 
     /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
     pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| {
-            sqlx::query(
-            "INSERT INTO events (contact_id, event_id, kind, at, body) SELECT $1, event_id, kind, at, body FROM events \
-             WHERE contact_id = $2 ON CONFLICT (contact_id, event_id) DO NOTHING",
-        )
-        .bind(survivor.as_str())
-        .bind(loser.as_str())
-        .execute(&mut **tx)
-        .await?;
-            sqlx::query("UPDATE contacts SET removed = 'merged', merged_into = $1 WHERE contact_id = $2")
-                .bind(survivor.as_str())
-                .bind(loser.as_str())
-                .execute(&mut **tx)
-                .await?;
-            // The survivor keeps the furthest stage either had reached (and that contact's history).
-            let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
-                .bind(survivor.as_str())
-                .bind(loser.as_str())
-                .fetch_all(&mut **tx)
-                .await?;
-            let mut parsed: HashMap<String, ContactState> = HashMap::new();
-            for r in &states {
-                let cid: String = r.get(0);
-                let st: ContactState = serde_json::from_str(&r.get::<String, _>(1))
-                    .map_err(|e| corrupt(format!("contacts/{cid}.state"), e))?;
-                parsed.insert(cid, st);
-            }
-            if let (Some(l), Some(s)) = (parsed.get(loser.as_str()), parsed.get(survivor.as_str()))
-                && l.stage > s.stage
-            {
-                sqlx::query("UPDATE contacts SET state = $1, stage = $2 WHERE contact_id = $3")
-                    .bind(json(l))
-                    .bind(l.stage.map(|st| st.as_str()))
-                    .bind(survivor.as_str())
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
+        let merge = Removal::Merged {
+            loser: loser.clone(),
+            survivor: survivor.clone(),
+        };
+        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &merge).await).await
     }
 
     /// Every ledger event of these contacts.
@@ -432,6 +402,94 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some_and(|r| r.get::<String, _>(0) == value))
+    }
+}
+
+/// A contact that left HubSpot or came back, as the webhooks and the incremental cycle see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Deleted (archived) in HubSpot: kept for the audit, never evaluated again.
+    Deleted(HubSpotId),
+    /// Merged into `survivor`: its ledger moves there (each event once) and the survivor keeps
+    /// the furthest stage either had reached.
+    Merged {
+        /// The contact merged away (archived by HubSpot).
+        loser: HubSpotId,
+        /// The contact that remains.
+        survivor: HubSpotId,
+    },
+    /// Listed as active again after a deletion: evaluated again from now on (a merge or a
+    /// privacy deletion is never undone).
+    Restored(HubSpotId),
+}
+
+/// The state a survivor continues from after a merge: the loser's when it had gone further.
+pub fn merged_state<'a>(survivor: &'a ContactState, loser: &'a ContactState) -> &'a ContactState {
+    if loser.stage > survivor.stage { loser } else { survivor }
+}
+
+async fn mark_removed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &HubSpotId,
+    why: &str,
+    merged_into: Option<&HubSpotId>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE contacts SET removed = $1, merged_into = $2 WHERE contact_id = $3")
+        .bind(why)
+        .bind(merged_into.map(|m| m.as_str()))
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Applies one removal inside a write transaction: the one code the webhooks and the cycle use.
+async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &Removal) -> Result<(), StoreError> {
+    match r {
+        Removal::Deleted(id) => mark_removed(tx, id, "deleted", None).await,
+        Removal::Restored(id) => {
+            sqlx::query(
+                "UPDATE contacts SET removed = NULL, merged_into = NULL WHERE contact_id = $1 AND removed <> 'privacy'",
+            )
+            .bind(id.as_str())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+        Removal::Merged { loser, survivor } => {
+            sqlx::query(
+                "INSERT INTO events (contact_id, event_id, kind, at, body) SELECT $1, event_id, kind, at, body FROM events \
+                 WHERE contact_id = $2 ON CONFLICT (contact_id, event_id) DO NOTHING",
+            )
+            .bind(survivor.as_str())
+            .bind(loser.as_str())
+            .execute(&mut **tx)
+            .await?;
+            mark_removed(tx, loser, "merged", Some(survivor)).await?;
+            let states = sqlx::query("SELECT contact_id, state FROM contacts WHERE contact_id IN ($1, $2)")
+                .bind(survivor.as_str())
+                .bind(loser.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+            let mut parsed: HashMap<String, ContactState> = HashMap::new();
+            for r in &states {
+                let cid: String = r.get(0);
+                let st: ContactState = serde_json::from_str(&r.get::<String, _>(1))
+                    .map_err(|e| corrupt(format!("contacts/{cid}.state"), e))?;
+                parsed.insert(cid, st);
+            }
+            if let (Some(l), Some(s)) = (parsed.get(loser.as_str()), parsed.get(survivor.as_str()))
+                && std::ptr::eq(merged_state(s, l), l)
+            {
+                sqlx::query("UPDATE contacts SET state = $1, stage = $2 WHERE contact_id = $3")
+                    .bind(json(l))
+                    .bind(l.stage.map(|st| st.as_str()))
+                    .bind(survivor.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
     }
 }
 

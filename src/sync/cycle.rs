@@ -21,20 +21,25 @@ impl Syncer {
     /// One incremental cycle at `now`. Without a cursor (first run), it starts `first_window`
     /// back; a backfill sets the cursor when it finishes.
     pub async fn incremental(&self, now: DateTime<Utc>, first_window: Duration) -> Result<SyncReport, SyncError> {
-        let cursor = self
-            .store
-            .cursor(CURSOR)
-            .await?
-            .and_then(|c| c.parse::<i64>().ok())
-            .unwrap_or_else(|| (now - first_window).timestamp_millis());
+        let cursor = match self.store.cursor(CURSOR).await? {
+            None => (now - first_window).timestamp_millis(),
+            Some(c) => c.trim().parse::<i64>().map_err(|_| SyncError::CorruptCursor {
+                name: CURSOR.to_string(),
+                value: c.clone(),
+            })?,
+        };
         let from = cursor - OVERLAP.num_milliseconds();
         let to = now.timestamp_millis();
         let p = Priority::Background;
 
-        let contacts = self
+        // Merges come with their survivors (`hs_merged_object_ids` changes, and with it
+        // `lastmodifieddate`); deletions only from the archived listing, as search never
+        // returns archived records.
+        let mut contacts = self
             .hubspot
             .search_modified("contacts", "lastmodifieddate", from, to, &self.properties, p)
             .await?;
+        contacts.extend(self.hubspot.archived_contacts_since(from, p).await?);
         let fresh = self.hubspot.engagements_modified(from, to, p).await?;
         let report = self.evaluate_and_save(contacts, fresh, p, now, Some(to)).await?;
         Ok(report)

@@ -63,6 +63,7 @@ pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
     props.extend(CONVERSION_PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(super::behaviour::PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(["lastmodifieddate".to_string(), "hs_object_id".to_string()]);
+    props.push(super::MERGED_IDS.to_string());
     props.extend(extra.iter().cloned());
     props.sort();
     props.dedup();

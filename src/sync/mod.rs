@@ -29,7 +29,7 @@ use crate::hubspot::client::{HubSpotClient, HubSpotError};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
-use crate::store::{Evaluated, Store, StoreError};
+use crate::store::{self, Evaluated, Removal, Store, StoreError};
 use evaluate::{PulledContact, evaluate_pulled};
 
 /// Why a sync step stopped.
@@ -44,6 +44,17 @@ pub enum SyncError {
     /// Salesforce refused or asked to pause: promotions stay in the outbox.
     #[error("salesforce: {0}")]
     Salesforce(String),
+    /// A stored cursor does not parse: guessing a window would lose the changes before it.
+    #[error(
+        "store cursor `{name}` holds `{value}`, not epoch milliseconds: the incremental cycle stops rather \
+         than guess a window and miss older changes; run `leadsync backfill` to read every contact and set it again"
+    )]
+    CorruptCursor {
+        /// The cursor's name.
+        name: String,
+        /// What it holds.
+        value: String,
+    },
 }
 
 impl SyncError {
@@ -237,15 +248,56 @@ impl Syncer {
         // Read, decide and save under one lock, so that no other evaluation in this process
         // (a webhook, the rescore) saves in between and is overwritten by an older state.
         let _held = self.eval_lock.lock().await;
-        if !dry_run {
-            for r in &removed {
-                if let Ok(id) = HubSpotId::try_from(r.id.clone()) {
-                    self.store.mark_removed(&id, "archived", None).await?;
+        // Merges, told by the survivors' `hs_merged_object_ids`: the losers' stored state and
+        // ledger are read with the survivors', so the survivor is evaluated as merged.
+        let merges: Vec<(HubSpotId, HubSpotId)> = active
+            .iter()
+            .filter_map(|c| Some((HubSpotId::try_from(c.id.clone()).ok()?, c)))
+            .flat_map(|(survivor, c)| {
+                merged_ids(c)
+                    .into_iter()
+                    .filter(|l| *l != survivor)
+                    .map(|l| (l, survivor.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut read: Vec<HubSpotId> = ids.clone();
+        read.extend(merges.iter().map(|(l, _)| l.clone()));
+        let mut stored = self.store.contacts(&read).await?;
+        let mut ledger = self.store.events(&read).await?;
+        let mut removals = Vec::new();
+        for (loser, survivor) in merges {
+            let Some(row) = stored.get(&loser) else {
+                continue; // never seen: nothing of it to move
+            };
+            if row.merged_into.as_deref() == Some(survivor.as_str()) || row.removed.as_deref() == Some("privacy") {
+                continue; // already merged (the webhook came first), or erased
+            }
+            let loser_state = row.state.clone();
+            if let Some(s) = stored.get_mut(&survivor) {
+                s.state = store::merged_state(&s.state, &loser_state).clone();
+            }
+            let moved = ledger.get(&loser).cloned().unwrap_or_default();
+            let into = ledger.entry(survivor.clone()).or_default();
+            for e in moved {
+                if !into.iter().any(|k| k.id == e.id) {
+                    into.push(e);
                 }
             }
+            removals.push(Removal::Merged { loser, survivor });
         }
-        let stored = self.store.contacts(&ids).await?;
-        let ledger = self.store.events(&ids).await?;
+        // Deleted in HubSpot: once (a contact already removed, merged above or by a webhook,
+        // stays as it is).
+        for r in &removed {
+            if let Ok(id) = HubSpotId::try_from(r.id.clone())
+                && stored.get(&id).is_some_and(|row| row.removed.is_none())
+                && !removals
+                    .iter()
+                    .any(|m| matches!(m, Removal::Merged { loser, .. } if *loser == id))
+            {
+                removals.push(Removal::Deleted(id));
+            }
+        }
         let mut out = Vec::with_capacity(active.len());
         for c in active {
             let Ok(id) = HubSpotId::try_from(c.id.clone()) else {
@@ -256,7 +308,7 @@ impl Syncer {
                 // Merged away or erased on request: never evaluated again.
                 Some("merged" | "privacy") => continue,
                 // HubSpot lists it as active again: it was restored.
-                Some(_) if !dry_run => self.store.mark_restored(&id).await?,
+                Some(_) => removals.push(Removal::Restored(id.clone())),
                 _ => {}
             }
             let pulled = PulledContact {
@@ -271,7 +323,7 @@ impl Syncer {
             }
         }
         if !dry_run {
-            self.store.commit(&out, checkpoint).await?;
+            self.store.commit_with(&removals, &out, checkpoint).await?;
         }
         Ok(out)
     }
@@ -293,4 +345,16 @@ impl Syncer {
         }
         Ok(report)
     }
+}
+
+/// HubSpot's property on a merge's survivor listing the ids merged into it (`;`-separated).
+pub const MERGED_IDS: &str = "hs_merged_object_ids";
+
+/// The contacts merged into this one, as HubSpot lists them.
+fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
+    c.prop(MERGED_IDS)
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|m| HubSpotId::try_from(m.trim().to_string()).ok())
+        .collect()
 }

@@ -71,6 +71,9 @@ pub(super) fn list_objects(
             );
         }
     };
+    if query.get("archived").map(String::as_str) == Some("true") {
+        return list_archived(s, ty, after, limit);
+    }
     let props = multi(raw_query, "properties");
     let with = multi(raw_query, "associations");
     let mut ids = s.ids_from(ty, after);
@@ -89,6 +92,30 @@ pub(super) fn list_objects(
     if let Some(next) = next {
         out["paging"] = json!({"next": {"after": next.to_string(),
             "link": format!("/crm/v3/objects/{ty}?after={next}")}});
+    }
+    json(200, &out)
+}
+
+/// `GET /crm/v3/objects/{type}?archived=true`: only archived records, in id order, each with
+/// `archived: true` and `archivedAt` (HubSpot filters this listing by nothing else).
+fn list_archived(s: &HubSpotState, ty: &str, after: u64, limit: usize) -> Response {
+    let mut rows: Vec<(u64, i64)> = if ty == "contacts" {
+        s.archived_from(after).take(limit + 1).collect()
+    } else {
+        Vec::new()
+    };
+    let next = (rows.len() > limit).then(|| rows.pop()).flatten();
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|(id, at)| {
+            json!({"id": id.to_string(), "properties": {"hs_object_id": id.to_string()},
+                "archived": true, "archivedAt": iso(*at)})
+        })
+        .collect();
+    let mut out = json!({"results": results});
+    if let Some((next, _)) = next {
+        out["paging"] = json!({"next": {"after": next.to_string(),
+            "link": format!("/crm/v3/objects/{ty}?archived=true&after={next}")}});
     }
     json(200, &out)
 }

@@ -52,7 +52,7 @@ const LEAD_STATUSES: [&str; 8] = [
     "BAD_TIMING",
 ];
 /// Contact properties the portal defines: (name, type, read-only).
-const CONTACT_PROPERTIES: [(&str, &str, bool); 34] = [
+const CONTACT_PROPERTIES: [(&str, &str, bool); 35] = [
     ("email", "string", false),
     ("firstname", "string", false),
     ("lastname", "string", false),
@@ -87,6 +87,7 @@ const CONTACT_PROPERTIES: [(&str, &str, bool); 34] = [
     ("city", "string", false),
     ("hs_email_optout", "bool", false),
     ("notes_last_contacted", "datetime", true),
+    ("hs_merged_object_ids", "enumeration", true),
 ];
 
 /// The fake HubSpot's state.
@@ -122,6 +123,9 @@ pub struct HubSpotState {
     writes: HashMap<u32, u32>,
     /// Simulated behaviour since start, per contact index: (epoch ms, page views).
     touches: HashMap<u32, Vec<(i64, u32)>>,
+    /// Archived (deleted or merged away) contacts: index → `archivedAt` (epoch ms). Search,
+    /// reads and the plain listing leave them out; `?archived=true` lists only them.
+    archived: BTreeMap<u32, i64>,
     /// The portal's tier (which APIs it serves); settable while running.
     pub(crate) tier: HubSpotTier,
     /// Requests allowed per burst window; settable while running.
@@ -187,6 +191,7 @@ impl HubSpotState {
             pending: Vec::new(),
             writes: HashMap::new(),
             touches: HashMap::new(),
+            archived: BTreeMap::new(),
             tier: config.hubspot_tier,
             burst_max: config.hubspot_burst_per_10s,
             burst_window: config.hubspot_burst_window,
@@ -240,7 +245,45 @@ impl HubSpotState {
 
     fn contact_index(&self, id: &str) -> Option<u32> {
         let index = u32::try_from(id.trim().parse::<u64>().ok()?.checked_sub(CONTACT_ID_BASE)?).ok()?;
-        (index < self.count()).then_some(index)
+        (index < self.count() && !self.archived.contains_key(&index)).then_some(index)
+    }
+
+    /// Archived contacts from id `first` on, in id order: (id, `archivedAt` ms).
+    fn archived_from(&self, first: u64) -> impl Iterator<Item = (u64, i64)> + '_ {
+        let start = u32::try_from(first.saturating_sub(CONTACT_ID_BASE)).unwrap_or(u32::MAX);
+        self.archived
+            .range(start..)
+            .map(|(i, at)| (u64::from(*i) + CONTACT_ID_BASE, *at))
+    }
+
+    /// Deletes (archives) a contact, as a person in HubSpot would. False when it is unknown.
+    pub(crate) fn archive(&mut self, contact: &str, now: i64) -> bool {
+        let Some(index) = self.resolve(contact) else {
+            return false;
+        };
+        self.archived.insert(index, now);
+        true
+    }
+
+    /// Merges `merged` into `primary`: the merged contact is archived, and the primary lists it
+    /// in `hs_merged_object_ids` (with `lastmodifieddate` moved), as HubSpot does.
+    pub(crate) fn merge(&mut self, primary: &str, merged: &str, now: i64) -> bool {
+        let (Some(p), Some(m)) = (self.resolve(primary), self.resolve(merged)) else {
+            return false;
+        };
+        if p == m {
+            return false;
+        }
+        self.archived.insert(m, now);
+        let loser = (u64::from(m) + CONTACT_ID_BASE).to_string();
+        let props = self.materialize(p);
+        let ids = match props.get("hs_merged_object_ids").filter(|v| !v.is_empty()) {
+            Some(v) => format!("{v};{loser}"),
+            None => loser,
+        };
+        props.insert("hs_merged_object_ids".into(), ids);
+        self.set_modified(p, now);
+        true
     }
 
     fn index_by_email(&self, email: &str) -> Option<u32> {
@@ -313,7 +356,7 @@ impl HubSpotState {
         match ty {
             "contacts" => {
                 let index = u32::try_from(id.checked_sub(CONTACT_ID_BASE)?).ok()?;
-                (index < self.count()).then(|| self.contact_props(index))
+                (index < self.count() && !self.archived.contains_key(&index)).then(|| self.contact_props(index))
             }
             "companies" => {
                 let index = u32::try_from(id.checked_sub(COMPANY_ID_BASE)?).ok()?;
@@ -328,7 +371,11 @@ impl HubSpotState {
 
     fn ids(&self, ty: &str) -> Box<dyn Iterator<Item = u64> + '_> {
         match ty {
-            "contacts" => Box::new((0..self.count()).map(|i| u64::from(i) + CONTACT_ID_BASE)),
+            "contacts" => Box::new(
+                (0..self.count())
+                    .filter(|i| !self.archived.contains_key(i))
+                    .map(|i| u64::from(i) + CONTACT_ID_BASE),
+            ),
             "companies" => Box::new((0..self.portal.companies).map(|i| u64::from(i) + COMPANY_ID_BASE)),
             _ => match ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == ty) {
                 Some(t) => Box::new((0..self.portal.contacts).flat_map(move |i| {
@@ -346,7 +393,10 @@ impl HubSpotState {
             (start..u64::from(count)).map(move |i| i + base)
         };
         match ty {
-            "contacts" => Box::new(skip(CONTACT_ID_BASE, self.count())),
+            "contacts" => Box::new(
+                skip(CONTACT_ID_BASE, self.count())
+                    .filter(|id| !self.archived.contains_key(&((id - CONTACT_ID_BASE) as u32))),
+            ),
             "companies" => Box::new(skip(COMPANY_ID_BASE, self.portal.companies)),
             _ => Box::new(self.ids(ty).filter(move |id| *id >= first)),
         }

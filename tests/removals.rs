@@ -1,0 +1,261 @@
+//! Contacts that leave HubSpot between two incremental cycles, with no webhook: deleted ones
+//! and merged ones are seen by the next cycle; removals commit with the cursor or not at all;
+//! a corrupt cursor stops the cycle with a named error.
+
+use chrono::Duration;
+use leadsync::lifecycle::HubSpotId;
+use leadsync::sync::backfill::BackfillOptions;
+use leadsync::sync::{SyncError, cycle};
+
+use crate::support::{TestApp, postgres_url};
+
+fn id(s: &str) -> HubSpotId {
+    HubSpotId::try_from(s.to_string()).unwrap()
+}
+
+/// A backfilled app on each backend, its sandbox clock moved a minute on.
+async fn backfilled() -> Vec<(&'static str, TestApp)> {
+    let mut out = Vec::new();
+    for store_url in [None, Some(postgres_url().await)] {
+        let backend = if store_url.is_some() { "postgres" } else { "sqlite" };
+        let app = TestApp::start_with(40, store_url).await;
+        app.stack
+            .syncer
+            .backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+            .await
+            .unwrap();
+        app.stack.sandbox.advance(Duration::minutes(1));
+        out.push((backend, app));
+    }
+    out
+}
+
+/// Two stored, not removed contacts.
+async fn two_stored(app: &TestApp) -> (String, String) {
+    let page = app.stack.syncer.store.contact_page(None, 10).await.unwrap();
+    let live: Vec<String> = page
+        .iter()
+        .filter(|r| r.removed.is_none())
+        .map(|r| r.contact_id.as_str().to_string())
+        .collect();
+    (live[0].clone(), live[1].clone())
+}
+
+#[tokio::test]
+async fn a_contact_deleted_between_two_cycles_is_marked_removed_by_the_next_cycle_without_a_webhook() {
+    for (backend, app) in backfilled().await {
+        let s = &app.stack.syncer;
+        let (gone, kept) = two_stored(&app).await;
+        assert!(app.stack.sandbox.delete_contact(&gone), "{backend}");
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+
+        let rows = s.store.contacts(&[id(&gone), id(&kept)]).await.unwrap();
+        assert_eq!(rows[&id(&gone)].removed.as_deref(), Some("deleted"), "{backend}");
+        assert_eq!(rows[&id(&gone)].merged_into, None, "{backend}");
+        assert_eq!(rows[&id(&kept)].removed, None, "{backend}: only the deleted one");
+        assert!(
+            app.stack.sandbox.webhook_deliveries().is_empty(),
+            "{backend}: no webhook told it"
+        );
+
+        // The next cycle, with the deletion inside its overlap, changes nothing more.
+        let before = s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)].evaluated_at;
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        let after = &s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)];
+        assert_eq!(after.removed.as_deref(), Some("deleted"), "{backend}");
+        assert_eq!(
+            after.evaluated_at, before,
+            "{backend}: a removed contact is not evaluated"
+        );
+        app.stack.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_merge_between_two_cycles_is_applied_by_the_next_cycle_as_the_merge_webhook_does() {
+    for (backend, app) in backfilled().await {
+        let s = &app.stack.syncer;
+        let (survivor, loser) = two_stored(&app).await;
+        let loser_events: Vec<String> = s
+            .store
+            .events(&[id(&loser)])
+            .await
+            .unwrap()
+            .remove(&id(&loser))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let stages = s.store.contacts(&[id(&survivor), id(&loser)]).await.unwrap();
+        let furthest = stages[&id(&survivor)].state.stage.max(stages[&id(&loser)].state.stage);
+        assert!(app.stack.sandbox.merge_contacts(&survivor, &loser), "{backend}");
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+
+        let rows = s.store.contacts(&[id(&survivor), id(&loser)]).await.unwrap();
+        assert_eq!(rows[&id(&loser)].removed.as_deref(), Some("merged"), "{backend}");
+        assert_eq!(
+            rows[&id(&loser)].merged_into.as_deref(),
+            Some(survivor.as_str()),
+            "{backend}"
+        );
+        assert_eq!(rows[&id(&survivor)].removed, None, "{backend}");
+        assert!(
+            rows[&id(&survivor)].state.stage >= furthest,
+            "{backend}: the furthest stage is kept"
+        );
+        let ledger: Vec<String> = s
+            .store
+            .events(&[id(&survivor)])
+            .await
+            .unwrap()
+            .remove(&id(&survivor))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        for e in &loser_events {
+            assert_eq!(
+                ledger.iter().filter(|l| *l == e).count(),
+                1,
+                "{backend}: {e} moved once"
+            );
+        }
+        // Not later marked plain "deleted" while its archiving is inside a cycle's overlap.
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        let again = &s.store.contacts(&[id(&loser)]).await.unwrap()[&id(&loser)];
+        assert_eq!(again.removed.as_deref(), Some("merged"), "{backend}");
+        assert_eq!(again.merged_into.as_deref(), Some(survivor.as_str()), "{backend}");
+        app.stack.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_merge_seen_by_the_cycle_leaves_the_store_as_the_merge_webhook_path_does() {
+    // The webhook path's store code (`Store::merge_into`) on one app, the cycle on another.
+    let by_webhook = TestApp::start(40).await;
+    let by_cycle = TestApp::start(40).await;
+    for app in [&by_webhook, &by_cycle] {
+        let s = &app.stack.syncer;
+        s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+            .await
+            .unwrap();
+        app.stack.sandbox.advance(Duration::minutes(1));
+    }
+    let (survivor, loser) = two_stored(&by_cycle).await;
+    by_webhook
+        .stack
+        .syncer
+        .store
+        .merge_into(&id(&loser), &id(&survivor))
+        .await
+        .unwrap();
+    by_cycle.stack.sandbox.merge_contacts(&survivor, &loser);
+    by_cycle
+        .stack
+        .syncer
+        .incremental(by_cycle.now(), Duration::days(1))
+        .await
+        .unwrap();
+
+    let seen = |app: &TestApp| {
+        let store = app.stack.syncer.store.clone();
+        let (survivor, loser) = (survivor.clone(), loser.clone());
+        async move {
+            let rows = store.contacts(&[id(&survivor), id(&loser)]).await.unwrap();
+            let mut ledger: Vec<String> = store
+                .events(&[id(&survivor)])
+                .await
+                .unwrap()
+                .remove(&id(&survivor))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            ledger.sort();
+            (
+                rows[&id(&loser)].removed.clone(),
+                rows[&id(&loser)].merged_into.clone(),
+                rows[&id(&survivor)].state.stage,
+                ledger,
+            )
+        }
+    };
+    assert_eq!(seen(&by_cycle).await, seen(&by_webhook).await);
+    by_webhook.stack.shutdown().await.unwrap();
+    by_cycle.stack.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deletion_and_the_cursor_commit_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leadsync.db");
+    let app = TestApp::start_with(40, Some(format!("sqlite://{}", file.display()))).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    app.stack.sandbox.advance(Duration::minutes(1));
+    let (gone, _) = two_stored(&app).await;
+    app.stack.sandbox.delete_contact(&gone);
+
+    // The cursor's write fails (as a full disk would, at the end of the transaction).
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    for event in ["INSERT", "UPDATE"] {
+        sqlx::query(&format!(
+            "CREATE TRIGGER no_cursor_{event} BEFORE {event} ON cursors BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        ))
+        .execute(&raw)
+        .await
+        .unwrap();
+    }
+    let cursor = s.store.cursor(cycle::CURSOR).await.unwrap();
+    assert!(s.incremental(app.now(), Duration::days(1)).await.is_err());
+    let row = &s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)];
+    assert_eq!(row.removed, None, "the removal is not saved without its cursor");
+    assert_eq!(s.store.cursor(cycle::CURSOR).await.unwrap(), cursor);
+
+    // Once the disk has room again, the same cycle saves both.
+    for event in ["INSERT", "UPDATE"] {
+        sqlx::query(&format!("DROP TRIGGER no_cursor_{event}"))
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    let row = &s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)];
+    assert_eq!(row.removed.as_deref(), Some("deleted"));
+    assert_ne!(s.store.cursor(cycle::CURSOR).await.unwrap(), cursor);
+    app.stack.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_cursor_stops_the_cycle_with_a_named_error_and_reads_nothing() {
+    let app = TestApp::start(20).await;
+    let s = &app.stack.syncer;
+    s.store.set_cursor(cycle::CURSOR, "17x0").await.unwrap();
+    app.stack.sandbox.reset_calls();
+    let err = s.incremental(app.now(), Duration::days(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, SyncError::CorruptCursor { name, value } if name == cycle::CURSOR && value == "17x0"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("contacts.modified") && message.contains("leadsync backfill"),
+        "{message}"
+    );
+    assert_eq!(
+        app.stack.sandbox.api_calls("hubspot"),
+        0,
+        "no window guessed, nothing read"
+    );
+    assert_eq!(
+        s.store.cursor(cycle::CURSOR).await.unwrap().as_deref(),
+        Some("17x0"),
+        "left for the admin"
+    );
+    app.stack.shutdown().await.unwrap();
+}
