@@ -259,3 +259,35 @@ async fn a_corrupt_cursor_stops_the_cycle_with_a_named_error_and_reads_nothing()
     );
     app.stack.shutdown().await.unwrap();
 }
+
+// The dry run's cost is planned by the function the Salesforce client's budget check uses,
+// plus the HubSpot write of the Salesforce ids each promotion makes: a real run spends it.
+#[tokio::test]
+async fn a_dry_run_backfill_estimates_the_calls_the_real_backfill_then_makes() {
+    let app = TestApp::start(400).await;
+    let s = &app.stack.syncer;
+    let now = app.now();
+    let dry = BackfillOptions {
+        dry_run: true,
+        ..BackfillOptions::default()
+    };
+    let (estimate, costs) = s.backfill(&dry, now, |_, _| {}).await.unwrap();
+    assert!(estimate.promotions_queued > 0, "the portal has leads to promote");
+    app.stack.sandbox.reset_calls();
+    let (real, _) = s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    assert_eq!(real.promoted, estimate.promotions_queued);
+    let calls = app.stack.sandbox.calls();
+    eprintln!("estimate {costs:?}, promoted {}, calls {calls:?}", real.promoted);
+    let salesforce: u64 = calls
+        .iter()
+        .filter(|(k, _)| k.starts_with("salesforce") && !k.contains("oauth"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(costs.salesforce_calls, salesforce, "{calls:?}");
+    assert_eq!(
+        costs.hubspot_writes,
+        calls.get("hubspot contacts.batch_update").copied().unwrap_or(0),
+        "{calls:?}"
+    );
+    app.stack.shutdown().await.unwrap();
+}

@@ -108,6 +108,16 @@ pub fn opportunity_key(contact_id: &HubSpotId, cycle: u32) -> String {
     format!("hs-{contact_id}-{cycle}")
 }
 
+/// Calls [`SalesforceClient::promote`] makes for a batch of `n` leads none of which Salesforce
+/// knows yet: one lookup, then per 200 one upsert each for Accounts, Contacts and Opportunities
+/// and one contact-role create. The budget check before a batch and the dry run's estimate.
+pub fn fresh_batch_calls(n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    1 + 4 * n.div_ceil(COLLECTION_MAX) as u64
+}
+
 impl SalesforceClient {
     /// Promotes `batch`: one outcome per input, in order. `round_robin` is the stored rotation
     /// position, advanced for each owner drawn; the caller persists it. `today` dates the close.
@@ -123,8 +133,7 @@ impl SalesforceClient {
         if batch.is_empty() {
             return Ok(vec![]);
         }
-        let chunks = batch.len().div_ceil(COLLECTION_MAX) as u64;
-        self.check_budget(1 + 4 * chunks)?;
+        self.check_budget(fresh_batch_calls(batch.len()))?;
         let mut work = prepare(mapping, batch);
         let existing = self.lookup(&lookup_request(mapping, &work)).await?;
         resolve(mapping, &mut work, &existing, round_robin);

@@ -296,7 +296,7 @@ impl Syncer {
                 })
                 .count() as u64;
             costs.hubspot_writes += writes.div_ceil(100);
-            costs.salesforce_calls += super::promote::calls_for(report.promotions_queued);
+            super::promote::PromotionCost::of(report.promotions_queued).add_to(costs);
             return Ok(report);
         }
         report.add(&self.flush(p, now).await?);

@@ -22,16 +22,41 @@ use crate::salesforce::auth::SalesforceAuth;
 use crate::salesforce::client::{SalesforceClient, SalesforceClientConfig};
 use crate::salesforce::feedback::{OpportunityResult, SalesforceWatermark};
 use crate::salesforce::mapping::{SalesforceMapping, SalesforceSource};
-use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
+use crate::salesforce::promote::{PromotionInput, PromotionOutcome, fresh_batch_calls};
 use crate::store::{OutboxItem, OutboxKind, OutboxState};
 
 /// Promotions per Salesforce batch (sObject Collections' limit).
 pub const PROMOTION_BATCH: usize = 200;
 
-/// Salesforce calls a batch of `n` fresh promotions costs: one composite lookup, three upserts
-/// and one contact-role create per 200 (measured in `tests/salesforce/promote.rs`).
-pub fn calls_for(n: u64) -> u64 {
-    n.div_ceil(PROMOTION_BATCH as u64) * 5
+/// What promoting `n` fresh leads costs, planned the way [`Promoter::drain`] runs it: batches
+/// of [`PROMOTION_BATCH`], each costing what the Salesforce client's own budget check counts
+/// ([`fresh_batch_calls`]), then one HubSpot write of the Salesforce ids per promoted contact,
+/// 100 contacts a call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PromotionCost {
+    /// Salesforce calls.
+    pub salesforce_calls: u64,
+    /// HubSpot batch-update calls writing the Salesforce ids back.
+    pub hubspot_write_calls: u64,
+}
+
+impl PromotionCost {
+    /// The cost of promoting `n` leads new to Salesforce.
+    pub fn of(n: u64) -> PromotionCost {
+        let batch = PROMOTION_BATCH as u64;
+        let full = n / batch;
+        let rest = (n % batch) as usize;
+        PromotionCost {
+            salesforce_calls: full * fresh_batch_calls(PROMOTION_BATCH) + fresh_batch_calls(rest),
+            hubspot_write_calls: n.div_ceil(crate::hubspot::types::BATCH_LIMIT as u64),
+        }
+    }
+
+    /// Adds this cost to a dry run's.
+    pub fn add_to(self, costs: &mut super::backfill::Costs) {
+        costs.salesforce_calls += self.salesforce_calls;
+        costs.hubspot_writes += self.hubspot_write_calls;
+    }
 }
 
 /// Store counter holding the round-robin position.
