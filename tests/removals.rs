@@ -291,3 +291,74 @@ async fn a_dry_run_backfill_estimates_the_calls_the_real_backfill_then_makes() {
     );
     app.stack.shutdown().await.unwrap();
 }
+
+// A promotion's outcome is one transaction: the contact's link, the write-back of its ids and
+// the item done. A failure inside it (here the write-back's insert) leaves none of them.
+#[tokio::test]
+async fn a_failure_while_saving_a_promotion_leaves_none_of_its_outcome_and_the_retry_creates_nothing_twice() {
+    use leadsync::hubspot::limiter::Priority;
+    use leadsync::store::{OutboxKind, OutboxState};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leadsync.db");
+    let app = TestApp::start_with(400, Some(format!("sqlite://{}", file.display()))).await;
+    let s = &app.stack.syncer;
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER no_sf_ids BEFORE INSERT ON outbox WHEN NEW.key LIKE 'hubspot-sf:%' \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let now = app.now();
+    assert!(s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.is_err());
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts WHERE sf_contact_id IS NOT NULL")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(linked, 0, "no link saved without its write-back");
+    let done = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    assert!(done.is_empty(), "no promotion done without its write-back");
+    let keyed = |app: &TestApp| {
+        let mut out = std::collections::BTreeMap::<String, usize>::new();
+        for r in app.stack.sandbox.salesforce_records("Opportunity") {
+            if let Some(k) = r["LeadSync_Key__c"].as_str() {
+                *out.entry(k.to_string()).or_default() += 1;
+            }
+        }
+        out
+    };
+    let first = keyed(&app);
+    assert!(!first.is_empty(), "Salesforce was written");
+
+    sqlx::query("DROP TRIGGER no_sf_ids").execute(&raw).await.unwrap();
+    s.flush(Priority::Background, now).await.unwrap();
+    let done = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    assert!(!done.is_empty());
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts WHERE sf_contact_id IS NOT NULL")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(linked as usize, done.len(), "each done promotion has its link");
+    let after = keyed(&app);
+    assert_eq!(after.len(), done.len(), "one opportunity per promotion");
+    assert!(
+        after.values().all(|n| *n == 1),
+        "the retry upserted, created none twice: {after:?}"
+    );
+    assert_eq!(after.keys().collect::<Vec<_>>(), first.keys().collect::<Vec<_>>());
+    let sf_writes = s
+        .store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done)
+        .await
+        .unwrap();
+    assert_eq!(
+        sf_writes.iter().filter(|w| w.key.starts_with("hubspot-sf:")).count(),
+        done.len(),
+        "each promotion's ids reached HubSpot once"
+    );
+    app.stack.shutdown().await.unwrap();
+}

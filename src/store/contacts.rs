@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::outbox::{OutboxKind, enqueue};
+use super::outbox::{OutboxItem, OutboxKind, enqueue};
 use super::write::PATIENT_WAIT;
 use super::{Store, StoreError, corrupt, from_ms, ms, set_cursor};
 use crate::lifecycle::snapshot::SalesforceLink;
@@ -365,31 +365,33 @@ impl Store {
     /// Records a promotion's Salesforce ids and owner: the contact's link, and no promotion
     /// pending any more.
     pub async fn set_promoted(&self, id: &HubSpotId, link: &SalesforceLink, owner: &str) -> Result<(), StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| set_promoted(tx, id, link, owner).await)
+            .await
+    }
+
+    /// Saves one promotion's outcome in one transaction: the contact's Salesforce link and
+    /// owner, the HubSpot write of its Salesforce ids (`write`: idempotency key and payload),
+    /// and its outbox item done. A crash leaves all of it or none (then the promotion is tried
+    /// again, by upsert: no second record).
+    pub async fn save_promotion(
+        &self,
+        item: &OutboxItem,
+        promoted: &Promoted<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = promoted.contact_id;
         self.in_write(PATIENT_WAIT, async |tx| {
-        lock_row(&mut *tx, id).await?;
-        let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = row {
-            let mut state: ContactState = serde_json::from_str(&row.get::<String, _>(0))
-                .map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
-            state.salesforce = Some(link.clone());
-            state.promotion_pending = false;
-            sqlx::query(
-                "UPDATE contacts SET state = $1, sf_account_id = $2, sf_contact_id = $3, sf_opportunity_id = $4, owner_id = $5 \
-                 WHERE contact_id = $6",
-            )
-            .bind(json(&state))
-            .bind(link.account_id.as_deref())
-            .bind(link.contact_id.as_deref())
-            .bind(link.opportunity_id.as_deref())
-            .bind(owner)
-            .bind(id.as_str())
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+            set_promoted(tx, id, promoted.link, promoted.owner).await?;
+            let (key, payload) = &promoted.write;
+            enqueue(&mut **tx, OutboxKind::HubSpotWrite, key, id.as_str(), payload, now).await?;
+            // The item is done only as it was taken: a newer payload saved meanwhile stays due.
+            sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
+                .bind(ms(now))
+                .bind(item.id)
+                .bind(&item.payload)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
         })
         .await
     }
@@ -426,6 +428,51 @@ pub enum Removal {
 /// The state a survivor continues from after a merge: the loser's when it had gone further.
 pub fn merged_state<'a>(survivor: &'a ContactState, loser: &'a ContactState) -> &'a ContactState {
     if loser.stage > survivor.stage { loser } else { survivor }
+}
+
+/// A promotion Salesforce accepted, as [`Store::save_promotion`] saves it.
+#[derive(Debug, Clone)]
+pub struct Promoted<'a> {
+    /// The promoted contact.
+    pub contact_id: &'a HubSpotId,
+    /// Its Salesforce records.
+    pub link: &'a SalesforceLink,
+    /// Its Salesforce owner.
+    pub owner: &'a str,
+    /// The HubSpot write of the Salesforce ids: (idempotency key, JSON payload).
+    pub write: (String, String),
+}
+
+async fn set_promoted(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &HubSpotId,
+    link: &SalesforceLink,
+    owner: &str,
+) -> Result<(), StoreError> {
+    lock_row(&mut *tx, id).await?;
+    let row = sqlx::query("SELECT state FROM contacts WHERE contact_id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(row) = row {
+        let mut state: ContactState =
+            serde_json::from_str(&row.get::<String, _>(0)).map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
+        state.salesforce = Some(link.clone());
+        state.promotion_pending = false;
+        sqlx::query(
+            "UPDATE contacts SET state = $1, sf_account_id = $2, sf_contact_id = $3, sf_opportunity_id = $4, owner_id = $5 \
+             WHERE contact_id = $6",
+        )
+        .bind(json(&state))
+        .bind(link.account_id.as_deref())
+        .bind(link.contact_id.as_deref())
+        .bind(link.opportunity_id.as_deref())
+        .bind(owner)
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn mark_removed(

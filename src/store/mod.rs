@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-pub use contacts::{ContactRow, Evaluated, FunnelRow, Removal, merged_state};
+pub use contacts::{ContactRow, Evaluated, FunnelRow, Promoted, Removal, merged_state};
 pub use inbox::{InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 pub use staged::{contact_key, email_key};

@@ -23,7 +23,7 @@ use crate::salesforce::client::{SalesforceClient, SalesforceClientConfig};
 use crate::salesforce::feedback::{OpportunityResult, SalesforceWatermark};
 use crate::salesforce::mapping::{SalesforceMapping, SalesforceSource};
 use crate::salesforce::promote::{PromotionInput, PromotionOutcome, fresh_batch_calls};
-use crate::store::{OutboxItem, OutboxKind, OutboxState};
+use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
 
 /// Promotions per Salesforce batch (sObject Collections' limit).
 pub const PROMOTION_BATCH: usize = 200;
@@ -263,7 +263,6 @@ impl Promoter {
                 }
             };
             s.store.set_counter(ROUND_ROBIN, rr).await?;
-            let mut done = Vec::new();
             for (item, outcome) in items.iter().zip(outcomes) {
                 match outcome {
                     PromotionOutcome::Promoted {
@@ -272,11 +271,6 @@ impl Promoter {
                         owner_id,
                         strategy,
                     } => {
-                        // Ids saved first, then their write-back queued: a crash in between
-                        // re-promotes by upsert (no new record) and queues the write again.
-                        let held = s.evaluating().await;
-                        s.store.set_promoted(&contact_id, &link, &owner_id).await?;
-                        drop(held);
                         let mut props = BTreeMap::new();
                         for (k, v) in [
                             ("leadsync_sf_account_id", &link.account_id),
@@ -292,18 +286,28 @@ impl Promoter {
                             properties: props,
                             lifecycle: None,
                         };
+                        // Link, write-back and done in one transaction, under the evaluation
+                        // lock (an evaluation saving meanwhile would drop the link).
+                        let held = s.evaluating().await;
                         s.store
-                            .enqueue(
-                                OutboxKind::HubSpotWrite,
-                                &format!("hubspot-sf:{contact_id}"),
-                                contact_id.as_str(),
-                                &serde_json::to_string(&payload).expect("serialisable"),
+                            .save_promotion(
+                                item,
+                                &Promoted {
+                                    contact_id: &contact_id,
+                                    link: &link,
+                                    owner: &owner_id,
+                                    write: (
+                                        format!("hubspot-sf:{contact_id}"),
+                                        serde_json::to_string(&payload).expect("serialisable"),
+                                    ),
+                                },
                                 now,
                             )
                             .await?;
+                        drop(held);
                         info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
                         metrics::counter!("leadsync_promotions_total").increment(1);
-                        done.push((*item).clone());
+                        promoted += 1;
                     }
                     PromotionOutcome::Review { reason, .. } => {
                         s.store.failed(item, &reason, OutboxState::Review, now).await?;
@@ -320,8 +324,6 @@ impl Promoter {
                     }
                 }
             }
-            promoted += done.len() as u64;
-            s.store.done(&done, now).await?;
         }
     }
 
