@@ -362,3 +362,43 @@ async fn a_failure_while_saving_a_promotion_leaves_none_of_its_outcome_and_the_r
     );
     app.stack.shutdown().await.unwrap();
 }
+
+// Migration 6 moves a kept Salesforce refresh token out of `cursors` into `refresh_tokens`.
+#[tokio::test]
+async fn migration_six_moves_a_kept_refresh_token_out_of_the_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("old.db").display());
+    for url in [sqlite, postgres_url().await] {
+        leadsync::store::Store::connect(&url).await.unwrap().close().await;
+        // The store as it was before migration 6, with a token kept the old way.
+        sqlx::any::install_default_drivers();
+        let raw = sqlx::AnyPool::connect(&url).await.unwrap();
+        for sql in [
+            "DROP TABLE refresh_tokens",
+            "DELETE FROM leadsync_migrations WHERE version = 6",
+            "INSERT INTO cursors (name, value, updated_at) VALUES ('salesforce.refresh_token', 'rt-9', 1)",
+            "INSERT INTO cursors (name, value, updated_at) VALUES ('salesforce.refresh_token.configured', 'abc', 1)",
+            "INSERT INTO cursors (name, value, updated_at) VALUES ('contacts.modified', '5', 1)",
+        ] {
+            sqlx::query(sql).execute(&raw).await.unwrap();
+        }
+        raw.close().await;
+        let store = leadsync::store::Store::open_existing(&url).await.unwrap();
+        let kept = store.refresh_token("salesforce").await.unwrap().expect("moved");
+        assert_eq!(kept.token.as_deref(), Some("rt-9"), "{url}");
+        assert_eq!(kept.configured_hash, "abc", "{url}");
+        assert_eq!(store.cursor("salesforce.refresh_token").await.unwrap(), None, "{url}");
+        assert_eq!(
+            store.cursor("salesforce.refresh_token.configured").await.unwrap(),
+            None,
+            "{url}"
+        );
+        assert_eq!(
+            store.cursor("contacts.modified").await.unwrap().as_deref(),
+            Some("5"),
+            "{url}: others stay"
+        );
+        assert!(!format!("{kept:?}").contains("rt-9"), "the token never prints");
+        store.close().await;
+    }
+}

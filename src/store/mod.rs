@@ -1,7 +1,8 @@
 //! Durable state behind one `Store`: SQLite by default (one file, WAL), PostgreSQL with a
 //! `postgres://` URL, the same queries and behaviour on both.
 //!
-//! What it holds: sync cursors and backfill checkpoints (`cursors`), per-contact state and the
+//! What it holds: sync cursors and backfill checkpoints (`cursors`), rotated refresh tokens
+//! (`refresh_tokens`), per-contact state and the
 //! last HubSpot values seen (`contacts`), the engagement ledger (`events`), the audit log of
 //! every transition (`audit`), the outbox of HubSpot writes and Salesforce promotions with its
 //! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
@@ -69,6 +70,24 @@ pub enum StoreError {
         /// The parse error.
         message: String,
     },
+}
+
+/// A refresh token kept in the store (see [`Store::refresh_token`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeptToken {
+    /// The latest token a refresh answered, when one was kept.
+    pub token: Option<String>,
+    /// SHA-256 (hex) of the configured token it descends from.
+    pub configured_hash: String,
+}
+
+impl std::fmt::Debug for KeptToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptToken")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("configured_hash", &self.configured_hash)
+            .finish()
+    }
 }
 
 /// Which database holds the state.
@@ -269,6 +288,45 @@ impl Store {
     pub async fn clear_cursor(&self, name: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM cursors WHERE name = $1")
             .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The refresh token kept for `system` (`salesforce`), and the hash of the configured token
+    /// it descends from; `None` before the first start with a configured token.
+    pub async fn refresh_token(&self, system: &str) -> Result<Option<KeptToken>, StoreError> {
+        let row = sqlx::query("SELECT token, configured_hash FROM refresh_tokens WHERE system = $1")
+            .bind(system)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| KeptToken {
+            token: r.get(0),
+            configured_hash: r.get(1),
+        }))
+    }
+
+    /// Starts over from a newly configured token (its hash): any kept token is dropped.
+    pub async fn set_configured_token(&self, system: &str, configured_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (system, token, configured_hash, updated_at) VALUES ($1, NULL, $2, $3) \
+             ON CONFLICT (system) DO UPDATE SET token = NULL, configured_hash = excluded.configured_hash, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(system)
+        .bind(configured_hash)
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps the token a refresh rotated to, for the configured token it descends from.
+    pub async fn keep_refresh_token(&self, system: &str, token: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET token = $1, updated_at = $2 WHERE system = $3")
+            .bind(token)
+            .bind(ms(Utc::now()))
+            .bind(system)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -131,4 +131,23 @@ CREATE TABLE staged (
 )
 "#,
     },
+    Migration {
+        version: 6,
+        name: "refresh tokens",
+        // Rotated refresh tokens are credentials, not sync positions: their own table, with the
+        // hash of the configured token each descends from. Rows kept in `cursors` move here.
+        sql: r#"
+CREATE TABLE refresh_tokens (
+    system TEXT PRIMARY KEY,
+    token TEXT,
+    configured_hash TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+INSERT INTO refresh_tokens (system, token, configured_hash, updated_at)
+SELECT 'salesforce', t.value, h.value, h.updated_at FROM cursors h
+LEFT JOIN cursors t ON t.name = 'salesforce.refresh_token'
+WHERE h.name = 'salesforce.refresh_token.configured';
+DELETE FROM cursors WHERE name IN ('salesforce.refresh_token', 'salesforce.refresh_token.configured')
+"#,
+    },
 ];

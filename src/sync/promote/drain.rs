@@ -1,0 +1,165 @@
+//! The outbox of promotions: due items to Salesforce, 200 a batch, each outcome saved in one
+//! transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::{info, warn};
+
+use super::{HOLD, PROMOTION_BATCH, Promoter, ROUND_ROBIN};
+use crate::lifecycle::HubSpotId;
+use crate::salesforce::mapping::SalesforceSource;
+use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
+use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
+use crate::sync::evaluate::{PromotePayload, WritePayload};
+use crate::sync::{SyncError, Syncer};
+
+impl Promoter {
+    /// Promotes what is due, 200 a batch; returns how many contacts were promoted. A pause
+    /// (the org's allocation or leadsync's share spent) leaves the rest in the outbox and says
+    /// why in `leadsync status`.
+    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+        let mut promoted = 0;
+        loop {
+            let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
+            if due.is_empty() {
+                s.store.clear_cursor(HOLD).await?;
+                return Ok(promoted);
+            }
+            let mut inputs = Vec::with_capacity(due.len());
+            let mut items: Vec<&OutboxItem> = Vec::with_capacity(due.len());
+            for item in &due {
+                let parsed = serde_json::from_str::<PromotePayload>(&item.payload)
+                    .ok()
+                    .zip(HubSpotId::try_from(item.contact_id.clone()).ok());
+                let Some((p, id)) = parsed else {
+                    s.store
+                        .failed(item, "payload does not parse", OutboxState::Dead, now)
+                        .await?;
+                    continue;
+                };
+                inputs.push(PromotionInput {
+                    contact_id: id,
+                    contact: p.contact,
+                    company_id: p.company_id,
+                    company: p.company,
+                    cycle: p.cycle,
+                    owner_email: None,
+                });
+                items.push(item);
+            }
+            self.owner_emails(s, &mut inputs, now).await?;
+            let mut rr = s.store.counter(ROUND_ROBIN).await?;
+            let outcomes = match self
+                .client
+                .promote(&self.mapping, &inputs, &mut rr, now.date_naive())
+                .await
+            {
+                Ok(o) => o,
+                Err(e) if e.is_pause() => {
+                    warn!(error = %e, "promotions wait: Salesforce allocation");
+                    s.store.set_cursor(HOLD, &e.to_string()).await?;
+                    return Ok(promoted);
+                }
+                Err(e) => {
+                    for item in &items {
+                        s.store
+                            .failed(item, &e.to_string(), OutboxState::Pending, now + Duration::minutes(5))
+                            .await?;
+                    }
+                    return Err(SyncError::Salesforce(e.to_string()));
+                }
+            };
+            s.store.set_counter(ROUND_ROBIN, rr).await?;
+            for (item, outcome) in items.iter().zip(outcomes) {
+                match outcome {
+                    PromotionOutcome::Promoted {
+                        contact_id,
+                        link,
+                        owner_id,
+                        strategy,
+                    } => {
+                        let mut props = BTreeMap::new();
+                        for (k, v) in [
+                            ("leadsync_sf_account_id", &link.account_id),
+                            ("leadsync_sf_contact_id", &link.contact_id),
+                            ("leadsync_sf_opportunity_id", &link.opportunity_id),
+                        ] {
+                            if let Some(v) = v {
+                                props.insert(k.to_string(), v.clone());
+                            }
+                        }
+                        props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
+                        let payload = WritePayload {
+                            properties: props,
+                            lifecycle: None,
+                        };
+                        // Link, write-back and done in one transaction, under the evaluation
+                        // lock (an evaluation saving meanwhile would drop the link).
+                        let held = s.evaluating().await;
+                        s.store
+                            .save_promotion(
+                                item,
+                                &Promoted {
+                                    contact_id: &contact_id,
+                                    link: &link,
+                                    owner: &owner_id,
+                                    write: (
+                                        format!("hubspot-sf:{contact_id}"),
+                                        serde_json::to_string(&payload).expect("serialisable"),
+                                    ),
+                                },
+                                now,
+                            )
+                            .await?;
+                        drop(held);
+                        info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
+                        metrics::counter!("leadsync_promotions_total").increment(1);
+                        promoted += 1;
+                    }
+                    PromotionOutcome::Review { reason, .. } => {
+                        s.store.failed(item, &reason, OutboxState::Review, now).await?;
+                    }
+                    PromotionOutcome::DeadLetter { code, message, .. } => {
+                        metrics::counter!("leadsync_dead_letters_total").increment(1);
+                        s.store
+                            .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
+                            .await?;
+                    }
+                    PromotionOutcome::Retry { reason, .. } => {
+                        let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
+                        s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills each input's HubSpot owner's email from the owners cache (read at most hourly),
+    /// when the mapping routes by HubSpot owner and the contact has one.
+    async fn owner_emails(
+        &self,
+        s: &Syncer,
+        inputs: &mut [PromotionInput],
+        now: DateTime<Utc>,
+    ) -> Result<(), SyncError> {
+        let Some(SalesforceSource::Contact(property)) = &self.mapping.routing.hubspot_owner else {
+            return Ok(());
+        };
+        let owner_of = |i: &PromotionInput| {
+            i.contact
+                .get(property)
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+        };
+        let ids: BTreeSet<String> = inputs.iter().filter_map(owner_of).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let emails = self.owners.emails(&s.hubspot, &ids, now).await?;
+        for input in inputs.iter_mut() {
+            input.owner_email = owner_of(input).and_then(|o| emails.get(&o).cloned());
+        }
+        Ok(())
+    }
+}
