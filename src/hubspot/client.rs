@@ -18,6 +18,7 @@ use url::Url;
 use super::auth::{HubSpotAuth, HubSpotAuthError};
 use super::limiter::{Budget, HubSpotLimits, Priority, ReserveReached};
 use super::retry::{HubSpotApiError, Outcome, RetryDecision, RetryPolicy, decide};
+use crate::transport::TransportError;
 
 /// Why a HubSpot call did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +232,9 @@ impl HubSpotClient {
             }
             inner.stats.count(call.endpoint);
             let sent = request.send().await;
-            let (status, body, retry_after) = match sent {
+            // Each failure is named: no transport error poses as a status, and a 2xx whose body
+            // could not be read is retried, never read as an empty answer.
+            let (status, body, retry_after, failure) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers();
@@ -247,18 +250,18 @@ impl HubSpotClient {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     match resp.text().await {
-                        Ok(text) => (Some(status), text, retry_after),
-                        Err(e) if e.is_timeout() => (None, String::new(), None),
-                        Err(_) => (Some(status), String::new(), retry_after),
+                        Ok(text) => (Some(status), text, retry_after, None),
+                        Err(e) if e.is_timeout() => (None, String::new(), None, None),
+                        Err(_) => (Some(status), String::new(), retry_after, Some(TransportError::BodyRead { status })),
                     }
                 }
-                Err(e) if e.is_timeout() => (None, String::new(), None),
-                Err(_) => (Some(0), String::new(), None),
+                Err(e) if e.is_timeout() => (None, String::new(), None, None),
+                Err(e) => (None, String::new(), None, Some(TransportError::of_send(&e))),
             };
-            let outcome = match status {
-                None => Outcome::Timeout,
-                Some(0) => Outcome::Connect,
-                Some(s) => Outcome::Response {
+            let outcome = match (status, failure) {
+                (_, Some(kind)) => Outcome::Transport(kind),
+                (None, None) => Outcome::Timeout,
+                (Some(s), None) => Outcome::Response {
                     status: s,
                     body: &body,
                     retry_after: retry_after.as_deref(),
