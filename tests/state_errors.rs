@@ -83,6 +83,8 @@ fn hubspot(url: &str) -> HubSpotClient {
             interval: std::time::Duration::from_secs(10),
             search_per_second: 1_000,
             daily_reserve: 0,
+            daily_allocation: None,
+            time_zone: chrono_tz::Tz::UTC,
             timeout: None,
             retry: RetryPolicy::default(),
         },
@@ -133,4 +135,221 @@ async fn hubspot_a_refused_connection_is_named_not_a_status_zero() {
     let text = err.to_string();
     assert!(text.contains("connection failed after 6 attempts; is the base URL right"), "{text}");
     assert_eq!(client.stats().retries(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn salesforce_a_2xx_body_cut_off_is_retried_never_read_as_empty() {
+    use leadsync::salesforce::auth::SalesforceAuth;
+    use leadsync::salesforce::client::{SalesforceClient, SalesforceClientConfig};
+    use leadsync::salesforce::limits::SalesforceShare;
+    use leadsync::salesforce::retry::SalesforceRetryPolicy;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let rows = json!({"totalSize": 1, "done": true, "records": [{"Id": "001x"}]}).to_string();
+    let (instance, served) = raw_server(vec![cut_off(&rows), whole(&rows)]).await;
+    let login = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "https://login.salesforce.com/id/00Dx0000000BV7z/005x00000012Q9P",
+            "issued_at": "1278448832702", "instance_url": instance, "signature": "s", "access_token": "access"
+        })))
+        .mount(&login)
+        .await;
+    let auth = SalesforceAuth::jwt(
+        &login.uri(),
+        "consumer-key",
+        "integration@acme.test",
+        include_bytes!("fixtures/salesforce_test_key.pem"),
+    )
+    .unwrap()
+    .with_timeout(None);
+    let client = SalesforceClient::new(
+        SalesforceClientConfig {
+            api_version: "v62.0".into(),
+            share: SalesforceShare { percent: 100 },
+            timeout: None,
+            retry: SalesforceRetryPolicy::default(),
+        },
+        auth,
+    )
+    .unwrap();
+    let got: Vec<serde_json::Value> = client.query("SELECT Id FROM Account").await.unwrap();
+    assert_eq!(got, vec![json!({"Id": "001x"})]);
+    assert_eq!((served.load(Ordering::SeqCst), client.stats().retries()), (2, 1));
+}
+
+use leadsync::report::RetryKind;
+use leadsync::store::{InboxEvent, OutboxKind, OutboxState};
+
+use crate::support::{TestApp, stores};
+
+fn raw_event(key: &str, contact: &str, payload: &str) -> InboxEvent {
+    InboxEvent {
+        dedupe_key: key.into(),
+        contact_id: contact.into(),
+        subscription: "contact.creation".into(),
+        payload: payload.into(),
+    }
+}
+
+#[tokio::test]
+async fn inbox_events_that_cannot_be_processed_go_dead_with_their_reason_and_retry_puts_them_back() {
+    let app = TestApp::start(20).await;
+    let s = &app.stack.syncer;
+    let now = app.now();
+    let good = json!({"subscriptionType": "contact.creation", "objectId": 1, "occurredAt": 1}).to_string();
+    s.store
+        .inbox_put(
+            &[
+                raw_event("bad-json", "5", "{not json"),
+                raw_event(
+                    "bad-kind",
+                    "6",
+                    &json!({"subscriptionType": "contact.creation", "objectId": null}).to_string(),
+                ),
+                raw_event(
+                    "bad-id",
+                    "7",
+                    &json!({"subscriptionType": "contact.creation", "objectId": "12ab"}).to_string(),
+                ),
+                raw_event("good", "1", &good),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    s.drain_inbox(now).await.unwrap();
+    let dead = s.store.inbox_dead_list().await.unwrap();
+    let reasons: Vec<(&str, &str)> = dead.iter().map(|d| (d.contact_id.as_str(), d.reason.as_str())).collect();
+    assert_eq!(dead.len(), 3, "{reasons:?}");
+    assert!(reasons[0].1.contains("payload does not parse (Syntax error"), "{reasons:?}");
+    assert!(reasons[1].1.contains("objectId is null, expected a number or a string"), "{reasons:?}");
+    assert!(reasons[2].1.contains("objectId `12ab` is not a HubSpot id"), "{reasons:?}");
+    // Dead events are not waiting (nor tried again on their own); the good one was processed.
+    assert_eq!(s.store.inbox_depth().await.unwrap().0, 0);
+    assert!(s.store.inbox_due(now + chrono::Duration::days(1), 10).await.unwrap().is_empty());
+
+    let status = leadsync::report::status(&s.store).await.unwrap();
+    assert!(status.contains("dead inbox events"), "{status}");
+    assert!(
+        status.contains(&format!("event {} · contact.creation · contact 6 · inbox row", dead[1].id)),
+        "{status}"
+    );
+
+    let dry = leadsync::report::retry(&s.store, Some(RetryKind::Inbox), None, true, now)
+        .await
+        .unwrap();
+    assert!(dry.ends_with("3 would be requeued\n"), "{dry}");
+    assert_eq!(s.store.inbox_dead_list().await.unwrap().len(), 3, "a dry run changes nothing");
+
+    let one = leadsync::report::retry(&s.store, Some(RetryKind::Inbox), Some(dead[2].id), false, now)
+        .await
+        .unwrap();
+    assert!(
+        one.starts_with(&format!("requeued inbox event {} · contact.creation · contact 7", dead[2].id)),
+        "{one}"
+    );
+    assert!(one.ends_with("1 requeued\n"), "{one}");
+    let due = s.store.inbox_due(now, 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![dead[2].id]);
+    assert_eq!(s.store.inbox_dead_list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_backfill_checkpoint_is_refused_by_name_and_restart_discards_it() {
+    use leadsync::sync::backfill::{BackfillOptions, CHECKPOINT};
+    let app = TestApp::start(20).await;
+    let s = &app.stack.syncer;
+    s.store.set_cursor(CHECKPOINT, "{\"after\": 3").await.unwrap();
+    let calls = s.hubspot.stats().total();
+    let err = s
+        .backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cursors `backfill` (the backfill checkpoint)"), "{err}");
+    assert!(err.contains("found `{\"after\": 3`"), "{err}");
+    assert!(err.contains("`leadsync backfill --restart` discards it"), "{err}");
+    assert_eq!(s.hubspot.stats().total(), calls, "nothing read from a wrong place");
+    let (report, _) = s
+        .backfill(
+            &BackfillOptions {
+                restart: true,
+                ..BackfillOptions::default()
+            },
+            app.now(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.pulled, 20);
+    assert_eq!(s.store.cursor(CHECKPOINT).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_corrupt_sending_write_becomes_a_dead_letter_never_done() {
+    let app = TestApp::start(20).await;
+    let s = &app.stack.syncer;
+    let now = app.now();
+    let page = s
+        .hubspot
+        .list_contacts(None, &["email".into()], Priority::Background)
+        .await
+        .unwrap();
+    let contact = page.results[0].id.clone();
+    s.store
+        .enqueue(OutboxKind::HubSpotWrite, &format!("hubspot:{contact}"), &contact, "{broken", now)
+        .await
+        .unwrap();
+    let item = s.store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap();
+    s.store.sending(&item).await.unwrap();
+    leadsync::sync::writeback::drain(s, Priority::Background, now).await.unwrap();
+    let dead = s.store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let why = dead[0].last_error.as_deref().unwrap_or("");
+    assert!(
+        why.starts_with(&format!(
+            "outbox row {} (hubspot_write, contact {contact}): payload does not parse",
+            item[0].id
+        )),
+        "{why}"
+    );
+    assert!(why.contains("`leadsync retry --kind writeback --id"), "{why}");
+    assert!(s.store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn retry_requeues_one_dead_letter_by_id_or_all_and_prints_each() {
+    for (name, store) in stores().await {
+        let now = chrono::Utc::now();
+        for c in ["1", "2"] {
+            store
+                .enqueue(OutboxKind::Promote, &format!("promote:{c}:0"), c, "{}", now)
+                .await
+                .unwrap();
+        }
+        let due = store.due(OutboxKind::Promote, now, 10).await.unwrap();
+        for it in &due {
+            store.failed(it, "REQUIRED_FIELD_MISSING", OutboxState::Dead, now).await.unwrap();
+        }
+        let out = leadsync::report::retry(&store, Some(RetryKind::Promote), Some(due[1].id), false, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "requeued promote item {} · contact 2 · was: REQUIRED_FIELD_MISSING\n1 requeued\n",
+                due[1].id
+            ),
+            "{name}"
+        );
+        let pending = store.due(OutboxKind::Promote, now, 10).await.unwrap();
+        assert_eq!(pending.iter().map(|i| i.id).collect::<Vec<_>>(), vec![due[1].id], "{name}");
+        assert_eq!(pending[0].attempts, 0, "{name}");
+        let rest = leadsync::report::retry(&store, None, None, false, now).await.unwrap();
+        assert!(rest.ends_with("1 requeued\n"), "{name}: {rest}");
+        assert!(store.outbox_in(OutboxKind::Promote, OutboxState::Dead).await.unwrap().is_empty(), "{name}");
+    }
 }
