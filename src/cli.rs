@@ -671,7 +671,12 @@ pub fn status(config_file: Option<&Path>) -> ExitCode {
 
 /// `leadsync retry`: dead letters and dead inbox events back in their queues, once their cause
 /// is fixed; prints each one put back (or, with `dry_run`, each one it would put back).
-pub fn retry(config_file: Option<&Path>, kind: Option<crate::report::RetryKind>, id: Option<i64>, dry_run: bool) -> ExitCode {
+pub fn retry(
+    config_file: Option<&Path>,
+    kind: Option<crate::report::RetryKind>,
+    id: Option<i64>,
+    dry_run: bool,
+) -> ExitCode {
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,

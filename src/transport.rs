@@ -84,7 +84,11 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_classified_as_connect() {
         // A port just released: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let e = reqwest::get(format!("http://127.0.0.1:{port}/")).await.unwrap_err();
         assert_eq!(TransportError::of_send(&e), TransportError::Connect);
     }

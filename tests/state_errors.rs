@@ -118,7 +118,8 @@ async fn hubspot_a_body_cut_off_every_time_fails_with_a_named_transport_error() 
         .unwrap_err();
     assert!(matches!(err, HubSpotError::Api { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("HTTP 200 body could not be read after 6 attempts"),
+        err.to_string()
+            .contains("HTTP 200 body could not be read after 6 attempts"),
         "{err}"
     );
     assert_eq!(served.load(Ordering::SeqCst), 6);
@@ -126,14 +127,21 @@ async fn hubspot_a_body_cut_off_every_time_fails_with_a_named_transport_error() 
 
 #[tokio::test(start_paused = true)]
 async fn hubspot_a_refused_connection_is_named_not_a_status_zero() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = hubspot(&format!("http://127.0.0.1:{port}"));
     let err = client
         .list_contacts(None, &["email".into()], Priority::Background)
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("connection failed after 6 attempts; is the base URL right"), "{text}");
+    assert!(
+        text.contains("connection failed after 6 attempts; is the base URL right"),
+        "{text}"
+    );
     assert_eq!(client.stats().retries(), 5);
 }
 
@@ -222,19 +230,40 @@ async fn inbox_events_that_cannot_be_processed_go_dead_with_their_reason_and_ret
         .unwrap();
     s.drain_inbox(now).await.unwrap();
     let dead = s.store.inbox_dead_list().await.unwrap();
-    let reasons: Vec<(&str, &str)> = dead.iter().map(|d| (d.contact_id.as_str(), d.reason.as_str())).collect();
+    let reasons: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|d| (d.contact_id.as_str(), d.reason.as_str()))
+        .collect();
     assert_eq!(dead.len(), 3, "{reasons:?}");
-    assert!(reasons[0].1.contains("payload does not parse (Syntax error"), "{reasons:?}");
-    assert!(reasons[1].1.contains("objectId is null, expected a number or a string"), "{reasons:?}");
-    assert!(reasons[2].1.contains("objectId `12ab` is not a HubSpot id"), "{reasons:?}");
+    assert!(
+        reasons[0].1.contains("payload does not parse (Syntax error"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].1.contains("objectId is null, expected a number or a string"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].1.contains("objectId `12ab` is not a HubSpot id"),
+        "{reasons:?}"
+    );
     // Dead events are not waiting (nor tried again on their own); the good one was processed.
     assert_eq!(s.store.inbox_depth().await.unwrap().0, 0);
-    assert!(s.store.inbox_due(now + chrono::Duration::days(1), 10).await.unwrap().is_empty());
+    assert!(
+        s.store
+            .inbox_due(now + chrono::Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let status = leadsync::report::status(&s.store).await.unwrap();
     assert!(status.contains("dead inbox events"), "{status}");
     assert!(
-        status.contains(&format!("event {} · contact.creation · contact 6 · inbox row", dead[1].id)),
+        status.contains(&format!(
+            "event {} · contact.creation · contact 6 · inbox row",
+            dead[1].id
+        )),
         "{status}"
     );
 
@@ -242,13 +271,20 @@ async fn inbox_events_that_cannot_be_processed_go_dead_with_their_reason_and_ret
         .await
         .unwrap();
     assert!(dry.ends_with("3 would be requeued\n"), "{dry}");
-    assert_eq!(s.store.inbox_dead_list().await.unwrap().len(), 3, "a dry run changes nothing");
+    assert_eq!(
+        s.store.inbox_dead_list().await.unwrap().len(),
+        3,
+        "a dry run changes nothing"
+    );
 
     let one = leadsync::report::retry(&s.store, Some(RetryKind::Inbox), Some(dead[2].id), false, now)
         .await
         .unwrap();
     assert!(
-        one.starts_with(&format!("requeued inbox event {} · contact.creation · contact 7", dead[2].id)),
+        one.starts_with(&format!(
+            "requeued inbox event {} · contact.creation · contact 7",
+            dead[2].id
+        )),
         "{one}"
     );
     assert!(one.ends_with("1 requeued\n"), "{one}");
@@ -300,13 +336,25 @@ async fn a_corrupt_sending_write_becomes_a_dead_letter_never_done() {
         .unwrap();
     let contact = page.results[0].id.clone();
     s.store
-        .enqueue(OutboxKind::HubSpotWrite, &format!("hubspot:{contact}"), &contact, "{broken", now)
+        .enqueue(
+            OutboxKind::HubSpotWrite,
+            &format!("hubspot:{contact}"),
+            &contact,
+            "{broken",
+            now,
+        )
         .await
         .unwrap();
     let item = s.store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap();
     s.store.sending(&item).await.unwrap();
-    leadsync::sync::writeback::drain(s, Priority::Background, now).await.unwrap();
-    let dead = s.store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead).await.unwrap();
+    leadsync::sync::writeback::drain(s, Priority::Background, now)
+        .await
+        .unwrap();
+    let dead = s
+        .store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     let why = dead[0].last_error.as_deref().unwrap_or("");
     assert!(
@@ -317,7 +365,13 @@ async fn a_corrupt_sending_write_becomes_a_dead_letter_never_done() {
         "{why}"
     );
     assert!(why.contains("`leadsync retry --kind writeback --id"), "{why}");
-    assert!(s.store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done).await.unwrap().is_empty());
+    assert!(
+        s.store
+            .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -332,7 +386,10 @@ async fn retry_requeues_one_dead_letter_by_id_or_all_and_prints_each() {
         }
         let due = store.due(OutboxKind::Promote, now, 10).await.unwrap();
         for it in &due {
-            store.failed(it, "REQUIRED_FIELD_MISSING", OutboxState::Dead, now).await.unwrap();
+            store
+                .failed(it, "REQUIRED_FIELD_MISSING", OutboxState::Dead, now)
+                .await
+                .unwrap();
         }
         let out = leadsync::report::retry(&store, Some(RetryKind::Promote), Some(due[1].id), false, now)
             .await
@@ -346,10 +403,66 @@ async fn retry_requeues_one_dead_letter_by_id_or_all_and_prints_each() {
             "{name}"
         );
         let pending = store.due(OutboxKind::Promote, now, 10).await.unwrap();
-        assert_eq!(pending.iter().map(|i| i.id).collect::<Vec<_>>(), vec![due[1].id], "{name}");
+        assert_eq!(
+            pending.iter().map(|i| i.id).collect::<Vec<_>>(),
+            vec![due[1].id],
+            "{name}"
+        );
         assert_eq!(pending[0].attempts, 0, "{name}");
         let rest = leadsync::report::retry(&store, None, None, false, now).await.unwrap();
         assert!(rest.ends_with("1 requeued\n"), "{name}: {rest}");
-        assert!(store.outbox_in(OutboxKind::Promote, OutboxState::Dead).await.unwrap().is_empty(), "{name}");
+        assert!(
+            store
+                .outbox_in(OutboxKind::Promote, OutboxState::Dead)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
     }
+}
+
+#[tokio::test]
+async fn an_oauth_client_counts_its_own_calls_and_pauses_background_work_at_the_reserve() {
+    let page = json!({"results": []}).to_string();
+    let (url, served) = raw_server(vec![whole(&page)]).await;
+    let mut config = HubSpotClientConfig {
+        base_url: url.parse().unwrap(),
+        burst: 10_000,
+        interval: std::time::Duration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 1,
+        daily_allocation: Some(3),
+        time_zone: chrono_tz::Tz::UTC,
+        timeout: None,
+        retry: RetryPolicy::default(),
+    };
+    config.time_zone = "Europe/Berlin".parse().unwrap();
+    let client = HubSpotClient::new(
+        config,
+        HubSpotAuth::static_token(Some(42), SecretString::from("pat-test")),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        client
+            .list_contacts(None, &["email".into()], Priority::Background)
+            .await
+            .unwrap();
+    }
+    let err = client
+        .list_contacts(None, &["email".into()], Priority::Background)
+        .await
+        .unwrap_err();
+    assert!(err.is_pause(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("background work resumes at the portal's daily reset"),
+        "{err}"
+    );
+    client
+        .list_contacts(None, &["email".into()], Priority::RealTime)
+        .await
+        .expect("real-time work goes on");
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    assert_eq!(client.limits().daily_remaining(chrono::Utc::now()), Some(0));
 }

@@ -261,7 +261,12 @@ impl HubSpotClient {
                     match resp.text().await {
                         Ok(text) => (Some(status), text, retry_after, None),
                         Err(e) if e.is_timeout() => (None, String::new(), None, None),
-                        Err(_) => (Some(status), String::new(), retry_after, Some(TransportError::BodyRead { status })),
+                        Err(_) => (
+                            Some(status),
+                            String::new(),
+                            retry_after,
+                            Some(TransportError::BodyRead { status }),
+                        ),
                     }
                 }
                 Err(e) if e.is_timeout() => (None, String::new(), None, None),

@@ -304,7 +304,10 @@ mod tests {
     fn background_work_stops_at_the_reserve_and_real_time_goes_on() {
         let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 1_000);
         let now = at("2026-12-01T10:00:00Z");
-        assert!(limits.admit(Priority::Background, now).is_ok(), "unknown remaining: go on");
+        assert!(
+            limits.admit(Priority::Background, now).is_ok(),
+            "unknown remaining: go on"
+        );
         limits.observe_daily_remaining(1_001, now);
         assert!(limits.admit(Priority::Background, now).is_ok());
         limits.observe_daily_remaining(1_000, now);
@@ -350,12 +353,24 @@ mod tests {
     fn the_daily_reset_is_local_midnight_across_daylight_saving_changes() {
         let ny: Tz = "America/New_York".parse().unwrap();
         // Summer (UTC-4), then the day the clocks go back.
-        assert_eq!(next_daily_reset(at("2026-07-01T12:00:00Z"), ny), at("2026-07-02T04:00:00Z"));
-        assert_eq!(next_daily_reset(at("2026-11-01T12:00:00Z"), ny), at("2026-11-02T05:00:00Z"));
+        assert_eq!(
+            next_daily_reset(at("2026-07-01T12:00:00Z"), ny),
+            at("2026-07-02T04:00:00Z")
+        );
+        assert_eq!(
+            next_daily_reset(at("2026-11-01T12:00:00Z"), ny),
+            at("2026-11-02T05:00:00Z")
+        );
         // Midnight itself belongs to the new day.
-        assert_eq!(next_daily_reset(at("2026-11-02T05:00:00Z"), ny), at("2026-11-03T05:00:00Z"));
+        assert_eq!(
+            next_daily_reset(at("2026-11-02T05:00:00Z"), ny),
+            at("2026-11-03T05:00:00Z")
+        );
         // Santiago skips midnight when summer time starts (6 September 2026): 01:00 local.
         let santiago: Tz = "America/Santiago".parse().unwrap();
-        assert_eq!(next_daily_reset(at("2026-09-05T12:00:00Z"), santiago), at("2026-09-06T04:00:00Z"));
+        assert_eq!(
+            next_daily_reset(at("2026-09-05T12:00:00Z"), santiago),
+            at("2026-09-06T04:00:00Z")
+        );
     }
 }

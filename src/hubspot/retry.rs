@@ -308,9 +308,18 @@ mod tests {
         let p = RetryPolicy::default();
         let last = p.max_attempts - 1;
         for (kind, words) in [
-            (TransportError::Reset, "connection reset after 6 attempts; the connection kept dropping"),
-            (TransportError::Tls, "TLS failed after 6 attempts; check the host's certificate"),
-            (TransportError::BodyRead { status: 200 }, "HTTP 200 body could not be read after 6 attempts"),
+            (
+                TransportError::Reset,
+                "connection reset after 6 attempts; the connection kept dropping",
+            ),
+            (
+                TransportError::Tls,
+                "TLS failed after 6 attempts; check the host's certificate",
+            ),
+            (
+                TransportError::BodyRead { status: 200 },
+                "HTTP 200 body could not be read after 6 attempts",
+            ),
         ] {
             match decide(Outcome::Transport(kind), last, false, &p, 0.0) {
                 RetryDecision::Fail(e) => {

@@ -203,7 +203,11 @@ mod tests {
         match decide(SalesforceOutcome::Transport(TransportError::Tls), 4, false, &p, 0.0) {
             Fail(e) => {
                 assert_eq!(e[0].code, "TRANSPORT");
-                assert!(e[0].message.starts_with("TLS failed after 5 attempt(s); check"), "{}", e[0].message);
+                assert!(
+                    e[0].message.starts_with("TLS failed after 5 attempt(s); check"),
+                    "{}",
+                    e[0].message
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -251,9 +251,10 @@ impl Store {
 
     /// Unprocessed events waiting (dead ones aside) and the oldest one's receipt time (for `/metrics`).
     pub async fn inbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL AND dead_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL AND dead_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((
             row.get::<i64, _>(0).max(0) as u64,
             row.get::<Option<i64>, _>(1).map(from_ms),

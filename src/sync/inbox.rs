@@ -83,7 +83,12 @@ fn parse(row: &InboxRow) -> Result<Parsed, String> {
         let survivor_id =
             HubSpotId::try_from(survivor.clone()).map_err(|e| format!("inbox row {}: primaryObjectId {e}", row.id))?;
         let mut losers = Vec::new();
-        for m in ev.merged_object_ids.iter().map(u64::to_string).filter(|m| *m != survivor) {
+        for m in ev
+            .merged_object_ids
+            .iter()
+            .map(u64::to_string)
+            .filter(|m| *m != survivor)
+        {
             losers.push(HubSpotId::try_from(m).map_err(|e| format!("inbox row {}: mergedObjectIds {e}", row.id))?);
         }
         Some((survivor_id, losers))

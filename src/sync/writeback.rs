@@ -37,7 +37,10 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
             let w = match read_payload(item) {
                 Ok(w) => w,
                 Err(why) => {
-                    warn!(item = item.id, "a HubSpot write whose payload does not parse kept as a dead letter");
+                    warn!(
+                        item = item.id,
+                        "a HubSpot write whose payload does not parse kept as a dead letter"
+                    );
                     s.store.failed(item, &why, OutboxState::Dead, now).await?;
                     continue;
                 }
@@ -141,7 +144,10 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         match read_payload(&item) {
             Ok(w) => readable.push((item, w)),
             Err(why) => {
-                warn!(item = item.id, "a HubSpot write cut off mid-call has a corrupt payload; kept as a dead letter");
+                warn!(
+                    item = item.id,
+                    "a HubSpot write cut off mid-call has a corrupt payload; kept as a dead letter"
+                );
                 s.store.failed(&item, &why, OutboxState::Dead, now).await?;
             }
         }
