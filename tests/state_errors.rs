@@ -466,3 +466,52 @@ async fn an_oauth_client_counts_its_own_calls_and_pauses_background_work_at_the_
     assert_eq!(served.load(Ordering::SeqCst), 3);
     assert_eq!(client.limits().daily_remaining(chrono::Utc::now()), Some(0));
 }
+
+#[test]
+fn the_retry_command_prints_what_it_would_put_back_then_puts_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("leadsync.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = rt.block_on(async {
+        let store = leadsync::store::Store::create_or_open(&url).await.unwrap();
+        let now = chrono::Utc::now();
+        store.inbox_put(&[raw_event("k", "9", "{not json")], now).await.unwrap();
+        let row = store.inbox_due(now, 1).await.unwrap()[0].id;
+        store
+            .inbox_dead(&[(row, "inbox row 1: payload does not parse".into())], now)
+            .await
+            .unwrap();
+        row
+    });
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("LEADSYNC_CONFIG")
+            .env("LEADSYNC__STORE__URL", &url)
+            .output()
+            .unwrap()
+    };
+    let status = run(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!(
+            "event {id} · contact.creation · contact 9 · inbox row 1: payload does not parse"
+        )),
+        "{text}"
+    );
+    let dry = run(&["retry", "--kind", "inbox", "--dry-run"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(text.starts_with(&format!("would requeue inbox event {id} ")), "{text}");
+    let done = run(&["retry", "--kind", "inbox", "--id", &id.to_string()]);
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(text.ends_with("1 requeued\n"), "{text}");
+    let again = run(&["retry"]);
+    assert!(String::from_utf8_lossy(&again.stdout).ends_with("0 requeued\n"));
+    // An id names a row of one queue: without --kind it is refused.
+    assert_eq!(run(&["retry", "--id", "1"]).status.code(), Some(2));
+}
