@@ -59,6 +59,8 @@ async fn main() {
         interval: WINDOW,
         search_per_second: 5,
         daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
         timeout: Some(Duration::from_secs(5)),
         retry: RetryPolicy::default(),
     };

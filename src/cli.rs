@@ -574,6 +574,8 @@ pub struct BackfillArgs {
     pub dry_run: bool,
     /// Re-evaluate from the store, no HubSpot read.
     pub rescore: bool,
+    /// Discard the saved checkpoint and start from the first page.
+    pub restart: bool,
 }
 
 /// `leadsync backfill`: every contact, resumable; or `--rescore` from the store.
@@ -606,6 +608,7 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
             limit: args.limit,
             dry_run: args.dry_run,
             block: None,
+            restart: args.restart,
         };
         let progress = crate::sync::backfill::Progress::new();
         let hs = syncer.hubspot.clone();
@@ -663,6 +666,29 @@ pub fn status(config_file: Option<&Path>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&e, "status"),
+    }
+}
+
+/// `leadsync retry`: dead letters and dead inbox events back in their queues, once their cause
+/// is fixed; prints each one put back (or, with `dry_run`, each one it would put back).
+pub fn retry(
+    config_file: Option<&Path>,
+    kind: Option<crate::report::RetryKind>,
+    id: Option<i64>,
+    dry_run: bool,
+) -> ExitCode {
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let result = rt.block_on(async {
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
+        print!("{}", crate::report::retry(&store, kind, id, dry_run, Utc::now()).await?);
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e, "retry"),
     }
 }
 

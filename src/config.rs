@@ -86,6 +86,14 @@ pub struct HubSpotSettings {
     pub search_per_second: u32,
     /// Daily calls kept for real-time work: below it, backfills and sweeps pause. Default 25,000.
     pub daily_reserve: u64,
+    /// OAuth apps only: calls per HubSpot day leadsync may spend, counted by leadsync (HubSpot
+    /// tells OAuth apps nothing); the reserve is kept out of it. Default: none (no daily budget
+    /// for OAuth apps; private apps read HubSpot's own count).
+    pub daily_allocation: Option<u64>,
+    /// The portal's time zone (IANA name, as set in HubSpot): the daily limit resets at midnight
+    /// there. Default `UTC`.
+    #[serde(deserialize_with = "time_zone")]
+    pub time_zone: chrono_tz::Tz,
     /// The portal has the event analytics API (Enterprise): page views are read event by event
     /// instead of from the analytics counters. Default false.
     pub event_analytics: bool,
@@ -107,10 +115,19 @@ impl Default for HubSpotSettings {
             burst_per_10s: 80,
             search_per_second: 4,
             daily_reserve: 25_000,
+            daily_allocation: None,
+            time_zone: chrono_tz::Tz::UTC,
             event_analytics: false,
             email_events: false,
         }
     }
+}
+
+/// An IANA time zone name (`Europe/Berlin`), refused at load when unknown.
+fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse()
+        .map_err(|_| serde::de::Error::custom(format!("`{name}` is not an IANA time zone name (e.g. Europe/Berlin)")))
 }
 
 /// `[salesforce]`

@@ -13,6 +13,7 @@
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
+//! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, for both clients' retry decisions.
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
@@ -47,3 +48,4 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod transport;

@@ -32,6 +32,7 @@ Examples:
   leadsync setup --apply               create the HubSpot properties leadsync writes
   leadsync backfill --dry-run          what the first backfill would change, and its cost
   leadsync run --init-store            the daemon (--init-store on its first start only)
+  leadsync retry --dry-run             dead letters and dead inbox events that would be put back
   leadsync explain --snapshot examples/snapshots/mql-webinar.json
 
 Each command's own examples: leadsync help COMMAND";
@@ -101,10 +102,28 @@ enum Command {
         /// Re-evaluate every stored contact from the store, without reading HubSpot.
         #[arg(long)]
         rescore: bool,
+        /// Discard the saved checkpoint (a corrupt one, say) and start from the first page.
+        #[arg(long, conflicts_with_all = ["since", "rescore"])]
+        restart: bool,
     },
     /// The funnel, the outbox, dead letters and the review list.
     #[command(after_help = "Examples:\n  leadsync status\n  leadsync status --config /etc/leadsync/leadsync.toml")]
     Status,
+    /// Put dead letters and dead inbox events back in their queues, once their cause is fixed.
+    #[command(
+        after_help = "Examples:\n  leadsync retry --dry-run                    what would be put back\n  leadsync retry --kind promote               every dead promotion\n  leadsync retry --kind inbox --id 42         one dead inbox event (ids: leadsync status)"
+    )]
+    Retry {
+        /// Only this queue (default: all three).
+        #[arg(long, value_enum)]
+        kind: Option<leadsync::report::RetryKind>,
+        /// Only this item or event (its id in `leadsync status`); needs --kind.
+        #[arg(long, requires = "kind")]
+        id: Option<i64>,
+        /// Change nothing: print what would be put back.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The whole product against the built-in sandbox: backfill, live webhooks, the funnel.
     #[command(
         after_help = "Examples:\n  leadsync demo --once                      tell the story and exit\n  leadsync demo --contacts 2000 --seed 7\n  leadsync demo --store postgres://localhost/test --once\n  leadsync -v demo --once                   with leadsync's logs on stderr"
@@ -171,7 +190,7 @@ fn main() -> ExitCode {
     // (`demo`, `check`, …) log only warnings unless -v; the jobs an operator watches, INFO.
     let level = match args.command {
         Command::Run { .. } => None,
-        Command::Backfill { .. } | Command::Setup { .. } | Command::Status => Some(Level::Info),
+        Command::Backfill { .. } | Command::Setup { .. } | Command::Status | Command::Retry { .. } => Some(Level::Info),
         _ => Some(Level::Warn),
     };
     if let Some(level) = level {
@@ -194,6 +213,7 @@ fn main() -> ExitCode {
             limit,
             dry_run,
             rescore,
+            restart,
         } => cli::backfill(
             config,
             &cli::BackfillArgs {
@@ -201,9 +221,11 @@ fn main() -> ExitCode {
                 limit,
                 dry_run,
                 rescore,
+                restart,
             },
         ),
         Command::Status => cli::status(config),
+        Command::Retry { kind, id, dry_run } => cli::retry(config, kind, id, dry_run),
         Command::Demo {
             contacts,
             seed,

@@ -20,6 +20,8 @@ fn config(server: &MockServer) -> HubSpotClientConfig {
         interval: Duration::from_secs(10),
         search_per_second: 1_000,
         daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
         timeout: None,
         retry: RetryPolicy::default(),
     }

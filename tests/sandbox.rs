@@ -49,6 +49,8 @@ fn client(sb: &SandboxHandle, oauth: bool) -> HubSpotClient {
         interval: Duration::from_secs(10),
         search_per_second: cfg.hubspot_search_per_second,
         daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
         timeout: Some(Duration::from_secs(10)),
         retry: RetryPolicy::default(),
     };

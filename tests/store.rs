@@ -165,9 +165,10 @@ async fn failures_retry_later_or_become_dead_letters_that_can_be_requeued() {
         );
         assert_eq!(
             store
-                .requeue(OutboxKind::Promote, OutboxState::Dead, now())
+                .requeue(OutboxKind::Promote, OutboxState::Dead, None, now())
                 .await
-                .unwrap(),
+                .unwrap()
+                .len(),
             1,
             "{name}"
         );

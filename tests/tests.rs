@@ -26,6 +26,8 @@ mod salesforce;
 mod sandbox;
 /// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.
 mod server;
+/// Corrupt state and lost input as named errors: transport, inbox, checkpoint, outbox, `retry`.
+mod state_errors;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.
 mod store;
 /// Test fixtures shared by the daemon-level modules: stores on both backends.

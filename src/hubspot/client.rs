@@ -18,6 +18,7 @@ use url::Url;
 use super::auth::{HubSpotAuth, HubSpotAuthError};
 use super::limiter::{Budget, HubSpotLimits, Priority, ReserveReached};
 use super::retry::{HubSpotApiError, Outcome, RetryDecision, RetryPolicy, decide};
+use crate::transport::TransportError;
 
 /// Why a HubSpot call did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,11 @@ pub struct HubSpotClientConfig {
     pub search_per_second: u32,
     /// Daily calls kept for real-time work.
     pub daily_reserve: u64,
+    /// OAuth apps: calls per HubSpot day leadsync may spend (HubSpot reports no daily count
+    /// to them); `None`: no daily budget unless HubSpot reports one.
+    pub daily_allocation: Option<u64>,
+    /// The portal's time zone: its daily limit resets at midnight there.
+    pub time_zone: chrono_tz::Tz,
     /// Per-request timeout; `None` for none (tests on a paused clock).
     pub timeout: Option<Duration>,
     /// Retry policy.
@@ -92,6 +98,8 @@ impl HubSpotClientConfig {
             interval: Duration::from_secs(10),
             search_per_second: s.search_per_second,
             daily_reserve: s.daily_reserve,
+            daily_allocation: s.daily_allocation,
+            time_zone: s.time_zone,
             timeout: Some(Duration::from_secs(30)),
             retry: RetryPolicy::default(),
         })
@@ -173,7 +181,8 @@ impl HubSpotClient {
             config.interval,
             config.search_per_second,
             config.daily_reserve,
-        );
+        )
+        .with_daily(config.daily_allocation, config.time_zone);
         Ok(Self {
             inner: Arc::new(Inner {
                 http: http.build()?,
@@ -204,7 +213,7 @@ impl HubSpotClient {
     /// Sends `call`, retrying as the retry policy decides, and decodes the answer.
     pub(crate) async fn call<T: DeserializeOwned, B: Serialize>(&self, call: Call<'_, B>) -> Result<T, HubSpotError> {
         let inner = &*self.inner;
-        inner.limits.admit(call.priority)?;
+        inner.limits.admit(call.priority, chrono::Utc::now())?;
         let mut url = inner
             .config
             .base_url
@@ -230,8 +239,11 @@ impl HubSpotClient {
                 request = request.json(body);
             }
             inner.stats.count(call.endpoint);
+            inner.limits.record_call(chrono::Utc::now());
             let sent = request.send().await;
-            let (status, body, retry_after) = match sent {
+            // Each failure is named: no transport error poses as a status, and a 2xx whose body
+            // could not be read is retried, never read as an empty answer.
+            let (status, body, retry_after, failure) = match sent {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers();
@@ -240,25 +252,30 @@ impl HubSpotClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok())
                     {
-                        inner.limits.observe_daily_remaining(left);
+                        inner.limits.observe_daily_remaining(left, chrono::Utc::now());
                     }
                     let retry_after = headers
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     match resp.text().await {
-                        Ok(text) => (Some(status), text, retry_after),
-                        Err(e) if e.is_timeout() => (None, String::new(), None),
-                        Err(_) => (Some(status), String::new(), retry_after),
+                        Ok(text) => (Some(status), text, retry_after, None),
+                        Err(e) if e.is_timeout() => (None, String::new(), None, None),
+                        Err(_) => (
+                            Some(status),
+                            String::new(),
+                            retry_after,
+                            Some(TransportError::BodyRead { status }),
+                        ),
                     }
                 }
-                Err(e) if e.is_timeout() => (None, String::new(), None),
-                Err(_) => (Some(0), String::new(), None),
+                Err(e) if e.is_timeout() => (None, String::new(), None, None),
+                Err(e) => (None, String::new(), None, Some(TransportError::of_send(&e))),
             };
-            let outcome = match status {
-                None => Outcome::Timeout,
-                Some(0) => Outcome::Connect,
-                Some(s) => Outcome::Response {
+            let outcome = match (status, failure) {
+                (_, Some(kind)) => Outcome::Transport(kind),
+                (None, None) => Outcome::Timeout,
+                (Some(s), None) => Outcome::Response {
                     status: s,
                     body: &body,
                     retry_after: retry_after.as_deref(),

@@ -8,13 +8,20 @@
 //! - CRM search: its own per-second budget (HubSpot allows 5 per second per account).
 //! - Daily: the remaining count HubSpot reports (`X-HubSpot-RateLimit-Daily-Remaining`, sent to
 //!   private apps); below the configured reserve, background work is refused and only real-time
-//!   work (webhooks) goes on.
+//!   work (webhooks) goes on. HubSpot tells OAuth apps nothing (no daily headers), so for them
+//!   leadsync counts its own calls per HubSpot day against a configured daily allocation. The
+//!   HubSpot day ends at midnight in the portal's time zone: there the count starts again and a
+//!   reported remaining count is forgotten, so background work never stays paused past the reset.
 //!
 //! The limiters run on tokio's clock, so tests with a paused clock observe the waits exactly.
 
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use chrono::{DateTime, Days, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
@@ -104,43 +111,112 @@ impl Pacer {
 pub struct HubSpotLimits {
     general: Pacer,
     search: Pacer,
-    daily_remaining: AtomicU64,
+    daily: Mutex<Daily>,
     daily_reserve: u64,
+    /// OAuth apps: calls per HubSpot day leadsync may spend (HubSpot reports nothing to them).
+    daily_allocation: Option<u64>,
+    time_zone: Tz,
     waited_ms: AtomicU64,
+}
+
+/// Where the HubSpot day stands.
+#[derive(Debug, Default)]
+struct Daily {
+    /// The instant the current HubSpot day ends (`None` before the first call).
+    ends: Option<DateTime<Utc>>,
+    /// What HubSpot last said is left today (private apps).
+    reported: Option<u64>,
+    /// Calls leadsync sent this HubSpot day.
+    ours: u64,
 }
 
 /// What `HubSpotLimits::admit` refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("HubSpot daily budget down to {remaining} calls, at or under the reserve of {reserve} kept for real-time work")]
+#[error(
+    "HubSpot daily budget down to {remaining} calls, at or under the reserve of {reserve} kept for real-time work; background work resumes at the portal's daily reset, {resumes_at}"
+)]
 pub struct ReserveReached {
-    /// Calls HubSpot says are left today.
+    /// Calls left today, as HubSpot said or (OAuth apps) as leadsync counted.
     pub remaining: u64,
     /// The configured reserve.
     pub reserve: u64,
+    /// The next daily reset: midnight in the portal's time zone.
+    pub resumes_at: DateTime<Utc>,
+}
+
+/// The first midnight in `tz` after `now`: HubSpot's daily reset. A midnight that a daylight
+/// saving change skips becomes the first local instant after it.
+pub fn next_daily_reset(now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    let local = now.with_timezone(&tz).date_naive();
+    let tomorrow = local.checked_add_days(Days::new(1)).unwrap_or(local);
+    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight exists");
+    (0..=3)
+        .find_map(|h| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(h)))
+                .earliest()
+        })
+        .map_or(now + chrono::Duration::days(1), |t| t.with_timezone(&Utc))
 }
 
 impl HubSpotLimits {
-    /// `burst` general calls per `interval`, `search_per_second` searches, and a daily reserve.
+    /// `burst` general calls per `interval`, `search_per_second` searches, and a daily reserve;
+    /// no daily allocation, the HubSpot day in UTC (see [`HubSpotLimits::with_daily`]).
     pub fn new(burst: u32, interval: Duration, search_per_second: u32, daily_reserve: u64) -> Self {
         Self {
             general: Pacer::new(burst, interval),
             search: Pacer::new(search_per_second, Duration::from_secs(1)),
-            daily_remaining: AtomicU64::new(u64::MAX),
+            daily: Mutex::new(Daily::default()),
             daily_reserve,
+            daily_allocation: None,
+            time_zone: Tz::UTC,
             waited_ms: AtomicU64::new(0),
         }
     }
 
-    /// Refuses background work once the daily budget reaches the reserve; real-time work always passes.
-    pub fn admit(&self, priority: Priority) -> Result<(), ReserveReached> {
-        let remaining = self.daily_remaining.load(Ordering::Relaxed);
-        if priority == Priority::Background && remaining <= self.daily_reserve {
-            return Err(ReserveReached {
-                remaining,
-                reserve: self.daily_reserve,
-            });
+    /// The portal's time zone (its day resets at midnight there) and, for OAuth apps, the
+    /// calls per HubSpot day leadsync may spend.
+    pub fn with_daily(mut self, allocation: Option<u64>, time_zone: Tz) -> Self {
+        self.daily_allocation = allocation;
+        self.time_zone = time_zone;
+        self
+    }
+
+    /// The day's state at `now`, a new day begun when the reset has passed.
+    fn day(&self, now: DateTime<Utc>) -> std::sync::MutexGuard<'_, Daily> {
+        let mut d = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+        if d.ends.is_none_or(|end| now >= end) {
+            *d = Daily {
+                ends: Some(next_daily_reset(now, self.time_zone)),
+                reported: None,
+                ours: 0,
+            };
         }
-        Ok(())
+        d
+    }
+
+    /// Refuses background work once the daily budget reaches the reserve; real-time work always
+    /// passes. The budget is what HubSpot reported, else (OAuth apps) the allocation less the
+    /// calls leadsync sent this HubSpot day, else unknown (never refused).
+    pub fn admit(&self, priority: Priority, now: DateTime<Utc>) -> Result<(), ReserveReached> {
+        let d = self.day(now);
+        let remaining = d
+            .reported
+            .or_else(|| self.daily_allocation.map(|a| a.saturating_sub(d.ours)));
+        match remaining {
+            Some(remaining) if priority == Priority::Background && remaining <= self.daily_reserve => {
+                Err(ReserveReached {
+                    remaining,
+                    reserve: self.daily_reserve,
+                    resumes_at: d.ends.unwrap_or(now),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one request sent at `now` against the HubSpot day.
+    pub fn record_call(&self, now: DateTime<Utc>) {
+        self.day(now).ours += 1;
     }
 
     /// Waits for a slot in `budget` (search draws from both budgets' spacing rules: its own only,
@@ -155,15 +231,17 @@ impl HubSpotLimits {
         }
     }
 
-    /// Records what HubSpot said is left today.
-    pub fn observe_daily_remaining(&self, remaining: u64) {
-        self.daily_remaining.store(remaining, Ordering::Relaxed);
+    /// Records what HubSpot said at `now` is left today.
+    pub fn observe_daily_remaining(&self, remaining: u64, now: DateTime<Utc>) {
+        self.day(now).reported = Some(remaining);
     }
 
-    /// Calls left today as last reported (`None` until HubSpot says; OAuth apps are never told).
-    pub fn daily_remaining(&self) -> Option<u64> {
-        let r = self.daily_remaining.load(Ordering::Relaxed);
-        (r != u64::MAX).then_some(r)
+    /// Calls left today at `now`: as HubSpot last reported, else as counted against the
+    /// allocation (OAuth apps), else `None`.
+    pub fn daily_remaining(&self, now: DateTime<Utc>) -> Option<u64> {
+        let d = self.day(now);
+        d.reported
+            .or_else(|| self.daily_allocation.map(|a| a.saturating_sub(d.ours)))
     }
 
     /// Total time spent waiting for slots.
@@ -218,15 +296,81 @@ mod tests {
         assert!(start.elapsed() < Duration::from_millis(1_010));
     }
 
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn background_work_stops_at_the_reserve_and_real_time_goes_on() {
         let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 1_000);
-        assert!(limits.admit(Priority::Background).is_ok(), "unknown remaining: go on");
-        limits.observe_daily_remaining(1_001);
-        assert!(limits.admit(Priority::Background).is_ok());
-        limits.observe_daily_remaining(1_000);
-        let err = limits.admit(Priority::Background).unwrap_err();
+        let now = at("2026-12-01T10:00:00Z");
+        assert!(
+            limits.admit(Priority::Background, now).is_ok(),
+            "unknown remaining: go on"
+        );
+        limits.observe_daily_remaining(1_001, now);
+        assert!(limits.admit(Priority::Background, now).is_ok());
+        limits.observe_daily_remaining(1_000, now);
+        let err = limits.admit(Priority::Background, now).unwrap_err();
         assert_eq!(err.remaining, 1_000);
-        assert!(limits.admit(Priority::RealTime).is_ok());
+        assert_eq!(err.resumes_at, at("2026-12-02T00:00:00Z"));
+        assert!(limits.admit(Priority::RealTime, now).is_ok());
+    }
+
+    #[test]
+    fn a_tripped_reserve_lifts_at_the_portals_midnight_not_later() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 1_000).with_daily(None, ny);
+        // 22:00 in New York on 1 December (UTC-5): the day ends at 05:00 UTC on 2 December.
+        let evening = at("2026-12-02T03:00:00Z");
+        limits.observe_daily_remaining(10, evening);
+        let err = limits.admit(Priority::Background, evening).unwrap_err();
+        assert_eq!(err.resumes_at, at("2026-12-02T05:00:00Z"));
+        assert!(limits.admit(Priority::Background, at("2026-12-02T04:59:59Z")).is_err());
+        assert!(limits.admit(Priority::Background, at("2026-12-02T05:00:00Z")).is_ok());
+        assert_eq!(limits.daily_remaining(at("2026-12-02T05:00:00Z")), None);
+    }
+
+    #[test]
+    fn an_oauth_app_counts_its_own_calls_against_the_allocation_per_hubspot_day() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 2).with_daily(Some(5), berlin);
+        let now = at("2026-12-01T12:00:00Z");
+        for _ in 0..3 {
+            assert!(limits.admit(Priority::Background, now).is_ok());
+            limits.record_call(now);
+        }
+        let err = limits.admit(Priority::Background, now).unwrap_err();
+        assert_eq!((err.remaining, err.reserve), (2, 2));
+        // Berlin is UTC+1 in December: its midnight is 23:00 UTC.
+        assert_eq!(err.resumes_at, at("2026-12-01T23:00:00Z"));
+        assert!(limits.admit(Priority::RealTime, now).is_ok(), "webhooks go on");
+        assert!(limits.admit(Priority::Background, at("2026-12-01T23:00:00Z")).is_ok());
+        assert_eq!(limits.daily_remaining(at("2026-12-01T23:00:00Z")), Some(5));
+    }
+
+    #[test]
+    fn the_daily_reset_is_local_midnight_across_daylight_saving_changes() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        // Summer (UTC-4), then the day the clocks go back.
+        assert_eq!(
+            next_daily_reset(at("2026-07-01T12:00:00Z"), ny),
+            at("2026-07-02T04:00:00Z")
+        );
+        assert_eq!(
+            next_daily_reset(at("2026-11-01T12:00:00Z"), ny),
+            at("2026-11-02T05:00:00Z")
+        );
+        // Midnight itself belongs to the new day.
+        assert_eq!(
+            next_daily_reset(at("2026-11-02T05:00:00Z"), ny),
+            at("2026-11-03T05:00:00Z")
+        );
+        // Santiago skips midnight when summer time starts (6 September 2026): 01:00 local.
+        let santiago: Tz = "America/Santiago".parse().unwrap();
+        assert_eq!(
+            next_daily_reset(at("2026-09-05T12:00:00Z"), santiago),
+            at("2026-09-06T04:00:00Z")
+        );
     }
 }

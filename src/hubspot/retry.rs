@@ -7,7 +7,8 @@
 //! - 429 `DAILY`: stop the job cleanly; its checkpoint is kept and it resumes tomorrow.
 //! - 401: refresh the token once and retry; a second 401 fails.
 //! - 423 (record locked): wait at least 2 s. 477 (migration): honour Retry-After.
-//! - 500, 502, 503, 504, timeouts, connection errors: exponential backoff with equal jitter,
+//! - 500, 502, 503, 504, timeouts, transport failures (refused, reset, TLS, a body cut off even
+//!   on a 2xx): exponential backoff with equal jitter,
 //!   capped, up to `max_attempts`.
 //! - any other 4xx: fail at once, never retried, with HubSpot's category, message and
 //!   correlation id kept.
@@ -16,6 +17,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::transport::TransportError;
 
 /// How hard to try.
 #[derive(Debug, Clone)]
@@ -61,8 +64,8 @@ pub enum Outcome<'a> {
     },
     /// No answer in time.
     Timeout,
-    /// No connection.
-    Connect,
+    /// No usable answer: refused, reset, TLS, or a body cut off (a 2xx included).
+    Transport(TransportError),
 }
 
 /// Why a request is tried again.
@@ -78,8 +81,8 @@ pub enum RetryReason {
     Server(u16),
     /// No answer in time.
     Timeout,
-    /// No connection.
-    Connect,
+    /// A transport failure.
+    Transport(TransportError),
 }
 
 /// The decision.
@@ -186,10 +189,10 @@ pub fn decide(
                 })
             });
         }
-        Outcome::Connect => {
-            return backoff(RetryReason::Connect).unwrap_or_else(|| {
+        Outcome::Transport(kind) => {
+            return backoff(RetryReason::Transport(kind)).unwrap_or_else(|| {
                 RetryDecision::Fail(HubSpotApiError {
-                    message: Some(format!("no connection after {} attempts", attempt + 1)),
+                    message: Some(format!("{kind} after {} attempts; {}", attempt + 1, kind.advice())),
                     ..Default::default()
                 })
             });
@@ -287,7 +290,8 @@ mod tests {
             (resp(503, ""),                      2, false, 0.5, retry(1_500, Server(503))),
             (resp(504, ""),                      30, false, 0.0, RetryDecision::Fail(HubSpotApiError { status: 504, ..Default::default() })),
             (Outcome::Timeout,                   1, false, 0.0, retry(500, Timeout)),
-            (Outcome::Connect,                   0, false, 0.0, retry(250, Connect)),
+            (Outcome::Transport(TransportError::Connect), 0, false, 0.0, retry(250, Transport(TransportError::Connect))),
+            (Outcome::Transport(TransportError::BodyRead { status: 200 }), 0, false, 0.0, retry(250, Transport(TransportError::BodyRead { status: 200 }))),
             (resp(401, "{}"),                    0, false, 0.0, RetryDecision::RefreshToken),
         ];
         for (i, (outcome, attempt, refreshed, jitter, want)) in cases.into_iter().enumerate() {
@@ -296,6 +300,34 @@ mod tests {
                 want,
                 "case {i}: {outcome:?} attempt {attempt}"
             );
+        }
+    }
+
+    #[test]
+    fn a_transport_failure_past_the_last_attempt_fails_naming_it_and_what_to_check() {
+        let p = RetryPolicy::default();
+        let last = p.max_attempts - 1;
+        for (kind, words) in [
+            (
+                TransportError::Reset,
+                "connection reset after 6 attempts; the connection kept dropping",
+            ),
+            (
+                TransportError::Tls,
+                "TLS failed after 6 attempts; check the host's certificate",
+            ),
+            (
+                TransportError::BodyRead { status: 200 },
+                "HTTP 200 body could not be read after 6 attempts",
+            ),
+        ] {
+            match decide(Outcome::Transport(kind), last, false, &p, 0.0) {
+                RetryDecision::Fail(e) => {
+                    assert_eq!(e.status, 0);
+                    assert!(e.to_string().contains(words), "{e}");
+                }
+                other => panic!("{kind:?}: {other:?}"),
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use super::auth::{SalesforceAuth, SalesforceAuthError};
 use super::errors::SalesforceRecordError;
 use super::limits::{BudgetHold, SalesforceShare, SalesforceUsage, parse_limit_info};
 use super::retry::{SalesforceOutcome, SalesforceRetryDecision, SalesforceRetryPolicy, decide};
+use crate::transport::TransportError;
 
 /// The window Salesforce counts its daily allocation in.
 const WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -261,7 +262,9 @@ impl SalesforceClient {
             if let Ok(mut ours) = self.ours.lock() {
                 ours.push_back(Instant::now());
             }
-            let (status, body) = match request.send().await {
+            // Each failure is named: no transport error poses as a status, and a 2xx whose body
+            // could not be read is retried, never read as an empty answer.
+            let (status, body, failure) = match request.send().await {
                 Ok(resp) => {
                     if let Some(u) = resp
                         .headers()
@@ -275,18 +278,18 @@ impl SalesforceClient {
                     }
                     let status = resp.status().as_u16();
                     match resp.text().await {
-                        Ok(text) => (Some(status), text),
-                        Err(e) if e.is_timeout() => (None, String::new()),
-                        Err(_) => (Some(status), String::new()),
+                        Ok(text) => (Some(status), text, None),
+                        Err(e) if e.is_timeout() => (None, String::new(), None),
+                        Err(_) => (Some(status), String::new(), Some(TransportError::BodyRead { status })),
                     }
                 }
-                Err(e) if e.is_timeout() => (None, String::new()),
-                Err(_) => (Some(0), String::new()),
+                Err(e) if e.is_timeout() => (None, String::new(), None),
+                Err(e) => (None, String::new(), Some(TransportError::of_send(&e))),
             };
-            let outcome = match status {
-                None => SalesforceOutcome::Timeout,
-                Some(0) => SalesforceOutcome::Connect,
-                Some(status) => SalesforceOutcome::Response { status, body: &body },
+            let outcome = match (status, failure) {
+                (_, Some(kind)) => SalesforceOutcome::Transport(kind),
+                (None, None) => SalesforceOutcome::Timeout,
+                (Some(status), None) => SalesforceOutcome::Response { status, body: &body },
             };
             match decide(outcome, attempt, reauthenticated, policy, self.jitter.next()) {
                 SalesforceRetryDecision::Done => {

@@ -4,13 +4,15 @@
 //! - 2xx: done.
 //! - 401 or `INVALID_SESSION_ID`: mint a new token once and send again; a second one fails.
 //! - 403 `REQUEST_LIMIT_EXCEEDED`: pause; nothing is lost, the work resumes later.
-//! - `UNABLE_TO_LOCK_ROW` (any status), 5xx, timeouts, connection errors: exponential backoff
+//! - `UNABLE_TO_LOCK_ROW` (any status), 5xx, timeouts, transport failures (refused, reset, TLS,
+//!   a body cut off even on a 2xx): exponential backoff
 //!   with equal jitter, capped, up to `max_attempts`.
 //! - anything else: fail at once with Salesforce's codes and messages.
 
 use std::time::Duration;
 
 use super::errors::{Disposition, SalesforceRecordError, classify};
+use crate::transport::TransportError;
 
 /// How hard to try.
 #[derive(Debug, Clone)]
@@ -45,8 +47,8 @@ pub enum SalesforceOutcome<'a> {
     },
     /// No answer in time.
     Timeout,
-    /// No connection.
-    Connect,
+    /// No usable answer: refused, reset, TLS, or a body cut off (a 2xx included).
+    Transport(TransportError),
 }
 
 /// The decision.
@@ -103,7 +105,14 @@ pub fn decide(
     let (status, body) = match outcome {
         SalesforceOutcome::Response { status, body } => (status, body),
         SalesforceOutcome::Timeout => return backoff("timeout".into(), read_errors(0, "timeout")),
-        SalesforceOutcome::Connect => return backoff("connect".into(), read_errors(0, "connection failed")),
+        SalesforceOutcome::Transport(kind) => {
+            let error = SalesforceRecordError {
+                code: "TRANSPORT".into(),
+                message: format!("{kind} after {} attempt(s); {}", attempt + 1, kind.advice()),
+                fields: vec![],
+            };
+            return backoff(kind.to_string(), vec![error]);
+        }
     };
     if (200..300).contains(&status) {
         return SalesforceRetryDecision::Done;
@@ -163,7 +172,8 @@ mod tests {
             (r(403, limit), 0, false, "pause"), (r(400, lock), 0, false, "retry"), (r(400, lock), 4, false, "fail"),
             (r(503, ""), 0, false, "retry"), (r(500, "oops"), 1, false, "retry"), (r(400, bad), 0, false, "fail"),
             (r(404, "[]"), 0, false, "fail"), (SalesforceOutcome::Timeout, 0, false, "retry"),
-            (SalesforceOutcome::Connect, 4, false, "fail"),
+            (SalesforceOutcome::Transport(TransportError::Connect), 4, false, "fail"),
+            (SalesforceOutcome::Transport(TransportError::BodyRead { status: 200 }), 0, false, "retry"),
         ];
         for (i, (outcome, attempt, reauth, want)) in cases.into_iter().enumerate() {
             assert_eq!(kind(&decide(outcome, attempt, reauth, &p, 0.5)), want, "case {i}");
@@ -185,6 +195,22 @@ mod tests {
             ..p.clone()
         };
         assert!(matches!(decide(r(503, ""), 20, false, &capped, 1.0), Retry { after, .. } if after <= capped.cap));
+    }
+
+    #[test]
+    fn a_transport_failure_past_the_last_attempt_fails_naming_it() {
+        let p = SalesforceRetryPolicy::default();
+        match decide(SalesforceOutcome::Transport(TransportError::Tls), 4, false, &p, 0.0) {
+            Fail(e) => {
+                assert_eq!(e[0].code, "TRANSPORT");
+                assert!(
+                    e[0].message.starts_with("TLS failed after 5 attempt(s); check"),
+                    "{}",
+                    e[0].message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -49,6 +49,31 @@ pub struct InboxRow {
     pub attempts: u32,
 }
 
+/// An event set aside because it cannot be processed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxDead {
+    /// Row id (`leadsync retry --kind inbox --id N`).
+    pub id: i64,
+    /// HubSpot contact id, as received.
+    pub contact_id: String,
+    /// Subscription type.
+    pub subscription: String,
+    /// Why it could not be processed.
+    pub reason: String,
+    /// When it was set aside.
+    pub dead_at: DateTime<Utc>,
+}
+
+fn dead_row(r: &sqlx::any::AnyRow) -> InboxDead {
+    InboxDead {
+        id: r.get(0),
+        contact_id: r.get(1),
+        subscription: r.get(2),
+        reason: r.get::<Option<String>, _>(3).unwrap_or_default(),
+        dead_at: from_ms(r.get(4)),
+    }
+}
+
 impl Store {
     /// Keeps a delivery's events in one transaction; returns how many were new.
     pub async fn inbox_put(&self, events: &[InboxEvent], now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -112,7 +137,7 @@ impl Store {
     pub async fn inbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, contact_id, subscription, payload, received_at, attempts FROM inbox \
-             WHERE processed_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
+             WHERE processed_at IS NULL AND dead_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
         )
         .bind(ms(now))
         .bind(limit as i64)
@@ -151,10 +176,62 @@ impl Store {
     /// Unprocessed events that failed at least once: how many, and the latest error.
     pub async fn inbox_failing(&self) -> Result<(u64, Option<String>), StoreError> {
         let row =
-            sqlx::query("SELECT COUNT(*), MAX(last_error) FROM inbox WHERE processed_at IS NULL AND attempts > 0")
+            sqlx::query("SELECT COUNT(*), MAX(last_error) FROM inbox WHERE processed_at IS NULL AND dead_at IS NULL AND attempts > 0")
                 .fetch_one(&self.pool)
                 .await?;
         Ok((row.get::<i64, _>(0).max(0) as u64, row.get(1)))
+    }
+
+    /// Sets aside events that cannot be processed (a payload that does not parse, an object id
+    /// that is no HubSpot id), each with its reason: never marked done, never tried again on
+    /// its own; `leadsync status` lists them and `leadsync retry --kind inbox` puts them back.
+    pub async fn inbox_dead(&self, dead: &[(i64, String)], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            for (id, reason) in dead {
+                sqlx::query("UPDATE inbox SET dead_at = $1, last_error = $2, attempts = attempts + 1 WHERE id = $3")
+                    .bind(ms(now))
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Dead events, oldest first.
+    pub async fn inbox_dead_list(&self) -> Result<Vec<InboxDead>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, contact_id, subscription, last_error, dead_at FROM inbox WHERE dead_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(dead_row).collect())
+    }
+
+    /// Puts dead events back in the queue (all of them, or only `only`), due at `now`; returns
+    /// those requeued.
+    pub async fn inbox_requeue(&self, only: Option<i64>, now: DateTime<Utc>) -> Result<Vec<InboxDead>, StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let rows = sqlx::query(
+                "SELECT id, contact_id, subscription, last_error, dead_at FROM inbox \
+                 WHERE dead_at IS NOT NULL AND ($1 < 0 OR id = $1) ORDER BY id",
+            )
+            .bind(only.unwrap_or(-1))
+            .fetch_all(&mut **tx)
+            .await?;
+            let dead: Vec<InboxDead> = rows.iter().map(dead_row).collect();
+            for d in &dead {
+                sqlx::query("UPDATE inbox SET dead_at = NULL, attempts = 0, next_at = $1 WHERE id = $2")
+                    .bind(ms(now))
+                    .bind(d.id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(dead)
+        })
+        .await
     }
 
     /// Marks events processed.
@@ -172,11 +249,12 @@ impl Store {
         .await
     }
 
-    /// Unprocessed events and the oldest one's receipt time (for `/metrics`).
+    /// Unprocessed events waiting (dead ones aside) and the oldest one's receipt time (for `/metrics`).
     pub async fn inbox_depth(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
-        let row = sqlx::query("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE processed_at IS NULL AND dead_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((
             row.get::<i64, _>(0).max(0) as u64,
             row.get::<Option<i64>, _>(1).map(from_ms),

@@ -33,7 +33,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 pub use contacts::{ContactRow, Evaluated, FunnelRow, Promoted, Removal, merged_state};
-pub use inbox::{InboxEvent, InboxRow, InboxWriter};
+pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 pub use staged::{contact_key, email_key};
 

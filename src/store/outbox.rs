@@ -244,17 +244,38 @@ impl Store {
         Ok(())
     }
 
-    /// Puts dead letters (or review items) of a kind back in the queue, after the cause is fixed.
-    pub async fn requeue(&self, kind: OutboxKind, from: OutboxState, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, updated_at = $2 WHERE kind = $3 AND state = $4",
-        )
-        .bind(ms(now))
-        .bind(ms(now))
-        .bind(kind.as_str())
-        .bind(from.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+    /// Puts dead letters (or review items) of a kind back in the queue, after the cause is
+    /// fixed: all of them, or only the item `only`. Returns the items requeued (`leadsync retry`).
+    pub async fn requeue(
+        &self,
+        kind: OutboxKind,
+        from: OutboxState,
+        only: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM outbox WHERE kind = $1 AND state = $2 AND ($3 < 0 OR id = $3) ORDER BY id"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(kind.as_str())
+                .bind(from.as_str())
+                .bind(only.unwrap_or(-1))
+                .fetch_all(&mut **tx)
+                .await?;
+            let items: Vec<OutboxItem> = rows.iter().map(item).collect();
+            for it in &items {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(ms(now))
+                .bind(ms(now))
+                .bind(it.id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(items)
+        })
+        .await
     }
 }

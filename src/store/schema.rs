@@ -132,6 +132,15 @@ CREATE TABLE staged (
 "#,
     },
     Migration {
+        version: 5,
+        name: "dead inbox events",
+        // An acknowledged event that cannot be processed is kept here with its reason, shown by
+        // `leadsync status`, until `leadsync retry --kind inbox` puts it back: never dropped.
+        sql: r#"
+ALTER TABLE inbox ADD COLUMN dead_at BIGINT
+"#,
+    },
+    Migration {
         version: 6,
         name: "refresh tokens",
         // Rotated refresh tokens are credentials, not sync positions: their own table, with the

@@ -32,6 +32,9 @@ pub struct BackfillOptions {
     /// Contacts evaluated and saved together (default 1,000, the associations batch size: the
     /// fewest calls; smaller blocks checkpoint more often).
     pub block: Option<usize>,
+    /// Discard the saved checkpoint (and the filed form submissions) and start from the first
+    /// page: the way out when the checkpoint is corrupt.
+    pub restart: bool,
 }
 
 /// Where a backfill stands: saved with each block, in the same transaction.
@@ -70,6 +73,20 @@ pub struct Costs {
     pub hubspot_writes: u64,
     /// Salesforce calls for the promotions (lookups included).
     pub salesforce_calls: u64,
+}
+
+/// A saved checkpoint, or a refusal naming it, what was found and what to do: a corrupt
+/// checkpoint never silently restarts a backfill from zero (nor resumes from a wrong page).
+fn read_checkpoint(v: &str) -> Result<Checkpoint, crate::store::StoreError> {
+    serde_json::from_str(v).map_err(|e| {
+        let found: String = v.chars().take(80).collect();
+        crate::store::StoreError::Corrupt {
+            what: format!("cursors `{CHECKPOINT}` (the backfill checkpoint)"),
+            message: format!(
+                "found `{found}`, which does not parse ({e}); `leadsync backfill --restart` discards it and starts from the first page"
+            ),
+        }
+    })
 }
 
 impl Syncer {
@@ -178,8 +195,13 @@ impl Syncer {
             return Ok((report, costs));
         }
 
+        if opts.restart && !opts.dry_run {
+            info!("backfill restarts from the first page: its checkpoint is discarded");
+            self.store.clear_cursor(CHECKPOINT).await?;
+            self.store.clear_staged().await?;
+        }
         let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
-            Some(v) if !opts.dry_run => serde_json::from_str(&v).unwrap_or_default(),
+            Some(v) if !opts.dry_run => read_checkpoint(&v)?,
             _ => Checkpoint::default(),
         };
         if cp.started_ms == 0 {

@@ -35,6 +35,75 @@ struct Stored {
     primary_object_id: Option<u64>,
 }
 
+/// An event ready to process: its payload read, its ids checked.
+#[derive(Debug)]
+struct Parsed {
+    row: InboxRow,
+    ev: Stored,
+    /// The object id, as HubSpot writes it.
+    object: String,
+    id: HubSpotId,
+    /// For a merge: the surviving contact and those merged into it.
+    merge: Option<(HubSpotId, Vec<HubSpotId>)>,
+}
+
+/// Reads a stored event, or says why it cannot be processed (the reason kept with the dead
+/// event: no property value is quoted, only the row's shape).
+fn parse(row: &InboxRow) -> Result<Parsed, String> {
+    let ev = serde_json::from_str::<Stored>(&row.payload)
+        // serde's words can quote a value: only the error's class and place are kept.
+        .map_err(|e| {
+            format!(
+                "inbox row {}: payload does not parse ({:?} error at line {} column {})",
+                row.id,
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
+    let object = match &ev.object_id {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => {
+            let kind = match other {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            return Err(format!(
+                "inbox row {}: objectId is {kind}, expected a number or a string",
+                row.id
+            ));
+        }
+    };
+    let id = HubSpotId::try_from(object.clone()).map_err(|e| format!("inbox row {}: objectId {e}", row.id))?;
+    let merge = if ev.subscription_type == "contact.merge" {
+        let survivor = ev.primary_object_id.map(|p| p.to_string()).unwrap_or(object.clone());
+        let survivor_id =
+            HubSpotId::try_from(survivor.clone()).map_err(|e| format!("inbox row {}: primaryObjectId {e}", row.id))?;
+        let mut losers = Vec::new();
+        for m in ev
+            .merged_object_ids
+            .iter()
+            .map(u64::to_string)
+            .filter(|m| *m != survivor)
+        {
+            losers.push(HubSpotId::try_from(m).map_err(|e| format!("inbox row {}: mergedObjectIds {e}", row.id))?);
+        }
+        Some((survivor_id, losers))
+    } else {
+        None
+    };
+    Ok(Parsed {
+        row: row.clone(),
+        ev,
+        object,
+        id,
+        merge,
+    })
+}
+
 /// HubSpot object type ids of the engagements leadsync scores.
 fn engagement_object(type_id: &str) -> Option<&'static str> {
     match type_id {
@@ -56,24 +125,41 @@ impl Syncer {
         if rows.is_empty() {
             return Ok((SyncReport::default(), 0));
         }
-        let error = match self.process(&rows, now).await {
+        // An event acknowledged to HubSpot that cannot be processed is set aside with its
+        // reason (dead, shown by `status`), never dropped and never marked done.
+        let mut dead = Vec::new();
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match parse(row) {
+                Ok(p) => events.push(p),
+                Err(reason) => dead.push((row.id, reason)),
+            }
+        }
+        if !dead.is_empty() {
+            warn!(events = dead.len(), first = %dead[0].1, "inbox events that cannot be processed set aside as dead");
+            self.store.inbox_dead(&dead, now).await?;
+        }
+        if events.is_empty() {
+            return Ok((SyncReport::default(), rows.len()));
+        }
+        let error = match self.process(&events, now).await {
             Ok(report) => {
-                self.done(&rows, now).await?;
+                self.done(&events, now).await?;
                 return Ok((report, rows.len()));
             }
             Err(e) => e,
         };
         if error.is_pause() {
-            warn!(error = %error, events = rows.len(), "inbox paused: the events wait a minute");
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            warn!(error = %error, events = events.len(), "inbox paused: the events wait a minute");
+            let ids: Vec<i64> = events.iter().map(|p| p.row.id).collect();
             self.store
                 .inbox_retry(&ids, &error.to_string(), now + chrono::Duration::minutes(1))
                 .await?;
             return Ok((SyncReport::default(), rows.len()));
         }
-        let mut by_contact: BTreeMap<&str, Vec<InboxRow>> = BTreeMap::new();
-        for r in &rows {
-            by_contact.entry(r.contact_id.as_str()).or_default().push(r.clone());
+        let mut by_contact: BTreeMap<String, Vec<Parsed>> = BTreeMap::new();
+        for p in events {
+            by_contact.entry(p.row.contact_id.clone()).or_default().push(p);
         }
         let mut report = SyncReport::default();
         for (contact, group) in by_contact {
@@ -83,10 +169,10 @@ impl Syncer {
                     self.done(&group, now).await?;
                 }
                 Err(e) => {
-                    let attempts = group.iter().map(|r| r.attempts).max().unwrap_or(0);
+                    let attempts = group.iter().map(|p| p.row.attempts).max().unwrap_or(0);
                     let wait = chrono::Duration::seconds((5i64 << attempts.min(7)).min(600));
                     warn!(object = contact, error = %e, attempts, "webhook events wait before another try");
-                    let ids: Vec<i64> = group.iter().map(|r| r.id).collect();
+                    let ids: Vec<i64> = group.iter().map(|p| p.row.id).collect();
                     self.store.inbox_retry(&ids, &e.to_string(), now + wait).await?;
                 }
             }
@@ -94,63 +180,44 @@ impl Syncer {
         Ok((report, rows.len()))
     }
 
-    async fn done(&self, rows: &[InboxRow], now: DateTime<Utc>) -> Result<(), SyncError> {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    async fn done(&self, events: &[Parsed], now: DateTime<Utc>) -> Result<(), SyncError> {
+        let ids: Vec<i64> = events.iter().map(|p| p.row.id).collect();
         self.store.inbox_done(&ids, now).await?;
-        let oldest = rows.iter().map(|r| r.received_at).min().unwrap_or(now);
+        let oldest = events.iter().map(|p| p.row.received_at).min().unwrap_or(now);
         metrics::histogram!("leadsync_inbox_processing_lag_seconds")
             .record((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
         Ok(())
     }
 
     /// Reads, evaluates, saves and flushes what these events are about.
-    async fn process(&self, rows: &[InboxRow], now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
+    async fn process(&self, events: &[Parsed], now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
         let ours: BTreeSet<&str> = super::evaluate::written_properties(&self.rules).into_iter().collect();
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut echoes = 0;
-        for row in rows {
-            let Ok(ev) = serde_json::from_str::<Stored>(&row.payload) else {
-                continue; // our own serialisation: cannot fail but for a hand-edited row
-            };
-            let object = match &ev.object_id {
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::String(s) => s.clone(),
-                _ => continue,
-            };
-            let Ok(id) = HubSpotId::try_from(object.clone()) else {
-                continue;
-            };
+        for p in events {
+            let (ev, id, object) = (&p.ev, &p.id, p.object.clone());
             match ev.subscription_type.as_str() {
-                "contact.deletion" => self.store.mark_removed(&id, "deleted", None).await?,
+                "contact.deletion" => self.store.mark_removed(id, "deleted", None).await?,
                 // A GDPR deletion: personal data leaves the store; nothing is read or written.
-                "contact.privacyDeletion" => self.store.forget(&id).await?,
+                "contact.privacyDeletion" => self.store.forget(id).await?,
                 "contact.restore" => {
-                    self.store.mark_restored(&id).await?;
+                    self.store.mark_restored(id).await?;
                     touched.insert(object);
                 }
                 "contact.merge" => {
-                    let survivor = ev.primary_object_id.map(|p| p.to_string()).unwrap_or(object.clone());
-                    let Ok(survivor_id) = HubSpotId::try_from(survivor.clone()) else {
-                        continue;
-                    };
-                    for m in ev
-                        .merged_object_ids
-                        .iter()
-                        .map(u64::to_string)
-                        .filter(|m| *m != survivor)
-                    {
-                        if let Ok(loser) = HubSpotId::try_from(m) {
-                            self.store.merge_into(&loser, &survivor_id).await?;
+                    if let Some((survivor, losers)) = &p.merge {
+                        for loser in losers {
+                            self.store.merge_into(loser, survivor).await?;
                         }
+                        touched.insert(survivor.as_str().to_string());
                     }
-                    touched.insert(survivor);
                 }
                 "contact.propertyChange" => {
                     let name = ev.property_name.as_deref().unwrap_or("");
                     let value = ev.property_value.as_deref().unwrap_or("");
                     // leadsync's own write coming back: nothing to read, nothing to write.
-                    let own = ours.contains(name) || self.store.wrote(&id, name, value).await?;
+                    let own = ours.contains(name) || self.store.wrote(id, name, value).await?;
                     if own {
                         echoes += 1;
                     } else {
@@ -205,7 +272,7 @@ impl Syncer {
         if echoes > 0 {
             debug!(echoes, "own writes recognised in the inbox");
         }
-        info!(events = rows.len(), evaluated = report.evaluated, "inbox drained");
+        info!(events = events.len(), evaluated = report.evaluated, "inbox drained");
         Ok(report)
     }
 }

@@ -34,16 +34,16 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
         // opportunity's outcome): one update per contact, merged in queue order.
         let mut by_id: BTreeMap<String, Merged> = BTreeMap::new();
         for item in &due {
-            let Ok(w) = serde_json::from_str::<WritePayload>(&item.payload) else {
-                s.store
-                    .failed(
-                        item,
-                        "payload does not parse (written by another version?)",
-                        OutboxState::Dead,
-                        now,
-                    )
-                    .await?;
-                continue;
+            let w = match read_payload(item) {
+                Ok(w) => w,
+                Err(why) => {
+                    warn!(
+                        item = item.id,
+                        "a HubSpot write whose payload does not parse kept as a dead letter"
+                    );
+                    s.store.failed(item, &why, OutboxState::Dead, now).await?;
+                    continue;
+                }
             };
             let entry = by_id.entry(item.contact_id.clone()).or_default();
             entry.0.push(item);
@@ -137,10 +137,25 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         return Ok(());
     }
     let lifecycle = s.rules.output().lifecycle_property.clone();
-    for chunk in stuck.chunks(BATCH_LIMIT) {
+    // A payload that does not parse cannot be checked against HubSpot: it becomes a dead letter
+    // saying so, never "landed" (an empty payload would match any contact).
+    let mut readable = Vec::with_capacity(stuck.len());
+    for item in stuck {
+        match read_payload(&item) {
+            Ok(w) => readable.push((item, w)),
+            Err(why) => {
+                warn!(
+                    item = item.id,
+                    "a HubSpot write cut off mid-call has a corrupt payload; kept as a dead letter"
+                );
+                s.store.failed(&item, &why, OutboxState::Dead, now).await?;
+            }
+        }
+    }
+    for chunk in readable.chunks(BATCH_LIMIT) {
         let mut wanted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for item in chunk {
-            let w: WritePayload = serde_json::from_str(&item.payload).unwrap_or_default();
+        for (item, w) in chunk {
+            let w = w.clone();
             let props = wanted.entry(item.contact_id.clone()).or_default();
             props.extend(w.properties);
             if let Some((value, _)) = w.lifecycle {
@@ -154,8 +169,8 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         let current = s.hubspot.batch_read_contacts(&ids, &names, None, priority).await?;
         let mut landed = Vec::new();
         let mut ledger = Vec::new();
-        for item in chunk {
-            let w: WritePayload = serde_json::from_str(&item.payload).unwrap_or_default();
+        for (item, w) in chunk {
+            let w = w.clone();
             let mut props = w.properties;
             if let Some((value, _)) = w.lifecycle {
                 props.insert(lifecycle.clone(), value);
@@ -189,4 +204,20 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         );
     }
     Ok(())
+}
+
+/// An outbox write's payload, or a reason naming the row, what was found and what to do.
+fn read_payload(item: &OutboxItem) -> Result<WritePayload, String> {
+    serde_json::from_str(&item.payload).map_err(|e| {
+        format!(
+            "outbox row {} (hubspot_write, contact {}): payload does not parse ({:?} error at line {} column {}); \
+             a newer evaluation of the contact replaces it, or fix the row and `leadsync retry --kind writeback --id {}`",
+            item.id,
+            item.contact_id,
+            e.classify(),
+            e.line(),
+            e.column(),
+            item.id
+        )
+    })
 }
