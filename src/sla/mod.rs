@@ -6,9 +6,11 @@
 //! - `raw` → `policy`: the file as written, its checks (file:line:column), the checked form:
 //!   teams, policies per entry stage and path, what counts as a touch, the ladder, marketing targets.
 //! - `calendar`: business-time arithmetic in an IANA zone, exact over daylight saving.
+//! - `people`: a team as the router sees it (reps with caps and availability now).
 //! - `timer`: the stored record and `assess(policy, team, record, touches, owner, now)`.
 
 pub mod calendar;
+pub mod people;
 pub mod policy;
 mod raw;
 #[cfg(test)]
