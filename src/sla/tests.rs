@@ -463,3 +463,24 @@ fn the_timer_follows_the_owner_and_connected_calls_only_means_it() {
         None
     );
 }
+
+#[test]
+fn leadsync_check_reads_the_sla_file_beside_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    let config = dir.path().join("leadsync.toml");
+    std::fs::write(&config, "").unwrap();
+    std::fs::write(dir.path().join("mappings/lifecycle.toml"), crate::defaults::LIFECYCLE).unwrap();
+    std::fs::write(dir.path().join("mappings/salesforce.toml"), crate::defaults::SALESFORCE).unwrap();
+    let code = |c| format!("{:?}", crate::cli::check(Some(c), false));
+    // No SLA file: the embedded default is checked and passes.
+    assert_eq!(code(&config), format!("{:?}", std::process::ExitCode::SUCCESS));
+    std::fs::write(dir.path().join("mappings/sla.toml"), crate::defaults::SLA).unwrap();
+    assert_eq!(code(&config), format!("{:?}", std::process::ExitCode::SUCCESS));
+    let broken = crate::defaults::SLA.replacen("time_zone = \"Europe/Paris\"", "time_zone = \"Europe/Pariss\"", 1);
+    std::fs::write(dir.path().join("mappings/sla.toml"), broken).unwrap();
+    assert_eq!(code(&config), format!("{:?}", std::process::ExitCode::from(2)));
+    let want = crate::defaults::Want::Default(dir.path().join("mappings/sla.toml"));
+    let err = crate::defaults::sla(&want).unwrap_err().to_string();
+    assert!(err.contains("mappings/sla.toml:39:13: teams[0].time_zone: `Europe/Pariss`"), "{err}");
+}
