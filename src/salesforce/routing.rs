@@ -578,6 +578,13 @@ mod tests {
             assert_eq!((r.trace.won.clone(), r.position), (strategy, next), "{why}");
             assert_eq!(r.trace.position, (position, next), "{why}");
         }
+        // The HubSpot owner's rep at capacity is passed over like any other.
+        let owned = Lead {
+            hubspot_owner: Some("005A"),
+            ..us
+        };
+        let r = route_traced(&owned, &t, &team(None, 10), &ctx, 0);
+        assert_eq!(r.assignment.map(|a| a.owner), Some("005B".into()));
         let r = route_traced(&fr, &t, &team(None, 10), &ctx, 0);
         assert_eq!(
             r.trace.to_string(),

@@ -91,6 +91,18 @@ fn the_shipped_file_compiles_and_reads_as_its_comments_say() {
     );
     assert_eq!(f.marketing.len(), 3);
     assert_eq!(f.marketing[1].team.as_deref(), Some("paris"));
+    assert_eq!(f.marketing[2].source.as_deref(), Some("PAID_SEARCH"));
+    assert_eq!(f.marketing[0].per, super::policy::Period::Month);
+    // New York works two ranges a day around lunch: Monday 09:00–17:30 local is 7.5 working hours.
+    let ny = &f.teams[1].calendar;
+    assert_eq!(
+        ny.elapsed(utc("2026-11-30T14:00:00Z"), utc("2026-11-30T22:30:00Z")),
+        Duration::minutes(450)
+    );
+    assert_eq!(
+        ny.add(utc("2026-11-30T17:00:00Z"), Duration::hours(1)),
+        Some(utc("2026-11-30T19:00:00Z"))
+    );
 }
 
 #[test]
@@ -321,7 +333,7 @@ fn the_same_call_in_both_crms_counts_once_and_attempts_keep_their_interval() {
     let cases: [(&str, Vec<Touch>, u32); 6] = [
         ("one call logged in both, 3 minutes apart", vec![hs("e1", "2026-11-30T08:00:00Z"), sf("00T1", "2026-11-30T08:03:00Z")], 1),
         ("the same id twice", vec![hs("e1", "2026-11-30T08:00:00Z"), hs("e1", "2026-11-30T08:00:00Z")], 1),
-        ("two calls in HubSpot 3 minutes apart, under the interval", vec![hs("e1", "2026-11-30T08:00:00Z"), hs("e2", "2026-11-30T08:03:00Z")], 1),
+        ("two calls in HubSpot ten minutes apart, under the interval", vec![hs("e1", "2026-11-30T08:00:00Z"), hs("e2", "2026-11-30T08:10:00Z")], 1),
         ("4 working hours apart", vec![hs("e1", "2026-11-30T08:00:00Z"), hs("e2", "2026-11-30T12:00:00Z")], 2),
         ("Monday 17:00 and Tuesday 11:00 are 4 working hours apart", vec![hs("e1", "2026-11-30T16:00:00Z"), sf("00T2", "2026-12-01T10:00:00Z")], 2),
         ("Monday 17:00 and Tuesday 10:00 are not", vec![hs("e1", "2026-11-30T16:00:00Z"), sf("00T2", "2026-12-01T09:00:00Z")], 1),
@@ -482,5 +494,41 @@ fn leadsync_check_reads_the_sla_file_beside_the_configuration() {
     assert_eq!(code(&config), format!("{:?}", std::process::ExitCode::from(2)));
     let want = crate::defaults::Want::Default(dir.path().join("mappings/sla.toml"));
     let err = crate::defaults::sla(&want).unwrap_err().to_string();
-    assert!(err.contains("mappings/sla.toml:39:13: teams[0].time_zone: `Europe/Pariss`"), "{err}");
+    assert!(
+        err.contains("mappings/sla.toml:39:13: teams[0].time_zone: `Europe/Pariss`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wall_clock_policy_counts_every_minute_and_anyone_can_touch() {
+    let text = format!(
+        "{TEAM}{}",
+        r#"
+[[policies]]
+id = "night"
+stage = "sql"
+path = "shortcut"
+clock = "wall"
+first_touch = "5m"
+touches = { kinds = ["chat"], by = "anyone" }
+"#
+    );
+    let f = SlaFile::from_source(&SourceText::new("s.toml", text)).unwrap_or_else(|d| panic!("{d}"));
+    let p = f.policy("night").unwrap();
+    // Saturday 23:00 Paris: the wall clock does not wait for Monday.
+    let r = SlaRecord::start(p, &f.teams[0], "c", utc("2026-11-28T22:00:00Z")).unwrap();
+    assert_eq!(r.due_at, utc("2026-11-28T22:05:00Z"));
+    let chat = touch(
+        System::HubSpot,
+        "e",
+        EventKind::Chat,
+        "2026-11-28T22:04:00Z",
+        "someone-else",
+    );
+    let a = assess(p, &f.teams[0], &r, &[chat], Some("1"), utc("2026-11-28T22:10:00Z"));
+    assert_eq!(
+        (a.state, a.time_to_first_touch),
+        (State::Met, Some(Duration::minutes(4)))
+    );
 }
