@@ -562,8 +562,10 @@ mod tests {
             ]
         };
         let ctx = Context::default();
+        // (why, lead, reps, position) → owner, rule, next position
+        type Case<'a> = (&'a str, Lead<'a>, Vec<Rep>, u64, Option<&'a str>, Option<Strategy>, u64);
         #[rustfmt::skip]
-        let cases: [(&str, Lead<'_>, Vec<Rep>, u64, Option<&str>, Option<Strategy>, u64); 7] = [
+        let cases: [Case<'_>; 7] = [
             ("everyone in: the rotation as before", us, team(None, 0), 0, Some("005A"), Some(Strategy::RoundRobin), 1),
             ("005A at capacity: its turn passes to 005B", us, team(None, 10), 0, Some("005B"), Some(Strategy::RoundRobin), 3),
             ("005A off hours", us, team(Some(Away::OffHours), 0), 1, Some("005B"), Some(Strategy::RoundRobin), 3),
