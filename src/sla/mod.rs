@@ -3,13 +3,14 @@
 //! ladder's next steps as data. No IO: time and every input are passed in, decisions come out.
 //!
 //! Layout:
-//! - `raw` → `policy`: the file as written, its checks (file:line:column), the checked form:
+//! - `raw` → `compile` → `policy`: the file as written, its checks (file:line:column), the checked form:
 //!   teams, policies per entry stage and path, what counts as a touch, the ladder, marketing targets.
 //! - `calendar`: business-time arithmetic in an IANA zone, exact over daylight saving.
 //! - `people`: a team as the router sees it (reps with caps and availability now).
 //! - `timer`: the stored record and `assess(policy, team, record, touches, owner, now)`.
 
 pub mod calendar;
+mod compile;
 pub mod people;
 pub mod policy;
 mod raw;
