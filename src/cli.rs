@@ -98,6 +98,7 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
     let mut notes = Vec::new();
     let mut rules = None;
     let mut mapping = None;
+    let mut sla = None;
     if report.loaded.is_none() {
         notes.push("rules and Salesforce mapping not checked: the configuration could not be read".to_string());
     } else {
@@ -116,6 +117,15 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
                 Ok(m) => mapping = Some(m),
                 Err(d) => problems.extend(d),
             }
+        }
+        // The sales SLA: `mappings/sla.toml` beside the configuration, else the embedded default.
+        let sla_path = report.loaded.as_ref().map_or_else(
+            || PathBuf::from("mappings/sla.toml"),
+            |l| l.resolve(Path::new("mappings/sla.toml")),
+        );
+        match defaults::sla(&Want::Default(sla_path)) {
+            Ok((f, origin)) => sla = Some((f.version, origin)),
+            Err(d) => problems.extend(d),
         }
     }
     if !problems.is_empty() {
@@ -145,10 +155,17 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
     if let Some((_, origin)) = &mapping {
         println!("salesforce mapping: ok — {origin}");
     }
-    let embedded = [rules.as_ref().map(|r| &r.1), mapping.as_ref().map(|m| &m.1)]
-        .into_iter()
-        .flatten()
-        .any(|o| *o == Origin::Embedded);
+    if let Some((version, origin)) = &sla {
+        println!("sales SLA: ok — {origin} version {version}");
+    }
+    let embedded = [
+        rules.as_ref().map(|r| &r.1),
+        mapping.as_ref().map(|m| &m.1),
+        sla.as_ref().map(|s| &s.1),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|o| *o == Origin::Embedded);
     if embedded {
         println!(
             "note: `leadsync run` and `backfill` read files, not the embedded defaults: `leadsync init DIR` writes them with a configuration"

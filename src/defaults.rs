@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
 use crate::lifecycle::Rules;
 use crate::salesforce::mapping::SalesforceMapping;
+use crate::sla::SlaFile;
 
 /// `mappings/lifecycle.toml` as shipped.
 pub const LIFECYCLE: &str = include_str!("../mappings/lifecycle.toml");
 /// `mappings/salesforce.toml` as shipped.
 pub const SALESFORCE: &str = include_str!("../mappings/salesforce.toml");
+/// `mappings/sla.toml` as shipped.
+pub const SLA: &str = include_str!("../mappings/sla.toml");
 /// `leadsync.example.toml` as shipped: what `leadsync init` writes.
 pub const CONFIG: &str = include_str!("../leadsync.example.toml");
 
@@ -64,6 +67,18 @@ pub fn mapping(want: &Want) -> Result<(SalesforceMapping, Origin), Diagnostics> 
     }
 }
 
+/// The SLA file to use, and where it came from.
+pub fn sla(want: &Want) -> Result<(SlaFile, Origin), Diagnostics> {
+    match pick(want, "mappings/sla.toml next to the configuration")? {
+        Some(path) => Ok((SlaFile::load(&path)?, Origin::File(path))),
+        None => Ok((
+            SlaFile::from_source(&SourceText::new(EMBEDDED_SLA, SLA))?,
+            Origin::Embedded,
+        )),
+    }
+}
+
+const EMBEDDED_SLA: &str = "(embedded) mappings/sla.toml";
 const EMBEDDED_LIFECYCLE: &str = "(embedded) mappings/lifecycle.toml";
 const EMBEDDED_SALESFORCE: &str = "(embedded) mappings/salesforce.toml";
 

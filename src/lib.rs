@@ -20,6 +20,8 @@
 //! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
 //!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
+//! - [`sla`]: the sales SLA's pure core: `mappings/sla.toml` (teams, calendars, policies, the
+//!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox.
 //! - [`sync`]: the IO around the engine: incremental cycle, backfill, rescore, write-back,
@@ -46,6 +48,7 @@ pub mod report;
 pub mod salesforce;
 pub mod sandbox;
 pub mod server;
+pub mod sla;
 pub mod store;
 pub mod sync;
 pub mod transport;

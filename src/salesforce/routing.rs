@@ -5,8 +5,18 @@
 //! robin across active users. The round-robin
 //! position is an input and an output, so the caller stores it and a restart continues the
 //! rotation; a retried promotion reuses the owner it stored, never draws again.
+//!
+//! [`route_traced`] adds what respects people, for first assignment and reassignment alike: a
+//! contact keeps its owner unless the caller re-routes on purpose; contacts of one company go to
+//! the same rep; a rep at capacity, outside working hours, absent, or the one a lead is moving
+//! away from is never chosen by any rule; a fallback owner or queue takes the lead when nobody
+//! is available; and every assignment carries a [`Trace`] (candidates, why each was dropped, the
+//! rule that won). [`route`] is the same with nobody unavailable and no trace.
 
 use std::collections::HashMap;
+use std::fmt;
+
+use chrono::NaiveDate;
 
 /// A territory rule from the mapping file: every condition written must hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +61,12 @@ pub enum Strategy {
     Territory(String),
     /// The round robin.
     RoundRobin,
+    /// The contact's current owner, kept (route once).
+    KeptOwner,
+    /// The rep who owns the company's other contacts.
+    CompanyOwner,
+    /// The fallback owner or queue: nobody else was available.
+    Fallback,
 }
 
 impl std::fmt::Display for Strategy {
@@ -58,8 +74,12 @@ impl std::fmt::Display for Strategy {
         match self {
             Self::AccountOwner => f.write_str("account owner"),
             Self::HubSpotOwner => f.write_str("hubspot owner"),
+            Self::Territory(name) if name.is_empty() => f.write_str("territory"),
             Self::Territory(name) => write!(f, "territory {name}"),
             Self::RoundRobin => f.write_str("round robin"),
+            Self::KeptOwner => f.write_str("kept owner"),
+            Self::CompanyOwner => f.write_str("company owner"),
+            Self::Fallback => f.write_str("fallback"),
         }
     }
 }
@@ -91,23 +111,191 @@ pub fn route(
     active: &[(String, u32)],
     position: u64,
 ) -> Option<(Assignment, u64)> {
-    if let Some(owner) = lead.account_owner.filter(|o| !o.is_empty()) {
-        return Some((
-            Assignment {
-                owner: owner.to_string(),
-                strategy: Strategy::AccountOwner,
-            },
-            position,
-        ));
+    let reps: Vec<Rep> = active
+        .iter()
+        .map(|(id, weight)| Rep {
+            id: id.clone(),
+            weight: *weight,
+            open_leads: 0,
+            capacity: None,
+            away: None,
+        })
+        .collect();
+    let routed = route_traced(lead, territories, &reps, &Context::default(), position);
+    Some((routed.assignment?, routed.position))
+}
+
+/// Why a rep cannot take a lead now (the caller works it out from the team's calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Away {
+    /// Outside the team's working hours or on a team holiday.
+    OffHours,
+    /// On a declared absence until this day (included).
+    Absent { until: NaiveDate },
+    /// Not an active user.
+    Inactive,
+}
+
+/// A rep the routing knows about, as of now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rep {
+    /// Salesforce user id.
+    pub id: String,
+    /// Round-robin weight; 0 keeps the rep out of the rotation (other rules may still pick them).
+    pub weight: u32,
+    /// Leads the rep holds open now.
+    pub open_leads: u32,
+    /// Most open leads the rep may hold; `None` for no cap.
+    pub capacity: Option<u32>,
+    /// Why the rep is unavailable; `None` when at work.
+    pub away: Option<Away>,
+}
+
+/// What routing knows beyond the lead: its owner now, its company's rep, the fallback.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The contact's current owner (Salesforce user id), kept unless `reroute`.
+    pub current_owner: Option<&'a str>,
+    /// Re-route on purpose (a reassignment, or a policy that re-routes recycled leads): the
+    /// current owner is the rep the lead moves away from and is never chosen.
+    pub reroute: bool,
+    /// The rep who owns other contacts of the same company.
+    pub company_owner: Option<&'a str>,
+    /// User or queue that takes the lead when nobody is available.
+    pub fallback: Option<&'a str>,
+}
+
+/// Why a candidate was not chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Holds as many open leads as the cap allows.
+    AtCapacity { open: u32, cap: u32 },
+    /// Unavailable now.
+    Away(Away),
+    /// The rep the lead is being moved away from.
+    Leaving,
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AtCapacity { open, cap } => write!(f, "at capacity ({open} of {cap} open leads)"),
+            Self::Away(Away::OffHours) => f.write_str("outside working hours"),
+            Self::Away(Away::Absent { until }) => write!(f, "absent until {until}"),
+            Self::Away(Away::Inactive) => f.write_str("not an active user"),
+            Self::Leaving => f.write_str("the rep the lead is moving away from"),
+        }
     }
-    if let Some(owner) = lead.hubspot_owner.filter(|o| !o.is_empty()) {
-        return Some((
-            Assignment {
+}
+
+/// One line of the trace: a rule, the candidate it offered, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Considered {
+    /// The rule.
+    pub rule: Strategy,
+    /// The rep it offered; `None` when the rule did not apply.
+    pub candidate: Option<String>,
+    /// `None` when chosen (or not applicable), else why dropped.
+    pub dropped: Option<Dropped>,
+}
+
+/// Why this rep: every rule tried in order, every candidate and filter, the rule that won.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Trace {
+    /// In the order tried.
+    pub considered: Vec<Considered>,
+    /// The rule that won; `None` when nobody could take the lead.
+    pub won: Option<Strategy>,
+    /// The round robin's position before and after.
+    pub position: (u64, u64),
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.won {
+            Some(s) => write!(f, "routing: {s}")?,
+            None => f.write_str("routing: nobody available, no fallback: the lead waits")?,
+        }
+        let (from, to) = self.position;
+        if from != to {
+            write!(f, " (round-robin position {from} → {to})")?;
+        }
+        for c in &self.considered {
+            match (&c.candidate, &c.dropped) {
+                (None, _) => write!(f, "\n  {}: does not apply", c.rule)?,
+                (Some(id), None) => write!(f, "\n  {} {id}: chosen", c.rule)?,
+                (Some(id), Some(why)) => write!(f, "\n  {} {id}: dropped, {why}", c.rule)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of [`route_traced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The owner, or `None` when nobody is available and there is no fallback (the lead waits).
+    pub assignment: Option<Assignment>,
+    /// The round robin's position to store.
+    pub position: u64,
+    /// Why.
+    pub trace: Trace,
+}
+
+/// Picks the owner, in order: kept owner (unless re-routing), account owner, company owner,
+/// HubSpot owner, territories, round robin over `reps` from `position`, then the fallback.
+/// Every rule but the kept owner skips reps who are at capacity, away or being left; reps not
+/// in `reps` are taken as available. The round robin skips unavailable reps without reordering
+/// the rotation, so a skipped rep's turn passes and fairness holds across restarts.
+pub fn route_traced(
+    lead: &Lead<'_>,
+    territories: &[Territory],
+    reps: &[Rep],
+    ctx: &Context<'_>,
+    position: u64,
+) -> Routed {
+    let mut trace = Trace {
+        position: (position, position),
+        ..Trace::default()
+    };
+    let leaving = ctx.current_owner.filter(|_| ctx.reroute);
+    let verdict = |id: &str| -> Option<Dropped> {
+        if leaving == Some(id) {
+            return Some(Dropped::Leaving);
+        }
+        let rep = reps.iter().find(|r| r.id == id)?;
+        if let Some(away) = rep.away {
+            return Some(Dropped::Away(away));
+        }
+        rep.capacity
+            .filter(|cap| rep.open_leads >= *cap)
+            .map(|cap| Dropped::AtCapacity {
+                open: rep.open_leads,
+                cap,
+            })
+    };
+    let done = |mut trace: Trace, owner: &str, strategy: Strategy, position: u64| {
+        trace.won = Some(strategy.clone());
+        trace.position.1 = position;
+        Routed {
+            assignment: Some(Assignment {
                 owner: owner.to_string(),
-                strategy: Strategy::HubSpotOwner,
-            },
+                strategy,
+            }),
             position,
-        ));
+            trace,
+        }
+    };
+
+    if !ctx.reroute
+        && let Some(owner) = nonempty(ctx.current_owner)
+    {
+        trace.considered.push(Considered {
+            rule: Strategy::KeptOwner,
+            candidate: Some(owner.to_string()),
+            dropped: None,
+        });
+        return done(trace, owner, Strategy::KeptOwner, position);
     }
     let lower = |v: Option<&str>| v.map(|s| s.trim().to_lowercase());
     let (country, industry) = (lower(lead.country), lower(lead.industry));
@@ -117,23 +305,80 @@ pub fn route(
             && t.min_employees.is_none_or(|m| lead.employees.is_some_and(|e| e >= m))
             && t.max_employees.is_none_or(|m| lead.employees.is_some_and(|e| e <= m))
     };
-    if let Some(t) = territories.iter().find(matches) {
-        return Some((
-            Assignment {
-                owner: t.owner.clone(),
-                strategy: Strategy::Territory(t.name.clone()),
-            },
-            position,
-        ));
+    let mut offers: Vec<(Strategy, Option<&str>)> = vec![
+        (Strategy::AccountOwner, nonempty(lead.account_owner)),
+        (Strategy::CompanyOwner, nonempty(ctx.company_owner)),
+        (Strategy::HubSpotOwner, nonempty(lead.hubspot_owner)),
+    ];
+    let matched: Vec<&Territory> = territories.iter().filter(matches).collect();
+    if matched.is_empty() {
+        offers.push((Strategy::Territory(String::new()), None));
     }
-    let owner = weighted_pick(active, position)?;
-    Some((
-        Assignment {
-            owner: owner.to_string(),
-            strategy: Strategy::RoundRobin,
-        },
-        position + 1,
-    ))
+    offers.extend(
+        matched
+            .iter()
+            .map(|t| (Strategy::Territory(t.name.clone()), Some(t.owner.as_str()))),
+    );
+    for (rule, candidate) in offers {
+        let dropped = candidate.and_then(verdict);
+        trace.considered.push(Considered {
+            rule: rule.clone(),
+            candidate: candidate.map(str::to_string),
+            dropped,
+        });
+        if let (Some(owner), None) = (candidate, dropped) {
+            return done(trace, owner, rule, position);
+        }
+    }
+    let pool: Vec<(String, u32)> = reps
+        .iter()
+        .filter(|r| r.weight > 0)
+        .map(|r| (r.id.clone(), r.weight))
+        .collect();
+    let total: u64 = pool.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut seen: Vec<&str> = Vec::new();
+    for k in 0..total {
+        let Some(id) = weighted_pick(&pool, position + k) else {
+            break;
+        };
+        let dropped = verdict(id);
+        if dropped.is_none() || !seen.contains(&id) {
+            trace.considered.push(Considered {
+                rule: Strategy::RoundRobin,
+                candidate: Some(id.to_string()),
+                dropped,
+            });
+            seen.push(id);
+        }
+        if dropped.is_none() {
+            let owner = id.to_string();
+            return done(trace, &owner, Strategy::RoundRobin, position + k + 1);
+        }
+    }
+    if total == 0 {
+        trace.considered.push(Considered {
+            rule: Strategy::RoundRobin,
+            candidate: None,
+            dropped: None,
+        });
+    }
+    if let Some(fallback) = nonempty(ctx.fallback) {
+        trace.considered.push(Considered {
+            rule: Strategy::Fallback,
+            candidate: Some(fallback.to_string()),
+            dropped: None,
+        });
+        return done(trace, fallback, Strategy::Fallback, position);
+    }
+    Routed {
+        assignment: None,
+        position,
+        trace,
+    }
+}
+
+fn nonempty(o: Option<&str>) -> Option<&str> {
+    o.filter(|o| !o.is_empty())
 }
 
 /// The owner at `position` of the smooth weighted rotation (weights 3:1 give a, a, b, a, … evenly
@@ -280,5 +525,153 @@ mod tests {
         assert_eq!(hundred.iter().filter(|o| **o == "005B").count(), 25);
         // a restart that resumes at a stored position continues the same rotation
         assert_eq!(weighted_pick(&u, 5), weighted_pick(&u, 5));
+    }
+
+    fn rep(id: &str, weight: u32, open: u32, away: Option<Away>) -> Rep {
+        Rep {
+            id: id.into(),
+            weight,
+            open_leads: open,
+            capacity: Some(10),
+            away,
+        }
+    }
+
+    fn absent() -> Option<Away> {
+        Some(Away::Absent {
+            until: NaiveDate::from_ymd_opt(2027, 1, 3).unwrap(),
+        })
+    }
+
+    #[test]
+    fn unavailable_reps_are_never_chosen_and_the_trace_says_why() {
+        let t = territories();
+        let us = Lead {
+            country: Some("US"),
+            ..Lead::default()
+        };
+        let fr = Lead {
+            country: Some("fr"),
+            ..Lead::default()
+        };
+        let team = |a: Option<Away>, a_open: u32| {
+            vec![
+                rep("005A", 3, a_open, a),
+                rep("005B", 1, 0, None),
+                rep("005FR", 0, 0, absent()),
+            ]
+        };
+        let ctx = Context::default();
+        // (why, lead, reps, position) → owner, rule, next position
+        type Case<'a> = (&'a str, Lead<'a>, Vec<Rep>, u64, Option<&'a str>, Option<Strategy>, u64);
+        #[rustfmt::skip]
+        let cases: [Case<'_>; 7] = [
+            ("everyone in: the rotation as before", us, team(None, 0), 0, Some("005A"), Some(Strategy::RoundRobin), 1),
+            ("005A at capacity: its turn passes to 005B", us, team(None, 10), 0, Some("005B"), Some(Strategy::RoundRobin), 3),
+            ("005A off hours", us, team(Some(Away::OffHours), 0), 1, Some("005B"), Some(Strategy::RoundRobin), 3),
+            ("005A absent, position 2 is 005B's own turn", us, team(absent(), 0), 2, Some("005B"), Some(Strategy::RoundRobin), 3),
+            ("the territory's owner is absent: round robin", fr, team(None, 0), 0, Some("005A"), Some(Strategy::RoundRobin), 1),
+            ("nobody available, no fallback: wait", us, vec![rep("005A", 1, 10, None), rep("005B", 1, 0, absent())], 4, None, None, 4),
+            ("no reps at all", us, vec![], 4, None, None, 4),
+        ];
+        for (why, lead, reps, position, owner, strategy, next) in cases {
+            let r = route_traced(&lead, &t, &reps, &ctx, position);
+            assert_eq!(r.assignment.as_ref().map(|a| a.owner.as_str()), owner, "{why}");
+            assert_eq!((r.trace.won.clone(), r.position), (strategy, next), "{why}");
+            assert_eq!(r.trace.position, (position, next), "{why}");
+        }
+        // The HubSpot owner's rep at capacity is passed over like any other.
+        let owned = Lead {
+            hubspot_owner: Some("005A"),
+            ..us
+        };
+        let r = route_traced(&owned, &t, &team(None, 10), &ctx, 0);
+        assert_eq!(r.assignment.map(|a| a.owner), Some("005B".into()));
+        let r = route_traced(&fr, &t, &team(None, 10), &ctx, 0);
+        assert_eq!(
+            r.trace.to_string(),
+            "routing: round robin (round-robin position 0 → 3)\n  \
+             account owner: does not apply\n  \
+             company owner: does not apply\n  \
+             hubspot owner: does not apply\n  \
+             territory emea_fr 005FR: dropped, absent until 2027-01-03\n  \
+             round robin 005A: dropped, at capacity (10 of 10 open leads)\n  \
+             round robin 005B: chosen"
+        );
+    }
+
+    #[test]
+    fn the_fallback_takes_the_lead_when_nobody_is_available() {
+        let reps = vec![rep("005A", 1, 10, None), rep("005B", 1, 0, Some(Away::Inactive))];
+        let ctx = Context {
+            fallback: Some("00GQUEUE"),
+            ..Context::default()
+        };
+        let r = route_traced(&Lead::default(), &[], &reps, &ctx, 5);
+        assert_eq!(
+            r.assignment,
+            Some(Assignment {
+                owner: "00GQUEUE".into(),
+                strategy: Strategy::Fallback
+            })
+        );
+        assert_eq!(r.position, 5, "the rotation did not serve: its position stays");
+        assert!(
+            r.trace
+                .to_string()
+                .contains("round robin 005B: dropped, not an active user"),
+            "{}",
+            r.trace
+        );
+    }
+
+    #[test]
+    fn route_once_company_stickiness_and_reassignment() {
+        let t = territories();
+        let reps = vec![
+            rep("005A", 1, 10, None),
+            rep("005B", 1, 0, None),
+            rep("005C", 1, 0, None),
+        ];
+        let lead = Lead {
+            country: Some("fr"),
+            ..Lead::default()
+        };
+        let owner = |ctx: Context<'_>| {
+            let r = route_traced(&lead, &t, &reps, &ctx, 0);
+            r.assignment.map(|a| (a.owner, a.strategy))
+        };
+        // A recycled contact keeps its owner, even one now at capacity: route once.
+        let kept = Context {
+            current_owner: Some("005A"),
+            company_owner: Some("005C"),
+            ..Context::default()
+        };
+        assert_eq!(owner(kept), Some(("005A".into(), Strategy::KeptOwner)));
+        // A new contact of a known company goes to the company's rep, before the territory.
+        let company = Context {
+            company_owner: Some("005C"),
+            ..Context::default()
+        };
+        assert_eq!(owner(company), Some(("005C".into(), Strategy::CompanyOwner)));
+        // A reassignment never hands the lead back to the rep it is leaving.
+        let reassign = Context {
+            current_owner: Some("005C"),
+            company_owner: Some("005C"),
+            reroute: true,
+            ..Context::default()
+        };
+        let r = route_traced(&lead, &[], &reps, &reassign, 2);
+        assert_eq!(r.assignment.map(|a| a.owner), Some("005B".into()), "{}", r.trace);
+        assert!(
+            r.trace
+                .to_string()
+                .contains("company owner 005C: dropped, the rep the lead is moving away from")
+        );
+        assert!(
+            r.trace
+                .to_string()
+                .contains("round robin 005C: dropped, the rep the lead is moving away from")
+        );
     }
 }
