@@ -45,6 +45,27 @@ async fn sqlx_admin(url: &str) -> sqlx::AnyPool {
         })
 }
 
+/// Which store an end-to-end test runs on (`e2e::on_both_stores!` runs each test on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh, empty store of this kind: its URL, and the folder a SQLite file lives in.
+    pub async fn fresh(self) -> (String, Option<tempfile::TempDir>) {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("leadsync.db").display());
+                (url, Some(dir))
+            }
+            Backend::Postgres => (postgres_url().await, None),
+        }
+    }
+}
+
 /// The same empty state on both backends, named for assertion messages.
 pub async fn stores() -> Vec<(&'static str, Store)> {
     let (sqlite, dir) = sqlite().await;
@@ -260,6 +281,12 @@ impl TestApp {
     /// `leadsync run --init-store` as a process, pointed at this app's sandbox (both CRMs), with
     /// the shipped rules and mapping, a fresh SQLite store in `dir`, listening on `port`.
     pub fn run_command(&self, dir: &std::path::Path, port: u16) -> tokio::process::Command {
+        let store = format!("sqlite://{}", dir.join("run.db").display());
+        self.run_command_on(dir, port, &store)
+    }
+
+    /// The same on the store at `store_url`.
+    pub fn run_command_on(&self, dir: &std::path::Path, port: u16, store_url: &str) -> tokio::process::Command {
         let sb = &self.stack.sandbox;
         let c = sb.config();
         let root = repo_root();
@@ -281,10 +308,7 @@ impl TestApp {
             .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
             .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
             .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env(
-                "LEADSYNC__STORE__URL",
-                format!("sqlite://{}", dir.join("run.db").display()),
-            )
+            .env("LEADSYNC__STORE__URL", store_url)
             .kill_on_drop(true);
         cmd
     }
