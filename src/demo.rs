@@ -187,13 +187,6 @@ impl Stack {
         }
     }
 
-    /// Waits until the sandbox has finished every webhook delivery it started.
-    pub async fn settle_deliveries(&self) {
-        while !self.sandbox.webhook_deliveries().iter().all(|d| d.finished) {
-            tokio::time::sleep(StdDuration::from_millis(10)).await;
-        }
-    }
-
     /// Stops the workers and the server (work in flight finishes), then the sandbox.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);

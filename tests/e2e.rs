@@ -317,7 +317,15 @@ async fn a_demo_request_through_a_signed_webhook_ends_at_sql_with_salesforce_rec
     for b in [&body, &body, &reversed] {
         assert_eq!(app.post_signed_webhook(b).await, 200);
     }
-    app.stack.settle_deliveries().await;
+    // The sandbox also delivers the submission itself: wait until it has finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !app.stack.sandbox.webhook_deliveries().iter().all(|d| d.finished) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox's deliveries finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     app.run_inbox_until_idle().await;
 
     let row = &s.store.contacts(&[id(lead.parse().unwrap())]).await.unwrap()[&id(lead.parse().unwrap())];

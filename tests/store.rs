@@ -284,7 +284,6 @@ async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
             Some("mql"),
             "{name}: written values are folded into the stored HubSpot values"
         );
-        assert!(store.ping().await, "{name}");
     }
 }
 
