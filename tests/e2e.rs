@@ -37,6 +37,8 @@ on_both_stores!(
     leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_cleanly,
     a_merge_through_the_webhook_moves_the_ledger_to_the_survivor_and_retires_the_other,
     the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why,
+    webhook_echoes_of_leadsync_s_own_writes_cost_no_hubspot_call,
+    a_rescore_reads_nothing_from_hubspot,
 );
 
 /// A TestApp of `contacts` on a fresh store of `backend`, with the folder a SQLite file lives in.
@@ -579,4 +581,104 @@ async fn the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why(on
     let settled = app.stack.settle(std::time::Duration::from_secs(60)).await.unwrap();
     assert_eq!(settled, leadsync::demo::Settled::default());
     app.stack.shutdown().await.unwrap();
+}
+
+/// A `contact.propertyChange` delivery of one property.
+fn property_delivery(contact: &str, property: &str, value: &str, event_id: u64, occurred_at: i64) -> String {
+    serde_json::json!([{"eventId": event_id, "subscriptionId": 4, "portalId": 42, "appId": 7,
+        "occurredAt": occurred_at, "subscriptionType": "contact.propertyChange", "attemptNumber": 0,
+        "objectId": contact.parse::<u64>().unwrap(), "propertyName": property, "propertyValue": value,
+        "changeSource": "INTEGRATION"}])
+    .to_string()
+}
+
+// README: "the write ledger recognises webhook echoes"
+async fn webhook_echoes_of_leadsync_s_own_writes_cost_no_hubspot_call(on: Backend) {
+    let (app, _, _dir) = app_on(on, 200).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    // A contact whose HubSpot lifecycle stage leadsync wrote (a promoted lead).
+    let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    let contact = promoted[0].contact_id.clone();
+    let hs = app.stack.sandbox.hubspot_contact(&contact).unwrap();
+    let t = app.now().timestamp_millis();
+    let mut bodies = vec![property_delivery(
+        &contact,
+        "lifecyclestage",
+        &hs["lifecyclestage"],
+        501,
+        t,
+    )];
+    for (n, property) in ["leadsync_stage", "leadsync_status"].into_iter().enumerate() {
+        bodies.push(property_delivery(&contact, property, &hs[property], 502 + n as u64, t));
+    }
+    app.stack.sandbox.reset_calls();
+    for b in &bodies {
+        assert_eq!(app.post_signed_webhook(b).await, 200);
+    }
+    app.run_inbox_until_idle().await;
+    assert_eq!(s.store.inbox_depth().await.unwrap().0, 0, "every echo processed");
+    assert_eq!(
+        app.stack.sandbox.api_calls("hubspot"),
+        0,
+        "leadsync's own values coming back cost nothing: {:?}",
+        app.stack.sandbox.calls()
+    );
+
+    // The control: someone else changes the same property to another value; that is read.
+    let other = property_delivery(&contact, "lifecyclestage", "opportunity", 510, t + 1);
+    assert_eq!(app.post_signed_webhook(&other).await, 200);
+    app.run_inbox_until_idle().await;
+    assert!(
+        app.stack.sandbox.api_calls("hubspot") > 0,
+        "a change leadsync did not write is read: {:?}",
+        app.stack.sandbox.calls()
+    );
+}
+
+// README: "so a rescore needs no HubSpot read"
+async fn a_rescore_reads_nothing_from_hubspot(on: Backend) {
+    let (app, _, _dir) = app_on(on, 200).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    app.stack.sandbox.reset_calls();
+    // Two months on, as the schedule runs it: scores decay, some contacts go dormant.
+    let later = app.now() + Duration::days(60);
+    let report = s.rescore(later, false).await.unwrap();
+    assert_eq!(report.evaluated, 200, "every contact re-decided");
+    let reads: Vec<_> = app
+        .stack
+        .sandbox
+        .calls()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("hubspot") && !k.contains("update"))
+        .collect();
+    assert!(reads.is_empty(), "no HubSpot read: {reads:?}");
+}
+
+// README: "`run` ... refuses to start while the HubSpot properties it writes are missing"
+#[tokio::test]
+async fn leadsync_run_refuses_to_start_without_its_hubspot_properties() {
+    let app = TestApp::start_unset(20, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.run_command(dir.path(), port).output(),
+    )
+    .await
+    .expect("run stops by itself")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("leadsync setup --apply"), "{stderr}");
+    assert!(stderr.contains("leadsync_stage"), "names what is missing: {stderr}");
 }

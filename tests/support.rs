@@ -224,6 +224,13 @@ impl TestApp {
 
     /// The same, on the store at `store_url` (PostgreSQL, or a file that outlives the app).
     pub async fn start_with(contacts: u32, store_url: Option<String>) -> TestApp {
+        let app = Self::start_unset(contacts, store_url).await;
+        leadsync::daemon::ensure_setup(&app.stack.syncer, true).await.unwrap();
+        app
+    }
+
+    /// The same, without creating the HubSpot properties leadsync writes (`setup --apply`).
+    pub async fn start_unset(contacts: u32, store_url: Option<String>) -> TestApp {
         init_logs();
         let stack = Stack::start(StackOptions {
             sandbox: SandboxConfig {
@@ -239,7 +246,6 @@ impl TestApp {
         })
         .await
         .unwrap();
-        leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
         TestApp { stack }
     }
 
