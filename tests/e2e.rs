@@ -452,7 +452,7 @@ async fn forget_promotions(on: Backend, url: &str) {
     db.close().await;
 }
 
-// README: "a stop (SIGTERM) lets work in flight finish and flushes the outbox"
+// README: "until Ctrl-C or SIGTERM, which let the work in flight finish and flush the outbox" (the flush)
 async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_cleanly(on: Backend) {
     let (app, url, _store_dir) = app_on(on, 120).await;
     let s = &app.stack.syncer;
@@ -562,7 +562,7 @@ async fn a_merge_through_the_webhook_moves_the_ledger_to_the_survivor_and_retire
     assert_eq!(evaluated, 119, "every contact but the merged one");
 }
 
-// README (demo, CI): the demo fails when a demo request did not reach Salesforce.
+// The demo (and CI through it) fails when a demo request did not reach Salesforce.
 async fn the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why(on: Backend) {
     let (mut app, _, _dir) = app_on(on, 150).await;
     let s = app.stack.syncer.clone();
@@ -660,7 +660,7 @@ async fn a_rescore_reads_nothing_from_hubspot(on: Backend) {
     assert!(reads.is_empty(), "no HubSpot read: {reads:?}");
 }
 
-// README: "`run` ... refuses to start while the HubSpot properties it writes are missing"
+// README: "`run` refuses to start without them"
 #[tokio::test]
 async fn leadsync_run_refuses_to_start_without_its_hubspot_properties() {
     let app = TestApp::start_unset(20, None).await;
@@ -681,4 +681,43 @@ async fn leadsync_run_refuses_to_start_without_its_hubspot_properties() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("leadsync setup --apply"), "{stderr}");
     assert!(stderr.contains("leadsync_stage"), "names what is missing: {stderr}");
+}
+
+/// `/readyz` of the webhook server `leadsync run` builds for `loaded`: (status, body).
+async fn readiness(loaded: &leadsync::config::Loaded) -> (u16, String) {
+    let syncer = leadsync::daemon::syncer(loaded).await.unwrap();
+    let state = leadsync::daemon::app_state(loaded, &syncer, std::sync::Arc::new(tokio::sync::Notify::new()));
+    let app = leadsync::server::Application::build(state, "127.0.0.1:0", 1 << 20)
+        .await
+        .unwrap();
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let resp = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    let out = (resp.status().as_u16(), resp.text().await.unwrap());
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+    out
+}
+
+// README: "`GET /readyz` (the store commits a write, both CRMs' tokens)"
+#[tokio::test]
+async fn readiness_fails_when_either_crm_token_cannot_be_had() {
+    let mut app = TestApp::start(20).await;
+    assert_eq!(readiness(&app.stack.loaded).await, (200, "ready".to_string()));
+    let revoked = || Some(secrecy::SecretString::from("revoked-refresh-token"));
+    let kept = app.stack.loaded.settings.hubspot.refresh_token.take();
+
+    app.stack.loaded.settings.hubspot.refresh_token = revoked();
+    let (status, why) = readiness(&app.stack.loaded).await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.starts_with("hubspot token"), "{why}");
+
+    app.stack.loaded.settings.hubspot.refresh_token = kept;
+    app.stack.loaded.settings.salesforce.refresh_token = revoked();
+    let (status, why) = readiness(&app.stack.loaded).await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.starts_with("salesforce token"), "{why}");
 }
