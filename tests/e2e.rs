@@ -92,6 +92,7 @@ fn assert_no_duplicates(app: &TestApp) {
     assert!(dups.is_empty(), "two Salesforce contacts share an email: {dups:?}");
 }
 
+// README: "leadsync's own writes come back as modified contacts and cost no further write"
 async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls_and_a_second_writes_nothing(
     on: Backend,
 ) {
@@ -197,6 +198,7 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
     }
 }
 
+// README (Reliability): a killed backfill resumes from its checkpoint and writes nothing twice
 async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writing_twice(on: Backend) {
     // The reference: the same portal, uninterrupted.
     // Blocks of 100 contacts, each saved with its checkpoint: kills land between and inside them.
@@ -298,6 +300,7 @@ async fn a_lead(app: &TestApp) -> String {
         .expect("the portal has active leads")
 }
 
+// README: "evaluate from that current snapshot (so order does not matter), write back and promote"
 async fn a_demo_request_through_a_signed_webhook_ends_at_sql_with_salesforce_records_and_repeats_change_nothing(
     on: Backend,
 ) {
@@ -369,6 +372,7 @@ async fn a_demo_request_through_a_signed_webhook_ends_at_sql_with_salesforce_rec
     assert_eq!(app.stack.sandbox.hubspot_writes(), writes_before);
 }
 
+// README: "An event acknowledged before a crash is processed after the restart."
 async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on: Backend) {
     let (app, url, _dir) = app_on(on, 150).await;
     app.stack
@@ -390,6 +394,7 @@ async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on:
     assert!(row.state.salesforce.is_some(), "promoted after the restart");
 }
 
+// README: "A crash after Salesforce accepted the records and before leadsync recorded them re-runs the promotion"
 async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_twice(on: Backend) {
     let (app, url, _dir) = app_on(on, 200).await;
     let s = &app.stack.syncer;
@@ -529,6 +534,7 @@ async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_
     }
 }
 
+// README: "`contact.merge` moves the ledger to the survivor"
 async fn a_merge_through_the_webhook_moves_the_ledger_to_the_survivor_and_retires_the_other(on: Backend) {
     let (app, _, _dir) = app_on(on, 120).await;
     let s = &app.stack.syncer;

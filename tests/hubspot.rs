@@ -69,6 +69,7 @@ fn ten_secondly() -> ResponseTemplate {
     }))
 }
 
+// README: "429 `TEN_SECONDLY_ROLLING` waits the window"
 #[tokio::test(start_paused = true)]
 async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
     let server = MockServer::start().await;
@@ -98,6 +99,7 @@ async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
     assert_eq!((client.stats().rate_limited(), client.stats().retries()), (2, 2));
 }
 
+// README: "429 `DAILY` stops the job"
 #[tokio::test]
 async fn the_daily_limit_stops_the_job_without_retrying() {
     let server = MockServer::start().await;
@@ -133,6 +135,7 @@ async fn a_server_error_then_success() {
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
+// README: "5xx, 423, 477 and timeouts back off exponentially"
 #[tokio::test]
 async fn a_timeout_is_retried_then_reported() {
     let server = MockServer::start().await;
@@ -153,6 +156,7 @@ async fn a_timeout_is_retried_then_reported() {
     assert_eq!(client.stats().total(), 2);
 }
 
+// README: "After a 401 the token is dropped by generation and the request is retried once"
 #[tokio::test]
 async fn a_401_refreshes_the_token_once_and_succeeds() {
     let server = MockServer::start().await;
@@ -186,6 +190,7 @@ async fn a_401_refreshes_the_token_once_and_succeeds() {
     assert_eq!(client.auth().refresh_count(), 2);
 }
 
+// README: "fifty callers make one token call"
 #[tokio::test]
 async fn fifty_concurrent_requests_with_an_expired_token_make_one_token_call() {
     let server = MockServer::start().await;
@@ -223,6 +228,7 @@ async fn fifty_concurrent_requests_with_an_expired_token_make_one_token_call() {
     assert_eq!(token_calls, 2);
 }
 
+// README: "A revoked refresh token (`BAD_REFRESH_TOKEN`) stops with a message"
 #[tokio::test]
 async fn a_revoked_refresh_token_is_a_clear_fatal_error() {
     let server = MockServer::start().await;
@@ -243,6 +249,7 @@ async fn a_revoked_refresh_token_is_a_clear_fatal_error() {
     assert!(!text.contains("refresh-1"), "no secret in the message");
 }
 
+// README: "other 4xx fail at once with HubSpot's category, message and correlation id"
 #[tokio::test]
 async fn a_400_is_sent_exactly_once_and_keeps_hubspots_words() {
     let server = MockServer::start().await;
@@ -268,6 +275,7 @@ async fn a_400_is_sent_exactly_once_and_keeps_hubspots_words() {
     );
 }
 
+// README: "each record's failure reported on its own"
 #[tokio::test]
 async fn a_batch_update_reports_each_refused_record_and_keeps_the_others() {
     let server = MockServer::start().await;
@@ -305,6 +313,7 @@ async fn a_batch_update_reports_each_refused_record_and_keeps_the_others() {
     assert_eq!(outcome.failed[0].1.message, "grade is not valid");
 }
 
+// README: "batch updates 100 a call"
 #[tokio::test]
 async fn batch_updates_go_100_records_a_call() {
     let server = MockServer::start().await;
@@ -367,6 +376,7 @@ async fn paging_goes_to_the_end() {
     assert_eq!(all, ["1", "2", "3", "4", "5", "6"]);
 }
 
+// README: "a long property list goes through the POST batch read, never a long URL"
 #[tokio::test]
 async fn a_wide_property_list_never_goes_in_the_url() {
     let server = MockServer::start().await;
@@ -483,6 +493,7 @@ async fn search_past_ten_thousand_with_many_on_one_timestamp_returns_each_record
     );
 }
 
+// README: "a backward lifecycle move clears, then sets, in two requests, and reads the value back"
 #[tokio::test]
 async fn a_backward_lifecycle_move_clears_then_sets_then_reads_back() {
     let server = MockServer::start().await;
@@ -599,6 +610,7 @@ async fn setup_run(server: &MockServer, apply: bool) -> std::process::Output {
         .unwrap()
 }
 
+// README: "without `--apply` it prints the plan"
 #[tokio::test]
 async fn setup_prints_its_plan_and_creates_only_with_apply() {
     let server = MockServer::start().await;

@@ -76,6 +76,7 @@ fn inputs(n: usize) -> Value {
     json!({"properties": ["email"], "inputs": ids})
 }
 
+// README: "same seed, same portal"
 #[tokio::test]
 async fn the_same_seed_gives_the_same_portal_and_another_seed_another() {
     let now = "2026-11-25T12:00:00Z".parse().unwrap();
@@ -103,6 +104,7 @@ async fn the_same_seed_gives_the_same_portal_and_another_seed_another() {
     assert_eq!(s1.salesforce_records("Contact"), s2.salesforce_records("Contact"));
 }
 
+// README: "to a million contacts, generated on demand"
 #[tokio::test]
 async fn a_million_contacts_are_generated_lazily() {
     let now = "2026-11-25T12:00:00Z".parse().unwrap();
@@ -186,6 +188,7 @@ async fn the_hubspot_client_lists_reads_searches_and_updates_against_the_sandbox
     assert!(sb.calls().is_empty());
 }
 
+// README: "refuses what HubSpot refuses (batch over 100"
 #[tokio::test]
 async fn batches_over_100_are_refused() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -197,6 +200,7 @@ async fn batches_over_100_are_refused() {
     assert_eq!((status, body["results"].as_array().unwrap().len()), (200, 100));
 }
 
+// README: "search page over 200, paging past 10,000"
 #[tokio::test]
 async fn search_pages_over_200_and_paging_past_10000_are_refused() {
     let sb = sandbox(SandboxConfig {
@@ -221,6 +225,7 @@ async fn search_pages_over_200_and_paging_past_10000_are_refused() {
     assert_eq!(body["paging"]["next"]["after"], "200");
 }
 
+// README: "a backward lifecycle stage without clearing"
 #[tokio::test]
 async fn a_backward_lifecycle_stage_is_refused_unless_cleared_first() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -264,6 +269,7 @@ async fn a_backward_lifecycle_stage_is_refused_unless_cleared_first() {
     assert_eq!(sb.hubspot_contact(&id).unwrap()["lifecyclestage"], "subscriber");
 }
 
+// README: "answers 429s with HubSpot's bodies and headers"
 #[tokio::test]
 async fn the_burst_search_and_daily_budgets_answer_429_with_policy_and_headers() {
     let sb = sandbox(SandboxConfig {
@@ -317,6 +323,7 @@ async fn the_burst_search_and_daily_budgets_answer_429_with_policy_and_headers()
     assert_eq!(sb.calls()["hubspot owners.list"], 4, "refused calls are counted too");
 }
 
+// README: "expires tokens"
 #[tokio::test]
 async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     let sb = sandbox(SandboxConfig {
@@ -364,6 +371,7 @@ async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     );
 }
 
+// README: "delivers signed v3 webhooks with retries"
 #[tokio::test]
 async fn a_form_submission_moves_the_contact_and_sends_a_signed_webhook_retried_on_failure() {
     let receiver = MockServer::start().await;
@@ -544,6 +552,7 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+// README: "a duplicate rule"
 #[tokio::test]
 async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -572,6 +581,7 @@ async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected
     assert_eq!(body[0]["errors"][0]["statusCode"], "DUPLICATES_DETECTED");
 }
 
+// README: "composite … a daily allocation"
 #[tokio::test]
 async fn composite_is_one_call_with_references_and_the_daily_allocation_is_enforced() {
     let sb = sandbox(SandboxConfig {
@@ -755,6 +765,7 @@ fn the_shipped_rules_react_to_each_kind_of_synthetic_contact() {
     );
 }
 
+// README: "injects latency and faults"
 #[tokio::test]
 async fn injected_faults_answer_5xx_or_hang_then_504_and_latency_delays_every_answer() {
     let sb = sandbox(SandboxConfig {
