@@ -109,6 +109,7 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
         // Each kind of contact of DOMAIN.md ends where the rules put it, in the store and in HubSpot.
         let portal = app.stack.sandbox.portal();
         let mut seen_kinds = BTreeSet::new();
+        let mut icp: BTreeMap<Option<Stage>, u32> = BTreeMap::new();
         for i in 0..portal.contacts {
             let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
             let (stage, status) = stored[&cid];
@@ -130,6 +131,12 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
                         "{backend}: a free-mail subscriber never goes straight to sales"
                     )
                 }
+                ContactKind::InSalesforce => {
+                    assert!(stage >= Some(Stage::Sql), "{backend}: {kind:?} {cid} at {stage:?}")
+                }
+                ContactKind::IcpRevops | ContactKind::IcpMarketing | ContactKind::IcpSales | ContactKind::IcpIt => {
+                    *icp.entry(stage).or_insert(0u32) += 1
+                }
                 _ => {}
             }
             let hs = app.stack.sandbox.hubspot_contact(&cid).unwrap();
@@ -144,6 +151,10 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
                 "{backend}: {cid}"
             );
         }
+        // ICP fits spread over the funnel: more leads than MQLs, more MQLs than SQLs.
+        let at = |st: Stage| icp.get(&Some(st)).copied().unwrap_or(0);
+        assert!(at(Stage::Lead) > at(Stage::Mql), "{backend}: {icp:?}");
+        assert!(at(Stage::Mql) > at(Stage::Sql), "{backend}: {icp:?}");
         assert!(
             seen_kinds.len() >= 10,
             "{backend}: the portal has every kind: {seen_kinds:?}"
