@@ -265,7 +265,28 @@ async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writ
         .filter(|(c, want)| got.get(*c) != Some(*want))
         .map(|(c, want)| (c, want, got.get(c)))
         .collect();
-    assert!(moved.is_empty(), "(contact, uninterrupted, after the kills): {moved:?}");
+    if !moved.is_empty() {
+        // What each run's ledger holds for the contacts that differ, for the message.
+        let ids: Vec<HubSpotId> = moved.iter().map(|(c, _, _)| id(c.parse().unwrap())).collect();
+        let ledger = |m: std::collections::HashMap<HubSpotId, Vec<leadsync::lifecycle::Event>>| {
+            let mut out: Vec<(String, Vec<String>)> = m
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        v.iter().map(|e| format!("{:?}@{}", e.kind, e.at)).collect(),
+                    )
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        let want = ledger(reference.stack.syncer.store.events(&ids).await.unwrap());
+        let have = ledger(syncer.store.events(&ids).await.unwrap());
+        panic!(
+            "(contact, uninterrupted, after the kills): {moved:?}\nuninterrupted ledger: {want:?}\nafter the kills: {have:?}"
+        );
+    }
     assert_eq!(got.len(), expected.len(), "same contacts");
     assert_eq!(
         keyed(&app, "Opportunity", "LeadSync_Key__c"),
