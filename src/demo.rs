@@ -156,36 +156,34 @@ impl Stack {
         }
     }
 
-    /// Waits until the sandbox has delivered every webhook it started, then until the inbox is
-    /// empty and nothing is due in the outbox, or `timeout`.
-    pub async fn settle(&self, timeout: StdDuration) -> anyhow::Result<()> {
+    /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and
+    /// no promotion or HubSpot write is pending or sending (a retry delayed into the future
+    /// still counts as work), or `timeout`. What was set aside rather than done (the review
+    /// list, dead letters) is returned, not taken for done.
+    pub async fn settle(&self, timeout: StdDuration) -> anyhow::Result<Settled> {
         let started = Instant::now();
+        let store = &self.syncer.store;
         loop {
             let deliveries_done = self.sandbox.webhook_deliveries().iter().all(|d| d.finished);
-            let (depth, _) = self.syncer.store.inbox_depth().await?;
-            let due_writes = self
-                .syncer
-                .store
-                .due(OutboxKind::HubSpotWrite, Utc::now(), 1)
-                .await?
-                .len();
-            let due_promotions = self.syncer.store.due(OutboxKind::Promote, Utc::now(), 1).await?.len();
-            if deliveries_done && depth == 0 && due_writes == 0 && due_promotions == 0 {
-                return Ok(());
+            let (depth, _) = store.inbox_depth().await?;
+            let mut open = 0;
+            for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote] {
+                for state in [OutboxState::Pending, OutboxState::Sending] {
+                    open += store.outbox_in(kind, state).await?.len();
+                }
+            }
+            if deliveries_done && depth == 0 && open == 0 {
+                let mut settled = Settled::default();
+                for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote] {
+                    settled.review += store.outbox_in(kind, OutboxState::Review).await?.len();
+                    settled.dead += store.outbox_in(kind, OutboxState::Dead).await?.len();
+                }
+                return Ok(settled);
             }
             if started.elapsed() > timeout {
-                anyhow::bail!(
-                    "not settled after {timeout:?}: inbox {depth}, writes due {due_writes}, promotions due {due_promotions}"
-                );
+                anyhow::bail!("not settled after {timeout:?}: inbox {depth}, outbox items pending or sending {open}");
             }
             tokio::time::sleep(StdDuration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the sandbox has finished every webhook delivery it started.
-    pub async fn settle_deliveries(&self) {
-        while !self.sandbox.webhook_deliveries().iter().all(|d| d.finished) {
-            tokio::time::sleep(StdDuration::from_millis(10)).await;
         }
     }
 
@@ -199,6 +197,51 @@ impl Stack {
         self.sandbox.shutdown().await;
         Ok(())
     }
+}
+
+/// How a settled stack left its outbox: the items set aside instead of carried out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Promotions and writes waiting on the review list for a person.
+    pub review: usize,
+    /// Promotions and writes that failed for good.
+    pub dead: usize,
+}
+
+/// The contacts among `leads` the store has no Salesforce link for, each with what became of
+/// its promotion (`review: …`, `dead: …`, or `no promotion`), for the demo's failure message.
+pub async fn not_in_salesforce(
+    store: &crate::store::Store,
+    leads: &[HubSpotId],
+) -> anyhow::Result<Vec<(HubSpotId, String)>> {
+    let rows = store.contacts(leads).await?;
+    let mut set_aside = BTreeMap::new();
+    for state in [
+        OutboxState::Review,
+        OutboxState::Dead,
+        OutboxState::Pending,
+        OutboxState::Sending,
+    ] {
+        for item in store.outbox_in(OutboxKind::Promote, state).await? {
+            let why = format!(
+                "{}: {}",
+                format!("{state:?}").to_lowercase(),
+                item.last_error.as_deref().unwrap_or("no error recorded")
+            );
+            set_aside.insert(item.contact_id, why);
+        }
+    }
+    Ok(leads
+        .iter()
+        .filter(|id| rows.get(*id).is_none_or(|r| r.state.salesforce.is_none()))
+        .map(|id| {
+            let why = set_aside
+                .get(id.as_str())
+                .cloned()
+                .unwrap_or_else(|| "no promotion".to_string());
+            (id.clone(), why)
+        })
+        .collect())
 }
 
 /// What `leadsync demo` was asked.
@@ -341,7 +384,7 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
     {
         tokio::time::sleep(StdDuration::from_millis(10)).await;
     }
-    stack.settle(StdDuration::from_secs(30)).await?;
+    let settled = stack.settle(StdDuration::from_secs(30)).await?;
     say(&format!(
         "   {} demo request(s): HubSpot → webhook → SQL → Salesforce in {:.2} s; {} new opportunit(ies) in Salesforce",
         submitted.len(),
@@ -351,6 +394,27 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
 
     // 3. The report.
     say(&report_text(&stack, &submitted).await?);
+    // The story is only true when every demo request reached Salesforce: say which did not.
+    let missing = not_in_salesforce(&stack.syncer.store, &submitted).await?;
+    if submitted.is_empty() {
+        stack.shutdown().await?;
+        anyhow::bail!("demo: no active lead with an email to submit a demo request for");
+    }
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(id, why)| format!("contact {id} ({why})"))
+            .collect();
+        stack.shutdown().await?;
+        anyhow::bail!(
+            "demo: {} of {} demo request(s) did not reach Salesforce: {} (outbox: {} on the review list, {} dead)",
+            missing.len(),
+            submitted.len(),
+            list.join(", "),
+            settled.review,
+            settled.dead
+        );
+    }
     say(&format!("demo ran in {:.1} s", started.elapsed().as_secs_f64()));
     if !opts.once {
         say(&format!(

@@ -75,6 +75,7 @@ fn owner_reads(app: &TestApp) -> u64 {
         .unwrap_or(0)
 }
 
+// README: "HubSpot owners are read at most once an hour"
 #[tokio::test]
 async fn a_lead_goes_to_its_hubspot_owners_salesforce_user_and_owners_are_read_once_an_hour() {
     let app = TestApp::start(80).await;

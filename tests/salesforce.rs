@@ -128,6 +128,7 @@ impl Respond for Rotating {
     }
 }
 
+// README: "a rotated refresh token is kept in the store"
 #[tokio::test]
 async fn refresh_token_rotation_keeps_the_new_refresh_token_and_an_expired_session_mints_once() {
     let server = MockServer::start().await;
@@ -283,6 +284,7 @@ async fn concurrent_callers_share_one_mint() {
     assert_eq!(client.auth().mint_count(), 1);
 }
 
+// README: "on `REQUEST_LIMIT_EXCEEDED`, promotions wait"
 #[tokio::test]
 async fn request_limit_exceeded_pauses_without_retrying() {
     let server = MockServer::start().await;
@@ -397,6 +399,7 @@ fn two_pages(first: &[&str], rest: &[&str], locator: &str) -> (Value, Value) {
     )
 }
 
+// README: "Every Salesforce query … is read to its end by following `nextRecordsUrl`"
 #[tokio::test]
 async fn a_query_over_two_pages_follows_next_records_url_and_returns_every_record() {
     let server = MockServer::start().await;
@@ -421,6 +424,7 @@ async fn a_query_over_two_pages_follows_next_records_url_and_returns_every_recor
     assert_eq!(client.stats().calls().get("query more"), Some(&1));
 }
 
+// README: "direct or inside a composite lookup"
 #[tokio::test]
 async fn a_lookup_whose_composite_answer_is_not_done_reads_the_rest_of_its_pages() {
     use leadsync::salesforce::lookup::SalesforceLookupRequest;

@@ -78,6 +78,7 @@ fn inputs(n: usize) -> Value {
     json!({"properties": ["email"], "inputs": ids})
 }
 
+// README: "same seed, same portal"
 #[tokio::test]
 async fn the_same_seed_gives_the_same_portal_and_another_seed_another() {
     let now = "2026-11-25T12:00:00Z".parse().unwrap();
@@ -105,6 +106,7 @@ async fn the_same_seed_gives_the_same_portal_and_another_seed_another() {
     assert_eq!(s1.salesforce_records("Contact"), s2.salesforce_records("Contact"));
 }
 
+// README: "to a million contacts, generated on demand"
 #[tokio::test]
 async fn a_million_contacts_are_generated_lazily() {
     let now = "2026-11-25T12:00:00Z".parse().unwrap();
@@ -188,6 +190,7 @@ async fn the_hubspot_client_lists_reads_searches_and_updates_against_the_sandbox
     assert!(sb.calls().is_empty());
 }
 
+// README: "refuses what HubSpot refuses (batch over 100"
 #[tokio::test]
 async fn batches_over_100_are_refused() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -199,6 +202,7 @@ async fn batches_over_100_are_refused() {
     assert_eq!((status, body["results"].as_array().unwrap().len()), (200, 100));
 }
 
+// README: "search page over 200, paging past 10,000"
 #[tokio::test]
 async fn search_pages_over_200_and_paging_past_10000_are_refused() {
     let sb = sandbox(SandboxConfig {
@@ -223,6 +227,7 @@ async fn search_pages_over_200_and_paging_past_10000_are_refused() {
     assert_eq!(body["paging"]["next"]["after"], "200");
 }
 
+// README: "a backward lifecycle stage without clearing"
 #[tokio::test]
 async fn a_backward_lifecycle_stage_is_refused_unless_cleared_first() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -266,6 +271,7 @@ async fn a_backward_lifecycle_stage_is_refused_unless_cleared_first() {
     assert_eq!(sb.hubspot_contact(&id).unwrap()["lifecyclestage"], "subscriber");
 }
 
+// README: "answers 429s with HubSpot's bodies and headers"
 #[tokio::test]
 async fn the_burst_search_and_daily_budgets_answer_429_with_policy_and_headers() {
     let sb = sandbox(SandboxConfig {
@@ -319,6 +325,7 @@ async fn the_burst_search_and_daily_budgets_answer_429_with_policy_and_headers()
     assert_eq!(sb.calls()["hubspot owners.list"], 4, "refused calls are counted too");
 }
 
+// README: "expires tokens"
 #[tokio::test]
 async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     let sb = sandbox(SandboxConfig {
@@ -366,6 +373,7 @@ async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     );
 }
 
+// README: "delivers signed v3 webhooks with retries"
 #[tokio::test]
 async fn a_form_submission_moves_the_contact_and_sends_a_signed_webhook_retried_on_failure() {
     let receiver = MockServer::start().await;
@@ -546,6 +554,7 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+// README: "a duplicate rule"
 #[tokio::test]
 async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -574,6 +583,7 @@ async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected
     assert_eq!(body[0]["errors"][0]["statusCode"], "DUPLICATES_DETECTED");
 }
 
+// README: "composite … a daily allocation"
 #[tokio::test]
 async fn composite_is_one_call_with_references_and_the_daily_allocation_is_enforced() {
     let sb = sandbox(SandboxConfig {
@@ -664,99 +674,7 @@ async fn salesforce_accepts_a_well_formed_jwt_bearer_and_opportunities_can_be_cl
     sb.shutdown().await;
 }
 
-/// The snapshot leadsync would build for a portal contact: its properties, its form submissions,
-/// its engagements and its analytics counters read for the first time.
-fn snapshot(p: &Portal, index: u32) -> leadsync::lifecycle::Snapshot {
-    use leadsync::hubspot::analytics::{COUNTERS, events_from_counter};
-    use leadsync::hubspot::engagements::{ENGAGEMENT_TYPES, to_event};
-    use leadsync::hubspot::types::HubSpotObject;
-    use leadsync::lifecycle::{Event, EventKind};
-    let c = p.contact(index);
-    let id = c.properties["hs_object_id"].clone();
-    let mut events = Vec::new();
-    for (f, at) in &c.submissions {
-        events.push(Event {
-            id: format!("form-{f}-{at}"),
-            kind: EventKind::FormSubmission,
-            at: chrono::DateTime::from_timestamp_millis(*at).unwrap(),
-            url: None,
-            form: Some(p.forms[*f].name.to_string()),
-            campaign: None,
-            direction: None,
-            outcome: None,
-        });
-    }
-    for (t, kind) in ENGAGEMENT_TYPES.iter().enumerate() {
-        for e in p.engagements(index, t) {
-            let o = HubSpotObject {
-                id: e.id.to_string(),
-                properties: e.properties.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-                archived: false,
-            };
-            events.extend(to_event(kind, &o));
-        }
-    }
-    for counter in &COUNTERS {
-        let get = |k: &str| c.properties.get(k).map(String::as_str);
-        events.extend(events_from_counter(
-            &id,
-            counter,
-            None,
-            get(counter.count),
-            get(counter.last_at),
-        ));
-    }
-    let props: serde_json::Map<String, Value> = c
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    serde_json::from_value(json!({"contact_id": id, "properties": props, "events": events})).unwrap()
-}
-
-#[test]
-fn the_shipped_rules_react_to_each_kind_of_synthetic_contact() {
-    use leadsync::lifecycle::{Rules, Stage, Status, evaluate};
-    let rules = Rules::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/lifecycle.toml")).unwrap();
-    let now = "2026-11-25T12:00:00Z".parse().unwrap();
-    let p = Portal::new(3, 600, 50, 6, now);
-    let mut seen: BTreeMap<ContactKind, BTreeMap<(Option<Stage>, Status), u32>> = BTreeMap::new();
-    for i in 0..p.contacts {
-        let snap = snapshot(&p, i);
-        let d = evaluate(&rules, &snap, now);
-        *seen
-            .entry(p.kind(i))
-            .or_default()
-            .entry((d.stage, d.status))
-            .or_default() += 1;
-    }
-    let all = |kind: ContactKind, ok: &dyn Fn(Option<Stage>, Status) -> bool| {
-        let outcomes = &seen[&kind];
-        assert!(outcomes.keys().all(|(st, s)| ok(*st, *s)), "{kind:?}: {outcomes:?}");
-    };
-    use ContactKind::*;
-    all(Competitor, &|_, s| s == Status::Disqualified);
-    all(Student, &|_, s| s == Status::Disqualified);
-    all(Fan, &|_, s| s == Status::Fan);
-    all(Dormant, &|_, s| s == Status::Dormant);
-    all(FreemailSubscriber, &|st, _| st == Some(Stage::Subscriber));
-    all(DemoRequester, &|st, _| st == Some(Stage::Sql));
-    all(InSalesforce, &|st, _| st >= Some(Stage::Sql));
-    all(Customer, &|st, _| st == Some(Stage::Customer));
-    let icp: BTreeMap<Option<Stage>, u32> = [IcpRevops, IcpMarketing, IcpSales, IcpIt]
-        .iter()
-        .flat_map(|k| seen[k].iter())
-        .fold(BTreeMap::new(), |mut m, ((st, _), n)| {
-            *m.entry(*st).or_default() += n;
-            m
-        });
-    assert!(icp[&Some(Stage::Lead)] > icp[&Some(Stage::Mql)], "{icp:?}");
-    assert!(
-        icp[&Some(Stage::Mql)] > icp.get(&Some(Stage::Sql)).copied().unwrap_or(0),
-        "{icp:?}"
-    );
-}
-
+// README: "injects latency and faults"
 #[tokio::test]
 async fn injected_faults_answer_5xx_or_hang_then_504_and_latency_delays_every_answer() {
     let sb = sandbox(SandboxConfig {
@@ -854,20 +772,36 @@ async fn subscribed_property_changes_by_the_api_are_delivered_as_webhooks() {
             .0,
         200
     );
-    let mut waited = 0;
-    while receiver.received_requests().await.unwrap().is_empty() {
-        assert!(waited < 100, "delivered in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let requests = receiver.received_requests().await.unwrap();
+    // A marker change after them: the sandbox starts its deliveries in the order of the
+    // changes (this test's runtime runs spawned tasks first in, first out), so once the
+    // marker's delivery is finished, any delivery of the unchanged value would be logged.
     assert_eq!(
-        requests.len(),
-        1,
-        "an unchanged value and unsubscribed properties send nothing"
+        hs(&sb, "PATCH", "/crm/v3/objects/contacts/1003", set("evangelist"))
+            .await
+            .0,
+        200
     );
-    let events: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let marked = |r: &wiremock::Request| String::from_utf8_lossy(&r.body).contains("evangelist");
+    while !receiver.received_requests().await.unwrap().iter().any(marked)
+        || !sb.webhook_deliveries().iter().all(|d| d.finished)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the marker was delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deliveries = sb.webhook_deliveries();
+    assert_eq!(
+        deliveries.len(),
+        2,
+        "an unchanged value and unsubscribed properties send nothing: {deliveries:?}"
+    );
+    let requests = receiver.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    let first = requests
+        .iter()
+        .find(|r| !marked(r))
+        .expect("the first change's delivery");
+    let events: Value = serde_json::from_slice(&first.body).unwrap();
     assert_eq!(events.as_array().unwrap().len(), 1);
     assert_eq!(events[0]["propertyName"], "lifecyclestage");
     assert_eq!(events[0]["propertyValue"], "customer");

@@ -9,6 +9,7 @@ fn delivery(events: &[serde_json::Value]) -> String {
     serde_json::Value::Array(events.to_vec()).to_string()
 }
 
+// README: "events go into the inbox, deduplicated … in one transaction before the 200"
 #[tokio::test]
 async fn a_signed_delivery_is_kept_in_the_inbox_before_the_200_and_redeliveries_add_nothing() {
     let app = TestServer::start(None, 1024 * 1024).await;
@@ -35,6 +36,7 @@ async fn a_signed_delivery_is_kept_in_the_inbox_before_the_200_and_redeliveries_
     assert_eq!(app.store.inbox_total().await.unwrap(), 2);
 }
 
+// README: "Refusals: bad, missing or stale signature 401, body over `server.max_body_bytes` 413, malformed JSON 400"
 #[tokio::test]
 async fn forged_stale_oversized_and_malformed_deliveries_are_refused_and_leave_no_trace() {
     let app = TestServer::start(None, 4096).await;
@@ -85,6 +87,7 @@ async fn forged_stale_oversized_and_malformed_deliveries_are_refused_and_leave_n
     );
 }
 
+// README: "checked against `server.public_base_url` when a proxy sits in front"
 #[tokio::test]
 async fn a_delivery_signed_for_the_public_url_behind_a_proxy_verifies() {
     let public = "https://leadsync.example.com";
@@ -105,6 +108,7 @@ async fn a_delivery_signed_for_the_public_url_behind_a_proxy_verifies() {
     assert_eq!(app.post_signed_at(&body, &app.url("/webhooks/hubspot"), now).await, 401);
 }
 
+// README: "store down or full 503"
 #[tokio::test]
 async fn the_store_down_answers_503_so_hubspot_delivers_again() {
     let (store, dir) = crate::support::sqlite().await;
@@ -119,6 +123,7 @@ async fn the_store_down_answers_503_so_hubspot_delivers_again() {
     assert_eq!(app.post_signed_webhook(&body).await, 503);
 }
 
+// README: "`POST /webhooks/hubspot/workflow`, v2"
 #[tokio::test]
 async fn workflow_webhooks_are_verified_with_the_v2_signature() {
     let app = TestServer::start(None, 1024 * 1024).await;
@@ -148,6 +153,7 @@ async fn workflow_webhooks_are_verified_with_the_v2_signature() {
     );
 }
 
+// README: "`GET /healthz`, `GET /readyz` … `GET /metrics`"
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let app = TestServer::start(None, 1024 * 1024).await;

@@ -53,6 +53,7 @@ fn evaluated(contact: &str, stage: Stage, events: Vec<Event>, outbox: Vec<(Outbo
     }
 }
 
+// README: "the audit log of every transition with its reasons and rules version"
 #[tokio::test]
 async fn a_commit_saves_state_ledger_audit_outbox_and_checkpoint_together() {
     for (name, store) in stores().await {
@@ -125,6 +126,7 @@ async fn a_promotion_key_is_enqueued_once_and_a_write_is_replaced_by_newer_value
     }
 }
 
+// README: "the outbox with dead letters and the review list"
 #[tokio::test]
 async fn failures_retry_later_or_become_dead_letters_that_can_be_requeued() {
     for (name, store) in stores().await {
@@ -285,7 +287,6 @@ async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
             Some("mql"),
             "{name}: written values are folded into the stored HubSpot values"
         );
-        assert!(store.ping().await, "{name}");
     }
 }
 
@@ -368,6 +369,7 @@ fn inbox_event(key: &str, contact: &str) -> InboxEvent {
     }
 }
 
+// README: "processed rows are pruned after 7 days"
 #[tokio::test]
 async fn the_inbox_writer_prunes_processed_rows_past_the_retention_and_keeps_the_rest() {
     for (name, store) in stores().await {

@@ -45,6 +45,27 @@ async fn sqlx_admin(url: &str) -> sqlx::AnyPool {
         })
 }
 
+/// Which store an end-to-end test runs on (`e2e::on_both_stores!` runs each test on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh, empty store of this kind: its URL, and the folder a SQLite file lives in.
+    pub async fn fresh(self) -> (String, Option<tempfile::TempDir>) {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("leadsync.db").display());
+                (url, Some(dir))
+            }
+            Backend::Postgres => (postgres_url().await, None),
+        }
+    }
+}
+
 /// The same empty state on both backends, named for assertion messages.
 pub async fn stores() -> Vec<(&'static str, Store)> {
     let (sqlite, dir) = sqlite().await;
@@ -203,6 +224,13 @@ impl TestApp {
 
     /// The same, on the store at `store_url` (PostgreSQL, or a file that outlives the app).
     pub async fn start_with(contacts: u32, store_url: Option<String>) -> TestApp {
+        let app = Self::start_unset(contacts, store_url).await;
+        leadsync::daemon::ensure_setup(&app.stack.syncer, true).await.unwrap();
+        app
+    }
+
+    /// The same, without creating the HubSpot properties leadsync writes (`setup --apply`).
+    pub async fn start_unset(contacts: u32, store_url: Option<String>) -> TestApp {
         init_logs();
         let stack = Stack::start(StackOptions {
             sandbox: SandboxConfig {
@@ -218,7 +246,6 @@ impl TestApp {
         })
         .await
         .unwrap();
-        leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
         TestApp { stack }
     }
 
@@ -260,6 +287,12 @@ impl TestApp {
     /// `leadsync run --init-store` as a process, pointed at this app's sandbox (both CRMs), with
     /// the shipped rules and mapping, a fresh SQLite store in `dir`, listening on `port`.
     pub fn run_command(&self, dir: &std::path::Path, port: u16) -> tokio::process::Command {
+        let store = format!("sqlite://{}", dir.join("run.db").display());
+        self.run_command_on(dir, port, &store)
+    }
+
+    /// The same on the store at `store_url`.
+    pub fn run_command_on(&self, dir: &std::path::Path, port: u16, store_url: &str) -> tokio::process::Command {
         let sb = &self.stack.sandbox;
         let c = sb.config();
         let root = repo_root();
@@ -281,10 +314,7 @@ impl TestApp {
             .env("LEADSYNC__SALESFORCE__CLIENT_SECRET", &c.salesforce_client_secret)
             .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
             .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env(
-                "LEADSYNC__STORE__URL",
-                format!("sqlite://{}", dir.join("run.db").display()),
-            )
+            .env("LEADSYNC__STORE__URL", store_url)
             .kill_on_drop(true);
         cmd
     }

@@ -1,7 +1,6 @@
-//! A full pull of contacts with their engagements and companies, at the fewest calls the batch
-//! sizes allow: contacts are listed 100 a page and gathered into blocks of up to 1,000 (the
-//! associations batch size), then each block costs one association read per engagement type and
-//! one for companies, plus one batch read per 100 engagements or companies.
+//! Engagements and companies of a block of contacts (up to 1,000, the associations batch size),
+//! at the fewest calls the batch sizes allow: one association read per engagement type and one
+//! for companies, plus one batch read per 100 engagements or companies not already cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{HubSpotClient, HubSpotError};
 use super::limiter::Priority;
-use super::types::{ASSOCIATION_BATCH_LIMIT, HubSpotObject};
+use super::types::HubSpotObject;
 use crate::lifecycle::Event;
 
 /// Contacts with what the rules need about them.
@@ -62,18 +61,8 @@ impl CompanyCache {
 }
 
 impl HubSpotClient {
-    /// Engagements and companies of a block of contacts (at most 1,000 for the fewest calls).
-    pub async fn pull_block(
-        &self,
-        contacts: Vec<HubSpotObject>,
-        company_properties: &[String],
-        priority: Priority,
-    ) -> Result<Pulled, HubSpotError> {
-        self.pull_block_cached(contacts, company_properties, priority, &CompanyCache::default())
-            .await
-    }
-
-    /// [`HubSpotClient::pull_block`], reading only the companies `cache` does not hold.
+    /// Engagements and companies of a block of contacts (at most 1,000 for the fewest calls),
+    /// reading only the companies `cache` does not hold.
     pub async fn pull_block_cached(
         &self,
         contacts: Vec<HubSpotObject>,
@@ -116,33 +105,5 @@ impl HubSpotClient {
             events,
             companies: by_contact,
         })
-    }
-
-    /// Every contact of the portal, block by block; `on_block` gets each block as it is pulled.
-    pub async fn pull_all(
-        &self,
-        properties: &[String],
-        company_properties: &[String],
-        priority: Priority,
-        mut on_block: impl FnMut(Pulled),
-    ) -> Result<usize, HubSpotError> {
-        let mut after: Option<String> = None;
-        let mut block = Vec::with_capacity(ASSOCIATION_BATCH_LIMIT);
-        let mut total = 0;
-        loop {
-            let page = self.list_contacts(after.as_deref(), properties, priority).await?;
-            after = page.next_after().map(str::to_string);
-            block.extend(page.results);
-            if block.len() >= ASSOCIATION_BATCH_LIMIT || after.is_none() {
-                total += block.len();
-                let full = std::mem::replace(&mut block, Vec::with_capacity(ASSOCIATION_BATCH_LIMIT));
-                if !full.is_empty() {
-                    on_block(self.pull_block(full, company_properties, priority).await?);
-                }
-            }
-            if after.is_none() {
-                return Ok(total);
-            }
-        }
     }
 }

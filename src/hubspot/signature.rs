@@ -138,15 +138,6 @@ pub fn sign_v2(secret: &SecretString, method: &str, uri: &str, body: &[u8]) -> S
     hex::encode(h.finalize())
 }
 
-/// Checks a v1 signature (hex, either case).
-pub fn verify_v1(secret: &SecretString, body: &[u8], signature: Option<&str>) -> Result<(), SignatureError> {
-    let sig = signature.ok_or(SignatureError::Missing("X-HubSpot-Signature"))?;
-    equal(
-        sign_v1(secret, body).as_bytes(),
-        sig.trim().to_ascii_lowercase().as_bytes(),
-    )
-}
-
 /// Checks a v2 signature (hex, either case).
 pub fn verify_v2(
     secret: &SecretString,
@@ -255,13 +246,10 @@ mod tests {
     }
 
     #[test]
-    fn v1_and_v2_round_trip_and_accept_either_case() {
+    fn v2_round_trips_and_accepts_either_case_and_differs_from_v1() {
         let s = secret();
         let v1 = sign_v1(&s, BODY);
         assert_eq!(v1.len(), 64);
-        assert_eq!(verify_v1(&s, BODY, Some(&v1)), Ok(()));
-        assert_eq!(verify_v1(&s, BODY, Some(&v1.to_ascii_uppercase())), Ok(()));
-        assert_eq!(verify_v1(&s, b"other", Some(&v1)), Err(SignatureError::Mismatch));
         let v2 = sign_v2(&s, "POST", URI, BODY);
         assert_ne!(v1, v2);
         assert_eq!(verify_v2(&s, "POST", URI, BODY, Some(&v2)), Ok(()));

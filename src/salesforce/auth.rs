@@ -255,12 +255,6 @@ impl SalesforceAuth {
         })
     }
 
-    /// Re-mint tokens older than `max_age` (default 90 minutes, under the 2-hour default session).
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
     /// Token-request timeout (default 30 s); `None` for none (tests on a paused clock).
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());

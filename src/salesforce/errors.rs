@@ -58,16 +58,6 @@ pub fn classify(code: &str) -> Disposition {
     }
 }
 
-/// Record ids named by a 300 Multiple Choices answer (an array of record URLs).
-pub fn multiple_choice_ids(body: &str) -> Vec<String> {
-    serde_json::from_str::<Vec<String>>(body)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|url| url.rsplit('/').next().map(str::to_string))
-        .filter(|id| !id.is_empty())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,8 +98,6 @@ mod tests {
             (write[0].code.as_str(), classify(&write[0].code)),
             ("INVALID_FIELD", Disposition::DeadLetter)
         );
-        let ids = multiple_choice_ids(&fixture("restforce/sobject/upsert_multiple_error_response.json"));
-        assert_eq!(ids, ["foo", "bar"]);
         let graph: serde_json::Value =
             serde_json::from_str(&fixture("revoman/composite/graph/resp/graph-response-error.json")).unwrap();
         let codes: Vec<Disposition> = graph["graphs"][0]["graphResponse"]["compositeResponse"]

@@ -26,29 +26,6 @@ pub fn literal(value: &str) -> String {
     out
 }
 
-/// `SELECT fields FROM object WHERE field IN (...)`, one query per batch of values; values are
-/// de-duplicated case-insensitively first (Salesforce compares text case-insensitively).
-pub fn select_in(fields: &[&str], object: &str, field: &str, values: &[String]) -> Vec<String> {
-    let mut unique: Vec<&str> = Vec::with_capacity(values.len());
-    let mut seen = std::collections::HashSet::new();
-    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        if seen.insert(v.to_lowercase()) {
-            unique.push(v);
-        }
-    }
-    unique
-        .chunks(IN_BATCH)
-        .map(|chunk| {
-            let list: Vec<String> = chunk.iter().map(|v| literal(v)).collect();
-            format!(
-                "SELECT {} FROM {object} WHERE {field} IN ({})",
-                fields.join(", "),
-                list.join(", ")
-            )
-        })
-        .collect()
-}
-
 /// The domain of a website or an email, for account matching: lower-cased, no scheme, no `www.`,
 /// no path. `None` for a free-mail domain (gmail.com never identifies a company).
 pub fn company_domain(value: &str, freemail: &std::collections::HashSet<String>) -> Option<String> {
@@ -70,22 +47,6 @@ mod tests {
         assert_eq!(literal(r"a\b"), r"'a\\b'");
         assert_eq!(literal("x' OR Name != '"), r"'x\' OR Name != \''");
         assert_eq!(literal("line\nbreak"), r"'line\nbreak'");
-    }
-
-    #[test]
-    fn lookups_are_batched_and_deduplicated() {
-        let emails: Vec<String> = (0..450)
-            .map(|i| format!("p{i}@example.com"))
-            .chain(["P0@Example.com".to_string()])
-            .collect();
-        let qs = select_in(&["Id", "Email"], "Contact", "Email", &emails);
-        assert_eq!(qs.len(), 3, "450 distinct values, 200 a query");
-        assert!(qs[0].starts_with("SELECT Id, Email FROM Contact WHERE Email IN ('p0@example.com', "));
-        assert_eq!(qs.iter().map(|q| q.matches("@example.com").count()).sum::<usize>(), 450);
-        assert!(
-            select_in(&["Id"], "Contact", "Email", &["o'brien@example.com".into()])[0]
-                .contains(r"'o\'brien@example.com'")
-        );
     }
 
     #[test]

@@ -690,11 +690,6 @@ impl Portal {
         })
     }
 
-    /// The `lastmodifieddate` of contact `index` as generated (epoch ms).
-    pub fn contact_modified_ms(&self, index: u32) -> i64 {
-        self.activity(index).modified
-    }
-
     /// Contact index from a generated email (`first.last.<id>@domain`), checked.
     pub fn index_of_email(&self, email: &str) -> Option<u32> {
         let email = email.trim().to_lowercase();

@@ -18,6 +18,7 @@ fn opp(id: &str, key: &str, stamp: &str, stage: &str, won: bool, closed: bool) -
            "SystemModstamp": stamp})
 }
 
+// README: "opportunities changed since a `SystemModstamp` watermark"
 #[tokio::test]
 async fn changes_since_the_watermark_are_typed_ordered_and_never_repeated() {
     let server = MockServer::start().await;

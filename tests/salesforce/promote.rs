@@ -279,6 +279,7 @@ fn batch_of_200() -> Vec<PromotionInput> {
         .collect()
 }
 
+// README: "The outbox worker promotes up to 200 leads per batch"
 #[tokio::test]
 async fn two_hundred_promotions_cost_five_calls_and_a_repeat_creates_nothing() {
     let server = MockServer::start().await;
@@ -408,6 +409,7 @@ async fn lookup_soql(server: &MockServer) -> Vec<String> {
     out
 }
 
+// README: "an existing contact is linked, not duplicated"
 #[tokio::test]
 async fn an_existing_contact_is_found_by_escaped_email_ignoring_case_and_linked_not_duplicated() {
     let server = MockServer::start().await;
@@ -457,6 +459,7 @@ async fn an_existing_contact_is_found_by_escaped_email_ignoring_case_and_linked_
     assert_eq!(rr, 0, "no round-robin draw");
 }
 
+// README: "an existing account is reused and its owner gets the lead"
 #[tokio::test]
 async fn an_existing_account_found_by_domain_is_reused_and_its_owner_gets_the_lead() {
     let server = MockServer::start().await;
@@ -482,6 +485,7 @@ async fn an_existing_account_found_by_domain_is_reused_and_its_owner_gets_the_le
     assert_eq!(rr, 3);
 }
 
+// README: "free-mail domains never match"
 #[tokio::test]
 async fn free_mail_never_matches_an_account() {
     let server = MockServer::start().await;
@@ -510,6 +514,7 @@ async fn free_mail_never_matches_an_account() {
     );
 }
 
+// README: "then a weighted round robin whose position is kept in the store"
 #[tokio::test]
 async fn territory_then_weighted_round_robin_advancing_the_stored_position() {
     let server = MockServer::start().await;
@@ -561,6 +566,7 @@ fn duplicate(ids: &[&str]) -> Value {
                                "matchResults": [{"entityType": "Account", "matchRecords": records}]}})
 }
 
+// README: "`DUPLICATES_DETECTED` and multiple matches link to a single match, else go to the review list"
 #[tokio::test]
 async fn duplicate_rules_link_to_a_single_match_whose_owner_gets_the_lead_and_send_several_to_review() {
     let server = MockServer::start().await;
@@ -634,6 +640,7 @@ async fn two_salesforce_contacts_with_the_email_go_to_review() {
     assert_eq!(fake.0.lock().unwrap().count("Opportunity"), 0);
 }
 
+// README: "`UNABLE_TO_LOCK_ROW` retries with backoff; validation errors become dead letters"
 #[tokio::test]
 async fn a_locked_row_retries_the_lead_and_a_validation_rule_dead_letters_it_with_salesforces_message() {
     let server = MockServer::start().await;
@@ -681,6 +688,7 @@ async fn a_locked_row_retries_the_lead_and_a_validation_rule_dead_letters_it_wit
     );
 }
 
+// README: "deleted or converted records are retried, not looped on"
 #[tokio::test]
 async fn a_record_deleted_meanwhile_is_retried_not_looped_on() {
     let server = MockServer::start().await;
@@ -714,6 +722,7 @@ async fn a_duplicated_event_in_one_batch_is_promoted_once() {
     assert_eq!(fake.0.lock().unwrap().count("Opportunity"), 1);
 }
 
+// README: "past `salesforce.daily_share_percent` of the org's allocation … promotions wait in the outbox"
 #[tokio::test]
 async fn promotions_wait_when_the_share_is_spent() {
     let server = MockServer::start().await;
@@ -733,6 +742,7 @@ async fn promotions_wait_when_the_share_is_spent() {
     assert_eq!(fake.0.lock().unwrap().count("Opportunity"), 0);
 }
 
+// README: "when its answer is lost the roles are looked up before anything is sent again"
 #[tokio::test]
 async fn a_write_applied_whose_answer_is_lost_is_repeated_without_a_duplicate_of_any_record() {
     for write in [
@@ -775,6 +785,7 @@ async fn a_write_applied_whose_answer_is_lost_is_repeated_without_a_duplicate_of
     }
 }
 
+// README: "the User query rides in the same composite lookup"
 #[tokio::test]
 async fn the_hubspot_owners_salesforce_user_wins_over_the_territory_found_in_the_same_composite_lookup() {
     let server = MockServer::start().await;
