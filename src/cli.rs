@@ -775,3 +775,26 @@ pub fn sandbox(contacts: u32, seed: u64, webhook_url: Option<String>) -> ExitCod
         }
     }
 }
+
+/// `leadsync bench --chaos`: a fault-free run and a chaos run of the daemon, compared; exits 1
+/// on any difference.
+pub fn bench_chaos(opts: crate::chaos::ChaosOptions) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    match rt.block_on(crate::chaos::run(&opts)) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("leadsync bench --chaos: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -28,12 +28,15 @@
 //!   promotion, schedules.
 //! - [`daemon`]: wiring: settings in, store, rules, clients, server and schedules out.
 //! - [`demo`]: `leadsync demo`: the sandbox, the store, the server and the syncer in one process.
+//! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
+//!   compared with a fault-free run.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path: webhook (`server`) or schedule (`sync::schedule`) → pull from HubSpot
 //! (`hubspot`) → `lifecycle::evaluate` (`sync::evaluate`) → saved with its outbox (`store`) →
 //! write back to HubSpot (`sync::writeback`) → promote to Salesforce (`sync::promote`).
 
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod daemon;

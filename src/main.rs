@@ -157,6 +157,31 @@ enum Command {
         #[arg(long)]
         webhook_url: Option<String>,
     },
+    /// Benchmarks of the daemon as a whole; `--chaos`: a fault-free run and a run under the
+    /// sandbox's faults and ten `kill -9`s, compared (exit 1 on any difference).
+    #[command(
+        after_help = "Examples:\n  leadsync bench --chaos\n  leadsync bench --chaos --store postgres://postgres@127.0.0.1:5432/test --contacts 500 --kills 10 --seed 7"
+    )]
+    Bench {
+        /// The chaos suite (the only bench here; the others live in `benches/`).
+        #[arg(long)]
+        chaos: bool,
+        /// `sqlite` (default) or a PostgreSQL admin URL: each run gets a fresh database there.
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+        /// Contacts in the portal.
+        #[arg(long, default_value_t = 500)]
+        contacts: u32,
+        /// `kill -9`s of the chaos run's daemon.
+        #[arg(long, default_value_t = 10)]
+        kills: u32,
+        /// Seed of the portal, the faults and the kill moments.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Form submissions (signed webhook deliveries) while the daemon runs.
+        #[arg(long, default_value_t = 60)]
+        forms: u32,
+    },
     /// Run rule authors' test cases (*.toml in DIR); exit 1 when any fails.
     #[command(
         after_help = "Examples:\n  leadsync test-rules tests/rules\n  leadsync test-rules my-cases --rules my-rules.toml"
@@ -242,5 +267,43 @@ fn main() -> ExitCode {
             seed,
             webhook_url,
         } => cli::sandbox(contacts, seed, webhook_url),
+        Command::Bench {
+            chaos,
+            store,
+            contacts,
+            kills,
+            seed,
+            forms,
+        } => {
+            if !chaos {
+                eprintln!("leadsync bench: only --chaos is here; the other benchmarks run with `cargo bench`");
+                return ExitCode::from(2);
+            }
+            let store = match store.as_str() {
+                "sqlite" => leadsync::chaos::ChaosStore::Sqlite,
+                url if url.starts_with("postgres") => leadsync::chaos::ChaosStore::Postgres(url.to_string()),
+                other => {
+                    eprintln!("leadsync bench: --store {other:?}: expected sqlite or a postgres:// admin URL");
+                    return ExitCode::from(2);
+                }
+            };
+            let binary = match std::env::current_exe() {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("leadsync bench: cannot find its own binary: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            cli::bench_chaos(leadsync::chaos::ChaosOptions {
+                binary,
+                root: std::path::PathBuf::from("."),
+                contacts,
+                kills,
+                seed,
+                forms,
+                store,
+                settle_deadline: std::time::Duration::from_secs(900),
+            })
+        }
     }
 }

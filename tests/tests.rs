@@ -2,6 +2,8 @@
 
 /// Form submissions (and event streams) reach the engine in the backfill, the cycle and webhooks.
 mod behaviour;
+/// The chaos suite: each injected fault, then the daemon under all of them and `kill -9`, on both stores.
+mod chaos;
 /// The `leadsync` binary: check, explain, test-rules, exit codes.
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.

@@ -58,6 +58,20 @@ pub struct SandboxConfig {
     pub fault_rate_timeout: f64,
     /// How long a simulated timeout hangs. Default 35 s (past the client's 30 s).
     pub timeout_hang: Duration,
+    /// Share of writes (HubSpot contact updates, Salesforce composite and sObject writes) that
+    /// are applied and then answered 5xx, as when the answer is lost on its way back. Default 0.
+    pub fault_rate_lost: f64,
+    /// 429 bursts: every this long, a window of `rate_limit_burst_length` in which every API call
+    /// is refused (HubSpot's ten-secondly 429, Salesforce's `REQUEST_LIMIT_EXCEEDED`). Default
+    /// zero: none.
+    pub rate_limit_burst_every: Duration,
+    /// Length of each 429 burst. Default 2 s.
+    pub rate_limit_burst_length: Duration,
+    /// Share of webhook deliveries sent twice. Default 0.
+    pub webhook_duplicate_rate: f64,
+    /// Share of webhook deliveries whose events are reversed and whose sending is held back up to
+    /// a second, so later deliveries overtake them. Default 0.
+    pub webhook_reorder_rate: f64,
     /// HubSpot OAuth access-token lifetime. Default 30 minutes, as HubSpot.
     pub hubspot_token_lifetime: Duration,
     /// HubSpot requests per rolling 10 s (search excluded). Default 100 (Free/Starter private app).
@@ -121,6 +135,11 @@ impl Default for SandboxConfig {
             fault_rate_5xx: 0.0,
             fault_rate_timeout: 0.0,
             timeout_hang: Duration::from_secs(35),
+            fault_rate_lost: 0.0,
+            rate_limit_burst_every: Duration::ZERO,
+            rate_limit_burst_length: Duration::from_secs(2),
+            webhook_duplicate_rate: 0.0,
+            webhook_reorder_rate: 0.0,
             hubspot_token_lifetime: Duration::from_secs(30 * 60),
             hubspot_burst_per_10s: 100,
             hubspot_burst_window: Duration::from_secs(10),
@@ -215,6 +234,24 @@ enum Fault {
     Timeout,
 }
 
+/// The kinds of injected faults, as counted by [`SandboxHandle::faults`] and `GET /_sandbox/faults`.
+pub mod fault_kind {
+    /// A request answered 5xx without being served.
+    pub const SERVER: &str = "5xx";
+    /// A request that hung for `timeout_hang`, then got 504.
+    pub const TIMEOUT: &str = "timeout";
+    /// A write applied, then answered 5xx (its answer lost).
+    pub const LOST: &str = "applied_answer_lost";
+    /// A call refused inside a 429 burst.
+    pub const BURST: &str = "rate_limit_burst";
+    /// A call refused because its access token had expired.
+    pub const EXPIRED: &str = "token_expired";
+    /// A webhook delivery sent twice.
+    pub const DUPLICATED: &str = "webhook_duplicated";
+    /// A webhook delivery reversed and held back.
+    pub const REORDERED: &str = "webhook_reordered";
+}
+
 /// State shared by both fakes and the handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -227,6 +264,10 @@ pub(crate) struct Shared {
     pub(crate) salesforce_url: String,
     calls: Mutex<BTreeMap<String, u64>>,
     requests: AtomicU64,
+    /// Draws of the lost-answer and webhook faults (a stream apart from `requests`).
+    draws: AtomicU64,
+    faults: Mutex<BTreeMap<&'static str, u64>>,
+    started: Instant,
     http: reqwest::Client,
 }
 
@@ -236,20 +277,59 @@ impl Shared {
         *lock(&self.calls).entry(format!("{system} {endpoint}")).or_default() += 1;
     }
 
+    /// Counts one injected fault of `kind` (see [`fault_kind`]).
+    pub(crate) fn count_fault(&self, kind: &'static str) {
+        *lock(&self.faults).entry(kind).or_default() += 1;
+    }
+
     fn fault(&self) -> Option<Fault> {
         let (a, b) = (self.config.fault_rate_5xx, self.config.fault_rate_timeout);
         if a <= 0.0 && b <= 0.0 {
             return None;
         }
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        let r = (portal::mix(self.config.seed, 0xFA17, n) >> 11) as f64 / (1u64 << 53) as f64;
+        let r = unit(portal::mix(self.config.seed, 0xFA17, n));
         if r < a {
+            self.count_fault(fault_kind::SERVER);
             Some(Fault::Server)
         } else if r < a + b {
+            self.count_fault(fault_kind::TIMEOUT);
             Some(Fault::Timeout)
         } else {
             None
         }
+    }
+
+    /// A seeded draw in [0, 1) from the second stream: true with probability `rate`.
+    fn draw(&self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        unit(portal::mix(self.config.seed, 0x1057, n)) < rate
+    }
+
+    /// Whether this applied write loses its answer (counted when it does).
+    pub(crate) fn lose_answer(&self) -> bool {
+        let lost = self.draw(self.config.fault_rate_lost);
+        if lost {
+            self.count_fault(fault_kind::LOST);
+        }
+        lost
+    }
+
+    /// Whether now is inside a 429 burst (counted when it is).
+    pub(crate) fn in_rate_limit_burst(&self) -> bool {
+        let every = self.config.rate_limit_burst_every;
+        if every.is_zero() {
+            return false;
+        }
+        let into = self.started.elapsed().as_millis() % every.as_millis().max(1);
+        let inside = into < self.config.rate_limit_burst_length.as_millis();
+        if inside {
+            self.count_fault(fault_kind::BURST);
+        }
+        inside
     }
 
     /// Latency and injected faults, before an API request is served.
@@ -289,15 +369,37 @@ impl Shared {
             return;
         }
         for chunk in events.chunks(100) {
-            let job = webhooks::Job {
-                http: self.http.clone(),
-                url: url.clone(),
-                secret: SecretString::from(self.config.hubspot_client_secret.clone()),
-                max_attempts: self.config.webhook_max_attempts.max(1),
-                backoff: self.config.webhook_backoff,
-                log: self.deliveries.clone(),
+            let mut chunk = chunk.to_vec();
+            let mut hold = Duration::ZERO;
+            if self.draw(self.config.webhook_reorder_rate) {
+                self.count_fault(fault_kind::REORDERED);
+                chunk.reverse();
+                let n = self.draws.fetch_add(1, Ordering::Relaxed);
+                hold = Duration::from_millis(100 + portal::mix(self.config.seed, 0x4E0, n) % 900);
+            }
+            let copies = if self.draw(self.config.webhook_duplicate_rate) {
+                self.count_fault(fault_kind::DUPLICATED);
+                2
+            } else {
+                1
             };
-            tokio::spawn(job.run(chunk.to_vec()));
+            for _ in 0..copies {
+                let job = webhooks::Job {
+                    http: self.http.clone(),
+                    url: url.clone(),
+                    secret: SecretString::from(self.config.hubspot_client_secret.clone()),
+                    max_attempts: self.config.webhook_max_attempts.max(1),
+                    backoff: self.config.webhook_backoff,
+                    log: self.deliveries.clone(),
+                };
+                let chunk = chunk.clone();
+                tokio::spawn(async move {
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
+                    job.run(chunk).await
+                });
+            }
         }
     }
 }
@@ -338,6 +440,9 @@ impl Sandbox {
             salesforce_url,
             calls: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
+            draws: AtomicU64::new(0),
+            faults: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -371,6 +476,9 @@ impl Sandbox {
 /// The sandbox's own control path, on both listeners (no vendor API lives under it).
 pub const SETTINGS_PATH: &str = "/_sandbox/settings";
 
+/// `GET` it for the faults injected so far, by kind (see [`fault_kind`]).
+pub const FAULTS_PATH: &str = "/_sandbox/faults";
+
 async fn serve_hubspot(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -380,6 +488,9 @@ async fn serve_hubspot(
 ) -> Response {
     if uri.path() == SETTINGS_PATH {
         return settings(&shared, &method, &body);
+    }
+    if uri.path() == FAULTS_PATH {
+        return json(200, &serde_json::json!(*lock(&shared.faults)));
     }
     hubspot::serve(&shared, &method, &uri, &headers, &body).await
 }
@@ -393,6 +504,9 @@ async fn serve_salesforce(
 ) -> Response {
     if uri.path() == SETTINGS_PATH {
         return settings(&shared, &method, &body);
+    }
+    if uri.path() == FAULTS_PATH {
+        return json(200, &serde_json::json!(*lock(&shared.faults)));
     }
     salesforce::serve(&shared, &method, &uri, &headers, &body).await
 }
@@ -521,6 +635,14 @@ impl SandboxHandle {
             .sum()
     }
 
+    /// Faults injected so far, by kind (see [`fault_kind`]); kinds never injected are absent.
+    pub fn faults(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared.faults)
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+
     /// Forgets the call counts (budgets are not reset).
     pub fn reset_calls(&self) {
         lock(&self.shared.calls).clear();
@@ -608,6 +730,11 @@ impl SandboxHandle {
             let _ = t.await;
         }
     }
+}
+
+/// A 64-bit draw as a number in [0, 1).
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Locks, recovering from a poisoned lock (a panicking handler must not stop the sandbox).

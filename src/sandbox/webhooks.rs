@@ -47,6 +47,8 @@ pub struct Event {
 pub struct WebhookDelivery {
     /// Event ids it carried.
     pub event_ids: Vec<u64>,
+    /// The events it carried, in the order sent (first attempt).
+    pub events: Vec<Event>,
     /// Attempts made.
     pub attempts: u32,
     /// Status of each attempt (`None`: no answer).
@@ -72,6 +74,7 @@ impl Job {
             let mut log = super::lock(&self.log);
             log.push(WebhookDelivery {
                 event_ids: events.iter().map(|e| e.event_id).collect(),
+                events: events.clone(),
                 attempts: 0,
                 statuses: Vec::new(),
                 delivered: false,

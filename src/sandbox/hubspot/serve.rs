@@ -77,6 +77,7 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         match state.tokens.get(bearer) {
             Some(&exp) if exp > now => {}
             Some(&exp) => {
+                shared.count_fault(crate::sandbox::fault_kind::EXPIRED);
                 return json(
                     401,
                     &json!({"status": "error",
@@ -119,6 +120,15 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
             "correlationId": correlation_id(now), "policyName": policy, "requestId": correlation_id(now)})
     };
     let mut rate_headers = Vec::new();
+    if shared.in_rate_limit_burst() {
+        let mut r = json(
+            429,
+            &limited("You have reached your ten secondly limit.", "TEN_SECONDLY_ROLLING"),
+        );
+        let left = cfg.hubspot_daily_limit.saturating_sub(state.daily_used);
+        add_rate_headers(&mut r, (burst, window), 0, private_app, cfg.hubspot_daily_limit, left);
+        return r;
+    }
     if state.daily_used >= cfg.hubspot_daily_limit {
         let mut r = json(429, &limited("You have reached your daily limit.", "DAILY"));
         add_rate_headers(
@@ -170,6 +180,15 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
     let events = state.take_events();
     drop(state);
     shared.deliver(events);
+    let write = name == "contacts.batch_update" || name == "contacts.update";
+    if write && response.status().is_success() && shared.lose_answer() {
+        // Applied; the answer never arrives (a load balancer's 502 in its place).
+        return json(
+            502,
+            &json!({"status": "error", "message": "Bad Gateway (sandbox fault: applied, answer lost)",
+                "correlationId": correlation_id(now), "category": "BAD_GATEWAY"}),
+        );
+    }
     if let Some(remaining) = rate_headers.pop() {
         add_rate_headers(
             &mut response,

@@ -353,8 +353,20 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    if shared.in_rate_limit_burst() {
+        let (status, value) = api_error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.");
+        let mut r = json(status, &value);
+        if let Ok(v) = HeaderValue::from_str(&state.limit_info()) {
+            r.headers_mut().insert("sforce-limit-info", v);
+        }
+        return r;
+    }
     let (status, value) = match state.sessions.get(bearer) {
-        Some(&exp) if exp > now => {
+        Some(&exp) if exp <= now => {
+            shared.count_fault(super::fault_kind::EXPIRED);
+            api_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        }
+        Some(_) => {
             while state.used.front().is_some_and(|t| *t <= now - 86_400_000) {
                 state.used.pop_front();
             }
@@ -380,6 +392,17 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         }
         _ => api_error(401, "INVALID_SESSION_ID", "Session expired or invalid"),
     };
+    let write = matches!(endpoint, "composite" | "sobjects.upsert" | "sobjects.create")
+        || (endpoint.starts_with("sobject.") && method != Method::GET);
+    if write && (200..300).contains(&status) && shared.lose_answer() {
+        // Applied; the answer never arrives.
+        let (status, value) = api_error(
+            503,
+            "SERVER_UNAVAILABLE",
+            "Service unavailable (sandbox fault: applied, answer lost)",
+        );
+        return json(status, &value);
+    }
     let mut r = if value.is_null() && status == 204 {
         axum::http::StatusCode::NO_CONTENT.into_response()
     } else {
