@@ -810,3 +810,17 @@ fn regression_an_external_id_mapped_as_a_field_is_reported_where_it_is_mapped() 
     );
     assert!(d.message.contains("HubSpot_Company_Id__c is the external id"), "{d}");
 }
+
+/// Found by the `config` fuzz target: a configuration file that is not UTF-8 was refused with
+/// no line ("stream did not contain valid UTF-8"); now the first bad byte is located.
+#[test]
+fn regression_a_file_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leadsync.toml");
+    std::fs::write(&path, b"[hubspot]\nburst_per_10s = 5\xff0\n").unwrap();
+    let report = config::report_with_env(Some(&path), Vec::new());
+    assert_eq!(report.problems.len(), 1);
+    let d = &report.problems.0[0];
+    assert_eq!((d.line, d.column), (2, 18), "{d}");
+    assert!(d.message.contains("not UTF-8") && d.message.contains("0xff"), "{d}");
+}
