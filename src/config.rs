@@ -530,6 +530,15 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
                 }
             }
         }
+        // An unknown section whose every key was refused (and reported) goes too: left empty,
+        // it would fail the whole file again below, with no line and no key.
+        let emptied = table
+            .get(&section)
+            .and_then(|s| s.as_table())
+            .is_some_and(|t| t.is_empty());
+        if emptied && accepts(&section, None).is_err() {
+            table.remove(&section);
+        }
     }
     let settings: Settings = match table.try_into() {
         Ok(s) => s,

@@ -93,18 +93,32 @@ pub struct SourceText {
 
 impl SourceText {
     /// Reads `path`; a read failure becomes a positionless diagnostic.
+    /// Bytes that are not UTF-8 are located at the first bad one.
     pub fn read(path: &Path) -> Result<Self, Diagnostics> {
-        std::fs::read_to_string(path)
-            .map(|text| Self::new(path, text))
-            .map_err(|e| {
-                Diagnostics(vec![Diagnostic {
-                    file: path.to_path_buf(),
-                    line: 0,
-                    column: 0,
-                    field: String::new(),
-                    message: format!("cannot read: {e}"),
-                }])
-            })
+        let fail = |line, column, message| {
+            Diagnostics(vec![Diagnostic {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: String::new(),
+                message,
+            }])
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(0, 0, format!("cannot read: {e}")))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self::new(path, text)),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                let good = String::from_utf8_lossy(&bytes[..at]).into_owned();
+                let (line, column) = Self::new(path, good).line_col(at);
+                Err(fail(
+                    line,
+                    column,
+                    format!("is not UTF-8 text: byte 0x{:02x} here", bytes[at]),
+                ))
+            }
+        }
     }
 
     /// Wraps text already in memory (tests, embedded defaults).

@@ -20,6 +20,8 @@ mod hubspot;
 mod owners;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// Every parser at the edge under arbitrary and mutated input: no panic, every error located.
+mod properties;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.

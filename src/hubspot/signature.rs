@@ -109,12 +109,14 @@ pub fn verify_v3(
         .ok_or(SignatureError::Missing("X-HubSpot-Signature-v3"))?
         .trim();
     let ts: i64 = timestamp.parse().map_err(|_| SignatureError::MalformedTimestamp)?;
-    let age = now_ms - ts;
-    if age > MAX_AGE_MS {
-        return Err(SignatureError::Stale { age_ms: age });
+    // In i128: a header of i64::MIN (or MAX) must be refused as stale, not overflow.
+    let age = i128::from(now_ms) - i128::from(ts);
+    let clamp = |ms: i128| i64::try_from(ms).unwrap_or(i64::MAX);
+    if age > i128::from(MAX_AGE_MS) {
+        return Err(SignatureError::Stale { age_ms: clamp(age) });
     }
-    if -age > MAX_AGE_MS {
-        return Err(SignatureError::FromFuture { ahead_ms: -age });
+    if -age > i128::from(MAX_AGE_MS) {
+        return Err(SignatureError::FromFuture { ahead_ms: clamp(-age) });
     }
     let expected = sign_v3(secret, method, uri, body, timestamp);
     equal(expected.as_bytes(), signature.as_bytes())

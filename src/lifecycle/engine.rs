@@ -290,19 +290,17 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             let entered = before < Some(sla.starts_at) && stage >= Some(sla.starts_at);
             if entered && !st.sla.contains_key(&id) {
                 let d = if via_shortcut { sla.due_after_shortcut } else { sla.due };
-                if let Some(due) = d.to_chrono() {
+                // A due time past the calendar's end (a `now` near it) is never due, like `inf`.
+                if let Some(due_at) = d.to_chrono().and_then(|d| now.checked_add_signed(d)) {
                     st.sla.insert(
                         id.clone(),
                         SlaTimer {
                             started_at: now,
-                            due_at: now + due,
+                            due_at,
                             stopped_at: None,
                         },
                     );
-                    actions.push(Action::StartSla {
-                        id: id.clone(),
-                        due_at: now + due,
-                    });
+                    actions.push(Action::StartSla { id: id.clone(), due_at });
                 }
             }
             if let Some(t) = st.sla.get_mut(&id).filter(|t| t.stopped_at.is_none()) {
@@ -475,7 +473,11 @@ fn recycle(
         },
     );
     st.engagement_reset_at = Some(now);
-    st.cooldown_until = rules.recycle.cooldown.to_chrono().map(|d| now + d);
+    st.cooldown_until = rules
+        .recycle
+        .cooldown
+        .to_chrono()
+        .and_then(|d| now.checked_add_signed(d));
     st.sla.clear();
     st.promotion_pending = false;
     if let Some(link) = st.salesforce.as_mut() {
@@ -606,7 +608,7 @@ fn derive<'p>(rules: &'p Rules, props: &'p HashMap<String, String>) -> Vec<Optio
 }
 
 fn is_fan(f: &super::rules::Fan, ctx: &Ctx<'_>) -> bool {
-    let from = f.window.to_chrono().map(|w| ctx.now - w);
+    let from = f.window.to_chrono().and_then(|w| ctx.now.checked_sub_signed(w));
     let start = from.map_or(0, |from| ctx.events.partition_point(|p| p.event.at < from));
     let count = ctx.events[start..]
         .iter()
@@ -668,7 +670,8 @@ fn recycle_due(
                 .and_then(|v| parse_date(v))
                 .or(st.status_since.filter(|_| st.status == Status::Lost))
                 .unwrap_or(now);
-            let due = lost.recycle_after.to_chrono().map(|d| since + d);
+            // `since` is a HubSpot value: one near the calendar's end is never due, not a panic.
+            let due = lost.recycle_after.to_chrono().and_then(|d| since.checked_add_signed(d));
             if due.is_some_and(|d| now >= d) {
                 return Recycling::Due(format!(
                     "opportunity lost on {}, recycled after {}",

@@ -278,6 +278,10 @@ pub struct RuleDuration {
 impl RuleDuration {
     /// Never ends (a half-life of `inf` means no decay).
     pub const INFINITE: RuleDuration = RuleDuration { seconds: f64::INFINITY };
+    /// The longest finite duration a rules file may write: 100 years.
+    pub const LONGEST: RuleDuration = RuleDuration {
+        seconds: 36_500.0 * 86_400.0,
+    };
 
     /// A duration of whole days.
     pub fn days(days: f64) -> Self {
@@ -336,9 +340,12 @@ impl FromStr for RuleDuration {
             "w" => 7.0 * 86_400.0,
             _ => return Err(format!("`{s}` has an unknown unit `{unit}` (use m, h, d, w, or inf)")),
         };
-        Ok(Self {
-            seconds: n * unit_seconds,
-        })
+        let seconds = n * unit_seconds;
+        // Past this a date plus the duration leaves what a calendar holds; `inf` says "never".
+        if seconds > Self::LONGEST.seconds {
+            return Err(format!("`{s}` is longer than 100 years (36500d); write inf for never"));
+        }
+        Ok(Self { seconds })
     }
 }
 
@@ -373,6 +380,19 @@ mod tests {
         assert!("-3d".parse::<RuleDuration>().unwrap_err().contains("negative"));
         assert!("3y".parse::<RuleDuration>().unwrap_err().contains("unknown unit"));
         assert!("soon".parse::<RuleDuration>().is_err());
+        assert_eq!("36500d".parse::<RuleDuration>().unwrap().as_days(), 36_500.0);
+        assert!(
+            "36501d"
+                .parse::<RuleDuration>()
+                .unwrap_err()
+                .contains("longer than 100 years")
+        );
+        assert!(
+            "99999999999999999999d"
+                .parse::<RuleDuration>()
+                .unwrap_err()
+                .contains("write inf")
+        );
     }
 
     #[test]

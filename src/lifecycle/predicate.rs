@@ -276,7 +276,7 @@ impl EventPredicate {
         let from = self
             .within
             .and_then(RuleDuration::to_chrono)
-            .map(|w| ctx.now - w)
+            .and_then(|w| ctx.now.checked_sub_signed(w))
             .into_iter()
             .chain(ctx.since)
             .max();

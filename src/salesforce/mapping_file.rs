@@ -208,10 +208,10 @@ impl Compiler<'_> {
             }
             freemail.insert(v);
         }
-        let account = self.fields(&raw.account.fields, "account");
-        let contact = self.fields(&raw.contact.fields, "contact");
+        let account = self.fields(&raw.account.fields, "account", &account_external_id);
+        let contact = self.fields(&raw.contact.fields, "contact", &contact_external_id);
         let o = &raw.opportunity;
-        let opportunity = self.fields(&o.fields, "opportunity");
+        let opportunity = self.fields(&o.fields, "opportunity", &opportunity_external_id);
         let opportunity_name = SalesforceTemplate::parse(o.name.get_ref()).unwrap_or_else(|e| {
             self.err(o.name.span(), "opportunity.name", e);
             SalesforceTemplate::default()
@@ -239,24 +239,6 @@ impl Compiler<'_> {
             .contact_role
             .as_ref()
             .map_or_else(|| "Decision Maker".to_string(), |r| r.get_ref().trim().to_string());
-        for (name, fields) in [
-            ("account", &account),
-            ("contact", &contact),
-            ("opportunity", &opportunity),
-        ] {
-            let ext = match name {
-                "account" => &account_external_id,
-                "contact" => &contact_external_id,
-                _ => &opportunity_external_id,
-            };
-            if fields.iter().any(|f| &f.field == ext) {
-                self.err(
-                    0..0,
-                    format!("{name}.fields"),
-                    format!("{ext} is the external id: leadsync sets it"),
-                );
-            }
-        }
         let r = &raw.routing;
         let routing = SalesforceRoutingSources {
             country: self.source(r.country.as_ref(), "routing.country", "company.country"),
@@ -323,13 +305,21 @@ impl Compiler<'_> {
         }
     }
 
-    fn fields(&mut self, raw: &[Spanned<RawField>], object: &str) -> Vec<SalesforceFieldMap> {
+    /// An object's mapped fields; `external_id` is leadsync's to set, never mapped.
+    fn fields(&mut self, raw: &[Spanned<RawField>], object: &str, external_id: &str) -> Vec<SalesforceFieldMap> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for (i, f) in raw.iter().enumerate() {
             let at = format!("{object}.fields[{i}]");
             let r = f.get_ref();
             let field = self.api_name(&r.field, &format!("{at}.field"));
+            if field == external_id {
+                self.err(
+                    r.field.span(),
+                    format!("{at}.field"),
+                    format!("{field} is the external id: leadsync sets it"),
+                );
+            }
             if !seen.insert(field.to_lowercase()) {
                 self.err(
                     r.field.span(),

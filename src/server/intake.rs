@@ -164,30 +164,7 @@ pub async fn webhooks(
         header(&headers, "x-hubspot-signature-v3"),
         Utc::now().timestamp_millis(),
     )?;
-    let mut events: Vec<HubSpotEvent> =
-        serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
-    without_nul(&mut events)?;
-    let rows: Vec<InboxEvent> = events
-        .iter()
-        .map(|e| InboxEvent {
-            dedupe_key: dedupe_key(e),
-            contact_id: e.object_id.to_string(),
-            subscription: e.subscription_type.clone(),
-            payload: serde_json::to_string(&serde_json::json!({
-                "subscriptionType": e.subscription_type,
-                "objectId": e.object_id,
-                "objectTypeId": e.object_type_id,
-                "propertyName": e.property_name,
-                "propertyValue": e.property_value,
-                "occurredAt": e.occurred_at,
-                "changeSource": e.change_source,
-                "eventId": e.event_id,
-                "primaryObjectId": e.primary_object_id,
-                "mergedObjectIds": e.merged_object_ids,
-            }))
-            .expect("serialisable"),
-        })
-        .collect();
+    let rows = webhook_rows(&body)?;
     let n = rows.len() as u64;
     save(&state, &inbox, rows).await?;
     metrics::counter!("leadsync_webhook_deliveries_total").increment(1);
@@ -214,19 +191,53 @@ pub async fn workflow(
         &body,
         header(&headers, "x-hubspot-signature"),
     )?;
-    let record: serde_json::Value = serde_json::from_slice(&body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let row = workflow_row(secret, &body)?;
+    save(&state, &inbox, vec![row]).await?;
+    Ok(StatusCode::OK)
+}
+
+/// A Webhooks API delivery's body (already signature-checked) as inbox rows, one per event; a
+/// body that is not HubSpot's JSON array of events is `Malformed`, with serde's line and column.
+pub fn webhook_rows(body: &[u8]) -> Result<Vec<InboxEvent>, IntakeError> {
+    let mut events: Vec<HubSpotEvent> =
+        serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    without_nul(&mut events)?;
+    Ok(events
+        .iter()
+        .map(|e| InboxEvent {
+            dedupe_key: dedupe_key(e),
+            contact_id: e.object_id.to_string(),
+            subscription: e.subscription_type.clone(),
+            payload: serde_json::json!({
+                "subscriptionType": e.subscription_type,
+                "objectId": e.object_id,
+                "objectTypeId": e.object_type_id,
+                "propertyName": e.property_name,
+                "propertyValue": e.property_value,
+                "occurredAt": e.occurred_at,
+                "changeSource": e.change_source,
+                "eventId": e.event_id,
+                "primaryObjectId": e.primary_object_id,
+                "mergedObjectIds": e.merged_object_ids,
+            })
+            .to_string(),
+        })
+        .collect())
+}
+
+/// A workflow webhook's body (already signature-checked) as its one inbox row.
+pub fn workflow_row(secret: &secrecy::SecretString, body: &[u8]) -> Result<InboxEvent, IntakeError> {
+    let record: serde_json::Value = serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     let id = workflow_record_id(&record)
         .ok_or_else(|| IntakeError::Malformed("the record has no numeric id (objectId, vid or hs_object_id)".into()))?;
     // A workflow fires once per enrolment; the signature-checked body is its identity.
-    let digest = signature::sign_v1(secret, &body);
-    let row = InboxEvent {
+    let digest = signature::sign_v1(secret, body);
+    Ok(InboxEvent {
         dedupe_key: format!("workflow|{id}|{digest}"),
         contact_id: id.clone(),
         subscription: "workflow".into(),
         payload: serde_json::json!({ "subscriptionType": "workflow", "objectId": id }).to_string(),
-    };
-    save(&state, &inbox, vec![row]).await?;
-    Ok(StatusCode::OK)
+    })
 }
 
 /// The contact id of a workflow webhook body: HubSpot sends the record as its object API reads
