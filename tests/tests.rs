@@ -18,10 +18,10 @@ mod engine;
 mod hubspot;
 /// HubSpot owners on the promotion path against the sandbox: routing by owner, read once an hour.
 mod owners;
-/// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
-mod removals;
 /// Every parser at the edge under arbitrary and mutated input: no panic, every error located.
 mod properties;
+/// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
+mod removals;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
