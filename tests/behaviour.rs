@@ -2,8 +2,6 @@
 //! form submission in the backfill, in the incremental cycle and after a webhook, read only when
 //! the contact's counters say the record cannot tell it all.
 
-use std::collections::BTreeSet;
-
 use chrono::Duration;
 use leadsync::lifecycle::{EventKind, HubSpotId};
 use leadsync::sandbox::portal::CONTACT_ID_BASE;
@@ -76,19 +74,21 @@ async fn a_backfill_reads_every_form_once_and_each_submission_becomes_one_event(
             (pages + 1) as f64 * 1000.0 / f64::from(portal.contacts)
         );
 
-        // Every contact has each of its submissions exactly once, with its form.
+        // Every contact has each of its submissions exactly once, with its form: two forms of
+        // the same millisecond are two events, and the same form is never twice.
         let mut several = 0;
         for i in 0..portal.contacts {
             let a = portal.activity(i);
             let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
             let got = forms_in_ledger(&app, &cid).await;
-            let want: BTreeSet<i64> = a.submissions.iter().map(|(_, at)| *at).collect();
-            assert_eq!(
-                got.iter().map(|(at, _)| *at).collect::<BTreeSet<_>>(),
-                want,
-                "{backend}: contact {cid}: one event per submission"
-            );
-            assert_eq!(got.len(), want.len(), "{backend}: contact {cid}: none twice");
+            let mut want: Vec<(i64, String)> = a
+                .submissions
+                .iter()
+                .map(|(f, at)| (*at, portal.forms[*f].name.to_string()))
+                .collect();
+            want.sort();
+            want.dedup();
+            assert_eq!(got, want, "{backend}: contact {cid}: one event per submission");
             if want.len() >= 2 {
                 several += 1;
             }
@@ -302,4 +302,101 @@ async fn with_the_event_apis_page_views_and_email_events_are_read_event_by_event
         "two new page views, the old ones once"
     );
     app.stack.shutdown().await.unwrap();
+}
+
+/// A contact of the portal with two different forms submitted in the same millisecond.
+fn same_millisecond_contact(portal: &leadsync::sandbox::portal::Portal) -> Option<(u32, i64, Vec<usize>)> {
+    (0..portal.contacts).find_map(|i| {
+        let s = portal.activity(i).submissions;
+        s.iter().find_map(|(f, at)| {
+            let mut forms: Vec<usize> = s.iter().filter(|(_, t)| t == at).map(|(g, _)| *g).collect();
+            forms.sort();
+            forms.dedup();
+            (forms.len() >= 2 && forms.contains(f)).then_some((i, *at, forms))
+        })
+    })
+}
+
+// README Reliability: "two forms submitted in the same millisecond are two events, whatever
+// order they are read in" (issue 13: a backfill killed on PostgreSQL ended at other stages).
+#[tokio::test]
+async fn two_forms_of_the_same_millisecond_are_both_counted_whatever_order_the_store_returns() {
+    for store_url in [None, Some(postgres_url().await)] {
+        let backend = if store_url.is_some() { "postgres" } else { "sqlite" };
+        let app = TestApp::start_with(300, store_url).await;
+        let portal = app.stack.sandbox.portal();
+        let (i, at, forms) = same_millisecond_contact(&portal).expect("the portal has such a contact");
+        let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+        let s = &app.stack.syncer;
+
+        // The store hands staged rows back in one order, whatever order they were filed in.
+        let ev = |f: usize| leadsync::lifecycle::Event {
+            id: format!("hs-form-{}-{at}", portal.forms[f].guid),
+            kind: EventKind::FormSubmission,
+            at: chrono::DateTime::from_timestamp_millis(at).unwrap(),
+            url: None,
+            form: Some(portal.forms[f].name.to_string()),
+            campaign: None,
+            direction: None,
+            outcome: None,
+        };
+        let (a, b) = (ev(forms[0]), ev(forms[1]));
+        let ids = |m: std::collections::HashMap<String, Vec<leadsync::lifecycle::Event>>, k: &str| -> Vec<String> {
+            m[k].iter().map(|e| e.id.clone()).collect()
+        };
+        s.store
+            .stage(&[("k1".into(), b.clone()), ("k1".into(), a.clone())])
+            .await
+            .unwrap();
+        s.store
+            .stage(&[("k2".into(), a.clone()), ("k2".into(), b.clone())])
+            .await
+            .unwrap();
+        let got = s.store.staged(&["k1".into(), "k2".into()]).await.unwrap();
+        assert_eq!(ids(got.clone(), "k1"), ids(got, "k2"), "{backend}: filing order shows");
+        s.store.clear_staged().await.unwrap();
+
+        // Both submissions reach the ledger and the engine.
+        s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+            .await
+            .unwrap();
+        let got = forms_in_ledger(&app, &cid).await;
+        for f in &forms {
+            let want = (at, portal.forms[*f].name.to_string());
+            assert!(got.contains(&want), "{backend}: contact {cid} lacks {want:?}: {got:?}");
+        }
+        app.stack.shutdown().await.unwrap();
+    }
+}
+
+// README Reliability: "… and a submission read both from the forms API and from the contact's
+// conversion properties counts once".
+#[test]
+fn the_conversion_properties_and_the_forms_api_name_one_submission_once_in_either_order() {
+    use leadsync::hubspot::behaviour::same_submission;
+    let at = chrono::DateTime::from_timestamp_millis(1_764_000_000_000).unwrap();
+    let form = |id: &str, name: &str| leadsync::lifecycle::Event {
+        id: id.to_string(),
+        kind: EventKind::FormSubmission,
+        at,
+        url: None,
+        form: Some(name.to_string()),
+        campaign: None,
+        direction: None,
+        outcome: None,
+    };
+    let demo = form("hs-form-g0-1764000000000", "Request a demo");
+    let ebook = form("hs-form-g2-1764000000000", "Ebook: The RevOps playbook");
+    let conversion = form("hs-conversion-1001-2", "Resources: Ebook: The RevOps playbook");
+    assert!(same_submission(&conversion, &ebook) && same_submission(&ebook, &conversion));
+    assert!(!same_submission(&conversion, &demo) && !same_submission(&demo, &conversion));
+    assert!(
+        !same_submission(&demo, &ebook),
+        "two forms of one millisecond are two submissions"
+    );
+    let later = leadsync::lifecycle::Event {
+        at: at + Duration::milliseconds(1),
+        ..ebook.clone()
+    };
+    assert!(!same_submission(&conversion, &later));
 }

@@ -50,6 +50,32 @@ struct RawValue {
     value: String,
 }
 
+/// Whether two form events are one submission read from two sources: the forms API
+/// (`hs-form-{guid}-{ms}`) and the contact's conversion properties (`hs-conversion-…`, see
+/// `analytics::conversion_event`) describe the same submission when they share its millisecond
+/// and its form. Two events of one source are never one by time: a forms-API id already is the
+/// (form, time), so two forms submitted in the same millisecond stay two events, whichever is
+/// read first and whatever order the store returns them in.
+pub fn same_submission(a: &Event, b: &Event) -> bool {
+    let conversion = |e: &Event| e.id.starts_with("hs-conversion-");
+    if a.kind != EventKind::FormSubmission
+        || b.kind != EventKind::FormSubmission
+        || a.at != b.at
+        || conversion(a) == conversion(b)
+    {
+        return false;
+    }
+    let (named, listed) = if conversion(a) { (a, b) } else { (b, a) };
+    match (named.form.as_deref(), listed.form.as_deref()) {
+        // The conversion name is "Page title: Form name" (or the form name alone).
+        (Some(named), Some(form)) => {
+            let (named, form) = (named.trim().to_lowercase(), form.trim().to_lowercase());
+            named == form || named.ends_with(&format!(": {form}"))
+        }
+        _ => false,
+    }
+}
+
 impl HubSpotClient {
     /// Every form of the portal.
     pub async fn forms(&self, priority: Priority) -> Result<Vec<Form>, HubSpotError> {

@@ -50,12 +50,13 @@ impl Store {
         .await
     }
 
-    /// The events filed under these keys, by key.
+    /// The events filed under these keys, by key, in (time, id) order: a total order, so what
+    /// a block reads does not depend on how the database lays out or sorts equal times.
     pub async fn staged(&self, keys: &[String]) -> Result<HashMap<String, Vec<Event>>, StoreError> {
         let mut out: HashMap<String, Vec<Event>> = HashMap::new();
         for chunk in keys.chunks(500) {
             let sql = format!(
-                "SELECT key, body FROM staged WHERE key IN ({}) ORDER BY at",
+                "SELECT key, body FROM staged WHERE key IN ({}) ORDER BY at, event_id",
                 placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, Counter, conversion_event, events_from_counter};
+use crate::hubspot::behaviour::same_submission;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{Action, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
 use crate::store::{ContactRow, Evaluated, OutboxKind};
@@ -131,23 +132,19 @@ pub fn evaluate_pulled(
         p(CONVERSION_PROPERTIES[2]),
     ));
 
-    // An event counts once: by id, and a form submission also by its time, because the same
-    // submission comes from the forms API and from the conversion properties under two ids.
+    // An event counts once: by id, and a form submission also against its twin from the other
+    // source (forms API, conversion properties), never against another form of the same time.
     let known: HashSet<&str> = ledger.iter().map(|e| e.id.as_str()).collect();
-    let submitted: HashSet<i64> = ledger
-        .iter()
-        .filter(|e| e.kind == EventKind::FormSubmission)
-        .map(|e| e.at.timestamp_millis())
-        .collect();
+    let submitted: Vec<&Event> = ledger.iter().filter(|e| e.kind == EventKind::FormSubmission).collect();
     let mut new_events: Vec<Event> = Vec::new();
     for e in fresh {
         let repeated = known.contains(e.id.as_str())
             || new_events.iter().any(|n| n.id == e.id)
-            || (e.kind == EventKind::FormSubmission
-                && (submitted.contains(&e.at.timestamp_millis())
-                    || new_events
-                        .iter()
-                        .any(|n| n.kind == EventKind::FormSubmission && n.at == e.at)));
+            || submitted
+                .iter()
+                .copied()
+                .chain(&new_events)
+                .any(|n| same_submission(n, &e));
         if !repeated {
             new_events.push(e);
         }
