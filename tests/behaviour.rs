@@ -400,3 +400,56 @@ fn the_conversion_properties_and_the_forms_api_name_one_submission_once_in_eithe
     };
     assert!(!same_submission(&conversion, &later));
 }
+
+// README Reliability: "the same form submitted twice is two events, read one cycle at a time or
+// both at once; `leadsync_reason` tells the last stage change, so a second demo request that
+// changes no stage leaves it as it was".
+#[tokio::test]
+async fn the_same_form_submitted_twice_is_two_events_in_the_ledger_whichever_way_it_is_read() {
+    let app = TestApp::start(200).await;
+    let s = &app.stack.syncer;
+    let (cid, before) = a_backfilled_contact(&app).await;
+    let demos = async |app: &TestApp| {
+        forms_in_ledger(app, &cid)
+            .await
+            .into_iter()
+            .filter(|(_, f)| f.contains("Request a demo"))
+            .count()
+    };
+    let already = demos(&app).await;
+
+    // One at a time: each cycle sees one new submission on the record (no listing read).
+    for n in 1..=2 {
+        app.stack.sandbox.advance(Duration::minutes(1));
+        app.stack.sandbox.submit_form(&cid, "Request a demo").unwrap();
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        assert_eq!(demos(&app).await, already + n, "after submission {n}");
+    }
+    let reason = |app: &TestApp| {
+        app.stack
+            .sandbox
+            .hubspot_contact(&cid)
+            .unwrap()
+            .get("leadsync_reason")
+            .cloned()
+    };
+    let after_two = reason(&app);
+
+    // Two more before one cycle: the listing brings both.
+    for _ in 0..2 {
+        app.stack.sandbox.advance(Duration::minutes(1));
+        app.stack.sandbox.submit_form(&cid, "Request a demo").unwrap();
+    }
+    s.incremental(app.now(), Duration::days(1)).await.unwrap();
+    assert_eq!(demos(&app).await, already + 4);
+    assert_eq!(forms_in_ledger(&app, &cid).await.len(), before + 4);
+    let stored = s.store.contacts(&[id(&cid)]).await.unwrap()[&id(&cid)].clone();
+    assert!(
+        stored.state.stage >= Some(leadsync::lifecycle::Stage::Sql),
+        "{:?}",
+        stored.state.stage
+    );
+    // No stage changed with the last two: the reason still tells the last change.
+    assert_eq!(reason(&app), after_two);
+    app.stack.shutdown().await.unwrap();
+}

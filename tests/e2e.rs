@@ -266,25 +266,44 @@ async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writ
         .map(|(c, want)| (c, want, got.get(c)))
         .collect();
     if !moved.is_empty() {
-        // What each run's ledger holds for the contacts that differ, for the message.
+        // The events only one run's ledger holds for the contacts that differ (id, kind, time,
+        // form: two forms of one millisecond differ only by id and form), and their scores.
         let ids: Vec<HubSpotId> = moved.iter().map(|(c, _, _)| id(c.parse().unwrap())).collect();
         let ledger = |m: std::collections::HashMap<HubSpotId, Vec<leadsync::lifecycle::Event>>| {
-            let mut out: Vec<(String, Vec<String>)> = m
-                .into_iter()
+            m.into_iter()
                 .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        v.iter().map(|e| format!("{:?}@{}", e.kind, e.at)).collect(),
-                    )
+                    let events: BTreeSet<String> = v
+                        .iter()
+                        .map(|e| format!("{} {:?}@{} {:?}", e.id, e.kind, e.at, e.form))
+                        .collect();
+                    (k.as_str().to_string(), events)
                 })
-                .collect();
-            out.sort();
-            out
+                .collect::<BTreeMap<_, _>>()
         };
         let want = ledger(reference.stack.syncer.store.events(&ids).await.unwrap());
         let have = ledger(syncer.store.events(&ids).await.unwrap());
+        let empty = BTreeSet::new();
+        let mut diff = Vec::new();
+        for c in &ids {
+            let (w, h) = (
+                want.get(c.as_str()).unwrap_or(&empty),
+                have.get(c.as_str()).unwrap_or(&empty),
+            );
+            let scores = async |s: &Store| {
+                let r = s.contacts(std::slice::from_ref(c)).await.unwrap().remove(c);
+                r.map(|r| (r.fit, r.engagement))
+            };
+            diff.push(format!(
+                "{c}: (fit, engagement) {:?} against {:?}; only uninterrupted {:?}; only after the kills {:?}",
+                scores(&reference.stack.syncer.store).await,
+                scores(&syncer.store).await,
+                w.difference(h).collect::<Vec<_>>(),
+                h.difference(w).collect::<Vec<_>>()
+            ));
+        }
         panic!(
-            "(contact, uninterrupted, after the kills): {moved:?}\nuninterrupted ledger: {want:?}\nafter the kills: {have:?}"
+            "(contact, uninterrupted, after the kills): {moved:?}\n{}",
+            diff.join("\n")
         );
     }
     assert_eq!(got.len(), expected.len(), "same contacts");
