@@ -325,7 +325,7 @@ async fn two_forms_of_the_same_millisecond_are_both_counted_whatever_order_the_s
         let backend = if store_url.is_some() { "postgres" } else { "sqlite" };
         let app = TestApp::start_with(300, store_url).await;
         let portal = app.stack.sandbox.portal();
-        let (i, at, forms) = same_millisecond_contact(&portal).expect("the portal has such a contact");
+        let (i, at, forms) = same_millisecond_contact(portal).expect("the portal has such a contact");
         let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
         let s = &app.stack.syncer;
 
