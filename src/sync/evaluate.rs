@@ -140,11 +140,12 @@ pub fn evaluate_pulled(
     for e in fresh {
         let repeated = known.contains(e.id.as_str())
             || new_events.iter().any(|n| n.id == e.id)
-            || submitted
-                .iter()
-                .copied()
-                .chain(&new_events)
-                .any(|n| same_submission(n, &e));
+            || (e.kind == EventKind::FormSubmission
+                && submitted
+                    .iter()
+                    .copied()
+                    .chain(&new_events)
+                    .any(|n| same_submission(n, &e)));
         if !repeated {
             new_events.push(e);
         }
