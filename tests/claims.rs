@@ -351,3 +351,90 @@ async fn a_search_secondly_429_waits_a_second_then_retries() {
     );
     assert_eq!(client.stats().rate_limited(), 1);
 }
+
+/// The sum of every series of metric `name` in a Prometheus scrape, or None when it is absent.
+fn metric(scrape: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    reqwest::get(format!("http://{}/metrics", app.stack.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// README: "`GET /metrics` (Prometheus: API calls by system and endpoint, 429s, limiter waits, inbox depth and age, evaluations, transitions by stage, promotions, dead letters, webhook acknowledgement histogram, outbox items by state)"
+#[tokio::test]
+async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
+    let app = TestApp::start(300).await;
+    let before = scrape(&app).await;
+    backfill(&app).await;
+    // A HubSpot write refused for good: a dead letter.
+    let gone = contact(9);
+    assert!(app.stack.sandbox.delete_contact(&gone));
+    queue_write(&app, "claims:metrics:gone", &gone, &[("leadsync_reason", "x")]).await;
+    app.stack.syncer.flush(Priority::Background, app.now()).await.unwrap();
+    // A webhook acknowledged and left in the inbox.
+    let at = app.now().timestamp_millis();
+    assert_eq!(app.post_signed_webhook(&event("contact.creation", &contact(11), at)).await, 200);
+    let after = scrape(&app).await;
+
+    // Counters and histograms are process-wide (other tests in this binary add to them too):
+    // each must be there and have grown by at least what this test's own work adds.
+    let at_least = |name: &str, by: f64| {
+        let (b, a) = (metric(&before, name).unwrap_or(0.0), metric(&after, name));
+        let a = a.unwrap_or_else(|| panic!("{name} missing from /metrics:\n{after}"));
+        assert!(a >= b + by, "{name}: {b} before, {a} after, expected at least +{by}");
+    };
+    at_least("leadsync_evaluations_total", 300.0);
+    at_least("leadsync_transitions_total", 1.0);
+    at_least("leadsync_promotions_total", 1.0);
+    at_least("leadsync_dead_letters_total", 1.0);
+    at_least("leadsync_webhook_ack_seconds_count", 1.0);
+    assert!(
+        after.contains("leadsync_transitions_total{to=\"sql\"}"),
+        "transitions by stage: {after}"
+    );
+    // This app's own clients and store: exact.
+    let calls = |system: &str| {
+        after
+            .lines()
+            .filter(|l| l.starts_with(&format!("leadsync_api_calls_total{{system=\"{system}\",")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(calls("hubspot") > 0.0 && calls("salesforce") > 0.0, "{after}");
+    assert!(after.contains("endpoint=\""), "calls by endpoint: {after}");
+    assert_eq!(metric(&after, "leadsync_hubspot_rate_limited_total"), Some(0.0), "no 429 here");
+    assert!(
+        metric(&after, "leadsync_limiter_wait_seconds_total").unwrap() > 0.0,
+        "the backfill was paced: {after}"
+    );
+    // Gauges are set from this app's store at each scrape; another test's scrape may set them
+    // meanwhile, so a few scrapes are allowed to see this store's values.
+    let mut seen = false;
+    for _ in 0..20 {
+        let s = scrape(&app).await;
+        if metric(&s, "leadsync_inbox_depth") == Some(1.0)
+            && metric(&s, "leadsync_inbox_oldest_age_seconds").is_some()
+            && s.contains("leadsync_outbox_items{kind=\"hubspot_write\",state=\"dead\"} 1")
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "inbox depth 1, its age and the dead write: {after}");
+    app.stack.shutdown().await.unwrap();
+}
