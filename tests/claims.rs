@@ -93,7 +93,13 @@ async fn a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hub
     let stage = sb.hubspot_contact(&held).unwrap()["leadsync_stage"].clone();
     let a = queue_write(&app, "claims:held", &held, &[("leadsync_stage", &stage)]).await;
     // `lacking`: the crash came before the request left.
-    let b = queue_write(&app, "claims:lacking", &lacking, &[("leadsync_reason", "after the crash")]).await;
+    let b = queue_write(
+        &app,
+        "claims:lacking",
+        &lacking,
+        &[("leadsync_reason", "after the crash")],
+    )
+    .await;
     store.sending(&[a.clone(), b.clone()]).await.unwrap();
     let writes = sb.hubspot_writes();
 
@@ -102,14 +108,24 @@ async fn a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hub
     restarted.flush(Priority::Background, app.now()).await.unwrap();
 
     let after = sb.hubspot_writes();
-    assert_eq!(after.get(&held), writes.get(&held), "{on:?}: HubSpot held it: not written twice");
+    assert_eq!(
+        after.get(&held),
+        writes.get(&held),
+        "{on:?}: HubSpot held it: not written twice"
+    );
     assert_eq!(
         after.get(&lacking).copied().unwrap_or(0),
         writes.get(&lacking).copied().unwrap_or(0) + 1,
         "{on:?}: HubSpot lacked it: sent again"
     );
-    assert_eq!(sb.hubspot_contact(&lacking).unwrap()["leadsync_reason"], "after the crash");
-    let done = store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done).await.unwrap();
+    assert_eq!(
+        sb.hubspot_contact(&lacking).unwrap()["leadsync_reason"],
+        "after the crash"
+    );
+    let done = store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done)
+        .await
+        .unwrap();
     for item in [&a, &b] {
         assert!(done.iter().any(|d| d.id == item.id), "{on:?}: item {} done", item.key);
     }
@@ -141,7 +157,10 @@ async fn a_restore_webhook_brings_a_deleted_contact_back(on: Backend) {
     assert_eq!(removed(store, c.clone()).await.as_deref(), Some("deleted"), "{on:?}");
 
     let reads = app.stack.sandbox.calls().get("hubspot contacts.batch_read").copied();
-    assert_eq!(app.post_signed_webhook(&event("contact.restore", &c, at + 1)).await, 200);
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.restore", &c, at + 1)).await,
+        200
+    );
     app.run_inbox_until_idle().await;
     assert_eq!(removed(store, c.clone()).await, None, "{on:?}: back");
     assert!(
@@ -173,12 +192,23 @@ async fn a_won_opportunity_reaches_hubspot_and_makes_the_contact_a_customer(on: 
     assert!(app.stack.sandbox.close_opportunity(&opp(&lost), false));
     let now = app.now();
     let changed = promoter.poll_opportunities(s, now).await.unwrap();
-    assert_eq!(changed, 2, "{on:?}: both closed opportunities read (first poll: {first})");
+    assert_eq!(
+        changed, 2,
+        "{on:?}: both closed opportunities read (first poll: {first})"
+    );
 
     let hs = app.stack.sandbox.hubspot_contact(&won).unwrap();
-    assert_eq!(hs.get("leadsync_opportunity_status").map(String::as_str), Some("won"), "{on:?}");
+    assert_eq!(
+        hs.get("leadsync_opportunity_status").map(String::as_str),
+        Some("won"),
+        "{on:?}"
+    );
     let hs = app.stack.sandbox.hubspot_contact(&lost).unwrap();
-    assert_eq!(hs.get("leadsync_opportunity_status").map(String::as_str), Some("lost"), "{on:?}");
+    assert_eq!(
+        hs.get("leadsync_opportunity_status").map(String::as_str),
+        Some("lost"),
+        "{on:?}"
+    );
     let rows = s.store.contacts(&[id(&won), id(&lost)]).await.unwrap();
     assert_eq!(rows[&id(&won)].state.stage, Some(Stage::Customer), "{on:?}");
     assert_eq!(rows[&id(&lost)].state.status, Status::Lost, "{on:?}");
@@ -243,7 +273,11 @@ async fn status_lists_dead_letters_and_says_why_promotions_wait(on: Backend) {
     let app = TestApp::start_configured(sandbox, Some(url.clone())).await;
     backfill(&app).await;
     let s = &app.stack.syncer;
-    let waiting = s.store.outbox_in(OutboxKind::Promote, OutboxState::Pending).await.unwrap();
+    let waiting = s
+        .store
+        .outbox_in(OutboxKind::Promote, OutboxState::Pending)
+        .await
+        .unwrap();
     assert!(!waiting.is_empty(), "{on:?}: promotions wait");
 
     // A write HubSpot refuses (the contact was deleted there) becomes a dead letter.
@@ -251,8 +285,20 @@ async fn status_lists_dead_letters_and_says_why_promotions_wait(on: Backend) {
     assert!(app.stack.sandbox.delete_contact(&gone));
     let item = queue_write(&app, "claims:gone", &gone, &[("leadsync_reason", "x")]).await;
     s.flush(Priority::Background, app.now()).await.unwrap();
-    let dead = s.store.outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead).await.unwrap();
+    let dead = s
+        .store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)
+        .await
+        .unwrap();
     assert!(dead.iter().any(|d| d.id == item.id), "{on:?}: {dead:?}");
+
+    let at = app.now().timestamp_millis();
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.creation", &contact(12), at))
+            .await,
+        200
+    );
+    app.run_inbox_until_idle().await;
 
     let text = status_command(&url);
     assert!(text.contains("dead letters: HubSpot writes"), "{on:?}: {text}");
@@ -265,6 +311,11 @@ async fn status_lists_dead_letters_and_says_why_promotions_wait(on: Backend) {
         .find(|l| l.starts_with("promotions wait: "))
         .unwrap_or_else(|| panic!("{on:?}: no hold reason: {text}"));
     assert!(hold.contains("20% of the org's 10"), "{on:?}: {hold}");
+    // One webhook event, processed: nothing waits, it is kept until pruned.
+    assert!(
+        text.contains("inbox: 0 event(s) waiting; 1 kept in all (processed ones are pruned after 7 days)"),
+        "{on:?}: {text}"
+    );
     app.stack.shutdown().await.unwrap();
 }
 
@@ -275,7 +326,13 @@ async fn two_flushes_at_once_write_each_contact_once(on: Backend) {
     let s = &app.stack.syncer;
     let contacts: Vec<String> = (0..100).map(contact).collect();
     for c in &contacts {
-        queue_write(&app, &format!("claims:twice:{c}"), c, &[("leadsync_reason", "flushed once")]).await;
+        queue_write(
+            &app,
+            &format!("claims:twice:{c}"),
+            c,
+            &[("leadsync_reason", "flushed once")],
+        )
+        .await;
     }
     let writes = app.stack.sandbox.hubspot_writes();
     let (one, two) = (s.clone(), s.clone());
@@ -292,7 +349,10 @@ async fn two_flushes_at_once_write_each_contact_once(on: Backend) {
         .filter(|c| after.get(*c).copied().unwrap_or(0) != writes.get(*c).copied().unwrap_or(0) + 1)
         .collect();
     let counts: Vec<_> = twice.iter().map(|c| (writes.get(*c), after.get(*c))).collect();
-    assert!(twice.is_empty(), "{on:?}: not written exactly once: {twice:?} {counts:?}");
+    assert!(
+        twice.is_empty(),
+        "{on:?}: not written exactly once: {twice:?} {counts:?}"
+    );
     app.stack.shutdown().await.unwrap();
 }
 
@@ -340,7 +400,14 @@ async fn a_search_secondly_429_waits_a_second_then_retries() {
     .unwrap();
     let start = tokio::time::Instant::now();
     let found = client
-        .search_modified("contacts", "lastmodifieddate", 0, 2_000_000_000_000, &[], Priority::Background)
+        .search_modified(
+            "contacts",
+            "lastmodifieddate",
+            0,
+            2_000_000_000_000,
+            &[],
+            Priority::Background,
+        )
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
@@ -388,7 +455,11 @@ async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
     app.stack.syncer.flush(Priority::Background, app.now()).await.unwrap();
     // A webhook acknowledged and left in the inbox.
     let at = app.now().timestamp_millis();
-    assert_eq!(app.post_signed_webhook(&event("contact.creation", &contact(11), at)).await, 200);
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.creation", &contact(11), at))
+            .await,
+        200
+    );
     let after = scrape(&app).await;
 
     // Counters and histograms are process-wide (other tests in this binary add to them too):
@@ -417,7 +488,19 @@ async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
     };
     assert!(calls("hubspot") > 0.0 && calls("salesforce") > 0.0, "{after}");
     assert!(after.contains("endpoint=\""), "calls by endpoint: {after}");
-    assert_eq!(metric(&after, "leadsync_hubspot_rate_limited_total"), Some(0.0), "no 429 here");
+    assert_eq!(
+        metric(&after, "leadsync_hubspot_rate_limited_total"),
+        Some(0.0),
+        "no 429 here"
+    );
+    for system in ["hubspot", "salesforce"] {
+        let line = format!("leadsync_token_requests_total{{system=\"{system}\"}} ");
+        let n: f64 = after
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("{line}missing: {after}"));
+        assert!(n >= 1.0, "{system}: the backfill got a token: {n}");
+    }
     assert!(
         metric(&after, "leadsync_limiter_wait_seconds_total").unwrap() > 0.0,
         "the backfill was paced: {after}"
