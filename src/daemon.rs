@@ -152,6 +152,18 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
                 "# TYPE leadsync_hubspot_rate_limited_total counter\nleadsync_hubspot_rate_limited_total {}\n",
                 stats_hs.stats().rate_limited()
             ));
+            // Token requests: a count climbing fast means tokens are refused or expire early.
+            out.push_str("# TYPE leadsync_token_requests_total counter\n");
+            out.push_str(&format!(
+                "leadsync_token_requests_total{{system=\"hubspot\"}} {}\n",
+                stats_hs.auth().refresh_count()
+            ));
+            if let Some(p) = &stats_sf {
+                out.push_str(&format!(
+                    "leadsync_token_requests_total{{system=\"salesforce\"}} {}\n",
+                    p.client.auth().mint_count()
+                ));
+            }
             out.push_str(&format!(
                 "# TYPE leadsync_limiter_wait_seconds_total counter\nleadsync_limiter_wait_seconds_total {}\n",
                 stats_hs.limits().waited().as_secs_f64()

@@ -94,10 +94,12 @@ pub async fn status(store: &Store) -> Result<String, StoreError> {
         );
     }
     let (depth, oldest) = store.inbox_depth().await?;
+    let total = store.inbox_total().await?;
     let _ = writeln!(
         out,
-        "\ninbox: {depth} event(s) waiting{}",
-        oldest.map_or(String::new(), |t| format!(", oldest received {}", t.to_rfc3339()))
+        "\ninbox: {depth} event(s) waiting{}; {total} kept in all (processed ones are pruned after {} days)",
+        oldest.map_or(String::new(), |t| format!(", oldest received {}", t.to_rfc3339())),
+        store.inbox_retention().num_days()
     );
     Ok(out)
 }

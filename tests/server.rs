@@ -145,7 +145,7 @@ async fn workflow_webhooks_are_verified_with_the_v2_signature() {
     };
     assert_eq!(send("00".repeat(32)).await.unwrap().status(), 401);
     assert_eq!(send(sig).await.unwrap().status(), 200);
-    let pending = app.store.inbox_pending(10).await.unwrap();
+    let pending = app.store.inbox_due(chrono::Utc::now(), 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
         (pending[0].contact_id.as_str(), pending[0].subscription.as_str()),
@@ -286,7 +286,7 @@ async fn a_full_disk_gets_503_and_a_failing_readyz_and_once_space_is_back_intake
     store.close().await;
     let reopened = leadsync::store::Store::open_existing(&url).await.unwrap();
     let kept: std::collections::BTreeSet<String> = reopened
-        .inbox_pending(100_000)
+        .inbox_due(chrono::Utc::now(), 100_000)
         .await
         .unwrap()
         .into_iter()

@@ -209,8 +209,8 @@ async fn inbox_events_that_cannot_be_processed_go_dead_with_their_reason_and_ret
     let now = app.now();
     let good = json!({"subscriptionType": "contact.creation", "objectId": 1, "occurredAt": 1}).to_string();
     s.store
-        .inbox_put(
-            &[
+        .inbox_put_many(
+            &[&[
                 raw_event("bad-json", "5", "{not json"),
                 raw_event(
                     "bad-kind",
@@ -223,7 +223,7 @@ async fn inbox_events_that_cannot_be_processed_go_dead_with_their_reason_and_ret
                     &json!({"subscriptionType": "contact.creation", "objectId": "12ab"}).to_string(),
                 ),
                 raw_event("good", "1", &good),
-            ],
+            ]],
             now,
         )
         .await
@@ -478,7 +478,10 @@ fn the_retry_command_prints_what_it_would_put_back_then_puts_it_back() {
     let id = rt.block_on(async {
         let store = leadsync::store::Store::create_or_open(&url).await.unwrap();
         let now = chrono::Utc::now();
-        store.inbox_put(&[raw_event("k", "9", "{not json")], now).await.unwrap();
+        store
+            .inbox_put_many(&[&[raw_event("k", "9", "{not json")]], now)
+            .await
+            .unwrap();
         let row = store.inbox_due(now, 1).await.unwrap()[0].id;
         store
             .inbox_dead(&[(row, "inbox row 1: payload does not parse".into())], now)

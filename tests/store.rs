@@ -191,15 +191,22 @@ async fn the_inbox_drops_redeliveries_and_tracks_depth() {
             subscription: "contact.propertyChange".into(),
             payload: "{}".into(),
         };
-        assert_eq!(store.inbox_put(&[ev("a"), ev("b")], now()).await.unwrap(), 2, "{name}");
         assert_eq!(
-            store.inbox_put(&[ev("a"), ev("b"), ev("c")], now()).await.unwrap(),
-            1,
+            store.inbox_put_many(&[&[ev("a"), ev("b")]], now()).await.unwrap(),
+            [2],
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .inbox_put_many(&[&[ev("a"), ev("b"), ev("c")]], now())
+                .await
+                .unwrap(),
+            [1],
             "{name}"
         );
         let (depth, oldest) = store.inbox_depth().await.unwrap();
         assert_eq!((depth, oldest), (3, Some(now())), "{name}");
-        let pending = store.inbox_pending(2).await.unwrap();
+        let pending = store.inbox_due(chrono::Utc::now(), 2).await.unwrap();
         assert_eq!(pending.len(), 2, "{name}");
         store
             .inbox_done(&pending.iter().map(|p| p.id).collect::<Vec<_>>(), now())
@@ -299,7 +306,7 @@ async fn failed_inbox_events_wait_and_come_back_and_a_privacy_deletion_erases_pe
             subscription: "contact.creation".into(),
             payload: "{}".into(),
         };
-        store.inbox_put(&[ev], now()).await.unwrap();
+        store.inbox_put_many(&[&[ev]], now()).await.unwrap();
         let due = store.inbox_due(now(), 10).await.unwrap();
         store
             .inbox_retry(&[due[0].id], "HubSpot 502", now() + Duration::minutes(1))
@@ -377,10 +384,13 @@ async fn the_inbox_writer_prunes_processed_rows_past_the_retention_and_keeps_the
         let now = chrono::Utc::now;
         let old = now() - Duration::hours(2);
         store
-            .inbox_put(&[inbox_event("old-done", "1"), inbox_event("old-pending", "2")], old)
+            .inbox_put_many(&[&[inbox_event("old-done", "1"), inbox_event("old-pending", "2")]], old)
             .await
             .unwrap();
-        store.inbox_put(&[inbox_event("new-done", "3")], now()).await.unwrap();
+        store
+            .inbox_put_many(&[&[inbox_event("new-done", "3")]], now())
+            .await
+            .unwrap();
         let rows = store.inbox_due(now() + Duration::days(1), 10).await.unwrap();
         let done: Vec<i64> = rows.iter().filter(|r| r.contact_id != "2").map(|r| r.id).collect();
         store.inbox_done(&done, now()).await.unwrap();

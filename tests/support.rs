@@ -231,15 +231,32 @@ impl TestApp {
 
     /// The same, without creating the HubSpot properties leadsync writes (`setup --apply`).
     pub async fn start_unset(contacts: u32, store_url: Option<String>) -> TestApp {
+        Self::start_on(Self::sandbox_config(contacts), store_url).await
+    }
+
+    /// The sandbox configuration `start` uses for a portal of `contacts`, for tests that change
+    /// one of its settings and pass it to [`TestApp::start_configured`].
+    pub fn sandbox_config(contacts: u32) -> SandboxConfig {
+        SandboxConfig {
+            contacts,
+            companies: (contacts / 8).max(10),
+            frozen_clock: true,
+            hubspot_burst_per_10s: 2_000,
+            ..SandboxConfig::default()
+        }
+    }
+
+    /// A TestApp over a sandbox configured by the test, with leadsync's properties created.
+    pub async fn start_configured(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
+        let app = Self::start_on(sandbox, store_url).await;
+        leadsync::daemon::ensure_setup(&app.stack.syncer, true).await.unwrap();
+        app
+    }
+
+    async fn start_on(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
         init_logs();
         let stack = Stack::start(StackOptions {
-            sandbox: SandboxConfig {
-                contacts,
-                companies: (contacts / 8).max(10),
-                frozen_clock: true,
-                hubspot_burst_per_10s: 2_000,
-                ..SandboxConfig::default()
-            },
+            sandbox,
             store_url,
             burst_per_10s: 1_500,
             root: repo_root(),

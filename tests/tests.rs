@@ -4,6 +4,8 @@
 mod behaviour;
 /// The chaos suite: each injected fault, then the daemon under all of them and `kill -9`, on both stores.
 mod chaos;
+/// README sentences that had no test: recovery, restore, feedback, overlap, status, locks, metrics.
+mod claims;
 /// The `leadsync` binary: check, explain, test-rules, exit codes.
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.

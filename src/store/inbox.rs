@@ -75,11 +75,6 @@ fn dead_row(r: &sqlx::any::AnyRow) -> InboxDead {
 }
 
 impl Store {
-    /// Keeps a delivery's events in one transaction; returns how many were new.
-    pub async fn inbox_put(&self, events: &[InboxEvent], now: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(self.inbox_put_many(&[events], now).await?[0])
-    }
-
     /// Keeps the events of several deliveries in one transaction; returns how many of each
     /// delivery's were new. Waits at most [`INTAKE_WAIT`] for a connection; a transaction that
     /// fails anywhere (COMMIT included) is rolled back and its connection closed.
@@ -126,11 +121,6 @@ impl Store {
     /// How long processed inbox rows are kept.
     pub fn inbox_retention(&self) -> chrono::Duration {
         self.inbox_retention
-    }
-
-    /// Unprocessed events due at `now` (not waiting after a failure), oldest first.
-    pub async fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
-        self.inbox_due(chrono::Utc::now(), limit).await
     }
 
     /// Unprocessed events due at `now`, oldest first.
@@ -261,7 +251,7 @@ impl Store {
         ))
     }
 
-    /// Every event ever kept (tests and `status`).
+    /// Every event kept (processed ones until pruned), for `status`.
     pub async fn inbox_total(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM inbox").fetch_one(&self.pool).await?;
         Ok(row.get::<i64, _>(0).max(0) as u64)

@@ -229,7 +229,7 @@ impl Store {
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // Only the attempt at these values: newer desired values queued meanwhile stay pending.
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 \
              WHERE id = $5 AND payload = $6",
         )
@@ -240,7 +240,13 @@ impl Store {
         .bind(item.id)
         .bind(&item.payload)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected();
+        // Every dead letter is counted here, whichever worker set it aside (promotions and
+        // HubSpot writes alike).
+        if next == OutboxState::Dead && changed > 0 {
+            metrics::counter!("leadsync_dead_letters_total").increment(changed);
+        }
         Ok(())
     }
 

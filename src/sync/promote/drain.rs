@@ -121,7 +121,6 @@ impl Promoter {
                         s.store.failed(item, &reason, OutboxState::Review, now).await?;
                     }
                     PromotionOutcome::DeadLetter { code, message, .. } => {
-                        metrics::counter!("leadsync_dead_letters_total").increment(1);
                         s.store
                             .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
                             .await?;

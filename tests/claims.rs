@@ -1,0 +1,523 @@
+//! README sentences that had no test: each test here backs one, through the product's own
+//! surfaces (commands, HTTP, sandbox counters, store rows), on both stores where a store is
+//! involved.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use leadsync::hubspot::limiter::Priority;
+use leadsync::lifecycle::{HubSpotId, Stage, Status};
+use leadsync::sandbox::portal::CONTACT_ID_BASE;
+use leadsync::store::{OutboxKind, OutboxState, Store};
+use leadsync::sync::backfill::BackfillOptions;
+use serde_json::json;
+
+use crate::support::{Backend, TestApp};
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(crate::support::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hubspot_lacks_it,
+    a_restore_webhook_brings_a_deleted_contact_back,
+    a_won_opportunity_reaches_hubspot_and_makes_the_contact_a_customer,
+    the_incremental_cycle_reads_five_minutes_before_its_cursor_and_no_further,
+    status_lists_dead_letters_and_says_why_promotions_wait,
+    two_flushes_at_once_write_each_contact_once,
+);
+
+async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {
+    let (url, dir) = backend.fresh().await;
+    (TestApp::start_with(contacts, Some(url.clone())).await, url, dir)
+}
+
+fn id(s: &str) -> HubSpotId {
+    HubSpotId::try_from(s.to_string()).unwrap()
+}
+
+fn contact(n: u64) -> String {
+    (CONTACT_ID_BASE + n).to_string()
+}
+
+async fn backfill(app: &TestApp) {
+    app.stack
+        .syncer
+        .backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+}
+
+/// A HubSpot write-back as the outbox holds it: properties only.
+fn write_payload(props: &[(&str, &str)]) -> String {
+    let properties: BTreeMap<&str, &str> = props.iter().copied().collect();
+    json!({ "properties": properties }).to_string()
+}
+
+/// Queues a write for `contact` under `key` and returns the item.
+async fn queue_write(app: &TestApp, key: &str, contact: &str, props: &[(&str, &str)]) -> leadsync::store::OutboxItem {
+    let (store, now) = (&app.stack.syncer.store, app.now());
+    store
+        .enqueue(OutboxKind::HubSpotWrite, key, contact, &write_payload(props), now)
+        .await
+        .unwrap();
+    store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Pending)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.key == key)
+        .expect("queued")
+}
+
+// README: "Items are marked `sending` before the call; one cut off by a crash is read back and re-sent only if HubSpot does not hold its values"
+async fn a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hubspot_lacks_it(on: Backend) {
+    let (app, _, _dir) = app_on(on, 60).await;
+    backfill(&app).await;
+    let sb = &app.stack.sandbox;
+    let store = &app.stack.syncer.store;
+    let (held, lacking) = (contact(3), contact(4));
+    // `held`: the crash came after HubSpot applied the write (it holds the values already).
+    let stage = sb.hubspot_contact(&held).unwrap()["leadsync_stage"].clone();
+    let a = queue_write(&app, "claims:held", &held, &[("leadsync_stage", &stage)]).await;
+    // `lacking`: the crash came before the request left.
+    let b = queue_write(
+        &app,
+        "claims:lacking",
+        &lacking,
+        &[("leadsync_reason", "after the crash")],
+    )
+    .await;
+    store.sending(&[a.clone(), b.clone()]).await.unwrap();
+    let writes = sb.hubspot_writes();
+
+    // The restart: a new process's first flush finds them `sending`.
+    let restarted = app.restarted_syncer().await;
+    restarted.flush(Priority::Background, app.now()).await.unwrap();
+
+    let after = sb.hubspot_writes();
+    assert_eq!(
+        after.get(&held),
+        writes.get(&held),
+        "{on:?}: HubSpot held it: not written twice"
+    );
+    assert_eq!(
+        after.get(&lacking).copied().unwrap_or(0),
+        writes.get(&lacking).copied().unwrap_or(0) + 1,
+        "{on:?}: HubSpot lacked it: sent again"
+    );
+    assert_eq!(
+        sb.hubspot_contact(&lacking).unwrap()["leadsync_reason"],
+        "after the crash"
+    );
+    let done = store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Done)
+        .await
+        .unwrap();
+    for item in [&a, &b] {
+        assert!(done.iter().any(|d| d.id == item.id), "{on:?}: item {} done", item.key);
+    }
+    app.stack.shutdown().await.unwrap();
+}
+
+fn event(kind: &str, object: &str, occurred_at: i64) -> String {
+    serde_json::to_string(&[json!({
+        "eventId": 7, "subscriptionId": 3, "portalId": 42, "appId": 7, "occurredAt": occurred_at,
+        "subscriptionType": kind, "attemptNumber": 0, "objectId": object.parse::<u64>().unwrap(),
+        "changeSource": "CRM_UI",
+    })])
+    .unwrap()
+}
+
+// README: "`contact.restore` brings a deleted contact back"
+async fn a_restore_webhook_brings_a_deleted_contact_back(on: Backend) {
+    let (app, _, _dir) = app_on(on, 40).await;
+    backfill(&app).await;
+    let c = contact(5);
+    let store = &app.stack.syncer.store;
+    let removed = |store: &Store, c: String| {
+        let store = store.clone();
+        async move { store.contacts(&[id(&c)]).await.unwrap()[&id(&c)].removed.clone() }
+    };
+    let at = app.now().timestamp_millis();
+    assert_eq!(app.post_signed_webhook(&event("contact.deletion", &c, at)).await, 200);
+    app.run_inbox_until_idle().await;
+    assert_eq!(removed(store, c.clone()).await.as_deref(), Some("deleted"), "{on:?}");
+
+    let reads = app.stack.sandbox.calls().get("hubspot contacts.batch_read").copied();
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.restore", &c, at + 1)).await,
+        200
+    );
+    app.run_inbox_until_idle().await;
+    assert_eq!(removed(store, c.clone()).await, None, "{on:?}: back");
+    assert!(
+        app.stack.sandbox.calls().get("hubspot contacts.batch_read").copied() > reads,
+        "{on:?}: read again from HubSpot and evaluated"
+    );
+    // Evaluated like any contact again: the next webhook about it is processed.
+    let row = &store.contacts(&[id(&c)]).await.unwrap()[&id(&c)];
+    assert!(row.state.stage.is_some(), "{on:?}");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "opportunities changed since a `SystemModstamp` watermark reach HubSpot (`leadsync_opportunity_*`) and the engine: won makes a customer, lost sets the lost status"
+async fn a_won_opportunity_reaches_hubspot_and_makes_the_contact_a_customer(on: Backend) {
+    let (app, _, _dir) = app_on(on, 300).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    assert!(promoted.len() >= 2, "{on:?}: leads were promoted");
+    let (won, lost) = (promoted[0].contact_id.clone(), promoted[1].contact_id.clone());
+    let rows = s.store.contacts(&[id(&won), id(&lost)]).await.unwrap();
+    let opp = |c: &str| rows[&id(c)].state.salesforce.clone().unwrap().opportunity_id.unwrap();
+    let promoter = s.promoter.clone().expect("Salesforce configured");
+    // Nothing changed in Salesforce since the promotions: nothing to feed back.
+    let first = promoter.poll_opportunities(s, app.now()).await.unwrap();
+
+    app.stack.sandbox.advance(Duration::minutes(1));
+    assert!(app.stack.sandbox.close_opportunity(&opp(&won), true));
+    assert!(app.stack.sandbox.close_opportunity(&opp(&lost), false));
+    let now = app.now();
+    let changed = promoter.poll_opportunities(s, now).await.unwrap();
+    assert_eq!(
+        changed, 2,
+        "{on:?}: both closed opportunities read (first poll: {first})"
+    );
+
+    let hs = app.stack.sandbox.hubspot_contact(&won).unwrap();
+    assert_eq!(
+        hs.get("leadsync_opportunity_status").map(String::as_str),
+        Some("won"),
+        "{on:?}"
+    );
+    let hs = app.stack.sandbox.hubspot_contact(&lost).unwrap();
+    assert_eq!(
+        hs.get("leadsync_opportunity_status").map(String::as_str),
+        Some("lost"),
+        "{on:?}"
+    );
+    let rows = s.store.contacts(&[id(&won), id(&lost)]).await.unwrap();
+    assert_eq!(rows[&id(&won)].state.stage, Some(Stage::Customer), "{on:?}");
+    assert_eq!(rows[&id(&lost)].state.status, Status::Lost, "{on:?}");
+    // Read once: the watermark moved past them.
+    assert_eq!(promoter.poll_opportunities(s, now).await.unwrap(), 0, "{on:?}");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "contacts modified since the cursor (a 5-minute overlap"
+async fn the_incremental_cycle_reads_five_minutes_before_its_cursor_and_no_further(on: Backend) {
+    let (app, _, _dir) = app_on(on, 30).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    // Every contact was last modified at the sandbox's (frozen) now, by the backfill's writes.
+    let modified = app.stack.sandbox.now();
+    let now = app.now();
+    let cycle_after = |cursor: chrono::DateTime<chrono::Utc>| async move {
+        s.store
+            .set_cursor("contacts.modified", &cursor.timestamp_millis().to_string())
+            .await
+            .unwrap();
+        s.incremental(now, Duration::days(1)).await.unwrap().pulled
+    };
+    assert_eq!(
+        cycle_after(modified + Duration::minutes(4)).await,
+        30,
+        "{on:?}: modified 4 minutes before the cursor: read"
+    );
+    assert_eq!(
+        cycle_after(modified + Duration::minutes(5)).await,
+        30,
+        "{on:?}: exactly 5 minutes before: read"
+    );
+    // Past the overlap, only contacts with newer activity (engagements) are read.
+    let past = cycle_after(modified + Duration::minutes(5) + Duration::milliseconds(1)).await;
+    assert!(past < 30, "{on:?}: more than 5 minutes before: not read ({past} read)");
+    app.stack.shutdown().await.unwrap();
+}
+
+/// `leadsync status` on the store at `url`, its stdout.
+fn status_command(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("status")
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env("LEADSYNC__STORE__URL", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// README: "validation errors become dead letters with Salesforce's message (`leadsync status` lists them)"; "promotions wait in the outbox and `status` says why"
+async fn status_lists_dead_letters_and_says_why_promotions_wait(on: Backend) {
+    let (url, _dir) = on.fresh().await;
+    // An org whose allocation leaves leadsync's 20 % share too small for the promotions.
+    let sandbox = leadsync::sandbox::SandboxConfig {
+        salesforce_daily_allocation: 10,
+        ..TestApp::sandbox_config(300)
+    };
+    let app = TestApp::start_configured(sandbox, Some(url.clone())).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let waiting = s
+        .store
+        .outbox_in(OutboxKind::Promote, OutboxState::Pending)
+        .await
+        .unwrap();
+    assert!(!waiting.is_empty(), "{on:?}: promotions wait");
+
+    // A write HubSpot refuses (the contact was deleted there) becomes a dead letter.
+    let gone = contact(7);
+    assert!(app.stack.sandbox.delete_contact(&gone));
+    let item = queue_write(&app, "claims:gone", &gone, &[("leadsync_reason", "x")]).await;
+    s.flush(Priority::Background, app.now()).await.unwrap();
+    let dead = s
+        .store
+        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)
+        .await
+        .unwrap();
+    assert!(dead.iter().any(|d| d.id == item.id), "{on:?}: {dead:?}");
+
+    let at = app.now().timestamp_millis();
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.creation", &contact(12), at))
+            .await,
+        200
+    );
+    app.run_inbox_until_idle().await;
+
+    let text = status_command(&url);
+    assert!(text.contains("dead letters: HubSpot writes"), "{on:?}: {text}");
+    assert!(
+        text.contains(&format!("item {} · contact {gone} · ", item.id)) && text.contains("OBJECT_NOT_FOUND"),
+        "{on:?}: {text}"
+    );
+    let hold = text
+        .lines()
+        .find(|l| l.starts_with("promotions wait: "))
+        .unwrap_or_else(|| panic!("{on:?}: no hold reason: {text}"));
+    assert!(hold.contains("20% of the org's 10"), "{on:?}: {hold}");
+    // One webhook event, processed: nothing waits, it is kept until pruned.
+    assert!(
+        text.contains("inbox: 0 event(s) waiting; 1 kept in all (processed ones are pruned after 7 days)"),
+        "{on:?}: {text}"
+    );
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "within a process, one flush of the outbox runs at a time (two would take the same items)"
+async fn two_flushes_at_once_write_each_contact_once(on: Backend) {
+    let (app, _, _dir) = app_on(on, 120).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let contacts: Vec<String> = (0..100).map(contact).collect();
+    for c in &contacts {
+        queue_write(
+            &app,
+            &format!("claims:twice:{c}"),
+            c,
+            &[("leadsync_reason", "flushed once")],
+        )
+        .await;
+    }
+    let writes = app.stack.sandbox.hubspot_writes();
+    let (one, two) = (s.clone(), s.clone());
+    let now = app.now();
+    let (a, b) = tokio::join!(
+        one.flush(Priority::Background, now),
+        two.flush(Priority::Background, now)
+    );
+    a.unwrap();
+    b.unwrap();
+    let after = app.stack.sandbox.hubspot_writes();
+    let twice: Vec<_> = contacts
+        .iter()
+        .filter(|c| after.get(*c).copied().unwrap_or(0) != writes.get(*c).copied().unwrap_or(0) + 1)
+        .collect();
+    let counts: Vec<_> = twice.iter().map(|c| (writes.get(*c), after.get(*c))).collect();
+    assert!(
+        twice.is_empty(),
+        "{on:?}: not written exactly once: {twice:?} {counts:?}"
+    );
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "the search API's \"secondly\" 429 waits a second"
+#[tokio::test(start_paused = true)]
+async fn a_search_secondly_429_waits_a_second_then_retries() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(json!({
+            "status": "error", "message": "You have reached your secondly limit.",
+            "category": "RATE_LIMITS", "correlationId": "c-3"
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"total": 1, "results": [
+            {"id": "1", "properties": {"hs_object_id": "1", "lastmodifieddate": "2026-11-25T11:00:00Z"},
+             "createdAt": "2026-11-01T00:00:00Z", "updatedAt": "2026-11-25T11:00:00Z"}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = leadsync::hubspot::client::HubSpotClientConfig {
+        base_url: server.uri().parse().unwrap(),
+        burst: 10_000,
+        interval: StdDuration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
+        timeout: None,
+        retry: leadsync::hubspot::retry::RetryPolicy::default(),
+    };
+    let client = leadsync::hubspot::client::HubSpotClient::new(
+        config,
+        leadsync::hubspot::auth::HubSpotAuth::static_token(Some(42), secrecy::SecretString::from("pat-test")),
+    )
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let found = client
+        .search_modified(
+            "contacts",
+            "lastmodifieddate",
+            0,
+            2_000_000_000_000,
+            &[],
+            Priority::Background,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let waited = start.elapsed();
+    assert!(
+        waited >= StdDuration::from_secs(1) && waited < StdDuration::from_secs(10),
+        "a second, not the ten-second window: waited {waited:?}"
+    );
+    assert_eq!(client.stats().rate_limited(), 1);
+}
+
+/// The sum of every series of metric `name` in a Prometheus scrape, or None when it is absent.
+fn metric(scrape: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    reqwest::get(format!("http://{}/metrics", app.stack.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// README: "`GET /metrics` (Prometheus: API calls by system and endpoint, 429s, limiter waits, inbox depth and age, evaluations, transitions by stage, promotions, dead letters, webhook acknowledgement histogram, outbox items by state)"
+#[tokio::test]
+async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
+    let app = TestApp::start(300).await;
+    let before = scrape(&app).await;
+    backfill(&app).await;
+    // A HubSpot write refused for good: a dead letter.
+    let gone = contact(9);
+    assert!(app.stack.sandbox.delete_contact(&gone));
+    queue_write(&app, "claims:metrics:gone", &gone, &[("leadsync_reason", "x")]).await;
+    app.stack.syncer.flush(Priority::Background, app.now()).await.unwrap();
+    // A webhook acknowledged and left in the inbox.
+    let at = app.now().timestamp_millis();
+    assert_eq!(
+        app.post_signed_webhook(&event("contact.creation", &contact(11), at))
+            .await,
+        200
+    );
+    let after = scrape(&app).await;
+
+    // Counters and histograms are process-wide (other tests in this binary add to them too):
+    // each must be there and have grown by at least what this test's own work adds.
+    let at_least = |name: &str, by: f64| {
+        let (b, a) = (metric(&before, name).unwrap_or(0.0), metric(&after, name));
+        let a = a.unwrap_or_else(|| panic!("{name} missing from /metrics:\n{after}"));
+        assert!(a >= b + by, "{name}: {b} before, {a} after, expected at least +{by}");
+    };
+    at_least("leadsync_evaluations_total", 300.0);
+    at_least("leadsync_transitions_total", 1.0);
+    at_least("leadsync_promotions_total", 1.0);
+    at_least("leadsync_dead_letters_total", 1.0);
+    at_least("leadsync_webhook_ack_seconds_count", 1.0);
+    assert!(
+        after.contains("leadsync_transitions_total{to=\"sql\"}"),
+        "transitions by stage: {after}"
+    );
+    // This app's own clients and store: exact.
+    let calls = |system: &str| {
+        after
+            .lines()
+            .filter(|l| l.starts_with(&format!("leadsync_api_calls_total{{system=\"{system}\",")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(calls("hubspot") > 0.0 && calls("salesforce") > 0.0, "{after}");
+    assert!(after.contains("endpoint=\""), "calls by endpoint: {after}");
+    assert_eq!(
+        metric(&after, "leadsync_hubspot_rate_limited_total"),
+        Some(0.0),
+        "no 429 here"
+    );
+    for system in ["hubspot", "salesforce"] {
+        let line = format!("leadsync_token_requests_total{{system=\"{system}\"}} ");
+        let n: f64 = after
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("{line}missing: {after}"));
+        assert!(n >= 1.0, "{system}: the backfill got a token: {n}");
+    }
+    assert!(
+        metric(&after, "leadsync_limiter_wait_seconds_total").unwrap() > 0.0,
+        "the backfill was paced: {after}"
+    );
+    // Gauges are set from this app's store at each scrape; another test's scrape may set them
+    // meanwhile, so a few scrapes are allowed to see this store's values.
+    let mut seen = false;
+    for _ in 0..20 {
+        let s = scrape(&app).await;
+        if metric(&s, "leadsync_inbox_depth") == Some(1.0)
+            && metric(&s, "leadsync_inbox_oldest_age_seconds").is_some()
+            && s.contains("leadsync_outbox_items{kind=\"hubspot_write\",state=\"dead\"} 1")
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "inbox depth 1, its age and the dead write: {after}");
+    app.stack.shutdown().await.unwrap();
+}
