@@ -246,10 +246,13 @@ fn every_fault_flag_of_the_sandbox_command_sets_its_config_field() {
 fn a_fault_share_outside_0_to_1_is_refused_naming_the_flag() {
     let e = sandbox_flags(&["--fault-lost", "1.5"]).unwrap_err();
     assert!(e.contains("--fault-lost") && e.contains("between 0 and 1"), "{e}");
-    let e = sandbox_flags(&["--webhook-reorder", "-0.1"]).unwrap_err();
+    let e = sandbox_flags(&["--webhook-reorder=-0.1"]).unwrap_err();
     assert!(e.contains("--webhook-reorder"), "{e}");
     let e = sandbox_flags(&["--fault-5xx", "0.8", "--fault-timeout", "0.5"]).unwrap_err();
-    assert!(e.contains("--fault-5xx 0.8") && e.contains("--fault-timeout 0.5"), "{e}");
+    assert!(
+        e.contains("--fault-5xx 0.8") && e.contains("--fault-timeout 0.5"),
+        "{e}"
+    );
 }
 
 /// Starts `leadsync sandbox ARGS` and returns it with the HubSpot base and token URLs it prints.
@@ -288,7 +291,14 @@ async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    let faults: Value = http.get(format!("{base}/_sandbox/faults")).send().await.unwrap().json().await.unwrap();
+    let faults: Value = http
+        .get(format!("{base}/_sandbox/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(faults, json!({"5xx": 1}));
     child.start_kill().unwrap();
     let _ = child.wait().await;
@@ -362,7 +372,11 @@ fn postgres_admin() -> String {
 /// Whether the PostgreSQL server holds a database of this name.
 async fn database_exists(admin: &str, name: &str) -> bool {
     sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(admin).await.unwrap();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .unwrap();
     let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{name}'"))
         .fetch_one(&pool)
         .await
