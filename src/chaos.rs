@@ -175,14 +175,23 @@ fn base_config(opts: &ChaosOptions, webhook_port: u16) -> SandboxConfig {
 /// Runs the reference and the chaos run and compares them.
 pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let reference = one_run(opts, false).await.context("reference run")?;
+    let reference = one_run(opts, false, 0).await.context("reference run")?;
     let took_reference = started.elapsed();
     let started = Instant::now();
-    let chaos = one_run(opts, true).await.context("chaos run")?;
+    // The kills fall at random points of the work the reference needed (its API calls), so
+    // they land inside the work, not in the idle daemon after it.
+    let chaos = one_run(opts, true, reference.calls).await.context("chaos run")?;
     let took_chaos = started.elapsed();
     // Every evaluation of both runs happened between the reference's start and now.
     let gap = took_reference + took_chaos;
     let mut differences = compare(&reference.outcome, &chaos.outcome, gap);
+    if chaos.kills.len() < opts.kills as usize {
+        differences.push(format!(
+            "only {} of {} kills made before the chaos run settled",
+            chaos.kills.len(),
+            opts.kills
+        ));
+    }
     for d in duplicates(&reference.outcome, &chaos.outcome) {
         differences.push(format!("duplicate in the chaos run: {d}"));
     }
@@ -205,6 +214,8 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
 
 struct RunResult {
     outcome: Outcome,
+    /// Sandbox API calls the run made in all.
+    calls: u64,
     faults: BTreeMap<String, u64>,
     kills: Vec<u64>,
     starts: u32,
@@ -216,30 +227,89 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-async fn store_url(opts: &ChaosOptions, dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+/// A run's store: its URL, and on PostgreSQL the database the bench created for it.
+struct RunStore {
+    url: String,
+    database: Option<(String, String)>,
+}
+
+async fn admin_pool(admin: &str) -> anyhow::Result<sqlx::AnyPool> {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .context("PostgreSQL admin URL")
+}
+
+/// The name of the database a run gets on PostgreSQL.
+pub fn database_name(seed: u64, run: &str) -> String {
+    format!("leadsync_chaos_{}_{run}_{seed}", std::process::id())
+}
+
+async fn store_url(opts: &ChaosOptions, dir: &std::path::Path, name: &str) -> anyhow::Result<RunStore> {
     match &opts.store {
-        ChaosStore::Sqlite => Ok(format!("sqlite://{}", dir.join(format!("{name}.db")).display())),
+        ChaosStore::Sqlite => Ok(RunStore {
+            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+            database: None,
+        }),
         ChaosStore::Postgres(admin) => {
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::any::AnyPoolOptions::new()
-                .max_connections(1)
-                .connect(admin)
-                .await
-                .context("PostgreSQL admin URL")?;
-            let db = format!("leadsync_chaos_{}_{name}_{}", std::process::id(), opts.seed);
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+            let pool = admin_pool(admin).await?;
+            let db = database_name(opts.seed, name);
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .execute(&pool)
                 .await?;
             sqlx::query(&format!("CREATE DATABASE {db}")).execute(&pool).await?;
             pool.close().await;
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-            Ok(format!("{base}/{db}"))
+            Ok(RunStore {
+                url: format!("{base}/{db}"),
+                database: Some((admin.clone(), db)),
+            })
         }
     }
 }
 
-fn command(opts: &ChaosOptions, sb: &SandboxHandle, store: &str, port: u16, args: &[&str]) -> tokio::process::Command {
+/// Drops the run's PostgreSQL database (its daemon's connections cut first).
+async fn drop_store(store: &RunStore) -> anyhow::Result<()> {
+    if let Some((admin, db)) = &store.database {
+        let pool = admin_pool(admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&pool)
+            .await
+            .with_context(|| format!("dropping {db}"))?;
+        pool.close().await;
+    }
+    Ok(())
+}
+
+/// The schedules of both runs' daemons: the same jobs, often, so that both runs end after the
+/// same set of jobs has run on the settled work (see [`JOBS`]); the nightly rescore never, so
+/// a run that crosses 02:30 UTC does not rescore where the other does not.
+const SCHEDULES: [(&str, &str); 4] = [
+    ("LEADSYNC__SCHEDULE__SYNC", "*/15 * * * * *"),
+    ("LEADSYNC__SCHEDULE__SLA", "*/15 * * * * *"),
+    ("LEADSYNC__SCHEDULE__OPPORTUNITIES", "*/15 * * * * *"),
+    ("LEADSYNC__SCHEDULE__RESCORE", "0 0 0 1 1 * 2099"),
+];
+
+/// The jobs each run must have done, started after its work settled, before it is compared.
+const JOBS: [&str; 3] = ["sync", "sla", "opportunities"];
+
+fn command(
+    opts: &ChaosOptions,
+    sb: &SandboxHandle,
+    store: &str,
+    port: u16,
+    log: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<tokio::process::Command> {
     let c = sb.config();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("daemon log {}", log.display()))?;
     let mut cmd = tokio::process::Command::new(&opts.binary);
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -260,11 +330,13 @@ fn command(opts: &ChaosOptions, sb: &SandboxHandle, store: &str, port: u16, args
         .env("LEADSYNC__SALESFORCE__REFRESH_TOKEN", &c.salesforce_refresh_token)
         .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("LEADSYNC__STORE__URL", store)
+        .env(crate::logging::FORMAT_ENV, "json")
+        .envs(SCHEDULES)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .kill_on_drop(true);
-    cmd
+    Ok(cmd)
 }
 
 fn total_calls(sb: &SandboxHandle) -> u64 {
@@ -279,35 +351,59 @@ enum Phase {
     Run,
 }
 
-async fn one_run(opts: &ChaosOptions, chaos: bool) -> anyhow::Result<RunResult> {
+async fn one_run(opts: &ChaosOptions, chaos: bool, kill_span: u64) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
+    let name = if chaos { "chaos" } else { "reference" };
+    let store = store_url(opts, dir.path(), name).await?;
+    let result = drive(opts, chaos, kill_span, dir.path(), &store.url).await;
+    // The database goes whether the run succeeded or not.
+    let dropped = drop_store(&store).await;
+    let result = result?;
+    dropped?;
+    Ok(result)
+}
+
+/// Why the watch of one process ended.
+enum Watch {
+    Exited(std::process::ExitStatus),
+    KillPoint,
+    Settled,
+    Deadline,
+}
+
+async fn drive(
+    opts: &ChaosOptions,
+    chaos: bool,
+    kill_span: u64,
+    dir: &std::path::Path,
+    store: &str,
+) -> anyhow::Result<RunResult> {
     let port = free_port()?;
     let mut config = base_config(opts, port);
     if chaos {
         config = chaos_faults(config);
     }
-    let sb = Sandbox::start(config).await?;
-    let store = store_url(opts, dir.path(), if chaos { "chaos" } else { "reference" }).await?;
-    let mut kills_left: Vec<u64> = (0..if chaos { opts.kills } else { 0 })
-        .map(|k| 20 + mix(opts.seed, 0xC1A0, u64::from(k)) % 150)
+    let sb = std::sync::Arc::new(Sandbox::start(config).await?);
+    let log = dir.join("daemon.log");
+    // Kill points: seeded API call counts, at random over the reference run's calls.
+    let mut kill_points: Vec<u64> = (0..if chaos { opts.kills } else { 0 })
+        .map(|k| 1 + mix(opts.seed, 0xC1A0, u64::from(k)) % kill_span.max(1))
         .collect();
-    kills_left.reverse();
+    kill_points.sort_unstable_by(|a, b| b.cmp(a));
     let mut kills = Vec::new();
     let mut starts = 0u32;
     let mut phase = Phase::Setup;
     let mut forms: Option<tokio::task::JoinHandle<()>> = None;
     let deadline = Instant::now() + opts.settle_deadline;
-    let sb = std::sync::Arc::new(sb);
+    // When the work was last seen settled (the inbox, outbox and deliveries done), if it still is.
+    let mut quiet_since: Option<chrono::DateTime<chrono::Utc>> = None;
     loop {
-        if Instant::now() > deadline {
-            bail!("did not settle within {:?}", opts.settle_deadline);
-        }
         let args: &[&str] = match phase {
             Phase::Setup => &["setup", "--apply"],
             Phase::Backfill => &["backfill"],
             Phase::Run => &["run", "--init-store"],
         };
-        let mut child = command(opts, &sb, &store, port, args)
+        let mut child = command(opts, &sb, store, port, &log, args)?
             .spawn()
             .with_context(|| format!("starting {}", opts.binary.display()))?;
         starts += 1;
@@ -319,67 +415,142 @@ async fn one_run(opts: &ChaosOptions, chaos: bool) -> anyhow::Result<RunResult> 
                 opts.seed,
             )));
         }
-        let from = total_calls(&sb);
-        let kill_after = kills_left.last().copied();
-        // Runs until it exits, its kill moment comes, or (the daemon) everything has settled.
+        // A kill point already passed (two close together) still waits for one call of this process.
+        let kill_at = kill_points.last().map(|p| (*p).max(total_calls(&sb) + 1));
+        // Runs until it exits, its kill point comes, or (the daemon) everything has settled and
+        // every job has run once on the settled work.
         let mut checked = Instant::now();
-        let exited = loop {
+        let watch = loop {
             if let Some(status) = child.try_wait()? {
-                break Some(status);
+                break Watch::Exited(status);
             }
-            if kill_after.is_some_and(|n| total_calls(&sb) >= from + n) {
-                break None;
+            if kill_at.is_some_and(|n| total_calls(&sb) >= n) {
+                break Watch::KillPoint;
             }
             if phase == Phase::Run
+                && kill_points.is_empty()
                 && checked.elapsed() > Duration::from_secs(1)
-                && {
-                    checked = Instant::now();
-                    true
-                }
-                && kills_left.is_empty()
                 && forms.as_ref().is_some_and(|f| f.is_finished())
-                && settled(&sb, &store).await
             {
-                break None;
+                checked = Instant::now();
+                if settled(&sb, store).await {
+                    let since = *quiet_since.get_or_insert_with(chrono::Utc::now);
+                    if jobs_done_since(&log, since) {
+                        break Watch::Settled;
+                    }
+                } else {
+                    quiet_since = None;
+                }
             }
             if Instant::now() > deadline {
-                break None;
+                break Watch::Deadline;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        match exited {
-            Some(status) if status.success() => {
+        match watch {
+            Watch::Exited(status) if status.success() => {
                 phase = match phase {
                     Phase::Setup => Phase::Backfill,
                     Phase::Backfill | Phase::Run => Phase::Run,
                 };
             }
             // A failed command (a fault it gave up on) is started again, as an operator would.
-            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            None => {
+            Watch::Exited(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Watch::KillPoint => {
                 let at = total_calls(&sb);
                 child.start_kill()?; // SIGKILL
                 let _ = child.wait().await;
-                if kill_after.is_some_and(|n| at >= from + n) {
-                    kills_left.pop();
-                    kills.push(at);
-                } else if phase == Phase::Run {
-                    break;
-                }
+                kill_points.pop();
+                kills.push(at);
+            }
+            Watch::Settled => {
+                child.start_kill()?;
+                let _ = child.wait().await;
+                break;
+            }
+            Watch::Deadline => {
+                child.start_kill()?;
+                let _ = child.wait().await;
+                bail!(
+                    "did not settle within {:?}: {}",
+                    opts.settle_deadline,
+                    state_of(&sb, store, &log, kills.len(), kill_points.len(), quiet_since).await
+                );
             }
         }
     }
-    let outcome = collect(&sb, &store).await?;
+    let outcome = collect(&sb, store).await?;
     let faults = sb.faults();
+    let calls = total_calls(&sb);
     if let Ok(sb) = std::sync::Arc::try_unwrap(sb) {
         sb.shutdown().await;
     }
     Ok(RunResult {
         outcome,
+        calls,
         faults,
         kills,
         starts,
     })
+}
+
+/// Whether the daemon's log shows each of [`JOBS`] done in a run that started at or after `since`.
+fn jobs_done_since(log: &std::path::Path, since: chrono::DateTime<chrono::Utc>) -> bool {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return false;
+    };
+    let done = jobs_done(&text, since);
+    JOBS.iter().all(|j| done.contains(*j))
+}
+
+/// The jobs the JSON log lines in `text` show done in a run started at or after `since`.
+pub fn jobs_done(text: &str, since: chrono::DateTime<chrono::Utc>) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "job done")
+        .filter_map(|v| {
+            let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+            let ms = v["fields"]["ms"].as_i64()?;
+            let started = at.with_timezone(&chrono::Utc) - chrono::Duration::milliseconds(ms);
+            (started >= since).then(|| v["fields"]["job"].as_str().map(str::to_string))?
+        })
+        .collect()
+}
+
+/// What a run that did not settle was doing: kills, queues, deliveries, the daemon's last warnings.
+async fn state_of(
+    sb: &SandboxHandle,
+    store: &str,
+    log: &std::path::Path,
+    kills: usize,
+    kills_left: usize,
+    quiet_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let unfinished = sb.webhook_deliveries().iter().filter(|d| !d.finished).count();
+    let (inbox, outbox) = match Store::open_existing(store).await {
+        Ok(s) => {
+            let i = s.inbox_depth().await.map(|(n, _)| n);
+            let o = s.outbox_counts().await;
+            s.close().await;
+            (format!("{i:?}"), format!("{o:?}"))
+        }
+        Err(e) => (format!("store: {e}"), String::new()),
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let warnings: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        .map(|v| format!("{} {} {}", v["level"], v["fields"]["message"], v["fields"]["error"]))
+        .collect();
+    let last: Vec<&String> = warnings.iter().rev().take(10).collect();
+    format!(
+        "{kills} kills made, {kills_left} to come; {unfinished} webhook deliveries unfinished; inbox pending {inbox}; \
+         outbox {outbox}; settled since {quiet_since:?}, jobs done since then {:?}; API calls {}; \
+         the daemon's last warnings (newest first): {last:?}",
+        quiet_since.map(|t| jobs_done(&text, t)),
+        total_calls(sb),
+    )
 }
 
 /// The form submissions of both runs: the same contacts in the same order, 100 ms apart, each
@@ -635,4 +806,30 @@ fn mix(seed: u64, stream: u64, n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn only_jobs_started_after_the_work_settled_count_as_done_on_it() {
+        let log = [
+            // Started 11:59:58, before the work settled at 12:00:00: it may have missed some.
+            r#"{"timestamp":"2026-12-01T12:00:01.000000Z","level":"INFO","fields":{"message":"job done","job":"sync","ms":3000}}"#,
+            r#"{"timestamp":"2026-12-01T12:00:16.000000Z","level":"INFO","fields":{"message":"job done","job":"sla","ms":500}}"#,
+            r#"{"timestamp":"2026-12-01T12:00:16.000000Z","level":"WARN","fields":{"message":"job paused","job":"opportunities"}}"#,
+            "not json",
+        ]
+        .join("\n");
+        let done = jobs_done(&log, at("2026-12-01T12:00:00Z"));
+        assert_eq!(done.into_iter().collect::<Vec<_>>(), vec!["sla".to_string()]);
+        assert_eq!(jobs_done(&log, at("2026-12-01T11:59:00Z")).len(), 2);
+    }
 }

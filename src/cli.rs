@@ -728,21 +728,99 @@ pub fn demo(opts: crate::demo::DemoOptions) -> ExitCode {
     }
 }
 
+/// A share of calls, 0 to 1, as a `--fault-…` flag takes it.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a share between 0 and 1 (0.2 is 20 %)")),
+    }
+}
+
+/// `leadsync sandbox`'s fault flags: the knobs of [`crate::sandbox::SandboxConfig`]'s fault
+/// fields (`--seed` seeds them, with the portal).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SandboxFaultFlags {
+    /// Share of API calls answered 5xx (0 to 1).
+    #[arg(long = "fault-5xx", value_name = "SHARE", value_parser = share, default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Share of API calls that hang for --timeout-hang, then answer 504 (0 to 1).
+    #[arg(long, value_name = "SHARE", value_parser = share, default_value_t = 0.0)]
+    pub fault_timeout: f64,
+    /// How long a timed-out call hangs, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 35)]
+    pub timeout_hang: u64,
+    /// Share of writes applied, then answered 5xx, their answer lost (0 to 1).
+    #[arg(long, value_name = "SHARE", value_parser = share, default_value_t = 0.0)]
+    pub fault_lost: f64,
+    /// A 429 burst every this many seconds (every call refused inside it); 0: none.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub burst_every: u64,
+    /// Length of each 429 burst, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub burst_length: u64,
+    /// Lifetime of HubSpot access tokens and Salesforce sessions, in seconds (default 30 min and 2 h).
+    #[arg(long, value_name = "SECONDS")]
+    pub token_ttl: Option<u64>,
+    /// Share of webhook deliveries sent twice (0 to 1).
+    #[arg(long, value_name = "SHARE", value_parser = share, default_value_t = 0.0)]
+    pub webhook_duplicate: f64,
+    /// Share of webhook deliveries whose events are reversed and held back up to a second (0 to 1).
+    #[arg(long, value_name = "SHARE", value_parser = share, default_value_t = 0.0)]
+    pub webhook_reorder: f64,
+}
+
+impl SandboxFaultFlags {
+    /// `config` with these faults; refused, naming both flags, when 5xx and timeouts together
+    /// are more than every call.
+    pub fn apply(&self, config: crate::sandbox::SandboxConfig) -> Result<crate::sandbox::SandboxConfig, String> {
+        if self.fault_5xx + self.fault_timeout > 1.0 {
+            return Err(format!(
+                "--fault-5xx {} and --fault-timeout {} add up to more than every call",
+                self.fault_5xx, self.fault_timeout
+            ));
+        }
+        let secs = std::time::Duration::from_secs;
+        let mut c = crate::sandbox::SandboxConfig {
+            fault_rate_5xx: self.fault_5xx,
+            fault_rate_timeout: self.fault_timeout,
+            timeout_hang: secs(self.timeout_hang),
+            fault_rate_lost: self.fault_lost,
+            rate_limit_burst_every: secs(self.burst_every),
+            rate_limit_burst_length: secs(self.burst_length),
+            webhook_duplicate_rate: self.webhook_duplicate,
+            webhook_reorder_rate: self.webhook_reorder,
+            ..config
+        };
+        if let Some(ttl) = self.token_ttl {
+            c.hubspot_token_lifetime = secs(ttl);
+            c.salesforce_session_lifetime = secs(ttl);
+        }
+        Ok(c)
+    }
+}
+
 /// `leadsync sandbox`: the fake HubSpot and Salesforce alone, for a daemon run by hand.
-pub fn sandbox(contacts: u32, seed: u64, webhook_url: Option<String>) -> ExitCode {
+pub fn sandbox(contacts: u32, seed: u64, webhook_url: Option<String>, faults: &SandboxFaultFlags) -> ExitCode {
+    let config = faults.apply(crate::sandbox::SandboxConfig {
+        contacts,
+        seed,
+        companies: (contacts / 8).max(10),
+        now: Utc::now(),
+        webhook_url,
+        ..crate::sandbox::SandboxConfig::default()
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leadsync sandbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,
     };
     let result = rt.block_on(async {
-        let config = crate::sandbox::SandboxConfig {
-            contacts,
-            seed,
-            companies: (contacts / 8).max(10),
-            now: Utc::now(),
-            webhook_url,
-            ..crate::sandbox::SandboxConfig::default()
-        };
         let handle = crate::sandbox::Sandbox::start(config).await?;
         let c = handle.config();
         println!(

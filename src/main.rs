@@ -144,18 +144,20 @@ enum Command {
     },
     /// The fake HubSpot and Salesforce alone, on loopback, until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run --init-store`"
+        after_help = "Examples:\n  leadsync sandbox --webhook-url http://127.0.0.1:8080/webhooks/hubspot\n  leadsync sandbox --fault-5xx 0.2 --fault-timeout 0.05 --fault-lost 0.02 --burst-every 20 --token-ttl 60 --webhook-duplicate 0.3 --webhook-reorder 0.3 --seed 7\n  then, in another shell, the printed LEADSYNC__… variables and `leadsync run --init-store`"
     )]
     Sandbox {
         /// Contacts in the synthetic portal.
         #[arg(long, default_value_t = 500)]
         contacts: u32,
-        /// Seed of the synthetic portal.
+        /// Seed of the synthetic portal and of the faults.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Where to deliver webhooks (leadsync's `/webhooks/hubspot`).
         #[arg(long)]
         webhook_url: Option<String>,
+        #[command(flatten)]
+        faults: cli::SandboxFaultFlags,
     },
     /// Benchmarks of the daemon as a whole; `--chaos`: a fault-free run and a run under the
     /// sandbox's faults and ten `kill -9`s, compared (exit 1 on any difference).
@@ -266,7 +268,8 @@ fn main() -> ExitCode {
             contacts,
             seed,
             webhook_url,
-        } => cli::sandbox(contacts, seed, webhook_url),
+            faults,
+        } => cli::sandbox(contacts, seed, webhook_url, &faults),
         Command::Bench {
             chaos,
             store,

@@ -181,6 +181,158 @@ async fn webhook_deliveries_are_duplicated_and_reordered_at_their_rates() {
     assert!(plain.faults().is_empty());
 }
 
+/// `leadsync sandbox`'s flags, parsed as the binary parses them.
+#[derive(clap::Parser)]
+struct SandboxFlags {
+    #[command(flatten)]
+    faults: leadsync::cli::SandboxFaultFlags,
+}
+
+fn sandbox_flags(args: &[&str]) -> Result<SandboxConfig, String> {
+    use clap::Parser;
+    let flags = SandboxFlags::try_parse_from(std::iter::once("sandbox").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    flags.faults.apply(SandboxConfig::default())
+}
+
+#[test]
+fn every_fault_flag_of_the_sandbox_command_sets_its_config_field() {
+    let c = sandbox_flags(&[
+        "--fault-5xx",
+        "0.2",
+        "--fault-timeout",
+        "0.05",
+        "--timeout-hang",
+        "3",
+        "--fault-lost",
+        "0.02",
+        "--burst-every",
+        "20",
+        "--burst-length",
+        "4",
+        "--token-ttl",
+        "60",
+        "--webhook-duplicate",
+        "0.3",
+        "--webhook-reorder",
+        "0.4",
+    ])
+    .unwrap();
+    assert_eq!(c.fault_rate_5xx, 0.2);
+    assert_eq!(c.fault_rate_timeout, 0.05);
+    assert_eq!(c.timeout_hang, Duration::from_secs(3));
+    assert_eq!(c.fault_rate_lost, 0.02);
+    assert_eq!(c.rate_limit_burst_every, Duration::from_secs(20));
+    assert_eq!(c.rate_limit_burst_length, Duration::from_secs(4));
+    assert_eq!(c.hubspot_token_lifetime, Duration::from_secs(60));
+    assert_eq!(c.salesforce_session_lifetime, Duration::from_secs(60));
+    assert_eq!(c.webhook_duplicate_rate, 0.3);
+    assert_eq!(c.webhook_reorder_rate, 0.4);
+    // No flag: no fault, the vendors' token lifetimes.
+    let d = sandbox_flags(&[]).unwrap();
+    let default = SandboxConfig::default();
+    assert_eq!(d.fault_rate_5xx, 0.0);
+    assert_eq!(d.fault_rate_timeout, 0.0);
+    assert_eq!(d.fault_rate_lost, 0.0);
+    assert_eq!(d.rate_limit_burst_every, Duration::ZERO);
+    assert_eq!(d.webhook_duplicate_rate, 0.0);
+    assert_eq!(d.webhook_reorder_rate, 0.0);
+    assert_eq!(d.timeout_hang, default.timeout_hang);
+    assert_eq!(d.hubspot_token_lifetime, default.hubspot_token_lifetime);
+    assert_eq!(d.salesforce_session_lifetime, default.salesforce_session_lifetime);
+}
+
+#[test]
+fn a_fault_share_outside_0_to_1_is_refused_naming_the_flag() {
+    let e = sandbox_flags(&["--fault-lost", "1.5"]).unwrap_err();
+    assert!(e.contains("--fault-lost") && e.contains("between 0 and 1"), "{e}");
+    let e = sandbox_flags(&["--webhook-reorder=-0.1"]).unwrap_err();
+    assert!(e.contains("--webhook-reorder"), "{e}");
+    let e = sandbox_flags(&["--fault-5xx", "0.8", "--fault-timeout", "0.5"]).unwrap_err();
+    assert!(
+        e.contains("--fault-5xx 0.8") && e.contains("--fault-timeout 0.5"),
+        "{e}"
+    );
+}
+
+/// Starts `leadsync sandbox ARGS` and returns it with the HubSpot base and token URLs it prints.
+async fn sandbox_command(args: &[&str]) -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .arg("sandbox")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the sandbox prints its URLs")
+        .unwrap()
+        .unwrap();
+    // "HubSpot     http://127.0.0.1:P (token http://127.0.0.1:P/oauth/v1/token)"
+    let mut words = first.split_whitespace();
+    assert_eq!(words.next(), Some("HubSpot"), "{first}");
+    let base = words.next().unwrap().to_string();
+    let token = words.nth(1).unwrap().trim_end_matches(')').to_string();
+    (child, base, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
+    let http = reqwest::Client::new();
+    let (mut child, base, _) = sandbox_command(&["--contacts", "20", "--seed", "9", "--fault-5xx", "1"]).await;
+    let r = http
+        .get(format!("{base}/crm/v3/objects/contacts/1001"))
+        .bearer_auth("pat-sandbox")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let faults: Value = http
+        .get(format!("{base}/_sandbox/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults, json!({"5xx": 1}));
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+
+    let (mut child, _, token_url) = sandbox_command(&["--contacts", "20", "--token-ttl", "60"]).await;
+    let c = SandboxConfig::default();
+    let token: Value = http
+        .post(token_url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", c.hubspot_client_id.as_str()),
+            ("client_secret", c.hubspot_client_secret.as_str()),
+            ("refresh_token", c.hubspot_refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["expires_in"], 60);
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["sandbox", "--fault-5xx", "0.8", "--fault-timeout", "0.5"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fault-5xx 0.8 and --fault-timeout 0.5"), "{stderr}");
+}
+
 fn short(store: ChaosStore) -> ChaosOptions {
     ChaosOptions {
         binary: env!("CARGO_BIN_EXE_leadsync").into(),
@@ -213,9 +365,48 @@ async fn the_daemon_under_every_fault_and_three_kill_9s_ends_like_a_fault_free_r
     check(&leadsync::chaos::run(&short(ChaosStore::Sqlite)).await.unwrap());
 }
 
+fn postgres_admin() -> String {
+    std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether the PostgreSQL server holds a database of this name.
+async fn database_exists(admin: &str, name: &str) -> bool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{name}'"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n > 0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_under_every_fault_and_three_kill_9s_ends_like_a_fault_free_run_on_postgres() {
-    let admin =
-        std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    check(&leadsync::chaos::run(&short(ChaosStore::Postgres(admin))).await.unwrap());
+    let admin = postgres_admin();
+    let opts = short(ChaosStore::Postgres(admin.clone()));
+    check(&leadsync::chaos::run(&opts).await.unwrap());
+    for run in ["reference", "chaos"] {
+        let db = leadsync::chaos::database_name(opts.seed, run);
+        assert!(!database_exists(&admin, &db).await, "{db} is dropped after the bench");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bench_on_postgres_drops_the_database_it_created() {
+    let admin = postgres_admin();
+    let opts = ChaosOptions {
+        // The daemon cannot start: the reference run fails after its database was created.
+        binary: "/nonexistent/leadsync".into(),
+        seed: 4242,
+        ..short(ChaosStore::Postgres(admin.clone()))
+    };
+    let e = leadsync::chaos::run(&opts).await.unwrap_err();
+    assert!(format!("{e:#}").contains("/nonexistent/leadsync"), "{e:#}");
+    let db = leadsync::chaos::database_name(opts.seed, "reference");
+    assert!(!database_exists(&admin, &db).await, "{db} is dropped after the failure");
 }
