@@ -455,6 +455,35 @@ fn our_own_pending_lifecycle_write_is_not_mistaken_for_a_person() {
     assert_eq!(d2.state.recycle_count, 0);
 }
 
+// A write-back replaced before it was sent must not lose the reason (seen in the chaos suite).
+#[test]
+fn the_reason_of_the_last_change_is_wanted_until_hubspot_has_it() {
+    let c = icp().engaged_35().at(Stage::Lead);
+    let d = c.eval();
+    assert_eq!(d.stage, Some(Stage::Mql));
+    let reason = d
+        .hubspot_writes()
+        .and_then(|w| w.get("leadsync_reason"))
+        .cloned()
+        .expect("the MQL writes its reason");
+    assert_eq!(d.state.last_reason.as_deref(), Some(reason.as_str()));
+    // No change the next time, and the first write never reached HubSpot (replaced by a newer
+    // desired state before it was sent, or cut off): the reason is still wanted.
+    let mut next = c.clone();
+    next.snap.state = d.state.clone();
+    let d2 = next.eval();
+    assert!(d2.transitions.is_empty());
+    assert_eq!(
+        d2.hubspot_writes().and_then(|w| w.get("leadsync_reason")),
+        Some(&reason)
+    );
+    // Once HubSpot has it, it is not written again.
+    let mut landed = next.clone().prop("leadsync_reason", &reason);
+    landed.snap.state = d.state.clone();
+    let d3 = landed.eval();
+    assert_eq!(d3.hubspot_writes().and_then(|w| w.get("leadsync_reason")), None);
+}
+
 #[test]
 fn first_sight_of_an_existing_customer_adopts_it_without_promotion() {
     let d = icp().prop("lifecyclestage", "customer").eval();

@@ -327,18 +327,12 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
 
         let grade = scoring::grade(&rules.grades, fit.value, engagement.value);
         st.rules_version = Some(rules.stamp());
+        if !transitions.is_empty() {
+            st.last_reason = Some(reason_text(&transitions));
+        }
         actions.splice(
             0..0,
-            writes(
-                rules,
-                snapshot,
-                &st,
-                &fit,
-                &engagement,
-                &grade,
-                &transitions,
-                &mut notes,
-            ),
+            writes(rules, snapshot, &st, &fit, &engagement, &grade, &mut notes),
         );
         if st.promotion_pending {
             actions.push(Action::PromoteToSalesforce);
@@ -767,6 +761,24 @@ pub(crate) fn parse_date(v: &str) -> Option<DateTime<Utc>> {
 
 /// Property writes and the lifecycle move, limited to what differs from HubSpot's current values.
 #[allow(clippy::too_many_arguments)]
+/// The reason written to HubSpot for these transitions: one clause per fact (the stages a
+/// shortcut jumped over share one reason), at most 500 characters.
+fn reason_text(transitions: &[Transition]) -> String {
+    let mut clauses: Vec<&str> = Vec::with_capacity(transitions.len());
+    for t in transitions {
+        if !clauses.contains(&t.reason.as_str()) {
+            clauses.push(&t.reason);
+        }
+    }
+    let mut reason = clauses.join("; ");
+    if reason.len() > 500 {
+        let cut = (0..=497).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
+}
+
 fn writes(
     rules: &Rules,
     snapshot: &Snapshot,
@@ -774,7 +786,6 @@ fn writes(
     fit: &Score,
     engagement: &Score,
     grade: &str,
-    transitions: &[Transition],
     notes: &mut Vec<String>,
 ) -> Vec<Action> {
     let out = rules.output();
@@ -790,21 +801,8 @@ fn writes(
     want(&out.fit_score, &fmt_num(fit.value));
     want(&out.engagement_score, &fmt_num(engagement.value));
     want(&out.grade, grade);
-    if !transitions.is_empty() {
-        // One clause per fact: the stages a shortcut jumped over share one reason.
-        let mut clauses: Vec<&str> = Vec::with_capacity(transitions.len());
-        for t in transitions {
-            if !clauses.contains(&t.reason.as_str()) {
-                clauses.push(&t.reason);
-            }
-        }
-        let mut reason = clauses.join("; ");
-        if reason.len() > 500 {
-            let cut = (0..=497).rev().find(|i| reason.is_char_boundary(*i)).unwrap_or(0);
-            reason.truncate(cut);
-            reason.push('…');
-        }
-        want(&out.reason, &reason);
+    if let Some(reason) = &st.last_reason {
+        want(&out.reason, reason);
     }
     let due = st
         .sla

@@ -263,6 +263,11 @@ pub struct ContactState {
     /// Version of the rules that made the last decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules_version: Option<String>,
+    /// The reason of the last stage or status change, as written to HubSpot: kept so that a
+    /// later decision without a change still wants it there (a write replaced before it was
+    /// sent, or cut off by a crash, is made good by the next decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
 }
 
 #[cfg(test)]
