@@ -695,7 +695,7 @@ impl Settings {
                 format!(
                     "`{}` is neither sqlite:// nor postgres://: write sqlite://leadsync.db or \
                      postgres://user@host/db (here or as LEADSYNC__STORE__URL), then run `leadsync check`",
-                    crate::daemon::redact_url(url)
+                    crate::store::redact_url(url)
                 ),
             );
         }

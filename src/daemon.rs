@@ -11,7 +11,7 @@ use crate::config::Loaded;
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use crate::server::{AppState, Application};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, redact_url};
 use crate::sync::Syncer;
 use crate::sync::promote::Promoter;
 
@@ -95,17 +95,6 @@ pub async fn ensure_setup(syncer: &Syncer, apply: bool) -> anyhow::Result<()> {
         names.len(),
         names.join(", ")
     )
-}
-
-/// A store URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// The webhook server's state for a syncer.
