@@ -13,7 +13,7 @@ use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use crate::server::{AppState, Application};
 use crate::store::{Store, StoreError, redact_url};
 use crate::sync::Syncer;
-use crate::sync::promote::Promoter;
+use crate::sync::outbox::promotion::Promoter;
 
 /// How a command opens the configured store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

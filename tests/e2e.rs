@@ -446,7 +446,7 @@ async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_t
     forget_promotions(on, &url).await;
     let restarted = app.restarted_syncer().await;
     let report = restarted
-        .flush(leadsync::hubspot::limiter::Priority::Background, app.now())
+        .drain_outbox(leadsync::hubspot::limiter::Priority::Background, app.now())
         .await
         .unwrap();
     assert_eq!(report.promoted, promoted.len() as u64, "the promotions ran again");

@@ -91,7 +91,7 @@ impl Syncer {
         report.count(&batch);
         // The decisions are saved: a failing write-back or promotion stays in the outbox and is
         // retried by the next flush; it does not undo or repeat this pass.
-        match self.flush(p, now).await {
+        match self.drain_outbox(p, now).await {
             Ok(r) => report.add(&r),
             Err(e) => warn!(error = %e, "outbox not flushed; its items wait for the next pass"),
         }

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! incremental (schedule) ─┐
-//! backfill (admin) ───────┼→ pull → evaluate::evaluate_pulled → Store::commit → writeback → promote
+//! backfill (admin) ───────┼→ pull → evaluate::decide_pulled → Store::commit → writeback → promote
 //! inbox (webhooks) ───────┘
-//! rescore (nightly, admin) → Store → evaluate::evaluate_stored → Store::commit → writeback → promote
+//! rescore (nightly, admin) → Store → evaluate::decide_stored → Store::commit → writeback → promote
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
@@ -13,12 +13,11 @@
 pub mod backfill;
 pub mod behaviour;
 pub mod cycle;
-pub mod evaluate;
+pub mod decide;
 pub mod inbox;
+pub mod outbox;
 pub mod owners;
-pub mod promote;
 pub mod schedule;
-pub mod writeback;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
 use crate::store::{self, Evaluated, Removal, Store, StoreError};
-use evaluate::{PulledContact, evaluate_pulled};
+use decide::{PulledContact, decide_pulled};
 
 /// Why a sync step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +136,7 @@ pub struct Syncer {
     /// State.
     pub store: Store,
     /// Salesforce promotion, when configured.
-    pub promoter: Option<Arc<promote::Promoter>>,
+    pub promoter: Option<Arc<outbox::promotion::Promoter>>,
     /// Contact properties every read asks for.
     pub properties: Vec<String>,
     /// Company properties every read asks for.
@@ -145,7 +144,7 @@ pub struct Syncer {
     /// Held from reading stored contacts to saving their evaluation.
     eval_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held while the outbox is carried out.
-    flush_lock: Arc<tokio::sync::Mutex<()>>,
+    drain_lock: Arc<tokio::sync::Mutex<()>>,
     /// Companies read recently (a backfill reads each once).
     companies: Arc<crate::hubspot::pull::CompanyCache>,
     /// Which event-by-event behaviour APIs the portal has.
@@ -158,7 +157,7 @@ impl Syncer {
         rules: Arc<Rules>,
         hubspot: Arc<HubSpotClient>,
         store: Store,
-        promoter: Option<Arc<promote::Promoter>>,
+        promoter: Option<Arc<outbox::promotion::Promoter>>,
     ) -> Self {
         let (extra, company_properties) = promoter
             .as_ref()
@@ -171,14 +170,14 @@ impl Syncer {
             }
         }
         Syncer {
-            properties: evaluate::contact_properties(&rules, &extra),
+            properties: decide::contact_properties(&rules, &extra),
             rules,
             hubspot,
             store,
             promoter,
             company_properties,
             eval_lock: Arc::default(),
-            flush_lock: Arc::default(),
+            drain_lock: Arc::default(),
             companies: Arc::default(),
             sources: behaviour::BehaviourSources::default(),
         }
@@ -237,7 +236,7 @@ impl Syncer {
                 fresh.entry(c).or_default().extend(events);
             }
             for (c, company) in pulled.companies {
-                companies.insert(c, (company.id.clone(), evaluate::known_properties(&company)));
+                companies.insert(c, (company.id.clone(), decide::known_properties(&company)));
             }
         }
         // Form submissions, page views and email events the records do not tell.
@@ -318,7 +317,7 @@ impl Syncer {
                 contact: c,
             };
             let empty = Vec::new();
-            if let Some(e) = evaluate_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
+            if let Some(e) = decide_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
                 out.push(e);
             }
         }
@@ -326,24 +325,6 @@ impl Syncer {
             self.store.commit_with(&removals, &out, checkpoint).await?;
         }
         Ok(out)
-    }
-
-    /// Carries out pending HubSpot writes and promotions until none is due. One flush at a time
-    /// per process: two would both take the same items.
-    pub async fn flush(&self, priority: Priority, now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
-        let _held = self.flush_lock.lock().await;
-        let mut report = SyncReport {
-            written: writeback::drain(self, priority, now).await?,
-            ..SyncReport::default()
-        };
-        if let Some(p) = &self.promoter {
-            let promoted = p.drain(self, now).await;
-            p.keep_rotated_token(self).await?;
-            report.promoted = promoted?;
-            // Promotions write Salesforce ids back to HubSpot.
-            report.written += writeback::drain(self, priority, now).await?;
-        }
-        Ok(report)
     }
 }
 

@@ -150,7 +150,7 @@ pub async fn run(
     for l in &locks {
         let _ = l.lock().await;
     }
-    if let Err(e) = syncer.flush(Priority::Background, Utc::now()).await {
+    if let Err(e) = syncer.drain_outbox(Priority::Background, Utc::now()).await {
         warn!(error = %e, "outbox not fully flushed; it resumes at the next start");
     }
     info!("stopped");

@@ -49,7 +49,7 @@ impl PromotionCost {
     }
 
     /// Adds this cost to a dry run's.
-    pub fn add_to(self, costs: &mut super::backfill::Costs) {
+    pub fn add_to(self, costs: &mut crate::sync::backfill::Costs) {
         costs.salesforce_calls += self.salesforce_calls;
         costs.hubspot_writes += self.hubspot_write_calls;
     }

@@ -93,7 +93,7 @@ pub fn known_properties(o: &HubSpotObject) -> BTreeMap<String, String> {
 
 /// Evaluates one contact from HubSpot's current values, the stored state and ledger, and this
 /// pull's events. Returns what to save.
-pub fn evaluate_pulled(
+pub fn decide_pulled(
     rules: &Rules,
     pulled: PulledContact,
     stored: Option<&ContactRow>,
@@ -194,7 +194,7 @@ fn saved(
 }
 
 /// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
-pub fn evaluate_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
+pub fn decide_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
     let snapshot = Snapshot {
         contact_id: row.contact_id.clone(),
         properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
