@@ -144,16 +144,21 @@ impl Stack {
         }));
     }
 
-    /// Drains the inbox until it is empty (tests and the demo, without the workers running).
+    /// Drains the inbox until it is empty, then the outbox, as the inbox and outbox workers
+    /// would (tests, without the workers running); returns how many inbox events were taken.
     pub async fn drain_inbox(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
             let (_, n) = self.syncer.drain_inbox(now).await?;
             if n == 0 {
-                return Ok(total);
+                break;
             }
             total += n;
         }
+        self.syncer
+            .drain_outbox(crate::hubspot::limiter::Priority::Background, now)
+            .await?;
+        Ok(total)
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and

@@ -145,6 +145,8 @@ pub struct Syncer {
     eval_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held while the outbox is carried out.
     drain_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the outbox worker; every commit rings it.
+    pub outbox: outbox::OutboxWake,
     /// Companies read recently (a backfill reads each once).
     companies: Arc<crate::hubspot::pull::CompanyCache>,
     /// Which event-by-event behaviour APIs the portal has.
@@ -178,6 +180,7 @@ impl Syncer {
             company_properties,
             eval_lock: Arc::default(),
             drain_lock: Arc::default(),
+            outbox: outbox::OutboxWake::default(),
             companies: Arc::default(),
             sources: behaviour::BehaviourSources::default(),
         }
@@ -323,6 +326,8 @@ impl Syncer {
         }
         if !dry_run {
             self.store.commit_with(&removals, &out, checkpoint).await?;
+            // What the commit queued is the outbox worker's to carry out.
+            self.outbox.wake(priority);
         }
         Ok(out)
     }

@@ -23,7 +23,7 @@ impl Promoter {
         self.keep_rotated_token(s).await?;
         let changed = polled?;
         if changed > 0 {
-            s.drain_outbox(Priority::Background, now).await?;
+            s.outbox.wake(Priority::Background);
         }
         Ok(changed)
     }
