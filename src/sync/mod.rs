@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod outbox;
 pub mod owners;
 pub mod schedule;
+pub mod sla_sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

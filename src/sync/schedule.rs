@@ -159,14 +159,6 @@ pub async fn run(
     Ok(())
 }
 
-impl Syncer {
-    /// Re-evaluates the contacts with a running SLA timer, so overdue first touches show.
-    pub async fn sla_sweep(&self, now: chrono::DateTime<Utc>) -> Result<u64, SyncError> {
-        let running = |r: &crate::store::ContactRow| r.state.sla.values().any(|t| t.stopped_at.is_none());
-        Ok(self.rescore_where(now, false, running).await?.evaluated)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
