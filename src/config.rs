@@ -198,7 +198,7 @@ impl StoreSettings {
 }
 
 /// `[schedule]`: cron expressions with seconds (`sec min hour day month weekday`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleSettings {
     /// Incremental sync. Default every 5 minutes.
