@@ -1,14 +1,17 @@
-//! The IO around the engine: pull from HubSpot, evaluate, save, write back, promote.
+//! The pipeline around the engine: pull → decide (pure, `decide`) → one commit → the outbox
+//! worker. `Syncer::evaluate_and_commit` is the one place a pulled batch is decided and
+//! committed; the merges and removals it finds are committed in the same transaction.
 //!
 //! ```text
-//! incremental (schedule) ─┐
-//! backfill (admin) ───────┼→ pull → evaluate::decide_pulled → Store::commit → writeback → promote
-//! inbox (webhooks) ───────┘
-//! rescore (nightly, admin) → Store → evaluate::decide_stored → Store::commit → writeback → promote
+//! incremental (cycle) ─┐                                                        ┌→ writeback
+//! inbox (webhooks) ────┼→ pull → decide::decide_pulled → Store::commit → outbox ─┤
+//! backfill (admin) ────┘                                         ↑               └→ promotion
+//! rescore, sla_sweep → Store → decide::decide_stored ────────────┘
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
-//! state with its pending outbox items, never half of one.
+//! state with its pending outbox items, never half of one. The commit wakes the outbox worker
+//! ([`outbox::worker`], run by [`schedule::run`]); one-shot commands drain the outbox themselves.
 
 pub mod backfill;
 pub mod behaviour;
