@@ -318,7 +318,9 @@ impl Syncer {
                 })
                 .count() as u64;
             costs.hubspot_writes += writes.div_ceil(100);
-            super::outbox::promotion::PromotionCost::of(report.promotions_queued).add_to(costs);
+            let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
+            costs.salesforce_calls += promotions.salesforce_calls;
+            costs.hubspot_writes += promotions.hubspot_write_calls;
             return Ok(report);
         }
         report.add(&self.drain_outbox(p, now).await?);

@@ -33,7 +33,8 @@ use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
 use crate::store::{self, Evaluated, Removal, Store, StoreError};
-use decide::{PulledContact, decide_pulled};
+pub use decide::MERGED_IDS;
+use decide::{PulledContact, decide_pulled, merged_ids};
 
 /// Why a sync step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -335,16 +336,4 @@ impl Syncer {
         }
         Ok(out)
     }
-}
-
-/// HubSpot's property on a merge's survivor listing the ids merged into it (`;`-separated).
-pub const MERGED_IDS: &str = "hs_merged_object_ids";
-
-/// The contacts merged into this one, as HubSpot lists them.
-fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
-    c.prop(MERGED_IDS)
-        .unwrap_or_default()
-        .split(';')
-        .filter_map(|m| HubSpotId::try_from(m.trim().to_string()).ok())
-        .collect()
 }
