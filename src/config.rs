@@ -198,7 +198,7 @@ impl StoreSettings {
 }
 
 /// `[schedule]`: cron expressions with seconds (`sec min hour day month weekday`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleSettings {
     /// Incremental sync. Default every 5 minutes.
@@ -695,7 +695,7 @@ impl Settings {
                 format!(
                     "`{}` is neither sqlite:// nor postgres://: write sqlite://leadsync.db or \
                      postgres://user@host/db (here or as LEADSYNC__STORE__URL), then run `leadsync check`",
-                    crate::daemon::redact_url(url)
+                    crate::store::redact_url(url)
                 ),
             );
         }

@@ -7,13 +7,13 @@ use anyhow::Context;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::config::Loaded;
+use crate::config::{Loaded, ScheduleSettings};
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use crate::server::{AppState, Application};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, redact_url};
 use crate::sync::Syncer;
-use crate::sync::promote::Promoter;
+use crate::sync::outbox::promotion::Promoter;
 
 /// How a command opens the configured store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,17 +97,6 @@ pub async fn ensure_setup(syncer: &Syncer, apply: bool) -> anyhow::Result<()> {
     )
 }
 
-/// A store URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// The webhook server's state for a syncer.
 pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppState {
     let hubspot = syncer.hubspot.clone();
@@ -173,24 +162,90 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
     }
 }
 
-/// `leadsync run`: the webhook server and the schedules, until `stop` turns true.
+/// `leadsync run`: the webhook server on `server.bind` and the schedules, until `stop` turns
+/// true.
 pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    ensure_setup(&syncer, false).await?;
-    let wake = Arc::new(Notify::new());
-    let state = app_state(loaded, &syncer, wake.clone());
-    let server = &loaded.settings.server;
-    let app = Application::build(state, &server.bind, server.max_body_bytes)
-        .await
-        .with_context(|| format!("server.bind {}", server.bind))?
+    Daemon::bind(loaded, syncer).await?.run(stop).await
+}
+
+/// The daemon of one configuration, built and not yet running: its webhook server, bound, and
+/// its schedules and workers. `leadsync run` and `leadsync demo` run it with [`Daemon::run`].
+pub struct Daemon {
+    app: Application,
+    workers: Workers,
+}
+
+/// The daemon's schedules, inbox workers and outbox worker (`sync::schedule::run`).
+pub struct Workers {
+    syncer: Syncer,
+    schedule: ScheduleSettings,
+    wake: Arc<Notify>,
+}
+
+impl Daemon {
+    /// The daemon listening on `server.bind`.
+    pub async fn bind(loaded: &Loaded, syncer: Syncer) -> anyhow::Result<Daemon> {
+        let server = &loaded.settings.server;
+        let listener = tokio::net::TcpListener::bind(&server.bind)
+            .await
+            .with_context(|| format!("server.bind {}", server.bind))?;
+        Ok(Daemon::on(loaded, syncer, listener))
+    }
+
+    /// The daemon on a listener bound already (the demo's, whose address the sandbox is told
+    /// before it starts).
+    pub fn on(loaded: &Loaded, syncer: Syncer, listener: tokio::net::TcpListener) -> Daemon {
+        let wake = Arc::new(Notify::new());
+        let server = &loaded.settings.server;
+        let app = Application::on(
+            app_state(loaded, &syncer, wake.clone()),
+            listener,
+            server.max_body_bytes,
+        )
         .with_limits(server.limits());
-    info!(addr = %app.local_addr(), "listening for HubSpot webhooks");
-    let mut server_stop = stop.clone();
-    let serving = tokio::spawn(app.run_until_stopped(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
-    crate::sync::schedule::run(syncer, &loaded.settings.schedule, wake, stop).await?;
-    serving.await??;
-    Ok(())
+        Daemon {
+            app,
+            workers: Workers {
+                syncer,
+                schedule: loaded.settings.schedule.clone(),
+                wake,
+            },
+        }
+    }
+
+    /// Where the webhook server listens.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.app.local_addr()
+    }
+
+    /// Refuses to start without the HubSpot properties leadsync writes, then serves webhooks
+    /// and runs the workers until `stop` turns true; work in flight finishes first.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        ensure_setup(&self.workers.syncer, false).await?;
+        let (serving, workers) = self.serve(stop.clone());
+        workers.run(stop).await?;
+        serving.await??;
+        Ok(())
+    }
+
+    /// Starts serving webhooks (into the inbox) until `stop`, and hands back the workers, not
+    /// yet running. [`Daemon::run`] runs them at once; the test harness later, so that a test
+    /// can drain the inbox itself first.
+    pub fn serve(self, stop: watch::Receiver<bool>) -> (tokio::task::JoinHandle<std::io::Result<()>>, Workers) {
+        info!(addr = %self.app.local_addr(), "listening for HubSpot webhooks");
+        let mut server_stop = stop;
+        let serving = tokio::spawn(self.app.run_until_stopped(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        }));
+        (serving, self.workers)
+    }
+}
+
+impl Workers {
+    /// Runs the schedules, the inbox workers and the outbox worker until `stop` turns true.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        crate::sync::schedule::run(self.syncer, &self.schedule, self.wake, stop).await
+    }
 }
 
 /// A stop signal that turns true on Ctrl-C or SIGTERM.

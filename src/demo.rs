@@ -1,25 +1,26 @@
 //! `leadsync demo` and `leadsync sandbox`: the whole product against the built-in sandbox, on
 //! the embedded store, with no account and no network.
 //!
-//! [`Stack`] is the sandbox, the store, the webhook server and the syncer started together in
-//! one process; the demo, the end-to-end tests and the benchmarks all use it.
+//! [`Stack`] is the sandbox and the daemon (`daemon::Daemon`: the store, the webhook server, the
+//! syncer and its workers) in one process; the demo, the end-to-end tests and the benchmarks
+//! all use it. The demo runs the daemon whole, as `leadsync run` does; a test starts its server
+//! first and its workers when it wants them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::{Loaded, Settings};
+use crate::daemon::{Daemon, Workers};
 use crate::lifecycle::{HubSpotId, Snapshot, evaluate, explain};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
-use crate::server::Application;
 use crate::store::{OutboxKind, OutboxState};
 use crate::sync::Syncer;
 use crate::sync::backfill::BackfillOptions;
@@ -58,18 +59,19 @@ pub struct Stack {
     pub syncer: Syncer,
     /// Where the webhook server listens.
     pub addr: SocketAddr,
-    /// Wakes the inbox workers.
-    pub wake: Arc<Notify>,
     stop: watch::Sender<bool>,
-    workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The daemon, built and not yet running.
+    daemon: Option<Daemon>,
+    /// Its workers, while the server alone runs ([`Stack::start`]).
+    workers: Option<Workers>,
+    running: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Stack {
-    /// Starts the sandbox and leadsync's server; the schedules and inbox workers start with
-    /// [`Stack::start_workers`].
-    pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+    /// Starts the sandbox and builds the daemon over it without running it: the demo runs it
+    /// whole with [`Stack::run_daemon`], as `leadsync run` does.
+    pub async fn build(opts: StackOptions) -> anyhow::Result<Stack> {
         let (store_url, dir) = match opts.store_url {
             Some(u) => (u, None),
             None => {
@@ -106,54 +108,64 @@ impl Stack {
         let loaded = Loaded { settings, file: None };
 
         let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
-        let wake = Arc::new(Notify::new());
-        let state = crate::daemon::app_state(&loaded, &syncer, wake.clone());
-        let app = Application::on(state, listener, loaded.settings.server.max_body_bytes)
-            .with_limits(loaded.settings.server.limits());
-        let (stop, stopped) = watch::channel(false);
-        let mut server_stop = stopped.clone();
-        let server = tokio::spawn(app.run_until_stopped(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        }));
+        let daemon = Daemon::on(&loaded, syncer.clone(), listener);
+        let (stop, _) = watch::channel(false);
         Ok(Stack {
             sandbox,
             loaded,
             syncer,
             addr,
-            wake,
             stop,
+            daemon: Some(daemon),
             workers: None,
-            server,
+            running: Vec::new(),
             _dir: dir,
         })
     }
 
-    /// Starts the schedules and the inbox workers (what `leadsync run` runs).
-    pub fn start_workers(&mut self) {
-        let syncer = self.syncer.clone();
-        let wake = self.wake.clone();
-        let stopped = self.stop.subscribe();
-        let schedule = crate::config::ScheduleSettings {
-            sync: self.loaded.settings.schedule.sync.clone(),
-            rescore: self.loaded.settings.schedule.rescore.clone(),
-            sla: self.loaded.settings.schedule.sla.clone(),
-            opportunities: self.loaded.settings.schedule.opportunities.clone(),
-        };
-        self.workers = Some(tokio::spawn(async move {
-            crate::sync::schedule::run(syncer, &schedule, wake, stopped).await
-        }));
+    /// Starts the sandbox and the daemon's webhook server (into the inbox); its workers start
+    /// with [`Stack::start_workers`], so that a test can drain the inbox itself first.
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let mut stack = Stack::build(opts).await?;
+        if let Some(daemon) = stack.daemon.take() {
+            let (serving, workers) = daemon.serve(stack.stop.subscribe());
+            stack.running.push(tokio::spawn(async move { Ok(serving.await??) }));
+            stack.workers = Some(workers);
+        }
+        Ok(stack)
     }
 
-    /// Drains the inbox until it is empty (tests and the demo, without the workers running).
+    /// Starts the daemon's schedules, inbox workers and outbox worker beside the server that
+    /// [`Stack::start`] started.
+    pub fn start_workers(&mut self) {
+        if let Some(workers) = self.workers.take() {
+            self.running.push(tokio::spawn(workers.run(self.stop.subscribe())));
+        }
+    }
+
+    /// Runs the daemon as `leadsync run` does ([`Daemon::run`]): the check of the HubSpot
+    /// properties, the webhook server and every worker, until [`Stack::shutdown`].
+    pub fn run_daemon(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            self.running.push(tokio::spawn(daemon.run(self.stop.subscribe())));
+        }
+    }
+
+    /// Drains the inbox until it is empty, then the outbox, as the inbox and outbox workers
+    /// would (tests, without the workers running); returns how many inbox events were taken.
     pub async fn drain_inbox(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
             let (_, n) = self.syncer.drain_inbox(now).await?;
             if n == 0 {
-                return Ok(total);
+                break;
             }
             total += n;
         }
+        self.syncer
+            .drain_outbox(crate::hubspot::limiter::Priority::Background, now)
+            .await?;
+        Ok(total)
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and
@@ -187,13 +199,12 @@ impl Stack {
         }
     }
 
-    /// Stops the workers and the server (work in flight finishes), then the sandbox.
+    /// Stops the daemon (work in flight finishes), then the sandbox.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        if let Some(w) = self.workers {
-            w.await??;
+        for running in self.running {
+            running.await??;
         }
-        self.server.await??;
         self.sandbox.shutdown().await;
         Ok(())
     }
@@ -305,7 +316,7 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         "leadsync demo: a fake HubSpot portal of {} synthetic contacts (seed {}) and a fake Salesforce org, on this machine; no account, no network",
         opts.contacts, opts.seed
     ));
-    let mut stack = Stack::start(StackOptions {
+    let mut stack = Stack::build(StackOptions {
         sandbox,
         store_url: opts.store_url.clone(),
         root,
@@ -347,8 +358,9 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         report.promoted
     ));
 
-    // 2. Live form submissions: demo requests from leads, through signed webhooks.
-    stack.start_workers();
+    // 2. Live form submissions: demo requests from leads, through signed webhooks, to the
+    // daemon running as `leadsync run` runs it.
+    stack.run_daemon();
     let rows = stack.syncer.store.contact_page(None, 100_000).await?;
     let leads: Vec<_> = rows
         .iter()

@@ -24,17 +24,21 @@
 //!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox.
-//! - [`sync`]: the IO around the engine: incremental cycle, backfill, rescore, write-back,
-//!   promotion, schedules.
-//! - [`daemon`]: wiring: settings in, store, rules, clients, server and schedules out.
-//! - [`demo`]: `leadsync demo`: the sandbox, the store, the server and the syncer in one process.
+//! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`)
+//!   → decide (`decide`, pure) → `Store::commit` → the outbox worker
+//!   (`outbox`: `writeback`, `promotion`); `sla_sweep`; `schedule` runs the jobs.
+//! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon`, the server and workers
+//!   that `leadsync run` and `leadsync demo` both run.
+//! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the
+//!   tests' harness).
 //! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
 //!   compared with a fault-free run.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
-//! The data's path: webhook (`server`) or schedule (`sync::schedule`) → pull from HubSpot
-//! (`hubspot`) → `lifecycle::evaluate` (`sync::evaluate`) → saved with its outbox (`store`) →
-//! write back to HubSpot (`sync::writeback`) → promote to Salesforce (`sync::promote`).
+//! The data's path: webhook (`server`, into the inbox) or schedule (`sync::schedule`) → pull
+//! from HubSpot (`hubspot`, `sync::cycle`, `sync::inbox`) → decide (`sync::decide`, calling
+//! `lifecycle::evaluate`) → `Store::commit` with its outbox (`store`) → the outbox worker
+//! (`sync::outbox`) writes back to HubSpot and promotes to Salesforce (`salesforce`).
 
 pub mod chaos;
 pub mod cli;

@@ -82,7 +82,7 @@ pub async fn status(store: &Store) -> Result<String, StoreError> {
             );
         }
     }
-    if let Some(hold) = store.cursor(crate::sync::promote::HOLD).await? {
+    if let Some(hold) = store.cursor(crate::sync::outbox::promotion::HOLD).await? {
         let _ = writeln!(out, "\npromotions wait: {hold}");
     }
     let (failing, error) = store.inbox_failing().await?;

@@ -141,6 +141,11 @@ async fn a_signed_demo_request_through_the_server_reaches_sql_in_hubspot_and_sal
         .status();
     assert_eq!(status, 200);
     while syncer.drain_inbox(Utc::now()).await.unwrap().1 > 0 {}
+    // What the inbox pass committed, carried out as the daemon's outbox worker would.
+    syncer
+        .drain_outbox(leadsync::hubspot::limiter::Priority::RealTime, Utc::now())
+        .await
+        .unwrap();
 
     // HubSpot got the stage, the lifecycle stage and, after the promotion, the Salesforce ids.
     let updates: Vec<Value> = hs

@@ -39,6 +39,7 @@ on_both_stores!(
     the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why,
     webhook_echoes_of_leadsync_s_own_writes_cost_no_hubspot_call,
     a_rescore_reads_nothing_from_hubspot,
+    the_outbox_worker_carries_out_what_a_webhook_committed,
 );
 
 /// A TestApp of `contacts` on a fresh store of `backend`, with the folder a SQLite file lives in.
@@ -199,9 +200,14 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
         // contacts, and cost no write.
         app.stack.sandbox.reset_calls();
         let second = s.incremental(now, Duration::days(1)).await.unwrap();
+        // What the cycle queued, carried out as the outbox worker would.
+        let drained = s
+            .drain_outbox(leadsync::hubspot::limiter::Priority::Background, now)
+            .await
+            .unwrap();
         let calls = app.stack.sandbox.calls();
         assert!(second.pulled > 0, "{backend}: the echo of leadsync's writes was read");
-        assert_eq!(second.written, 0, "{backend}");
+        assert_eq!(drained.written, 0, "{backend}");
         assert_eq!(calls.get("hubspot contacts.batch_update"), None, "{backend}: {calls:?}");
         assert_eq!(app.stack.sandbox.api_calls("salesforce"), 0, "{backend}: {calls:?}");
         assert_eq!(outcome(&s.store).await, stored, "{backend}: nothing moved");
@@ -440,6 +446,10 @@ async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on:
     assert!(store.inbox_depth().await.unwrap().0 >= 2, "kept before the 200");
     let restarted = app.restarted_syncer().await;
     while restarted.drain_inbox(app.now()).await.unwrap().1 > 0 {}
+    restarted
+        .drain_outbox(leadsync::hubspot::limiter::Priority::RealTime, app.now())
+        .await
+        .unwrap();
     let row = &store.contacts(&[id(lead.parse().unwrap())]).await.unwrap()[&id(lead.parse().unwrap())];
     assert_eq!(row.state.stage, Some(Stage::Sql));
     assert!(row.state.salesforce.is_some(), "promoted after the restart");
@@ -465,7 +475,7 @@ async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_t
     forget_promotions(on, &url).await;
     let restarted = app.restarted_syncer().await;
     let report = restarted
-        .flush(leadsync::hubspot::limiter::Priority::Background, app.now())
+        .drain_outbox(leadsync::hubspot::limiter::Priority::Background, app.now())
         .await
         .unwrap();
     assert_eq!(report.promoted, promoted.len() as u64, "the promotions ran again");
@@ -777,4 +787,47 @@ async fn readiness_fails_when_either_crm_token_cannot_be_had() {
     let (status, why) = readiness(&app.stack.loaded).await;
     assert_eq!(status, 503, "{why}");
     assert!(why.starts_with("salesforce token"), "{why}");
+}
+
+// README (The data's path): one outbox worker carries out what every commit queued
+async fn the_outbox_worker_carries_out_what_a_webhook_committed(on: Backend) {
+    let (mut app, _, _dir) = app_on(on, 150).await;
+    let s = app.stack.syncer.clone();
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let lead = id(a_lead(&app).await.parse().unwrap());
+    // The daemon's workers: the inbox pass only commits; the promotion and the write-back of
+    // its Salesforce ids are the outbox worker's.
+    app.stack.start_workers();
+    assert!(app.stack.sandbox.submit_form(lead.as_str(), "Request a demo").is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let link = loop {
+        let row = &s.store.contacts(std::slice::from_ref(&lead)).await.unwrap()[&lead];
+        if let Some(link) = row.state.salesforce.clone() {
+            break link;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{on:?}: not promoted within 60 s (stage {:?})",
+            row.state.stage
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app
+        .stack
+        .sandbox
+        .hubspot_contact(lead.as_str())
+        .unwrap()
+        .get("leadsync_sf_opportunity_id")
+        != link.opportunity_id.as_ref()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{on:?}: the Salesforce ids reached HubSpot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stack.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@ use leadsync::hubspot::limiter::Priority;
 use leadsync::lifecycle::Stage;
 use leadsync::store::OutboxKind;
 use leadsync::sync::backfill::BackfillOptions;
-use leadsync::sync::evaluate::PromotePayload;
+use leadsync::sync::decide::PromotePayload;
 
 use crate::support::TestApp;
 
@@ -117,7 +117,7 @@ async fn a_lead_goes_to_its_hubspot_owners_salesforce_user_and_owners_are_read_o
     queue(&app, &leads[1], Some("70001"), t).await;
     queue(&app, &leads[2], Some("70008"), t).await;
     queue(&app, &leads[3], None, t).await;
-    let report = s.flush(Priority::Background, t).await.unwrap();
+    let report = s.drain_outbox(Priority::Background, t).await.unwrap();
     assert_eq!(report.promoted, 4);
     // archived=false and archived=true: one read of the list is two pages
     assert_eq!(owner_reads(&app), 2, "one read of the owners list for the batch");
@@ -147,14 +147,14 @@ async fn a_lead_goes_to_its_hubspot_owners_salesforce_user_and_owners_are_read_o
     // Ten minutes later, another promotion with a known owner: the cached list, no read.
     let t2 = t + Duration::minutes(10);
     queue(&app, &leads[4], Some("70002"), t2).await;
-    assert_eq!(s.flush(Priority::Background, t2).await.unwrap().promoted, 1);
+    assert_eq!(s.drain_outbox(Priority::Background, t2).await.unwrap().promoted, 1);
     assert_eq!(owner_reads(&app), 2, "no second read within the hour");
     assert_eq!(opportunity_owner(&app, &leads[4]), "005000000000002AAA");
 
     // An owner id the list does not hold makes one more read, then routing falls through.
     let t3 = t2 + Duration::minutes(10);
     queue(&app, &leads[5], Some("79999"), t3).await;
-    assert_eq!(s.flush(Priority::Background, t3).await.unwrap().promoted, 1);
+    assert_eq!(s.drain_outbox(Priority::Background, t3).await.unwrap().promoted, 1);
     assert_eq!(owner_reads(&app), 4, "an unknown owner id reads the list again");
     assert!(round_robin.contains(&opportunity_owner(&app, &leads[5]).as_str()));
 }

@@ -335,7 +335,7 @@ async fn a_failure_while_saving_a_promotion_leaves_none_of_its_outcome_and_the_r
     assert!(!first.is_empty(), "Salesforce was written");
 
     sqlx::query("DROP TRIGGER no_sf_ids").execute(&raw).await.unwrap();
-    s.flush(Priority::Background, now).await.unwrap();
+    s.drain_outbox(Priority::Background, now).await.unwrap();
     let done = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
     assert!(!done.is_empty());
     let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts WHERE sf_contact_id IS NOT NULL")

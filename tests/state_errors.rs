@@ -347,7 +347,7 @@ async fn a_corrupt_sending_write_becomes_a_dead_letter_never_done() {
         .unwrap();
     let item = s.store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap();
     s.store.sending(&item).await.unwrap();
-    leadsync::sync::writeback::drain(s, Priority::Background, now)
+    leadsync::sync::outbox::writeback::drain(s, Priority::Background, now)
         .await
         .unwrap();
     let dead = s

@@ -36,6 +36,7 @@ pub use contacts::{ContactRow, Evaluated, FunnelRow, Promoted, Removal, merged_s
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 pub use staged::{contact_key, email_key};
+pub use write::redact_url;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,7 @@ impl Store {
 
     async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let shown = write::redact(url);
+        let shown = redact_url(url);
         let (backend, url, file) = if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = rest.split('?').next().unwrap_or(rest);
             let memory = path.starts_with(":memory:");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::behaviour::FormSource;
 use super::cycle::CURSOR;
-use super::evaluate::evaluate_stored;
+use super::decide::decide_stored;
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::behaviour::Form;
 use crate::hubspot::limiter::Priority;
@@ -219,7 +219,7 @@ impl Syncer {
             info!(done = cp.done, "backfill resumes from its checkpoint");
             // Writes and promotions decided before the stop go first.
             if !opts.dry_run {
-                report.add(&self.flush(p, now).await?);
+                report.add(&self.drain_outbox(p, now).await?);
             }
         }
         let block_size = opts
@@ -318,10 +318,12 @@ impl Syncer {
                 })
                 .count() as u64;
             costs.hubspot_writes += writes.div_ceil(100);
-            super::promote::PromotionCost::of(report.promotions_queued).add_to(costs);
+            let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
+            costs.salesforce_calls += promotions.salesforce_calls;
+            costs.hubspot_writes += promotions.hubspot_write_calls;
             return Ok(report);
         }
-        report.add(&self.flush(p, now).await?);
+        report.add(&self.drain_outbox(p, now).await?);
         Ok(report)
     }
 
@@ -354,7 +356,7 @@ impl Syncer {
             let empty = Vec::new();
             let batch: Vec<_> = rows
                 .iter()
-                .map(|r| evaluate_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+                .map(|r| decide_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
                 .collect();
             report.count(&batch);
             if !dry_run {
@@ -363,7 +365,7 @@ impl Syncer {
             drop(held);
         }
         if !dry_run {
-            report.add(&self.flush(Priority::Background, now).await?);
+            report.add(&self.drain_outbox(Priority::Background, now).await?);
         }
         Ok(report)
     }

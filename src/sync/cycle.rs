@@ -1,10 +1,11 @@
-//! The incremental cycle: what changed in HubSpot since the cursor, evaluated, written back,
-//! promoted. It costs in proportion to activity, not to the size of the portal.
+//! The incremental cycle: what changed in HubSpot since the cursor, pulled, decided and
+//! committed (the outbox worker writes back and promotes). It costs in proportion to activity,
+//! not to the size of the portal.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
@@ -45,9 +46,9 @@ impl Syncer {
         Ok(report)
     }
 
-    /// Evaluates these contacts (reading any contact that only had new activity), saves the
+    /// Evaluates these contacts (reading any contact that only had new activity) and saves the
     /// result with the cursor moved to `bookmark` (the minimum of run start and last modified
-    /// seen), and flushes the outbox.
+    /// seen); the commit wakes the outbox worker.
     pub(crate) async fn evaluate_and_save(
         &self,
         mut contacts: Vec<HubSpotObject>,
@@ -89,19 +90,8 @@ impl Syncer {
             )
             .await?;
         report.count(&batch);
-        // The decisions are saved: a failing write-back or promotion stays in the outbox and is
-        // retried by the next flush; it does not undo or repeat this pass.
-        match self.flush(p, now).await {
-            Ok(r) => report.add(&r),
-            Err(e) => warn!(error = %e, "outbox not flushed; its items wait for the next pass"),
-        }
-        info!(
-            pulled = report.pulled,
-            evaluated = report.evaluated,
-            written = report.written,
-            promoted = report.promoted,
-            "cycle done"
-        );
+        // The decisions are saved with their outbox items; the outbox worker carries them out.
+        info!(pulled = report.pulled, evaluated = report.evaluated, "cycle done");
         Ok(report)
     }
 }

@@ -189,9 +189,9 @@ impl Syncer {
         Ok(())
     }
 
-    /// Reads, evaluates, saves and flushes what these events are about.
+    /// Reads, decides and commits what these events are about.
     async fn process(&self, events: &[Parsed], now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
-        let ours: BTreeSet<&str> = super::evaluate::written_properties(&self.rules).into_iter().collect();
+        let ours: BTreeSet<&str> = super::decide::written_properties(&self.rules).into_iter().collect();
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut echoes = 0;

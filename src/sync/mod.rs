@@ -1,24 +1,27 @@
-//! The IO around the engine: pull from HubSpot, evaluate, save, write back, promote.
+//! The pipeline around the engine: pull → decide (pure, `decide`) → one commit → the outbox
+//! worker. `Syncer::evaluate_and_commit` is the one place a pulled batch is decided and
+//! committed; the merges and removals it finds are committed in the same transaction.
 //!
 //! ```text
-//! incremental (schedule) ─┐
-//! backfill (admin) ───────┼→ pull → evaluate::evaluate_pulled → Store::commit → writeback → promote
-//! inbox (webhooks) ───────┘
-//! rescore (nightly, admin) → Store → evaluate::evaluate_stored → Store::commit → writeback → promote
+//! incremental (cycle) ─┐                                                        ┌→ writeback
+//! inbox (webhooks) ────┼→ pull → decide::decide_pulled → Store::commit → outbox ─┤
+//! backfill (admin) ────┘                                         ↑               └→ promotion
+//! rescore, sla_sweep → Store → decide::decide_stored ────────────┘
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
-//! state with its pending outbox items, never half of one.
+//! state with its pending outbox items, never half of one. The commit wakes the outbox worker
+//! ([`outbox::worker`], run by [`schedule::run`]); one-shot commands drain the outbox themselves.
 
 pub mod backfill;
 pub mod behaviour;
 pub mod cycle;
-pub mod evaluate;
+pub mod decide;
 pub mod inbox;
+pub mod outbox;
 pub mod owners;
-pub mod promote;
 pub mod schedule;
-pub mod writeback;
+pub mod sla_sweep;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +33,8 @@ use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
 use crate::store::{self, Evaluated, Removal, Store, StoreError};
-use evaluate::{PulledContact, evaluate_pulled};
+pub use decide::MERGED_IDS;
+use decide::{PulledContact, decide_pulled, merged_ids};
 
 /// Why a sync step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +141,7 @@ pub struct Syncer {
     /// State.
     pub store: Store,
     /// Salesforce promotion, when configured.
-    pub promoter: Option<Arc<promote::Promoter>>,
+    pub promoter: Option<Arc<outbox::promotion::Promoter>>,
     /// Contact properties every read asks for.
     pub properties: Vec<String>,
     /// Company properties every read asks for.
@@ -145,7 +149,9 @@ pub struct Syncer {
     /// Held from reading stored contacts to saving their evaluation.
     eval_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held while the outbox is carried out.
-    flush_lock: Arc<tokio::sync::Mutex<()>>,
+    drain_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the outbox worker; every commit rings it.
+    pub outbox: outbox::OutboxWake,
     /// Companies read recently (a backfill reads each once).
     companies: Arc<crate::hubspot::pull::CompanyCache>,
     /// Which event-by-event behaviour APIs the portal has.
@@ -158,7 +164,7 @@ impl Syncer {
         rules: Arc<Rules>,
         hubspot: Arc<HubSpotClient>,
         store: Store,
-        promoter: Option<Arc<promote::Promoter>>,
+        promoter: Option<Arc<outbox::promotion::Promoter>>,
     ) -> Self {
         let (extra, company_properties) = promoter
             .as_ref()
@@ -171,14 +177,15 @@ impl Syncer {
             }
         }
         Syncer {
-            properties: evaluate::contact_properties(&rules, &extra),
+            properties: decide::contact_properties(&rules, &extra),
             rules,
             hubspot,
             store,
             promoter,
             company_properties,
             eval_lock: Arc::default(),
-            flush_lock: Arc::default(),
+            drain_lock: Arc::default(),
+            outbox: outbox::OutboxWake::default(),
             companies: Arc::default(),
             sources: behaviour::BehaviourSources::default(),
         }
@@ -237,7 +244,7 @@ impl Syncer {
                 fresh.entry(c).or_default().extend(events);
             }
             for (c, company) in pulled.companies {
-                companies.insert(c, (company.id.clone(), evaluate::known_properties(&company)));
+                companies.insert(c, (company.id.clone(), decide::known_properties(&company)));
             }
         }
         // Form submissions, page views and email events the records do not tell.
@@ -318,43 +325,15 @@ impl Syncer {
                 contact: c,
             };
             let empty = Vec::new();
-            if let Some(e) = evaluate_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
+            if let Some(e) = decide_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
                 out.push(e);
             }
         }
         if !dry_run {
             self.store.commit_with(&removals, &out, checkpoint).await?;
+            // What the commit queued is the outbox worker's to carry out.
+            self.outbox.wake(priority);
         }
         Ok(out)
     }
-
-    /// Carries out pending HubSpot writes and promotions until none is due. One flush at a time
-    /// per process: two would both take the same items.
-    pub async fn flush(&self, priority: Priority, now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
-        let _held = self.flush_lock.lock().await;
-        let mut report = SyncReport {
-            written: writeback::drain(self, priority, now).await?,
-            ..SyncReport::default()
-        };
-        if let Some(p) = &self.promoter {
-            let promoted = p.drain(self, now).await;
-            p.keep_rotated_token(self).await?;
-            report.promoted = promoted?;
-            // Promotions write Salesforce ids back to HubSpot.
-            report.written += writeback::drain(self, priority, now).await?;
-        }
-        Ok(report)
-    }
-}
-
-/// HubSpot's property on a merge's survivor listing the ids merged into it (`;`-separated).
-pub const MERGED_IDS: &str = "hs_merged_object_ids";
-
-/// The contacts merged into this one, as HubSpot lists them.
-fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
-    c.prop(MERGED_IDS)
-        .unwrap_or_default()
-        .split(';')
-        .filter_map(|m| HubSpotId::try_from(m.trim().to_string()).ok())
-        .collect()
 }

@@ -1,6 +1,7 @@
-//! The daemon's jobs: incremental sync, nightly rescore, SLA sweep, opportunity feedback, and
-//! the inbox workers. A job never overlaps itself; a stop lets the job in flight finish, then
-//! flushes the outbox, so cursors and checkpoints are saved before the process exits.
+//! The daemon's jobs: incremental sync, nightly rescore, SLA sweep, opportunity feedback, the
+//! inbox workers and the outbox worker. A job never overlaps itself; a stop lets the job in
+//! flight finish, then the outbox worker drains once more, so cursors and checkpoints are saved
+//! and what they queued is carried out before the process exits.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +15,6 @@ use tracing::{error, info, warn};
 
 use super::{SyncError, Syncer};
 use crate::config::ScheduleSettings;
-use crate::hubspot::limiter::Priority;
 
 /// How far back the first incremental cycle looks when no backfill ever ran.
 pub const FIRST_WINDOW: Duration = Duration::days(1);
@@ -118,6 +118,9 @@ pub async fn run(
     }
     sched.start().await?;
     info!("schedules started");
+    // The outbox worker stops after the jobs, so it carries out what the last of them queued.
+    let (outbox_stop, outbox_stopped) = watch::channel(false);
+    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped));
 
     // Inbox workers: woken by the intake, and every two seconds for anything left behind.
     let inbox_lock = Arc::new(Mutex::new(()));
@@ -150,19 +153,10 @@ pub async fn run(
     for l in &locks {
         let _ = l.lock().await;
     }
-    if let Err(e) = syncer.flush(Priority::Background, Utc::now()).await {
-        warn!(error = %e, "outbox not fully flushed; it resumes at the next start");
-    }
+    let _ = outbox_stop.send(true);
+    outbox.await?;
     info!("stopped");
     Ok(())
-}
-
-impl Syncer {
-    /// Re-evaluates the contacts with a running SLA timer, so overdue first touches show.
-    pub async fn sla_sweep(&self, now: chrono::DateTime<Utc>) -> Result<u64, SyncError> {
-        let running = |r: &crate::store::ContactRow| r.state.sla.values().any(|t| t.stopped_at.is_none());
-        Ok(self.rescore_where(now, false, running).await?.evaluated)
-    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
     props.extend(CONVERSION_PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(super::behaviour::PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(["lastmodifieddate".to_string(), "hs_object_id".to_string()]);
-    props.push(super::MERGED_IDS.to_string());
+    props.push(MERGED_IDS.to_string());
     props.extend(extra.iter().cloned());
     props.sort();
     props.dedup();
@@ -94,7 +94,7 @@ pub fn known_properties(o: &HubSpotObject) -> BTreeMap<String, String> {
 
 /// Evaluates one contact from HubSpot's current values, the stored state and ledger, and this
 /// pull's events. Returns what to save.
-pub fn evaluate_pulled(
+pub fn decide_pulled(
     rules: &Rules,
     pulled: PulledContact,
     stored: Option<&ContactRow>,
@@ -192,7 +192,7 @@ fn saved(
 }
 
 /// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
-pub fn evaluate_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
+pub fn decide_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
     let snapshot = Snapshot {
         contact_id: row.contact_id.clone(),
         properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -256,4 +256,16 @@ pub fn write_key(id: &HubSpotId) -> String {
 /// The one promotion of a contact in a recycle cycle.
 pub fn promote_key(id: &HubSpotId, cycle: u32) -> String {
     format!("promote:{id}:{cycle}")
+}
+
+/// HubSpot's property on a merge's survivor listing the ids merged into it (`;`-separated).
+pub const MERGED_IDS: &str = "hs_merged_object_ids";
+
+/// The contacts merged into this one, as HubSpot lists them.
+pub(super) fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
+    c.prop(MERGED_IDS)
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|m| HubSpotId::try_from(m.trim().to_string()).ok())
+        .collect()
 }

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
-use super::evaluate::WritePayload;
-use super::{SyncError, Syncer};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::BATCH_LIMIT;
 use crate::lifecycle::HubSpotId;
 use crate::store::{OutboxItem, OutboxKind, OutboxState};
+use crate::sync::decide::WritePayload;
+use crate::sync::{SyncError, Syncer};
 
 /// One contact's items, their merged properties, and the lifecycle move if any.
 type Merged<'a> = (Vec<&'a OutboxItem>, BTreeMap<String, String>, Option<(String, bool)>);

@@ -47,12 +47,6 @@ impl PromotionCost {
             hubspot_write_calls: n.div_ceil(crate::hubspot::types::BATCH_LIMIT as u64),
         }
     }
-
-    /// Adds this cost to a dry run's.
-    pub fn add_to(self, costs: &mut super::backfill::Costs) {
-        costs.salesforce_calls += self.salesforce_calls;
-        costs.hubspot_writes += self.hubspot_write_calls;
-    }
 }
 
 /// Store counter holding the round-robin position.

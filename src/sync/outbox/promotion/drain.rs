@@ -11,7 +11,7 @@ use crate::lifecycle::HubSpotId;
 use crate::salesforce::mapping::SalesforceSource;
 use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
 use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
-use crate::sync::evaluate::{PromotePayload, WritePayload};
+use crate::sync::decide::{PromotePayload, WritePayload};
 use crate::sync::{SyncError, Syncer};
 
 impl Promoter {

@@ -10,7 +10,7 @@ use crate::hubspot::limiter::Priority;
 use crate::lifecycle::HubSpotId;
 use crate::salesforce::feedback::{OpportunityResult, SalesforceWatermark};
 use crate::store::OutboxKind;
-use crate::sync::evaluate::{WritePayload, evaluate_stored};
+use crate::sync::decide::{WritePayload, decide_stored};
 use crate::sync::{SyncError, Syncer};
 
 impl Promoter {
@@ -23,7 +23,7 @@ impl Promoter {
         self.keep_rotated_token(s).await?;
         let changed = polled?;
         if changed > 0 {
-            s.flush(Priority::Background, now).await?;
+            s.outbox.wake(Priority::Background);
         }
         Ok(changed)
     }
@@ -92,7 +92,7 @@ impl Promoter {
         let batch: Vec<_> = rows
             .values()
             .filter(|r| r.removed.is_none())
-            .map(|r| evaluate_stored(&s.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+            .map(|r| decide_stored(&s.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
             .collect();
         let watermark = next.map(|w| format!("{}|{}", w.modstamp.timestamp_millis(), w.id));
         s.store
