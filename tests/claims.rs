@@ -105,7 +105,7 @@ async fn a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hub
 
     // The restart: a new process's first flush finds them `sending`.
     let restarted = app.restarted_syncer().await;
-    restarted.flush(Priority::Background, app.now()).await.unwrap();
+    restarted.drain_outbox(Priority::Background, app.now()).await.unwrap();
 
     let after = sb.hubspot_writes();
     assert_eq!(
@@ -284,7 +284,7 @@ async fn status_lists_dead_letters_and_says_why_promotions_wait(on: Backend) {
     let gone = contact(7);
     assert!(app.stack.sandbox.delete_contact(&gone));
     let item = queue_write(&app, "claims:gone", &gone, &[("leadsync_reason", "x")]).await;
-    s.flush(Priority::Background, app.now()).await.unwrap();
+    s.drain_outbox(Priority::Background, app.now()).await.unwrap();
     let dead = s
         .store
         .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)
@@ -338,8 +338,8 @@ async fn two_flushes_at_once_write_each_contact_once(on: Backend) {
     let (one, two) = (s.clone(), s.clone());
     let now = app.now();
     let (a, b) = tokio::join!(
-        one.flush(Priority::Background, now),
-        two.flush(Priority::Background, now)
+        one.drain_outbox(Priority::Background, now),
+        two.drain_outbox(Priority::Background, now)
     );
     a.unwrap();
     b.unwrap();
@@ -452,7 +452,11 @@ async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
     let gone = contact(9);
     assert!(app.stack.sandbox.delete_contact(&gone));
     queue_write(&app, "claims:metrics:gone", &gone, &[("leadsync_reason", "x")]).await;
-    app.stack.syncer.flush(Priority::Background, app.now()).await.unwrap();
+    app.stack
+        .syncer
+        .drain_outbox(Priority::Background, app.now())
+        .await
+        .unwrap();
     // A webhook acknowledged and left in the inbox.
     let at = app.now().timestamp_millis();
     assert_eq!(
