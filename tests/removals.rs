@@ -402,3 +402,40 @@ async fn migration_six_moves_a_kept_refresh_token_out_of_the_cursors() {
         store.close().await;
     }
 }
+
+// README: "the archived listing … once an hour"
+#[tokio::test]
+async fn the_archived_listing_is_paged_once_an_hour_not_every_cycle() {
+    for (backend, app) in backfilled().await {
+        let s = &app.stack.syncer;
+        let listed = || {
+            app.stack
+                .sandbox
+                .calls()
+                .get("hubspot contacts.list")
+                .copied()
+                .unwrap_or(0)
+        };
+        let (gone, _) = two_stored(&app).await;
+        app.stack.sandbox.reset_calls();
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        assert_eq!(listed(), 1, "{backend}: the first cycle lists the archived contacts");
+        // Deleted after that listing: the cycles of the next hour do not page the listing again.
+        assert!(app.stack.sandbox.delete_contact(&gone), "{backend}");
+        for _ in 0..3 {
+            app.stack.sandbox.advance(Duration::minutes(5));
+            s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        }
+        assert_eq!(listed(), 1, "{backend}: no listing within the hour");
+        let row = &s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)];
+        assert_eq!(row.removed, None, "{backend}: not seen yet without a webhook");
+        // An hour after the first listing, the next cycle lists again, from its watermark, and
+        // the deletion of forty-five minutes ago is seen.
+        app.stack.sandbox.advance(Duration::minutes(46));
+        s.incremental(app.now(), Duration::days(1)).await.unwrap();
+        assert_eq!(listed(), 2, "{backend}");
+        let row = &s.store.contacts(&[id(&gone)]).await.unwrap()[&id(&gone)];
+        assert_eq!(row.removed.as_deref(), Some("deleted"), "{backend}");
+        app.stack.shutdown().await.unwrap();
+    }
+}

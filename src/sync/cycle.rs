@@ -18,18 +18,24 @@ pub const CURSOR: &str = "contacts.modified";
 /// "a few moments", and a repeat costs nothing (ledger ids and diff-only writes).
 pub const OVERLAP: Duration = Duration::minutes(5);
 
+/// Watermark of the archived listing: epoch milliseconds at which the last listing saved began.
+pub const ARCHIVED_CURSOR: &str = "contacts.archived";
+
+/// How often a cycle pages the archived listing. It has no time filter (one call per 100
+/// archived contacts in the portal, whatever changed), so it runs once an hour rather than every
+/// cycle; the deletion and merge webhooks are the real-time path.
+pub const ARCHIVED_EVERY: Duration = Duration::hours(1);
+
 impl Syncer {
     /// One incremental cycle at `now`. Without a cursor (first run), it starts `first_window`
     /// back; a backfill sets the cursor when it finishes.
     pub async fn incremental(&self, now: DateTime<Utc>, first_window: Duration) -> Result<SyncReport, SyncError> {
-        let cursor = match self.store.cursor(CURSOR).await? {
-            None => (now - first_window).timestamp_millis(),
-            Some(c) => c.trim().parse::<i64>().map_err(|_| SyncError::CorruptCursor {
-                name: CURSOR.to_string(),
-                value: c.clone(),
-            })?,
-        };
+        let cursor = self
+            .ms_cursor(CURSOR)
+            .await?
+            .unwrap_or((now - first_window).timestamp_millis());
         let from = cursor - OVERLAP.num_milliseconds();
+        let archived_mark = self.ms_cursor(ARCHIVED_CURSOR).await?;
         let to = now.timestamp_millis();
         let p = Priority::Background;
 
@@ -40,10 +46,31 @@ impl Syncer {
             .hubspot
             .search_modified("contacts", "lastmodifieddate", from, to, &self.properties, p)
             .await?;
-        contacts.extend(self.hubspot.archived_contacts_since(from, p).await?);
+        let list_archived = archived_mark.is_none_or(|m| to - m >= ARCHIVED_EVERY.num_milliseconds());
+        if list_archived {
+            let since = archived_mark.map_or(from, |m| m - OVERLAP.num_milliseconds());
+            contacts.extend(self.hubspot.archived_contacts_since(since, p).await?);
+        }
         let fresh = self.hubspot.engagements_modified(from, to, p).await?;
         let report = self.evaluate_and_save(contacts, fresh, p, now, Some(to)).await?;
+        if list_archived {
+            // After the commit: a crash in between lists the same hour again, which is harmless
+            // (a removal is applied once); saving it first could skip deletions.
+            self.store.set_cursor(ARCHIVED_CURSOR, &to.to_string()).await?;
+        }
         Ok(report)
+    }
+
+    /// A cursor holding epoch milliseconds; one that does not parse is a named error, never a
+    /// guessed window that would miss older changes.
+    async fn ms_cursor(&self, name: &str) -> Result<Option<i64>, SyncError> {
+        match self.store.cursor(name).await? {
+            None => Ok(None),
+            Some(c) => c.trim().parse::<i64>().map(Some).map_err(|_| SyncError::CorruptCursor {
+                name: name.to_string(),
+                value: c.clone(),
+            }),
+        }
     }
 
     /// Evaluates these contacts (reading any contact that only had new activity) and saves the
