@@ -144,7 +144,11 @@ fn kind_of(word: Option<&str>) -> Option<EventKind> {
 }
 
 /// One row of a Task or Event answer as an activity; `None` without an id or a readable stamp.
-pub fn read_activity(object: ActivityObject, row: &Value, config: &SalesforceActivityConfig) -> Option<SalesforceActivity> {
+pub fn read_activity(
+    object: ActivityObject,
+    row: &Value,
+    config: &SalesforceActivityConfig,
+) -> Option<SalesforceActivity> {
     let id = text(row, "Id")?.to_string();
     let modstamp = parse_stamp(text(row, "SystemModstamp")?)?;
     let created = text(row, "CreatedDate").and_then(parse_stamp);
@@ -266,21 +270,59 @@ mod tests {
     #[test]
     fn task_kinds_directions_and_connections() {
         let cases: [(Value, EventKind, bool, bool); 9] = [
-            (json!({"TaskSubtype": "Call", "CallType": "Outbound", "CallDisposition": "Connected"}), EventKind::Call, true, true),
-            (json!({"TaskSubtype": "Call", "CallType": "Outbound", "CallDisposition": "Left voicemail"}), EventKind::Call, true, false),
-            (json!({"TaskSubtype": "Call", "CallType": "Inbound", "CallDisposition": "connected"}), EventKind::Call, false, true),
+            (
+                json!({"TaskSubtype": "Call", "CallType": "Outbound", "CallDisposition": "Connected"}),
+                EventKind::Call,
+                true,
+                true,
+            ),
+            (
+                json!({"TaskSubtype": "Call", "CallType": "Outbound", "CallDisposition": "Left voicemail"}),
+                EventKind::Call,
+                true,
+                false,
+            ),
+            (
+                json!({"TaskSubtype": "Call", "CallType": "Inbound", "CallDisposition": "connected"}),
+                EventKind::Call,
+                false,
+                true,
+            ),
             (json!({"TaskSubtype": "Email"}), EventKind::SalesEmail, true, false),
             (json!({"TaskSubtype": "ListEmail"}), EventKind::Task, true, false),
-            (json!({"TaskSubtype": "Task", "Type": "Call"}), EventKind::Call, true, false),
-            (json!({"TaskSubtype": "Task", "Type": "Meeting"}), EventKind::Meeting, true, false),
+            (
+                json!({"TaskSubtype": "Task", "Type": "Call"}),
+                EventKind::Call,
+                true,
+                false,
+            ),
+            (
+                json!({"TaskSubtype": "Task", "Type": "Meeting"}),
+                EventKind::Meeting,
+                true,
+                false,
+            ),
             (json!({"Type": "Other"}), EventKind::Task, true, false),
-            (json!({"TaskSubtype": "Email", "CallDisposition": "Connected"}), EventKind::SalesEmail, true, false),
+            (
+                json!({"TaskSubtype": "Email", "CallDisposition": "Connected"}),
+                EventKind::SalesEmail,
+                true,
+                false,
+            ),
         ];
         for (fields, kind, outbound, connected) in cases {
             let a = task(fields.clone()).unwrap();
-            assert_eq!((a.touch.kind, a.touch.outbound, a.touch.connected), (kind, outbound, connected), "{fields}");
+            assert_eq!(
+                (a.touch.kind, a.touch.outbound, a.touch.connected),
+                (kind, outbound, connected),
+                "{fields}"
+            );
             assert_eq!(a.touch.by.as_deref(), Some("005A"));
-            assert_eq!(a.touch.at, "2026-11-25T09:59:00Z".parse::<DateTime<Utc>>().unwrap(), "CreatedDate");
+            assert_eq!(
+                a.touch.at,
+                "2026-11-25T09:59:00Z".parse::<DateTime<Utc>>().unwrap(),
+                "CreatedDate"
+            );
         }
     }
 
@@ -294,12 +336,20 @@ mod tests {
             json!({"Id": "00T1", "SystemModstamp": "2026-11-25T10:00:00Z", "TaskSubtype": "Call",
                    "CallDisposition": "Connected", "Connected__c": v})
         };
-        let connected = |v| read_activity(ActivityObject::Task, &row(v), &config).unwrap().touch.connected;
+        let connected = |v| {
+            read_activity(ActivityObject::Task, &row(v), &config)
+                .unwrap()
+                .touch
+                .connected
+        };
         assert!(!connected(json!(false)), "the field wins over the disposition");
         assert!(connected(json!(true)));
         assert!(connected(Value::Null), "no value: the disposition decides");
         let q = activities_query(ActivityObject::Task, &["003A".into()], None, Utc::now(), &config);
-        assert!(q.contains("CallDisposition, CreatedDate, SystemModstamp, Connected__c FROM Task"), "{q}");
+        assert!(
+            q.contains("CallDisposition, CreatedDate, SystemModstamp, Connected__c FROM Task"),
+            "{q}"
+        );
     }
 
     #[test]
@@ -321,9 +371,20 @@ mod tests {
             &config,
         )
         .unwrap();
-        assert_eq!((call.touch.kind, call.touch.at), (EventKind::Call, call.modstamp), "no time: the stamp");
+        assert_eq!(
+            (call.touch.kind, call.touch.at),
+            (EventKind::Call, call.modstamp),
+            "no time: the stamp"
+        );
         assert!(read_activity(ActivityObject::Event, &json!({"Id": "00U3"}), &config).is_none());
-        assert!(read_activity(ActivityObject::Event, &json!({"SystemModstamp": "2026-11-25T10:00:00Z"}), &config).is_none());
+        assert!(
+            read_activity(
+                ActivityObject::Event,
+                &json!({"SystemModstamp": "2026-11-25T10:00:00Z"}),
+                &config
+            )
+            .is_none()
+        );
     }
 
     #[test]

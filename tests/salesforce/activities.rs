@@ -80,10 +80,17 @@ async fn tasks_and_events_since_the_watermarks_follow_every_page_and_become_touc
             ("00UA", EventKind::Meeting, false)
         ]
     );
-    assert!(found.iter().all(|a| a.touch.system == System::Salesforce && a.touch.outbound));
+    assert!(
+        found
+            .iter()
+            .all(|a| a.touch.system == System::Salesforce && a.touch.outbound)
+    );
     assert!(found.iter().all(|a| a.touch.by.as_deref() == Some("005REP")));
     assert_eq!(found[2].what_id.as_deref(), Some("006OPP"));
-    assert_eq!(found[2].touch.at, "2026-11-26T14:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    assert_eq!(
+        found[2].touch.at,
+        "2026-11-26T14:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
     assert_eq!(marks.task.as_ref().map(|w| w.id.as_str()), Some("00TC"));
     assert_eq!(marks.event.as_ref().map(|w| w.id.as_str()), Some("00UA"));
 
@@ -94,9 +101,18 @@ async fn tasks_and_events_since_the_watermarks_follow_every_page_and_become_touc
         .filter_map(|r| r.url.query_pairs().find(|(k, _)| k == "q").map(|(_, v)| v.into_owned()))
         .find(|q| q.contains("FROM Task"))
         .unwrap();
-    assert!(task_query.contains("WhoId IN ('003C', '001ACC', '006OPP')"), "{task_query}");
-    assert!(task_query.contains("SystemModstamp > 2026-11-25T09:59:59Z"), "{task_query}");
-    assert!(task_query.contains("SystemModstamp <= 2026-11-25T11:00:00Z"), "{task_query}");
+    assert!(
+        task_query.contains("WhoId IN ('003C', '001ACC', '006OPP')"),
+        "{task_query}"
+    );
+    assert!(
+        task_query.contains("SystemModstamp > 2026-11-25T09:59:59Z"),
+        "{task_query}"
+    );
+    assert!(
+        task_query.contains("SystemModstamp <= 2026-11-25T11:00:00Z"),
+        "{task_query}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +134,12 @@ async fn many_records_are_read_a_hundred_per_query_and_nothing_new_keeps_the_wat
         event: None,
     };
     let (found, marks) = client
-        .activities(&records, &since, chrono::Utc::now(), &SalesforceActivityConfig::default())
+        .activities(
+            &records,
+            &since,
+            chrono::Utc::now(),
+            &SalesforceActivityConfig::default(),
+        )
         .await
         .unwrap();
     assert!(found.is_empty());
@@ -139,7 +160,11 @@ async fn many_records_are_read_a_hundred_per_query_and_nothing_new_keeps_the_wat
             let inside = format!(", '{id}'");
             let n = of
                 .iter()
-                .filter(|q| q.split(" OR WhatId").next().is_some_and(|who| who.contains(&needle) || who.contains(&inside)))
+                .filter(|q| {
+                    q.split(" OR WhatId")
+                        .next()
+                        .is_some_and(|who| who.contains(&needle) || who.contains(&inside))
+                })
                 .count();
             assert_eq!(n, 1, "{object} {id}");
         }
