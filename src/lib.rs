@@ -11,19 +11,20 @@
 //! - [`defaults`]: the shipped rules and mapping compiled in, and the choice between them and files.
 //! - [`logging`]: logs on stderr, text or JSON, other crates only from `warn` up.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
-//!   behaviour, windowed search, properties and `setup`, webhook signatures.
+//!   behaviour, windowed search, properties and `setup`, webhook signatures, tasks for reps.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
 //! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, for both clients' retry decisions.
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
-//!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback.
+//!   dispositions, owner routing, the mapping file, batched promotion, opportunity feedback,
+//!   Tasks and Events as SLA touches.
 //! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
 //!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
 //! - [`sla`]: the sales SLA's pure core: `mappings/sla.toml` (teams, calendars, policies, the
 //!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
-//!   audit, outbox, dead letters, write ledger, webhook inbox.
+//!   audit, outbox, dead letters, write ledger, webhook inbox, SLA timers.
 //! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`)
 //!   → decide (`decide`, pure) → `Store::commit` → the outbox worker
 //!   (`outbox`: `writeback`, `promotion`); `sla_sweep`; `schedule` runs the jobs.

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+mod tasks;
+
 const BG: Priority = Priority::Background;
 
 fn config(server: &MockServer) -> HubSpotClientConfig {

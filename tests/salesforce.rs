@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+mod activities;
 mod feedback;
 mod mapping;
 pub(crate) mod promote;

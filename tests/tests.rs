@@ -32,6 +32,8 @@ mod salesforce;
 mod sandbox;
 /// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.
 mod server;
+/// SLA timers in the store on both backends: one row per timer, ladder steps once, the sweep's index.
+mod sla_store;
 /// Corrupt state and lost input as named errors: transport, inbox, checkpoint, outbox, `retry`.
 mod state_errors;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.

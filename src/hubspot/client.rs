@@ -212,6 +212,21 @@ impl HubSpotClient {
 
     /// Sends `call`, retrying as the retry policy decides, and decodes the answer.
     pub(crate) async fn call<T: DeserializeOwned, B: Serialize>(&self, call: Call<'_, B>) -> Result<T, HubSpotError> {
+        self.call_with(call, &self.inner.config.retry).await
+    }
+
+    /// The retry policy calls are sent with.
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.config.retry
+    }
+
+    /// [`HubSpotClient::call`] with another retry policy: a create that is not safe to repeat
+    /// is sent once, and its caller looks up what it made before sending it again.
+    pub(crate) async fn call_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        call: Call<'_, B>,
+        policy: &RetryPolicy,
+    ) -> Result<T, HubSpotError> {
         let inner = &*self.inner;
         inner.limits.admit(call.priority, chrono::Utc::now())?;
         let mut url = inner
@@ -284,13 +299,7 @@ impl HubSpotClient {
             if status == Some(429) {
                 inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             }
-            match decide(
-                outcome,
-                attempt,
-                refreshed,
-                &inner.config.retry,
-                self.inner.jitter.next(),
-            ) {
+            match decide(outcome, attempt, refreshed, policy, self.inner.jitter.next()) {
                 RetryDecision::Done => {
                     let text = if body.trim().is_empty() { "null" } else { &body };
                     return serde_json::from_str(text).map_err(|e| HubSpotError::Decode {

@@ -28,5 +28,7 @@ pub mod retry;
 pub mod search;
 /// Webhook signatures v1, v2, v3.
 pub mod signature;
+/// Tasks for reps on contacts (the SLA ladder's first step), made once per key.
+pub mod tasks;
 /// HubSpot's JSON shapes and batch limits.
 pub mod types;

@@ -97,7 +97,7 @@ struct Row {
 }
 
 /// Salesforce writes `2026-11-25T10:00:00.000+0000`.
-fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
         .or_else(|_| DateTime::parse_from_rfc3339(s))
         .ok()

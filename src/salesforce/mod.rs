@@ -1,5 +1,7 @@
 //! Salesforce: everything leadsync knows about Salesforce's API lives here.
 
+/// Tasks and Events on promoted records since a watermark, as SLA touches.
+pub mod activities;
 /// Credentials: JWT bearer, refresh token with rotation, client credentials; single flight.
 pub mod auth;
 /// The one call path: token, share of the daily allocation, `Sforce-Limit-Info`, retries, stats.

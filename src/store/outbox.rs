@@ -18,6 +18,8 @@ pub enum OutboxKind {
     HubSpotWrite,
     /// Create or link the Salesforce records of a sales-qualified lead.
     Promote,
+    /// Carry out one step of an SLA's breach ladder (keyed per timer and step: once, ever).
+    SlaStep,
 }
 
 impl OutboxKind {
@@ -26,6 +28,7 @@ impl OutboxKind {
         match self {
             OutboxKind::HubSpotWrite => "hubspot_write",
             OutboxKind::Promote => "promote",
+            OutboxKind::SlaStep => "sla_step",
         }
     }
 }
@@ -106,7 +109,7 @@ where
              last_error = NULL, updated_at = excluded.updated_at"
         }
         // A promotion happens once per key, whatever comes after.
-        OutboxKind::Promote => "DO NOTHING",
+        OutboxKind::Promote | OutboxKind::SlaStep => "DO NOTHING",
     };
     let sql = format!(
         "INSERT INTO outbox (key, kind, contact_id, payload, state, attempts, next_at, created_at, updated_at) \

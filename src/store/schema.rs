@@ -159,4 +159,30 @@ WHERE h.name = 'salesforce.refresh_token.configured';
 DELETE FROM cursors WHERE name IN ('salesforce.refresh_token', 'salesforce.refresh_token.configured')
 "#,
     },
+    Migration {
+        version: 7,
+        name: "sla timers",
+        // One row per SLA timer (contact, policy, start); the sweep reads the partial index of
+        // the timers that still have a next check, so finished ones cost it nothing. Ladder
+        // steps are outbox items (kind `sla_step`), keyed per timer and step.
+        sql: r#"
+CREATE TABLE sla_timers (
+    policy_id TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    first_touch_at BIGINT,
+    attempts BIGINT NOT NULL,
+    met_at BIGINT,
+    breached_at BIGINT,
+    steps_done TEXT NOT NULL,
+    owner_id TEXT,
+    team_id TEXT,
+    next_check_at BIGINT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (contact_id, policy_id, started_at)
+);
+CREATE INDEX sla_timers_next_check ON sla_timers (next_check_at) WHERE next_check_at IS NOT NULL
+"#,
+    },
 ];
