@@ -15,21 +15,6 @@ use serde_json::json;
 
 use crate::support::{Backend, TestApp};
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(crate::support::Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(crate::support::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_stores!(
     a_write_cut_off_while_sending_is_read_back_and_sent_again_only_when_hubspot_lacks_it,
     a_restore_webhook_brings_a_deleted_contact_back,

@@ -11,23 +11,6 @@ use serde_json::Value;
 
 use crate::support::{Backend, TestApp};
 
-/// Each end-to-end test runs on both stores: `on_both_stores!(name, …)` makes, for every
-/// `async fn name(backend: Backend)`, the tests `name::sqlite` and `name::postgres`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(crate::support::Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(crate::support::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both_stores!(
     one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls_and_a_second_writes_nothing,
     a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writing_twice,

@@ -1,5 +1,22 @@
 //! Stores for tests: a fresh SQLite file and a fresh PostgreSQL database each time.
 
+/// A test runs on both stores: `on_both_stores!(name, …)` makes, for every
+/// `async fn name(backend: Backend)`, the tests `name::sqlite` and `name::postgres`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(crate::support::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(crate::support::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use leadsync::store::Store;

@@ -1,5 +1,8 @@
 //! All integration tests, in one binary (one link, one run).
 
+/// Test fixtures shared by the daemon-level modules: stores on both backends.
+#[macro_use]
+mod support;
 /// Form submissions (and event streams) reach the engine in the backfill, the cycle and webhooks.
 mod behaviour;
 /// The chaos suite: each injected fault, then the daemon under all of them and `kill -9`, on both stores.
@@ -38,5 +41,3 @@ mod sla_store;
 mod state_errors;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.
 mod store;
-/// Test fixtures shared by the daemon-level modules: stores on both backends.
-mod support;
