@@ -58,22 +58,31 @@ impl HubSpotClient {
         if let Some(a) = after {
             query.push(("after", a.to_string()));
         }
-        let mut page: Page<HubSpotObject> = self
-            .call(Call::<()> {
-                endpoint: "contacts.list",
-                method: Method::GET,
-                path: "/crm/v3/objects/contacts",
-                query: &query,
-                body: None,
-                budget: Budget::General,
-                priority,
-            })
-            .await?;
+        let mut page: Page<HubSpotObject> = self.contacts_page("contacts.list", &query, priority).await?;
         if wide && !page.results.is_empty() {
             let ids: Vec<String> = page.results.iter().map(|o| o.id.clone()).collect();
             page.results = self.batch_read_contacts(&ids, properties, None, priority).await?;
         }
         Ok(page)
+    }
+
+    /// One page of `GET /crm/v3/objects/contacts` with this query (live or archived records).
+    async fn contacts_page<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        query: &[(&str, String)],
+        priority: Priority,
+    ) -> Result<Page<T>, HubSpotError> {
+        self.call(Call::<()> {
+            endpoint,
+            method: Method::GET,
+            path: "/crm/v3/objects/contacts",
+            query,
+            body: None,
+            budget: Budget::General,
+            priority,
+        })
+        .await
     }
 
     /// Contacts archived (deleted, or merged away) at or after `since_ms`, as records with
@@ -96,17 +105,7 @@ impl HubSpotClient {
             if let Some(a) = &after {
                 query.push(("after", a.clone()));
             }
-            let page: Page<ArchivedContact> = self
-                .call(Call::<()> {
-                    endpoint: "contacts.list_archived",
-                    method: Method::GET,
-                    path: "/crm/v3/objects/contacts",
-                    query: &query,
-                    body: None,
-                    budget: Budget::General,
-                    priority,
-                })
-                .await?;
+            let page: Page<ArchivedContact> = self.contacts_page("contacts.list_archived", &query, priority).await?;
             for c in &page.results {
                 // A record without a readable archivedAt is kept: reading it twice costs
                 // nothing, missing a deletion would keep a deleted contact alive.
