@@ -1,6 +1,7 @@
-//! The fake HubSpot: the CRM v3 objects (list, read, update), search, batch and associations v4
-//! APIs, owners, properties, forms, event analytics and email events (Enterprise tier), and
-//! OAuth, over the seeded portal, with HubSpot's budgets and refusals.
+//! The fake HubSpot: the CRM v3 objects (list, read, update; engagements and tasks created),
+//! search, batch and associations v4 APIs, owners, properties, forms, event analytics and email
+//! events (Enterprise tier), and OAuth, over the seeded portal, with HubSpot's budgets and
+//! refusals.
 //!
 //! Records nobody wrote are generated on demand from the portal; a write copies the contact into
 //! an overlay first. `lastmodifieddate` is kept for every contact in one vector (the search
