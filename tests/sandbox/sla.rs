@@ -580,3 +580,29 @@ async fn the_activities_control_route_logs_on_either_listener_and_names_a_bad_fi
         "{answer}"
     );
 }
+
+// README: "Creates are writes for the fault injection" (Salesforce)
+#[tokio::test]
+async fn a_task_created_over_rest_whose_answer_is_lost_is_stored_all_the_same() {
+    let sb = sandbox(SandboxConfig {
+        fault_rate_lost: 1.0,
+        ..frozen()
+    })
+    .await;
+    let (token, instance) = sf_token(&sb).await;
+    let (contact, _, _) = sf_contact(&sb);
+    let before = sb.salesforce_records("Task").len();
+    let body = json!({"WhoId": contact, "Subject": "Call back", "TaskSubtype": "Call"});
+    let (status, _, answer) = sf(&token, &instance, "POST", "/sobjects/Task", Some(body)).await;
+    assert_eq!(
+        (status, answer[0]["errorCode"].as_str()),
+        (503, Some("SERVER_UNAVAILABLE")),
+        "{answer}"
+    );
+    assert_eq!(
+        sb.salesforce_records("Task").len(),
+        before + 1,
+        "applied, its answer lost"
+    );
+    assert_eq!(sb.faults()["applied_answer_lost"], 1);
+}
