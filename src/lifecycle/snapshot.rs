@@ -127,6 +127,9 @@ pub struct Event {
     /// Outcome of a call or meeting (`connected`, `no_answer`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// HubSpot owner id of the rep who logged it (a sales touch's author, for the SLA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// An event's `at`: an RFC 3339 time, or a date alone (midnight UTC); anything else is an error
@@ -193,19 +196,6 @@ pub struct StageEntry {
     pub skipped: bool,
 }
 
-/// An SLA timer the engine started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlaTimer {
-    /// When the clock started.
-    pub started_at: DateTime<Utc>,
-    /// When the first touch is due.
-    pub due_at: DateTime<Utc>,
-    /// When it stopped (first touch), if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<DateTime<Utc>>,
-}
-
 /// Salesforce records a promotion created or linked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -251,9 +241,6 @@ pub struct ContactState {
     /// Property values consumed by a recycle: ignored while HubSpot still shows them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub consumed: BTreeMap<String, String>,
-    /// SLA timers by id.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub sla: BTreeMap<String, SlaTimer>,
     /// The contact reached SQL while leadsync watched and its Salesforce records are not made yet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub promotion_pending: bool,
