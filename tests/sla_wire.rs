@@ -33,8 +33,8 @@ use crate::support::Backend;
 
 /// A team working around the clock (so availability is only absences and caps), a wall-clock
 /// policy in minutes, and the four kinds of ladder step.
-fn sla_file(webhook: &str) -> SlaFile {
-    let text = format!(
+fn sla_text(webhook: &str) -> String {
+    format!(
         r#"
 [sla]
 version = "test"
@@ -98,8 +98,28 @@ first_touch = "5m"
 touches = {{ kinds = ["call"], by = "owner" }}
 ladder = [{{ step = "owner_task", after = "0m" }}]
 "#
-    );
-    SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+    )
+}
+
+fn sla_file(webhook: &str) -> SlaFile {
+    SlaFile::from_source(&SourceText::new("sla.toml", sla_text(webhook))).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// `leadsync explain --contact` on this store, with this SLA file beside the configuration.
+fn explain_contact(url: &str, sla: &str, contact: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mappings")).unwrap();
+    std::fs::write(dir.path().join("mappings/sla.toml"), sla).unwrap();
+    std::fs::write(dir.path().join("leadsync.toml"), format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["explain", "--contact", contact, "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// HubSpot in wiremock: the contact has no tasks yet, a task create answers its id, a batch
@@ -375,6 +395,16 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
         1,
         "one task in all"
     );
+
+    // README (The sales SLA): `leadsync explain --contact` shows the timer from the store.
+    let shown = explain_contact(&url, &sla_text(&format!("{}/hooks/sla", server.uri())), "501");
+    for part in [
+        "mql_fast (team t, owner 80004): started 2026-11-24 09:00 UTC, first touch due 2026-11-24 09:10 UTC, breached 2026-11-24 09:10 UTC",
+        "first touch: none yet; attempts: 0",
+        "ladder steps done: 1 (owner task), 2 (manager webhook), 3 (reassignment), 4 (sales-rejected (no_follow_up)); next check: none",
+    ] {
+        assert!(shown.contains(part), "{part}\n{shown}");
+    }
 }
 
 // README (The sales SLA): a touch stops the timer: the owner's call from the engagement
