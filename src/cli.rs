@@ -544,8 +544,8 @@ pub fn run(config_file: Option<&Path>, log: LogOptions, init_store: bool) -> Exi
     }
 }
 
-/// `leadsync init [DIR]`: a commented `leadsync.toml` and the two shipped mapping files, never
-/// over existing ones, then the next three commands.
+/// `leadsync init [DIR]`: a commented `leadsync.toml` and the shipped mapping files (rules,
+/// Salesforce mapping, sales SLA), never over existing ones, then the next three commands.
 pub fn init(dir: &Path) -> ExitCode {
     match defaults::write_into(dir) {
         Ok(written) => {
@@ -561,7 +561,7 @@ pub fn init(dir: &Path) -> ExitCode {
                 "\nnext: set the HubSpot credentials (LEADSYNC__HUBSPOT__PRIVATE_APP_TOKEN=pat-…, or in the file), then"
             );
             for (command, why) in [
-                ("check", "the configuration, the rules and the mapping"),
+                ("check", "the configuration, the rules, the mapping and the SLA"),
                 ("setup --apply", "the HubSpot properties leadsync writes"),
                 (
                     "backfill --dry-run",

@@ -119,13 +119,15 @@ pub fn missing(path: &Path, how: &str, flag: &str) -> Diagnostics {
     }])
 }
 
-/// Writes the three files `leadsync init` makes into `dir`, refusing to overwrite any: either
-/// all three are written or none is. Returns the paths written.
+/// Writes the four files `leadsync init` makes into `dir` (the configuration, the rules, the
+/// Salesforce mapping, the sales SLA), refusing to overwrite any: either all four are written or
+/// none is. Returns the paths written.
 pub fn write_into(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let files = [
         (dir.join("leadsync.toml"), CONFIG),
         (dir.join("mappings/lifecycle.toml"), LIFECYCLE),
         (dir.join("mappings/salesforce.toml"), SALESFORCE),
+        (dir.join("mappings/sla.toml"), SLA),
     ];
     let present: Vec<String> = files
         .iter()

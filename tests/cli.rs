@@ -289,6 +289,46 @@ fn init_writes_a_configuration_that_check_passes_and_refuses_to_overwrite() {
         stdout.contains("rules: ok — here/mappings/lifecycle.toml"),
         "the written files, not the embedded ones:\n{stdout}"
     );
+    assert!(
+        stdout.contains("sales SLA: ok — here/mappings/sla.toml"),
+        "the SLA written beside them:\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("embedded"),
+        "nothing comes from the embedded defaults:\n{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("here/mappings/sla.toml")).unwrap(),
+        std::fs::read_to_string(repo().join("mappings/sla.toml")).unwrap(),
+        "the shipped policy file"
+    );
+    // `check` reads the written SLA, not the embedded one: a mistake in it is found, with its line.
+    let sla = dir.path().join("here/mappings/sla.toml");
+    let text = std::fs::read_to_string(&sla).unwrap();
+    let first_touch = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("first_touch"))
+        .unwrap();
+    let edited: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == first_touch {
+                "first_touch = \"soon\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&sla, edited.join("\n")).unwrap();
+    let out = run_bin(&["check", "--config", "here/leadsync.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("here/mappings/sla.toml:{}:", first_touch + 1)) && stderr.contains("first_touch"),
+        "file:line:field of the bad duration:\n{stderr}"
+    );
+    std::fs::write(&sla, text).unwrap();
 
     std::fs::write(dir.path().join("here/mappings/lifecycle.toml"), "# edited").unwrap();
     let out = run_bin(&["init", "here"], dir.path());

@@ -17,6 +17,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Forms, page views and email events: paging, limits, per-tier availability.
 mod behaviour;
+/// What the sales SLA reads and writes: Salesforce Tasks and Events, HubSpot tasks, logged activity.
+mod sla;
 /// Standard single-record and list endpoints other clients use, and the settings path.
 mod standard;
 

@@ -12,7 +12,9 @@
 //! - `hubspot`: the HubSpot API, stateful, with its budgets, tokens and refusals.
 //! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
 //! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
+//! - `activity`: a rep's call, email or meeting logged in either system (tests, the demo).
 
+pub mod activity;
 pub mod hubspot;
 pub mod portal;
 pub mod salesforce;
@@ -34,6 +36,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use self::activity::{ACTIVITIES_PATH, SalesActivity, SalesActivityKind};
 use self::portal::Portal;
 pub use self::webhooks::WebhookDelivery;
 
@@ -492,6 +495,9 @@ async fn serve_hubspot(
     if uri.path() == FAULTS_PATH {
         return json(200, &serde_json::json!(*lock(&shared.faults)));
     }
+    if uri.path() == ACTIVITIES_PATH {
+        return activity::serve(&shared, false, &method, &body);
+    }
     hubspot::serve(&shared, &method, &uri, &headers, &body).await
 }
 
@@ -507,6 +513,9 @@ async fn serve_salesforce(
     }
     if uri.path() == FAULTS_PATH {
         return json(200, &serde_json::json!(*lock(&shared.faults)));
+    }
+    if uri.path() == ACTIVITIES_PATH {
+        return activity::serve(&shared, true, &method, &body);
     }
     salesforce::serve(&shared, &method, &uri, &headers, &body).await
 }
@@ -716,6 +725,29 @@ impl SandboxHandle {
     pub fn merge_contacts(&self, primary: &str, merged: &str) -> bool {
         let now = self.shared.clock.now_ms();
         lock(&self.shared.hubspot).merge(primary, merged, now)
+    }
+
+    /// A rep logs a call, email or meeting on a HubSpot contact (id or email), as in HubSpot's
+    /// UI: an engagement associated with the contact, whose `notes_last_contacted` and
+    /// `lastmodifieddate` move. Returns the engagement type (`calls`, `emails`, `meetings`) and
+    /// id, or why not (an unknown contact, a rep who is not an owner of the portal).
+    pub fn log_hubspot_activity(&self, contact: &str, activity: &SalesActivity) -> Result<(String, String), String> {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.hubspot)
+            .log_activity(contact, activity, now)
+            .map(|(object, id)| (object.to_string(), id))
+            .map_err(|(_, why)| why)
+    }
+
+    /// A rep logs a call, email or meeting in Salesforce on a Contact, Account or Opportunity
+    /// (by id): a Task (call, email) or an Event (meeting), made now, dated `activity.at`.
+    /// Returns the object (`Task`, `Event`) and id, or Salesforce's refusal (an unknown record
+    /// is `NOT_FOUND`; an owner who is not a User, `INVALID_CROSS_REFERENCE_KEY`).
+    pub fn log_salesforce_activity(&self, on: &str, activity: &SalesActivity) -> Result<(String, String), Value> {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.salesforce)
+            .log_activity(on, activity, now)
+            .map(|(object, id)| (object.to_string(), id))
     }
 
     /// Webhook deliveries so far, with their attempts.

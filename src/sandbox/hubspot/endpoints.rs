@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::engagements::{MADE_ID_BASE, made_contacts};
 use super::{HubSpotState, error, strings};
 use crate::sandbox::portal::{COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
 use crate::sandbox::{correlation_id, json};
@@ -287,10 +288,14 @@ fn linked(s: &HubSpotState, from: &str, to: &str, id: u64) -> Vec<(u64, u32)> {
             } else {
                 0
             };
+            let type_id = type_id(t).unwrap_or(0);
             (0..n)
-                .map(|j| (Portal::engagement_id(index, j), type_id(t).unwrap_or(0)))
+                .map(|j| Portal::engagement_id(index, j))
+                .chain(s.made_for_contact(t, index))
+                .map(|e| (e, type_id))
                 .collect()
         }
+        (f, "contacts") if id >= MADE_ID_BASE => s.made(f, id).map(made_contacts).unwrap_or_default(),
         (f, "contacts") if type_id(f).is_some() => Portal::engagement_owner(id)
             .map(|(i, _)| (u64::from(i) + CONTACT_ID_BASE, type_id(f).unwrap_or(0) + 1))
             .into_iter()

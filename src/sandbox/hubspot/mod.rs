@@ -1,6 +1,7 @@
-//! The fake HubSpot: the CRM v3 objects (list, read, update), search, batch and associations v4
-//! APIs, owners, properties, forms, event analytics and email events (Enterprise tier), and
-//! OAuth, over the seeded portal, with HubSpot's budgets and refusals.
+//! The fake HubSpot: the CRM v3 objects (list, read, update; engagements and tasks created),
+//! search, batch and associations v4 APIs, owners, properties, forms, event analytics and email
+//! events (Enterprise tier), and OAuth, over the seeded portal, with HubSpot's budgets and
+//! refusals.
 //!
 //! Records nobody wrote are generated on demand from the portal; a write copies the contact into
 //! an overlay first. `lastmodifieddate` is kept for every contact in one vector (the search
@@ -21,6 +22,8 @@ use super::{HubSpotTier, SandboxConfig};
 mod behaviour;
 /// List, batch read and update, associations v4, form submissions.
 mod endpoints;
+/// Engagements made through the API (tasks for reps) or logged by the activity hook.
+mod engagements;
 /// CRM search with its page size and 10,000-result cap.
 mod search;
 /// Authentication, budgets, the token endpoint, routing.
@@ -126,6 +129,8 @@ pub struct HubSpotState {
     /// Archived (deleted or merged away) contacts: index → `archivedAt` (epoch ms). Search,
     /// reads and the plain listing leave them out; `?archived=true` lists only them.
     archived: BTreeMap<u32, i64>,
+    /// Engagements made since start (API creates, logged activity), by id.
+    made: BTreeMap<u64, engagements::Made>,
     /// The portal's tier (which APIs it serves); settable while running.
     pub(crate) tier: HubSpotTier,
     /// Requests allowed per burst window; settable while running.
@@ -192,6 +197,7 @@ impl HubSpotState {
             writes: HashMap::new(),
             touches: HashMap::new(),
             archived: BTreeMap::new(),
+            made: BTreeMap::new(),
             tier: config.hubspot_tier,
             burst_max: config.hubspot_burst_per_10s,
             burst_window: config.hubspot_burst_window,
@@ -362,6 +368,7 @@ impl HubSpotState {
                 let index = u32::try_from(id.checked_sub(COMPANY_ID_BASE)?).ok()?;
                 (index < self.portal.companies).then(|| self.portal.company_properties(index))
             }
+            _ if id >= engagements::MADE_ID_BASE => self.made(ty, id).map(|m| m.properties.clone()),
             _ => {
                 let t = ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == ty)?;
                 self.portal.engagement(t, id).map(|e| e.properties)
@@ -378,9 +385,13 @@ impl HubSpotState {
             ),
             "companies" => Box::new((0..self.portal.companies).map(|i| u64::from(i) + COMPANY_ID_BASE)),
             _ => match ENGAGEMENT_OBJECTS.iter().position(|(o, _)| *o == ty) {
-                Some(t) => Box::new((0..self.portal.contacts).flat_map(move |i| {
-                    (0..self.portal.engagement_count(i, t)).map(move |j| Portal::engagement_id(i, j))
-                })),
+                Some(t) => Box::new(
+                    (0..self.portal.contacts)
+                        .flat_map(move |i| {
+                            (0..self.portal.engagement_count(i, t)).map(move |j| Portal::engagement_id(i, j))
+                        })
+                        .chain(self.made_ids(ENGAGEMENT_OBJECTS[t].0)),
+                ),
                 None => Box::new(std::iter::empty()),
             },
         }

@@ -13,6 +13,7 @@ use super::endpoints::{
     association_page, associations, batch_read, batch_update, changes, list_objects, read_object, submissions,
     validation,
 };
+use super::engagements::create;
 use super::search::search;
 use super::{DAY_MS, HubSpotState, error, normalize_type};
 use crate::sandbox::portal::{CONTACT_ID_BASE, iso};
@@ -33,6 +34,7 @@ fn endpoint(method: &Method, segs: &[&str]) -> (String, Budget) {
         ("GET", ["crm", "v4", "objects", f, _, "associations", t]) => format!("associations.{f}.{t}.page"),
         ("GET", ["events", "v3", "events"]) => "events.list".into(),
         ("GET", ["email", "public", "v1", "events"]) => "email_events.list".into(),
+        ("POST", ["crm", "v3", "objects", t]) => format!("{t}.create"),
         ("POST", ["crm", "v3", "objects", t, "batch", "read"]) => format!("{t}.batch_read"),
         ("POST", ["crm", "v3", "objects", t, "batch", "update"]) => format!("{t}.batch_update"),
         ("POST", ["crm", "v3", "objects", t, "search"]) => return (format!("{t}.search"), Budget::Search),
@@ -180,7 +182,7 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
     let events = state.take_events();
     drop(state);
     shared.deliver(events);
-    let write = name == "contacts.batch_update" || name == "contacts.update";
+    let write = name == "contacts.batch_update" || name == "contacts.update" || name.ends_with(".create");
     if write && response.status().is_success() && shared.lose_answer() {
         // Applied; the answer never arrives (a load balancer's 502 in its place).
         return json(
@@ -330,6 +332,16 @@ fn route(
         ("GET", ["email", "public", "v1", "events"]) => match s.tier {
             t if t.has_event_apis() => email_events(s, query, now),
             t => missing_scopes("content", "email events API", t.as_str(), now),
+        },
+        ("POST", ["crm", "v3", "objects", t]) => match normalize_type(t) {
+            Some(ty) if !matches!(ty, "contacts" | "companies") => create(s, ty, body, now),
+            Some(ty) => error(
+                405,
+                "METHOD_NOT_ALLOWED",
+                &format!("The sandbox does not create {ty} through the API"),
+                now,
+            ),
+            None => unknown_type(t),
         },
         ("POST", ["crm", "v3", "objects", t, "batch", "read"]) => match normalize_type(t) {
             Some(ty) => batch_read(s, ty, body, now),

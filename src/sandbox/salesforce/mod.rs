@@ -2,7 +2,8 @@
 //! composite, sObject Collections upsert and create, describe) and the standard single-record
 //! calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
 //! `nextRecordsUrl`, `queryAll`), 18-character ids, `Sforce-Limit-Info` on every answer, a daily
-//! allocation over a rolling 24 hours, and a duplicate rule on Contact email.
+//! allocation over a rolling 24 hours, a duplicate rule on Contact email, and the Tasks and
+//! Events reps log (seeded history, created over REST, read by SOQL).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,6 +15,8 @@ use serde_json::{Map, Value, json};
 use super::portal::{ContactKind, Portal, iso};
 use super::{SandboxConfig, Shared, form_pairs, json, lock};
 
+/// Tasks and Events: defaults, reference checks, seeded history, activity a rep logs.
+mod activities;
 /// The token endpoint: refresh token, JWT bearer, client credentials.
 mod auth;
 /// sObject Collections and `POST /composite`.
@@ -141,7 +144,8 @@ impl SalesforceState {
                 r.insert("HubSpot_Contact_Id__c".into(), json!(p.get("hs_object_id")));
             }
             let created = portal.contact_created_ms(i);
-            s.insert("Contact", r, created);
+            let contact = s.insert("Contact", r, created);
+            let mut opportunity = None;
             if kind == ContactKind::Customer {
                 let mut o = Map::new();
                 o.insert(
@@ -158,8 +162,11 @@ impl SalesforceState {
                 o.insert("IsClosed".into(), json!(true));
                 o.insert("IsWon".into(), json!(true));
                 o.insert("OwnerId".into(), json!(owner));
-                s.insert("Opportunity", o, created);
+                opportunity = Some(s.insert("Opportunity", o, created));
             }
+            // The owner's first call, a quarter of the way from the contact's creation to now.
+            let called = created + (portal.now_ms - created) / 4;
+            s.seed_activities(&contact, opportunity.as_deref(), &json!(owner), called);
         }
         s
     }
@@ -248,6 +255,7 @@ impl SalesforceState {
             clean.insert(f.0.to_string(), v.clone());
         }
         clean.remove("Id");
+        activities::prepare(self, object, &mut clean, existing.is_none())?;
         let list = self.records.entry(object.into()).or_default();
         if existing.is_none() {
             let missing: Vec<&str> = required(object)

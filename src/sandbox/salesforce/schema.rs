@@ -78,6 +78,18 @@ pub(super) const INDUSTRIES: &[&str] = &[
     "Utilities",
     "Other",
 ];
+/// Task `Status` values (Salesforce's defaults).
+pub(super) const TASK_STATUSES: &[&str] = &[
+    "Not Started",
+    "In Progress",
+    "Completed",
+    "Waiting on someone else",
+    "Deferred",
+];
+/// `TaskSubtype`: how a Task was logged.
+pub(super) const TASK_SUBTYPES: &[&str] = &["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"];
+/// The `Type` picklist of Tasks and Events.
+pub(super) const ACTIVITY_TYPES: &[&str] = &["Call", "Email", "Meeting", "Other"];
 pub(super) const COMMON: [Field; 5] = [
     ("Id", "id", 18, false, false, false, &[]),
     ("OwnerId", "reference", 18, true, true, false, &[]),
@@ -134,6 +146,53 @@ pub(super) fn fields(object: &str) -> Option<Vec<Field>> {
             ("IsPrimary", "boolean", 0, true, true, false, &[]),
             ("LeadSync_Key__c", "string", 80, true, true, true, &[]),
         ],
+        // Activities: what a rep logs (calls, emails, to-dos as Tasks; meetings as Events).
+        "Task" => vec![
+            ("WhoId", "reference", 18, true, true, false, &[]),
+            ("WhatId", "reference", 18, true, true, false, &[]),
+            ("Subject", "combobox", 255, true, true, false, &[]),
+            ("Status", "picklist", 40, true, true, false, TASK_STATUSES),
+            (
+                "Priority",
+                "picklist",
+                40,
+                true,
+                true,
+                false,
+                &["High", "Normal", "Low"],
+            ),
+            ("ActivityDate", "date", 0, true, true, false, &[]),
+            ("Description", "textarea", 32000, true, true, false, &[]),
+            ("Type", "picklist", 40, true, true, false, ACTIVITY_TYPES),
+            // Set when the task is logged, never changed after.
+            ("TaskSubtype", "picklist", 40, true, false, false, TASK_SUBTYPES),
+            (
+                "CallType",
+                "picklist",
+                40,
+                true,
+                true,
+                false,
+                &["Internal", "Inbound", "Outbound"],
+            ),
+            ("CallDisposition", "string", 255, true, true, false, &[]),
+            ("CallDurationInSeconds", "int", 0, true, true, false, &[]),
+        ],
+        "Event" => vec![
+            ("WhoId", "reference", 18, true, true, false, &[]),
+            ("WhatId", "reference", 18, true, true, false, &[]),
+            ("Subject", "combobox", 255, true, true, false, &[]),
+            ("Type", "picklist", 40, true, true, false, ACTIVITY_TYPES),
+            ("EventSubtype", "picklist", 40, true, false, false, &["Event"]),
+            ("ActivityDateTime", "datetime", 0, true, true, false, &[]),
+            ("StartDateTime", "datetime", 0, true, true, false, &[]),
+            ("EndDateTime", "datetime", 0, true, true, false, &[]),
+            ("DurationInMinutes", "int", 0, true, true, false, &[]),
+            ("ActivityDate", "date", 0, true, true, false, &[]),
+            ("IsAllDayEvent", "boolean", 0, true, true, false, &[]),
+            ("Location", "string", 255, true, true, false, &[]),
+            ("Description", "textarea", 32000, true, true, false, &[]),
+        ],
         "User" => vec![
             ("Name", "string", 121, false, false, false, &[]),
             ("Email", "email", 128, false, false, false, &[]),
@@ -158,6 +217,10 @@ pub(super) fn required(object: &str) -> &'static [&'static str] {
         "Contact" => &["LastName"],
         "Opportunity" => &["Name", "StageName", "CloseDate"],
         "OpportunityContactRole" => &["OpportunityId", "ContactId"],
+        // Both have defaults on create (see `activities::prepare`); sent empty, they are missing.
+        "Task" => &["Status", "Priority"],
+        // The start, and the length (given, or from `EndDateTime`).
+        "Event" => &["ActivityDateTime", "DurationInMinutes"],
         _ => &[],
     }
 }
@@ -168,6 +231,8 @@ pub(super) fn prefix(object: &str) -> &'static str {
         "Contact" => "003",
         "Opportunity" => "006",
         "OpportunityContactRole" => "00K",
+        "Task" => "00T",
+        "Event" => "00U",
         _ => "005",
     }
 }
