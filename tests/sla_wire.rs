@@ -20,7 +20,7 @@ use leadsync::lifecycle::snapshot::Direction;
 use leadsync::lifecycle::{Event, EventKind, HubSpotId, Rules, Stage, Status};
 use leadsync::sla::SlaFile;
 use leadsync::sla::timer::{System, Touch};
-use leadsync::store::{SlaTimer, Store};
+use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::decide::{PulledContact, decide_pulled, sla_starts};
 use secrecy::SecretString;
@@ -29,7 +29,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::common::{default_rules_text, icp, now};
-use crate::support::Backend;
+use crate::support::{Backend, TestApp};
+use leadsync::sandbox::{SalesActivity, SalesActivityKind};
+use leadsync::sync::backfill::BackfillOptions;
 
 /// A team working around the clock (so availability is only absences and caps), a wall-clock
 /// policy in minutes, and the four kinds of ladder step.
@@ -473,7 +475,87 @@ async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Back
     }
 }
 
+/// The shipped rules with one wall-clock policy on every sales-qualified lead, anyone's touch.
+fn sql_any_sla() -> SlaFile {
+    let text = sla_text("http://127.0.0.1:9/hooks/sla").replace(
+        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"shortcut\"",
+        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"any\"",
+    );
+    let text = text.replace(
+        "touches = { kinds = [\"call\"], by = \"owner\" }",
+        "touches = { kinds = [\"call\"], by = \"anyone\" }",
+    );
+    SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+}
+
+// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill starts
+// the timers of the sales-qualified leads, the outbox promotes them, a rep logs a call in
+// Salesforce on one of them, and the next sweep reads it (by watermark) and stops that
+// contact's timer while the others keep running; a second sweep reads nothing again.
+async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let app = TestApp::start_with(120, Some(url)).await;
+    let now = app.now();
+    let s = app.stack.syncer.clone().with_sla(sql_any_sla());
+    s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    s.drain_outbox(Priority::Background, now).await.unwrap();
+    let promoted = s.store.sla_promoted().await.unwrap();
+    assert!(promoted.len() >= 2, "{promoted:?}");
+    let touched = &promoted[0];
+    let sf_contact = touched
+        .records
+        .iter()
+        .find(|r| r.starts_with("003"))
+        .unwrap_or(&touched.records[0]);
+    let mut call = SalesActivity::new(SalesActivityKind::Call);
+    call.at = Some(now + Duration::minutes(1));
+    app.stack.sandbox.log_salesforce_activity(sf_contact, &call).unwrap();
+
+    let later = app.now() + Duration::minutes(2);
+    let r = s.sla_sweep(later).await.unwrap();
+    assert_eq!(r.salesforce_touches, 1, "{r:?}");
+    let t = s.store.sla_timers(&touched.contact_id).await.unwrap();
+    let demo = t.iter().find(|t| t.record.policy == "demo_fast").unwrap();
+    assert_eq!(demo.record.first_touch_at, Some(now + Duration::minutes(1)));
+    assert!(demo.record.met_at.is_some() && demo.next_check_at.is_none(), "{demo:?}");
+    let other = s.store.sla_timers(&promoted[1].contact_id).await.unwrap();
+    assert!(
+        other
+            .iter()
+            .any(|t| t.record.policy == "demo_fast" && t.next_check_at.is_some() && t.record.first_touch_at.is_none())
+    );
+    // Nothing new in Salesforce: the watermarks keep it from being read twice.
+    assert_eq!(s.sla_sweep(later).await.unwrap().salesforce_touches, 0);
+
+    // Past the due time, the untouched ones get their owner's task in the sandbox's HubSpot,
+    // once each, whatever the sweeps and drains after; the touched one gets none.
+    let past = app.now() + Duration::minutes(6);
+    for _ in 0..2 {
+        s.sla_sweep(past).await.unwrap();
+        s.drain_outbox(Priority::Background, past).await.unwrap();
+    }
+    let done = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Done).await.unwrap();
+    let running = promoted.len() - 1;
+    assert!(!done.is_empty(), "some untouched lead got its task");
+    let mut keys: Vec<&str> = done.iter().map(|i| i.key.as_str()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), done.len(), "each step once");
+    assert!(done.iter().all(|i| i.contact_id != touched.contact_id));
+    let dead = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Dead).await.unwrap();
+    for d in &dead {
+        // only a contact without a HubSpot owner has nobody to give the task to
+        let c = app.stack.sandbox.hubspot_contact(&d.contact_id).unwrap();
+        assert!(c.get("hubspot_owner_id").is_none_or(|o| o.is_empty()), "{d:?}");
+    }
+    // every untouched promoted lead's first step, once (leads not promoted have timers too)
+    let stepped: std::collections::BTreeSet<&str> = done.iter().chain(&dead).map(|i| i.contact_id.as_str()).collect();
+    assert_eq!(stepped.len(), done.len() + dead.len(), "one step per lead");
+    assert!(promoted[1..].iter().all(|p| stepped.contains(p.contact_id.as_str())));
+    assert!(stepped.len() >= running);
+}
+
 on_both_stores!(
+    a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only,
     the_commit_saves_the_timer_a_decision_started,
     an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart,
     a_touch_from_either_crm_stops_the_timer_before_its_ladder,
