@@ -554,7 +554,55 @@ async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend
     assert!(stepped.len() >= running);
 }
 
+// README (The sales SLA): the owner changes in HubSpot mid-timer (the pull brings it): the
+// timer follows the new owner, whose task it is when the first touch is missed, and the old
+// owner's call no longer counts.
+async fn an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    // demo_fast counts only the owner's calls.
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let e = decide_pulled(&s.rules, &s.sla, pulled("80001", demo.clone()), None, &[], now()).unwrap();
+    assert_eq!(e.state.stage, Some(Stage::Sql));
+    s.store.commit(&[e], None).await.unwrap();
+    // The owner becomes 80004 in HubSpot; 80001 (no longer the owner) calls at minute 2.
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+    let ledger = s
+        .store
+        .events(std::slice::from_ref(&id))
+        .await
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    let e = decide_pulled(
+        &s.rules,
+        &s.sla,
+        pulled("80004", vec![call("hs-calls-9", "80001", minutes(2))]),
+        row.as_ref(),
+        &ledger,
+        minutes(3),
+    )
+    .unwrap();
+    s.store.commit(&[e], None).await.unwrap();
+    assert_eq!(sweep_and_drain(&s, minutes(6)).await, 1, "the owner's task");
+    let t = timer(&s.store).await;
+    assert_eq!(t.record.policy, "demo_fast");
+    assert_eq!(t.owner.as_deref(), Some("80004"));
+    assert_eq!(t.record.first_touch_at, None, "the former owner's call does not count");
+    let sent = server.received_requests().await.unwrap();
+    let task: Value = sent
+        .iter()
+        .find(|r| r.url.path() == "/crm/v3/objects/tasks")
+        .unwrap()
+        .body_json()
+        .unwrap();
+    assert_eq!(task["properties"]["hubspot_owner_id"], "80004");
+}
+
 on_both_stores!(
+    an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along,
     a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only,
     the_commit_saves_the_timer_a_decision_started,
     an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart,
