@@ -51,6 +51,7 @@ fn snapshot(now: DateTime<Utc>) -> Snapshot {
             campaign: Some(format!("c-{}", i % 6)),
             direction: (kind == EventKind::Call).then_some(Direction::Outbound),
             outcome: None,
+            owner: None,
         });
     }
     s

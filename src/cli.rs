@@ -668,6 +668,28 @@ fn print_report(r: &crate::sync::SyncReport, dry_run: bool) {
     }
 }
 
+/// `leadsync explain --contact ID`: the contact's SLA timers, from an existing store.
+pub fn explain_contact(config_file: Option<&Path>, contact: &str) -> ExitCode {
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let sla_path = loaded.resolve(Path::new("mappings/sla.toml"));
+    let sla = match defaults::sla(&Want::Default(sla_path)) {
+        Ok((f, _)) => f,
+        Err(d) => return report(&d),
+    };
+    let result = rt.block_on(async {
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
+        print!("{}", crate::report::sla_timers(&store, &sla, contact).await?);
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e, "explain"),
+    }
+}
+
 /// `leadsync status`: the funnel, the outbox, dead letters and the review list. Reads an
 /// existing store only: run in the wrong folder it creates nothing, and says what would.
 pub fn status(config_file: Option<&Path>) -> ExitCode {

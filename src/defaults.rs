@@ -71,11 +71,13 @@ pub fn mapping(want: &Want) -> Result<(SalesforceMapping, Origin), Diagnostics> 
 pub fn sla(want: &Want) -> Result<(SlaFile, Origin), Diagnostics> {
     match pick(want, "mappings/sla.toml next to the configuration")? {
         Some(path) => Ok((SlaFile::load(&path)?, Origin::File(path))),
-        None => Ok((
-            SlaFile::from_source(&SourceText::new(EMBEDDED_SLA, SLA))?,
-            Origin::Embedded,
-        )),
+        None => Ok((embedded_sla(), Origin::Embedded)),
     }
+}
+
+/// The shipped SLA file (checked by the tests, so it always compiles).
+pub fn embedded_sla() -> SlaFile {
+    SlaFile::from_source(&SourceText::new(EMBEDDED_SLA, SLA)).expect("the shipped mappings/sla.toml is valid")
 }
 
 const EMBEDDED_SLA: &str = "(embedded) mappings/sla.toml";

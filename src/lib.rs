@@ -27,7 +27,8 @@
 //!   audit, outbox, dead letters, write ledger, webhook inbox, SLA timers.
 //! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`)
 //!   → decide (`decide`, pure) → `Store::commit` → the outbox worker
-//!   (`outbox`: `writeback`, `promotion`); `sla_sweep`; `schedule` runs the jobs.
+//!   (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA ladder's steps); `sla_sweep`
+//!   (timers assessed with their touches, steps queued); `schedule` runs the jobs.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon`, the server and workers
 //!   that `leadsync run` and `leadsync demo` both run.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the

@@ -50,12 +50,16 @@ enum Command {
     },
     /// Show the decision for one contact snapshot, and why.
     #[command(
-        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json"
+        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json\n  leadsync explain --contact 501                the contact's SLA timers, from the store"
     )]
     Explain {
         /// Snapshot JSON file (see docs/snapshots.md).
+        #[arg(long, required_unless_present = "contact", conflicts_with = "contact")]
+        snapshot: Option<PathBuf>,
+        /// A contact in the configured store: its SLA timers (policy, started, due, first
+        /// touch, attempts, state, the ladder's steps done).
         #[arg(long)]
-        snapshot: PathBuf,
+        contact: Option<String>,
         /// Evaluate as of this time (RFC 3339 or YYYY-MM-DD); default now.
         #[arg(long)]
         at: Option<String>,
@@ -226,11 +230,18 @@ fn main() -> ExitCode {
     match args.command {
         Command::Check { online } => cli::check(config, online),
         Command::Explain {
+            contact: Some(contact), ..
+        } => cli::explain_contact(config, &contact),
+        Command::Explain {
             snapshot,
             at,
             rules,
             format,
-        } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+            ..
+        } => match snapshot {
+            Some(snapshot) => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+            None => ExitCode::from(2),
+        },
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),
         Command::Run { init_store } => cli::run(config, log, init_store),

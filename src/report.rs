@@ -186,3 +186,60 @@ pub async fn retry(
     let _ = writeln!(out, "{n} {}", if dry_run { "would be requeued" } else { "requeued" });
     Ok(out)
 }
+
+/// A contact's SLA timers, oldest first, as `leadsync explain --contact` prints them: policy,
+/// owner, started, due, first touch, attempts, state, the ladder's steps done and the next check.
+pub async fn sla_timers(store: &Store, sla: &crate::sla::SlaFile, contact: &str) -> Result<String, StoreError> {
+    let timers = store.sla_timers(contact).await?;
+    let mut out = String::new();
+    if timers.is_empty() {
+        let _ = writeln!(out, "SLA timers of contact {contact}: none");
+        return Ok(out);
+    }
+    let _ = writeln!(out, "SLA timers of contact {contact}:");
+    let t = |d: DateTime<Utc>| d.format("%Y-%m-%d %H:%M UTC").to_string();
+    for timer in &timers {
+        let r = &timer.record;
+        let state = match (r.met_at, r.breached_at, timer.next_check_at) {
+            (Some(m), _, _) => format!("met {}", t(m)),
+            (_, Some(b), _) => format!("breached {}", t(b)),
+            (_, _, Some(_)) => "running".to_string(),
+            _ => "stopped".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} (team {}, owner {}): started {}, first touch due {}, {state}",
+            r.policy,
+            timer.team.as_deref().unwrap_or("-"),
+            timer.owner.as_deref().unwrap_or("none"),
+            t(r.started_at),
+            t(r.due_at)
+        );
+        let _ = writeln!(
+            out,
+            "    first touch: {}; attempts: {}",
+            r.first_touch_at.map_or_else(|| "none yet".to_string(), t),
+            r.attempts
+        );
+        let ladder = sla.policy(&r.policy).map(|p| &p.ladder);
+        let steps: Vec<String> = r
+            .steps_done
+            .iter()
+            .map(|i| match ladder.and_then(|l| l.get(*i)) {
+                Some(step) => format!("{} ({})", i + 1, step.action),
+                None => format!("{}", i + 1),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "    ladder steps done: {}; next check: {}",
+            if steps.is_empty() {
+                "none".to_string()
+            } else {
+                steps.join(", ")
+            },
+            timer.next_check_at.map_or_else(|| "none".to_string(), t)
+        );
+    }
+    Ok(out)
+}

@@ -339,6 +339,7 @@ async fn two_forms_of_the_same_millisecond_are_both_counted_whatever_order_the_s
             campaign: None,
             direction: None,
             outcome: None,
+            owner: None,
         };
         let (a, b) = (ev(forms[0]), ev(forms[1]));
         let ids = |m: std::collections::HashMap<String, Vec<leadsync::lifecycle::Event>>, k: &str| -> Vec<String> {
@@ -384,6 +385,7 @@ fn the_conversion_properties_and_the_forms_api_name_one_submission_once_in_eithe
         campaign: None,
         direction: None,
         outcome: None,
+        owner: None,
     };
     let demo = form("hs-form-g0-1764000000000", "Request a demo");
     let ebook = form("hs-form-g2-1764000000000", "Ebook: The RevOps playbook");

@@ -85,6 +85,7 @@ impl C {
             campaign: None,
             direction: None,
             outcome: None,
+            owner: None,
         };
         f(&mut e);
         self.snap.events.push(e);

@@ -782,9 +782,6 @@ fn regression_decisions_at_the_calendars_end_never_overflow() {
         let snap: Snapshot = serde_json::from_str(&moved).unwrap();
         let d = evaluate(&rules, &snap, at);
         assert!(!explain::render_text(&d).is_empty());
-        for t in d.state.sla.values() {
-            assert!(t.due_at >= t.started_at, "{t:?}");
-        }
     }
 }
 

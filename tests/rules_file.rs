@@ -146,3 +146,19 @@ fn syntax_and_shape_errors_are_located() {
     let p = broken("cooldown = \"30d\"", "cooldown = \"30d\"\nretries = 2");
     assert!(p[0].contains("retries"), "{}", p[0]);
 }
+
+// README (The sales SLA): the rules file's old `[[sla]]` timers are refused, pointing at
+// mappings/sla.toml, with their file and line.
+#[test]
+fn an_old_sla_timer_in_the_rules_is_refused_pointing_at_the_sla_file() {
+    let from = "# ---- The sales SLA (first touch, attempts, the breach ladder) lives in mappings/sla.toml.";
+    let line = line_of(from);
+    let errs = broken(
+        from,
+        "[[sla]]\nid = \"first_touch\"\nstarts_at = \"mql\"\ndue = \"24h\"",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let e = &errs[0];
+    assert!(e.contains(&format!("lifecycle.toml:{line}:")), "{e}");
+    assert!(e.contains("sla[0]") && e.contains("mappings/sla.toml"), "{e}");
+}

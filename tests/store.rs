@@ -25,6 +25,7 @@ fn event(n: u32) -> Event {
         campaign: None,
         direction: None,
         outcome: None,
+        owner: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn evaluated(contact: &str, stage: Stage, events: Vec<Event>, outbox: Vec<(Outbo
         }],
         new_events: events,
         outbox,
+        sla_timers: vec![],
     }
 }
 

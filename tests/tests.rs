@@ -37,6 +37,8 @@ mod sandbox;
 mod server;
 /// SLA timers in the store on both backends: one row per timer, ladder steps once, the sweep's index.
 mod sla_store;
+/// The sales SLA wired in: timers started by decisions, the sweep, the ladder's steps carried out once.
+mod sla_wire;
 /// Corrupt state and lost input as named errors: transport, inbox, checkpoint, outbox, `retry`.
 mod state_errors;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.

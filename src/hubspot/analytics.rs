@@ -77,6 +77,7 @@ pub fn events_from_counter(
             campaign: None,
             direction: None,
             outcome: None,
+            owner: None,
         })
         .collect()
 }
@@ -110,6 +111,7 @@ pub fn conversion_event(
         campaign: None,
         direction: None,
         outcome: None,
+        owner: None,
     })
 }
 

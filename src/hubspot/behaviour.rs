@@ -171,6 +171,7 @@ impl HubSpotClient {
                         campaign: None,
                         direction: None,
                         outcome: None,
+                        owner: None,
                     },
                     email,
                 })
@@ -235,6 +236,7 @@ impl HubSpotClient {
                         campaign: None,
                         direction: None,
                         outcome: None,
+                        owner: None,
                     }),
             );
             after = page.next_after().map(str::to_string);
@@ -313,6 +315,7 @@ impl HubSpotClient {
                     campaign: e.email_campaign_id.map(|c| c.to_string()),
                     direction: None,
                     outcome: None,
+                    owner: None,
                 });
             }
             offset = page.offset.filter(|_| page.has_more);

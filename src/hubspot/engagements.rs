@@ -29,17 +29,27 @@ pub const ENGAGEMENT_TYPES: [EngagementType; 5] = [
     EngagementType {
         object: "calls",
         kind: EventKind::Call,
-        properties: &["hs_timestamp", "hs_call_direction", "hs_call_status"],
+        properties: &[
+            "hs_timestamp",
+            "hs_call_direction",
+            "hs_call_status",
+            "hubspot_owner_id",
+        ],
     },
     EngagementType {
         object: "emails",
         kind: EventKind::SalesEmail,
-        properties: &["hs_timestamp", "hs_email_direction"],
+        properties: &["hs_timestamp", "hs_email_direction", "hubspot_owner_id"],
     },
     EngagementType {
         object: "meetings",
         kind: EventKind::Meeting,
-        properties: &["hs_timestamp", "hs_meeting_outcome", "hs_meeting_source"],
+        properties: &[
+            "hs_timestamp",
+            "hs_meeting_outcome",
+            "hs_meeting_source",
+            "hubspot_owner_id",
+        ],
     },
     EngagementType {
         object: "notes",
@@ -212,6 +222,7 @@ pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
         campaign: None,
         direction,
         outcome,
+        owner: r.prop("hubspot_owner_id").map(str::to_string),
     })
 }
 

@@ -251,7 +251,6 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
         definition(&out.grade, "leadsync grade", "string", "text", vec![]),
         definition(&out.reason, "leadsync reason", "string", "textarea", vec![]),
         definition(&out.rules_version, "leadsync rules version", "string", "text", vec![]),
-        definition(&out.sla_due, "leadsync first touch due", "datetime", "date", vec![]),
         definition(
             "leadsync_sf_account_id",
             "Salesforce account id",

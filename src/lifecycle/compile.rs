@@ -103,7 +103,15 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         }
     });
     let lost = raw.lost.as_ref().map(|l| c.lost(l));
-    let sla = raw.sla.iter().enumerate().map(|(i, s)| c.sla(s, i)).collect();
+    // The sales SLA has one home: a rules file still holding the old timers is refused.
+    for (i, s) in raw.sla.iter().enumerate() {
+        c.err(
+            s.span(),
+            format!("sla[{i}]"),
+            "`[[sla]]` is no longer read from the rules: SLA policies live in mappings/sla.toml \
+             (stage, path, first_touch, attempts, touches, ladder); move this timer there and delete it here",
+        );
+    }
 
     let hash = hex::encode(Sha256::digest(src.text().as_bytes()))[..12].to_string();
     let rules = Rules {
@@ -127,7 +135,6 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         fan,
         dormant,
         lost,
-        sla,
         output: raw.output,
         enum_refs: std::mem::take(&mut c.enum_refs),
     };
@@ -627,27 +634,6 @@ impl Compiler<'_> {
             recycle_after: self
                 .duration(&r.recycle_after, "lost.recycle_after", true)
                 .unwrap_or(RuleDuration::INFINITE),
-        }
-    }
-
-    fn sla(&mut self, raw: &Spanned<RawSla>, i: usize) -> Sla {
-        let f = format!("sla[{i}]");
-        let r = raw.get_ref();
-        let due = self
-            .duration(&r.due, &format!("{f}.due"), false)
-            .unwrap_or(RuleDuration::days(1.0));
-        Sla {
-            id: self.unique_id(&r.id, &f),
-            starts_at: self
-                .stage(&r.starts_at, &format!("{f}.starts_at"))
-                .unwrap_or(Stage::Mql),
-            due,
-            due_after_shortcut: r
-                .due_after_shortcut
-                .as_ref()
-                .and_then(|d| self.duration(d, &format!("{f}.due_after_shortcut"), false))
-                .unwrap_or(due),
-            stops_on: self.predicate(&r.stops_on, &format!("{f}.stops_on"), false),
         }
     }
 

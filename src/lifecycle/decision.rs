@@ -26,6 +26,9 @@ pub struct Decision<'a> {
     pub stage: Option<Stage>,
     /// Why the contact is at `stage` now (the condition that holds, when one does).
     pub stage_reason: Option<String>,
+    /// True when this decision moved the contact by a shortcut (a demo request, a self-booked
+    /// meeting): the sales SLA's shortcut policies start their clocks on it.
+    pub via_shortcut: bool,
     /// Side status after the decision.
     pub status: Status,
     /// Why the status holds.
@@ -42,7 +45,7 @@ pub struct Decision<'a> {
     pub transitions: Vec<Transition>,
     /// What the rest of the system must carry out.
     pub actions: Vec<Action>,
-    /// Things a person should know: ignored events, refused rejections, overdue SLAs.
+    /// Things a person should know: ignored events, refused rejections.
     pub notes: Vec<String>,
     /// The state to store for next time.
     pub state: ContactState,
@@ -165,20 +168,6 @@ pub enum Action {
     },
     /// Create or link the Salesforce Account, Contact and Opportunity.
     PromoteToSalesforce,
-    /// An SLA clock started.
-    StartSla {
-        /// SLA id from the rules.
-        id: String,
-        /// When the first touch is due.
-        due_at: DateTime<Utc>,
-    },
-    /// An SLA clock stopped on a first touch.
-    StopSla {
-        /// SLA id from the rules.
-        id: String,
-        /// True when the touch came before the due time.
-        met: bool,
-    },
 }
 
 impl Decision<'_> {
@@ -205,6 +194,7 @@ impl Decision<'_> {
             previous_stage: self.previous_stage,
             stage: self.stage,
             stage_reason: self.stage_reason,
+            via_shortcut: self.via_shortcut,
             status: self.status,
             status_reason: self.status_reason,
             fit: self.fit.into_owned(),

@@ -3,7 +3,7 @@
 //! Order, for each pass: events are deduplicated and sorted; derived values; fit; engagement
 //! (damped for a fan); recycles (a lost opportunity past its delay, a sales rejection with a
 //! reason); gates; side statuses; the highest stage whose criteria hold and that no status
-//! blocks, or a shortcut; forward-only move with skipped stages stamped; SLA timers; writes.
+//! blocks, or a shortcut; forward-only move with skipped stages stamped; writes.
 //! A recycle resets the state and runs the pass once more, so the decision shows the contact
 //! as it stands after the recycle.
 
@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 
 use super::decision::{Action, Change, Decision, Score, Transition};
 use super::model::{EventKind, Stage, Status};
-use super::predicate::{Ctx, Predicate, Prepared, fmt_num};
+use super::predicate::{Ctx, Prepared, fmt_num};
 use super::rules::Rules;
 use super::scoring;
-use super::snapshot::{ContactState, Event, SlaTimer, Snapshot, StageEntry};
+use super::snapshot::{ContactState, Event, Snapshot, StageEntry};
 
 /// Decides stage, status, scores and actions for one contact at `now`.
 pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>) -> Decision<'a> {
@@ -56,7 +56,6 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             engagement: 0.0,
             events: &events,
             now,
-            since: None,
             event: None,
             memo: &memo,
             memo_stride: rules.memo_slots,
@@ -66,7 +65,6 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         ctx.fit = fit.value;
         let undamped = scoring::engagement(rules, &ctx, &events, now);
         ctx.engagement = undamped.value;
-        let before = st.stage;
 
         // ---- rounds: side statuses, then the stage they allow ------------------------------
         // Every side status is judged at the stage the contact is at when the decision ends: a
@@ -218,7 +216,6 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             (Some(_), Some(d)) => d,
             _ => undamped,
         };
-        ctx.engagement = engagement.value;
 
         // ---- the status at the stage the decision ends at ---------------------------------
         let (status, status_reason) = if let Some(g) = gate {
@@ -283,47 +280,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         st.status = status;
         st.status_reason = status_reason;
 
-        // ---- SLA timers -------------------------------------------------------------------
         let mut actions = Vec::new();
-        for sla in &rules.sla {
-            let id = sla.id.to_string();
-            let entered = before < Some(sla.starts_at) && stage >= Some(sla.starts_at);
-            if entered && !st.sla.contains_key(&id) {
-                let d = if via_shortcut { sla.due_after_shortcut } else { sla.due };
-                // A due time past the calendar's end (a `now` near it) is never due, like `inf`.
-                if let Some(due_at) = d.to_chrono().and_then(|d| now.checked_add_signed(d)) {
-                    st.sla.insert(
-                        id.clone(),
-                        SlaTimer {
-                            started_at: now,
-                            due_at,
-                            stopped_at: None,
-                        },
-                    );
-                    actions.push(Action::StartSla { id: id.clone(), due_at });
-                }
-            }
-            if let Some(t) = st.sla.get_mut(&id).filter(|t| t.stopped_at.is_none()) {
-                let c = Ctx {
-                    since: Some(t.started_at),
-                    ..ctx
-                };
-                if sla.stops_on.eval(&c) {
-                    let at = first_event_at(&sla.stops_on, &c).unwrap_or(now);
-                    t.stopped_at = Some(at);
-                    actions.push(Action::StopSla {
-                        id,
-                        met: at <= t.due_at,
-                    });
-                } else if now > t.due_at {
-                    notes.push(format!(
-                        "SLA {} overdue since {}",
-                        sla.id,
-                        t.due_at.format("%Y-%m-%d %H:%M UTC")
-                    ));
-                }
-            }
-        }
 
         let grade = scoring::grade(&rules.grades, fit.value, engagement.value);
         st.rules_version = Some(rules.stamp());
@@ -346,6 +303,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             previous_stage,
             stage,
             stage_reason,
+            via_shortcut,
             status,
             status_reason: st.status_reason.clone(),
             fit,
@@ -472,7 +430,6 @@ fn recycle(
         .cooldown
         .to_chrono()
         .and_then(|d| now.checked_add_signed(d));
-    st.sla.clear();
     st.promotion_pending = false;
     if let Some(link) = st.salesforce.as_mut() {
         link.opportunity_id = None; // a later qualification gets a new opportunity
@@ -717,25 +674,6 @@ fn note(notes: &mut Vec<String>, n: String) {
     }
 }
 
-/// When the first event satisfying an event condition happened.
-fn first_event_at(p: &Predicate, ctx: &Ctx<'_>) -> Option<DateTime<Utc>> {
-    match p {
-        Predicate::Event(ep) => ctx
-            .events
-            .iter()
-            .filter(|e| ctx.since.is_none_or(|s| e.event.at >= s))
-            .find(|e| ep.accepts(ctx, **e))
-            .map(|e| e.event.at),
-        Predicate::Any(ps) => ps
-            .iter()
-            .filter(|p| p.eval(ctx))
-            .filter_map(|p| first_event_at(p, ctx))
-            .min(),
-        Predicate::All(ps) => ps.iter().filter_map(|p| first_event_at(p, ctx)).max(),
-        _ => None,
-    }
-}
-
 fn without(props: &HashMap<String, String>, consumed: &BTreeMap<String, String>) -> HashMap<String, String> {
     props
         .iter()
@@ -804,18 +742,6 @@ fn writes(
     if let Some(reason) = &st.last_reason {
         want(&out.reason, reason);
     }
-    let due = st
-        .sla
-        .values()
-        .filter(|t| t.stopped_at.is_none())
-        .map(|t| t.due_at)
-        .min();
-    want(
-        &out.sla_due,
-        &due.map_or(String::new(), |d| {
-            d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        }),
-    );
     for p in st.consumed.keys() {
         want(p, "");
     }

@@ -79,11 +79,6 @@ pub fn render_text(d: &Decision) -> String {
                 Action::PromoteToSalesforce => {
                     "create or link the Salesforce Account, Contact and Opportunity".to_string()
                 }
-                Action::StartSla { id, due_at } => format!(
-                    "start SLA {id}, first touch due {}",
-                    due_at.format("%Y-%m-%d %H:%M UTC")
-                ),
-                Action::StopSla { id, met } => format!("stop SLA {id} ({})", if *met { "met" } else { "missed" }),
             };
             let _ = writeln!(s, "  {line}");
         }

@@ -100,8 +100,6 @@ pub(crate) struct Ctx<'a> {
     /// Events that count now: deduplicated, not in the future, in the current cycle, oldest first.
     pub events: &'a [Prepared<'a>],
     pub now: DateTime<Utc>,
-    /// Event conditions only look at events at or after this time (SLA stop conditions).
-    pub since: Option<DateTime<Utc>>,
     /// The event a `where` is being matched against.
     pub event: Option<Prepared<'a>>,
     /// Pattern results per (event, slot): 0 unknown, 1 no, 2 yes. Empty disables memoising.
@@ -276,10 +274,7 @@ impl EventPredicate {
         let from = self
             .within
             .and_then(RuleDuration::to_chrono)
-            .and_then(|w| ctx.now.checked_sub_signed(w))
-            .into_iter()
-            .chain(ctx.since)
-            .max();
+            .and_then(|w| ctx.now.checked_sub_signed(w));
         // Events are oldest first: skip straight to the window.
         let start = from.map_or(0, |f| ctx.events.partition_point(|p| p.event.at < f));
         ctx.events[start..].iter().copied().filter(move |p| {

@@ -35,8 +35,9 @@ pub(crate) struct RawRules {
     pub fan: Option<Spanned<RawFan>>,
     pub dormant: Option<Spanned<RawDormant>>,
     pub lost: Option<Spanned<RawLost>>,
+    /// The old first-touch timers, now in `mappings/sla.toml`: read only to point there.
     #[serde(default)]
-    pub sla: Vec<Spanned<RawSla>>,
+    pub sla: Vec<Spanned<toml::Value>>,
     #[serde(default)]
     pub output: super::rules::Output,
 }
@@ -220,17 +221,6 @@ pub(crate) struct RawLost {
     #[serde(default)]
     pub since: Option<Spanned<String>>,
     pub recycle_after: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSla {
-    pub id: Spanned<String>,
-    pub starts_at: Spanned<String>,
-    pub due: Spanned<String>,
-    #[serde(default)]
-    pub due_after_shortcut: Option<Spanned<String>>,
-    pub stops_on: Spanned<RawPredicate>,
 }
 
 /// A string or a list of strings (`event = "call"` or `event = ["call", "meeting"]`).

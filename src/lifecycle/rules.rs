@@ -54,7 +54,6 @@ pub struct Rules {
     pub(crate) fan: Option<Fan>,
     pub(crate) dormant: Option<Dormant>,
     pub(crate) lost: Option<Lost>,
-    pub(crate) sla: Vec<Sla>,
     pub(crate) output: Output,
     /// Text values conditions compare string properties with, and where each is written.
     pub(crate) enum_refs: Vec<EnumRef>,
@@ -234,15 +233,6 @@ pub(crate) struct Lost {
     pub recycle_after: RuleDuration,
 }
 
-#[derive(Debug)]
-pub(crate) struct Sla {
-    pub id: Arc<str>,
-    pub starts_at: Stage,
-    pub due: RuleDuration,
-    pub due_after_shortcut: RuleDuration,
-    pub stops_on: Predicate,
-}
-
 /// Names of the HubSpot properties leadsync writes (`[output]`; every name has a default).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -263,8 +253,6 @@ pub struct Output {
     pub reason: String,
     /// Version and hash of the rules.
     pub rules_version: String,
-    /// When the running SLA timer is due.
-    pub sla_due: String,
 }
 
 impl Default for Output {
@@ -278,7 +266,6 @@ impl Default for Output {
             grade: "leadsync_grade".into(),
             reason: "leadsync_reason".into(),
             rules_version: "leadsync_rules_version".into(),
-            sla_due: "leadsync_sla_due".into(),
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct Event {
     /// Outcome of a call or meeting (`connected`, `no_answer`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// HubSpot owner id of the rep who logged it (a sales touch's author, for the SLA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// An event's `at`: an RFC 3339 time, or a date alone (midnight UTC); anything else is an error
@@ -193,17 +196,20 @@ pub struct StageEntry {
     pub skipped: bool,
 }
 
-/// An SLA timer the engine started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlaTimer {
-    /// When the clock started.
-    pub started_at: DateTime<Utc>,
-    /// When the first touch is due.
-    pub due_at: DateTime<Utc>,
-    /// When it stopped (first touch), if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped_at: Option<DateTime<Utc>>,
+/// A retired field's value: accepted in any shape, never kept, never written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retired;
+
+impl PartialEq for Retired {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<'de> Deserialize<'de> for Retired {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Retired)
+    }
 }
 
 /// Salesforce records a promotion created or linked.
@@ -251,9 +257,11 @@ pub struct ContactState {
     /// Property values consumed by a recycle: ignored while HubSpot still shows them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub consumed: BTreeMap<String, String>,
-    /// SLA timers by id.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub sla: BTreeMap<String, SlaTimer>,
+    /// The first-touch timers an earlier version kept here (`sla`), read and dropped: the
+    /// sales SLA's timers live in the store's `sla_timers` now, so a stored state from before
+    /// still loads.
+    #[serde(rename = "sla", default, skip_serializing)]
+    pub retired_sla: Retired,
     /// The contact reached SQL while leadsync watched and its Salesforce records are not made yet.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub promotion_pending: bool,
@@ -316,6 +324,16 @@ mod tests {
             err.contains("event `at`") && err.contains("2026-11-24T09:00:00Z"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_state_stored_with_the_retired_sla_timers_still_loads_and_drops_them() {
+        let st: ContactState = serde_json::from_str(
+            r#"{"stage": "mql", "sla": {"first_touch": {"started_at": "2026-01-01T00:00:00Z", "due_at": "2026-01-02T00:00:00Z"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(st.stage, Some(Stage::Mql));
+        assert!(!serde_json::to_string(&st).unwrap().contains("sla"));
     }
 
     #[test]

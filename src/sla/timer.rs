@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 
 use super::policy::{Policy, StepAction, Team, TouchBy};
-use crate::lifecycle::EventKind;
+use crate::lifecycle::snapshot::Direction;
+use crate::lifecycle::{Event, EventKind};
 
 /// The CRM a touch was logged in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum System {
     /// A HubSpot engagement.
     HubSpot,
@@ -21,7 +22,7 @@ pub enum System {
 }
 
 /// A sales activity on the contact, from either CRM, parsed at the edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Touch {
     /// Where it was logged.
     pub system: System,
@@ -37,6 +38,25 @@ pub struct Touch {
     pub connected: bool,
     /// HubSpot owner id or Salesforce user id of the rep who logged it.
     pub by: Option<String>,
+}
+
+impl Touch {
+    /// A HubSpot engagement from the ledger as a touch: outbound unless HubSpot says the
+    /// contact started it, connected when its outcome says so, by the rep who logged it.
+    pub fn from_hubspot(e: &Event) -> Touch {
+        Touch {
+            system: System::HubSpot,
+            id: e.id.clone(),
+            kind: e.kind,
+            at: e.at,
+            outbound: e.direction != Some(Direction::Inbound),
+            connected: e
+                .outcome
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case("connected")),
+            by: e.owner.clone(),
+        }
+    }
 }
 
 /// One timer, as stored: one per policy and contact.

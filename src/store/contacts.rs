@@ -40,6 +40,8 @@ pub struct Evaluated {
     pub new_events: Vec<Event>,
     /// Outbox items the decision asks for: (kind, idempotency key, JSON payload).
     pub outbox: Vec<(OutboxKind, String, String)>,
+    /// SLA timers the decision started (the contact entered a policy's stage).
+    pub sla_timers: Vec<super::SlaTimer>,
 }
 
 /// A contact as stored.
@@ -172,6 +174,9 @@ impl Store {
             }
             for (kind, key, payload) in &e.outbox {
                 enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
+            }
+            for t in &e.sla_timers {
+                super::sla::start_timer(&mut **tx, t, e.at).await?;
             }
         }
         if let Some((name, value)) = checkpoint {

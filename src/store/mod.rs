@@ -37,7 +37,7 @@ use sqlx::{AnyPool, Row};
 pub use contacts::{ContactRow, Evaluated, FunnelRow, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
-pub use sla::{SlaTimer, step_key};
+pub use sla::{SlaPromoted, SlaTimer, step_key};
 pub use staged::{contact_key, email_key};
 pub use write::redact_url;
 

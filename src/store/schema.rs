@@ -185,4 +185,19 @@ CREATE TABLE sla_timers (
 CREATE INDEX sla_timers_next_check ON sla_timers (next_check_at) WHERE next_check_at IS NOT NULL
 "#,
     },
+    Migration {
+        version: 8,
+        name: "sla touches",
+        // Touches read from Salesforce (Tasks and Events), one row per contact and activity:
+        // the watermark moves past them, so they are kept here for every later assessment.
+        // HubSpot's touches are the engagement ledger's events.
+        sql: r#"
+CREATE TABLE sla_touches (
+    contact_id TEXT NOT NULL,
+    touch_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (contact_id, touch_id)
+)
+"#,
+    },
 ];

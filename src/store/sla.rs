@@ -24,7 +24,7 @@ use sqlx::Row;
 use super::write::PATIENT_WAIT;
 use super::{Backend, OutboxKind, Store, StoreError, corrupt, from_ms, ms};
 use crate::sla::StepAction;
-use crate::sla::timer::{DueStep, SlaRecord};
+use crate::sla::timer::{DueStep, SlaRecord, Touch};
 
 /// One stored timer: the record [`crate::sla::assess`] reads and returns, who it runs for, and
 /// when the sweep must look at it again.
@@ -87,6 +87,41 @@ fn timer(r: &sqlx::any::AnyRow) -> Result<SlaTimer, StoreError> {
         team: r.get(10),
         next_check_at: r.get::<Option<i64>, _>(11).map(from_ms),
     })
+}
+
+/// Inserts a timer a decision started, in the commit's transaction; one already stored (the
+/// same contact, policy and start) is kept as it is.
+pub(super) async fn start_timer<'e, E>(executor: E, timer: &SlaTimer, now: DateTime<Utc>) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let r = &timer.record;
+    sqlx::query(
+        "INSERT INTO sla_timers (policy_id, contact_id, started_at, due_at, first_touch_at, attempts, met_at, \
+         breached_at, steps_done, owner_id, team_id, next_check_at, updated_at) \
+         VALUES ($1, $2, $3, $4, NULL, 0, NULL, NULL, '[]', $5, $6, $7, $8) \
+         ON CONFLICT (contact_id, policy_id, started_at) DO NOTHING",
+    )
+    .bind(&r.policy)
+    .bind(&r.contact)
+    .bind(ms(r.started_at))
+    .bind(ms(r.due_at))
+    .bind(timer.owner.as_deref())
+    .bind(timer.team.as_deref())
+    .bind(timer.next_check_at.map(ms))
+    .bind(ms(now))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// A running timer's contact with its Salesforce records, where activities are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaPromoted {
+    /// HubSpot contact id.
+    pub contact_id: String,
+    /// Its Salesforce Contact, Account and Opportunity ids (those it has).
+    pub records: Vec<String>,
 }
 
 /// The sweep's query: one range of the partial index, soonest first.
@@ -221,6 +256,74 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(timer).collect()
+    }
+
+    /// The promoted contacts with a running timer (one with a next check), with their
+    /// Salesforce records: whose Tasks and Events the sweep reads.
+    pub async fn sla_promoted(&self) -> Result<Vec<SlaPromoted>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT c.contact_id, c.sf_contact_id, c.sf_account_id, c.sf_opportunity_id FROM sla_timers t \
+             JOIN contacts c ON c.contact_id = t.contact_id WHERE t.next_check_at IS NOT NULL \
+             AND (c.sf_contact_id IS NOT NULL OR c.sf_opportunity_id IS NOT NULL) ORDER BY c.contact_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SlaPromoted {
+                contact_id: r.get(0),
+                records: (1..4).filter_map(|i| r.get::<Option<String>, _>(i)).collect(),
+            })
+            .collect())
+    }
+
+    /// Contacts with a running timer per HubSpot owner: the open leads a rep holds, for the
+    /// reassignment's capacity caps.
+    pub async fn sla_open_by_owner(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT owner_id, COUNT(DISTINCT contact_id) FROM sla_timers \
+             WHERE next_check_at IS NOT NULL AND owner_id IS NOT NULL GROUP BY owner_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1).max(0) as u32))
+            .collect())
+    }
+
+    /// Keeps touches read from Salesforce, each once per contact.
+    pub async fn add_sla_touches(&self, touches: &[(String, Touch)]) -> Result<(), StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            for (contact, t) in touches {
+                sqlx::query(
+                    "INSERT INTO sla_touches (contact_id, touch_id, body) VALUES ($1, $2, $3) \
+                     ON CONFLICT (contact_id, touch_id) DO UPDATE SET body = excluded.body",
+                )
+                .bind(contact)
+                .bind(&t.id)
+                .bind(super::contacts::json(t))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The Salesforce touches kept for a contact.
+    pub async fn sla_touches(&self, contact_id: &str) -> Result<Vec<Touch>, StoreError> {
+        let rows = sqlx::query("SELECT touch_id, body FROM sla_touches WHERE contact_id = $1 ORDER BY touch_id")
+            .bind(contact_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                serde_json::from_str(&r.get::<String, _>(1))
+                    .map_err(|e| corrupt(format!("sla_touches {contact_id}/{id} body"), e))
+            })
+            .collect()
     }
 
     /// Every timer of a contact, oldest first (`leadsync explain`).

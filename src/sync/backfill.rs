@@ -356,7 +356,15 @@ impl Syncer {
             let empty = Vec::new();
             let batch: Vec<_> = rows
                 .iter()
-                .map(|r| decide_stored(&self.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+                .map(|r| {
+                    decide_stored(
+                        &self.rules,
+                        &self.sla,
+                        r,
+                        ledger.get(&r.contact_id).unwrap_or(&empty),
+                        now,
+                    )
+                })
                 .collect();
             report.count(&batch);
             if !dry_run {

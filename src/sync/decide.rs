@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, Counter, conversion_event, events_from_counter};
 use crate::hubspot::behaviour::same_submission;
 use crate::hubspot::types::HubSpotObject;
-use crate::lifecycle::{Action, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
-use crate::store::{ContactRow, Evaluated, OutboxKind};
+use crate::lifecycle::{Action, Change, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
+use crate::sla::{SlaFile, SlaRecord, assess};
+use crate::store::{ContactRow, Evaluated, OutboxKind, SlaTimer};
+
+/// The contact property naming its HubSpot owner: whose SLA clock runs, and in which team.
+pub const OWNER: &str = "hubspot_owner_id";
 
 /// A HubSpot write the outbox carries out: properties, then the lifecycle stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,7 +40,7 @@ pub struct PromotePayload {
 }
 
 /// The leadsync properties the engine writes (HubSpot's lifecycle stage aside).
-pub fn written_properties(rules: &Rules) -> [&str; 8] {
+pub fn written_properties(rules: &Rules) -> [&str; 7] {
     let out = rules.output();
     [
         &out.stage,
@@ -46,7 +50,6 @@ pub fn written_properties(rules: &Rules) -> [&str; 8] {
         &out.grade,
         &out.reason,
         &out.rules_version,
-        &out.sla_due,
     ]
     .map(String::as_str)
 }
@@ -65,6 +68,7 @@ pub fn contact_properties(rules: &Rules, extra: &[String]) -> Vec<String> {
     props.extend(super::behaviour::PROPERTIES.iter().map(|p| p.to_string()));
     props.extend(["lastmodifieddate".to_string(), "hs_object_id".to_string()]);
     props.push(MERGED_IDS.to_string());
+    props.push(OWNER.to_string());
     props.extend(extra.iter().cloned());
     props.sort();
     props.dedup();
@@ -96,6 +100,7 @@ pub fn known_properties(o: &HubSpotObject) -> BTreeMap<String, String> {
 /// pull's events. Returns what to save.
 pub fn decide_pulled(
     rules: &Rules,
+    sla: &SlaFile,
     pulled: PulledContact,
     stored: Option<&ContactRow>,
     ledger: &[Event],
@@ -163,11 +168,12 @@ pub fn decide_pulled(
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    Some(saved(&decision, properties, company_id, company, new_events))
+    Some(saved(sla, &decision, properties, company_id, company, new_events))
 }
 
 /// What to save for a decision.
 fn saved(
+    sla: &SlaFile,
     decision: &Decision<'_>,
     properties: BTreeMap<String, String>,
     company_id: Option<String>,
@@ -178,6 +184,7 @@ fn saved(
         contact_id: decision.contact_id.clone(),
         at: decision.at,
         outbox: outbox_items(decision, &properties, company_id.as_deref(), &company),
+        sla_timers: sla_starts(sla, decision, properties.get(OWNER).map(String::as_str)),
         properties,
         company_id,
         company,
@@ -192,7 +199,13 @@ fn saved(
 }
 
 /// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
-pub fn decide_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: DateTime<Utc>) -> Evaluated {
+pub fn decide_stored(
+    rules: &Rules,
+    sla: &SlaFile,
+    row: &ContactRow,
+    ledger: &[Event],
+    now: DateTime<Utc>,
+) -> Evaluated {
     let snapshot = Snapshot {
         contact_id: row.contact_id.clone(),
         properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -201,12 +214,38 @@ pub fn decide_stored(rules: &Rules, row: &ContactRow, ledger: &[Event], now: Dat
     };
     let decision = evaluate(rules, &snapshot, now);
     saved(
+        sla,
         &decision,
         row.properties.clone(),
         row.company_id.clone(),
         row.company.clone(),
         Vec::new(),
     )
+}
+
+/// The SLA timers a decision starts: the contact moved into a stage (by a shortcut or not),
+/// and each policy of that stage and path starts its clock at the decision's time, in the
+/// calendar of the owner's team, assessed once so its next check is known.
+pub fn sla_starts(sla: &SlaFile, d: &Decision<'_>, owner: Option<&str>) -> Vec<SlaTimer> {
+    let team = sla.team_for(owner);
+    d.transitions
+        .iter()
+        .filter_map(|t| match t.change {
+            Change::Stage { to, .. } => Some(to),
+            _ => None,
+        })
+        .flat_map(|stage| sla.policies_for(stage, d.via_shortcut))
+        .filter_map(|policy| {
+            let record = SlaRecord::start(policy, team, d.contact_id.as_str(), d.at)?;
+            let next_check_at = assess(policy, team, &record, &[], owner, d.at).next_check;
+            Some(SlaTimer {
+                record,
+                owner: owner.map(str::to_string),
+                team: Some(team.id.clone()),
+                next_check_at,
+            })
+        })
+        .collect()
 }
 
 /// The outbox items a decision asks for, keyed so that saving them twice adds nothing.
@@ -235,7 +274,6 @@ fn outbox_items(
                     serde_json::to_string(&payload).expect("serialisable"),
                 ));
             }
-            Action::StartSla { .. } | Action::StopSla { .. } => {}
         }
     }
     if write != WritePayload::default() {

@@ -6,7 +6,8 @@
 //! incremental (cycle) ─┐                                                        ┌→ writeback
 //! inbox (webhooks) ────┼→ pull → decide::decide_pulled → Store::commit → outbox ─┤
 //! backfill (admin) ────┘                                         ↑               └→ promotion
-//! rescore, sla_sweep → Store → decide::decide_stored ────────────┘
+//! rescore → Store → decide::decide_stored ───────────────────────┘
+//! sla_sweep → Store (timers, touches) → sla::assess → ladder steps in the outbox → sla_step
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
@@ -136,6 +137,10 @@ pub(crate) struct Pass<'a> {
 pub struct Syncer {
     /// Compiled rules.
     pub rules: Arc<Rules>,
+    /// The sales SLA: teams, policies and their ladders (`mappings/sla.toml`).
+    pub sla: Arc<crate::sla::SlaFile>,
+    /// HTTP client for the SLA ladder's notification webhooks.
+    pub(crate) notify: reqwest::Client,
     /// HubSpot.
     pub hubspot: Arc<HubSpotClient>,
     /// State.
@@ -179,6 +184,11 @@ impl Syncer {
         Syncer {
             properties: decide::contact_properties(&rules, &extra),
             rules,
+            sla: Arc::new(crate::defaults::embedded_sla()),
+            notify: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
             hubspot,
             store,
             promoter,
@@ -189,6 +199,12 @@ impl Syncer {
             companies: Arc::default(),
             sources: behaviour::BehaviourSources::default(),
         }
+    }
+
+    /// The same syncer, with this SLA file's teams and policies.
+    pub fn with_sla(mut self, sla: crate::sla::SlaFile) -> Self {
+        self.sla = Arc::new(sla);
+        self
     }
 
     /// The same syncer, reading page views and email events event by event where the portal
@@ -325,7 +341,14 @@ impl Syncer {
                 contact: c,
             };
             let empty = Vec::new();
-            if let Some(e) = decide_pulled(&self.rules, pulled, row, ledger.get(&id).unwrap_or(&empty), now) {
+            if let Some(e) = decide_pulled(
+                &self.rules,
+                &self.sla,
+                pulled,
+                row,
+                ledger.get(&id).unwrap_or(&empty),
+                now,
+            ) {
                 out.push(e);
             }
         }

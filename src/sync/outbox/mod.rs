@@ -1,6 +1,6 @@
 //! The outbox: what a commit queued, carried out. `writeback` writes HubSpot values, 100
 //! contacts a call; `promotion` creates the sales-qualified leads in Salesforce and brings their
-//! opportunities back.
+//! opportunities back; `sla_step` carries out the SLA breach ladder's steps.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
 //! per process (two would both take the same items). In the daemon, [`worker`] calls it, woken
@@ -8,6 +8,7 @@
 //! themselves, as no worker runs there.
 
 pub mod promotion;
+pub mod sla_step;
 pub mod writeback;
 
 use std::sync::Arc;
@@ -61,6 +62,10 @@ impl Syncer {
             p.keep_rotated_token(self).await?;
             report.promoted = promoted?;
             // Promotions write Salesforce ids back to HubSpot.
+            report.written += writeback::drain(self, priority, now).await?;
+        }
+        // The SLA ladder's steps; a reassignment or a rejection queues HubSpot writes.
+        if sla_step::drain(self, priority, now).await? > 0 {
             report.written += writeback::drain(self, priority, now).await?;
         }
         Ok(report)

@@ -92,7 +92,7 @@ impl Promoter {
         let batch: Vec<_> = rows
             .values()
             .filter(|r| r.removed.is_none())
-            .map(|r| decide_stored(&s.rules, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+            .map(|r| decide_stored(&s.rules, &s.sla, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
             .collect();
         let watermark = next.map(|w| format!("{}|{}", w.modstamp.timestamp_millis(), w.id));
         s.store

@@ -1,0 +1,610 @@
+//! The sales SLA wired into the pipeline, on both stores, HubSpot and the notification webhook
+//! in wiremock: a decision starts the timers and the commit saves them with the contact; the
+//! sweep assesses them with the ledger's and Salesforce's touches and queues the ladder's steps
+//! once; the outbox worker carries each out once (a task for the owner, a webhook for the
+//! manager, a reassignment that skips reps at capacity or away, sales-rejected recycling the
+//! lead), across a restart. Time is passed in (a wall-clock test policy, in minutes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use leadsync::diagnostics::SourceText;
+use leadsync::hubspot::auth::HubSpotAuth;
+use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
+use leadsync::hubspot::limiter::Priority;
+use leadsync::hubspot::retry::RetryPolicy;
+use leadsync::hubspot::types::HubSpotObject;
+use leadsync::lifecycle::snapshot::Direction;
+use leadsync::lifecycle::{Event, EventKind, HubSpotId, Rules, Stage, Status};
+use leadsync::sla::SlaFile;
+use leadsync::sla::timer::{System, Touch};
+use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
+use leadsync::sync::Syncer;
+use leadsync::sync::decide::{PulledContact, decide_pulled, sla_starts};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::common::{default_rules_text, icp, now};
+use crate::support::{Backend, TestApp};
+use leadsync::sandbox::{SalesActivity, SalesActivityKind};
+use leadsync::sync::backfill::BackfillOptions;
+
+/// A team working around the clock (so availability is only absences and caps), a wall-clock
+/// policy in minutes, and the four kinds of ladder step.
+fn sla_text(webhook: &str) -> String {
+    format!(
+        r#"
+[sla]
+version = "test"
+default_team = "t"
+
+[[teams]]
+id = "t"
+time_zone = "Europe/Paris"
+manager = "80009"
+fallback_owner = "00G000000000009AAA"
+[teams.hours]
+mon = "00:00-24:00"
+tue = "00:00-24:00"
+wed = "00:00-24:00"
+thu = "00:00-24:00"
+fri = "00:00-24:00"
+sat = "00:00-24:00"
+sun = "00:00-24:00"
+
+[[teams.members]]
+email = "a@leadsync-test.com"
+hubspot_owner = "80001"
+salesforce_user = "005000000000081AAA"
+
+[[teams.members]]
+email = "b@leadsync-test.com"
+hubspot_owner = "80002"
+salesforce_user = "005000000000082AAA"
+absences = [{{ from = "2026-11-01", to = "2026-12-31" }}]
+
+[[teams.members]]
+email = "c@leadsync-test.com"
+hubspot_owner = "80003"
+salesforce_user = "005000000000083AAA"
+capacity = 1
+
+[[teams.members]]
+email = "d@leadsync-test.com"
+hubspot_owner = "80004"
+salesforce_user = "005000000000084AAA"
+
+[[policies]]
+id = "mql_fast"
+stage = "mql"
+clock = "wall"
+first_touch = "10m"
+touches = {{ kinds = ["call", "sales_email", "meeting"], by = "owner_or_team" }}
+ladder = [
+  {{ step = "owner_task", after = "0m" }},
+  {{ step = "manager_webhook", after = "5m", webhook = "{webhook}" }},
+  {{ step = "reassign", after = "10m" }},
+  {{ step = "sales_rejected", after = "20m", reason = "no_follow_up" }},
+]
+
+[[policies]]
+id = "demo_fast"
+stage = "sql"
+path = "shortcut"
+clock = "wall"
+first_touch = "5m"
+touches = {{ kinds = ["call"], by = "owner" }}
+ladder = [{{ step = "owner_task", after = "0m" }}]
+"#
+    )
+}
+
+fn sla_file(webhook: &str) -> SlaFile {
+    SlaFile::from_source(&SourceText::new("sla.toml", sla_text(webhook))).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// `leadsync explain --contact` on this store, with this SLA file beside the configuration.
+fn explain_contact(url: &str, sla: &str, contact: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mappings")).unwrap();
+    std::fs::write(dir.path().join("mappings/sla.toml"), sla).unwrap();
+    std::fs::write(dir.path().join("leadsync.toml"), format!("[store]\nurl = \"{url}\"\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["explain", "--contact", contact, "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// HubSpot in wiremock: the contact has no tasks yet, a task create answers its id, a batch
+/// update echoes; and the manager's notification webhook.
+async fn hubspot() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v4/associations/contacts/tasks/batch/read"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/tasks"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "7001", "properties": {}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/update"))
+        .respond_with(|req: &Request| {
+            let body: Value = req.body_json().unwrap();
+            let results: Vec<Value> = body["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| json!({"id": i["id"], "properties": i["properties"]}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": results}))
+        })
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/sla"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn syncer(server: &MockServer, store: Store) -> Syncer {
+    let cfg = HubSpotClientConfig {
+        base_url: server.uri().parse().unwrap(),
+        burst: 10_000,
+        interval: StdDuration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
+        timeout: None,
+        retry: RetryPolicy::default(),
+    };
+    let client = HubSpotClient::new(cfg, HubSpotAuth::static_token(Some(42), SecretString::from("pat-test"))).unwrap();
+    let rules = Rules::from_source(&SourceText::new("lifecycle.toml", default_rules_text())).unwrap();
+    Syncer::new(Arc::new(rules), Arc::new(client), store, None)
+        .with_sla(sla_file(&format!("{}/hooks/sla", server.uri())))
+}
+
+/// Contact 501 as HubSpot returns it, owned by `owner`, with this pull's events.
+fn pulled(owner: &str, events: Vec<Event>) -> PulledContact {
+    let mut properties: HashMap<String, Option<String>> = icp()
+        .engaged_35()
+        .snap
+        .properties
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    properties.insert("hubspot_owner_id".into(), Some(owner.into()));
+    PulledContact {
+        contact: HubSpotObject {
+            id: "501".into(),
+            properties,
+            archived: false,
+        },
+        company: None,
+        events,
+        counters: Vec::new(),
+    }
+}
+
+/// The events that make 501 an MQL (webinar and a meeting nobody logged as theirs).
+fn mql_events() -> Vec<Event> {
+    icp().engaged_35().snap.events
+}
+
+fn call(id: &str, by: &str, at: DateTime<Utc>) -> Event {
+    Event {
+        id: id.into(),
+        kind: EventKind::Call,
+        at,
+        url: None,
+        form: None,
+        campaign: None,
+        direction: Some(Direction::Outbound),
+        outcome: Some("connected".into()),
+        owner: Some(by.into()),
+    }
+}
+
+/// Saves 501's first decision (it becomes an MQL at `now()`, owned by 80001).
+async fn new_mql(s: &Syncer) {
+    let e = decide_pulled(&s.rules, &s.sla, pulled("80001", mql_events()), None, &[], now()).unwrap();
+    assert_eq!(e.state.stage, Some(Stage::Mql));
+    s.store.commit(&[e], None).await.unwrap();
+}
+
+async fn timer(store: &Store) -> SlaTimer {
+    let mut all = store.sla_timers("501").await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+async fn sweep_and_drain(s: &Syncer, at: DateTime<Utc>) -> u64 {
+    let r = s.sla_sweep(at).await.unwrap();
+    s.drain_outbox(Priority::Background, at).await.unwrap();
+    r.steps_queued
+}
+
+fn minutes(m: i64) -> DateTime<Utc> {
+    now() + Duration::minutes(m)
+}
+
+// README (The sales SLA): a decision that moves a contact into a policy's stage starts its
+// timer, by the path it took; the engine's decision says whether a shortcut took it there.
+#[test]
+fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
+    let sla = sla_file("http://127.0.0.1:9/hooks/sla");
+    let mql = icp().engaged_35().eval();
+    let started = sla_starts(&sla, &mql, Some("80001"));
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].record.policy, "mql_fast");
+    assert_eq!(started[0].record.due_at, now() + Duration::minutes(10));
+    assert_eq!(
+        (started[0].owner.as_deref(), started[0].team.as_deref()),
+        (Some("80001"), Some("t"))
+    );
+    assert_eq!(started[0].next_check_at, Some(now() + Duration::minutes(10)));
+    // a demo request jumps to SQL by a shortcut: the shortcut's clock, not the MQL one
+    let demo = icp().form("Request a demo", 0.0).eval();
+    let started: Vec<String> = sla_starts(&sla, &demo, None)
+        .into_iter()
+        .map(|t| t.record.policy)
+        .collect();
+    assert_eq!(started, ["demo_fast"]);
+    // the same decision again moves nothing: nothing starts
+    let again = icp().engaged_35();
+    let first = again.eval();
+    assert!(sla_starts(&sla, &again.after(&first).eval(), Some("80001")).is_empty());
+}
+
+// README (The sales SLA): the commit saves the timers with the contact, in one transaction.
+async fn the_commit_saves_the_timer_a_decision_started(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    new_mql(&s).await;
+    let t = timer(&s.store).await;
+    assert_eq!(t.record.policy, "mql_fast");
+    assert_eq!((t.record.started_at, t.record.due_at), (now(), minutes(10)));
+    assert_eq!(t.owner.as_deref(), Some("80001"));
+    // the same pull again (a replayed webhook) starts nothing new
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+    let e = decide_pulled(
+        &s.rules,
+        &s.sla,
+        pulled("80001", vec![]),
+        row.as_ref(),
+        &mql_events(),
+        minutes(1),
+    )
+    .unwrap();
+    assert!(e.sla_timers.is_empty());
+    s.store.commit(&[e], None).await.unwrap();
+    assert_eq!(s.store.sla_timers("501").await.unwrap().len(), 1);
+}
+
+// README (The sales SLA): with no touch the ladder climbs one step at a time, each once and in
+// the audit log, across a restart: the owner's task, the manager's webhook (ids only), a
+// reassignment that skips the absent rep and the one at capacity (the timer follows the new
+// owner), and sales-rejected `no_follow_up`, which recycles the lead.
+async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    new_mql(&s).await;
+    // Rep c (80003, cap 1) already holds a lead with a running timer.
+    let mut held = timer(&s.store).await;
+    held.record.contact = "999".into();
+    held.owner = Some("80003".into());
+    held.next_check_at = Some(now() + Duration::days(1));
+    s.store.save_sla_timer(&held, &[], now()).await.unwrap();
+
+    assert_eq!(sweep_and_drain(&s, minutes(5)).await, 0, "not due yet");
+    assert_eq!(sweep_and_drain(&s, minutes(10)).await, 1, "the owner's task");
+    assert_eq!(sweep_and_drain(&s, minutes(11)).await, 0, "once");
+    let creates = |reqs: &[Request]| reqs.iter().filter(|r| r.url.path() == "/crm/v3/objects/tasks").count();
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(creates(&sent), 1);
+    let task: Value = sent
+        .iter()
+        .find(|r| r.url.path() == "/crm/v3/objects/tasks")
+        .unwrap()
+        .body_json()
+        .unwrap();
+    assert_eq!(task["properties"]["hubspot_owner_id"], "80001");
+    assert_eq!(task["associations"][0]["to"]["id"], "501");
+
+    // Restart: the store closed and opened again, a new syncer.
+    s.store.close().await;
+    drop(s);
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    assert_eq!(
+        sweep_and_drain(&s, minutes(10)).await,
+        0,
+        "the first step is not done again"
+    );
+    assert_eq!(sweep_and_drain(&s, minutes(15)).await, 1, "the manager's webhook");
+    let sent = server.received_requests().await.unwrap();
+    let hooks: Vec<&Request> = sent.iter().filter(|r| r.url.path() == "/hooks/sla").collect();
+    assert_eq!(hooks.len(), 1);
+    let hook = String::from_utf8(hooks[0].body.clone()).unwrap();
+    assert!(
+        hook.contains("\"contact\":\"501\"") && hook.contains("mql_fast"),
+        "{hook}"
+    );
+    assert!(!hook.contains('@') && !hook.contains("Sam"), "ids only: {hook}");
+
+    assert_eq!(sweep_and_drain(&s, minutes(20)).await, 1, "the reassignment");
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let owner =
+        |rows: HashMap<HubSpotId, leadsync::store::ContactRow>| rows[&id].properties["hubspot_owner_id"].clone();
+    // a is leaving, b is absent, c is at capacity: d.
+    assert_eq!(
+        owner(s.store.contacts(std::slice::from_ref(&id)).await.unwrap()),
+        "80004"
+    );
+    let sent = server.received_requests().await.unwrap();
+    let wrote_owner = sent
+        .iter()
+        .filter(|r| r.url.path() == "/crm/v3/objects/contacts/batch/update")
+        .any(|r| String::from_utf8_lossy(&r.body).contains("\"hubspot_owner_id\":\"80004\""));
+    assert!(wrote_owner, "the new owner is written to HubSpot");
+    assert_eq!(sweep_and_drain(&s, minutes(21)).await, 0, "reassigned once only");
+    assert_eq!(
+        timer(&s.store).await.owner.as_deref(),
+        Some("80004"),
+        "the timer follows the new owner"
+    );
+
+    assert_eq!(sweep_and_drain(&s, minutes(30)).await, 1, "sales-rejected");
+    let row = s
+        .store
+        .contacts(std::slice::from_ref(&id))
+        .await
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    assert_eq!(row.state.status, Status::Recycle, "{:?}", row.state);
+    assert_eq!(row.state.recycle_count, 1);
+
+    assert_eq!(sweep_and_drain(&s, minutes(60)).await, 0, "nothing left to climb");
+    let t = timer(&s.store).await;
+    assert_eq!(t.record.steps_done.iter().copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert!(t.record.breached_at.is_some() && t.record.first_touch_at.is_none());
+    let audit = s.store.audit(&id).await.unwrap();
+    let steps: Vec<&str> = audit
+        .iter()
+        .filter(|a| a.change.contains("SlaStep"))
+        .map(|a| a.change.as_str())
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    assert_eq!(
+        creates(&server.received_requests().await.unwrap()),
+        1,
+        "one task in all"
+    );
+
+    // README (The sales SLA): `leadsync explain --contact` shows the timer from the store.
+    let shown = explain_contact(&url, &sla_text(&format!("{}/hooks/sla", server.uri())), "501");
+    for part in [
+        "mql_fast (team t, owner 80004): started 2026-11-24 09:00 UTC, first touch due 2026-11-24 09:10 UTC, breached 2026-11-24 09:10 UTC",
+        "first touch: none yet; attempts: 0",
+        "ladder steps done: 1 (owner task), 2 (manager webhook), 3 (reassignment), 4 (sales-rejected (no_follow_up)); next check: none",
+    ] {
+        assert!(shown.contains(part), "{part}\n{shown}");
+    }
+}
+
+// README (The sales SLA): a touch stops the timer: the owner's call from the engagement
+// ledger, or a Task logged in Salesforce (kept as a touch by the sweep's read); the same
+// call logged in both counts once.
+async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Backend) {
+    for system in [System::HubSpot, System::Salesforce] {
+        let (url, _dir) = backend.fresh().await;
+        let server = hubspot().await;
+        let s = syncer(&server, Store::connect(&url).await.unwrap());
+        new_mql(&s).await;
+        let at = minutes(3);
+        match system {
+            System::HubSpot => {
+                // The pull brings the owner's call; the commit puts it in the ledger.
+                let id = HubSpotId::try_from("501".to_string()).unwrap();
+                let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+                let ledger = s
+                    .store
+                    .events(std::slice::from_ref(&id))
+                    .await
+                    .unwrap()
+                    .remove(&id)
+                    .unwrap();
+                let e = decide_pulled(
+                    &s.rules,
+                    &s.sla,
+                    pulled("80001", vec![call("hs-calls-1", "80001", at)]),
+                    row.as_ref(),
+                    &ledger,
+                    minutes(4),
+                )
+                .unwrap();
+                s.store.commit(&[e], None).await.unwrap();
+            }
+            System::Salesforce => {
+                let touch = |id: &str| Touch {
+                    system: System::Salesforce,
+                    id: id.into(),
+                    kind: EventKind::Call,
+                    at,
+                    outbound: true,
+                    connected: true,
+                    by: Some("005000000000081AAA".into()),
+                };
+                s.store
+                    .add_sla_touches(&[("501".into(), touch("00T1")), ("501".into(), touch("00T1"))])
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(sweep_and_drain(&s, minutes(30)).await, 0, "{system:?}: no step");
+        let t = timer(&s.store).await;
+        assert_eq!(t.record.first_touch_at, Some(at), "{system:?}");
+        assert_eq!(t.record.attempts, 1, "{system:?}");
+        assert!(
+            t.record.met_at.is_some() && t.record.steps_done.is_empty(),
+            "{system:?}"
+        );
+        assert_eq!(t.next_check_at, None, "{system:?}: nothing left to time");
+        let sent = server.received_requests().await.unwrap();
+        assert!(
+            sent.iter().all(|r| r.url.path() != "/crm/v3/objects/tasks"),
+            "{system:?}"
+        );
+    }
+}
+
+/// The shipped rules with one wall-clock policy on every sales-qualified lead, anyone's touch.
+fn sql_any_sla() -> SlaFile {
+    let text = sla_text("http://127.0.0.1:9/hooks/sla").replace(
+        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"shortcut\"",
+        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"any\"",
+    );
+    let text = text.replace(
+        "touches = { kinds = [\"call\"], by = \"owner\" }",
+        "touches = { kinds = [\"call\"], by = \"anyone\" }",
+    );
+    SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+}
+
+// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill starts
+// the timers of the sales-qualified leads, the outbox promotes them, a rep logs a call in
+// Salesforce on one of them, and the next sweep reads it (by watermark) and stops that
+// contact's timer while the others keep running; a second sweep reads nothing again.
+async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let app = TestApp::start_with(120, Some(url)).await;
+    let now = app.now();
+    let s = app.stack.syncer.clone().with_sla(sql_any_sla());
+    s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    s.drain_outbox(Priority::Background, now).await.unwrap();
+    let promoted = s.store.sla_promoted().await.unwrap();
+    assert!(promoted.len() >= 2, "{promoted:?}");
+    let touched = &promoted[0];
+    let sf_contact = touched
+        .records
+        .iter()
+        .find(|r| r.starts_with("003"))
+        .unwrap_or(&touched.records[0]);
+    let mut call = SalesActivity::new(SalesActivityKind::Call);
+    call.at = Some(now + Duration::minutes(1));
+    app.stack.sandbox.log_salesforce_activity(sf_contact, &call).unwrap();
+
+    let later = app.now() + Duration::minutes(2);
+    let r = s.sla_sweep(later).await.unwrap();
+    assert_eq!(r.salesforce_touches, 1, "{r:?}");
+    let t = s.store.sla_timers(&touched.contact_id).await.unwrap();
+    let demo = t.iter().find(|t| t.record.policy == "demo_fast").unwrap();
+    assert_eq!(demo.record.first_touch_at, Some(now + Duration::minutes(1)));
+    assert!(demo.record.met_at.is_some() && demo.next_check_at.is_none(), "{demo:?}");
+    let other = s.store.sla_timers(&promoted[1].contact_id).await.unwrap();
+    assert!(
+        other
+            .iter()
+            .any(|t| t.record.policy == "demo_fast" && t.next_check_at.is_some() && t.record.first_touch_at.is_none())
+    );
+    // Nothing new in Salesforce: the watermarks keep it from being read twice.
+    assert_eq!(s.sla_sweep(later).await.unwrap().salesforce_touches, 0);
+
+    // Past the due time, the untouched ones get their owner's task in the sandbox's HubSpot,
+    // once each, whatever the sweeps and drains after; the touched one gets none.
+    let past = app.now() + Duration::minutes(6);
+    for _ in 0..2 {
+        s.sla_sweep(past).await.unwrap();
+        s.drain_outbox(Priority::Background, past).await.unwrap();
+    }
+    let done = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Done).await.unwrap();
+    let running = promoted.len() - 1;
+    assert!(!done.is_empty(), "some untouched lead got its task");
+    let mut keys: Vec<&str> = done.iter().map(|i| i.key.as_str()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), done.len(), "each step once");
+    assert!(done.iter().all(|i| i.contact_id != touched.contact_id));
+    let dead = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Dead).await.unwrap();
+    for d in &dead {
+        // only a contact without a HubSpot owner has nobody to give the task to
+        let c = app.stack.sandbox.hubspot_contact(&d.contact_id).unwrap();
+        assert!(c.get("hubspot_owner_id").is_none_or(|o| o.is_empty()), "{d:?}");
+    }
+    // every untouched promoted lead's first step, once (leads not promoted have timers too)
+    let stepped: std::collections::BTreeSet<&str> = done.iter().chain(&dead).map(|i| i.contact_id.as_str()).collect();
+    assert_eq!(stepped.len(), done.len() + dead.len(), "one step per lead");
+    assert!(promoted[1..].iter().all(|p| stepped.contains(p.contact_id.as_str())));
+    assert!(stepped.len() >= running);
+}
+
+// README (The sales SLA): the owner changes in HubSpot mid-timer (the pull brings it): the
+// timer follows the new owner, whose task it is when the first touch is missed, and the old
+// owner's call no longer counts.
+async fn an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    // demo_fast counts only the owner's calls.
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let e = decide_pulled(&s.rules, &s.sla, pulled("80001", demo.clone()), None, &[], now()).unwrap();
+    assert_eq!(e.state.stage, Some(Stage::Sql));
+    s.store.commit(&[e], None).await.unwrap();
+    // The owner becomes 80004 in HubSpot; 80001 (no longer the owner) calls at minute 2.
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+    let ledger = s
+        .store
+        .events(std::slice::from_ref(&id))
+        .await
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    let e = decide_pulled(
+        &s.rules,
+        &s.sla,
+        pulled("80004", vec![call("hs-calls-9", "80001", minutes(2))]),
+        row.as_ref(),
+        &ledger,
+        minutes(3),
+    )
+    .unwrap();
+    s.store.commit(&[e], None).await.unwrap();
+    assert_eq!(sweep_and_drain(&s, minutes(6)).await, 1, "the owner's task");
+    let t = timer(&s.store).await;
+    assert_eq!(t.record.policy, "demo_fast");
+    assert_eq!(t.owner.as_deref(), Some("80004"));
+    assert_eq!(t.record.first_touch_at, None, "the former owner's call does not count");
+    let sent = server.received_requests().await.unwrap();
+    let task: Value = sent
+        .iter()
+        .find(|r| r.url.path() == "/crm/v3/objects/tasks")
+        .unwrap()
+        .body_json()
+        .unwrap();
+    assert_eq!(task["properties"]["hubspot_owner_id"], "80004");
+}
+
+on_both_stores!(
+    an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along,
+    a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only,
+    the_commit_saves_the_timer_a_decision_started,
+    an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart,
+    a_touch_from_either_crm_stops_the_timer_before_its_ladder,
+);
