@@ -97,13 +97,18 @@ impl Store {
     /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
     /// checkpoint, all in one transaction: after a crash either all of it is there or none.
     pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
-        self.commit_with(&[], batch, checkpoint).await
+        self.commit_all(&[], batch, checkpoint).await
     }
 
-    /// [`Store::commit`] with the contacts that left HubSpot or came back in the same pass,
-    /// applied first (a survivor's evaluation is saved over its merged state), all in one
-    /// transaction: a crash leaves neither the removals without the cursor nor the reverse.
-    pub async fn commit_with(
+    /// Applies one pulled batch's [`Plan`] with the pass's checkpoint in one transaction: the
+    /// removals, merges and restores first (a survivor's evaluation is saved over its merged
+    /// state), then the evaluations as [`Store::commit`] saves them. A crash leaves neither the
+    /// removals without the cursor nor the reverse.
+    pub async fn commit_plan(&self, plan: &Plan, checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
+        self.commit_all(&plan.removals, &plan.evaluated, checkpoint).await
+    }
+
+    async fn commit_all(
         &self,
         removals: &[Removal],
         batch: &[Evaluated],
@@ -405,6 +410,16 @@ impl Store {
             .await?;
         Ok(row.is_some_and(|r| r.get::<String, _>(0) == value))
     }
+}
+
+/// What one pulled batch saves, decided as a whole (`sync::decide::decide_batch`) and applied by
+/// [`Store::commit_plan`] in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Contacts that left HubSpot or came back, applied first.
+    pub removals: Vec<Removal>,
+    /// Every evaluation to save.
+    pub evaluated: Vec<Evaluated>,
 }
 
 /// A contact that left HubSpot or came back, as the webhooks and the incremental cycle see it.
