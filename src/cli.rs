@@ -616,7 +616,14 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
         let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
         let now = Utc::now();
         if args.rescore {
-            let r = syncer.rescore(now, args.dry_run).await?;
+            let r = if args.dry_run {
+                syncer.rescore(now, true).await?
+            } else {
+                // A one-shot command: the outbox worker runs beside the rescore, as in the daemon.
+                let (mut r, carried_out) = syncer.with_outbox_worker(syncer.rescore(now, false)).await?;
+                r.add(&carried_out);
+                r
+            };
             print_report(&r, args.dry_run);
             return Ok::<_, anyhow::Error>(());
         }

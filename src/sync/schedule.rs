@@ -154,7 +154,9 @@ pub async fn run(
         let _ = l.lock().await;
     }
     let _ = outbox_stop.send(true);
-    outbox.await?;
+    if let Err(e) = outbox.await? {
+        warn!(error = %e, "the outbox's last drain failed; its items wait for the next start");
+    }
     info!("stopped");
     Ok(())
 }

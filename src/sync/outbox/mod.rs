@@ -3,13 +3,15 @@
 //! opportunities back.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
-//! per process (two would both take the same items). In the daemon, [`worker`] calls it, woken
-//! by every commit and by the schedules' jobs; one-shot commands (`backfill`, `rescore`) call it
-//! themselves, as no worker runs there.
+//! per process (two would both take the same items), and [`worker`] the one loop that calls it,
+//! woken by every commit. The daemon runs it beside its schedules; a one-shot command
+//! (`backfill`, `backfill --rescore`) runs it beside its job with
+//! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
 pub mod promotion;
 pub mod writeback;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -67,25 +69,56 @@ impl Syncer {
     }
 }
 
-/// The daemon's outbox worker: drains whenever woken, until `stop` turns true, then once more
-/// so that what the last jobs queued is carried out before the process exits. A failed drain
-/// leaves its items in the outbox for the next wake.
-pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) {
+impl Syncer {
+    /// Runs a one-shot command's `job` with the outbox worker beside it, in the same task (a
+    /// command aborted or killed stops both): the job's commits wake the worker as they wake the
+    /// daemon's, what an earlier run left pending goes too, and once the job is done the worker
+    /// drains a last time. Returns the job's result and what the worker carried out; a failure
+    /// of the last drain is the command's error (its items stay in the outbox).
+    pub async fn with_outbox_worker<T>(
+        &self,
+        job: impl Future<Output = Result<T, SyncError>>,
+    ) -> Result<(T, SyncReport), SyncError> {
+        let (stop, stopped) = watch::channel(false);
+        self.outbox.wake(Priority::Background);
+        let job = async move {
+            let out = job.await;
+            let _ = stop.send(true);
+            out
+        };
+        let (out, drained) = tokio::join!(job, worker(self.clone(), stopped));
+        Ok((out?, drained?))
+    }
+}
+
+/// The outbox worker: drains whenever woken, until `stop` turns true, then once more so that
+/// what the last jobs queued is carried out before the process exits. A failed drain while
+/// running leaves its items in the outbox for the next wake; the last drain's failure is
+/// returned. Returns what it carried out.
+pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) -> Result<SyncReport, SyncError> {
     let wake = syncer.outbox.clone();
+    let mut done = SyncReport::default();
     loop {
         let priority = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             p = wake.woken() => p,
         };
-        drain(&syncer, priority, "outbox drained").await;
+        match syncer.drain_outbox(priority, Utc::now()).await {
+            Ok(r) => {
+                logged(&r, "outbox drained");
+                done.add(&r);
+            }
+            Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
+        }
     }
-    drain(&syncer, Priority::Background, "outbox drained at stop").await;
+    let last = syncer.drain_outbox(Priority::Background, Utc::now()).await?;
+    logged(&last, "outbox drained at stop");
+    done.add(&last);
+    Ok(done)
 }
 
-async fn drain(syncer: &Syncer, priority: Priority, done: &str) {
-    match syncer.drain_outbox(priority, Utc::now()).await {
-        Ok(r) if r.written + r.promoted > 0 => info!(written = r.written, promoted = r.promoted, "{done}"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
+fn logged(r: &SyncReport, done: &str) {
+    if r.written + r.promoted > 0 {
+        info!(written = r.written, promoted = r.promoted, "{done}");
     }
 }
