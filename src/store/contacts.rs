@@ -236,12 +236,6 @@ impl Store {
             .await
     }
 
-    /// A contact HubSpot deleted and then restored: evaluated again from now on.
-    pub async fn mark_restored(&self, id: &HubSpotId) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &Removal::Restored(id.clone())).await)
-            .await
-    }
-
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
     /// ledger, write ledger, pending payloads); only its id and audit of stages remain.
     pub async fn forget(&self, id: &HubSpotId) -> Result<(), StoreError> {
@@ -259,15 +253,6 @@ impl Store {
             Ok(())
         })
         .await
-    }
-
-    /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
-    pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
-        let merge = Removal::Merged {
-            loser: loser.clone(),
-            survivor: survivor.clone(),
-        };
-        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &merge).await).await
     }
 
     /// Every ledger event of these contacts.
@@ -505,7 +490,7 @@ async fn mark_removed(
     Ok(())
 }
 
-/// Applies one removal inside a write transaction: the one code the webhooks and the cycle use.
+/// Applies one removal inside a write transaction (of [`Store::commit_plan`]).
 async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &Removal) -> Result<(), StoreError> {
     match r {
         Removal::Deleted(id) => mark_removed(tx, id, "deleted", None).await,

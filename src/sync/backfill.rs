@@ -318,6 +318,7 @@ impl Syncer {
                     checkpoint: checkpoint.map(|c| (CHECKPOINT, c)),
                     dry_run: opts.dry_run,
                     forms,
+                    told: &[],
                 },
             )
             .await?;

@@ -192,14 +192,20 @@ fn saved(
     }
 }
 
-/// The ids whose stored rows and ledgers [`decide_batch`] needs for these pulled contacts: theirs,
-/// and those of the contacts merged into them.
-pub fn stored_ids(contacts: &[HubSpotObject]) -> Vec<HubSpotId> {
+/// The ids whose stored rows and ledgers [`decide_batch`] needs for these pulled contacts and
+/// the removals webhooks told: theirs, and those of the contacts merged into them.
+pub fn stored_ids(contacts: &[HubSpotObject], told: &[Removal]) -> Vec<HubSpotId> {
     let mut ids: Vec<HubSpotId> = contacts
         .iter()
         .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
         .collect();
     ids.extend(merges(contacts).into_iter().map(|(loser, _)| loser));
+    for r in told {
+        match r {
+            Removal::Deleted(id) | Removal::Restored(id) => ids.push(id.clone()),
+            Removal::Merged { loser, survivor } => ids.extend([loser.clone(), survivor.clone()]),
+        }
+    }
     ids.sort();
     ids.dedup();
     ids
@@ -222,20 +228,33 @@ fn merges<'a>(contacts: impl IntoIterator<Item = &'a HubSpotObject>) -> Vec<(Hub
 }
 
 /// Decides one pulled batch against what the store holds (`stored` and `ledger`, read for
-/// [`stored_ids`]): the merges the survivors tell (the loser's ledger and, when it had gone
-/// further, its state continue in the survivor, which is evaluated as merged), the contacts
-/// HubSpot lists as archived (deleted once), those listed as active again after a deletion
-/// (restored), and every active contact's evaluation. A contact merged away or erased is never
-/// evaluated again. [`crate::store::Store::commit_plan`] applies the plan in one transaction.
+/// [`stored_ids`]): the merges the survivors tell or a webhook `told` (the loser's ledger and,
+/// when it had gone further, its state continue in the survivor, which is evaluated as merged),
+/// the contacts HubSpot lists as archived or a webhook told deleted (deleted once), those listed
+/// as active again after a deletion (restored), and every active contact's evaluation. A
+/// contact merged away or erased is never evaluated again. What HubSpot lists as active wins
+/// over a deletion told earlier. [`crate::store::Store::commit_plan`] applies the plan in one
+/// transaction.
 pub fn decide_batch(
     rules: &Rules,
     pulled: Vec<PulledContact>,
+    told: &[Removal],
     mut stored: HashMap<HubSpotId, ContactRow>,
     mut ledger: HashMap<HubSpotId, Vec<Event>>,
     now: DateTime<Utc>,
 ) -> Plan {
     let mut plan = Plan::default();
-    for (loser, survivor) in merges(pulled.iter().map(|p| &p.contact)) {
+    let told_merges = told.iter().filter_map(|r| match r {
+        Removal::Merged { loser, survivor } => Some((loser.clone(), survivor.clone())),
+        _ => None,
+    });
+    let mut all_merges = merges(pulled.iter().map(|p| &p.contact));
+    for m in told_merges {
+        if !all_merges.contains(&m) {
+            all_merges.push(m);
+        }
+    }
+    for (loser, survivor) in all_merges {
         let Some(row) = stored.get(&loser) else {
             continue; // never seen: nothing of it to move
         };
@@ -257,15 +276,24 @@ pub fn decide_batch(
     }
     let (active, archived): (Vec<PulledContact>, Vec<PulledContact>) =
         pulled.into_iter().partition(|p| !p.contact.archived);
+    let listed: HashSet<&str> = active.iter().map(|p| p.contact.id.as_str()).collect();
+    let told_deleted = told.iter().filter_map(|r| match r {
+        Removal::Deleted(id) if !listed.contains(id.as_str()) => Some(id.clone()),
+        _ => None,
+    });
+    let deleted: Vec<HubSpotId> = archived
+        .iter()
+        .filter_map(|p| HubSpotId::try_from(p.contact.id.clone()).ok())
+        .chain(told_deleted)
+        .collect();
     // Deleted in HubSpot: once (a contact already removed, merged above or by a webhook, stays
     // as it is).
-    for p in &archived {
-        if let Ok(id) = HubSpotId::try_from(p.contact.id.clone())
-            && stored.get(&id).is_some_and(|row| row.removed.is_none())
+    for id in deleted {
+        if stored.get(&id).is_some_and(|row| row.removed.is_none())
             && !plan
                 .removals
                 .iter()
-                .any(|m| matches!(m, Removal::Merged { loser, .. } if *loser == id))
+                .any(|m| matches!(m, Removal::Merged { loser, .. } | Removal::Deleted(loser) if *loser == id))
         {
             plan.removals.push(Removal::Deleted(id));
         }
@@ -425,6 +453,15 @@ mod tests {
     /// The plan for `pulled` against `stored` (with one ledger event per stored contact):
     /// its removals, and the ids it evaluates.
     fn plan(pulled: Vec<PulledContact>, stored: Vec<ContactRow>) -> (Vec<Removal>, Vec<String>, Plan) {
+        plan_told(pulled, Vec::new(), stored)
+    }
+
+    /// The same with the removals webhooks told.
+    fn plan_told(
+        pulled: Vec<PulledContact>,
+        told: Vec<Removal>,
+        stored: Vec<ContactRow>,
+    ) -> (Vec<Removal>, Vec<String>, Plan) {
         let rules = crate::defaults::embedded_rules().unwrap();
         let ledger = stored
             .iter()
@@ -432,7 +469,7 @@ mod tests {
             .collect();
         let stored = stored.into_iter().map(|r| (r.contact_id.clone(), r)).collect();
         let now = "2026-11-25T12:00:00Z".parse().unwrap();
-        let p = decide_batch(&rules, pulled, stored, ledger, now);
+        let p = decide_batch(&rules, pulled, &told, stored, ledger, now);
         let ids = p.evaluated.iter().map(|e| e.contact_id.as_str().to_string()).collect();
         (p.removals.clone(), ids, p)
     }
@@ -516,6 +553,32 @@ mod tests {
     #[test]
     fn the_ids_read_for_a_batch_include_the_losers_of_its_merges() {
         let contacts = vec![pulled("3", false, "1; 2").contact, pulled("4", true, "9").contact];
-        assert_eq!(stored_ids(&contacts), vec![hid("1"), hid("2"), hid("3"), hid("4")]);
+        let told = [Removal::Deleted(hid("7"))];
+        assert_eq!(
+            stored_ids(&contacts, &told),
+            vec![hid("1"), hid("2"), hid("3"), hid("4"), hid("7")]
+        );
+    }
+
+    #[test]
+    fn removals_told_by_webhooks_are_decided_like_those_hubspot_lists() {
+        let merged = Removal::Merged {
+            loser: hid("2"),
+            survivor: hid("1"),
+        };
+        let stored = || vec![row("1", None, None, None), row("2", None, None, Some(Stage::Sql))];
+        // `contact.merge`: the survivor read, the loser told.
+        let (r, ids, p) = plan_told(vec![pulled("1", false, "")], vec![merged.clone()], stored());
+        assert_eq!((r, ids), (vec![merged.clone()], vec!["1".to_string()]));
+        assert!(p.evaluated[0].state.stage >= Some(Stage::Sql));
+        // Told and listed: once.
+        let (r, _, _) = plan_told(vec![pulled("1", false, "2")], vec![merged.clone()], stored());
+        assert_eq!(r, vec![merged]);
+        // `contact.deletion`: deleted once, even told twice; never when HubSpot lists it active.
+        let deleted = Removal::Deleted(hid("2"));
+        let (r, ids, _) = plan_told(vec![], vec![deleted.clone(), deleted.clone()], stored());
+        assert_eq!((r, ids), (vec![deleted.clone()], vec![]));
+        let (r, ids, _) = plan_told(vec![pulled("2", false, "")], vec![deleted], stored());
+        assert_eq!((r, ids), (vec![], vec!["2".to_string()]));
     }
 }

@@ -34,7 +34,7 @@ use crate::hubspot::client::{HubSpotClient, HubSpotError};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
-use crate::store::{Evaluated, Store, StoreError};
+use crate::store::{Evaluated, Removal, Store, StoreError};
 pub use decide::MERGED_IDS;
 use decide::{PulledContact, decide_batch, stored_ids};
 
@@ -131,6 +131,8 @@ pub(crate) struct Pass<'a> {
     pub dry_run: bool,
     /// Where the contacts' form submissions come from.
     pub forms: behaviour::FormSource<'a>,
+    /// Deletions and merges webhooks told (none for a listing, which shows them itself).
+    pub told: &'a [Removal],
 }
 
 /// Everything a sync step needs, shared by the schedule, the webhook workers and the CLI.
@@ -222,8 +224,9 @@ impl Syncer {
             checkpoint,
             dry_run,
             forms,
+            told,
         } = pass;
-        let ids = stored_ids(&contacts);
+        let ids = stored_ids(&contacts, told);
         // Contacts never seen need their whole history and their company, once. Read before
         // taking the lock: HubSpot's answers can take seconds.
         let known = self.store.contacts(&ids).await?;
@@ -267,7 +270,7 @@ impl Syncer {
         let _held = self.eval_lock.lock().await;
         let stored = self.store.contacts(&ids).await?;
         let ledger = self.store.events(&ids).await?;
-        let plan = decide_batch(&self.rules, pulled, stored, ledger, now);
+        let plan = decide_batch(&self.rules, pulled, told, stored, ledger, now);
         if !dry_run {
             self.store.commit_plan(&plan, checkpoint).await?;
             // What the commit queued is the outbox worker's to carry out.
