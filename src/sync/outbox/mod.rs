@@ -72,15 +72,14 @@ impl Syncer {
 impl Syncer {
     /// Runs a one-shot command's `job` with the outbox worker beside it, in the same task (a
     /// command aborted or killed stops both): the job's commits wake the worker as they wake the
-    /// daemon's, what an earlier run left pending goes too, and once the job is done the worker
-    /// drains a last time. Returns the job's result and what the worker carried out; a failure
+    /// daemon's, what an earlier run left pending goes first, and once the job is done the
+    /// worker drains a last time. Returns the job's result and what the worker carried out; a failure
     /// of the last drain is the command's error (its items stay in the outbox).
     pub async fn with_outbox_worker<T>(
         &self,
         job: impl Future<Output = Result<T, SyncError>>,
     ) -> Result<(T, SyncReport), SyncError> {
         let (stop, stopped) = watch::channel(false);
-        self.outbox.wake(Priority::Background);
         let job = async move {
             let out = job.await;
             let _ = stop.send(true);
@@ -91,12 +90,14 @@ impl Syncer {
     }
 }
 
-/// The outbox worker: drains whenever woken, until `stop` turns true, then once more so that
-/// what the last jobs queued is carried out before the process exits. A failed drain while
+/// The outbox worker: drains at start (what a stopped or crashed run left pending), then whenever
+/// woken, until `stop` turns true, then once more so that what the last jobs queued is carried
+/// out before the process exits. A failed drain while
 /// running leaves its items in the outbox for the next wake; the last drain's failure is
 /// returned. Returns what it carried out.
 pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) -> Result<SyncReport, SyncError> {
     let wake = syncer.outbox.clone();
+    wake.wake(Priority::Background);
     let mut done = SyncReport::default();
     loop {
         let priority = tokio::select! {
