@@ -677,14 +677,28 @@ fn print_report(r: &crate::sync::SyncReport, dry_run: bool) {
 
 /// `leadsync status`: the funnel, the outbox, dead letters and the review list. Reads an
 /// existing store only: run in the wrong folder it creates nothing, and says what would.
-pub fn status(config_file: Option<&Path>) -> ExitCode {
+/// With `contact`, that contact's stage, status and audit trail instead.
+pub fn status(config_file: Option<&Path>, contact: Option<&str>) -> ExitCode {
+    let contact = match contact
+        .map(|c| crate::lifecycle::HubSpotId::try_from(c.to_string()))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("--contact: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
     let result = rt.block_on(async {
         let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
-        print!("{}", crate::report::status(&store).await?);
+        match &contact {
+            Some(id) => print!("{}", crate::report::contact_trail(&store, id).await?),
+            None => print!("{}", crate::report::status(&store).await?),
+        }
         Ok::<_, anyhow::Error>(())
     });
     match result {
