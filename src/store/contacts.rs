@@ -225,15 +225,11 @@ impl Store {
         rows.iter().map(contact_row).collect()
     }
 
-    /// Marks a contact deleted or archived in HubSpot: kept for the audit, never evaluated again.
-    pub async fn mark_removed(
-        &self,
-        id: &HubSpotId,
-        why: &str,
-        merged_into: Option<&HubSpotId>,
-    ) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| mark_removed(tx, id, why, merged_into).await)
-            .await
+    /// Marks a contact deleted in HubSpot (a write HubSpot refused as `OBJECT_NOT_FOUND`): kept
+    /// for the audit, never evaluated again.
+    pub async fn mark_deleted(&self, id: &HubSpotId) -> Result<(), StoreError> {
+        let deleted = Removal::Deleted(id.clone());
+        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &deleted).await).await
     }
 
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
