@@ -620,7 +620,7 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
                 syncer.rescore(now, true).await?
             } else {
                 // A one-shot command: the outbox worker runs beside the rescore, as in the daemon.
-                let (mut r, carried_out) = syncer.with_outbox_worker(syncer.rescore(now, false)).await?;
+                let (mut r, carried_out) = syncer.with_outbox_worker(now, syncer.rescore(now, false)).await?;
                 r.add(&carried_out);
                 r
             };

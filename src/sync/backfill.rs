@@ -167,7 +167,7 @@ impl Syncer {
             return self.backfill_pages(opts, now, on_block).await;
         }
         let ((mut report, costs), carried_out) = self
-            .with_outbox_worker(self.backfill_pages(opts, now, on_block))
+            .with_outbox_worker(now, self.backfill_pages(opts, now, on_block))
             .await?;
         report.add(&carried_out);
         Ok((report, costs))

@@ -120,7 +120,7 @@ pub async fn run(
     info!("schedules started");
     // The outbox worker stops after the jobs, so it carries out what the last of them queued.
     let (outbox_stop, outbox_stopped) = watch::channel(false);
-    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped));
+    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped, Utc::now));
 
     // Inbox workers: woken by the intake, and every two seconds for anything left behind.
     let inbox_lock = Arc::new(Mutex::new(()));

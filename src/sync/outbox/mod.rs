@@ -73,10 +73,12 @@ impl Syncer {
     /// Runs a one-shot command's `job` with the outbox worker beside it, in the same task (a
     /// command aborted or killed stops both): the job's commits wake the worker as they wake the
     /// daemon's, what an earlier run left pending goes first, and once the job is done the
-    /// worker drains a last time. Returns the job's result and what the worker carried out; a failure
-    /// of the last drain is the command's error (its items stay in the outbox).
+    /// worker drains a last time. Every drain is at the command's `now`, as its decisions are.
+    /// Returns the job's result and what the worker carried out; a failure of the last drain is
+    /// the command's error (its items stay in the outbox).
     pub async fn with_outbox_worker<T>(
         &self,
+        now: DateTime<Utc>,
         job: impl Future<Output = Result<T, SyncError>>,
     ) -> Result<(T, SyncReport), SyncError> {
         let (stop, stopped) = watch::channel(false);
@@ -85,17 +87,21 @@ impl Syncer {
             let _ = stop.send(true);
             out
         };
-        let (out, drained) = tokio::join!(job, worker(self.clone(), stopped));
+        let (out, drained) = tokio::join!(job, worker(self.clone(), stopped, move || now));
         Ok((out?, drained?))
     }
 }
 
 /// The outbox worker: drains at start (what a stopped or crashed run left pending), then whenever
 /// woken, until `stop` turns true, then once more so that what the last jobs queued is carried
-/// out before the process exits. A failed drain while
-/// running leaves its items in the outbox for the next wake; the last drain's failure is
-/// returned. Returns what it carried out.
-pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) -> Result<SyncReport, SyncError> {
+/// out before the process exits. A failed drain while running leaves its items in the outbox for
+/// the next wake; the last drain's failure is returned. Returns what it carried out. Each drain
+/// is at `clock()` (the daemon's: `Utc::now`).
+pub async fn worker(
+    syncer: Syncer,
+    mut stop: watch::Receiver<bool>,
+    clock: impl Fn() -> DateTime<Utc>,
+) -> Result<SyncReport, SyncError> {
     let wake = syncer.outbox.clone();
     wake.wake(Priority::Background);
     let mut done = SyncReport::default();
@@ -104,7 +110,7 @@ pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) -> Result<S
             _ = stop.wait_for(|s| *s) => break,
             p = wake.woken() => p,
         };
-        match syncer.drain_outbox(priority, Utc::now()).await {
+        match syncer.drain_outbox(priority, clock()).await {
             Ok(r) => {
                 logged(&r, "outbox drained");
                 done.add(&r);
@@ -112,7 +118,7 @@ pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) -> Result<S
             Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
         }
     }
-    let last = syncer.drain_outbox(Priority::Background, Utc::now()).await?;
+    let last = syncer.drain_outbox(Priority::Background, clock()).await?;
     logged(&last, "outbox drained at stop");
     done.add(&last);
     Ok(done)
