@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
@@ -144,23 +144,6 @@ impl Stack {
         if let Some(daemon) = self.daemon.take() {
             self.running.push(tokio::spawn(daemon.run(self.stop.subscribe())));
         }
-    }
-
-    /// Drains the inbox until it is empty, then the outbox, as the inbox and outbox workers
-    /// would (tests, without the workers running); returns how many inbox events were taken.
-    pub async fn drain_inbox(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let mut total = 0;
-        loop {
-            let (_, n) = self.syncer.drain_inbox(now).await?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
-        self.syncer
-            .drain_outbox(crate::hubspot::limiter::Priority::Background, now)
-            .await?;
-        Ok(total)
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and

@@ -348,9 +348,14 @@ impl TestApp {
     pub async fn run_inbox_until_idle(&self) {
         if self.running {
             self.settle().await;
-        } else {
-            self.stack.drain_inbox(self.now()).await.unwrap();
+            return;
         }
+        // The webhook server alone: the inbox pass and the outbox drain the workers would run.
+        let s = &self.stack.syncer;
+        while s.drain_inbox(self.now()).await.unwrap().1 > 0 {}
+        s.drain_outbox(leadsync::hubspot::limiter::Priority::Background, self.now())
+            .await
+            .unwrap();
     }
 
     /// Waits until the running daemon's workers have carried out everything (60 s at most).
