@@ -4,10 +4,10 @@
 //! committed (`Store::commit_plan`, one transaction).
 //!
 //! ```text
-//! incremental (cycle) ─┐                                                              ┌→ writeback
-//! inbox (webhooks) ────┼→ pull → decide::decide_batch → Store::commit_plan ─→ outbox ─┤
-//! backfill (admin) ────┘                                    ↑                          └→ promotion
-//! rescore, sla_sweep → Store → decide::decide_stored → Store::commit
+//! incremental (cycle) ─┐
+//! inbox (webhooks) ────┼→ pull → decide::decide_batch → Store::commit_plan ─┐
+//! backfill (admin) ────┘                                                    ├→ outbox ─┬→ writeback
+//! rescore, sla_sweep → Store → decide::decide_stored → Store::commit ───────┘          └→ promotion
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
