@@ -419,7 +419,7 @@ fn end_to_end(samples: usize) -> Vec<Row> {
         .expect("runtime");
     rt.block_on(async move {
         let contacts = 600;
-        let mut stack = Stack::start(StackOptions {
+        let mut stack = Stack::build(StackOptions {
             sandbox: SandboxConfig {
                 contacts,
                 companies: contacts / 8,
@@ -456,7 +456,7 @@ fn end_to_end(samples: usize) -> Vec<Row> {
             .take(samples)
             .collect();
         assert!(leads.len() >= 30.min(samples), "only {} active leads in the portal", leads.len());
-        stack.start_workers();
+        stack.run_daemon();
         // Let the first scheduled jobs and token refreshes pass before timing.
         stack.settle(Duration::from_secs(60)).await.expect("settled");
         let mut took = Vec::new();

@@ -616,7 +616,14 @@ pub fn backfill(config_file: Option<&Path>, args: &BackfillArgs) -> ExitCode {
         let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
         let now = Utc::now();
         if args.rescore {
-            let r = syncer.rescore(now, args.dry_run).await?;
+            let r = if args.dry_run {
+                syncer.rescore(now, true).await?
+            } else {
+                // A one-shot command: the outbox worker runs beside the rescore, as in the daemon.
+                let (mut r, carried_out) = syncer.with_outbox_worker(now, syncer.rescore(now, false)).await?;
+                r.add(&carried_out);
+                r
+            };
             print_report(&r, args.dry_run);
             return Ok::<_, anyhow::Error>(());
         }
@@ -692,14 +699,28 @@ pub fn explain_contact(config_file: Option<&Path>, contact: &str) -> ExitCode {
 
 /// `leadsync status`: the funnel, the outbox, dead letters and the review list. Reads an
 /// existing store only: run in the wrong folder it creates nothing, and says what would.
-pub fn status(config_file: Option<&Path>) -> ExitCode {
+/// With `contact`, that contact's stage, status and audit trail instead.
+pub fn status(config_file: Option<&Path>, contact: Option<&str>) -> ExitCode {
+    let contact = match contact
+        .map(|c| crate::lifecycle::HubSpotId::try_from(c.to_string()))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("--contact: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
     let result = rt.block_on(async {
         let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
-        print!("{}", crate::report::status(&store).await?);
+        match &contact {
+            Some(id) => print!("{}", crate::report::contact_trail(&store, id).await?),
+            None => print!("{}", crate::report::status(&store).await?),
+        }
         Ok::<_, anyhow::Error>(())
     });
     match result {

@@ -177,14 +177,10 @@ pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -
 }
 
 /// The daemon of one configuration, built and not yet running: its webhook server, bound, and
-/// its schedules and workers. `leadsync run` and `leadsync demo` run it with [`Daemon::run`].
+/// its schedules and workers. `leadsync run`, `leadsync demo` and the end-to-end tests run it
+/// with [`Daemon::run`].
 pub struct Daemon {
     app: Application,
-    workers: Workers,
-}
-
-/// The daemon's schedules, inbox workers and outbox worker (`sync::schedule::run`).
-pub struct Workers {
     syncer: Syncer,
     schedule: ScheduleSettings,
     wake: Arc<Notify>,
@@ -213,11 +209,9 @@ impl Daemon {
         .with_limits(server.limits());
         Daemon {
             app,
-            workers: Workers {
-                syncer,
-                schedule: loaded.settings.schedule.clone(),
-                wake,
-            },
+            syncer,
+            schedule: loaded.settings.schedule.clone(),
+            wake,
         }
     }
 
@@ -227,33 +221,35 @@ impl Daemon {
     }
 
     /// Refuses to start without the HubSpot properties leadsync writes, then serves webhooks
-    /// and runs the workers until `stop` turns true; work in flight finishes first.
+    /// and runs the schedules, the inbox workers and the outbox worker until `stop` turns true:
+    /// the work in flight finishes, the outbox is drained once more, then the server stops.
     pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        ensure_setup(&self.workers.syncer, false).await?;
-        let (serving, workers) = self.serve(stop.clone());
-        workers.run(stop).await?;
+        ensure_setup(&self.syncer, false).await?;
+        let Daemon {
+            app,
+            syncer,
+            schedule,
+            wake,
+        } = self;
+        let serving = serve(app, stop.clone());
+        crate::sync::schedule::run(syncer, &schedule, wake, stop).await?;
         serving.await??;
         Ok(())
     }
 
-    /// Starts serving webhooks (into the inbox) until `stop`, and hands back the workers, not
-    /// yet running. [`Daemon::run`] runs them at once; the test harness later, so that a test
-    /// can drain the inbox itself first.
-    pub fn serve(self, stop: watch::Receiver<bool>) -> (tokio::task::JoinHandle<std::io::Result<()>>, Workers) {
-        info!(addr = %self.app.local_addr(), "listening for HubSpot webhooks");
-        let mut server_stop = stop;
-        let serving = tokio::spawn(self.app.run_until_stopped(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        }));
-        (serving, self.workers)
+    /// Serves webhooks (into the inbox) until `stop`, with no worker taking them: the webhook
+    /// server alone, for tests that drive the inbox themselves or stand for a process that
+    /// died before its workers ran.
+    pub fn serve(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        serve(self.app, stop)
     }
 }
 
-impl Workers {
-    /// Runs the schedules, the inbox workers and the outbox worker until `stop` turns true.
-    pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        crate::sync::schedule::run(self.syncer, &self.schedule, self.wake, stop).await
-    }
+fn serve(app: Application, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    info!(addr = %app.local_addr(), "listening for HubSpot webhooks");
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }))
 }
 
 /// A stop signal that turns true on Ctrl-C or SIGTERM.

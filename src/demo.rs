@@ -3,8 +3,9 @@
 //!
 //! [`Stack`] is the sandbox and the daemon (`daemon::Daemon`: the store, the webhook server, the
 //! syncer and its workers) in one process; the demo, the end-to-end tests and the benchmarks
-//! all use it. The demo runs the daemon whole, as `leadsync run` does; a test starts its server
-//! first and its workers when it wants them.
+//! all use it. The demo, the end-to-end tests and the benchmarks run the daemon whole
+//! ([`Stack::run_daemon`]), as `leadsync run` does; tests that drive the inbox themselves start
+//! its webhook server alone ([`Stack::start`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
-use crate::config::{Loaded, Settings};
-use crate::daemon::{Daemon, Workers};
+use crate::config::{Loaded, ScheduleSettings, Settings};
+use crate::daemon::Daemon;
 use crate::lifecycle::{HubSpotId, Snapshot, evaluate, explain};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use crate::store::{OutboxKind, OutboxState};
@@ -36,6 +37,8 @@ pub struct StackOptions {
     pub burst_per_10s: u32,
     /// Folder holding `mappings/` (the repository, or the installed files).
     pub root: PathBuf,
+    /// The daemon's schedules; default the configuration's defaults.
+    pub schedule: Option<ScheduleSettings>,
 }
 
 impl Default for StackOptions {
@@ -45,6 +48,7 @@ impl Default for StackOptions {
             store_url: None,
             burst_per_10s: 80,
             root: PathBuf::from("."),
+            schedule: None,
         }
     }
 }
@@ -62,8 +66,6 @@ pub struct Stack {
     stop: watch::Sender<bool>,
     /// The daemon, built and not yet running.
     daemon: Option<Daemon>,
-    /// Its workers, while the server alone runs ([`Stack::start`]).
-    workers: Option<Workers>,
     running: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -105,6 +107,9 @@ impl Stack {
         settings.salesforce.mapping_path = opts.root.join("mappings/salesforce.toml");
         settings.store.url = store_url;
         settings.server.bind = addr.to_string();
+        if let Some(schedule) = opts.schedule {
+            settings.schedule = schedule;
+        }
         let loaded = Loaded { settings, file: None };
 
         let syncer = crate::daemon::syncer_opening(&loaded, crate::daemon::StoreOpening::CreateIfMissing).await?;
@@ -117,30 +122,20 @@ impl Stack {
             addr,
             stop,
             daemon: Some(daemon),
-            workers: None,
             running: Vec::new(),
             _dir: dir,
         })
     }
 
-    /// Starts the sandbox and the daemon's webhook server (into the inbox); its workers start
-    /// with [`Stack::start_workers`], so that a test can drain the inbox itself first.
+    /// Starts the sandbox and the daemon's webhook server alone (into the inbox, no worker
+    /// taking it), so that a test can drain the inbox itself.
     pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         let mut stack = Stack::build(opts).await?;
         if let Some(daemon) = stack.daemon.take() {
-            let (serving, workers) = daemon.serve(stack.stop.subscribe());
+            let serving = daemon.serve(stack.stop.subscribe());
             stack.running.push(tokio::spawn(async move { Ok(serving.await??) }));
-            stack.workers = Some(workers);
         }
         Ok(stack)
-    }
-
-    /// Starts the daemon's schedules, inbox workers and outbox worker beside the server that
-    /// [`Stack::start`] started.
-    pub fn start_workers(&mut self) {
-        if let Some(workers) = self.workers.take() {
-            self.running.push(tokio::spawn(workers.run(self.stop.subscribe())));
-        }
     }
 
     /// Runs the daemon as `leadsync run` does ([`Daemon::run`]): the check of the HubSpot
@@ -149,23 +144,6 @@ impl Stack {
         if let Some(daemon) = self.daemon.take() {
             self.running.push(tokio::spawn(daemon.run(self.stop.subscribe())));
         }
-    }
-
-    /// Drains the inbox until it is empty, then the outbox, as the inbox and outbox workers
-    /// would (tests, without the workers running); returns how many inbox events were taken.
-    pub async fn drain_inbox(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let mut total = 0;
-        loop {
-            let (_, n) = self.syncer.drain_inbox(now).await?;
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
-        self.syncer
-            .drain_outbox(crate::hubspot::limiter::Priority::Background, now)
-            .await?;
-        Ok(total)
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and
@@ -199,12 +177,19 @@ impl Stack {
         }
     }
 
-    /// Stops the daemon (work in flight finishes), then the sandbox.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    /// Stops the daemon as SIGTERM stops `leadsync run`, and waits until it has: the work in
+    /// flight finishes and the outbox is drained once more. The sandbox keeps running.
+    pub async fn stop_daemon(&mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        for running in self.running {
+        for running in self.running.drain(..) {
             running.await??;
         }
+        Ok(())
+    }
+
+    /// Stops the daemon (work in flight finishes), then the sandbox.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_daemon().await?;
         self.sandbox.shutdown().await;
         Ok(())
     }

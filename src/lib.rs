@@ -25,12 +25,14 @@
 //!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox, SLA timers.
-//! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`)
-//!   → decide (`decide`, pure) → `Store::commit` → the outbox worker
-//!   (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA ladder's steps); `sla_sweep`
-//!   (timers assessed with their touches, steps queued); `schedule` runs the jobs.
-//! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon`, the server and workers
-//!   that `leadsync run` and `leadsync demo` both run.
+//! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`;
+//!   IO only) → one pure batch decision (`decide::decide_batch`: removals, merges, restores and
+//!   evaluations, with the SLA timers they start, as one `Plan`) → `Store::commit_plan` (one
+//!   transaction) → the one outbox worker (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA
+//!   ladder's steps), run by the daemon and beside one-shot commands alike; `sla_sweep` (timers
+//!   assessed with their touches, steps queued); `schedule` runs the jobs.
+//! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
+//!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the
 //!   tests' harness).
 //! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
@@ -38,9 +40,10 @@
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.
 //!
 //! The data's path: webhook (`server`, into the inbox) or schedule (`sync::schedule`) → pull
-//! from HubSpot (`hubspot`, `sync::cycle`, `sync::inbox`) → decide (`sync::decide`, calling
-//! `lifecycle::evaluate`) → `Store::commit` with its outbox (`store`) → the outbox worker
-//! (`sync::outbox`) writes back to HubSpot and promotes to Salesforce (`salesforce`).
+//! from HubSpot (`hubspot`, `sync::cycle`, `sync::inbox`) → decide the batch
+//! (`sync::decide::decide_batch`, calling `lifecycle::evaluate`) → `Store::commit_plan` with its
+//! outbox (`store`) → the outbox worker (`sync::outbox`) writes back to HubSpot and promotes to
+//! Salesforce (`salesforce`).
 
 pub mod chaos;
 pub mod cli;

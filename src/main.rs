@@ -110,9 +110,15 @@ enum Command {
         #[arg(long, conflicts_with_all = ["since", "rescore"])]
         restart: bool,
     },
-    /// The funnel, the outbox, dead letters and the review list.
-    #[command(after_help = "Examples:\n  leadsync status\n  leadsync status --config /etc/leadsync/leadsync.toml")]
-    Status,
+    /// The funnel, the outbox, dead letters and the review list; or one contact's audit trail.
+    #[command(
+        after_help = "Examples:\n  leadsync status\n  leadsync status --config /etc/leadsync/leadsync.toml\n  leadsync status --contact 1001   every change of one contact, with its reason and rules"
+    )]
+    Status {
+        /// One HubSpot contact id: its stage, status and every change leadsync made, oldest first.
+        #[arg(long)]
+        contact: Option<String>,
+    },
     /// Put dead letters and dead inbox events back in their queues, once their cause is fixed.
     #[command(
         after_help = "Examples:\n  leadsync retry --dry-run                    what would be put back\n  leadsync retry --kind promote               every dead promotion\n  leadsync retry --kind inbox --id 42         one dead inbox event (ids: leadsync status)"
@@ -221,7 +227,9 @@ fn main() -> ExitCode {
     // (`demo`, `check`, …) log only warnings unless -v; the jobs an operator watches, INFO.
     let level = match args.command {
         Command::Run { .. } => None,
-        Command::Backfill { .. } | Command::Setup { .. } | Command::Status | Command::Retry { .. } => Some(Level::Info),
+        Command::Backfill { .. } | Command::Setup { .. } | Command::Status { .. } | Command::Retry { .. } => {
+            Some(Level::Info)
+        }
         _ => Some(Level::Warn),
     };
     if let Some(level) = level {
@@ -262,7 +270,7 @@ fn main() -> ExitCode {
                 restart,
             },
         ),
-        Command::Status => cli::status(config),
+        Command::Status { contact } => cli::status(config, contact.as_deref()),
         Command::Retry { kind, id, dry_run } => cli::retry(config, kind, id, dry_run),
         Command::Demo {
             contacts,

@@ -36,6 +36,36 @@ pub async fn funnel(store: &Store) -> Result<String, StoreError> {
     Ok(out)
 }
 
+/// `leadsync status --contact ID`: the contact's stage and status, then every change leadsync
+/// made to it (the audit log), oldest first, each with its reason and the rules that decided.
+pub async fn contact_trail(store: &Store, id: &crate::lifecycle::HubSpotId) -> Result<String, StoreError> {
+    let mut out = String::new();
+    let rows = store.contacts(std::slice::from_ref(id)).await?;
+    let Some(row) = rows.get(id) else {
+        let _ = writeln!(out, "contact {id}: not in the store (never pulled from HubSpot)");
+        return Ok(out);
+    };
+    let stage = row.state.stage.map_or("none", |s| s.as_str());
+    let _ = write!(out, "contact {id}: {stage}, {}", row.state.status.as_str());
+    if let Some(why) = &row.removed {
+        let _ = write!(out, " (removed: {why})");
+    }
+    let _ = writeln!(out, "; evaluated {}", row.evaluated_at.to_rfc3339());
+    let trail = store.audit(id).await?;
+    let _ = writeln!(out, "{} change(s), oldest first:", trail.len());
+    for a in trail {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {}  [{}]",
+            a.at.to_rfc3339(),
+            a.change,
+            a.reason,
+            a.rules
+        );
+    }
+    Ok(out)
+}
+
 /// `leadsync status`.
 pub async fn status(store: &Store) -> Result<String, StoreError> {
     let mut out = funnel(store).await?;

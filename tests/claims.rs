@@ -22,6 +22,9 @@ on_both_stores!(
     the_incremental_cycle_reads_five_minutes_before_its_cursor_and_no_further,
     status_lists_dead_letters_and_says_why_promotions_wait,
     two_flushes_at_once_write_each_contact_once,
+    status_of_one_contact_shows_its_audit_trail,
+    a_failing_inbox_event_holds_back_only_its_contact_and_waits_at_most_ten_minutes,
+    two_passes_at_once_on_one_contact_decide_and_save_it_once,
 );
 
 async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {
@@ -237,9 +240,15 @@ async fn the_incremental_cycle_reads_five_minutes_before_its_cursor_and_no_furth
 
 /// `leadsync status` on the store at `url`, its stdout.
 fn status_command(url: &str) -> String {
+    status_command_with(url, &[])
+}
+
+/// `leadsync status` with more arguments, on the store at `url`.
+fn status_command_with(url: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
         .arg("status")
+        .args(args)
         .current_dir(dir.path())
         .env_remove("LEADSYNC_CONFIG")
         .env("LEADSYNC__STORE__URL", url)
@@ -517,5 +526,131 @@ async fn every_metric_the_readme_names_is_scraped_and_moves_with_its_work() {
         }
     }
     assert!(seen, "inbox depth 1, its age and the dead write: {after}");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "`leadsync status --contact ID` shows one contact's audit trail"
+async fn status_of_one_contact_shows_its_audit_trail(on: Backend) {
+    let (app, url, _dir) = app_on(on, 120).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
+    let c = promoted[0].contact_id.clone();
+    let trail = s.store.audit(&id(&c)).await.unwrap();
+    assert!(!trail.is_empty(), "{on:?}");
+    let text = status_command_with(&url, &["--contact", &c]);
+    let stage = s.store.contacts(&[id(&c)]).await.unwrap()[&id(&c)].state.stage.unwrap();
+    assert!(
+        text.starts_with(&format!("contact {c}: {}, ", stage.as_str())),
+        "{on:?}: {text}"
+    );
+    assert!(
+        text.contains(&format!("{} change(s), oldest first:", trail.len())),
+        "{on:?}: {text}"
+    );
+    // Every change with its reason and the rules that made it, in order.
+    let lines: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(lines.len(), trail.len(), "{on:?}: {text}");
+    for (line, a) in lines.iter().zip(&trail) {
+        assert!(line.contains(&a.change) && line.contains(&a.reason), "{on:?}: {line}");
+        assert!(line.contains(&a.rules), "{on:?}: {line}");
+    }
+    let unknown = status_command_with(&url, &["--contact", "999999999"]);
+    assert!(unknown.contains("not in the store"), "{on:?}: {unknown}");
+    app.stack.shutdown().await.unwrap();
+}
+
+/// Makes a stored contact's state unreadable, as a hand-edited row would.
+async fn corrupt_state(url: &str, contact: &str) {
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query("UPDATE contacts SET state = 'not json' WHERE contact_id = $1")
+        .bind(contact)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+// README: "a batch that fails is retried contact by contact, and what still fails waits with a growing delay (capped at 10 minutes)"
+async fn a_failing_inbox_event_holds_back_only_its_contact_and_waits_at_most_ten_minutes(on: Backend) {
+    let (app, url, _dir) = app_on(on, 40).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let (good, bad) = (contact(3), contact(4));
+    corrupt_state(&url, &bad).await;
+    let at = app.now().timestamp_millis();
+    for c in [&good, &bad] {
+        assert_eq!(app.post_signed_webhook(&event("contact.creation", c, at)).await, 200);
+    }
+    let evaluated_before = s.store.contacts(&[id(&good)]).await.unwrap()[&id(&good)].evaluated_at;
+    let mut t = app.now() + Duration::seconds(30);
+    let (_, taken) = s.drain_inbox(t).await.unwrap();
+    assert_eq!(taken, 2, "{on:?}");
+    // The contact whose events can be processed went through; the other waits alone.
+    let good_row = &s.store.contacts(&[id(&good)]).await.unwrap()[&id(&good)];
+    assert!(good_row.evaluated_at > evaluated_before, "{on:?}: evaluated again");
+    assert_eq!(s.store.inbox_depth().await.unwrap().0, 1, "{on:?}");
+    let (failing, why) = s.store.inbox_failing().await.unwrap();
+    assert_eq!(failing, 1, "{on:?}");
+    assert!(
+        why.unwrap_or_default().contains(&format!("contacts/{bad}.state")),
+        "{on:?}"
+    );
+    // 5 s after the first failure, doubling, never more than 10 minutes.
+    for (attempts, wait_s) in [5, 10, 20, 40, 80, 160, 320, 600, 600].into_iter().enumerate() {
+        let wait = Duration::seconds(wait_s);
+        let before = s.drain_inbox(t + wait - Duration::milliseconds(1)).await.unwrap().1;
+        assert_eq!(before, 0, "{on:?}: retry {} came before {wait_s} s", attempts + 2);
+        t += wait;
+        assert_eq!(
+            s.drain_inbox(t).await.unwrap().1,
+            1,
+            "{on:?}: retry {} after {wait_s} s",
+            attempts + 2
+        );
+    }
+    assert_eq!(s.store.inbox_depth().await.unwrap().0, 1, "{on:?}: kept, never dropped");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "reading a contact's stored state, deciding and saving happen under one lock (so a slow rescore never saves an older state over a webhook's newer one)"
+async fn two_passes_at_once_on_one_contact_decide_and_save_it_once(on: Backend) {
+    let (app, _, _dir) = app_on(on, 120).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    // Two months on, two passes over the same contacts at once (the nightly rescore beside a
+    // `backfill --rescore`): scores decay and contacts go dormant, decided and saved once.
+    let later = app.now() + Duration::days(60);
+    let (one, two) = (s.clone(), s.clone());
+    let (a, b) = tokio::join!(one.rescore(later, false), two.rescore(later, false));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let moves = |r: &leadsync::sync::SyncReport| r.moves.values().sum::<u64>();
+    assert!(moves(&a) + moves(&b) > 0, "{on:?}: the rescore changed something");
+    assert!(
+        moves(&a) == 0 || moves(&b) == 0,
+        "{on:?}: the second pass decided from what the first saved: {:?} and {:?}",
+        a.moves,
+        b.moves
+    );
+    let mut twice = Vec::new();
+    for r in s.store.contact_page(None, 1_000).await.unwrap() {
+        let changes: Vec<String> = s
+            .store
+            .audit(&r.contact_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.at == later)
+            .map(|a| a.change)
+            .collect();
+        let mut once = changes.clone();
+        once.sort();
+        once.dedup();
+        if once.len() != changes.len() {
+            twice.push((r.contact_id.as_str().to_string(), changes));
+        }
+    }
+    assert!(twice.is_empty(), "{on:?}: changes saved twice: {twice:?}");
     app.stack.shutdown().await.unwrap();
 }

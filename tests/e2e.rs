@@ -1,4 +1,7 @@
 //! The daemon end to end against the sandbox: backfill, incremental cycles, webhooks, crashes.
+//! Each test runs the daemon whole (`Daemon::run`, what `leadsync run` runs: the webhook server,
+//! the schedules, the inbox and outbox workers) on SQLite and PostgreSQL; a test runs a cycle or
+//! a backfill itself, with the same functions the schedules and the CLI call.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,12 +26,14 @@ on_both_stores!(
     webhook_echoes_of_leadsync_s_own_writes_cost_no_hubspot_call,
     a_rescore_reads_nothing_from_hubspot,
     the_outbox_worker_carries_out_what_a_webhook_committed,
+    a_stop_during_an_inbox_pass_lets_it_commit_and_flushes_what_it_queued,
 );
 
-/// A TestApp of `contacts` on a fresh store of `backend`, with the folder a SQLite file lives in.
+/// The daemon running whole over a portal of `contacts` on a fresh store of `backend`, with the
+/// store's URL and the folder a SQLite file lives in.
 async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;
-    (TestApp::start_with(contacts, Some(url.clone())).await, url, dir)
+    (TestApp::running(contacts, Some(url.clone())).await, url, dir)
 }
 
 fn id(n: u64) -> HubSpotId {
@@ -183,14 +188,10 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
         // contacts, and cost no write.
         app.stack.sandbox.reset_calls();
         let second = s.incremental(now, Duration::days(1)).await.unwrap();
-        // What the cycle queued, carried out as the outbox worker would.
-        let drained = s
-            .drain_outbox(leadsync::hubspot::limiter::Priority::Background, now)
-            .await
-            .unwrap();
+        // What the cycle queued, carried out by the daemon's outbox worker.
+        app.settle().await;
         let calls = app.stack.sandbox.calls();
         assert!(second.pulled > 0, "{backend}: the echo of leadsync's writes was read");
-        assert_eq!(drained.written, 0, "{backend}");
         assert_eq!(calls.get("hubspot contacts.batch_update"), None, "{backend}: {calls:?}");
         assert_eq!(app.stack.sandbox.api_calls("salesforce"), 0, "{backend}: {calls:?}");
         assert_eq!(outcome(&s.store).await, stored, "{backend}: nothing moved");
@@ -414,7 +415,9 @@ async fn a_demo_request_through_a_signed_webhook_ends_at_sql_with_salesforce_rec
 
 // README: "An event acknowledged before a crash is processed after the restart."
 async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on: Backend) {
-    let (app, url, _dir) = app_on(on, 150).await;
+    // The process that dies: its webhook server acknowledges, no worker ever takes the event.
+    let (url, _dir) = on.fresh().await;
+    let mut app = TestApp::start_with(150, Some(url.clone())).await;
     app.stack
         .syncer
         .backfill(&BackfillOptions::default(), app.now(), |_, _| {})
@@ -424,18 +427,37 @@ async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on:
     assert!(app.stack.sandbox.submit_form(&lead, "Request a demo").is_some());
     let body = serde_json::to_string(&form_delivery(lead.parse().unwrap(), app.now().timestamp_millis())).unwrap();
     assert_eq!(app.post_signed_webhook(&body).await, 200, "acknowledged");
-    // The process dies here: the workers never ran. A new process opens the same store.
+    // The process dies here. A new one runs the daemon whole (`leadsync run`) on the same store.
     let store = Store::connect(&url).await.unwrap();
     assert!(store.inbox_depth().await.unwrap().0 >= 2, "kept before the 200");
     let restarted = app.restarted_syncer().await;
-    while restarted.drain_inbox(app.now()).await.unwrap().1 > 0 {}
-    restarted
-        .drain_outbox(leadsync::hubspot::limiter::Priority::RealTime, app.now())
-        .await
-        .unwrap();
-    let row = &store.contacts(&[id(lead.parse().unwrap())]).await.unwrap()[&id(lead.parse().unwrap())];
-    assert_eq!(row.state.stage, Some(Stage::Sql));
-    assert!(row.state.salesforce.is_some(), "promoted after the restart");
+    app.stack.loaded.settings.schedule = leadsync::config::ScheduleSettings {
+        sync: crate::support::NEVER.into(),
+        rescore: crate::support::NEVER.into(),
+        sla: crate::support::NEVER.into(),
+        opportunities: crate::support::NEVER.into(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let daemon = leadsync::daemon::Daemon::on(&app.stack.loaded, restarted, listener);
+    let running = tokio::spawn(daemon.run(stopped));
+    let lead = id(lead.parse().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = &store.contacts(std::slice::from_ref(&lead)).await.unwrap()[&lead];
+        if row.state.stage == Some(Stage::Sql) && row.state.salesforce.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{on:?}: not promoted after the restart (stage {:?})",
+            row.state.stage
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+    assert_eq!(store.inbox_depth().await.unwrap().0, 0, "{on:?}: every event taken");
 }
 
 // README: "A crash after Salesforce accepted the records and before leadsync recorded them re-runs the promotion"
@@ -510,8 +532,8 @@ async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_
         .unwrap();
     let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
     assert!(!promoted.is_empty(), "the backfill promoted some leads");
-    // Promotions left pending, as a crash leaves them: only the stop's flush carries them out,
-    // since no schedule fires during the test.
+    // Promotions left pending, as a crash leaves them: the daemon's outbox worker carries them
+    // out (it drains at start and once more at the stop; no schedule fires during the test).
     forget_promotions(on, &url).await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -614,7 +636,7 @@ async fn a_merge_through_the_webhook_moves_the_ledger_to_the_survivor_and_retire
 
 // The demo (and CI through it) fails when a demo request did not reach Salesforce.
 async fn the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why(on: Backend) {
-    let (mut app, _, _dir) = app_on(on, 150).await;
+    let (app, _, _dir) = app_on(on, 150).await;
     let s = app.stack.syncer.clone();
     s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
         .await
@@ -626,9 +648,8 @@ async fn the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why(on
         .await
         .unwrap();
     assert_eq!(missing, vec![(lead.clone(), "no promotion".to_string())]);
-    // Settled with nothing set aside, after the workers ran.
-    app.stack.start_workers();
-    let settled = app.stack.settle(std::time::Duration::from_secs(60)).await.unwrap();
+    // Settled with nothing set aside, after the daemon's workers ran.
+    let settled = app.settle().await;
     assert_eq!(settled, leadsync::demo::Settled::default());
     app.stack.shutdown().await.unwrap();
 }
@@ -774,7 +795,7 @@ async fn readiness_fails_when_either_crm_token_cannot_be_had() {
 
 // README (The data's path): one outbox worker carries out what every commit queued
 async fn the_outbox_worker_carries_out_what_a_webhook_committed(on: Backend) {
-    let (mut app, _, _dir) = app_on(on, 150).await;
+    let (app, _, _dir) = app_on(on, 150).await;
     let s = app.stack.syncer.clone();
     s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
         .await
@@ -782,7 +803,6 @@ async fn the_outbox_worker_carries_out_what_a_webhook_committed(on: Backend) {
     let lead = id(a_lead(&app).await.parse().unwrap());
     // The daemon's workers: the inbox pass only commits; the promotion and the write-back of
     // its Salesforce ids are the outbox worker's.
-    app.stack.start_workers();
     assert!(app.stack.sandbox.submit_form(lead.as_str(), "Request a demo").is_some());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let link = loop {
@@ -813,4 +833,70 @@ async fn the_outbox_worker_carries_out_what_a_webhook_committed(on: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     app.stack.shutdown().await.unwrap();
+}
+
+// README: "until Ctrl-C or SIGTERM, which let the work in flight finish and flush the outbox" (the work in flight)
+async fn a_stop_during_an_inbox_pass_lets_it_commit_and_flushes_what_it_queued(on: Backend) {
+    let (url, _dir) = on.fresh().await;
+    // Every answer 100 ms late, so that a pass is still going when the stop comes.
+    let sandbox = leadsync::sandbox::SandboxConfig {
+        latency: std::time::Duration::from_millis(100),
+        ..TestApp::sandbox_config(40)
+    };
+    let mut app = TestApp::running_configured(sandbox, Some(url.clone())).await;
+    let s = app.stack.syncer.clone();
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let lead = id(a_lead(&app).await.parse().unwrap());
+    let reads = |app: &TestApp| {
+        app.stack
+            .sandbox
+            .calls()
+            .get("hubspot contacts.batch_read")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = reads(&app);
+    assert!(app.stack.sandbox.submit_form(lead.as_str(), "Request a demo").is_some());
+    // The daemon's inbox pass has started reading the contact: stop now, as SIGTERM does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reads(&app) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{on:?}: the inbox pass never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(
+        s.store.inbox_depth().await.unwrap().0 > 0,
+        "{on:?}: the pass is in flight"
+    );
+    app.stack.stop_daemon().await.unwrap();
+
+    // The pass committed, and what it queued was carried out before the daemon returned.
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        store.inbox_depth().await.unwrap().0,
+        0,
+        "{on:?}: the events taken are done"
+    );
+    let row = &store.contacts(std::slice::from_ref(&lead)).await.unwrap()[&lead];
+    assert_eq!(row.state.stage, Some(Stage::Sql), "{on:?}");
+    let link = row.state.salesforce.clone().expect("promoted before the exit");
+    for kind in [OutboxKind::Promote, OutboxKind::HubSpotWrite] {
+        for state in [OutboxState::Pending, OutboxState::Sending] {
+            let open = store.outbox_in(kind, state).await.unwrap();
+            assert!(open.is_empty(), "{on:?}: {kind:?} left {state:?}: {open:?}");
+        }
+    }
+    assert_eq!(
+        app.stack
+            .sandbox
+            .hubspot_contact(lead.as_str())
+            .unwrap()
+            .get("leadsync_sf_opportunity_id"),
+        link.opportunity_id.as_ref(),
+        "{on:?}: the Salesforce ids reached HubSpot before the exit"
+    );
 }

@@ -131,7 +131,7 @@ async fn a_merge_between_two_cycles_is_applied_by_the_next_cycle_as_the_merge_we
 
 #[tokio::test]
 async fn a_merge_seen_by_the_cycle_leaves_the_store_as_the_merge_webhook_path_does() {
-    // The webhook path's store code (`Store::merge_into`) on one app, the cycle on another.
+    // The webhook path's removal (`Removal::Merged` committed alone) on one app, the cycle on another.
     let by_webhook = TestApp::start(40).await;
     let by_cycle = TestApp::start(40).await;
     for app in [&by_webhook, &by_cycle] {
@@ -146,7 +146,16 @@ async fn a_merge_seen_by_the_cycle_leaves_the_store_as_the_merge_webhook_path_do
         .stack
         .syncer
         .store
-        .merge_into(&id(&loser), &id(&survivor))
+        .commit_plan(
+            &leadsync::store::Plan {
+                removals: vec![leadsync::store::Removal::Merged {
+                    loser: id(&loser),
+                    survivor: id(&survivor),
+                }],
+                evaluated: vec![],
+            },
+            None,
+        )
         .await
         .unwrap();
     by_cycle.stack.sandbox.merge_contacts(&survivor, &loser);

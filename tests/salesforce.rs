@@ -57,9 +57,7 @@ pub(crate) async fn jwt_client(server: &MockServer) -> SalesforceClient {
         .respond_with(token_answer(server, "access-jwt", None))
         .mount(server)
         .await;
-    let auth = SalesforceAuth::jwt(&server.uri(), "consumer-key", "integration@acme.test", KEY)
-        .unwrap()
-        .with_timeout(None);
+    let auth = SalesforceAuth::jwt(&server.uri(), "consumer-key", "integration@acme.test", KEY).unwrap();
     SalesforceClient::new(config(100), auth).unwrap()
 }
 

@@ -171,8 +171,7 @@ async fn salesforce_a_2xx_body_cut_off_is_retried_never_read_as_empty() {
         "integration@acme.test",
         include_bytes!("fixtures/salesforce_test_key.pem"),
     )
-    .unwrap()
-    .with_timeout(None);
+    .unwrap();
     let client = SalesforceClient::new(
         SalesforceClientConfig {
             api_version: "v62.0".into(),

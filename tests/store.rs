@@ -239,7 +239,14 @@ async fn contacts_page_in_numeric_id_order_and_merges_combine_ledgers_once() {
             .commit(&[evaluated("10", Stage::Sql, vec![event(2)], vec![])], None)
             .await
             .unwrap();
-        store.merge_into(&id("10"), &id("9")).await.unwrap();
+        let merge = leadsync::store::Plan {
+            removals: vec![leadsync::store::Removal::Merged {
+                loser: id("10"),
+                survivor: id("9"),
+            }],
+            evaluated: vec![],
+        };
+        store.commit_plan(&merge, None).await.unwrap();
         assert_eq!(store.events(&[id("9")]).await.unwrap()[&id("9")].len(), 2, "{name}");
         let survivor = &store.contacts(&[id("9")]).await.unwrap()[&id("9")];
         assert_eq!(

@@ -231,7 +231,12 @@ use leadsync::sandbox::SandboxConfig;
 /// leadsync's store, webhook server (random port) and syncer. Logs only with `TEST_LOG`.
 pub struct TestApp {
     pub stack: Stack,
+    /// The daemon runs whole ([`TestApp::running`]): its workers take the inbox and the outbox.
+    running: bool,
 }
+
+/// A cron expression that never fires during a test (midnight on January 1st).
+pub const NEVER: &str = "0 0 0 1 1 *";
 
 impl TestApp {
     /// A portal of `contacts` on a frozen sandbox clock, a fresh SQLite store.
@@ -272,15 +277,42 @@ impl TestApp {
 
     async fn start_on(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
         init_logs();
-        let stack = Stack::start(StackOptions {
+        let stack = Stack::start(Self::options(sandbox, store_url)).await.unwrap();
+        TestApp { stack, running: false }
+    }
+
+    fn options(sandbox: SandboxConfig, store_url: Option<String>) -> StackOptions {
+        StackOptions {
             sandbox,
             store_url,
             burst_per_10s: 1_500,
             root: repo_root(),
-        })
-        .await
-        .unwrap();
-        TestApp { stack }
+            schedule: None,
+        }
+    }
+
+    /// The daemon running whole, as `leadsync run` runs it (`Daemon::run`: the properties
+    /// check, the webhook server, the schedules, the inbox and outbox workers), over a portal
+    /// of `contacts` on the store at `store_url`. Its schedules never fire during a test, so
+    /// that a test runs a cycle itself when it wants one (the same function the schedule calls).
+    pub async fn running(contacts: u32, store_url: Option<String>) -> TestApp {
+        Self::running_configured(Self::sandbox_config(contacts), store_url).await
+    }
+
+    /// The same over a sandbox configured by the test.
+    pub async fn running_configured(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
+        init_logs();
+        let mut options = Self::options(sandbox, store_url);
+        options.schedule = Some(leadsync::config::ScheduleSettings {
+            sync: NEVER.into(),
+            rescore: NEVER.into(),
+            sla: NEVER.into(),
+            opportunities: NEVER.into(),
+        });
+        let mut stack = Stack::build(options).await.unwrap();
+        leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
+        stack.run_daemon();
+        TestApp { stack, running: true }
     }
 
     /// The moment every evaluation of a test is made at: just after the sandbox's frozen clock,
@@ -311,9 +343,24 @@ impl TestApp {
             .status()
     }
 
-    /// Runs the inbox until it is empty.
+    /// Runs the inbox until it is empty, then the outbox: with the daemon running, waits until
+    /// its workers have done both (`Stack::settle`); else drains them here.
     pub async fn run_inbox_until_idle(&self) {
-        self.stack.drain_inbox(self.now()).await.unwrap();
+        if self.running {
+            self.settle().await;
+            return;
+        }
+        // The webhook server alone: the inbox pass and the outbox drain the workers would run.
+        let s = &self.stack.syncer;
+        while s.drain_inbox(self.now()).await.unwrap().1 > 0 {}
+        s.drain_outbox(leadsync::hubspot::limiter::Priority::Background, self.now())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the running daemon's workers have carried out everything (60 s at most).
+    pub async fn settle(&self) -> leadsync::demo::Settled {
+        self.stack.settle(std::time::Duration::from_secs(60)).await.unwrap()
     }
 }
 

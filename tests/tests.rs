@@ -15,7 +15,7 @@ mod cli;
 mod common;
 /// The daemon against wiremock CRMs: webhook to SQL to Salesforce, refresh-token rotation kept.
 mod daemon;
-/// The daemon end to end against the sandbox: cycles, backfill killed and resumed, webhooks, crashes.
+/// The daemon run whole (`Daemon::run`) against the sandbox on both stores: cycles, backfill killed and resumed, webhooks, crashes, the stop.
 mod e2e;
 /// The lifecycle engine against the shipped default rules: one test per rule of DOMAIN.md.
 mod engine;

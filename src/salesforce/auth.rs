@@ -18,6 +18,9 @@ use tokio::time::Instant;
 
 /// Lifetime of a JWT assertion (Salesforce accepts up to 3 minutes).
 const ASSERTION_LIFETIME_SECS: i64 = 180;
+/// Token requests wait this long at most (less when the client's own request timeout is shorter).
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Re-mint a token older than this (the org's default session timeout is 2 hours).
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(90 * 60);
 
@@ -235,7 +238,7 @@ impl SalesforceAuth {
     fn build(login_url: &str, flow: Flow, refresh_token: Option<SecretString>) -> Result<Self, SalesforceAuthError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
+            .timeout(TOKEN_TIMEOUT)
             .build()
             .map_err(|e| SalesforceAuthError::Token {
                 flow: flow.name(),
@@ -255,8 +258,10 @@ impl SalesforceAuth {
         })
     }
 
-    /// Token-request timeout (default 30 s); `None` for none (tests on a paused clock).
-    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+    /// Token-request timeout (default [`TOKEN_TIMEOUT`]); `None` for none. The client sets it
+    /// from its own request timeout (see `SalesforceClient::new`), so a client without one (a
+    /// paused clock) has token requests without one either.
+    pub(super) fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         if let Some(t) = timeout {
             http = http.timeout(t);

@@ -163,6 +163,8 @@ impl SalesforceClient {
         if let Some(t) = config.timeout {
             http = http.timeout(t);
         }
+        // Token requests wait no longer than the client's own requests, nor than TOKEN_TIMEOUT.
+        let auth = auth.with_timeout(config.timeout.map(|t| t.min(super::auth::TOKEN_TIMEOUT)));
         Ok(Self {
             http: http.build()?,
             config,

@@ -99,13 +99,18 @@ impl Store {
     /// Saves evaluations, their audit lines, new ledger events and outbox items, and moves a
     /// checkpoint, all in one transaction: after a crash either all of it is there or none.
     pub async fn commit(&self, batch: &[Evaluated], checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
-        self.commit_with(&[], batch, checkpoint).await
+        self.commit_all(&[], batch, checkpoint).await
     }
 
-    /// [`Store::commit`] with the contacts that left HubSpot or came back in the same pass,
-    /// applied first (a survivor's evaluation is saved over its merged state), all in one
-    /// transaction: a crash leaves neither the removals without the cursor nor the reverse.
-    pub async fn commit_with(
+    /// Applies one pulled batch's [`Plan`] with the pass's checkpoint in one transaction: the
+    /// removals, merges and restores first (a survivor's evaluation is saved over its merged
+    /// state), then the evaluations as [`Store::commit`] saves them. A crash leaves neither the
+    /// removals without the cursor nor the reverse.
+    pub async fn commit_plan(&self, plan: &Plan, checkpoint: Option<(&str, &str)>) -> Result<(), StoreError> {
+        self.commit_all(&plan.removals, &plan.evaluated, checkpoint).await
+    }
+
+    async fn commit_all(
         &self,
         removals: &[Removal],
         batch: &[Evaluated],
@@ -225,21 +230,11 @@ impl Store {
         rows.iter().map(contact_row).collect()
     }
 
-    /// Marks a contact deleted or archived in HubSpot: kept for the audit, never evaluated again.
-    pub async fn mark_removed(
-        &self,
-        id: &HubSpotId,
-        why: &str,
-        merged_into: Option<&HubSpotId>,
-    ) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| mark_removed(tx, id, why, merged_into).await)
-            .await
-    }
-
-    /// A contact HubSpot deleted and then restored: evaluated again from now on.
-    pub async fn mark_restored(&self, id: &HubSpotId) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &Removal::Restored(id.clone())).await)
-            .await
+    /// Marks a contact deleted in HubSpot (a write HubSpot refused as `OBJECT_NOT_FOUND`): kept
+    /// for the audit, never evaluated again.
+    pub async fn mark_deleted(&self, id: &HubSpotId) -> Result<(), StoreError> {
+        let deleted = Removal::Deleted(id.clone());
+        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &deleted).await).await
     }
 
     /// A GDPR deletion: the contact's personal data leaves the store (stored values, company,
@@ -259,15 +254,6 @@ impl Store {
             Ok(())
         })
         .await
-    }
-
-    /// Moves a merged contact's ledger to the survivor (each event once) and marks it merged.
-    pub async fn merge_into(&self, loser: &HubSpotId, survivor: &HubSpotId) -> Result<(), StoreError> {
-        let merge = Removal::Merged {
-            loser: loser.clone(),
-            survivor: survivor.clone(),
-        };
-        self.in_write(PATIENT_WAIT, async |tx| apply(tx, &merge).await).await
     }
 
     /// Every ledger event of these contacts.
@@ -412,6 +398,16 @@ impl Store {
     }
 }
 
+/// What one pulled batch saves, decided as a whole (`sync::decide::decide_batch`) and applied by
+/// [`Store::commit_plan`] in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Contacts that left HubSpot or came back, applied first.
+    pub removals: Vec<Removal>,
+    /// Every evaluation to save.
+    pub evaluated: Vec<Evaluated>,
+}
+
 /// A contact that left HubSpot or came back, as the webhooks and the incremental cycle see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -495,7 +491,7 @@ async fn mark_removed(
     Ok(())
 }
 
-/// Applies one removal inside a write transaction: the one code the webhooks and the cycle use.
+/// Applies one removal inside a write transaction (of [`Store::commit_plan`]).
 async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &Removal) -> Result<(), StoreError> {
     match r {
         Removal::Deleted(id) => mark_removed(tx, id, "deleted", None).await,

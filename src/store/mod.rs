@@ -34,7 +34,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-pub use contacts::{ContactRow, Evaluated, FunnelRow, Promoted, Removal, merged_state};
+pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 pub use sla::{SlaPromoted, SlaTimer, step_key};

@@ -154,9 +154,27 @@ impl Syncer {
         Ok(self.store.set_cursor(CHECKPOINT, &v).await?)
     }
 
-    /// Backfills the portal from its checkpoint; `on_block` sees the running report after each
-    /// block (the progress bar).
+    /// Backfills the portal from its checkpoint, the outbox worker beside it (what a stopped
+    /// run decided goes first; see [`Syncer::with_outbox_worker`]); `on_block` sees the running
+    /// report after each block (the progress bar). A dry run saves and writes nothing.
     pub async fn backfill(
+        &self,
+        opts: &BackfillOptions,
+        now: DateTime<Utc>,
+        on_block: impl FnMut(&SyncReport, &Checkpoint),
+    ) -> Result<(SyncReport, Costs), SyncError> {
+        if opts.dry_run {
+            return self.backfill_pages(opts, now, on_block).await;
+        }
+        let ((mut report, costs), carried_out) = self
+            .with_outbox_worker(now, self.backfill_pages(opts, now, on_block))
+            .await?;
+        report.add(&carried_out);
+        Ok((report, costs))
+    }
+
+    /// The backfill's pages, block by block, each committed with its checkpoint.
+    async fn backfill_pages(
         &self,
         opts: &BackfillOptions,
         now: DateTime<Utc>,
@@ -217,10 +235,6 @@ impl Syncer {
         }
         if cp.done > 0 {
             info!(done = cp.done, "backfill resumes from its checkpoint");
-            // Writes and promotions decided before the stop go first.
-            if !opts.dry_run {
-                report.add(&self.drain_outbox(p, now).await?);
-            }
         }
         let block_size = opts
             .block
@@ -304,6 +318,7 @@ impl Syncer {
                     checkpoint: checkpoint.map(|c| (CHECKPOINT, c)),
                     dry_run: opts.dry_run,
                     forms,
+                    told: &[],
                 },
             )
             .await?;
@@ -321,14 +336,13 @@ impl Syncer {
             let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
             costs.salesforce_calls += promotions.salesforce_calls;
             costs.hubspot_writes += promotions.hubspot_write_calls;
-            return Ok(report);
         }
-        report.add(&self.drain_outbox(p, now).await?);
         Ok(report)
     }
 
     /// Re-evaluates every stored contact from the store alone (after a rules change, or the
-    /// nightly decay, dormancy and timer sweep), then writes back what changed.
+    /// nightly decay, dormancy and timer sweep); each commit wakes the outbox worker, which
+    /// writes back what changed.
     pub async fn rescore(&self, now: DateTime<Utc>, dry_run: bool) -> Result<SyncReport, SyncError> {
         self.rescore_where(now, dry_run, |_| true).await
     }
@@ -369,11 +383,9 @@ impl Syncer {
             report.count(&batch);
             if !dry_run {
                 self.store.commit(&batch, None).await?;
+                self.outbox.wake(Priority::Background);
             }
             drop(held);
-        }
-        if !dry_run {
-            report.add(&self.drain_outbox(Priority::Background, now).await?);
         }
         Ok(report)
     }
@@ -402,11 +414,10 @@ impl Progress {
     /// After each block.
     pub fn update(&self, r: &SyncReport, cp: &Checkpoint, calls: u64) {
         let msg = format!(
-            "{} contacts · {} evaluated · {} written · {} promoted · {} HubSpot calls",
+            "{} contacts · {} evaluated · {} promotions queued · {} HubSpot calls",
             cp.done.max(r.pulled),
             r.evaluated,
-            r.written,
-            r.promoted,
+            r.promotions_queued,
             calls
         );
         match &self.bar {

@@ -52,7 +52,7 @@ impl Syncer {
             contacts.extend(self.hubspot.archived_contacts_since(since, p).await?);
         }
         let fresh = self.hubspot.engagements_modified(from, to, p).await?;
-        let report = self.evaluate_and_save(contacts, fresh, p, now, Some(to)).await?;
+        let report = self.evaluate_and_save(contacts, &[], fresh, p, now, Some(to)).await?;
         if list_archived {
             // After the commit: a crash in between lists the same hour again, which is harmless
             // (a removal is applied once); saving it first could skip deletions.
@@ -74,11 +74,12 @@ impl Syncer {
     }
 
     /// Evaluates these contacts (reading any contact that only had new activity) and saves the
-    /// result with the cursor moved to `bookmark` (the minimum of run start and last modified
-    /// seen); the commit wakes the outbox worker.
+    /// result, with the deletions and merges webhooks `told`, and the cursor moved to `bookmark`
+    /// (the minimum of run start and last modified seen); the commit wakes the outbox worker.
     pub(crate) async fn evaluate_and_save(
         &self,
         mut contacts: Vec<HubSpotObject>,
+        told: &[crate::store::Removal],
         fresh: BTreeMap<String, Vec<crate::lifecycle::Event>>,
         p: Priority,
         now: DateTime<Utc>,
@@ -113,6 +114,7 @@ impl Syncer {
                     checkpoint: bookmark.as_deref().map(|b| (CURSOR, b)),
                     dry_run: false,
                     forms: super::behaviour::FormSource::Listing,
+                    told,
                 },
             )
             .await?;

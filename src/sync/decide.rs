@@ -1,5 +1,6 @@
 //! From what was pulled and what was stored to what must be saved: snapshots in, `Evaluated`
-//! out. No IO here: the callers read HubSpot and the store, and save the result.
+//! out, and for a whole pulled batch one [`Plan`] ([`decide_batch`]: removals, merges, restores
+//! and evaluations). No IO here: the callers read HubSpot and the store, and commit the plan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -11,7 +12,7 @@ use crate::hubspot::behaviour::same_submission;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{Action, Change, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
 use crate::sla::{SlaFile, SlaRecord, assess};
-use crate::store::{ContactRow, Evaluated, OutboxKind, SlaTimer};
+use crate::store::{ContactRow, Evaluated, OutboxKind, Plan, Removal, SlaTimer, merged_state};
 
 /// The contact property naming its HubSpot owner: whose SLA clock runs, and in which team.
 pub const OWNER: &str = "hubspot_owner_id";
@@ -198,6 +199,133 @@ fn saved(
     }
 }
 
+/// The ids whose stored rows and ledgers [`decide_batch`] needs for these pulled contacts and
+/// the removals webhooks told: theirs, and those of the contacts merged into them.
+pub fn stored_ids(contacts: &[HubSpotObject], told: &[Removal]) -> Vec<HubSpotId> {
+    let mut ids: Vec<HubSpotId> = contacts
+        .iter()
+        .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
+        .collect();
+    ids.extend(merges(contacts).into_iter().map(|(loser, _)| loser));
+    for r in told {
+        match r {
+            Removal::Deleted(id) | Removal::Restored(id) => ids.push(id.clone()),
+            Removal::Merged { loser, survivor } => ids.extend([loser.clone(), survivor.clone()]),
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// (loser, survivor) of every merge the survivors' `hs_merged_object_ids` tell.
+fn merges<'a>(contacts: impl IntoIterator<Item = &'a HubSpotObject>) -> Vec<(HubSpotId, HubSpotId)> {
+    contacts
+        .into_iter()
+        .filter(|c| !c.archived)
+        .filter_map(|c| Some((HubSpotId::try_from(c.id.clone()).ok()?, c)))
+        .flat_map(|(survivor, c)| {
+            merged_ids(c)
+                .into_iter()
+                .filter(|l| *l != survivor)
+                .map(|l| (l, survivor.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Decides one pulled batch against what the store holds (`stored` and `ledger`, read for
+/// [`stored_ids`]): the merges the survivors tell or a webhook `told` (the loser's ledger and,
+/// when it had gone further, its state continue in the survivor, which is evaluated as merged),
+/// the contacts HubSpot lists as archived or a webhook told deleted (deleted once), those listed
+/// as active again after a deletion (restored), and every active contact's evaluation. A
+/// contact merged away or erased is never evaluated again. What HubSpot lists as active wins
+/// over a deletion told earlier. [`crate::store::Store::commit_plan`] applies the plan in one
+/// transaction.
+pub fn decide_batch(
+    rules: &Rules,
+    sla: &SlaFile,
+    pulled: Vec<PulledContact>,
+    told: &[Removal],
+    mut stored: HashMap<HubSpotId, ContactRow>,
+    mut ledger: HashMap<HubSpotId, Vec<Event>>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let told_merges = told.iter().filter_map(|r| match r {
+        Removal::Merged { loser, survivor } => Some((loser.clone(), survivor.clone())),
+        _ => None,
+    });
+    let mut all_merges = merges(pulled.iter().map(|p| &p.contact));
+    for m in told_merges {
+        if !all_merges.contains(&m) {
+            all_merges.push(m);
+        }
+    }
+    for (loser, survivor) in all_merges {
+        let Some(row) = stored.get(&loser) else {
+            continue; // never seen: nothing of it to move
+        };
+        if row.merged_into.as_deref() == Some(survivor.as_str()) || row.removed.as_deref() == Some("privacy") {
+            continue; // already merged (the webhook came first), or erased
+        }
+        let loser_state = row.state.clone();
+        if let Some(s) = stored.get_mut(&survivor) {
+            s.state = merged_state(&s.state, &loser_state).clone();
+        }
+        let moved = ledger.get(&loser).cloned().unwrap_or_default();
+        let into = ledger.entry(survivor.clone()).or_default();
+        for e in moved {
+            if !into.iter().any(|k| k.id == e.id) {
+                into.push(e);
+            }
+        }
+        plan.removals.push(Removal::Merged { loser, survivor });
+    }
+    let (active, archived): (Vec<PulledContact>, Vec<PulledContact>) =
+        pulled.into_iter().partition(|p| !p.contact.archived);
+    let listed: HashSet<&str> = active.iter().map(|p| p.contact.id.as_str()).collect();
+    let told_deleted = told.iter().filter_map(|r| match r {
+        Removal::Deleted(id) if !listed.contains(id.as_str()) => Some(id.clone()),
+        _ => None,
+    });
+    let deleted: Vec<HubSpotId> = archived
+        .iter()
+        .filter_map(|p| HubSpotId::try_from(p.contact.id.clone()).ok())
+        .chain(told_deleted)
+        .collect();
+    // Deleted in HubSpot: once (a contact already removed, merged above or by a webhook, stays
+    // as it is).
+    for id in deleted {
+        if stored.get(&id).is_some_and(|row| row.removed.is_none())
+            && !plan
+                .removals
+                .iter()
+                .any(|m| matches!(m, Removal::Merged { loser, .. } | Removal::Deleted(loser) if *loser == id))
+        {
+            plan.removals.push(Removal::Deleted(id));
+        }
+    }
+    let empty = Vec::new();
+    for p in active {
+        let Ok(id) = HubSpotId::try_from(p.contact.id.clone()) else {
+            continue;
+        };
+        let row = stored.get(&id);
+        match row.and_then(|r| r.removed.as_deref()) {
+            // Merged away or erased on request: never evaluated again.
+            Some("merged" | "privacy") => continue,
+            // HubSpot lists it as active again: it was restored.
+            Some(_) => plan.removals.push(Removal::Restored(id.clone())),
+            None => {}
+        }
+        if let Some(e) = decide_pulled(rules, sla, p, row, ledger.get(&id).unwrap_or(&empty), now) {
+            plan.evaluated.push(e);
+        }
+    }
+    plan
+}
+
 /// Re-evaluates a stored contact from the store alone (nightly decay, timers, a rules change).
 pub fn decide_stored(
     rules: &Rules,
@@ -300,10 +428,196 @@ pub fn promote_key(id: &HubSpotId, cycle: u32) -> String {
 pub const MERGED_IDS: &str = "hs_merged_object_ids";
 
 /// The contacts merged into this one, as HubSpot lists them.
-pub(super) fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
+fn merged_ids(c: &HubSpotObject) -> Vec<HubSpotId> {
     c.prop(MERGED_IDS)
         .unwrap_or_default()
         .split(';')
         .filter_map(|m| HubSpotId::try_from(m.trim().to_string()).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Stage;
+
+    /// A pulled contact: id, archived, and the ids HubSpot says were merged into it.
+    fn pulled(id: &str, archived: bool, merged: &str) -> PulledContact {
+        let mut properties = HashMap::new();
+        properties.insert("email".to_string(), Some(format!("p{id}@example.com")));
+        if !merged.is_empty() {
+            properties.insert(MERGED_IDS.to_string(), Some(merged.to_string()));
+        }
+        PulledContact {
+            contact: HubSpotObject {
+                id: id.to_string(),
+                properties,
+                archived,
+            },
+            company: None,
+            events: Vec::new(),
+            counters: Vec::new(),
+        }
+    }
+
+    fn hid(id: &str) -> HubSpotId {
+        HubSpotId::try_from(id.to_string()).unwrap()
+    }
+
+    /// A stored contact: id, `removed`, `merged_into`, stage.
+    fn row(id: &str, removed: Option<&str>, merged_into: Option<&str>, stage: Option<Stage>) -> ContactRow {
+        ContactRow {
+            contact_id: hid(id),
+            state: crate::lifecycle::ContactState {
+                stage,
+                ..Default::default()
+            },
+            properties: BTreeMap::new(),
+            company_id: None,
+            company: BTreeMap::new(),
+            removed: removed.map(str::to_string),
+            merged_into: merged_into.map(str::to_string),
+            fit: 0.0,
+            engagement: 0.0,
+            grade: String::new(),
+            evaluated_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn event(id: &str) -> Event {
+        serde_json::from_value(serde_json::json!({"id": id, "kind": "page_view", "at": "2026-11-20T10:00:00Z"}))
+            .unwrap()
+    }
+
+    /// The plan for `pulled` against `stored` (with one ledger event per stored contact):
+    /// its removals, and the ids it evaluates.
+    fn plan(pulled: Vec<PulledContact>, stored: Vec<ContactRow>) -> (Vec<Removal>, Vec<String>, Plan) {
+        plan_told(pulled, Vec::new(), stored)
+    }
+
+    /// The same with the removals webhooks told.
+    fn plan_told(
+        pulled: Vec<PulledContact>,
+        told: Vec<Removal>,
+        stored: Vec<ContactRow>,
+    ) -> (Vec<Removal>, Vec<String>, Plan) {
+        let rules = crate::defaults::embedded_rules().unwrap();
+        let ledger = stored
+            .iter()
+            .map(|r| (r.contact_id.clone(), vec![event(&format!("ev-{}", r.contact_id))]))
+            .collect();
+        let stored = stored.into_iter().map(|r| (r.contact_id.clone(), r)).collect();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let p = decide_batch(&rules, &crate::defaults::embedded_sla(), pulled, &told, stored, ledger, now);
+        let ids = p.evaluated.iter().map(|e| e.contact_id.as_str().to_string()).collect();
+        (p.removals.clone(), ids, p)
+    }
+
+    #[test]
+    fn an_archived_contact_is_deleted_once_and_only_when_leadsync_knows_it() {
+        let (r, ids, _) = plan(vec![pulled("1", true, "")], vec![row("1", None, None, None)]);
+        assert_eq!((r, ids), (vec![Removal::Deleted(hid("1"))], vec![]));
+        let (r, ids, _) = plan(vec![pulled("1", true, "")], vec![row("1", Some("deleted"), None, None)]);
+        assert_eq!((r, ids), (vec![], vec![]), "already deleted");
+        let (r, ids, _) = plan(vec![pulled("1", true, "")], vec![]);
+        assert_eq!((r, ids), (vec![], vec![]), "never seen: nothing to remove");
+    }
+
+    #[test]
+    fn an_active_contact_stored_as_deleted_is_restored_and_evaluated() {
+        let (r, ids, _) = plan(
+            vec![pulled("1", false, "")],
+            vec![row("1", Some("deleted"), None, None)],
+        );
+        assert_eq!((r, ids), (vec![Removal::Restored(hid("1"))], vec!["1".to_string()]));
+    }
+
+    #[test]
+    fn a_contact_merged_away_or_erased_is_never_evaluated_again() {
+        for removed in ["merged", "privacy"] {
+            let (r, ids, _) = plan(vec![pulled("1", false, "")], vec![row("1", Some(removed), None, None)]);
+            assert_eq!((r, ids), (vec![], vec![]), "{removed}");
+        }
+    }
+
+    #[test]
+    fn a_new_and_a_live_contact_are_evaluated_with_nothing_removed() {
+        let (r, ids, _) = plan(
+            vec![pulled("1", false, ""), pulled("2", false, "")],
+            vec![row("2", None, None, None)],
+        );
+        assert_eq!((r, ids), (vec![], vec!["1".to_string(), "2".to_string()]));
+    }
+
+    #[test]
+    fn a_merge_told_by_the_survivor_moves_the_ledger_and_the_further_stage() {
+        let merged = Removal::Merged {
+            loser: hid("2"),
+            survivor: hid("1"),
+        };
+        let (r, ids, p) = plan(
+            vec![pulled("1", false, "1;2")],
+            vec![
+                row("1", None, None, Some(Stage::Lead)),
+                row("2", None, None, Some(Stage::Sql)),
+            ],
+        );
+        assert_eq!((r, ids), (vec![merged.clone()], vec!["1".to_string()]));
+        assert!(
+            p.evaluated[0].state.stage >= Some(Stage::Sql),
+            "the survivor goes on from the loser's SQL"
+        );
+        // The loser archived in the same batch is merged, not deleted too.
+        let (r, _, _) = plan(
+            vec![pulled("1", false, "2"), pulled("2", true, "")],
+            vec![row("1", None, None, None), row("2", None, None, None)],
+        );
+        assert_eq!(r, vec![merged]);
+    }
+
+    #[test]
+    fn a_merge_already_applied_erased_or_of_an_unknown_contact_changes_nothing() {
+        for loser in [
+            Some(row("2", Some("merged"), Some("1"), None)),
+            Some(row("2", Some("privacy"), None, None)),
+            None,
+        ] {
+            let mut stored = vec![row("1", None, None, None)];
+            stored.extend(loser.clone());
+            let (r, ids, _) = plan(vec![pulled("1", false, "2")], stored);
+            assert_eq!((r, ids), (vec![], vec!["1".to_string()]), "{loser:?}");
+        }
+    }
+
+    #[test]
+    fn the_ids_read_for_a_batch_include_the_losers_of_its_merges() {
+        let contacts = vec![pulled("3", false, "1; 2").contact, pulled("4", true, "9").contact];
+        let told = [Removal::Deleted(hid("7"))];
+        assert_eq!(
+            stored_ids(&contacts, &told),
+            vec![hid("1"), hid("2"), hid("3"), hid("4"), hid("7")]
+        );
+    }
+
+    #[test]
+    fn removals_told_by_webhooks_are_decided_like_those_hubspot_lists() {
+        let merged = Removal::Merged {
+            loser: hid("2"),
+            survivor: hid("1"),
+        };
+        let stored = || vec![row("1", None, None, None), row("2", None, None, Some(Stage::Sql))];
+        // `contact.merge`: the survivor read, the loser told.
+        let (r, ids, p) = plan_told(vec![pulled("1", false, "")], vec![merged.clone()], stored());
+        assert_eq!((r, ids), (vec![merged.clone()], vec!["1".to_string()]));
+        assert!(p.evaluated[0].state.stage >= Some(Stage::Sql));
+        // Told and listed: once.
+        let (r, _, _) = plan_told(vec![pulled("1", false, "2")], vec![merged.clone()], stored());
+        assert_eq!(r, vec![merged]);
+        // `contact.deletion`: deleted once, even told twice; never when HubSpot lists it active.
+        let deleted = Removal::Deleted(hid("2"));
+        let (r, ids, _) = plan_told(vec![], vec![deleted.clone(), deleted.clone()], stored());
+        assert_eq!((r, ids), (vec![deleted.clone()], vec![]));
+        let (r, ids, _) = plan_told(vec![pulled("2", false, "")], vec![deleted], stored());
+        assert_eq!((r, ids), (vec![], vec!["2".to_string()]));
+    }
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
 use crate::lifecycle::HubSpotId;
-use crate::store::InboxRow;
+use crate::store::{InboxRow, Removal};
 
 /// Events taken from the inbox per pass.
 pub const INBOX_BATCH: usize = 500;
@@ -195,21 +195,24 @@ impl Syncer {
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut engagements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut echoes = 0;
+        // Deletions and merges, decided with the batch and committed in its transaction.
+        let mut told: Vec<Removal> = Vec::new();
         for p in events {
             let (ev, id, object) = (&p.ev, &p.id, p.object.clone());
             match ev.subscription_type.as_str() {
-                "contact.deletion" => self.store.mark_removed(id, "deleted", None).await?,
+                "contact.deletion" => told.push(Removal::Deleted(id.clone())),
                 // A GDPR deletion: personal data leaves the store; nothing is read or written.
                 "contact.privacyDeletion" => self.store.forget(id).await?,
+                // Read again: listed as active, it is restored in the commit.
                 "contact.restore" => {
-                    self.store.mark_restored(id).await?;
                     touched.insert(object);
                 }
                 "contact.merge" => {
                     if let Some((survivor, losers)) = &p.merge {
-                        for loser in losers {
-                            self.store.merge_into(loser, survivor).await?;
-                        }
+                        told.extend(losers.iter().map(|loser| Removal::Merged {
+                            loser: loser.clone(),
+                            survivor: survivor.clone(),
+                        }));
                         touched.insert(survivor.as_str().to_string());
                     }
                 }
@@ -246,12 +249,15 @@ impl Syncer {
             touched.extend(links.into_values().flatten());
         }
         let mut report = SyncReport::default();
-        if !touched.is_empty() {
+        if !touched.is_empty() || !told.is_empty() {
             let ids: Vec<String> = touched.into_iter().collect();
-            let contacts = self
-                .hubspot
-                .batch_read_contacts(&ids, &self.properties, None, p)
-                .await?;
+            let contacts = if ids.is_empty() {
+                Vec::new() // deletions alone: nothing to read
+            } else {
+                self.hubspot
+                    .batch_read_contacts(&ids, &self.properties, None, p)
+                    .await?
+            };
             let known: Vec<String> = {
                 let hs: Vec<HubSpotId> = ids.iter().filter_map(|i| HubSpotId::try_from(i.clone()).ok()).collect();
                 let stored = self.store.contacts(&hs).await?;
@@ -267,7 +273,7 @@ impl Syncer {
             } else {
                 self.hubspot.contact_engagements(&known, p).await?
             };
-            report = self.evaluate_and_save(contacts, fresh, p, now, None).await?;
+            report = self.evaluate_and_save(contacts, &told, fresh, p, now, None).await?;
         }
         if echoes > 0 {
             debug!(echoes, "own writes recognised in the inbox");

@@ -1,18 +1,20 @@
 //! The pipeline around the engine: pull → decide (pure, `decide`) → one commit → the outbox
-//! worker. `Syncer::evaluate_and_commit` is the one place a pulled batch is decided and
-//! committed; the merges and removals it finds are committed in the same transaction.
+//! worker. `Syncer::evaluate_and_commit` is the one place a pulled batch is decided
+//! (`decide::decide_batch`: merges, removals, restores and evaluations, one `Plan`) and
+//! committed (`Store::commit_plan`, one transaction).
 //!
 //! ```text
-//! incremental (cycle) ─┐                                                        ┌→ writeback
-//! inbox (webhooks) ────┼→ pull → decide::decide_pulled → Store::commit → outbox ─┤
-//! backfill (admin) ────┘                                         ↑               └→ promotion
-//! rescore → Store → decide::decide_stored ───────────────────────┘
-//! sla_sweep → Store (timers, touches) → sla::assess → ladder steps in the outbox → sla_step
+//! incremental (cycle) ─┐
+//! inbox (webhooks) ────┼→ pull → decide::decide_batch → Store::commit_plan ─┐
+//! backfill (admin) ────┘                                                    ├→ outbox ─┬→ writeback
+//! rescore → Store → decide::decide_stored → Store::commit ──────────────────┘          ├→ promotion
+//! sla_sweep → Store (timers, touches) → sla::assess → ladder steps in the outbox ──────└→ sla_step
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
 //! state with its pending outbox items, never half of one. The commit wakes the outbox worker
-//! ([`outbox::worker`], run by [`schedule::run`]); one-shot commands drain the outbox themselves.
+//! ([`outbox::worker`], run by [`schedule::run`]); a one-shot command runs the same worker beside
+//! its job ([`Syncer::with_outbox_worker`]).
 
 pub mod backfill;
 pub mod behaviour;
@@ -33,9 +35,9 @@ use crate::hubspot::client::{HubSpotClient, HubSpotError};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
 use crate::lifecycle::{HubSpotId, Rules};
-use crate::store::{self, Evaluated, Removal, Store, StoreError};
+use crate::store::{Evaluated, Removal, Store, StoreError};
 pub use decide::MERGED_IDS;
-use decide::{PulledContact, decide_pulled, merged_ids};
+use decide::{PulledContact, decide_batch, stored_ids};
 
 /// Why a sync step stopped.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,8 @@ pub(crate) struct Pass<'a> {
     pub dry_run: bool,
     /// Where the contacts' form submissions come from.
     pub forms: behaviour::FormSource<'a>,
+    /// Deletions and merges webhooks told (none for a listing, which shows them itself).
+    pub told: &'a [Removal],
 }
 
 /// Everything a sync step needs, shared by the schedule, the webhook workers and the CLI.
@@ -220,9 +224,10 @@ impl Syncer {
     }
 
     /// Pulls engagements and companies of contacts new to leadsync and the behaviour their
-    /// records do not tell, then, under the evaluation lock, reads their stored state and ledger,
-    /// evaluates them and saves the result with the pass's checkpoint (nothing is saved on a dry
-    /// run). Returns what was (or would be) saved.
+    /// records do not tell (IO only), then, under the evaluation lock, reads their stored state
+    /// and ledger, decides the batch ([`decide::decide_batch`], pure) and commits the plan with
+    /// the pass's checkpoint (nothing is saved on a dry run). Returns the evaluations saved (or
+    /// that would be).
     pub(crate) async fn evaluate_and_commit(
         &self,
         contacts: Vec<HubSpotObject>,
@@ -235,16 +240,14 @@ impl Syncer {
             checkpoint,
             dry_run,
             forms,
+            told,
         } = pass;
-        let ids: Vec<HubSpotId> = contacts
-            .iter()
-            .filter_map(|c| HubSpotId::try_from(c.id.clone()).ok())
-            .collect();
-        let (active, removed): (Vec<HubSpotObject>, Vec<HubSpotObject>) =
-            contacts.into_iter().partition(|c| !c.archived);
+        let ids = stored_ids(&contacts, told);
         // Contacts never seen need their whole history and their company, once. Read before
         // taking the lock: HubSpot's answers can take seconds.
         let known = self.store.contacts(&ids).await?;
+        let (active, archived): (Vec<HubSpotObject>, Vec<HubSpotObject>) =
+            contacts.into_iter().partition(|c| !c.archived);
         let new: Vec<HubSpotObject> = active
             .iter()
             .filter(|c| HubSpotId::try_from(c.id.clone()).is_ok_and(|id| !known.contains_key(&id)))
@@ -267,96 +270,28 @@ impl Syncer {
         for (c, events) in self.behaviour(&active, &known, forms, priority).await? {
             fresh.entry(c).or_default().extend(events);
         }
-
-        // Read, decide and save under one lock, so that no other evaluation in this process
-        // (a webhook, the rescore) saves in between and is overwritten by an older state.
-        let _held = self.eval_lock.lock().await;
-        // Merges, told by the survivors' `hs_merged_object_ids`: the losers' stored state and
-        // ledger are read with the survivors', so the survivor is evaluated as merged.
-        let merges: Vec<(HubSpotId, HubSpotId)> = active
-            .iter()
-            .filter_map(|c| Some((HubSpotId::try_from(c.id.clone()).ok()?, c)))
-            .flat_map(|(survivor, c)| {
-                merged_ids(c)
-                    .into_iter()
-                    .filter(|l| *l != survivor)
-                    .map(|l| (l, survivor.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut read: Vec<HubSpotId> = ids.clone();
-        read.extend(merges.iter().map(|(l, _)| l.clone()));
-        let mut stored = self.store.contacts(&read).await?;
-        let mut ledger = self.store.events(&read).await?;
-        let mut removals = Vec::new();
-        for (loser, survivor) in merges {
-            let Some(row) = stored.get(&loser) else {
-                continue; // never seen: nothing of it to move
-            };
-            if row.merged_into.as_deref() == Some(survivor.as_str()) || row.removed.as_deref() == Some("privacy") {
-                continue; // already merged (the webhook came first), or erased
-            }
-            let loser_state = row.state.clone();
-            if let Some(s) = stored.get_mut(&survivor) {
-                s.state = store::merged_state(&s.state, &loser_state).clone();
-            }
-            let moved = ledger.get(&loser).cloned().unwrap_or_default();
-            let into = ledger.entry(survivor.clone()).or_default();
-            for e in moved {
-                if !into.iter().any(|k| k.id == e.id) {
-                    into.push(e);
-                }
-            }
-            removals.push(Removal::Merged { loser, survivor });
-        }
-        // Deleted in HubSpot: once (a contact already removed, merged above or by a webhook,
-        // stays as it is).
-        for r in &removed {
-            if let Ok(id) = HubSpotId::try_from(r.id.clone())
-                && stored.get(&id).is_some_and(|row| row.removed.is_none())
-                && !removals
-                    .iter()
-                    .any(|m| matches!(m, Removal::Merged { loser, .. } if *loser == id))
-            {
-                removals.push(Removal::Deleted(id));
-            }
-        }
-        let mut out = Vec::with_capacity(active.len());
-        for c in active {
-            let Ok(id) = HubSpotId::try_from(c.id.clone()) else {
-                continue;
-            };
-            let row = stored.get(&id);
-            match row.and_then(|r| r.removed.as_deref()) {
-                // Merged away or erased on request: never evaluated again.
-                Some("merged" | "privacy") => continue,
-                // HubSpot lists it as active again: it was restored.
-                Some(_) => removals.push(Removal::Restored(id.clone())),
-                _ => {}
-            }
-            let pulled = PulledContact {
+        let pulled: Vec<PulledContact> = active
+            .into_iter()
+            .chain(archived)
+            .map(|c| PulledContact {
                 counters: self.sources.counters(),
                 events: fresh.remove(&c.id).unwrap_or_default(),
                 company: companies.remove(&c.id),
                 contact: c,
-            };
-            let empty = Vec::new();
-            if let Some(e) = decide_pulled(
-                &self.rules,
-                &self.sla,
-                pulled,
-                row,
-                ledger.get(&id).unwrap_or(&empty),
-                now,
-            ) {
-                out.push(e);
-            }
-        }
+            })
+            .collect();
+
+        // Read, decide and save under one lock, so that no other evaluation in this process
+        // (a webhook, the rescore) saves in between and is overwritten by an older state.
+        let _held = self.eval_lock.lock().await;
+        let stored = self.store.contacts(&ids).await?;
+        let ledger = self.store.events(&ids).await?;
+        let plan = decide_batch(&self.rules, &self.sla, pulled, told, stored, ledger, now);
         if !dry_run {
-            self.store.commit_with(&removals, &out, checkpoint).await?;
+            self.store.commit_plan(&plan, checkpoint).await?;
             // What the commit queued is the outbox worker's to carry out.
             self.outbox.wake(priority);
         }
-        Ok(out)
+        Ok(plan.evaluated)
     }
 }

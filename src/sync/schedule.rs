@@ -120,7 +120,7 @@ pub async fn run(
     info!("schedules started");
     // The outbox worker stops after the jobs, so it carries out what the last of them queued.
     let (outbox_stop, outbox_stopped) = watch::channel(false);
-    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped));
+    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped, Utc::now));
 
     // Inbox workers: woken by the intake, and every two seconds for anything left behind.
     let inbox_lock = Arc::new(Mutex::new(()));
@@ -154,7 +154,9 @@ pub async fn run(
         let _ = l.lock().await;
     }
     let _ = outbox_stop.send(true);
-    outbox.await?;
+    if let Err(e) = outbox.await? {
+        warn!(error = %e, "the outbox's last drain failed; its items wait for the next start");
+    }
     info!("stopped");
     Ok(())
 }

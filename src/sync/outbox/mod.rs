@@ -3,14 +3,16 @@
 //! opportunities back; `sla_step` carries out the SLA breach ladder's steps.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
-//! per process (two would both take the same items). In the daemon, [`worker`] calls it, woken
-//! by every commit and by the schedules' jobs; one-shot commands (`backfill`, `rescore`) call it
-//! themselves, as no worker runs there.
+//! per process (two would both take the same items), and [`worker`] the one loop that calls it,
+//! woken by every commit. The daemon runs it beside its schedules; a one-shot command
+//! (`backfill`, `backfill --rescore`) runs it beside its job with
+//! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
 pub mod promotion;
 pub mod sla_step;
 pub mod writeback;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -72,25 +74,63 @@ impl Syncer {
     }
 }
 
-/// The daemon's outbox worker: drains whenever woken, until `stop` turns true, then once more
-/// so that what the last jobs queued is carried out before the process exits. A failed drain
-/// leaves its items in the outbox for the next wake.
-pub async fn worker(syncer: Syncer, mut stop: watch::Receiver<bool>) {
+impl Syncer {
+    /// Runs a one-shot command's `job` with the outbox worker beside it, in the same task (a
+    /// command aborted or killed stops both): the job's commits wake the worker as they wake the
+    /// daemon's, what an earlier run left pending goes first, and once the job is done the
+    /// worker drains a last time. Every drain is at the command's `now`, as its decisions are.
+    /// Returns the job's result and what the worker carried out; a failure of the last drain is
+    /// the command's error (its items stay in the outbox).
+    pub async fn with_outbox_worker<T>(
+        &self,
+        now: DateTime<Utc>,
+        job: impl Future<Output = Result<T, SyncError>>,
+    ) -> Result<(T, SyncReport), SyncError> {
+        let (stop, stopped) = watch::channel(false);
+        let job = async move {
+            let out = job.await;
+            let _ = stop.send(true);
+            out
+        };
+        let (out, drained) = tokio::join!(job, worker(self.clone(), stopped, move || now));
+        Ok((out?, drained?))
+    }
+}
+
+/// The outbox worker: drains at start (what a stopped or crashed run left pending), then whenever
+/// woken, until `stop` turns true, then once more so that what the last jobs queued is carried
+/// out before the process exits. A failed drain while running leaves its items in the outbox for
+/// the next wake; the last drain's failure is returned. Returns what it carried out. Each drain
+/// is at `clock()` (the daemon's: `Utc::now`).
+pub async fn worker(
+    syncer: Syncer,
+    mut stop: watch::Receiver<bool>,
+    clock: impl Fn() -> DateTime<Utc>,
+) -> Result<SyncReport, SyncError> {
     let wake = syncer.outbox.clone();
+    wake.wake(Priority::Background);
+    let mut done = SyncReport::default();
     loop {
         let priority = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             p = wake.woken() => p,
         };
-        drain(&syncer, priority, "outbox drained").await;
+        match syncer.drain_outbox(priority, clock()).await {
+            Ok(r) => {
+                logged(&r, "outbox drained");
+                done.add(&r);
+            }
+            Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
+        }
     }
-    drain(&syncer, Priority::Background, "outbox drained at stop").await;
+    let last = syncer.drain_outbox(Priority::Background, clock()).await?;
+    logged(&last, "outbox drained at stop");
+    done.add(&last);
+    Ok(done)
 }
 
-async fn drain(syncer: &Syncer, priority: Priority, done: &str) {
-    match syncer.drain_outbox(priority, Utc::now()).await {
-        Ok(r) if r.written + r.promoted > 0 => info!(written = r.written, promoted = r.promoted, "{done}"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
+fn logged(r: &SyncReport, done: &str) {
+    if r.written + r.promoted > 0 {
+        info!(written = r.written, promoted = r.promoted, "{done}");
     }
 }

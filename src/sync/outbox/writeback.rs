@@ -103,7 +103,7 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
                 let removed = err.category.contains("OBJECT_NOT_FOUND");
                 warn!(contact = %id, category = %err.category, "HubSpot refused a write; kept as a dead letter");
                 if removed && let Ok(hid) = HubSpotId::try_from(id.clone()) {
-                    s.store.mark_removed(&hid, "deleted", None).await?;
+                    s.store.mark_deleted(&hid).await?;
                 }
                 let msg = format!("{}: {}", err.category, err.message);
                 for item in items {
