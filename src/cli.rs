@@ -119,10 +119,10 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
             }
         }
         // The sales SLA: `mappings/sla.toml` beside the configuration, else the embedded default.
-        let sla_path = report.loaded.as_ref().map_or_else(
-            || PathBuf::from("mappings/sla.toml"),
-            |l| l.resolve(Path::new("mappings/sla.toml")),
-        );
+        let sla_path = report
+            .loaded
+            .as_ref()
+            .map_or_else(|| PathBuf::from("mappings/sla.toml"), config::Loaded::sla_path);
         match defaults::sla(&Want::Default(sla_path)) {
             Ok((f, origin)) => sla = Some((f.version, origin)),
             Err(d) => problems.extend(d),

@@ -286,6 +286,18 @@ pub struct SalesforceRoutingSources {
     pub hubspot_owner: Option<SalesforceSource>,
 }
 
+impl SalesforceRoutingSources {
+    /// What territories look at for one lead: country, size, industry (owners left to the caller).
+    pub fn lead<'a>(&self, lead: &LeadProperties<'a>) -> super::routing::Lead<'a> {
+        super::routing::Lead {
+            country: self.country.get(lead),
+            employees: self.employees.get(lead).and_then(|e| e.replace(',', "").parse().ok()),
+            industry: self.industry.get(lead),
+            ..super::routing::Lead::default()
+        }
+    }
+}
+
 /// The compiled mapping file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SalesforceMapping {
