@@ -303,6 +303,37 @@ pub fn explain(
     ExitCode::SUCCESS
 }
 
+/// `leadsync explain --contact ID`: a stored contact, its owner and why ("why this rep"), from
+/// an existing store; exit 2 when the id is not a contact id or the store does not hold it.
+pub fn explain_contact(config_file: Option<&Path>, contact: &str) -> ExitCode {
+    let id = match crate::lifecycle::HubSpotId::try_from(contact.to_string()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("--contact: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let result = rt.block_on(async {
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
+        Ok::<_, anyhow::Error>(crate::report::contact(&store, &id).await?)
+    });
+    match result {
+        Ok(Some(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("contact {id} is not in the store");
+            ExitCode::from(BAD_INPUT)
+        }
+        Err(e) => failed(&e, "explain"),
+    }
+}
+
 /// `leadsync test-rules DIR`: runs rule authors' cases; exit 1 when any does not hold.
 pub fn test_rules(config_file: Option<&Path>, dir: &Path, rules: Option<&Path>) -> ExitCode {
     let (rules, origin) = match rules_for(config_file, rules) {

@@ -48,14 +48,17 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
-    /// Show the decision for one contact snapshot, and why.
+    /// Show the decision for one contact snapshot, and why; or a stored contact and why its owner.
     #[command(
-        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json"
+        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json\n  leadsync explain --contact 1234              a stored contact: its owner and why this rep"
     )]
     Explain {
         /// Snapshot JSON file (see docs/snapshots.md).
+        #[arg(long, required_unless_present = "contact", conflicts_with = "contact")]
+        snapshot: Option<PathBuf>,
+        /// A HubSpot contact id: what the store holds of it and why its owner.
         #[arg(long)]
-        snapshot: PathBuf,
+        contact: Option<String>,
         /// Evaluate as of this time (RFC 3339 or YYYY-MM-DD); default now.
         #[arg(long)]
         at: Option<String>,
@@ -227,10 +230,15 @@ fn main() -> ExitCode {
         Command::Check { online } => cli::check(config, online),
         Command::Explain {
             snapshot,
+            contact,
             at,
             rules,
             format,
-        } => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+        } => match (snapshot, contact) {
+            (Some(snapshot), _) => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+            (None, Some(contact)) => cli::explain_contact(config, &contact),
+            (None, None) => unreachable!("clap requires --snapshot or --contact"),
+        },
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),
         Command::Run { init_store } => cli::run(config, log, init_store),

@@ -779,4 +779,52 @@ mod tests {
                 .contains("round robin 005C: dropped, the rep the lead is moving away from")
         );
     }
+
+    #[test]
+    fn a_roster_counts_each_lead_against_the_cap_and_runs_the_mappings_rotation_over_the_teams() {
+        let f =
+            crate::sla::SlaFile::from_source(&crate::diagnostics::SourceText::new("sla.toml", crate::defaults::SLA))
+                .unwrap();
+        // Saturday 26 December 2026, 10:00 Paris: everyone off; Jules absent; Alice holds 39 of 40.
+        let saturday = DateTime::parse_from_rfc3339("2026-12-26T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let open: HashMap<String, u32> = [("005000000000004AAA".to_string(), 39)].into();
+        let rr: Vec<(String, u32)> = vec![
+            ("005000000000003AAA".into(), 3),
+            ("005000000000004AAA".into(), 1),
+            ("005000000000009AAA".into(), 1),
+        ];
+        let paris = &f.teams[..1];
+        let now_only = Roster::of_teams(paris, &open, saturday, Hours::Now, 0);
+        assert!(now_only.known.iter().all(|r| r.away.is_some()), "{:?}", now_only.known);
+        let mut roster = Roster::of_teams(paris, &open, saturday, Hours::Ignored, 0);
+        assert_eq!(roster.known.len(), 4);
+        let owners: Vec<String> = (0..3)
+            .map(|_| {
+                let r = roster.route(&Lead::default(), &[], &rr, &Context::default());
+                r.assignment.unwrap().owner
+            })
+            .collect();
+        // Jules (absent) passes; Alice takes her 40th lead, then is at capacity; 009 is in no
+        // team: available and uncapped. Team members outside the mapping's rotation get no turn.
+        assert_eq!(
+            owners,
+            ["005000000000004AAA", "005000000000009AAA", "005000000000009AAA"]
+        );
+        let alice = roster.known.iter().find(|r| r.id == "005000000000004AAA").unwrap();
+        assert_eq!(alice.open_leads, 40);
+        // With no rotation in the mapping, the teams' own weights run.
+        let mut own = Roster::of_teams(paris, &HashMap::new(), saturday, Hours::Ignored, 0);
+        let r = own.route(&Lead::default(), &[], &[], &Context::default());
+        assert_eq!(r.assignment.unwrap().owner, "005000000000001AAA");
+        // A kept owner is not counted twice.
+        let before = own.clone();
+        let kept = Context {
+            current_owner: Some("005000000000002AAA"),
+            ..Context::default()
+        };
+        own.route(&Lead::default(), &[], &[], &kept);
+        assert_eq!(own.known, before.known);
+    }
 }
