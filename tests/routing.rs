@@ -29,7 +29,15 @@ const QUEUE: &str = "005000000000008AAA";
 /// A test team working around the clock in UTC: Jules (`jules`: extra member lines) and Alice
 /// (`alice`), the fallback `QUEUE`.
 fn sla(jules: &str, alice: &str) -> SlaFile {
-    let text = format!(
+    compile(&sla_text(jules, alice))
+}
+
+fn compile(text: &str) -> SlaFile {
+    SlaFile::from_source(&SourceText::new("routing-test.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn sla_text(jules: &str, alice: &str) -> String {
+    format!(
         r#"[sla]
 version = "routing-test"
 default_team = "desk"
@@ -63,8 +71,7 @@ stage = "sql"
 first_touch = "4h"
 touches = {{ kinds = ["call"] }}
 "#
-    );
-    SlaFile::from_source(&SourceText::new("routing-test.toml", &text)).unwrap_or_else(|d| panic!("{d}"))
+    )
 }
 
 /// `syncer` with the SLA file `sla` for routing (the same store and clients).
@@ -234,6 +241,21 @@ async fn a_rep_at_capacity_or_absent_is_never_chosen_and_nobody_available_goes_t
         )),
         "{text}"
     );
+
+    // Without a fallback, the lead waits on the review list, with the trace as its reason.
+    let absent = r#"absences = [{ from = "2026-11-20", to = "2026-11-30" }]"#;
+    let text = sla_text(absent, "capacity = 2").replace(&format!("fallback_owner = \"{QUEUE}\"\n"), "");
+    let s = with_sla(&app.stack.syncer, compile(&text));
+    qualify(&s, 5, "cap-5", 0, t).await;
+    assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 0);
+    let review = s
+        .store
+        .outbox_in(OutboxKind::Promote, leadsync::store::OutboxState::Review)
+        .await
+        .unwrap();
+    let reason = review[0].last_error.clone().unwrap_or_default();
+    assert!(reason.starts_with("no owner: nobody can take the lead"), "{reason}");
+    assert!(reason.contains("at capacity (2 of 2 open leads)"), "{reason}");
 }
 
 // README: "contacts of one company go to the same rep"; "a recycled contact keeps its owner"
