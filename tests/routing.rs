@@ -76,10 +76,17 @@ touches = {{ kinds = ["call"] }}
 
 /// `syncer` with the SLA file `sla` for routing (the same store and clients).
 fn with_sla(syncer: &Syncer, sla: SlaFile) -> Syncer {
+    with_sla_keeping(syncer, sla, true)
+}
+
+/// The same, with the mapping's `routing.keep_owner` set to `keep`.
+fn with_sla_keeping(syncer: &Syncer, sla: SlaFile, keep: bool) -> Syncer {
     let p = syncer.promoter.as_ref().expect("the sandbox configures Salesforce");
+    let mut mapping = p.mapping.clone();
+    mapping.routing.keep_owner = keep;
     let promoter = Promoter {
         client: p.client.clone(),
-        mapping: p.mapping.clone(),
+        mapping,
         owners: OwnersCache::default(),
         sla: Arc::new(sla),
     };
@@ -298,6 +305,31 @@ async fn one_company_one_rep_and_a_recycled_contact_keeps_its_owner(backend: Bac
     assert_eq!(again[1].trace.won, Some(Strategy::KeptOwner));
 }
 
+// README: "`routing.keep_owner = false` routes a recycled lead afresh"
+async fn a_recycled_contact_is_routed_afresh_when_the_mapping_says_so(backend: Backend) {
+    let (app, _dir, _) = start(backend).await;
+    let t = app.now();
+    let s = with_sla(&app.stack.syncer, sla("", ""));
+    qualify(&s, 0, "again", 0, t).await;
+    assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
+    assert_eq!(opportunity_owner(&app, 0, 0), JULES);
+    recycle(&s, 0, t).await;
+    qualify(&s, 0, "again", 1, t).await;
+    // Jules is away when the lead qualifies again; the mapping does not keep owners.
+    let absent = r#"absences = [{ from = "2026-11-20", to = "2026-11-30" }]"#;
+    let afresh = with_sla_keeping(&app.stack.syncer, sla(absent, ""), false);
+    assert_eq!(afresh.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
+    assert_eq!(opportunity_owner(&app, 0, 1), ALICE);
+    let trace = &afresh.store.assignments(&contact(0)).await.unwrap()[1].trace;
+    assert_eq!(trace.won, Some(Strategy::RoundRobin), "{trace}");
+    assert!(
+        trace
+            .to_string()
+            .contains(&format!("account owner {JULES}: dropped, absent until 2026-11-30")),
+        "{trace}"
+    );
+}
+
 // README: "the round robin's position and the caps survive a restart"
 async fn a_restart_keeps_the_rotation_and_the_caps(backend: Backend) {
     let (app, _dir, _) = start(backend).await;
@@ -421,6 +453,7 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
 on_both_stores!(
     a_rep_at_capacity_or_absent_is_never_chosen_and_nobody_available_goes_to_the_fallback,
     one_company_one_rep_and_a_recycled_contact_keeps_its_owner,
+    a_recycled_contact_is_routed_afresh_when_the_mapping_says_so,
     a_restart_keeps_the_rotation_and_the_caps,
     the_trace_is_stored_audited_and_shown_by_explain,
     reassignment_routes_away_from_the_owner_and_the_excluded_reps,

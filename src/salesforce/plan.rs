@@ -299,7 +299,8 @@ pub(super) fn resolve(
             .clone()
             .or_else(|| company.and_then(|c| company_owner.get(c).cloned()));
         let ctx = Context {
-            current_owner: known.current.as_deref(),
+            // Route once: a recycled lead keeps its owner, unless `routing.keep_owner = false`.
+            current_owner: known.current.as_deref().filter(|_| mapping.routing.keep_owner),
             company_owner: company_rep.as_deref(),
             fallback: known.fallback.as_deref(),
             ..Context::default()

@@ -370,8 +370,8 @@ impl Store {
     }
 
     /// Saves one promotion's outcome in one transaction: the contact's Salesforce link and
-    /// owner, the assignment's trace and audit line, the HubSpot write of its Salesforce ids (`write`: idempotency key and payload),
-    /// and its outbox item done. A crash leaves all of it or none (then the promotion is tried
+    /// owner, the assignment with its trace and audit line, the HubSpot write of its Salesforce
+    /// ids (`write`: idempotency key and payload), and its outbox item done. A crash leaves all of it or none (then the promotion is tried
     /// again, by upsert: no second record).
     pub async fn save_promotion(
         &self,

@@ -23,9 +23,9 @@ impl Promoter {
         Ok(Roster::of_teams(&self.sla.teams, &open, now, hours, position))
     }
 
-    /// Fills what the store knows of each input's owners: the contact's own (route once), its
-    /// company's rep, and the fallback of the team of its owner (else of its HubSpot owner,
-    /// else the default team).
+    /// Fills what the store knows of each input's owners: the contact's own, its company's
+    /// rep, and the fallback of the team of its owner (else of its HubSpot owner, else the
+    /// default team).
     pub(super) async fn known_owners(&self, store: &Store, inputs: &mut [PromotionInput]) -> Result<(), StoreError> {
         let ids: Vec<HubSpotId> = inputs.iter().map(|i| i.contact_id.clone()).collect();
         let mut companies: Vec<String> = inputs.iter().filter_map(|i| i.company_id.clone()).collect();
