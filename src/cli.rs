@@ -119,10 +119,10 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
             }
         }
         // The sales SLA: `mappings/sla.toml` beside the configuration, else the embedded default.
-        let sla_path = report.loaded.as_ref().map_or_else(
-            || PathBuf::from("mappings/sla.toml"),
-            |l| l.resolve(Path::new("mappings/sla.toml")),
-        );
+        let sla_path = report
+            .loaded
+            .as_ref()
+            .map_or_else(|| PathBuf::from("mappings/sla.toml"), config::Loaded::sla_path);
         match defaults::sla(&Want::Default(sla_path)) {
             Ok((f, origin)) => sla = Some((f.version, origin)),
             Err(d) => problems.extend(d),
@@ -301,6 +301,48 @@ pub fn explain(
         },
     }
     ExitCode::SUCCESS
+}
+
+/// `leadsync explain --contact ID`: a stored contact, its owner and why ("why this rep"), and
+/// its SLA timers, from an existing store; exit 2 when the id is not a contact id or the store
+/// does not hold it.
+pub fn explain_contact(config_file: Option<&Path>, contact: &str) -> ExitCode {
+    let id = match crate::lifecycle::HubSpotId::try_from(contact.to_string()) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("--contact: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let sla = match defaults::sla(&Want::Default(loaded.sla_path())) {
+        Ok((f, _)) => f,
+        Err(d) => return report(&d),
+    };
+    let result = rt.block_on(async {
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
+        let Some(text) = crate::report::contact(&store, &id).await? else {
+            return Ok::<_, anyhow::Error>(None);
+        };
+        Ok(Some(format!(
+            "{text}\n{}",
+            crate::report::sla_timers(&store, &sla, id.as_str()).await?
+        )))
+    });
+    match result {
+        Ok(Some(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("contact {id} is not in the store");
+            ExitCode::from(BAD_INPUT)
+        }
+        Err(e) => failed(&e, "explain"),
+    }
 }
 
 /// `leadsync test-rules DIR`: runs rule authors' cases; exit 1 when any does not hold.
@@ -672,28 +714,6 @@ fn print_report(r: &crate::sync::SyncReport, dry_run: bool) {
             "{} contact(s) written to HubSpot, {} promoted to Salesforce",
             r.written, r.promoted
         );
-    }
-}
-
-/// `leadsync explain --contact ID`: the contact's SLA timers, from an existing store.
-pub fn explain_contact(config_file: Option<&Path>, contact: &str) -> ExitCode {
-    let (loaded, rt) = match (loaded(config_file), runtime()) {
-        (Ok(l), Ok(r)) => (l, r),
-        (Err(c), _) | (_, Err(c)) => return c,
-    };
-    let sla_path = loaded.resolve(Path::new("mappings/sla.toml"));
-    let sla = match defaults::sla(&Want::Default(sla_path)) {
-        Ok((f, _)) => f,
-        Err(d) => return report(&d),
-    };
-    let result = rt.block_on(async {
-        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
-        print!("{}", crate::report::sla_timers(&store, &sla, contact).await?);
-        Ok::<_, anyhow::Error>(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(&e, "explain"),
     }
 }
 

@@ -290,6 +290,12 @@ impl Loaded {
     pub fn rules_path(&self) -> PathBuf {
         self.resolve(&self.settings.rules.path)
     }
+
+    /// The SLA file: `mappings/sla.toml` beside the configuration (the embedded default when
+    /// it does not exist).
+    pub fn sla_path(&self) -> PathBuf {
+        self.resolve(Path::new("mappings/sla.toml"))
+    }
 }
 
 /// What loading found: the settings (as far as they could be read) and every problem.

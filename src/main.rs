@@ -48,16 +48,17 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
-    /// Show the decision for one contact snapshot, and why.
+    /// Show the decision for one contact snapshot, and why; or a stored contact and why its owner.
     #[command(
-        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json\n  leadsync explain --contact 501                the contact's SLA timers, from the store"
+        after_help = "Examples:\n  leadsync explain --snapshot examples/snapshots/mql-webinar.json --at 2026-11-24T09:00:00Z\n  leadsync explain --snapshot contact.json --rules my-rules.toml --format json\n  leadsync explain --contact 501                a stored contact: its owner, why this rep, its SLA timers"
     )]
     Explain {
         /// Snapshot JSON file (see docs/snapshots.md).
         #[arg(long, required_unless_present = "contact", conflicts_with = "contact")]
         snapshot: Option<PathBuf>,
-        /// A contact in the configured store: its SLA timers (policy, started, due, first
-        /// touch, attempts, state, the ladder's steps done).
+        /// A contact in the configured store: its stage, its owner and why this rep (each
+        /// assignment's trace), its SLA timers (policy, started, due, first touch, attempts,
+        /// state, the ladder's steps done).
         #[arg(long)]
         contact: Option<String>,
         /// Evaluate as of this time (RFC 3339 or YYYY-MM-DD); default now.
@@ -238,17 +239,15 @@ fn main() -> ExitCode {
     match args.command {
         Command::Check { online } => cli::check(config, online),
         Command::Explain {
-            contact: Some(contact), ..
-        } => cli::explain_contact(config, &contact),
-        Command::Explain {
             snapshot,
+            contact,
             at,
             rules,
             format,
-            ..
-        } => match snapshot {
-            Some(snapshot) => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
-            None => ExitCode::from(2),
+        } => match (snapshot, contact) {
+            (Some(snapshot), _) => cli::explain(config, &snapshot, at.as_deref(), rules.as_deref(), format),
+            (None, Some(contact)) => cli::explain_contact(config, &contact),
+            (None, None) => unreachable!("clap requires --snapshot or --contact"),
         },
         Command::TestRules { dir, rules } => cli::test_rules(config, &dir, rules.as_deref()),
         Command::Setup { apply } => cli::setup(config, apply),

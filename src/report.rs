@@ -273,3 +273,39 @@ pub async fn sla_timers(store: &Store, sla: &crate::sla::SlaFile, contact: &str)
     }
     Ok(out)
 }
+
+/// `leadsync explain --contact`: what the store holds of one contact, and why its owner ("why
+/// this rep": each assignment's trace). `None` when the contact is not stored.
+pub async fn contact(store: &Store, id: &crate::lifecycle::HubSpotId) -> Result<Option<String>, StoreError> {
+    let rows = store.contacts(std::slice::from_ref(id)).await?;
+    let Some(row) = rows.get(id) else {
+        return Ok(None);
+    };
+    let mut out = String::new();
+    let stage = row.state.stage.map_or("none", |s| s.as_str());
+    let _ = writeln!(
+        out,
+        "contact {id}: stage {stage}, status {}, fit {:.0}, engagement {:.0}, grade {}{}",
+        row.state.status.as_str(),
+        row.fit,
+        row.engagement,
+        row.grade,
+        row.removed
+            .as_deref()
+            .map_or_else(String::new, |r| format!(" ({r} in HubSpot)"))
+    );
+    let assignments = store.assignments(id).await?;
+    match assignments.last() {
+        None => {
+            let _ = writeln!(out, "owner: none assigned by leadsync yet");
+        }
+        Some(a) => {
+            let _ = writeln!(out, "owner: {} since {}", a.owner, a.at.to_rfc3339());
+        }
+    }
+    for a in assignments.iter().rev() {
+        let _ = writeln!(out, "\nwhy this rep ({}, {}):", a.owner, a.at.to_rfc3339());
+        let _ = writeln!(out, "{}", a.trace);
+    }
+    Ok(Some(out))
+}

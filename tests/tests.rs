@@ -27,6 +27,9 @@ mod owners;
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// Routing on the promotion path against the sandbox: caps, absences, fallback, one rep per
+/// company, route once, the stored trace and `explain --contact`, the rotation across a restart.
+mod routing;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.

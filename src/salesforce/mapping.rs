@@ -284,6 +284,21 @@ pub struct SalesforceRoutingSources {
     /// The contact's HubSpot owner id (`contact.hubspot_owner_id`); `None` when
     /// `routing.hubspot_owner = false`.
     pub hubspot_owner: Option<SalesforceSource>,
+    /// A contact promoted before keeps its owner when it qualifies again after a recycle
+    /// (route once); `routing.keep_owner = false` routes it afresh, like a new lead.
+    pub keep_owner: bool,
+}
+
+impl SalesforceRoutingSources {
+    /// What territories look at for one lead: country, size, industry (owners left to the caller).
+    pub fn lead<'a>(&self, lead: &LeadProperties<'a>) -> super::routing::Lead<'a> {
+        super::routing::Lead {
+            country: self.country.get(lead),
+            employees: self.employees.get(lead).and_then(|e| e.replace(',', "").parse().ok()),
+            industry: self.industry.get(lead),
+            ..super::routing::Lead::default()
+        }
+    }
 }
 
 /// The compiled mapping file.
@@ -515,5 +530,7 @@ weight = 0
             load(text("[routing]\nhubspot_owner = false\n")).routing.hubspot_owner,
             None
         );
+        assert!(load(text("")).routing.keep_owner, "route once unless switched off");
+        assert!(!load(text("[routing]\nkeep_owner = false\n")).routing.keep_owner);
     }
 }

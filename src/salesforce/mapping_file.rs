@@ -92,6 +92,8 @@ pub struct RawRouting {
     pub industry: Option<Spanned<String>>,
     /// Route to the contact's HubSpot owner when they are a Salesforce user (default true).
     pub hubspot_owner: Option<bool>,
+    /// A recycled lead that qualifies again keeps its owner (default true).
+    pub keep_owner: Option<bool>,
     #[serde(default)]
     pub territories: Vec<Spanned<RawTerritory>>,
     #[serde(default)]
@@ -248,6 +250,7 @@ impl Compiler<'_> {
                 .hubspot_owner
                 .unwrap_or(true)
                 .then(|| SalesforceSource::Contact("hubspot_owner_id".into())),
+            keep_owner: r.keep_owner.unwrap_or(true),
         };
         let mut territories = Vec::new();
         for (i, t) in r.territories.iter().enumerate() {

@@ -28,7 +28,8 @@ pub mod promote;
 pub mod rest;
 /// Retry decisions as data: reauthenticate, pause, back off, fail.
 pub mod retry;
-/// Owner assignment: account owner, territory, weighted round robin.
+/// Owner assignment: kept owner, account, company, HubSpot owner, territory, weighted round
+/// robin, fallback; caps and absences from the SLA teams; a trace of why.
 pub mod routing;
 /// SOQL literals, batched lookups, company domains.
 pub mod soql;

@@ -11,7 +11,7 @@ use super::lookup::{SalesforceExisting, SalesforceFound, SalesforceLookupRequest
 use super::mapping::{LeadProperties, SalesforceMapping};
 use super::promote::{PromotionInput, PromotionOutcome, opportunity_key};
 use super::rest::SalesforceSaveError;
-use super::routing::{self, Lead};
+use super::routing::{self, Context, Lead, Roster, Trace};
 use super::soql::company_domain;
 use crate::lifecycle::snapshot::{HubSpotId, SalesforceLink};
 
@@ -86,6 +86,7 @@ pub(super) struct Work<'a> {
     pub(super) opportunity: Option<String>,
     pub(super) opportunity_existed: bool,
     pub(super) owner: Option<routing::Assignment>,
+    pub(super) trace: Option<Trace>,
     pub(super) records: Option<Records>,
     pub(super) done: Option<PromotionOutcome>,
 }
@@ -149,6 +150,7 @@ pub(super) fn prepare<'a>(mapping: &SalesforceMapping, batch: &'a [PromotionInpu
             opportunity: None,
             opportunity_existed: false,
             owner: None,
+            trace: None,
             records,
             done,
         });
@@ -184,15 +186,16 @@ pub(super) fn lookup_request(mapping: &SalesforceMapping, work: &[Work<'_>]) -> 
     }
 }
 
-/// Links each lead to what exists and picks owners (pure apart from the round-robin counter).
+/// Links each lead to what exists and picks owners through `roster` (pure: the roster is the
+/// batch's rotation and caps).
 pub(super) fn resolve(
     mapping: &SalesforceMapping,
     work: &mut [Work<'_>],
     existing: &SalesforceExisting,
-    round_robin: &mut u64,
+    roster: &mut Roster,
 ) {
-    // Owners drawn for a company new to Salesforce, so its leads in this batch share one.
-    let mut new_company_owner: HashMap<String, routing::Assignment> = HashMap::new();
+    // Owners given to a company's leads in this batch, so its other leads go to the same rep.
+    let mut company_owner: HashMap<String, String> = HashMap::new();
     for w in work.iter_mut().filter(|w| w.open()) {
         let cid = w.id().clone();
         // The person: leadsync's own contact first, then one contact with the email.
@@ -282,47 +285,56 @@ pub(super) fn resolve(
             w.opportunity = Some(o.id.clone());
             w.opportunity_existed = true;
         }
-        // The owner: the account's, else the one already drawn for this new company, else routing
-        // (the HubSpot owner's Salesforce user, a territory, the round robin).
+        // The owner (see `routing::route_traced`): kept from an earlier cycle, else the account's,
+        // the company's rep (from the store, or drawn earlier in this batch), the HubSpot
+        // owner's Salesforce user, a territory, the round robin, the team's fallback.
         let lead = LeadProperties {
             contact: &w.input.contact,
             company: &w.input.company,
         };
-        let routed = match (&w.account_owner, &w.account_upsert) {
-            (None, Some(company)) if new_company_owner.contains_key(company) => {
-                Some((new_company_owner[company].clone(), *round_robin))
-            }
-            _ => routing::route(
+        let known = &w.input.owners;
+        let company = w.input.company_id.as_ref();
+        let company_rep = known
+            .company
+            .clone()
+            .or_else(|| company.and_then(|c| company_owner.get(c).cloned()));
+        let ctx = Context {
+            // Route once: a recycled lead keeps its owner, unless `routing.keep_owner = false`.
+            current_owner: known.current.as_deref().filter(|_| mapping.routing.keep_owner),
+            company_owner: company_rep.as_deref(),
+            fallback: known.fallback.as_deref(),
+            ..Context::default()
+        };
+        let routed =
+            roster.route(
                 &Lead {
                     account_owner: w.account_owner.as_deref(),
                     hubspot_owner: mapping.routing.hubspot_owner.as_ref().and_then(|_| {
                         routing::user_for_email(w.input.owner_email.as_deref(), &existing.users_by_email)
                     }),
-                    country: mapping.routing.country.get(&lead),
-                    employees: mapping
-                        .routing
-                        .employees
-                        .get(&lead)
-                        .and_then(|e| e.replace(',', "").parse().ok()),
-                    industry: mapping.routing.industry.get(&lead),
+                    ..mapping.routing.lead(&lead)
                 },
                 &mapping.territories,
                 &mapping.round_robin,
-                *round_robin,
-            ),
-        };
-        match routed {
-            Some((assignment, next)) => {
-                *round_robin = next;
-                if let Some(company) = &w.account_upsert {
-                    new_company_owner.insert(company.clone(), assignment.clone());
+                &ctx,
+            );
+        match routed.assignment {
+            Some(assignment) => {
+                if let Some(c) = company {
+                    company_owner
+                        .entry(c.clone())
+                        .or_insert_with(|| assignment.owner.clone());
                 }
                 w.owner = Some(assignment);
+                w.trace = Some(routed.trace);
             }
             None => {
                 w.done = Some(PromotionOutcome::Review {
                     contact_id: cid,
-                    reason: "no owner: no territory matches and routing.round_robin lists nobody".into(),
+                    reason: format!(
+                        "no owner: nobody can take the lead and its team has no fallback_owner ({})",
+                        routed.trace.to_string().replace("\n  ", "; ")
+                    ),
                 });
             }
         }
@@ -345,6 +357,7 @@ pub(super) fn finish(batch: &[PromotionInput], work: Vec<Work<'_>>) -> Vec<Promo
                     },
                     owner_id: owner.owner.clone(),
                     strategy: owner.strategy.clone(),
+                    trace: w.trace.clone().unwrap_or_default(),
                 },
                 _ => PromotionOutcome::Retry {
                     contact_id: w.input.contact_id.clone(),

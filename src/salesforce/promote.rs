@@ -26,7 +26,7 @@ pub use super::plan::refusal;
 use super::plan::{Work, finish, lookup_request, prepare, resolve};
 use super::rest::{COLLECTION_MAX, SalesforceSaveResult};
 use super::retry::SalesforceRetryPolicy;
-use super::routing::{self, Strategy};
+use super::routing::{self, Considered, Roster, Strategy, Trace};
 use super::soql::literal;
 use crate::lifecycle::snapshot::{HubSpotId, SalesforceLink};
 
@@ -49,6 +49,19 @@ pub struct PromotionInput {
     /// Email of the contact's HubSpot owner (`hubspot_owner_id`), when it has one the owners
     /// list knows: routing gives the lead to the active Salesforce user with that email.
     pub owner_email: Option<String>,
+    /// What leadsync's store knows of the lead's owners.
+    pub owners: KnownOwners,
+}
+
+/// What leadsync's store knows of a lead's owners, for routing (Salesforce user ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownOwners {
+    /// The contact's owner since an earlier promotion: kept across recycles (route once).
+    pub current: Option<String>,
+    /// The rep who owns the company's other promoted contacts.
+    pub company: Option<String>,
+    /// Who takes the lead when nobody can: its team's `fallback_owner` in `mappings/sla.toml`.
+    pub fallback: Option<String>,
 }
 
 /// What happened to one lead.
@@ -64,6 +77,8 @@ pub enum PromotionOutcome {
         owner_id: String,
         /// How the owner was chosen.
         strategy: Strategy,
+        /// Why this owner: the candidates, why each was dropped, the rule that won.
+        trace: Trace,
     },
     /// A person must decide (ambiguous duplicates, no company, no owner).
     Review {
@@ -119,15 +134,16 @@ pub fn fresh_batch_calls(n: usize) -> u64 {
 }
 
 impl SalesforceClient {
-    /// Promotes `batch`: one outcome per input, in order. `round_robin` is the stored rotation
-    /// position, advanced for each owner drawn; the caller persists it. `today` dates the close.
+    /// Promotes `batch`: one outcome per input, in order. `roster` is who can take leads now and
+    /// the stored rotation position, advanced for each owner drawn (the caller persists it);
+    /// each lead assigned counts against its rep's cap for the next. `today` dates the close.
     /// An `Err` means nothing can be said per lead (a pause, a refused call): the whole batch is
     /// tried again later, which is safe because every write is keyed.
     pub async fn promote(
         &self,
         mapping: &SalesforceMapping,
         batch: &[PromotionInput],
-        round_robin: &mut u64,
+        roster: &mut Roster,
         today: NaiveDate,
     ) -> Result<Vec<PromotionOutcome>, SalesforceError> {
         if batch.is_empty() {
@@ -136,7 +152,7 @@ impl SalesforceClient {
         self.check_budget(fresh_batch_calls(batch.len()))?;
         let mut work = prepare(mapping, batch);
         let existing = self.lookup(&lookup_request(mapping, &work)).await?;
-        resolve(mapping, &mut work, &existing, round_robin);
+        resolve(mapping, &mut work, &existing, roster);
         self.write_accounts(mapping, &mut work).await?;
         self.write_contacts(mapping, &mut work).await?;
         self.write_opportunities(mapping, &mut work, today).await?;
@@ -207,12 +223,22 @@ impl SalesforceClient {
             }
         }
         for (i, id) in linked {
-            if let Some(owner) = owners.get(id) {
-                work[*i].account_owner = Some(owner.clone());
-                work[*i].owner = Some(routing::Assignment {
+            let w = &mut work[*i];
+            let kept = w.owner.as_ref().is_some_and(|o| o.strategy == Strategy::KeptOwner);
+            if let (Some(owner), false) = (owners.get(id), kept) {
+                w.account_owner = Some(owner.clone());
+                w.owner = Some(routing::Assignment {
                     owner: owner.clone(),
                     strategy: Strategy::AccountOwner,
                 });
+                // The trace says so: the account a duplicate rule named decided, after routing.
+                let trace = w.trace.get_or_insert_with(Trace::default);
+                trace.considered.push(Considered {
+                    rule: Strategy::AccountOwner,
+                    candidate: Some(owner.clone()),
+                    dropped: None,
+                });
+                trace.won = Some(Strategy::AccountOwner);
             }
         }
         Ok(())

@@ -11,12 +11,17 @@
 //! the same rep; a rep at capacity, outside working hours, absent, or the one a lead is moving
 //! away from is never chosen by any rule; a fallback owner or queue takes the lead when nobody
 //! is available; and every assignment carries a [`Trace`] (candidates, why each was dropped, the
-//! rule that won). [`route`] is the same with nobody unavailable and no trace.
+//! rule that won). A [`Roster`] is who routing knows as of one moment (the SLA file's teams:
+//! caps, open leads, absences, working hours) with the rotation's position; the mapping's round
+//! robin users and weights run over it, and each lead it assigns counts against the rep's cap.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::sla::Team;
 
 /// A territory rule from the mapping file: every condition written must hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +56,8 @@ pub struct Lead<'a> {
 }
 
 /// How the owner was chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The existing account's owner.
     AccountOwner,
@@ -103,30 +109,9 @@ pub struct Assignment {
     pub strategy: Strategy,
 }
 
-/// Picks the owner; `position` is the round robin's stored position, returned advanced when used.
-/// `None` when nothing matches and nobody is active (the promotion waits, and says so).
-pub fn route(
-    lead: &Lead<'_>,
-    territories: &[Territory],
-    active: &[(String, u32)],
-    position: u64,
-) -> Option<(Assignment, u64)> {
-    let reps: Vec<Rep> = active
-        .iter()
-        .map(|(id, weight)| Rep {
-            id: id.clone(),
-            weight: *weight,
-            open_leads: 0,
-            capacity: None,
-            away: None,
-        })
-        .collect();
-    let routed = route_traced(lead, territories, &reps, &Context::default(), position);
-    Some((routed.assignment?, routed.position))
-}
-
 /// Why a rep cannot take a lead now (the caller works it out from the team's calendar).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Away {
     /// Outside the team's working hours or on a team holiday.
     OffHours,
@@ -163,10 +148,13 @@ pub struct Context<'a> {
     pub company_owner: Option<&'a str>,
     /// User or queue that takes the lead when nobody is available.
     pub fallback: Option<&'a str>,
+    /// Reps no rule may choose (a reassignment's reps already tried), besides the one left.
+    pub excluded: &'a [String],
 }
 
 /// Why a candidate was not chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Dropped {
     /// Holds as many open leads as the cap allows.
     AtCapacity { open: u32, cap: u32 },
@@ -174,6 +162,8 @@ pub enum Dropped {
     Away(Away),
     /// The rep the lead is being moved away from.
     Leaving,
+    /// Left out by the caller (a reassignment's reps already tried).
+    Excluded,
 }
 
 impl fmt::Display for Dropped {
@@ -184,12 +174,13 @@ impl fmt::Display for Dropped {
             Self::Away(Away::Absent { until }) => write!(f, "absent until {until}"),
             Self::Away(Away::Inactive) => f.write_str("not an active user"),
             Self::Leaving => f.write_str("the rep the lead is moving away from"),
+            Self::Excluded => f.write_str("excluded from this reassignment"),
         }
     }
 }
 
 /// One line of the trace: a rule, the candidate it offered, and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Considered {
     /// The rule.
     pub rule: Strategy,
@@ -200,7 +191,7 @@ pub struct Considered {
 }
 
 /// Why this rep: every rule tried in order, every candidate and filter, the rule that won.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Trace {
     /// In the order tried.
     pub considered: Vec<Considered>,
@@ -262,6 +253,9 @@ pub fn route_traced(
     let verdict = |id: &str| -> Option<Dropped> {
         if leaving == Some(id) {
             return Some(Dropped::Leaving);
+        }
+        if ctx.excluded.iter().any(|e| e == id) {
+            return Some(Dropped::Excluded);
         }
         let rep = reps.iter().find(|r| r.id == id)?;
         if let Some(away) = rep.away {
@@ -377,6 +371,110 @@ pub fn route_traced(
     }
 }
 
+/// Whether working hours hold a rep back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hours {
+    /// A rep outside working hours is passed over: a reassignment wants someone at work now.
+    Now,
+    /// Working hours hold nobody back: a lead qualified at night goes to a rep who is in the
+    /// next morning (the SLA's business clock only starts then); absences and caps still do.
+    Ignored,
+}
+
+/// Who routing knows as of one moment, and the round robin's position. A batch of promotions
+/// routes through one roster, so each lead it assigns counts against its rep's cap for the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// The teams' reps: cap, open leads, availability, and their weight in the team.
+    pub known: Vec<Rep>,
+    /// The round robin's position (stored between batches and across restarts).
+    pub position: u64,
+}
+
+impl Roster {
+    /// Nobody known (no teams): every rep is available and uncapped; the rotation at `position`.
+    pub fn at(position: u64) -> Roster {
+        Roster {
+            known: Vec::new(),
+            position,
+        }
+    }
+
+    /// The members of `teams` with a Salesforce user id, as of `now`; `open_leads` by Salesforce
+    /// user id. A rep in two teams is taken from the first.
+    pub fn of_teams(
+        teams: &[Team],
+        open_leads: &HashMap<String, u32>,
+        now: DateTime<Utc>,
+        hours: Hours,
+        position: u64,
+    ) -> Roster {
+        let mut known: Vec<Rep> = Vec::new();
+        for mut rep in teams.iter().flat_map(|t| t.reps(now, open_leads)) {
+            if known.iter().any(|k| k.id == rep.id) {
+                continue;
+            }
+            if hours == Hours::Ignored && rep.away == Some(Away::OffHours) {
+                rep.away = None;
+            }
+            known.push(rep);
+        }
+        Roster { known, position }
+    }
+
+    /// The reps `route_traced` sees: with `round_robin` (the mapping's users and weights), those
+    /// users in its order and weights, each with what the teams say of them (a user in no team
+    /// is available and uncapped), then the other known reps out of the rotation (weight 0);
+    /// with no round robin in the mapping, the known reps with their team weights.
+    fn pool(&self, round_robin: &[(String, u32)]) -> Vec<Rep> {
+        if round_robin.is_empty() {
+            return self.known.clone();
+        }
+        let mut reps: Vec<Rep> = round_robin
+            .iter()
+            .map(|(id, weight)| {
+                let known = self.known.iter().find(|k| &k.id == id);
+                Rep {
+                    weight: *weight,
+                    ..known.cloned().unwrap_or(Rep {
+                        id: id.clone(),
+                        weight: *weight,
+                        open_leads: 0,
+                        capacity: None,
+                        away: None,
+                    })
+                }
+            })
+            .collect();
+        for k in &self.known {
+            if !round_robin.iter().any(|(id, _)| id == &k.id) {
+                reps.push(Rep { weight: 0, ..k.clone() });
+            }
+        }
+        reps
+    }
+
+    /// Routes one lead (see [`route_traced`]), moves the rotation on, and counts the lead against
+    /// its new owner's cap when the owner changes.
+    pub fn route(
+        &mut self,
+        lead: &Lead<'_>,
+        territories: &[Territory],
+        round_robin: &[(String, u32)],
+        ctx: &Context<'_>,
+    ) -> Routed {
+        let routed = route_traced(lead, territories, &self.pool(round_robin), ctx, self.position);
+        self.position = routed.position;
+        if let Some(a) = &routed.assignment
+            && ctx.current_owner != Some(a.owner.as_str())
+            && let Some(rep) = self.known.iter_mut().find(|r| r.id == a.owner)
+        {
+            rep.open_leads += 1;
+        }
+        routed
+    }
+}
+
 fn nonempty(o: Option<&str>) -> Option<&str> {
     o.filter(|o| !o.is_empty())
 }
@@ -405,6 +503,13 @@ fn weighted_pick(active: &[(String, u32)], position: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules with nobody unavailable: the owner and the next position, `None` when nobody.
+    fn route(lead: &Lead<'_>, t: &[Territory], active: &[(String, u32)], position: u64) -> Option<(Assignment, u64)> {
+        let mut roster = Roster::at(position);
+        let r = roster.route(lead, t, active, &Context::default());
+        Some((r.assignment?, roster.position))
+    }
 
     fn territories() -> Vec<Territory> {
         vec![
@@ -673,5 +778,53 @@ mod tests {
                 .to_string()
                 .contains("round robin 005C: dropped, the rep the lead is moving away from")
         );
+    }
+
+    #[test]
+    fn a_roster_counts_each_lead_against_the_cap_and_runs_the_mappings_rotation_over_the_teams() {
+        let f =
+            crate::sla::SlaFile::from_source(&crate::diagnostics::SourceText::new("sla.toml", crate::defaults::SLA))
+                .unwrap();
+        // Saturday 26 December 2026, 10:00 Paris: everyone off; Jules absent; Alice holds 39 of 40.
+        let saturday = DateTime::parse_from_rfc3339("2026-12-26T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let open: HashMap<String, u32> = [("005000000000004AAA".to_string(), 39)].into();
+        let rr: Vec<(String, u32)> = vec![
+            ("005000000000003AAA".into(), 3),
+            ("005000000000004AAA".into(), 1),
+            ("005000000000009AAA".into(), 1),
+        ];
+        let paris = &f.teams[..1];
+        let now_only = Roster::of_teams(paris, &open, saturday, Hours::Now, 0);
+        assert!(now_only.known.iter().all(|r| r.away.is_some()), "{:?}", now_only.known);
+        let mut roster = Roster::of_teams(paris, &open, saturday, Hours::Ignored, 0);
+        assert_eq!(roster.known.len(), 4);
+        let owners: Vec<String> = (0..3)
+            .map(|_| {
+                let r = roster.route(&Lead::default(), &[], &rr, &Context::default());
+                r.assignment.unwrap().owner
+            })
+            .collect();
+        // Jules (absent) passes; Alice takes her 40th lead, then is at capacity; 009 is in no
+        // team: available and uncapped. Team members outside the mapping's rotation get no turn.
+        assert_eq!(
+            owners,
+            ["005000000000004AAA", "005000000000009AAA", "005000000000009AAA"]
+        );
+        let alice = roster.known.iter().find(|r| r.id == "005000000000004AAA").unwrap();
+        assert_eq!(alice.open_leads, 40);
+        // With no rotation in the mapping, the teams' own weights run.
+        let mut own = Roster::of_teams(paris, &HashMap::new(), saturday, Hours::Ignored, 0);
+        let r = own.route(&Lead::default(), &[], &[], &Context::default());
+        assert_eq!(r.assignment.unwrap().owner, "005000000000001AAA");
+        // A kept owner is not counted twice.
+        let before = own.clone();
+        let kept = Context {
+            current_owner: Some("005000000000002AAA"),
+            ..Context::default()
+        };
+        own.route(&Lead::default(), &[], &[], &kept);
+        assert_eq!(own.known, before.known);
     }
 }

@@ -361,8 +361,8 @@ impl Store {
     }
 
     /// Saves one promotion's outcome in one transaction: the contact's Salesforce link and
-    /// owner, the HubSpot write of its Salesforce ids (`write`: idempotency key and payload),
-    /// and its outbox item done. A crash leaves all of it or none (then the promotion is tried
+    /// owner, the assignment with its trace and audit line, the HubSpot write of its Salesforce
+    /// ids (`write`: idempotency key and payload), and its outbox item done. A crash leaves all of it or none (then the promotion is tried
     /// again, by upsert: no second record).
     pub async fn save_promotion(
         &self,
@@ -373,6 +373,7 @@ impl Store {
         let id = promoted.contact_id;
         self.in_write(PATIENT_WAIT, async |tx| {
             set_promoted(tx, id, promoted.link, promoted.owner).await?;
+            super::routing::record_assignment(tx, id, promoted.owner, promoted.trace, now).await?;
             let (key, payload) = &promoted.write;
             enqueue(&mut **tx, OutboxKind::HubSpotWrite, key, id.as_str(), payload, now).await?;
             // The item is done only as it was taken: a newer payload saved meanwhile stays due.
@@ -440,6 +441,8 @@ pub struct Promoted<'a> {
     pub link: &'a SalesforceLink,
     /// Its Salesforce owner.
     pub owner: &'a str,
+    /// Why that owner (stored with the assignment, and audited).
+    pub trace: &'a crate::salesforce::routing::Trace,
     /// The HubSpot write of the Salesforce ids: (idempotency key, JSON payload).
     pub write: (String, String),
 }

@@ -7,8 +7,9 @@
 //! every transition (`audit`), the outbox of HubSpot writes and Salesforce promotions with its
 //! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
 //! webhook inbox (`inbox`), a running backfill's behaviour read ahead of its contacts (`staged`),
-//! the row `/readyz` writes to prove the store can write (`health`), and the sales SLA's
-//! timers (`sla_timers`, their ladder steps in the outbox).
+//! the row `/readyz` writes to prove the store can write (`health`), the sales SLA's
+//! timers (`sla_timers`, their ladder steps in the outbox), and every owner assignment with its
+//! routing trace (`assignments`).
 //!
 //! Opening: [`Store::create_or_open`] (first start: creates a missing SQLite file and the schema)
 //! or [`Store::open_existing`] (refuses a missing file or a database without the schema). A
@@ -21,6 +22,7 @@
 mod contacts;
 mod inbox;
 mod outbox;
+mod routing;
 mod schema;
 mod sla;
 mod staged;
@@ -37,6 +39,7 @@ use sqlx::{AnyPool, Row};
 pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
+pub use routing::StoredAssignment;
 pub use sla::{SlaPromoted, SlaTimer, step_key};
 pub use staged::{contact_key, email_key};
 pub use write::redact_url;

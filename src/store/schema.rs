@@ -200,4 +200,21 @@ CREATE TABLE sla_touches (
 )
 "#,
     },
+    Migration {
+        version: 9,
+        name: "routing assignments",
+        // Every owner chosen, with its trace (candidates, why each was dropped, the rule that
+        // won) as JSON: what `leadsync explain --contact` shows as "why this rep".
+        sql: r#"
+CREATE TABLE assignments (
+    id {serial},
+    contact_id TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    owner_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    trace TEXT NOT NULL
+);
+CREATE INDEX assignments_contact ON assignments (contact_id, id)
+"#,
+    },
 ];

@@ -508,7 +508,15 @@ mod tests {
             .collect();
         let stored = stored.into_iter().map(|r| (r.contact_id.clone(), r)).collect();
         let now = "2026-11-25T12:00:00Z".parse().unwrap();
-        let p = decide_batch(&rules, &crate::defaults::embedded_sla(), pulled, &told, stored, ledger, now);
+        let p = decide_batch(
+            &rules,
+            &crate::defaults::embedded_sla(),
+            pulled,
+            &told,
+            stored,
+            ledger,
+            now,
+        );
         let ids = p.evaluated.iter().map(|e| e.contact_id.as_str().to_string()).collect();
         (p.removals.clone(), ids, p)
     }

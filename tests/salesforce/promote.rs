@@ -10,7 +10,7 @@ use leadsync::lifecycle::snapshot::HubSpotId;
 use leadsync::salesforce::client::SalesforceClient;
 use leadsync::salesforce::mapping::SalesforceMapping;
 use leadsync::salesforce::promote::{PromotionInput, PromotionOutcome};
-use leadsync::salesforce::routing::Strategy;
+use leadsync::salesforce::routing::{Roster, Strategy};
 use leadsync::salesforce::soql::literal;
 use serde_json::{Map, Value, json};
 use wiremock::matchers::path_regex;
@@ -233,6 +233,7 @@ fn lead(id: u64, email: &str, company: Option<(&str, &str, &str)>) -> PromotionI
         }),
         cycle: 1,
         owner_email: None,
+        owners: Default::default(),
     }
 }
 
@@ -285,7 +286,7 @@ async fn two_hundred_promotions_cost_five_calls_and_a_repeat_creates_nothing() {
     let server = MockServer::start().await;
     let (client, fake) = org(&server).await;
     let batch = batch_of_200();
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let first = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     let calls = api_calls(&server).await;
     println!(
@@ -320,7 +321,7 @@ async fn two_hundred_promotions_cost_five_calls_and_a_repeat_creates_nothing() {
     let (a0, _, _, o0, s0) = promoted(&first[0]);
     let (a1, _, _, o1, _) = promoted(&first[1]);
     assert_eq!((a0, o0, s0), (a1, o1, &Strategy::RoundRobin));
-    assert_eq!(rr, 100);
+    assert_eq!(rr.position, 100);
 
     // A crash before the write-back to HubSpot: the same batch is promoted again by a new process.
     let restarted = jwt_client(&server).await;
@@ -356,7 +357,7 @@ async fn two_hundred_promotions_cost_five_calls_and_a_repeat_creates_nothing() {
             "same records, same owner"
         );
     }
-    assert_eq!(rr, 100, "a repeat draws no new owner");
+    assert_eq!(rr.position, 100, "a repeat draws no new owner");
 }
 
 #[tokio::test]
@@ -364,7 +365,7 @@ async fn a_repeat_whose_lookups_miss_updates_by_external_id_and_creates_no_role_
     let server = MockServer::start().await;
     let (client, fake) = org(&server).await;
     let batch: Vec<PromotionInput> = batch_of_200().into_iter().take(10).collect();
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     fake.0.lock().unwrap().lookups_lag = true;
     let before = api_calls(&server).await.len();
@@ -426,7 +427,7 @@ async fn an_existing_contact_is_found_by_escaped_email_ignoring_case_and_linked_
         );
         (account, contact)
     };
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client
         .promote(
             &mapping(),
@@ -456,7 +457,7 @@ async fn an_existing_contact_is_found_by_escaped_email_ignoring_case_and_linked_
             .any(|(m, p)| m == "PATCH" && !p.ends_with("Opportunity/LeadSync_Key__c")),
         "neither the account nor the contact is written"
     );
-    assert_eq!(rr, 0, "no round-robin draw");
+    assert_eq!(rr.position, 0, "no round-robin draw");
 }
 
 // README: "an existing account is reused and its owner gets the lead"
@@ -468,7 +469,7 @@ async fn an_existing_account_found_by_domain_is_reused_and_its_owner_gets_the_le
         "Account",
         fields(json!({"Name": "Globex", "Website": "http://globex.example", "OwnerId": "005000000000008AAA"})),
     );
-    let mut rr = 3;
+    let mut rr = Roster::at(3);
     // A French company would go to a territory, but the account owner comes first.
     let mut l = lead(8, "hank@globex.example", Some(("88", "Globex", "www.globex.example")));
     l.company.insert("country".into(), "France".into());
@@ -482,7 +483,7 @@ async fn an_existing_account_found_by_domain_is_reused_and_its_owner_gets_the_le
     assert_eq!(org.count("Account"), 1, "no second account");
     assert_eq!(org.records["Contact"][0]["AccountId"], json!(account));
     assert_eq!(org.records["Opportunity"][0]["OwnerId"], "005000000000008AAA");
-    assert_eq!(rr, 3);
+    assert_eq!(rr.position, 3);
 }
 
 // README: "free-mail domains never match"
@@ -494,7 +495,7 @@ async fn free_mail_never_matches_an_account() {
         "Account",
         fields(json!({"Name": "Google", "Website": "gmail.com", "OwnerId": "005000000000008AAA"})),
     );
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client
         .promote(&mapping(), &[lead(9, "someone@gmail.com", None)], &mut rr, today())
         .await
@@ -527,7 +528,7 @@ async fn territory_then_weighted_round_robin_advancing_the_stored_position() {
             lead(20 + i, &format!("x@{d}"), Some((&format!("{}", 200 + i), "UsCo", &d)))
         })
         .collect();
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let batch: Vec<PromotionInput> = std::iter::once(fr).chain(us.clone()).collect();
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     let (_, _, _, owner, strategy) = promoted(&out[0]);
@@ -537,7 +538,7 @@ async fn territory_then_weighted_round_robin_advancing_the_stored_position() {
     );
     let owners: Vec<&str> = out[1..].iter().map(|o| promoted(o).3).collect();
     assert_eq!(owners, [RR_A, RR_A, RR_B, RR_A], "weights 3:1, spread");
-    assert_eq!(rr, 4, "the territory lead did not move the rotation");
+    assert_eq!(rr.position, 4, "the territory lead did not move the rotation");
     // After a restart, the stored position continues the rotation.
     let more: Vec<PromotionInput> = (0..4)
         .map(|i| {
@@ -552,7 +553,7 @@ async fn territory_then_weighted_round_robin_advancing_the_stored_position() {
         .unwrap();
     let owners: Vec<&str> = out.iter().map(|o| promoted(o).3).collect();
     assert_eq!(owners, [RR_A, RR_A, RR_B, RR_A]);
-    assert_eq!(rr, 8);
+    assert_eq!(rr.position, 8);
 }
 
 fn error(code: &str, message: &str) -> Value {
@@ -587,7 +588,7 @@ async fn duplicate_rules_link_to_a_single_match_whose_owner_gets_the_lead_and_se
         lead(51, "a@one.example", Some(("501", "One", "one.example"))),
         lead(52, "b@two.example", Some(("502", "Two", "two.example"))),
     ];
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     let (account, _, _, owner, strategy) = promoted(&out[0]);
     assert_eq!(
@@ -623,7 +624,7 @@ async fn two_salesforce_contacts_with_the_email_go_to_review() {
         org.insert("Contact", fields(json!({"Email": "twin@dup.example"})));
         org.insert("Contact", fields(json!({"Email": "TWIN@dup.example"})));
     }
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client
         .promote(
             &mapping(),
@@ -664,7 +665,7 @@ async fn a_locked_row_retries_the_lead_and_a_validation_rule_dead_letters_it_wit
         lead(72, "v@valid.example", Some(("702", "Valid", "valid.example"))),
         lead(73, "fine@ok.example", Some(("703", "Ok", "ok.example"))),
     ];
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     assert!(
         matches!(&out[0], PromotionOutcome::Retry { reason, .. } if reason.contains("UNABLE_TO_LOCK_ROW")),
@@ -698,7 +699,7 @@ async fn a_record_deleted_meanwhile_is_retried_not_looped_on() {
         error("ENTITY_IS_DELETED", "entity is deleted"),
     );
     let batch = [lead(80, "gone@gone.example", Some(("800", "Gone", "gone.example")))];
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     assert!(
         matches!(&out[0], PromotionOutcome::Retry { reason, .. } if reason.contains("deleted")),
@@ -713,7 +714,7 @@ async fn a_duplicated_event_in_one_batch_is_promoted_once() {
     let server = MockServer::start().await;
     let (client, fake) = org(&server).await;
     let l = lead(90, "dup@event.example", Some(("900", "Event", "event.example")));
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client
         .promote(&mapping(), &[l.clone(), l], &mut rr, today())
         .await
@@ -733,7 +734,7 @@ async fn promotions_wait_when_the_share_is_spent() {
         .query::<Value>("SELECT Id FROM User WHERE Name = 'x'")
         .await
         .unwrap();
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let batch = [lead(95, "w@wait.example", Some(("950", "Wait", "wait.example")))];
     let err = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap_err();
     assert!(err.is_pause(), "{err:?}");
@@ -755,7 +756,7 @@ async fn a_write_applied_whose_answer_is_lost_is_repeated_without_a_duplicate_of
         let (client, fake) = org(&server).await;
         fake.0.lock().unwrap().lose_answer_once = Some(write.to_string());
         let batch: Vec<PromotionInput> = batch_of_200().into_iter().take(10).collect();
-        let mut rr = 0;
+        let mut rr = Roster::at(0);
         let outcomes = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
         assert!(
             outcomes.iter().all(|o| matches!(o, PromotionOutcome::Promoted { .. })),
@@ -816,7 +817,7 @@ async fn the_hubspot_owners_salesforce_user_wins_over_the_territory_found_in_the
         french(3, Some("marketing@acme.test")),
         french(4, None),
     ];
-    let mut rr = 0;
+    let mut rr = Roster::at(0);
     let out = client.promote(&mapping(), &batch, &mut rr, today()).await.unwrap();
     let owners: Vec<(&str, &Strategy)> = out
         .iter()

@@ -10,6 +10,7 @@ use super::{HOLD, PROMOTION_BATCH, Promoter, ROUND_ROBIN};
 use crate::lifecycle::HubSpotId;
 use crate::salesforce::mapping::SalesforceSource;
 use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
+use crate::salesforce::routing::Hours;
 use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
 use crate::sync::decide::{PromotePayload, WritePayload};
 use crate::sync::{SyncError, Syncer};
@@ -45,14 +46,16 @@ impl Promoter {
                     company: p.company,
                     cycle: p.cycle,
                     owner_email: None,
+                    owners: Default::default(),
                 });
                 items.push(item);
             }
             self.owner_emails(s, &mut inputs, now).await?;
-            let mut rr = s.store.counter(ROUND_ROBIN).await?;
+            self.known_owners(&s.store, &mut inputs).await?;
+            let mut roster = self.roster(&s.store, now, Hours::Ignored).await?;
             let outcomes = match self
                 .client
-                .promote(&self.mapping, &inputs, &mut rr, now.date_naive())
+                .promote(&self.mapping, &inputs, &mut roster, now.date_naive())
                 .await
             {
                 Ok(o) => o,
@@ -70,7 +73,7 @@ impl Promoter {
                     return Err(SyncError::Salesforce(e.to_string()));
                 }
             };
-            s.store.set_counter(ROUND_ROBIN, rr).await?;
+            s.store.set_counter(ROUND_ROBIN, roster.position).await?;
             for (item, outcome) in items.iter().zip(outcomes) {
                 match outcome {
                     PromotionOutcome::Promoted {
@@ -78,6 +81,7 @@ impl Promoter {
                         link,
                         owner_id,
                         strategy,
+                        trace,
                     } => {
                         let mut props = BTreeMap::new();
                         for (k, v) in [
@@ -104,6 +108,7 @@ impl Promoter {
                                     contact_id: &contact_id,
                                     link: &link,
                                     owner: &owner_id,
+                                    trace: &trace,
                                     write: (
                                         format!("hubspot-sf:{contact_id}"),
                                         serde_json::to_string(&payload).expect("serialisable"),

@@ -7,10 +7,12 @@
 //!
 //! One job per file: `settings` (wiring from the `[salesforce]` settings and the mapping),
 //! `token` (the rotated refresh token kept across restarts), `drain` (the outbox of promotions,
-//! each outcome saved in one transaction) and `feedback` (opportunities back to HubSpot).
+//! each outcome saved in one transaction), `routing` (who can take a lead, from the SLA file's
+//! teams and the store) and `feedback` (opportunities back to HubSpot).
 
 mod drain;
 mod feedback;
+mod routing;
 mod settings;
 mod token;
 
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use crate::salesforce::client::SalesforceClient;
 use crate::salesforce::mapping::SalesforceMapping;
 use crate::salesforce::promote::fresh_batch_calls;
+use crate::sla::SlaFile;
 use crate::sync::owners::OwnersCache;
 
 /// Promotions per Salesforce batch (sObject Collections' limit).
@@ -66,6 +69,8 @@ pub struct Promoter {
     pub mapping: SalesforceMapping,
     /// HubSpot owners and their emails, for routing to a contact's HubSpot owner.
     pub owners: OwnersCache,
+    /// The SLA file: its teams say who can take a lead now (caps, absences, hours, fallback).
+    pub sla: Arc<SlaFile>,
 }
 
 impl std::fmt::Debug for Promoter {
