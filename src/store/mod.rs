@@ -21,6 +21,7 @@
 mod contacts;
 mod inbox;
 mod outbox;
+pub mod report;
 mod schema;
 mod sla;
 mod staged;
