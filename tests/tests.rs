@@ -27,6 +27,8 @@ mod owners;
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// `leadsync report` and `leadsync plan` on a hand-built audit log, on both stores, and their CLI.
+mod report;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
