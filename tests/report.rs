@@ -268,6 +268,7 @@ on_both_stores!(
     grouping_by_team_splits_the_figures_and_a_grouping_the_store_lacks_is_an_error,
 );
 
+// README (Reports): "entries with jumps counted, cohort conversion, time in stage, acceptance, SLA per team and rep, deals, n/a never 0"
 async fn the_report_of_a_hand_built_month_adds_up_to_the_figures_worked_out_by_hand(backend: Backend) {
     let (store, _dir) = store_of(backend).await;
     november(&store).await;
@@ -383,6 +384,7 @@ async fn the_report_of_a_hand_built_month_adds_up_to_the_figures_worked_out_by_h
     );
 }
 
+// README (Reports): "--by splits every figure; a grouping no contact has is an error"
 async fn grouping_by_team_splits_the_figures_and_a_grouping_the_store_lacks_is_an_error(backend: Backend) {
     let (store, _dir) = store_of(backend).await;
     november(&store).await;
@@ -425,6 +427,7 @@ fn leadsync(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, Strin
     )
 }
 
+// README (Reports): "--format json and csv; an unknown --by and an empty period exit 2"
 #[tokio::test]
 async fn report_writes_table_json_and_csv_and_names_what_it_cannot_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -496,6 +499,7 @@ async fn report_writes_table_json_and_csv_and_names_what_it_cannot_do() {
     assert!(err.contains("the period is empty"), "{err}");
 }
 
+// README (Reports): "plan prints 10 customers and 500 leads; measured rates show n= and are refused under --min-sample"
 #[tokio::test]
 async fn plan_works_back_from_revenue_and_refuses_a_rate_measured_on_too_few_contacts() {
     let dir = tempfile::tempdir().unwrap();
