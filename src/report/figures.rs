@@ -679,6 +679,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_change_that_does_not_parse_is_an_error_naming_its_contact_and_time() {
+        let rows = ReportRows {
+            audit: vec![crate::store::report::AuditLine {
+                contact_id: "42".into(),
+                at: t("2026-11-02T00:00:00Z"),
+                change: r#"{"kind":"stage","to":"prospect"}"#.into(),
+                reason: "hand-edited".into(),
+            }],
+            ..ReportRows::default()
+        };
+        let e = compute(&rows, t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"), None, &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("audit line of contact 42 at 2026-11-02 00:00:00 UTC"),
+            "{text}"
+        );
+        assert!(text.contains("prospect"), "{text}");
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         assert_eq!(nearest_rank(&[1, 2, 3, 4], 50), 2);
         assert_eq!(nearest_rank(&[1, 2, 3, 4], 90), 4);
