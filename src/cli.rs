@@ -939,3 +939,146 @@ pub fn bench_chaos(opts: crate::chaos::ChaosOptions) -> ExitCode {
         }
     }
 }
+
+/// What `leadsync report` is asked for.
+#[derive(Debug, Clone)]
+pub struct ReportArgs {
+    /// Start (default: the first day of last month).
+    pub from: Option<DateTime<Utc>>,
+    /// End, exclusive (default: the first day of this month).
+    pub to: Option<DateTime<Utc>>,
+    /// Split by.
+    pub by: Option<crate::report::figures::GroupBy>,
+    /// Output format.
+    pub format: crate::report::format::ReportFormat,
+}
+
+/// `leadsync report`: the figures of a period (default the last calendar month) from the store.
+pub fn report_cmd(config_file: Option<&Path>, args: &ReportArgs, now: DateTime<Utc>) -> ExitCode {
+    let (loaded, rt) = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(c), _) | (_, Err(c)) => return c,
+    };
+    let (default_from, default_to) = crate::report::figures::last_month(now);
+    let (from, to) = (args.from.unwrap_or(default_from), args.to.unwrap_or(default_to));
+    // The marketing targets: `mappings/sla.toml` beside the configuration, else the embedded default.
+    let sla = match defaults::sla(&Want::Default(loaded.resolve(Path::new("mappings/sla.toml")))) {
+        Ok((f, _)) => f,
+        Err(d) => return self::report(&d),
+    };
+    let result = rt.block_on(async {
+        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
+        Ok::<_, anyhow::Error>(crate::report::report(&store, from, to, args.by, &sla.marketing, args.format).await)
+    });
+    match result {
+        Ok(Ok(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(
+            e @ (crate::report::figures::ReportError::CannotGroup { .. }
+            | crate::report::figures::ReportError::EmptyPeriod { .. }),
+        )) => {
+            eprintln!("leadsync report: {e}");
+            ExitCode::from(BAD_INPUT)
+        }
+        Ok(Err(e)) => failed(&e.into(), "report"),
+        Err(e) => failed(&e, "report"),
+    }
+}
+
+/// What `leadsync plan` is asked for.
+#[derive(Debug, Clone)]
+pub struct PlanArgs {
+    /// Revenue to reach per period.
+    pub revenue: f64,
+    /// Average deal size.
+    pub avg_deal: f64,
+    /// `month` or `quarter`.
+    pub quarter: bool,
+    /// Rates given.
+    pub rates: Vec<crate::report::plan::Rate>,
+    /// Measure the rates from the store over this many days instead.
+    pub measured_over_days: Option<u32>,
+    /// Fewest contacts a measured rate may rest on.
+    pub min_sample: u64,
+}
+
+/// `6m` (months of 30 days), `90d` or `12w`, as days.
+pub fn parse_window(s: &str) -> Result<u32, String> {
+    let bad = || format!("`{s}` is not a window (write 6m, 12w or 90d)");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u32 = n.parse().map_err(|_| bad())?;
+    let days = match unit {
+        "m" => 30,
+        "w" => 7,
+        "d" => 1,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(n * days)
+}
+
+/// `leadsync plan`: the funnel worked back from revenue, from given or measured rates, beside
+/// what the last full period delivered (when a store is there to read).
+pub fn plan_cmd(config_file: Option<&Path>, args: &PlanArgs, now: DateTime<Utc>) -> ExitCode {
+    use crate::report::figures::{last_month, last_quarter};
+    let period = if args.quarter { "quarter" } else { "month" };
+    let (last_from, last_to) = if args.quarter {
+        last_quarter(now)
+    } else {
+        last_month(now)
+    };
+    let need_store = args.measured_over_days.is_some();
+    let store = match (loaded(config_file), runtime()) {
+        (Ok(l), Ok(rt)) => {
+            let opened = rt.block_on(crate::daemon::store(&l, crate::daemon::StoreOpening::MustExist));
+            match (opened, need_store) {
+                (Ok(s), _) => Some((s, rt)),
+                (Err(e), true) => return failed(&e, "plan"),
+                (Err(_), false) => None,
+            }
+        }
+        (Err(c), _) | (_, Err(c)) if need_store => return c,
+        _ => None,
+    };
+    let mut rates = args.rates.clone();
+    let mut refused = Vec::new();
+    let mut delivered = None;
+    if let Some((store, rt)) = &store {
+        let got = rt.block_on(async {
+            if let Some(days) = args.measured_over_days {
+                let (m, r) = crate::report::measured_rates(
+                    store,
+                    now - chrono::Duration::days(i64::from(days)),
+                    now,
+                    args.min_sample,
+                )
+                .await?;
+                rates = m;
+                refused = r;
+            }
+            crate::report::delivered(store, last_from, last_to).await
+        });
+        match got {
+            Ok(d) => delivered = Some(d),
+            Err(e) => return failed(&e.into(), "plan"),
+        }
+    }
+    match crate::report::plan::plan(args.revenue, args.avg_deal, &rates) {
+        Ok(needs) => {
+            println!("per {period}: revenue {} at {} a deal", args.revenue, args.avg_deal);
+            print!(
+                "{}",
+                crate::report::plan::render(&needs, period, delivered.as_deref(), &refused)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leadsync plan: {e}");
+            ExitCode::from(BAD_INPUT)
+        }
+    }
+}

@@ -14,7 +14,9 @@
 //!   behaviour, windowed search, properties and `setup`, webhook signatures, tasks for reps.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
 //! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, for both clients' retry decisions.
-//! - [`report`]: the funnel, outbox, dead letters and review list, as text for people.
+//! - [`report`]: the funnel, outbox, dead letters and review list, as text for people; the
+//!   report of a period (`figures`, pure, over `Store::report_rows`) as table, JSON or CSV
+//!   (`format`); `plan`, the funnel worked back from revenue.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing (the mapping's rules over the SLA file's teams, traced), the
 //!   mapping file, batched promotion, opportunity feedback, Tasks and Events as SLA touches.

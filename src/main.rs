@@ -206,6 +206,58 @@ enum Command {
         #[arg(long)]
         rules: Option<PathBuf>,
     },
+    /// The figures of a period from the store: funnel, conversions, time in stage, SLA, deals.
+    #[command(
+        after_help = "Examples:\n  leadsync report                                   last calendar month, as a table\n  leadsync report --from 2026-10-01 --to 2026-11-01 --by team\n  leadsync report --by source --format csv > november.csv"
+    )]
+    Report {
+        /// Start of the period (RFC 3339 or YYYY-MM-DD); default the first day of last month.
+        #[arg(long, value_parser = cli::parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the period, exclusive; default the first day of this month.
+        #[arg(long, value_parser = cli::parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Split the figures by team, rep, source or persona.
+        #[arg(long, value_enum)]
+        by: Option<leadsync::report::figures::GroupBy>,
+        /// table, json or csv.
+        #[arg(long, value_enum, default_value = "table")]
+        format: leadsync::report::format::ReportFormat,
+        /// As of this time (RFC 3339 or YYYY-MM-DD): "last month" is the one before it; default now.
+        #[arg(long, value_parser = cli::parse_time)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The funnel worked back from a revenue goal, from given or measured conversion rates.
+    #[command(
+        after_help = "Examples:\n  leadsync plan --revenue 10000 --avg-deal 1000 --rate lead-customer=0.02\n  leadsync plan --revenue 50000 --avg-deal 2500 --rate lead-mql=0.2 --rate mql-sql=0.3 --rate sql-customer=0.25\n  leadsync plan --revenue 30000 --avg-deal 1000 --period quarter --measured-over 6m"
+    )]
+    Plan {
+        /// Revenue to reach per period.
+        #[arg(long)]
+        revenue: f64,
+        /// Average deal size.
+        #[arg(long)]
+        avg_deal: f64,
+        /// The period the revenue is for: month or quarter.
+        #[arg(long, default_value = "month", value_parser = ["month", "quarter"])]
+        period: String,
+        /// A conversion rate, STAGE-STAGE=RATE (repeat; they chain back from customer).
+        #[arg(
+            long = "rate",
+            conflicts_with = "measured_over",
+            required_unless_present = "measured_over"
+        )]
+        rates: Vec<leadsync::report::plan::Rate>,
+        /// Measure each stage's rate from the store over this window (6m, 12w, 90d) instead.
+        #[arg(long, value_parser = cli::parse_window)]
+        measured_over: Option<u32>,
+        /// Refuse a measured rate resting on fewer contacts than this.
+        #[arg(long, default_value_t = 30)]
+        min_sample: u64,
+        /// As of this time (RFC 3339 or YYYY-MM-DD); default now.
+        #[arg(long, value_parser = cli::parse_time)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Write a commented leadsync.toml and the shipped mapping files into DIR (never over existing files).
     #[command(
         after_help = "Examples:\n  leadsync init                 into the current folder\n  leadsync init /etc/leadsync\n  then: leadsync check, leadsync setup --apply, leadsync backfill --dry-run"
@@ -270,6 +322,37 @@ fn main() -> ExitCode {
             },
         ),
         Command::Status { contact } => cli::status(config, contact.as_deref()),
+        Command::Report {
+            from,
+            to,
+            by,
+            format,
+            at,
+        } => cli::report_cmd(
+            config,
+            &cli::ReportArgs { from, to, by, format },
+            at.unwrap_or_else(chrono::Utc::now),
+        ),
+        Command::Plan {
+            revenue,
+            avg_deal,
+            period,
+            rates,
+            measured_over,
+            min_sample,
+            at,
+        } => cli::plan_cmd(
+            config,
+            &cli::PlanArgs {
+                revenue,
+                avg_deal,
+                quarter: period == "quarter",
+                rates,
+                measured_over_days: measured_over,
+                min_sample,
+            },
+            at.unwrap_or_else(chrono::Utc::now),
+        ),
         Command::Retry { kind, id, dry_run } => cli::retry(config, kind, id, dry_run),
         Command::Demo {
             contacts,

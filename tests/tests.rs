@@ -27,6 +27,8 @@ mod owners;
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// `leadsync report` and `leadsync plan` on a hand-built audit log, on both stores, and their CLI.
+mod report;
 /// Routing on the promotion path against the sandbox: caps, absences, fallback, one rep per
 /// company, route once, the stored trace and `explain --contact`, the rotation across a restart.
 mod routing;

@@ -22,6 +22,7 @@
 mod contacts;
 mod inbox;
 mod outbox;
+pub mod report;
 mod routing;
 mod schema;
 mod sla;

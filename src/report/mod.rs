@@ -1,5 +1,10 @@
 //! What people read: the funnel, the outbox, dead letters, dead inbox events and the review
-//! list; and what `leadsync retry` put back.
+//! list; what `leadsync retry` put back; the report of a period (`figures`, written by
+//! `format`) and the plan worked back from revenue (`plan`).
+
+pub mod figures;
+pub mod format;
+pub mod plan;
 
 use std::fmt::Write;
 
@@ -132,6 +137,61 @@ pub async fn status(store: &Store) -> Result<String, StoreError> {
         store.inbox_retention().num_days()
     );
     Ok(out)
+}
+
+/// `leadsync report`: the figures of `[from, to)` from the store, split by `by`, in `format`.
+pub async fn report(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    by: Option<figures::GroupBy>,
+    targets: &[crate::sla::policy::MarketingTarget],
+    format: format::ReportFormat,
+) -> Result<String, figures::ReportError> {
+    let rows = store.report_rows(to).await?;
+    let report = figures::compute(&rows, from, to, by, targets)?;
+    Ok(format::render(&report, format))
+}
+
+/// Rates measured from the store for `leadsync plan`: each consecutive stage pair over
+/// `[from, to)` with its sample size; pairs measured on fewer than `min_sample` contacts are
+/// refused, with the reason, and left out.
+pub async fn measured_rates(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    min_sample: u64,
+) -> Result<(Vec<plan::Rate>, Vec<String>), figures::ReportError> {
+    let rows = store.report_rows(to).await?;
+    let mut rates = Vec::new();
+    let mut refused = Vec::new();
+    // Worked back from customer: once a rate is refused, the ones below it cannot be used.
+    for (a, b, num, of) in figures::measured_rates(&rows, from, to)?.into_iter().rev() {
+        if !refused.is_empty() || of < min_sample || num == 0 {
+            refused.push(format!(
+                "{}-{} measured on {of} contact(s) ({num} converted); the minimum is {min_sample} contacts and one conversion",
+                a.as_str(),
+                b.as_str()
+            ));
+            continue;
+        }
+        rates.push(plan::Rate {
+            from: a,
+            to: b,
+            rate: num as f64 / of as f64,
+            sample: Some(of),
+        });
+    }
+    Ok((rates, refused))
+}
+
+/// Entries per stage over `[from, to)`: what the last full period delivered, beside a plan.
+pub async fn delivered(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(crate::lifecycle::Stage, u64)>, figures::ReportError> {
+    figures::delivered(&store.report_rows(to).await?, from, to)
 }
 
 /// What `leadsync retry` puts back in its queue.
