@@ -303,16 +303,27 @@ async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writ
         "same opportunities"
     );
     assert_no_duplicates(&app);
-    // Every contact written exactly as often as in the uninterrupted run: nothing twice.
+    // Nothing written twice: no write after the kills re-sent values HubSpot already held (a
+    // write applied before a kill and sent again after the restart would be one), and the same
+    // contacts were written. How many writes a contact took may differ by one either way: the
+    // outbox worker runs beside the backfill, so a contact's stage write and the write of its
+    // Salesforce ids are one call or two depending on which comes first.
+    let repeated = app.stack.sandbox.hubspot_repeated_writes();
+    assert!(
+        repeated.is_empty(),
+        "(contact, writes that changed nothing): {repeated:?}"
+    );
+    assert!(
+        reference.stack.sandbox.hubspot_repeated_writes().is_empty(),
+        "the uninterrupted run sent a write that changed nothing"
+    );
     let reference_writes = reference.stack.sandbox.hubspot_writes();
     let writes = app.stack.sandbox.hubspot_writes();
-    let differ: Vec<_> = writes
-        .iter()
-        .filter(|(c, n)| reference_writes.get(*c) != Some(n))
-        .map(|(c, n)| (c, *n, reference_writes.get(c).copied().unwrap_or(0)))
-        .collect();
-    assert!(differ.is_empty(), "(contact, writes, uninterrupted): {differ:?}");
-    assert_eq!(writes.len(), reference_writes.len());
+    assert_eq!(
+        writes.keys().collect::<Vec<_>>(),
+        reference_writes.keys().collect::<Vec<_>>(),
+        "the same contacts written"
+    );
 }
 
 /// A Webhooks API delivery of a form submission, as the sandbox and HubSpot send it.

@@ -675,6 +675,11 @@ impl SandboxHandle {
         lock(&self.shared.hubspot).writes()
     }
 
+    /// Writes HubSpot accepted that changed no value, per contact id (a write sent twice).
+    pub fn hubspot_repeated_writes(&self) -> BTreeMap<String, u32> {
+        lock(&self.shared.hubspot).repeated_writes()
+    }
+
     /// Every Salesforce record of `object` (`Account`, `Contact`, …), as the API shows them.
     pub fn salesforce_records(&self, object: &str) -> Vec<Value> {
         lock(&self.shared.salesforce).records(object)

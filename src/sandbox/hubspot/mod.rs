@@ -124,6 +124,8 @@ pub struct HubSpotState {
     pending: Vec<Event>,
     /// Accepted writes per contact index (tests assert nothing is written twice).
     writes: HashMap<u32, u32>,
+    /// Accepted writes that changed no value (a resend of what HubSpot already held).
+    repeated_writes: HashMap<u32, u32>,
     /// Simulated behaviour since start, per contact index: (epoch ms, page views).
     touches: HashMap<u32, Vec<(i64, u32)>>,
     /// Archived (deleted or merged away) contacts: index → `archivedAt` (epoch ms). Search,
@@ -195,6 +197,7 @@ impl HubSpotState {
             subscribed: config.webhook_properties.iter().cloned().collect(),
             pending: Vec::new(),
             writes: HashMap::new(),
+            repeated_writes: HashMap::new(),
             touches: HashMap::new(),
             archived: BTreeMap::new(),
             made: BTreeMap::new(),
@@ -503,6 +506,12 @@ impl HubSpotState {
             }
         }
         let old_email = current.get("email").map(|e| e.to_lowercase());
+        if changes
+            .iter()
+            .all(|(name, value)| current.get(name).map_or("", String::as_str) == value)
+        {
+            *self.repeated_writes.entry(index).or_default() += 1;
+        }
         for (name, value) in changes {
             if self.subscribed.contains(name) && current.get(name).map_or("", String::as_str) != value {
                 self.event(now, "contact.propertyChange", index, Some((name, value)), "INTEGRATION");
@@ -526,6 +535,14 @@ impl HubSpotState {
     /// Accepted writes per contact id.
     pub fn writes(&self) -> BTreeMap<String, u32> {
         self.writes
+            .iter()
+            .map(|(i, n)| ((u64::from(*i) + CONTACT_ID_BASE).to_string(), *n))
+            .collect()
+    }
+
+    /// Accepted writes that changed no value, per contact id: what a write sent twice leaves.
+    pub fn repeated_writes(&self) -> BTreeMap<String, u32> {
+        self.repeated_writes
             .iter()
             .map(|(i, n)| ((u64::from(*i) + CONTACT_ID_BASE).to_string(), *n))
             .collect()
