@@ -228,8 +228,8 @@ impl StoreFault {
         }
     }
 
-    /// Injects the fault, holds it `plan.hold` while polling the daemon's `/readyz` on `port`,
-    /// then takes it away.
+    /// Once the daemon on `port` answers (30 s at most: a kill may have it restarting), injects
+    /// the fault, holds it `plan.hold` while polling the daemon's `/readyz`, then takes it away.
     pub async fn hold(&self, plan: StorePlan, port: u16) -> anyhow::Result<StoreFaultReport> {
         let mut report = StoreFaultReport {
             kind: self.kind().into(),
@@ -237,6 +237,12 @@ impl StoreFault {
             held: plan.hold,
             ..StoreFaultReport::default()
         };
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let readyz = format!("http://127.0.0.1:{port}/readyz");
+        let up = tokio::time::Instant::now();
+        while http.get(&readyz).send().await.is_err() && up.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         match self {
             StoreFault::Skipped(why) => {
                 report.skipped = Some(why.clone());
@@ -248,10 +254,9 @@ impl StoreFault {
             }
             StoreFault::Outage(proxy) => proxy.set_down(true),
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let until = tokio::time::Instant::now() + plan.hold;
         while tokio::time::Instant::now() < until {
-            if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+            if let Ok(r) = http.get(&readyz).send().await {
                 report.readyz_polls += 1;
                 if r.status() != 200 {
                     report.readyz_failed += 1;
