@@ -5,7 +5,11 @@
 //! The chaos run's sandbox answers 5xx, hangs then 504s, applies writes and loses their answer,
 //! refuses every call in 429 bursts, expires access tokens every minute, and duplicates and
 //! reorders its webhook deliveries; the daemon is `kill -9`'d after a seeded number of sandbox
-//! API calls, `kills` times, and restarted. Form submissions (signed deliveries) go on meanwhile.
+//! API calls, `kills` times, and restarted. Form submissions (signed deliveries) go on meanwhile,
+//! and once, at a seeded moment of them, the store fails for a few seconds (see [`store_fault`]).
+//! Progress lines go to stderr as it runs.
+
+mod store_fault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +22,8 @@ use serde_json::Value;
 use crate::sandbox::portal::CONTACT_ID_BASE;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use crate::store::Store;
+use store_fault::{Proxy, StoreFault, Tmpfs};
+pub use store_fault::{StoreFaultReport, StorePlan, plan as store_plan};
 
 /// Which store both runs use.
 #[derive(Debug, Clone)]
@@ -60,6 +66,10 @@ pub struct Outcome {
     pub lost_events: Vec<String>,
     /// Events acknowledged (distinct dedupe keys).
     pub acknowledged_events: usize,
+    /// Of those, the ones in the inbox, processed.
+    pub stored_events: usize,
+    /// Delivery attempts the daemon answered 503 (the store could not take them).
+    pub refused_deliveries: usize,
 }
 
 /// The result of a chaos bench.
@@ -67,8 +77,15 @@ pub struct Outcome {
 pub struct ChaosReport {
     /// Faults the chaos sandbox injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// The kill points drawn from the seed, in order.
+    pub kill_points: Vec<KillPoint>,
+    /// The span the first half was drawn over: twice the reference's API calls by the end of
+    /// its backfill (the same for the same seed).
+    pub kill_span: u64,
     /// The kills made, as the sandbox API call count each was made at.
     pub kills: Vec<u64>,
+    /// The store's fault in the chaos run.
+    pub store_fault: StoreFaultReport,
     /// Daemon starts in the chaos run (backfill and run processes).
     pub starts: u32,
     /// The reference run's outcome.
@@ -95,12 +112,35 @@ impl ChaosReport {
             out.push_str(&format!("  {k:<22} {n}\n"));
         }
         out.push_str(&format!(
-            "  {:<22} {} (at sandbox API calls {:?}), {} daemon starts\n",
+            "  {:<22} {} (at sandbox API calls {:?}; seeded points {} over {} calls), {} daemon starts\n",
             "kill -9",
             self.kills.len(),
             self.kills,
+            show(&self.kill_points),
+            self.kill_span,
             self.starts
         ));
+        let f = &self.store_fault;
+        match &f.skipped {
+            Some(why) => out.push_str(&format!("  {:<22} skipped: {why}\n", f.kind)),
+            None => out.push_str(&format!(
+                "  {:<22} after form {} for {:.1} s: {}; /readyz not ready in {} of {} polls; {} delivery attempts answered 503\n",
+                f.kind,
+                f.after_form,
+                f.held.as_secs_f64(),
+                if f.kind == "disk full" {
+                    format!("tmpfs filled with {} KiB of ballast, then freed", f.ballast_bytes / 1024)
+                } else {
+                    format!(
+                        "{} connections cut, {} refused, then let through",
+                        f.connections_cut, f.connections_refused
+                    )
+                },
+                f.readyz_failed,
+                f.readyz_polls,
+                self.chaos.refused_deliveries
+            )),
+        }
         out.push_str("comparison (reference / chaos):\n");
         out.push_str(&format!(
             "  HubSpot contacts compared   {} / {}\n",
@@ -116,9 +156,11 @@ impl ChaosReport {
             ));
         }
         out.push_str(&format!(
-            "  acknowledged webhook events {} / {}, lost {} / {}\n",
+            "  acknowledged webhook events {} / {}, stored {} / {}, lost {} / {}\n",
             self.reference.acknowledged_events,
             self.chaos.acknowledged_events,
+            self.reference.stored_events,
+            self.chaos.stored_events,
             self.reference.lost_events.len(),
             self.chaos.lost_events.len()
         ));
@@ -175,12 +217,29 @@ fn base_config(opts: &ChaosOptions, webhook_port: u16) -> SandboxConfig {
 /// Runs the reference and the chaos run and compares them.
 pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     let started = Instant::now();
-    let reference = one_run(opts, false, 0).await.context("reference run")?;
+    progress("reference", "fault-free run starts");
+    let reference = one_run(opts, None).await.context("reference run")?;
     let took_reference = started.elapsed();
+    // The kills fall at seeded points inside the work, not in the idle daemon after it: half
+    // over twice the API calls the reference needed by the end of its backfill (the same for
+    // the same seed; the chaos run needs more, with its faults), half over the first calls of
+    // the daemon's run, one a form, among the webhook deliveries and the store's fault.
+    let kill_span = 2 * reference.backfill_calls;
+    let plan = ChaosPlan {
+        kill_points: kill_points(opts.seed, opts.kills, kill_span, u64::from(opts.forms.max(1))),
+        store: store_fault::plan(opts.seed, opts.forms.min(opts.contacts)),
+    };
+    progress(
+        "chaos",
+        format!(
+            "chaos run starts: kill -9 at sandbox API calls {} (drawn over {kill_span}); the store fails after form {} for {:.1} s",
+            show(&plan.kill_points),
+            plan.store.after_form,
+            plan.store.hold.as_secs_f64()
+        ),
+    );
     let started = Instant::now();
-    // The kills fall at random points of the work the reference needed (its API calls), so
-    // they land inside the work, not in the idle daemon after it.
-    let chaos = one_run(opts, true, reference.calls).await.context("chaos run")?;
+    let chaos = one_run(opts, Some(&plan)).await.context("chaos run")?;
     let took_chaos = started.elapsed();
     // Every evaluation of both runs happened between the reference's start and now.
     let gap = took_reference + took_chaos;
@@ -203,7 +262,10 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     }
     Ok(ChaosReport {
         faults: chaos.faults,
+        kill_points: plan.kill_points,
+        kill_span,
         kills: chaos.kills,
+        store_fault: chaos.store_fault,
         starts: chaos.starts,
         reference: reference.outcome,
         chaos: chaos.outcome,
@@ -212,10 +274,65 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<ChaosReport> {
     })
 }
 
+/// What the chaos run does to the daemon, all drawn from the seed.
+struct ChaosPlan {
+    /// When the daemon is killed, in order.
+    kill_points: Vec<KillPoint>,
+    store: StorePlan,
+}
+
+/// A seeded moment to `kill -9` the daemon, as a sandbox API call count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KillPoint {
+    /// Counted from the start of the daemon's run (`leadsync run`), not of the chaos run.
+    pub in_run: bool,
+    /// The call count.
+    pub calls: u64,
+}
+
+impl std::fmt::Display for KillPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.in_run {
+            write!(f, "run+{}", self.calls)
+        } else {
+            write!(f, "{}", self.calls)
+        }
+    }
+}
+
+fn show(points: &[KillPoint]) -> String {
+    let shown: Vec<String> = points.iter().map(ToString::to_string).collect();
+    format!("[{}]", shown.join(", "))
+}
+
+/// `kills` seeded points: the first half (rounded up) in 1..=span from the chaos run's start,
+/// the rest in 1..=run_span from the start of the daemon's run.
+fn kill_points(seed: u64, kills: u32, span: u64, run_span: u64) -> Vec<KillPoint> {
+    let early = kills.div_ceil(2);
+    let mut points: Vec<KillPoint> = (0..kills)
+        .map(|k| {
+            let in_run = k >= early;
+            let span = if in_run { run_span } else { span };
+            KillPoint {
+                in_run,
+                calls: 1 + mix(seed, 0xC1A0, u64::from(k)) % span.max(1),
+            }
+        })
+        .collect();
+    points.sort_unstable();
+    points
+}
+
+/// A progress line on stderr, so that a slow run shows where it is.
+fn progress(run: &str, what: impl std::fmt::Display) {
+    eprintln!("chaos bench [{run}] {what}");
+}
+
 struct RunResult {
     outcome: Outcome,
-    /// Sandbox API calls the run made in all.
-    calls: u64,
+    /// Sandbox API calls the run made by the end of its backfill.
+    backfill_calls: u64,
+    store_fault: StoreFaultReport,
     faults: BTreeMap<String, u64>,
     kills: Vec<u64>,
     starts: u32,
@@ -227,9 +344,12 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A run's store: its URL, and on PostgreSQL the database the bench created for it.
+/// A run's store: its URL, the one its daemon uses (through the fault), its fault, and on
+/// PostgreSQL the database the bench created for it.
 struct RunStore {
     url: String,
+    daemon_url: String,
+    fault: std::sync::Arc<StoreFault>,
     database: Option<(String, String)>,
 }
 
@@ -247,12 +367,30 @@ pub fn database_name(seed: u64, run: &str) -> String {
     format!("leadsync_chaos_{}_{run}_{seed}", std::process::id())
 }
 
-async fn store_url(opts: &ChaosOptions, dir: &std::path::Path, name: &str) -> anyhow::Result<RunStore> {
+async fn store_url(opts: &ChaosOptions, dir: &std::path::Path, name: &str, chaos: bool) -> anyhow::Result<RunStore> {
+    let fault_free = || std::sync::Arc::new(StoreFault::Skipped("fault-free run".into()));
     match &opts.store {
-        ChaosStore::Sqlite => Ok(RunStore {
-            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
-            database: None,
-        }),
+        ChaosStore::Sqlite => {
+            let (folder, fault) = if chaos {
+                let disk = dir.join("disk");
+                match Tmpfs::mount(&disk) {
+                    Ok(fs) => (disk, StoreFault::Disk(fs)),
+                    Err(why) => {
+                        progress(name, format!("disk-full fault skipped: {why}"));
+                        (dir.to_path_buf(), StoreFault::Skipped(why))
+                    }
+                }
+            } else {
+                (dir.to_path_buf(), StoreFault::Skipped("fault-free run".into()))
+            };
+            let url = format!("sqlite://{}", folder.join(format!("{name}.db")).display());
+            Ok(RunStore {
+                daemon_url: url.clone(),
+                url,
+                fault: std::sync::Arc::new(fault),
+                database: None,
+            })
+        }
         ChaosStore::Postgres(admin) => {
             let pool = admin_pool(admin).await?;
             let db = database_name(opts.seed, name);
@@ -262,9 +400,22 @@ async fn store_url(opts: &ChaosOptions, dir: &std::path::Path, name: &str) -> an
             sqlx::query(&format!("CREATE DATABASE {db}")).execute(&pool).await?;
             pool.close().await;
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+            let url = format!("{base}/{db}");
+            let database = Some((admin.clone(), db));
+            if !chaos {
+                return Ok(RunStore {
+                    daemon_url: url.clone(),
+                    url,
+                    fault: fault_free(),
+                    database,
+                });
+            }
+            let proxy = Proxy::start(store_fault::postgres_addr(&url).await?).await?;
             Ok(RunStore {
-                url: format!("{base}/{db}"),
-                database: Some((admin.clone(), db)),
+                daemon_url: proxy.url(&url)?,
+                url,
+                fault: std::sync::Arc::new(StoreFault::Outage(proxy)),
+                database,
             })
         }
     }
@@ -351,14 +502,24 @@ enum Phase {
     Run,
 }
 
-async fn one_run(opts: &ChaosOptions, chaos: bool, kill_span: u64) -> anyhow::Result<RunResult> {
+async fn one_run(opts: &ChaosOptions, chaos: Option<&ChaosPlan>) -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir()?;
-    let name = if chaos { "chaos" } else { "reference" };
-    let store = store_url(opts, dir.path(), name).await?;
-    let result = drive(opts, chaos, kill_span, dir.path(), &store.url).await;
-    // The database goes whether the run succeeded or not.
+    let name = if chaos.is_some() { "chaos" } else { "reference" };
+    let store = store_url(opts, dir.path(), name, chaos.is_some()).await?;
+    let result = drive(opts, name, chaos, dir.path(), &store).await;
+    // The database goes whether the run succeeded or not; the daemon's log stays when it failed.
     let dropped = drop_store(&store).await;
-    let result = result?;
+    drop(store);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let kept = dir.keep();
+            return Err(e.context(format!(
+                "the daemon's log is kept at {}",
+                kept.join("daemon.log").display()
+            )));
+        }
+    };
     dropped?;
     Ok(result)
 }
@@ -373,27 +534,29 @@ enum Watch {
 
 async fn drive(
     opts: &ChaosOptions,
-    chaos: bool,
-    kill_span: u64,
+    name: &str,
+    chaos: Option<&ChaosPlan>,
     dir: &std::path::Path,
-    store: &str,
+    store: &RunStore,
 ) -> anyhow::Result<RunResult> {
     let port = free_port()?;
     let mut config = base_config(opts, port);
-    if chaos {
+    if chaos.is_some() {
         config = chaos_faults(config);
     }
     let sb = std::sync::Arc::new(Sandbox::start(config).await?);
     let log = dir.join("daemon.log");
-    // Kill points: seeded API call counts, at random over the reference run's calls.
-    let mut kill_points: Vec<u64> = (0..if chaos { opts.kills } else { 0 })
-        .map(|k| 1 + mix(opts.seed, 0xC1A0, u64::from(k)) % kill_span.max(1))
-        .collect();
-    kill_points.sort_unstable_by(|a, b| b.cmp(a));
+    // Popped from the end: the next kill point last.
+    let mut kill_points: Vec<KillPoint> = chaos.map(|c| c.kill_points.clone()).unwrap_or_default();
+    kill_points.reverse();
+    let planned = kill_points.len();
     let mut kills = Vec::new();
     let mut starts = 0u32;
     let mut phase = Phase::Setup;
-    let mut forms: Option<tokio::task::JoinHandle<()>> = None;
+    let mut backfill_calls = 0;
+    // The API call count when the daemon's run first started.
+    let mut run_base: Option<u64> = None;
+    let mut forms: Option<tokio::task::JoinHandle<anyhow::Result<StoreFaultReport>>> = None;
     let deadline = Instant::now() + opts.settle_deadline;
     // When the work was last seen settled (the inbox, outbox and deliveries done), if it still is.
     let mut quiet_since: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -403,20 +566,40 @@ async fn drive(
             Phase::Backfill => &["backfill"],
             Phase::Run => &["run", "--init-store"],
         };
-        let mut child = command(opts, &sb, store, port, &log, args)?
+        let mut child = command(opts, &sb, &store.daemon_url, port, &log, args)?
             .spawn()
             .with_context(|| format!("starting {}", opts.binary.display()))?;
         starts += 1;
+        progress(
+            name,
+            format!(
+                "{} starts (daemon start {starts}, API calls so far {})",
+                args[0],
+                total_calls(&sb)
+            ),
+        );
+        if phase == Phase::Run && run_base.is_none() {
+            run_base = Some(total_calls(&sb));
+        }
         if phase == Phase::Run && forms.is_none() {
+            let fault = chaos.map(|c| (store.fault.clone(), c.store));
             forms = Some(tokio::spawn(submit_forms(
                 sb.clone(),
                 opts.contacts,
                 opts.forms,
                 opts.seed,
+                port,
+                fault,
             )));
         }
         // A kill point already passed (two close together) still waits for one call of this process.
-        let kill_at = kill_points.last().map(|p| (*p).max(total_calls(&sb) + 1));
+        // A point of the daemon's run waits for it.
+        let kill_at = kill_points.last().and_then(|p| match (p.in_run, run_base) {
+            (false, _) => Some(p.calls),
+            (true, Some(base)) => Some(base + p.calls),
+            (true, None) => None,
+        });
+        let kill_at = kill_at.map(|n| n.max(total_calls(&sb) + 1));
         // Runs until it exits, its kill point comes, or (the daemon) everything has settled and
         // every job has run once on the settled work.
         let mut checked = Instant::now();
@@ -433,8 +616,14 @@ async fn drive(
                 && forms.as_ref().is_some_and(|f| f.is_finished())
             {
                 checked = Instant::now();
-                if settled(&sb, store).await {
-                    let since = *quiet_since.get_or_insert_with(chrono::Utc::now);
+                if settled(&sb, &store.url).await {
+                    let since = match quiet_since {
+                        Some(t) => t,
+                        None => {
+                            progress(name, "work settled; waiting for each job to run once more");
+                            *quiet_since.insert(chrono::Utc::now())
+                        }
+                    };
                     if jobs_done_since(&log, since) {
                         break Watch::Settled;
                     }
@@ -449,23 +638,38 @@ async fn drive(
         };
         match watch {
             Watch::Exited(status) if status.success() => {
+                if phase == Phase::Backfill {
+                    backfill_calls = total_calls(&sb);
+                }
+                progress(
+                    name,
+                    format!("{} done (API calls so far {})", args[0], total_calls(&sb)),
+                );
                 phase = match phase {
                     Phase::Setup => Phase::Backfill,
                     Phase::Backfill | Phase::Run => Phase::Run,
                 };
             }
             // A failed command (a fault it gave up on) is started again, as an operator would.
-            Watch::Exited(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Watch::Exited(status) => {
+                progress(name, format!("{} exited with {status}; started again", args[0]));
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Watch::KillPoint => {
                 let at = total_calls(&sb);
                 child.start_kill()?; // SIGKILL
                 let _ = child.wait().await;
                 kill_points.pop();
                 kills.push(at);
+                progress(
+                    name,
+                    format!("kill -9 {}/{planned} during {} at API call {at}", kills.len(), args[0]),
+                );
             }
             Watch::Settled => {
                 child.start_kill()?;
                 let _ = child.wait().await;
+                progress(name, format!("settled after {} API calls", total_calls(&sb)));
                 break;
             }
             Watch::Deadline => {
@@ -474,20 +678,24 @@ async fn drive(
                 bail!(
                     "did not settle within {:?}: {}",
                     opts.settle_deadline,
-                    state_of(&sb, store, &log, kills.len(), kill_points.len(), quiet_since).await
+                    state_of(&sb, &store.url, &log, kills.len(), kill_points.len(), quiet_since).await
                 );
             }
         }
     }
-    let outcome = collect(&sb, store).await?;
+    let store_fault = match forms {
+        Some(f) => f.await.context("the form submissions")??,
+        None => StoreFaultReport::default(),
+    };
+    let outcome = collect(&sb, &store.url).await?;
     let faults = sb.faults();
-    let calls = total_calls(&sb);
     if let Ok(sb) = std::sync::Arc::try_unwrap(sb) {
         sb.shutdown().await;
     }
     Ok(RunResult {
         outcome,
-        calls,
+        backfill_calls,
+        store_fault,
         faults,
         kills,
         starts,
@@ -555,17 +763,55 @@ async fn state_of(
 
 /// The form submissions of both runs: the same contacts in the same order, 100 ms apart, each
 /// contact once (a contact submitting the same form twice is an open finding: see the README).
-async fn submit_forms(sb: std::sync::Arc<SandboxHandle>, contacts: u32, forms: u32, seed: u64) {
+/// They start once the daemon on `port` answers, so that the deliveries, and the store's fault,
+/// meet a running daemon. With a fault (the chaos run), the store fails right after the planned
+/// form, while the others go on; the answer is what the fault did, once it is over.
+async fn submit_forms(
+    sb: std::sync::Arc<SandboxHandle>,
+    contacts: u32,
+    forms: u32,
+    seed: u64,
+    port: u16,
+    fault: Option<(std::sync::Arc<StoreFault>, StorePlan)>,
+) -> anyhow::Result<StoreFaultReport> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let up = Instant::now();
+    while http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .is_err()
+        && up.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let n = u64::from(contacts.max(1));
     let first = mix(seed, 0xF0, 0) % n;
+    let mut held = None;
     // 7919 is prime: stepping by it visits every contact once before any twice.
     for f in 0..forms.min(contacts) {
         let i = (first + u64::from(f) * 7919) % n;
         let id = (CONTACT_ID_BASE + i).to_string();
         let form = if f % 3 == 0 { "Request a demo" } else { "Contact us" };
         let _ = sb.submit_form(&id, form);
+        if let Some((fault, plan)) = fault.as_ref().filter(|(_, p)| p.after_form == f) {
+            progress(
+                "chaos",
+                format!("{} for {:.1} s, after form {f}", fault.kind(), plan.hold.as_secs_f64()),
+            );
+            let (fault, plan) = (fault.clone(), *plan);
+            held = Some(tokio::spawn(async move { fault.hold(plan, port).await }));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let report = match held {
+        Some(h) => h.await??,
+        None => StoreFaultReport::default(),
+    };
+    if fault.is_some() {
+        progress("chaos", format!("the store is back: {report:?}"));
+    }
+    Ok(report)
 }
 
 /// Every delivery finished, the inbox processed and the outbox empty of work.
@@ -690,6 +936,13 @@ async fn collect(sb: &SandboxHandle, store: &str) -> anyhow::Result<Outcome> {
         .into_iter()
         .filter(|k| inbox.get(k) != Some(&true))
         .collect();
+    out.stored_events = out.acknowledged_events - out.lost_events.len();
+    out.refused_deliveries = sb
+        .webhook_deliveries()
+        .iter()
+        .flat_map(|d| d.statuses.iter())
+        .filter(|s| **s == Some(503))
+        .count();
     Ok(out)
 }
 
@@ -716,14 +969,20 @@ fn duplicates(reference: &Outcome, chaos: &Outcome) -> Vec<String> {
 /// Whether two values of a property agree, allowing for what the moment of evaluation moves:
 /// a due time set from `now` (within `gap`, the span in which both runs evaluated), and a decayed
 /// score (the shipped rules' shortest half-life is 7 days; one day is assumed, so a score moves
-/// at most `ln 2 × gap / 1 day` of itself, plus the 0.01 it is rounded to). Every other property,
-/// and the presence of each, must be equal.
+/// at most `ln 2 × gap / 1 day` of itself, plus the 0.01 it is rounded to). `leadsync_reason`
+/// quotes scores and dates: its text must be equal but for its numbers, each within that score
+/// allowance, and its dates, each within `gap` rounded up to a day (each sandbox dates its
+/// portal's history back from its own start, so an event within `gap` of midnight falls on
+/// another day in the other run). Every other property, and the presence of each, must be equal.
 pub fn agree(property: &str, reference: Option<&str>, chaos: Option<&str>, gap: Duration) -> bool {
     let (Some(a), Some(b)) = (reference, chaos) else {
         return reference == chaos;
     };
     if a == b {
         return true;
+    }
+    if property == "leadsync_reason" {
+        return reasons_agree(a, b, gap);
     }
     if property.ends_with("_due") {
         let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
@@ -733,11 +992,46 @@ pub fn agree(property: &str, reference: Option<&str>, chaos: Option<&str>, gap: 
     }
     if property.ends_with("_score") {
         if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
-            let allowed = x.abs() * std::f64::consts::LN_2 * gap.as_secs_f64() / 86_400.0 + 0.0100001;
-            return (x - y).abs() <= allowed;
+            return scores_agree(x, y, gap);
         }
     }
     false
+}
+
+fn scores_agree(x: f64, y: f64, gap: Duration) -> bool {
+    let allowed = x.abs() * std::f64::consts::LN_2 * gap.as_secs_f64() / 86_400.0 + 0.0100001;
+    (x - y).abs() <= allowed
+}
+
+/// Two reasons, equal but for their numbers and dates, each within what `gap` moves it.
+fn reasons_agree(a: &str, b: &str, gap: Duration) -> bool {
+    static TOKEN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\d{4}-\d{2}-\d{2}|\d+(?:\.\d+)?").expect("a valid pattern"));
+    let parts = |s: &str| -> (Vec<String>, Vec<String>) {
+        let mut text = Vec::new();
+        let mut tokens = Vec::new();
+        let mut last = 0;
+        for m in TOKEN.find_iter(s) {
+            text.push(s[last..m.start()].to_string());
+            tokens.push(m.as_str().to_string());
+            last = m.end();
+        }
+        text.push(s[last..].to_string());
+        (text, tokens)
+    };
+    let ((text_a, tokens_a), (text_b, tokens_b)) = (parts(a), parts(b));
+    if text_a != text_b || tokens_a.len() != tokens_b.len() {
+        return false;
+    }
+    let days = gap.as_secs().div_ceil(86_400).max(1) as i64;
+    tokens_a.iter().zip(&tokens_b).all(|(x, y)| {
+        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+        match ((date(x), date(y)), (x.parse::<f64>(), y.parse::<f64>())) {
+            ((Some(d), Some(e)), _) => (d - e).num_days().abs() <= days,
+            (_, (Ok(p), Ok(q))) => scores_agree(p, q, gap),
+            _ => x == y,
+        }
+    })
 }
 
 /// The HubSpot property holding the Salesforce owner a lead was given.
@@ -831,5 +1125,49 @@ mod tests {
         let done = jobs_done(&log, at("2026-12-01T12:00:00Z"));
         assert_eq!(done.into_iter().collect::<Vec<_>>(), vec!["sla".to_string()]);
         assert_eq!(jobs_done(&log, at("2026-12-01T11:59:00Z")).len(), 2);
+    }
+
+    #[test]
+    fn the_kill_points_and_the_store_fault_come_from_the_seed_alone() {
+        assert_eq!(kill_points(42, 10, 200, 60), kill_points(42, 10, 200, 60));
+        assert_ne!(kill_points(42, 10, 200, 60), kill_points(7, 10, 200, 60));
+        let points = kill_points(42, 10, 200, 60);
+        assert!(points.windows(2).all(|w| w[0] <= w[1]), "{points:?}");
+        let (early, run): (Vec<&KillPoint>, Vec<&KillPoint>) = points.iter().partition(|p| !p.in_run);
+        assert_eq!((early.len(), run.len()), (5, 5), "half in the daemon's run");
+        assert!(early.iter().all(|p| (1..=200).contains(&p.calls)), "{points:?}");
+        assert!(run.iter().all(|p| (1..=60).contains(&p.calls)), "{points:?}");
+        assert_eq!(kill_points(42, 3, 200, 60).iter().filter(|p| p.in_run).count(), 1);
+        assert_eq!(store_fault::plan(42, 60), store_fault::plan(42, 60));
+        let plan = store_fault::plan(42, 60);
+        assert!(plan.after_form < 30, "in the first half of the forms: {plan:?}");
+        assert!((3_000..6_000).contains(&plan.hold.as_millis()), "{plan:?}");
+    }
+
+    #[test]
+    fn reasons_agree_but_for_decayed_scores_and_dates_within_the_gap() {
+        let gap = Duration::from_secs(120);
+        let r = |e: &str, d: &str| {
+            format!("MQL because fit 60 ≥ 40 and engagement {e} ≥ 35 and form \"free_trial\" on {d}")
+        };
+        let a = r("42.86", "2026-11-07");
+        assert!(agree("leadsync_reason", Some(&a), Some(&r("42.85", "2026-11-07")), gap));
+        assert!(agree("leadsync_reason", Some(&a), Some(&r("42.86", "2026-11-08")), gap));
+        assert!(
+            !agree("leadsync_reason", Some(&a), Some(&r("40.00", "2026-11-07")), gap),
+            "more than decay"
+        );
+        assert!(
+            !agree("leadsync_reason", Some(&a), Some(&r("42.86", "2026-11-09")), gap),
+            "two days"
+        );
+        let other = a.replace("free_trial", "demo");
+        assert!(
+            !agree("leadsync_reason", Some(&a), Some(&other), gap),
+            "the words must be equal"
+        );
+        assert!(!agree("leadsync_reason", Some(&a), None, gap));
+        // Anywhere else a date is text.
+        assert!(!agree("leadsync_stage", Some("2026-11-07"), Some("2026-11-08"), gap));
     }
 }
