@@ -22,7 +22,7 @@ use leadsync::sla::SlaFile;
 use leadsync::sla::timer::{System, Touch};
 use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
-use leadsync::sync::decide::{PulledContact, decide_pulled, sla_starts};
+use leadsync::sync::decide::{PulledContact, Seen, decide_pulled, sla_starts};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -248,7 +248,7 @@ fn minutes(m: i64) -> DateTime<Utc> {
 fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     let sla = sla_file("http://127.0.0.1:9/hooks/sla");
     let mql = icp().engaged_35().eval();
-    let started = sla_starts(&sla, &mql, Some("80001"));
+    let started = sla_starts(&sla, &mql, Seen::Before, Some("80001"));
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].record.policy, "mql_fast");
     assert_eq!(started[0].record.due_at, now() + Duration::minutes(10));
@@ -259,7 +259,7 @@ fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     assert_eq!(started[0].next_check_at, Some(now() + Duration::minutes(10)));
     // a demo request jumps to SQL by a shortcut: the shortcut's clock, not the MQL one
     let demo = icp().form("Request a demo", 0.0).eval();
-    let started: Vec<String> = sla_starts(&sla, &demo, None)
+    let started: Vec<String> = sla_starts(&sla, &demo, Seen::Before, None)
         .into_iter()
         .map(|t| t.record.policy)
         .collect();
@@ -267,7 +267,36 @@ fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     // the same decision again moves nothing: nothing starts
     let again = icp().engaged_35();
     let first = again.eval();
-    assert!(sla_starts(&sla, &again.after(&first).eval(), Some("80001")).is_empty());
+    assert!(sla_starts(&sla, &again.after(&first).eval(), Seen::Before, Some("80001")).is_empty());
+}
+
+// README (The sales SLA): a contact seen for the first time (a backfill, the first cycle after
+// install) starts a timer only when it entered the stage now: its clock starts at its latest
+// activity, and only if that activity's first touch is not due yet. An MQL or a demo request
+// older than the policy's first touch starts nothing; a demo request that just arrived from a
+// new contact starts the shortcut's clock at the request.
+#[test]
+fn a_contact_first_seen_starts_a_timer_only_when_its_entry_is_fresh() {
+    let sla = sla_file("http://127.0.0.1:9/hooks/sla");
+    let rules = Rules::from_source(&SourceText::new("lifecycle.toml", default_rules_text())).unwrap();
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let first_seen =
+        |events: Vec<Event>, at| decide_pulled(&rules, &sla, pulled("80001", events), None, &[], at).unwrap();
+    // Waiting since before leadsync saw them: at their stage, no timer.
+    let old_mql = first_seen(icp().engaged_35().webinar("w2", 0.0).snap.events, minutes(30));
+    assert_eq!(old_mql.state.stage, Some(Stage::Mql));
+    assert!(old_mql.sla_timers.is_empty(), "{:?}", old_mql.sla_timers);
+    let old_demo = first_seen(demo.clone(), minutes(60));
+    assert_eq!(old_demo.state.stage, Some(Stage::Sql));
+    assert!(old_demo.sla_timers.is_empty(), "{:?}", old_demo.sla_timers);
+    // A fresh demo request from a new contact: the shortcut's clock, from the request.
+    let fresh = first_seen(demo, minutes(2));
+    let started: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = fresh
+        .sla_timers
+        .iter()
+        .map(|t| (t.record.policy.as_str(), t.record.started_at, t.record.due_at))
+        .collect();
+    assert_eq!(started, [("demo_fast", now(), minutes(5))]);
 }
 
 // README (The sales SLA): the commit saves the timers with the contact, in one transaction.
@@ -488,19 +517,60 @@ fn sql_any_sla() -> SlaFile {
     SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
 }
 
-// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill starts
-// the timers of the sales-qualified leads, the outbox promotes them, a rep logs a call in
-// Salesforce on one of them, and the next sweep reads it (by watermark) and stops that
-// contact's timer while the others keep running; a second sweep reads nothing again.
+// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill of leads
+// long at MQL and SQL starts no timer and no ladder step; then leads ask for a demo, the cycle
+// starts their timers and the outbox promotes them, a rep logs a call in Salesforce on one of
+// them, and the next sweep reads it (by watermark) and stops that contact's timer while the
+// others keep running; a second sweep reads nothing again.
 async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend: Backend) {
     let (url, _dir) = backend.fresh().await;
     let app = TestApp::start_with(120, Some(url)).await;
-    let now = app.now();
     let s = app.stack.syncer.clone().with_sla(sql_any_sla());
-    s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    let start = app.now();
+    s.backfill(&BackfillOptions::default(), start, |_, _| {}).await.unwrap();
+    s.drain_outbox(Priority::Background, start).await.unwrap();
+    let stored = s.store.contact_page(None, 1_000).await.unwrap();
+    let qualified = stored.iter().filter(|c| c.state.stage >= Some(Stage::Sql)).count();
+    assert!(qualified >= 2, "the backfill found sales-qualified leads");
+    for c in &stored {
+        let timers = s.store.sla_timers(c.contact_id.as_str()).await.unwrap();
+        assert!(timers.is_empty(), "backfilled {:?}: {timers:?}", c.state.stage);
+    }
+    assert_eq!(
+        sweep_and_drain(&s, start + Duration::days(1)).await,
+        0,
+        "no ladder step"
+    );
+    for state in [OutboxState::Pending, OutboxState::Done, OutboxState::Dead] {
+        assert!(s.store.outbox_in(OutboxKind::SlaStep, state).await.unwrap().is_empty());
+    }
+
+    // Owned leads below SQL with a company ask for a demo: the cycle sees them enter SQL now.
+    let askers: Vec<&str> = stored
+        .iter()
+        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
+        .filter(|c| {
+            ["company", "hubspot_owner_id"]
+                .iter()
+                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
+        })
+        .map(|c| c.contact_id.as_str())
+        .take(3)
+        .collect();
+    assert!(askers.len() >= 2, "{askers:?}");
+    app.stack.sandbox.advance(Duration::minutes(1));
+    for a in &askers {
+        app.stack.sandbox.submit_form(a, "Request a demo").unwrap();
+    }
+    let now = app.now();
+    s.incremental(now, Duration::days(1)).await.unwrap();
     s.drain_outbox(Priority::Background, now).await.unwrap();
     let promoted = s.store.sla_promoted().await.unwrap();
     assert!(promoted.len() >= 2, "{promoted:?}");
+    assert!(
+        promoted.iter().all(|p| askers.contains(&p.contact_id.as_str())),
+        "{promoted:?}"
+    );
     let touched = &promoted[0];
     let sf_contact = touched
         .records
