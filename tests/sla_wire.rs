@@ -438,6 +438,43 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     }
 }
 
+// README (The sales SLA): the notification webhook is at least once, with a key: every send of
+// a step carries the step's key in `Idempotency-Key`, the same on a retry, so the receiver can
+// drop a repeat (here the first send fails and the retry repeats the key).
+async fn the_notification_webhook_sends_the_same_key_on_a_retry(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/sla"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    new_mql(&s).await;
+    sweep_and_drain(&s, minutes(10)).await;
+    sweep_and_drain(&s, minutes(15)).await;
+    s.drain_outbox(Priority::Background, minutes(16)).await.unwrap();
+    let sent = server.received_requests().await.unwrap();
+    let keys: Vec<String> = sent
+        .iter()
+        .filter(|r| r.url.path() == "/hooks/sla")
+        .map(|r| {
+            r.headers
+                .get(leadsync::sync::outbox::sla_step::IDEMPOTENCY_KEY)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let done = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Done).await.unwrap();
+    let step = done
+        .iter()
+        .find(|i| i.payload.contains("manager_webhook"))
+        .expect("the webhook step is done");
+    assert_eq!(keys, [step.key.clone(), step.key.clone()], "sent twice, one key");
+}
+
 // README (The sales SLA): a touch stops the timer: the owner's call from the engagement
 // ledger, or a Task logged in Salesforce (kept as a touch by the sweep's read); the same
 // call logged in both counts once.
@@ -677,4 +714,5 @@ on_both_stores!(
     the_commit_saves_the_timer_a_decision_started,
     an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart,
     a_touch_from_either_crm_stops_the_timer_before_its_ladder,
+    the_notification_webhook_sends_the_same_key_on_a_retry,
 );

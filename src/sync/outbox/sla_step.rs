@@ -4,7 +4,8 @@
 //! 1. `owner_task`: a HubSpot task for the contact's owner, made once (`ensure_task`, found
 //!    again by the item's key on a retry);
 //! 2. `manager_task`: the same for the team's manager; `manager_webhook`: a JSON POST of ids
-//!    only (no names, no emails) to the policy's URL, retried like other items;
+//!    only (no names, no emails) to the policy's URL, retried like other items: at least once,
+//!    with the step's key in an `Idempotency-Key` header so the receiver drops a repeat;
 //! 3. `reassign`: another available rep of the team, chosen by `route_traced` (caps, absences,
 //!    working hours; never the rep the lead leaves), written to HubSpot's `hubspot_owner_id` and
 //!    to the stored contact, so the timer follows the new owner;
@@ -35,6 +36,9 @@ const MAX_ATTEMPTS: u32 = 8;
 
 /// The round robin's position for reassignments, kept across restarts.
 const REASSIGN_POSITION: &str = "sla.reassign.position";
+
+/// The notification webhook's header naming the step (its outbox key), the same on every retry.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// What `Store::save_sla_timer` queued.
 #[derive(Debug, Deserialize)]
@@ -166,7 +170,17 @@ async fn perform(
                 "team": team.id,
                 "key": item.key,
             });
-            match s.notify.post(url.clone()).json(&body).send().await {
+            // At least once, with a key: a crash between the answer and the item marked done
+            // sends it again with the same `Idempotency-Key` (the step's outbox key), so the
+            // receiver can drop the repeat.
+            let sent = s
+                .notify
+                .post(url.clone())
+                .header(IDEMPOTENCY_KEY, &item.key)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
                     Err(Failure::Retry(format!("notification webhook answered {}", r.status())))
