@@ -88,7 +88,6 @@ fn with_sla_keeping(syncer: &Syncer, sla: SlaFile, keep: bool) -> Syncer {
         client: p.client.clone(),
         mapping,
         owners: OwnersCache::default(),
-        sla: Arc::new(sla),
     };
     Syncer::new(
         syncer.rules.clone(),
@@ -96,6 +95,7 @@ fn with_sla_keeping(syncer: &Syncer, sla: SlaFile, keep: bool) -> Syncer {
         syncer.store.clone(),
         Some(Arc::new(promoter)),
     )
+    .with_sla(sla)
 }
 
 fn contact(i: u64) -> HubSpotId {
@@ -420,8 +420,7 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
     qualify(&s, 0, "moved", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
     assert_eq!(opportunity_owner(&app, 0, 0), JULES);
-    let p = s.promoter.as_ref().unwrap();
-    let routed = p.route_now(&s.store, &contact(0), &[], t).await.unwrap().unwrap();
+    let routed = s.route_now(&contact(0), &[], t).await.unwrap().unwrap();
     let to = routed.assignment.clone().unwrap();
     assert_eq!(
         (to.owner.as_str(), to.strategy),
@@ -433,23 +432,20 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
         "round robin {JULES}: dropped, the rep the lead is moving away from"
     )));
     // Alice already tried too: nobody is left but the fallback.
-    let routed = p
-        .route_now(&s.store, &contact(0), &[ALICE.to_string()], t)
+    let routed = s
+        .route_now(&contact(0), &[ALICE.to_string()], t)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(routed.assignment.clone().unwrap().owner, QUEUE, "{}", routed.trace);
     s.store
-        .record_assignment(&contact(0), QUEUE, &routed.trace, t)
+        .record_assignment(&contact(0), QUEUE, &routed.trace, None, t)
         .await
         .unwrap();
     let all = s.store.assignments(&contact(0)).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].trace, routed.trace);
-    assert!(
-        p.route_now(&s.store, &contact(19), &[], t).await.unwrap().is_none(),
-        "not stored"
-    );
+    assert!(s.route_now(&contact(19), &[], t).await.unwrap().is_none(), "not stored");
 }
 
 on_both_stores!(

@@ -226,6 +226,25 @@ async fn new_mql(s: &Syncer) {
     s.store.commit(&[e], None).await.unwrap();
 }
 
+/// Saves contact `id` as a sales-qualified lead promoted to Salesforce user `owner`: an open
+/// lead of that rep, as `Store::open_leads` counts them for the caps.
+async fn hold_open_lead(s: &Syncer, id: &str, owner: &str) {
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let mut e = decide_pulled(&s.rules, &s.sla, pulled("80003", demo), None, &[], now()).unwrap();
+    assert_eq!(e.state.stage, Some(Stage::Sql));
+    let hid = HubSpotId::try_from(id.to_string()).unwrap();
+    e.contact_id = hid.clone();
+    e.sla_timers.clear();
+    e.outbox.clear();
+    s.store.commit(&[e], None).await.unwrap();
+    let link = leadsync::lifecycle::snapshot::SalesforceLink {
+        contact_id: Some(format!("003{id}")),
+        ..Default::default()
+    };
+    s.store.set_promoted(&hid, &link, owner).await.unwrap();
+    assert_eq!(s.store.open_leads().await.unwrap().get(owner), Some(&1));
+}
+
 async fn timer(store: &Store) -> SlaTimer {
     let mut all = store.sla_timers("501").await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
@@ -335,12 +354,8 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     let server = hubspot().await;
     let s = syncer(&server, Store::connect(&url).await.unwrap());
     new_mql(&s).await;
-    // Rep c (80003, cap 1) already holds a lead with a running timer.
-    let mut held = timer(&s.store).await;
-    held.record.contact = "999".into();
-    held.owner = Some("80003".into());
-    held.next_check_at = Some(now() + Duration::days(1));
-    s.store.save_sla_timer(&held, &[], now()).await.unwrap();
+    // Rep c (80003, cap 1) already holds an open lead: a promoted SQL it owns in Salesforce.
+    hold_open_lead(&s, "999", "005000000000083AAA").await;
 
     assert_eq!(sweep_and_drain(&s, minutes(5)).await, 0, "not due yet");
     assert_eq!(sweep_and_drain(&s, minutes(10)).await, 1, "the owner's task");
@@ -393,6 +408,19 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
         .any(|r| String::from_utf8_lossy(&r.body).contains("\"hubspot_owner_id\":\"80004\""));
     assert!(wrote_owner, "the new owner is written to HubSpot");
     assert_eq!(sweep_and_drain(&s, minutes(21)).await, 0, "reassigned once only");
+    // One routing: the choice is stored with its trace, the caps read from the open leads.
+    let assigned = s.store.assignments(&id).await.unwrap();
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
+    assert_eq!(assigned[0].owner, "005000000000084AAA");
+    let why = assigned[0].trace.to_string();
+    for part in [
+        "005000000000081AAA: dropped, excluded from this reassignment",
+        "005000000000082AAA: dropped, absent until",
+        "005000000000083AAA: dropped, at capacity (1 of 1 open leads)",
+        "005000000000084AAA: chosen",
+    ] {
+        assert!(why.contains(part), "{part}\n{why}");
+    }
     assert_eq!(
         timer(&s.store).await.owner.as_deref(),
         Some("80004"),
