@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use leadsync::diagnostics::SourceText;
 use leadsync::hubspot::limiter::Priority;
 use leadsync::lifecycle::{HubSpotId, Stage, Status};
 use leadsync::salesforce::routing::Strategy;
 use leadsync::sandbox::portal::CONTACT_ID_BASE;
-use leadsync::sla::SlaFile;
-use leadsync::store::{Evaluated, OutboxKind};
+use leadsync::sla::{SlaFile, SlaRecord};
+use leadsync::store::{Evaluated, OutboxKind, OutboxState, SlaTimer};
 use leadsync::sync::Syncer;
 use leadsync::sync::decide::PromotePayload;
 use leadsync::sync::outbox::promotion::Promoter;
@@ -88,7 +88,6 @@ fn with_sla_keeping(syncer: &Syncer, sla: SlaFile, keep: bool) -> Syncer {
         client: p.client.clone(),
         mapping,
         owners: OwnersCache::default(),
-        sla: Arc::new(sla),
     };
     Syncer::new(
         syncer.rules.clone(),
@@ -96,6 +95,7 @@ fn with_sla_keeping(syncer: &Syncer, sla: SlaFile, keep: bool) -> Syncer {
         syncer.store.clone(),
         Some(Arc::new(promoter)),
     )
+    .with_sla(sla)
 }
 
 fn contact(i: u64) -> HubSpotId {
@@ -420,8 +420,7 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
     qualify(&s, 0, "moved", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
     assert_eq!(opportunity_owner(&app, 0, 0), JULES);
-    let p = s.promoter.as_ref().unwrap();
-    let routed = p.route_now(&s.store, &contact(0), &[], t).await.unwrap().unwrap();
+    let routed = s.route_now(&contact(0), &[], t).await.unwrap().unwrap();
     let to = routed.assignment.clone().unwrap();
     assert_eq!(
         (to.owner.as_str(), to.strategy),
@@ -433,22 +432,89 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
         "round robin {JULES}: dropped, the rep the lead is moving away from"
     )));
     // Alice already tried too: nobody is left but the fallback.
-    let routed = p
-        .route_now(&s.store, &contact(0), &[ALICE.to_string()], t)
+    let routed = s
+        .route_now(&contact(0), &[ALICE.to_string()], t)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(routed.assignment.clone().unwrap().owner, QUEUE, "{}", routed.trace);
     s.store
-        .record_assignment(&contact(0), QUEUE, &routed.trace, t)
+        .record_assignment(&contact(0), QUEUE, &routed.trace, None, t)
         .await
         .unwrap();
     let all = s.store.assignments(&contact(0)).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].trace, routed.trace);
-    assert!(
-        p.route_now(&s.store, &contact(19), &[], t).await.unwrap().is_none(),
-        "not stored"
+    assert!(s.route_now(&contact(19), &[], t).await.unwrap().is_none(), "not stored");
+}
+
+// README (The sales SLA): the ladder's reassignment of a promoted contact moves its Salesforce
+// Contact and open Opportunity to the new rep, through the Salesforce client; a retry of the
+// step (taken again, as after a crash before it was marked done) routes nothing again and
+// changes nothing more.
+async fn an_sla_reassignment_moves_the_salesforce_owner_once(backend: Backend) {
+    let (app, _dir, _) = start(backend).await;
+    let t = app.now();
+    let text = sla_text("", "").replace(
+        "touches = { kinds = [\"call\"] }",
+        "clock = \"wall\"\ntouches = { kinds = [\"call\"] }\nladder = [{ step = \"reassign\", after = \"0m\" }]",
+    );
+    let s = with_sla(&app.stack.syncer, compile(&text));
+    qualify(&s, 0, "moved", 0, t).await;
+    assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
+    assert_eq!(opportunity_owner(&app, 0, 0), JULES);
+    // Its SQL timer, untouched past the first touch.
+    let policy = s.sla.policy("sql_follow_up").unwrap();
+    let team = s.sla.team_for(None);
+    let timer = SlaTimer {
+        record: SlaRecord::start(policy, team, contact(0).as_str(), t).unwrap(),
+        owner: None,
+        team: Some(team.id.clone()),
+        next_check_at: Some(t),
+    };
+    s.store.save_sla_timer(&timer, &[], t).await.unwrap();
+    let due = t + Duration::hours(4);
+    s.sla_sweep(due).await.unwrap();
+    s.drain_outbox(Priority::Background, due).await.unwrap();
+    let id = contact(0);
+    let rows = s.store.contacts(std::slice::from_ref(&id)).await.unwrap();
+    let sf = rows[&id].state.salesforce.clone().unwrap().contact_id.unwrap();
+    let contact_owner = || {
+        let all = app.stack.sandbox.salesforce_records("Contact");
+        let c = all.iter().find(|c| c["Id"].as_str() == Some(sf.as_str())).unwrap();
+        c["OwnerId"].as_str().unwrap().to_string()
+    };
+    assert_eq!(opportunity_owner(&app, 0, 0), ALICE);
+    assert_eq!(contact_owner(), ALICE);
+    let assigned = s.store.assignments(&contact(0)).await.unwrap();
+    assert_eq!(
+        assigned.iter().map(|a| a.owner.as_str()).collect::<Vec<_>>(),
+        [JULES, ALICE]
+    );
+    let updates = || {
+        app.stack
+            .sandbox
+            .calls()
+            .get("salesforce sobject.update")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(updates(), 2, "the Contact and the Opportunity");
+
+    let again = s
+        .store
+        .requeue(OutboxKind::SlaStep, OutboxState::Done, None, due)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    s.drain_outbox(Priority::Background, due + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(s.store.assignments(&contact(0)).await.unwrap().len(), 2, "routed once");
+    assert_eq!(updates(), 4, "the same owner sent again, nothing else");
+    assert_eq!(
+        (opportunity_owner(&app, 0, 0), contact_owner()),
+        (ALICE.into(), ALICE.into())
     );
 }
 
@@ -459,4 +525,5 @@ on_both_stores!(
     a_restart_keeps_the_rotation_and_the_caps,
     the_trace_is_stored_audited_and_shown_by_explain,
     reassignment_routes_away_from_the_owner_and_the_excluded_reps,
+    an_sla_reassignment_moves_the_salesforce_owner_once,
 );

@@ -22,7 +22,7 @@ use leadsync::sla::SlaFile;
 use leadsync::sla::timer::{System, Touch};
 use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
-use leadsync::sync::decide::{PulledContact, decide_pulled, sla_starts};
+use leadsync::sync::decide::{PulledContact, Seen, decide_pulled, sla_starts};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -226,6 +226,25 @@ async fn new_mql(s: &Syncer) {
     s.store.commit(&[e], None).await.unwrap();
 }
 
+/// Saves contact `id` as a sales-qualified lead promoted to Salesforce user `owner`: an open
+/// lead of that rep, as `Store::open_leads` counts them for the caps.
+async fn hold_open_lead(s: &Syncer, id: &str, owner: &str) {
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let mut e = decide_pulled(&s.rules, &s.sla, pulled("80003", demo), None, &[], now()).unwrap();
+    assert_eq!(e.state.stage, Some(Stage::Sql));
+    let hid = HubSpotId::try_from(id.to_string()).unwrap();
+    e.contact_id = hid.clone();
+    e.sla_timers.clear();
+    e.outbox.clear();
+    s.store.commit(&[e], None).await.unwrap();
+    let link = leadsync::lifecycle::snapshot::SalesforceLink {
+        contact_id: Some(format!("003{id}")),
+        ..Default::default()
+    };
+    s.store.set_promoted(&hid, &link, owner).await.unwrap();
+    assert_eq!(s.store.open_leads().await.unwrap().get(owner), Some(&1));
+}
+
 async fn timer(store: &Store) -> SlaTimer {
     let mut all = store.sla_timers("501").await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
@@ -248,7 +267,7 @@ fn minutes(m: i64) -> DateTime<Utc> {
 fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     let sla = sla_file("http://127.0.0.1:9/hooks/sla");
     let mql = icp().engaged_35().eval();
-    let started = sla_starts(&sla, &mql, Some("80001"));
+    let started = sla_starts(&sla, &mql, Seen::Before, Some("80001"));
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].record.policy, "mql_fast");
     assert_eq!(started[0].record.due_at, now() + Duration::minutes(10));
@@ -259,7 +278,7 @@ fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     assert_eq!(started[0].next_check_at, Some(now() + Duration::minutes(10)));
     // a demo request jumps to SQL by a shortcut: the shortcut's clock, not the MQL one
     let demo = icp().form("Request a demo", 0.0).eval();
-    let started: Vec<String> = sla_starts(&sla, &demo, None)
+    let started: Vec<String> = sla_starts(&sla, &demo, Seen::Before, None)
         .into_iter()
         .map(|t| t.record.policy)
         .collect();
@@ -267,7 +286,36 @@ fn a_decision_starts_the_timers_of_the_stage_and_path_it_entered() {
     // the same decision again moves nothing: nothing starts
     let again = icp().engaged_35();
     let first = again.eval();
-    assert!(sla_starts(&sla, &again.after(&first).eval(), Some("80001")).is_empty());
+    assert!(sla_starts(&sla, &again.after(&first).eval(), Seen::Before, Some("80001")).is_empty());
+}
+
+// README (The sales SLA): a contact seen for the first time (a backfill, the first cycle after
+// install) starts a timer only when it entered the stage now: its clock starts at its latest
+// activity, and only if that activity's first touch is not due yet. An MQL or a demo request
+// older than the policy's first touch starts nothing; a demo request that just arrived from a
+// new contact starts the shortcut's clock at the request.
+#[test]
+fn a_contact_first_seen_starts_a_timer_only_when_its_entry_is_fresh() {
+    let sla = sla_file("http://127.0.0.1:9/hooks/sla");
+    let rules = Rules::from_source(&SourceText::new("lifecycle.toml", default_rules_text())).unwrap();
+    let demo: Vec<Event> = icp().form("Request a demo", 0.0).snap.events;
+    let first_seen =
+        |events: Vec<Event>, at| decide_pulled(&rules, &sla, pulled("80001", events), None, &[], at).unwrap();
+    // Waiting since before leadsync saw them: at their stage, no timer.
+    let old_mql = first_seen(icp().engaged_35().webinar("w2", 0.0).snap.events, minutes(30));
+    assert_eq!(old_mql.state.stage, Some(Stage::Mql));
+    assert!(old_mql.sla_timers.is_empty(), "{:?}", old_mql.sla_timers);
+    let old_demo = first_seen(demo.clone(), minutes(60));
+    assert_eq!(old_demo.state.stage, Some(Stage::Sql));
+    assert!(old_demo.sla_timers.is_empty(), "{:?}", old_demo.sla_timers);
+    // A fresh demo request from a new contact: the shortcut's clock, from the request.
+    let fresh = first_seen(demo, minutes(2));
+    let started: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = fresh
+        .sla_timers
+        .iter()
+        .map(|t| (t.record.policy.as_str(), t.record.started_at, t.record.due_at))
+        .collect();
+    assert_eq!(started, [("demo_fast", now(), minutes(5))]);
 }
 
 // README (The sales SLA): the commit saves the timers with the contact, in one transaction.
@@ -306,12 +354,8 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     let server = hubspot().await;
     let s = syncer(&server, Store::connect(&url).await.unwrap());
     new_mql(&s).await;
-    // Rep c (80003, cap 1) already holds a lead with a running timer.
-    let mut held = timer(&s.store).await;
-    held.record.contact = "999".into();
-    held.owner = Some("80003".into());
-    held.next_check_at = Some(now() + Duration::days(1));
-    s.store.save_sla_timer(&held, &[], now()).await.unwrap();
+    // Rep c (80003, cap 1) already holds an open lead: a promoted SQL it owns in Salesforce.
+    hold_open_lead(&s, "999", "005000000000083AAA").await;
 
     assert_eq!(sweep_and_drain(&s, minutes(5)).await, 0, "not due yet");
     assert_eq!(sweep_and_drain(&s, minutes(10)).await, 1, "the owner's task");
@@ -364,6 +408,19 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
         .any(|r| String::from_utf8_lossy(&r.body).contains("\"hubspot_owner_id\":\"80004\""));
     assert!(wrote_owner, "the new owner is written to HubSpot");
     assert_eq!(sweep_and_drain(&s, minutes(21)).await, 0, "reassigned once only");
+    // One routing: the choice is stored with its trace, the caps read from the open leads.
+    let assigned = s.store.assignments(&id).await.unwrap();
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
+    assert_eq!(assigned[0].owner, "005000000000084AAA");
+    let why = assigned[0].trace.to_string();
+    for part in [
+        "005000000000081AAA: dropped, excluded from this reassignment",
+        "005000000000082AAA: dropped, absent until",
+        "005000000000083AAA: dropped, at capacity (1 of 1 open leads)",
+        "005000000000084AAA: chosen",
+    ] {
+        assert!(why.contains(part), "{part}\n{why}");
+    }
     assert_eq!(
         timer(&s.store).await.owner.as_deref(),
         Some("80004"),
@@ -407,6 +464,43 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     ] {
         assert!(shown.contains(part), "{part}\n{shown}");
     }
+}
+
+// README (The sales SLA): the notification webhook is at least once, with a key: every send of
+// a step carries the step's key in `Idempotency-Key`, the same on a retry, so the receiver can
+// drop a repeat (here the first send fails and the retry repeats the key).
+async fn the_notification_webhook_sends_the_same_key_on_a_retry(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let server = hubspot().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/sla"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let s = syncer(&server, Store::connect(&url).await.unwrap());
+    new_mql(&s).await;
+    sweep_and_drain(&s, minutes(10)).await;
+    sweep_and_drain(&s, minutes(15)).await;
+    s.drain_outbox(Priority::Background, minutes(16)).await.unwrap();
+    let sent = server.received_requests().await.unwrap();
+    let keys: Vec<String> = sent
+        .iter()
+        .filter(|r| r.url.path() == "/hooks/sla")
+        .map(|r| {
+            r.headers
+                .get(leadsync::sync::outbox::sla_step::IDEMPOTENCY_KEY)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let done = s.store.outbox_in(OutboxKind::SlaStep, OutboxState::Done).await.unwrap();
+    let step = done
+        .iter()
+        .find(|i| i.payload.contains("manager_webhook"))
+        .expect("the webhook step is done");
+    assert_eq!(keys, [step.key.clone(), step.key.clone()], "sent twice, one key");
 }
 
 // README (The sales SLA): a touch stops the timer: the owner's call from the engagement
@@ -488,19 +582,60 @@ fn sql_any_sla() -> SlaFile {
     SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
 }
 
-// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill starts
-// the timers of the sales-qualified leads, the outbox promotes them, a rep logs a call in
-// Salesforce on one of them, and the next sweep reads it (by watermark) and stops that
-// contact's timer while the others keep running; a second sweep reads nothing again.
+// README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill of leads
+// long at MQL and SQL starts no timer and no ladder step; then leads ask for a demo, the cycle
+// starts their timers and the outbox promotes them, a rep logs a call in Salesforce on one of
+// them, and the next sweep reads it (by watermark) and stops that contact's timer while the
+// others keep running; a second sweep reads nothing again.
 async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend: Backend) {
     let (url, _dir) = backend.fresh().await;
     let app = TestApp::start_with(120, Some(url)).await;
-    let now = app.now();
     let s = app.stack.syncer.clone().with_sla(sql_any_sla());
-    s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    let start = app.now();
+    s.backfill(&BackfillOptions::default(), start, |_, _| {}).await.unwrap();
+    s.drain_outbox(Priority::Background, start).await.unwrap();
+    let stored = s.store.contact_page(None, 1_000).await.unwrap();
+    let qualified = stored.iter().filter(|c| c.state.stage >= Some(Stage::Sql)).count();
+    assert!(qualified >= 2, "the backfill found sales-qualified leads");
+    for c in &stored {
+        let timers = s.store.sla_timers(c.contact_id.as_str()).await.unwrap();
+        assert!(timers.is_empty(), "backfilled {:?}: {timers:?}", c.state.stage);
+    }
+    assert_eq!(
+        sweep_and_drain(&s, start + Duration::days(1)).await,
+        0,
+        "no ladder step"
+    );
+    for state in [OutboxState::Pending, OutboxState::Done, OutboxState::Dead] {
+        assert!(s.store.outbox_in(OutboxKind::SlaStep, state).await.unwrap().is_empty());
+    }
+
+    // Owned leads below SQL with a company ask for a demo: the cycle sees them enter SQL now.
+    let askers: Vec<&str> = stored
+        .iter()
+        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
+        .filter(|c| {
+            ["company", "hubspot_owner_id"]
+                .iter()
+                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
+        })
+        .map(|c| c.contact_id.as_str())
+        .take(3)
+        .collect();
+    assert!(askers.len() >= 2, "{askers:?}");
+    app.stack.sandbox.advance(Duration::minutes(1));
+    for a in &askers {
+        app.stack.sandbox.submit_form(a, "Request a demo").unwrap();
+    }
+    let now = app.now();
+    s.incremental(now, Duration::days(1)).await.unwrap();
     s.drain_outbox(Priority::Background, now).await.unwrap();
     let promoted = s.store.sla_promoted().await.unwrap();
     assert!(promoted.len() >= 2, "{promoted:?}");
+    assert!(
+        promoted.iter().all(|p| askers.contains(&p.contact_id.as_str())),
+        "{promoted:?}"
+    );
     let touched = &promoted[0];
     let sf_contact = touched
         .records
@@ -607,4 +742,5 @@ on_both_stores!(
     the_commit_saves_the_timer_a_decision_started,
     an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart,
     a_touch_from_either_crm_stops_the_timer_before_its_ladder,
+    the_notification_webhook_sends_the_same_key_on_a_retry,
 );

@@ -275,6 +275,25 @@ impl SalesforceClient {
         Ok(out)
     }
 
+    /// Sets the `OwnerId` of each record (`(sobject, id)`), one `PATCH /sobjects/{sobject}/{id}`
+    /// each: an update to the value it has, so sending it again (a retry) changes nothing more.
+    pub async fn set_owner(&self, records: &[(&str, &str)], owner: &str) -> Result<(), SalesforceError> {
+        let body = serde_json::json!({ "OwnerId": owner });
+        for (sobject, id) in records {
+            let path = format!("sobjects/{sobject}/{id}");
+            let _: Value = self
+                .call(Call {
+                    endpoint: "sobject update",
+                    method: Method::PATCH,
+                    path: &path,
+                    query: &[],
+                    body: Some(&body),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `GET /sobjects/{sobject}/describe`, as JSON.
     pub async fn describe(&self, sobject: &str) -> Result<Value, SalesforceError> {
         let path = format!("sobjects/{sobject}/describe");

@@ -544,7 +544,7 @@ async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &Removal) -> Result
     }
 }
 
-async fn fold(
+pub(super) async fn fold(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &HubSpotId,
     props: &BTreeMap<String, String>,

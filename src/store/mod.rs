@@ -40,7 +40,7 @@ use sqlx::{AnyPool, Row};
 pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
-pub use routing::StoredAssignment;
+pub use routing::{OwnerWrite, StoredAssignment};
 pub use sla::{SlaPromoted, SlaTimer, step_key};
 pub use staged::{contact_key, email_key};
 pub use write::redact_url;

@@ -3,16 +3,28 @@
 //! assignment with its trace ("why this rep"), recorded with an audit line in the transaction
 //! that saves the assignment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::contacts::{json, placeholders};
 use super::write::PATIENT_WAIT;
-use super::{Store, StoreError, corrupt, from_ms, ms};
+use super::{OutboxKind, Store, StoreError, corrupt, from_ms, ms};
 use crate::lifecycle::HubSpotId;
 use crate::salesforce::routing::Trace;
+
+/// A HubSpot owner change saved with a reassignment: the properties folded into the stored
+/// contact, and the outbox write (key and payload) that carries them to HubSpot.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerWrite<'a> {
+    /// Property name → value.
+    pub properties: &'a BTreeMap<String, String>,
+    /// The outbox item's key.
+    pub key: &'a str,
+    /// Its payload.
+    pub payload: &'a str,
+}
 
 /// One assignment as stored: when, to whom, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,17 +106,32 @@ impl Store {
             .collect())
     }
 
-    /// Records an owner chosen outside a promotion (the SLA's reassignment), with its trace and
-    /// audit line, in one transaction.
+    /// Records an owner chosen outside a promotion (the SLA's reassignment), in one
+    /// transaction: the assignment with its trace and audit line; the contact's Salesforce
+    /// owner when it has one (a promoted lead: the caps count it for its new rep, and the
+    /// next routing starts from it); and, with `hubspot`, the new HubSpot owner folded into the
+    /// stored contact (the SLA timer follows it) with its write to HubSpot queued. A crash
+    /// leaves all of it or none.
     pub async fn record_assignment(
         &self,
         id: &HubSpotId,
         owner: &str,
         trace: &Trace,
+        hubspot: Option<&OwnerWrite<'_>>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
-            record_assignment(tx, id, owner, trace, at).await
+            record_assignment(tx, id, owner, trace, at).await?;
+            sqlx::query("UPDATE contacts SET owner_id = $1 WHERE contact_id = $2 AND owner_id IS NOT NULL")
+                .bind(owner)
+                .bind(id.as_str())
+                .execute(&mut **tx)
+                .await?;
+            if let Some(w) = hubspot {
+                super::contacts::fold(tx, id, w.properties).await?;
+                super::outbox::enqueue(&mut **tx, OutboxKind::HubSpotWrite, w.key, id.as_str(), w.payload, at).await?;
+            }
+            Ok(())
         })
         .await
     }

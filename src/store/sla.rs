@@ -277,21 +277,6 @@ impl Store {
             .collect())
     }
 
-    /// Contacts with a running timer per HubSpot owner: the open leads a rep holds, for the
-    /// reassignment's capacity caps.
-    pub async fn sla_open_by_owner(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT owner_id, COUNT(DISTINCT contact_id) FROM sla_timers \
-             WHERE next_check_at IS NOT NULL AND owner_id IS NOT NULL GROUP BY owner_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1).max(0) as u32))
-            .collect())
-    }
-
     /// Keeps touches read from Salesforce, each once per contact.
     pub async fn add_sla_touches(&self, touches: &[(String, Touch)]) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {

@@ -158,6 +158,10 @@ pub fn decide_pulled(
     }
     let mut events = ledger.to_vec();
     events.extend(new_events.iter().cloned());
+    let seen = match stored {
+        Some(_) => Seen::Before,
+        None => Seen::First(events.iter().map(|e| e.at).filter(|at| *at <= now).max()),
+    };
 
     let snapshot = Snapshot {
         contact_id: id.clone(),
@@ -169,13 +173,14 @@ pub fn decide_pulled(
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    Some(saved(sla, &decision, properties, company_id, company, new_events))
+    Some(saved(sla, &decision, seen, properties, company_id, company, new_events))
 }
 
 /// What to save for a decision.
 fn saved(
     sla: &SlaFile,
     decision: &Decision<'_>,
+    seen: Seen,
     properties: BTreeMap<String, String>,
     company_id: Option<String>,
     company: BTreeMap<String, String>,
@@ -185,7 +190,7 @@ fn saved(
         contact_id: decision.contact_id.clone(),
         at: decision.at,
         outbox: outbox_items(decision, &properties, company_id.as_deref(), &company),
-        sla_timers: sla_starts(sla, decision, properties.get(OWNER).map(String::as_str)),
+        sla_timers: sla_starts(sla, decision, seen, properties.get(OWNER).map(String::as_str)),
         properties,
         company_id,
         company,
@@ -344,6 +349,7 @@ pub fn decide_stored(
     saved(
         sla,
         &decision,
+        Seen::Before,
         row.properties.clone(),
         row.company_id.clone(),
         row.company.clone(),
@@ -351,10 +357,31 @@ pub fn decide_stored(
     )
 }
 
+/// How leadsync came to see the stage a decision puts a contact in, for the SLA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Stored before this decision: a stage it enters now is a move leadsync watched.
+    Before,
+    /// Seen for the first time (a backfill, the first cycle after install, a new contact): the
+    /// time of its latest activity, if it has any.
+    First(Option<DateTime<Utc>>),
+}
+
 /// The SLA timers a decision starts: the contact moved into a stage (by a shortcut or not),
-/// and each policy of that stage and path starts its clock at the decision's time, in the
-/// calendar of the owner's team, assessed once so its next check is known.
-pub fn sla_starts(sla: &SlaFile, d: &Decision<'_>, owner: Option<&str>) -> Vec<SlaTimer> {
+/// and each policy of that stage and path starts its clock, in the calendar of the owner's
+/// team, assessed once so its next check is known.
+///
+/// Only a stage entered now starts a clock. A move leadsync watched ([`Seen::Before`]) starts
+/// it at the decision's time. A contact seen for the first time may have sat at that stage
+/// long before leadsync ran, so its clock starts at its latest activity (the demo request that
+/// just arrived), and only when that activity is fresh: its first touch is not yet due now.
+/// A backfill of leads waiting since before leadsync starts no timer, so no ladder step.
+pub fn sla_starts(sla: &SlaFile, d: &Decision<'_>, seen: Seen, owner: Option<&str>) -> Vec<SlaTimer> {
+    let started_at = match seen {
+        Seen::Before => d.at,
+        Seen::First(Some(latest)) => latest.min(d.at),
+        Seen::First(None) => return Vec::new(),
+    };
     let team = sla.team_for(owner);
     d.transitions
         .iter()
@@ -364,7 +391,10 @@ pub fn sla_starts(sla: &SlaFile, d: &Decision<'_>, owner: Option<&str>) -> Vec<S
         })
         .flat_map(|stage| sla.policies_for(stage, d.via_shortcut))
         .filter_map(|policy| {
-            let record = SlaRecord::start(policy, team, d.contact_id.as_str(), d.at)?;
+            let record = SlaRecord::start(policy, team, d.contact_id.as_str(), started_at)?;
+            if record.due_at <= d.at && seen != Seen::Before {
+                return None; // waiting since before leadsync saw it: not a fresh entry
+            }
             let next_check_at = assess(policy, team, &record, &[], owner, d.at).next_check;
             Some(SlaTimer {
                 record,

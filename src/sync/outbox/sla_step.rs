@@ -4,10 +4,13 @@
 //! 1. `owner_task`: a HubSpot task for the contact's owner, made once (`ensure_task`, found
 //!    again by the item's key on a retry);
 //! 2. `manager_task`: the same for the team's manager; `manager_webhook`: a JSON POST of ids
-//!    only (no names, no emails) to the policy's URL, retried like other items;
-//! 3. `reassign`: another available rep of the team, chosen by `route_traced` (caps, absences,
-//!    working hours; never the rep the lead leaves), written to HubSpot's `hubspot_owner_id` and
-//!    to the stored contact, so the timer follows the new owner;
+//!    only (no names, no emails) to the policy's URL, retried like other items: at least once,
+//!    with the step's key in an `Idempotency-Key` header so the receiver drops a repeat;
+//! 3. `reassign`: another available rep, chosen by the one routing (`Syncer::route_now`: caps
+//!    from the store's open leads, absences, working hours; never the rep the lead leaves nor
+//!    one it had), stored with its trace (`Store::record_assignment`), written to HubSpot's
+//!    `hubspot_owner_id` and to the stored contact, so the timer follows the new owner, and to
+//!    a promoted contact's Salesforce Contact and open Opportunity;
 //! 4. `sales_rejected`: the rules' sales-rejection properties set on the stored contact and the
 //!    contact re-decided from the store: the engine's own recycle path, the engine kept pure.
 //!
@@ -15,7 +18,7 @@
 //! delay, and a step that cannot be done (no owner, no manager, a payload that does not parse)
 //! becomes a dead letter with its reason.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Deserialize;
@@ -23,18 +26,17 @@ use tracing::{info, warn};
 
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::tasks::HubSpotTask;
-use crate::lifecycle::HubSpotId;
-use crate::salesforce::routing::{Context, Lead, route_traced};
+use crate::lifecycle::{HubSpotId, Stage, Status};
 use crate::sla::{StepAction, Team};
-use crate::store::{OutboxItem, OutboxKind, OutboxState};
+use crate::store::{ContactRow, OutboxItem, OutboxKind, OutboxState, OwnerWrite};
 use crate::sync::decide::{OWNER, WritePayload, decide_stored};
 use crate::sync::{SyncError, Syncer};
 
 /// Attempts before a failing step becomes a dead letter.
 const MAX_ATTEMPTS: u32 = 8;
 
-/// The round robin's position for reassignments, kept across restarts.
-const REASSIGN_POSITION: &str = "sla.reassign.position";
+/// The notification webhook's header naming the step (its outbox key), the same on every retry.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// What `Store::save_sla_timer` queued.
 #[derive(Debug, Deserialize)]
@@ -166,7 +168,17 @@ async fn perform(
                 "team": team.id,
                 "key": item.key,
             });
-            match s.notify.post(url.clone()).json(&body).send().await {
+            // At least once, with a key: a crash between the answer and the item marked done
+            // sends it again with the same `Idempotency-Key` (the step's outbox key), so the
+            // receiver can drop the repeat.
+            let sent = s
+                .notify
+                .post(url.clone())
+                .header(IDEMPOTENCY_KEY, &item.key)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
                     Err(Failure::Retry(format!("notification webhook answered {}", r.status())))
@@ -175,7 +187,7 @@ async fn perform(
                 Err(e) => Err(Failure::Retry(format!("notification webhook: {e}"))),
             }
         }
-        StepAction::Reassign => reassign(s, p, &id, team, owner.as_deref(), now).await,
+        StepAction::Reassign => reassign(s, item, p, row.as_ref(), team, owner.as_deref(), now).await,
         StepAction::SalesRejected(reason) => reject(s, &id, &reason, now).await,
     }
 }
@@ -211,85 +223,123 @@ async fn task(
     }
 }
 
-/// Another available rep of the team: HubSpot's owner written (the outbox's write-back) and
-/// the stored contact updated in the same call, so the next sweep times the new owner.
+/// Another available rep, chosen by the one routing ([`Syncer::route_now`]: the roster, caps
+/// from [`crate::store::Store::open_leads`], absences, working hours and rotation of the
+/// promotion path), away from the rep the lead leaves and from the reps it had before. The
+/// choice and its trace are saved by [`crate::store::Store::record_assignment`] in one
+/// transaction with the new HubSpot owner (folded into the stored contact, its write queued),
+/// so the timer follows the new owner; a promoted contact's Salesforce Contact and open
+/// Opportunity get the new owner too. A retry (the step's assignment already recorded, at or
+/// after the step was queued) routes nothing again and re-sends only what may not have
+/// arrived: the same owner, which changes nothing more.
 async fn reassign(
     s: &Syncer,
+    item: &OutboxItem,
     p: &StepPayload,
-    id: &HubSpotId,
+    row: Option<&ContactRow>,
     team: &Team,
     owner: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), Failure> {
     let store = |e: crate::store::StoreError| Failure::Retry(e.to_string());
-    // Open leads per rep: the contacts whose SLA timer still runs, by HubSpot owner.
-    let by_owner = s.store.sla_open_by_owner().await.map_err(store)?;
-    let open: HashMap<String, u32> = team
-        .members
-        .iter()
-        .filter_map(|m| {
-            let n = m.hubspot_owner.as_ref().and_then(|h| by_owner.get(h)).copied()?;
-            Some((m.salesforce_user.clone()?, n))
-        })
-        .collect();
-    let leaving = owner
-        .and_then(|o| team.member(o))
-        .and_then(|m| m.salesforce_user.clone());
-    let ctx = Context {
-        current_owner: leaving.as_deref(),
-        reroute: true,
-        fallback: team.fallback_owner.as_deref(),
-        ..Context::default()
+    let Some(row) = row.filter(|r| r.removed.is_none()) else {
+        return Ok(()); // gone from HubSpot: nobody to reassign
     };
-    let position = s.store.counter(REASSIGN_POSITION).await.map_err(store)?;
-    let routed = route_traced(&Lead::default(), &[], &team.reps(now, &open), &ctx, position);
-    s.store
-        .set_counter(REASSIGN_POSITION, position + 1)
-        .await
-        .map_err(store)?;
-    let Some(chosen) = routed.assignment else {
-        return Err(Failure::Retry(format!(
-            "no rep of team {} is available and it has no fallback",
-            team.id
-        )));
+    let id = &row.contact_id;
+    let before = s.store.assignments(id).await.map_err(store)?;
+    let hubspot_owner_of = |user: &str| {
+        s.sla
+            .teams
+            .iter()
+            .find_map(|t| t.member(user))
+            .and_then(|m| m.hubspot_owner.clone())
     };
-    // A fallback queue has no HubSpot owner: the lead keeps its HubSpot owner, and the step
-    // is done (the queue is Salesforce's).
-    let Some(new_owner) = team
-        .members
-        .iter()
-        .find(|m| m.salesforce_user.as_deref() == Some(chosen.owner.as_str()))
-        .and_then(|m| m.hubspot_owner.clone())
-    else {
-        info!(contact = %id, queue = %chosen.owner, "SLA reassignment: nobody available, the fallback takes it");
-        return Ok(());
+    let chosen = match before.iter().rev().find(|a| a.at >= item.created_at) {
+        Some(done) => done.owner.clone(),
+        None => {
+            let mut excluded: Vec<String> = before.into_iter().map(|a| a.owner).collect();
+            excluded.extend(
+                owner
+                    .and_then(|o| team.member(o))
+                    .and_then(|m| m.salesforce_user.clone()),
+            );
+            let routed = match s.route_now(id, &excluded, now).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Failure::Retry(e.to_string())),
+            };
+            let Some(chosen) = routed.assignment.as_ref().map(|a| a.owner.clone()) else {
+                return Err(Failure::Retry(format!(
+                    "nobody of team {} is available and it has no fallback",
+                    team.id
+                )));
+            };
+            // A fallback queue has no HubSpot owner: the lead keeps its HubSpot owner.
+            let props: Option<BTreeMap<String, String>> =
+                hubspot_owner_of(&chosen).map(|o| [(OWNER.to_string(), o)].into());
+            let payload = props.as_ref().map(|props| {
+                serde_json::to_string(&WritePayload {
+                    properties: props.clone(),
+                    lifecycle: None,
+                })
+                .expect("serialisable")
+            });
+            let key = format!("hubspot:{id}:owner");
+            let write = props
+                .as_ref()
+                .zip(payload.as_deref())
+                .map(|(properties, payload)| OwnerWrite {
+                    properties,
+                    key: &key,
+                    payload,
+                });
+            s.store
+                .record_assignment(id, &chosen, &routed.trace, write.as_ref(), now)
+                .await
+                .map_err(store)?;
+            chosen
+        }
     };
-    let props: BTreeMap<String, String> = [(OWNER.to_string(), new_owner.clone())].into();
-    let payload = serde_json::to_string(&WritePayload {
-        properties: props.clone(),
-        lifecycle: None,
-    })
-    .expect("serialisable");
-    s.store.fold_properties(&[(id.clone(), props)]).await.map_err(store)?;
-    s.store
-        .enqueue(
-            OutboxKind::HubSpotWrite,
-            &format!("hubspot:{id}:owner"),
-            id.as_str(),
-            &payload,
-            now,
-        )
-        .await
-        .map_err(store)?;
     // The timer follows the new owner from now on.
-    for mut t in s.store.sla_timers(id.as_str()).await.map_err(store)? {
-        if t.record.policy == p.policy && t.record.started_at.timestamp_millis() == p.started_at {
-            t.owner = Some(new_owner.clone());
-            s.store.save_sla_timer(&t, &[], now).await.map_err(store)?;
+    if let Some(new_owner) = hubspot_owner_of(&chosen) {
+        for mut t in s.store.sla_timers(id.as_str()).await.map_err(store)? {
+            if t.record.policy == p.policy
+                && t.record.started_at.timestamp_millis() == p.started_at
+                && t.owner.as_deref() != Some(new_owner.as_str())
+            {
+                t.owner = Some(new_owner.clone());
+                s.store.save_sla_timer(&t, &[], now).await.map_err(store)?;
+            }
         }
     }
-    info!(contact = %id, owner = %new_owner, "SLA reassignment");
+    salesforce_owner(s, row, &chosen).await?;
+    info!(contact = %id, owner = %chosen, "SLA reassignment");
     Ok(())
+}
+
+/// A promoted contact's Salesforce Contact and open Opportunity get the new owner (a user;
+/// a queue owns neither), through the Salesforce client.
+async fn salesforce_owner(s: &Syncer, row: &ContactRow, owner: &str) -> Result<(), Failure> {
+    let (Some(promoter), Some(link)) = (s.promoter.as_ref(), row.state.salesforce.as_ref()) else {
+        return Ok(());
+    };
+    if !owner.starts_with("005") {
+        return Ok(());
+    }
+    let open = row.state.stage < Some(Stage::Customer) && row.state.status != Status::Lost;
+    let mut records: Vec<(&str, &str)> = Vec::new();
+    records.extend(link.contact_id.as_deref().map(|c| ("Contact", c)));
+    records.extend(
+        link.opportunity_id
+            .as_deref()
+            .filter(|_| open)
+            .map(|o| ("Opportunity", o)),
+    );
+    match promoter.client.set_owner(&records, owner).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_pause() => Err(Failure::Retry(format!("Salesforce asks to wait: {e}"))),
+        Err(e) => Err(Failure::Retry(format!("Salesforce owner change: {e}"))),
+    }
 }
 
 /// Sales-rejected with `reason`: the rules' rejection properties set on the stored contact,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
+use super::routing::{known_owners, roster};
 use super::{HOLD, PROMOTION_BATCH, Promoter, ROUND_ROBIN};
 use crate::lifecycle::HubSpotId;
 use crate::salesforce::mapping::SalesforceSource;
@@ -51,8 +52,8 @@ impl Promoter {
                 items.push(item);
             }
             self.owner_emails(s, &mut inputs, now).await?;
-            self.known_owners(&s.store, &mut inputs).await?;
-            let mut roster = self.roster(&s.store, now, Hours::Ignored).await?;
+            known_owners(&s.store, &s.sla, &mut inputs).await?;
+            let mut roster = roster(&s.store, &s.sla, now, Hours::Ignored).await?;
             let outcomes = match self
                 .client
                 .promote(&self.mapping, &inputs, &mut roster, now.date_naive())

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use crate::salesforce::client::SalesforceClient;
 use crate::salesforce::mapping::SalesforceMapping;
 use crate::salesforce::promote::fresh_batch_calls;
-use crate::sla::SlaFile;
 use crate::sync::owners::OwnersCache;
 
 /// Promotions per Salesforce batch (sObject Collections' limit).
@@ -67,10 +66,9 @@ pub struct Promoter {
     pub client: Arc<SalesforceClient>,
     /// The compiled mapping file.
     pub mapping: SalesforceMapping,
-    /// HubSpot owners and their emails, for routing to a contact's HubSpot owner.
+    /// HubSpot owners and their emails, for routing to a contact's HubSpot owner. Who can take
+    /// a lead now (caps, absences, hours, fallback) comes from the syncer's one SLA file.
     pub owners: OwnersCache,
-    /// The SLA file: its teams say who can take a lead now (caps, absences, hours, fallback).
-    pub sla: Arc<SlaFile>,
 }
 
 impl std::fmt::Debug for Promoter {

@@ -58,14 +58,10 @@ impl Promoter {
             SalesforceClient::new(SalesforceClientConfig::from_settings(s), auth).context("salesforce client")?;
         let path = loaded.resolve(&s.mapping_path);
         let mapping = SalesforceMapping::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
-        let (sla, origin) = crate::defaults::sla(&crate::defaults::Want::Default(loaded.sla_path()))
-            .map_err(|d| anyhow::anyhow!("{d}"))?;
-        tracing::info!(file = %origin, version = %sla.version, "SLA teams loaded for routing");
         Ok(Some(Promoter {
             client: Arc::new(client),
             mapping,
             owners: OwnersCache::default(),
-            sla: Arc::new(sla),
         }))
     }
 
