@@ -1,4 +1,4 @@
-//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email, so routing
+//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email and name, so routing
 //! can give a lead to the Salesforce user its HubSpot owner is.
 //!
 //! The list (`GET /crm/v3/owners`, every page, active and archived) is read at most once an
