@@ -1,5 +1,6 @@
-//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email and name, so routing
-//! can give a lead to the Salesforce user its HubSpot owner is.
+//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email and name, so
+//! routing can give a lead to the Salesforce user its HubSpot owner is (and the follow-up names
+//! the owner).
 //!
 //! The list (`GET /crm/v3/owners`, every page, active and archived) is read at most once an
 //! hour, or sooner when a contact names an owner the cached list does not hold (someone added
