@@ -33,7 +33,8 @@
 //!   evaluations, with the SLA timers they start, as one `Plan`) → `Store::commit_plan` (one
 //!   transaction) → the one outbox worker (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA
 //!   ladder's steps), run by the daemon and beside one-shot commands alike; `sla_sweep` (timers
-//!   assessed with their touches, steps queued); `schedule` runs the jobs.
+//!   assessed with their touches, steps queued; `followup`, the sales follow-up they give, written to
+//!   HubSpot); `schedule` runs the jobs.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
 //!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the

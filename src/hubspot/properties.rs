@@ -13,6 +13,7 @@ use super::limiter::{Budget, Priority};
 use super::types::{LIST_PAGE_LIMIT, Page};
 use crate::lifecycle::rules::PropType;
 use crate::lifecycle::{Rules, Stage, Status};
+use crate::sync::followup;
 
 /// The property group leadsync's properties live in.
 pub const GROUP: &str = "leadsync";
@@ -26,6 +27,12 @@ pub struct Owner {
     /// Login email: personal data, never logged.
     #[serde(default)]
     pub email: Option<String>,
+    /// Given name (personal data, never logged); written to `leadsync_sales_owner_name`.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Family name (personal data, never logged).
+    #[serde(default)]
+    pub last_name: Option<String>,
     /// Deactivated owners are archived.
     #[serde(default)]
     pub archived: bool,
@@ -273,6 +280,29 @@ pub fn wanted_properties(rules: &Rules) -> Vec<PropertyDefinition> {
             vec![],
         ),
         definition("leadsync_sf_owner_id", "Salesforce owner id", "string", "text", vec![]),
+        // Sales follow-up, from the touches the SLA reads (`sync::followup`).
+        definition(
+            followup::ATTEMPTS,
+            "leadsync sales attempts",
+            "number",
+            "number",
+            vec![],
+        ),
+        definition(
+            followup::LAST_TOUCH_AT,
+            "leadsync last sales touch",
+            "datetime",
+            "date",
+            vec![],
+        ),
+        definition(
+            followup::LAST_TOUCH_KIND,
+            "leadsync last sales touch kind",
+            "string",
+            "text",
+            vec![],
+        ),
+        definition(followup::OWNER_NAME, "leadsync sales owner", "string", "text", vec![]),
     ];
     let mut read: Vec<(&String, &PropType)> = rules
         .properties

@@ -20,6 +20,7 @@ pub mod backfill;
 pub mod behaviour;
 pub mod cycle;
 pub mod decide;
+pub mod followup;
 pub mod inbox;
 pub mod outbox;
 pub mod owners;

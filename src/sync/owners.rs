@@ -1,5 +1,6 @@
-//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email, so routing
-//! can give a lead to the Salesforce user its HubSpot owner is.
+//! HubSpot owners, cached in memory: who `hubspot_owner_id` names, with their email and name, so
+//! routing can give a lead to the Salesforce user its HubSpot owner is (and the follow-up names
+//! the owner).
 //!
 //! The list (`GET /crm/v3/owners`, every page, active and archived) is read at most once an
 //! hour, or sooner when a contact names an owner the cached list does not hold (someone added
@@ -30,6 +31,8 @@ pub struct OwnersCache {
 struct State {
     /// Owner id → lower-cased email (`None` without one); archived owners included.
     emails: HashMap<String, Option<String>>,
+    /// Owner id → "first last" (owners without a name left out).
+    names: HashMap<String, String>,
     read_at: Option<DateTime<Utc>>,
 }
 
@@ -53,6 +56,35 @@ impl OwnersCache {
         ids: &BTreeSet<String>,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, String>, HubSpotError> {
+        let state = self.fresh(hubspot, ids, now).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.emails.get(id)?.clone()?)))
+            .collect())
+    }
+
+    /// The names ("first last") of the owners `ids` name, from the same list and reads as
+    /// [`OwnersCache::emails`]; owners without a name are left out.
+    pub async fn names(
+        &self,
+        hubspot: &HubSpotClient,
+        ids: &BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, String>, HubSpotError> {
+        let state = self.fresh(hubspot, ids, now).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.names.get(id)?.clone())))
+            .collect())
+    }
+
+    /// The cached list, read first when it is stale for `ids`.
+    async fn fresh(
+        &self,
+        hubspot: &HubSpotClient,
+        ids: &BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<tokio::sync::MutexGuard<'_, State>, HubSpotError> {
         let mut state = self.state.lock().await;
         let unknown = ids.iter().any(|id| !state.emails.contains_key(id));
         if !ids.is_empty() && stale(state.read_at, unknown, now) {
@@ -66,15 +98,23 @@ impl OwnersCache {
                 Err(e) => return Err(e),
             }
         }
-        Ok(ids
-            .iter()
-            .filter_map(|id| Some((id.clone(), state.emails.get(id)?.clone()?)))
-            .collect())
+        Ok(state)
     }
 }
 
 impl State {
     fn replace(&mut self, owners: Vec<Owner>, now: DateTime<Utc>) {
+        self.names = owners
+            .iter()
+            .filter_map(|o| {
+                let name = [&o.first_name, &o.last_name]
+                    .iter()
+                    .filter_map(|p| p.as_deref().map(str::trim).filter(|p| !p.is_empty()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (!name.is_empty()).then(|| (o.id.clone(), name))
+            })
+            .collect();
         self.emails = owners
             .into_iter()
             .map(|o| {

@@ -104,6 +104,7 @@ impl Syncer {
             .collect();
         let rows = self.store.contacts(&ids).await?;
         let ledger = self.store.events(&ids).await?;
+        let mut followups = super::followup::FollowUps::default();
         for timer in timers {
             let id = HubSpotId::try_from(timer.record.contact.clone()).ok();
             let row = id.as_ref().and_then(|i| rows.get(i));
@@ -127,6 +128,8 @@ impl Syncer {
                 .unwrap_or_default();
             touches.extend(self.store.sla_touches(&timer.record.contact).await?);
             let a = assess(policy, team, &timer.record, &touches, owner.as_deref(), now);
+            let f = super::followup::FollowUp::from_assessment(&a, owner.as_deref());
+            followups.add(&timer.record.contact, timer.record.started_at, f);
             let saved = SlaTimer {
                 record: a.record,
                 owner,
@@ -137,6 +140,7 @@ impl Syncer {
             report.assessed += 1;
             report.steps_queued += queued.len() as u64;
         }
+        followups.queue(self, now).await?;
         Ok(())
     }
 
