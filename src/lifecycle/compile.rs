@@ -116,7 +116,12 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
     let hash = hex::encode(Sha256::digest(src.text().as_bytes()))[..12].to_string();
     let mut engagement_thresholds: Vec<f64> = grades.engagement.iter().map(|(_, t)| *t).collect();
     let reasoned = gates.rules.iter().chain(&opt_out.rules).chain(&shortcuts.rules);
-    for p in stages.iter().map(|s| &s.when).chain(reasoned.map(|r| &r.when)).chain(&shortcuts.requires) {
+    for p in stages
+        .iter()
+        .map(|s| &s.when)
+        .chain(reasoned.map(|r| &r.when))
+        .chain(&shortcuts.requires)
+    {
         p.engagement_thresholds(&mut engagement_thresholds);
     }
     engagement_thresholds.sort_by(f64::total_cmp);

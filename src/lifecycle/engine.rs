@@ -850,15 +850,57 @@ mod tests {
         let thresholds = [20.0, 35.0];
         // (why, HubSpot's value, ours, other properties written, last written, due)
         let table = [
-            ("decay alone, written earlier today", Some(40.0), 39.4, false, earlier_today, false),
-            ("decay alone, last written yesterday (nightly rescore)", Some(40.0), 39.4, false, yesterday, true),
-            ("decay alone, never written by this version", Some(40.0), 39.4, false, None, true),
+            (
+                "decay alone, written earlier today",
+                Some(40.0),
+                39.4,
+                false,
+                earlier_today,
+                false,
+            ),
+            (
+                "decay alone, last written yesterday (nightly rescore)",
+                Some(40.0),
+                39.4,
+                false,
+                yesterday,
+                true,
+            ),
+            (
+                "decay alone, never written by this version",
+                Some(40.0),
+                39.4,
+                false,
+                None,
+                true,
+            ),
             ("HubSpot has no score", None, 39.4, false, earlier_today, true),
-            ("a stage, status, grade or fit write goes anyway", Some(40.0), 39.4, true, earlier_today, true),
+            (
+                "a stage, status, grade or fit write goes anyway",
+                Some(40.0),
+                39.4,
+                true,
+                earlier_today,
+                true,
+            ),
             ("decays below a threshold", Some(35.0), 34.6, false, earlier_today, true),
             ("rises to a threshold", Some(34.0), 35.0, false, earlier_today, true),
-            ("stays above every threshold", Some(50.0), 36.0, false, earlier_today, false),
-            ("stays between two thresholds", Some(30.0), 21.0, false, earlier_today, false),
+            (
+                "stays above every threshold",
+                Some(50.0),
+                36.0,
+                false,
+                earlier_today,
+                false,
+            ),
+            (
+                "stays between two thresholds",
+                Some(30.0),
+                21.0,
+                false,
+                earlier_today,
+                false,
+            ),
         ];
         for (why, theirs, ours, others, last, due) in table {
             assert_eq!(
