@@ -191,7 +191,10 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
         // What the cycle queued, carried out by the daemon's outbox worker.
         app.settle().await;
         let calls = app.stack.sandbox.calls();
-        assert_eq!(second.pulled, 0, "{backend}: the echo of leadsync's writes was not read");
+        assert_eq!(
+            second.pulled, 0,
+            "{backend}: the echo of leadsync's writes was not read"
+        );
         assert_eq!(calls.get("hubspot contacts.batch_update"), None, "{backend}: {calls:?}");
         assert_eq!(app.stack.sandbox.api_calls("salesforce"), 0, "{backend}: {calls:?}");
         assert_eq!(outcome(&s.store).await, stored, "{backend}: nothing moved");
