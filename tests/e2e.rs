@@ -81,7 +81,7 @@ fn assert_no_duplicates(app: &TestApp) {
     assert!(dups.is_empty(), "two Salesforce contacts share an email: {dups:?}");
 }
 
-// README: "leadsync's own writes come back as modified contacts and cost no further write"
+// README: "leadsync's own writes come back as modified contacts, are recognised and not read again"
 async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls_and_a_second_writes_nothing(
     on: Backend,
 ) {
@@ -185,13 +185,16 @@ async fn one_cycle_places_every_kind_of_contact_writes_hubspot_and_promotes_sqls
         );
 
         // A second cycle at the same moment: leadsync's own writes come back as modified
-        // contacts, and cost no write.
+        // contacts, recognised by their `updatedAt`: not read again, and no write.
         app.stack.sandbox.reset_calls();
         let second = s.incremental(now, Duration::days(1)).await.unwrap();
         // What the cycle queued, carried out by the daemon's outbox worker.
         app.settle().await;
         let calls = app.stack.sandbox.calls();
-        assert!(second.pulled > 0, "{backend}: the echo of leadsync's writes was read");
+        assert_eq!(
+            second.pulled, 0,
+            "{backend}: the echo of leadsync's writes was not read"
+        );
         assert_eq!(calls.get("hubspot contacts.batch_update"), None, "{backend}: {calls:?}");
         assert_eq!(app.stack.sandbox.api_calls("salesforce"), 0, "{backend}: {calls:?}");
         assert_eq!(outcome(&s.store).await, stored, "{backend}: nothing moved");

@@ -3,6 +3,8 @@
 /// Test fixtures shared by the daemon-level modules: stores on both backends.
 #[macro_use]
 mod support;
+/// The daemon at rest: idle cycles after a backfill read and write nothing; own writes not re-read.
+mod at_rest;
 /// Form submissions (and event streams) reach the engine in the backfill, the cycle and webhooks.
 mod behaviour;
 /// The chaos suite: each injected fault, then the daemon under all of them and `kill -9`, on both stores.

@@ -37,6 +37,17 @@ pub struct UpdateOutcome {
     pub updated: Vec<String>,
     /// Records it refused, with its reason.
     pub failed: Vec<(String, BatchError)>,
+    /// The `updatedAt` HubSpot answered for each record it updated (epoch ms): the
+    /// `lastmodifieddate` a search shows while nobody else changed the record since.
+    pub updated_at: BTreeMap<String, i64>,
+}
+
+/// A record of a batch update's answer: its id and when HubSpot updated it.
+#[derive(Debug, serde::Deserialize)]
+struct Updated {
+    id: String,
+    #[serde(rename = "updatedAt", default)]
+    updated_at: Option<String>,
 }
 
 impl HubSpotClient {
@@ -209,7 +220,7 @@ impl HubSpotClient {
                     })
                     .collect(),
             };
-            let resp: BatchResponse<HubSpotObject> = self
+            let resp: BatchResponse<Updated> = self
                 .call(Call {
                     endpoint: "contacts.batch_update",
                     method: Method::POST,
@@ -224,6 +235,11 @@ impl HubSpotClient {
             for e in &resp.errors {
                 for id in e.record_ids() {
                     refused.insert(id, e);
+                }
+            }
+            for r in &resp.results {
+                if let Some(at) = r.updated_at.as_deref().and_then(super::types::parse_time) {
+                    outcome.updated_at.insert(r.id.clone(), at.timestamp_millis());
                 }
             }
             for (id, _) in chunk {

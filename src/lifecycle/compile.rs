@@ -114,6 +114,18 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
     }
 
     let hash = hex::encode(Sha256::digest(src.text().as_bytes()))[..12].to_string();
+    let mut engagement_thresholds: Vec<f64> = grades.engagement.iter().map(|(_, t)| *t).collect();
+    let reasoned = gates.rules.iter().chain(&opt_out.rules).chain(&shortcuts.rules);
+    for p in stages
+        .iter()
+        .map(|s| &s.when)
+        .chain(reasoned.map(|r| &r.when))
+        .chain(&shortcuts.requires)
+    {
+        p.engagement_thresholds(&mut engagement_thresholds);
+    }
+    engagement_thresholds.sort_by(f64::total_cmp);
+    engagement_thresholds.dedup();
     let rules = Rules {
         version: raw.rules.version.get_ref().trim().to_string(),
         description: raw.rules.description.clone(),
@@ -137,6 +149,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         lost,
         output: raw.output,
         enum_refs: std::mem::take(&mut c.enum_refs),
+        engagement_thresholds,
     };
     Diagnostics(c.diags).into_result(rules)
 }

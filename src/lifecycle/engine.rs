@@ -287,10 +287,11 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
         if !transitions.is_empty() {
             st.last_reason = Some(reason_text(&transitions));
         }
-        actions.splice(
-            0..0,
-            writes(rules, snapshot, &st, &fit, &engagement, &grade, &mut notes),
-        );
+        let (written, engagement_written) = writes(rules, snapshot, &st, &fit, &engagement, &grade, now, &mut notes);
+        actions.splice(0..0, written);
+        if engagement_written {
+            st.engagement_written_at = Some(now);
+        }
         if st.promotion_pending {
             actions.push(Action::PromoteToSalesforce);
         }
@@ -697,8 +698,6 @@ pub(crate) fn parse_date(v: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Property writes and the lifecycle move, limited to what differs from HubSpot's current values.
-#[allow(clippy::too_many_arguments)]
 /// The reason written to HubSpot for these transitions: one clause per fact (the stages a
 /// shortcut jumped over share one reason), at most 500 characters.
 fn reason_text(transitions: &[Transition]) -> String {
@@ -717,6 +716,11 @@ fn reason_text(transitions: &[Transition]) -> String {
     reason
 }
 
+/// Property writes and the lifecycle move, limited to what differs from HubSpot's current values,
+/// and whether the engagement score is among them. The engagement score is written in whole
+/// points, and only when [`engagement_write_due`]: decay moves it every minute, and each write
+/// would bump `lastmodifieddate`, fill the property's history and fire the portal's workflows.
+#[allow(clippy::too_many_arguments)]
 fn writes(
     rules: &Rules,
     snapshot: &Snapshot,
@@ -724,8 +728,9 @@ fn writes(
     fit: &Score,
     engagement: &Score,
     grade: &str,
+    now: DateTime<Utc>,
     notes: &mut Vec<String>,
-) -> Vec<Action> {
+) -> (Vec<Action>, bool) {
     let out = rules.output();
     let current = |name: &str| snapshot.properties.get(name).map(|v| v.trim()).unwrap_or("");
     let mut props = BTreeMap::new();
@@ -737,13 +742,26 @@ fn writes(
     want(&out.stage, st.stage.map_or("", |s| s.as_str()));
     want(&out.status, st.status.as_str());
     want(&out.fit_score, &fmt_num(fit.value));
-    want(&out.engagement_score, &fmt_num(engagement.value));
     want(&out.grade, grade);
     if let Some(reason) = &st.last_reason {
         want(&out.reason, reason);
     }
     for p in st.consumed.keys() {
         want(p, "");
+    }
+    let score = fmt_num(engagement.value.round());
+    let theirs = current(&out.engagement_score);
+    let engagement_written = theirs != score
+        && engagement_write_due(
+            &rules.engagement_thresholds,
+            theirs.parse().ok(),
+            engagement.value,
+            !props.is_empty(),
+            st.engagement_written_at,
+            now,
+        );
+    if engagement_written {
+        props.insert(out.engagement_score.clone(), score);
     }
     if !props.is_empty() {
         let stamp = rules.stamp();
@@ -772,7 +790,26 @@ fn writes(
             }
         }
     }
-    actions
+    (actions, engagement_written)
+}
+
+/// Whether an engagement score that differs from HubSpot's (`theirs`, `None` when empty or not a
+/// number) is written now: when HubSpot has none, when other properties are written anyway (a
+/// stage, status, grade, fit or reason change: same call), when it crosses a threshold the rules
+/// name (`ours` and `theirs` on either side), or when no decision wrote it yet this UTC day (so
+/// the nightly rescore brings every decayed score up to date once a day).
+fn engagement_write_due(
+    thresholds: &[f64],
+    theirs: Option<f64>,
+    ours: f64,
+    others_written: bool,
+    last_written: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(theirs) = theirs else { return true };
+    others_written
+        || thresholds.iter().any(|t| (theirs >= *t) != (ours >= *t))
+        || last_written.is_none_or(|at| at.date_naive() < now.date_naive())
 }
 
 /// A short line for people: the stage and the three biggest engagement contributions.
@@ -797,4 +834,80 @@ pub fn headline(d: &Decision) -> String {
             format!(" · {}", parts.join(", "))
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_decayed_engagement_score_is_written_only_when_it_matters() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 10, 14, 0, 0).unwrap();
+        let earlier_today = Some(Utc.with_ymd_and_hms(2026, 3, 10, 0, 5, 0).unwrap());
+        let yesterday = Some(Utc.with_ymd_and_hms(2026, 3, 9, 23, 55, 0).unwrap());
+        let thresholds = [20.0, 35.0];
+        // (why, HubSpot's value, ours, other properties written, last written, due)
+        let table = [
+            (
+                "decay alone, written earlier today",
+                Some(40.0),
+                39.4,
+                false,
+                earlier_today,
+                false,
+            ),
+            (
+                "decay alone, last written yesterday (nightly rescore)",
+                Some(40.0),
+                39.4,
+                false,
+                yesterday,
+                true,
+            ),
+            (
+                "decay alone, never written by this version",
+                Some(40.0),
+                39.4,
+                false,
+                None,
+                true,
+            ),
+            ("HubSpot has no score", None, 39.4, false, earlier_today, true),
+            (
+                "a stage, status, grade or fit write goes anyway",
+                Some(40.0),
+                39.4,
+                true,
+                earlier_today,
+                true,
+            ),
+            ("decays below a threshold", Some(35.0), 34.6, false, earlier_today, true),
+            ("rises to a threshold", Some(34.0), 35.0, false, earlier_today, true),
+            (
+                "stays above every threshold",
+                Some(50.0),
+                36.0,
+                false,
+                earlier_today,
+                false,
+            ),
+            (
+                "stays between two thresholds",
+                Some(30.0),
+                21.0,
+                false,
+                earlier_today,
+                false,
+            ),
+        ];
+        for (why, theirs, ours, others, last, due) in table {
+            assert_eq!(
+                engagement_write_due(&thresholds, theirs, ours, others, last, now),
+                due,
+                "{why}"
+            );
+        }
+    }
 }

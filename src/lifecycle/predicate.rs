@@ -174,6 +174,21 @@ impl Predicate {
         }
     }
 
+    /// Every engagement threshold the condition names (`engagement ≥ N`), pushed to `out`.
+    pub fn engagement_thresholds(&self, out: &mut Vec<f64>) {
+        match self {
+            Predicate::All(ps) | Predicate::Any(ps) => ps.iter().for_each(|p| p.engagement_thresholds(out)),
+            Predicate::Not(p) => p.engagement_thresholds(out),
+            Predicate::EngagementAtLeast(t) => out.push(*t),
+            Predicate::Event(ep) => {
+                if let Some(f) = &ep.filter {
+                    f.engagement_thresholds(out);
+                }
+            }
+            Predicate::Always | Predicate::Test { .. } | Predicate::FitAtLeast(_) => {}
+        }
+    }
+
     /// Why the condition holds, in words, or `None` when it does not.
     pub fn why(&self, ctx: &Ctx<'_>) -> Option<String> {
         match self {

@@ -57,6 +57,9 @@ pub struct Rules {
     pub(crate) output: Output,
     /// Text values conditions compare string properties with, and where each is written.
     pub(crate) enum_refs: Vec<EnumRef>,
+    /// Every engagement threshold a stage, shortcut, gate, opt-out or grade names: a decayed
+    /// engagement score crossing one is written at once.
+    pub(crate) engagement_thresholds: Vec<f64>,
 }
 
 /// A value a condition compares a text property with (`equals`, `in`, an `in_list` entry).

@@ -276,6 +276,10 @@ pub struct ContactState {
     /// sent, or cut off by a crash, is made good by the next decision).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reason: Option<String>,
+    /// When a decision last wrote the engagement score: a decayed score alone is written once a
+    /// UTC day at most (see `engine::engagement_write_due`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engagement_written_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -245,6 +245,7 @@ impl Store {
                 "UPDATE contacts SET properties = '{}', company = '{}', removed = 'privacy' WHERE contact_id = $1",
                 "DELETE FROM events WHERE contact_id = $1",
                 "DELETE FROM write_ledger WHERE contact_id = $1",
+                "DELETE FROM write_marks WHERE contact_id = $1",
                 "DELETE FROM outbox WHERE contact_id = $1 AND state <> 'done'",
                 "UPDATE outbox SET payload = '{}' WHERE contact_id = $1",
                 "UPDATE inbox SET payload = '{}', processed_at = COALESCE(processed_at, 0) WHERE contact_id = $1",
@@ -321,7 +322,28 @@ impl Store {
         writes: &[(HubSpotId, BTreeMap<String, String>)],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.record_writes_marked(writes, &BTreeMap::new(), at).await
+    }
+
+    /// [`Store::record_writes`], with the `updatedAt` HubSpot answered to each write (epoch ms,
+    /// by contact id), in the same transaction: see [`Store::write_marks`].
+    pub async fn record_writes_marked(
+        &self,
+        writes: &[(HubSpotId, BTreeMap<String, String>)],
+        updated_at: &BTreeMap<String, i64>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
+        for (id, when) in writes.iter().filter_map(|(id, _)| Some((id, updated_at.get(id.as_str())?))) {
+            sqlx::query(
+                "INSERT INTO write_marks (contact_id, updated_at) VALUES ($1, $2) \
+                 ON CONFLICT (contact_id) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .bind(id.as_str())
+            .bind(*when)
+            .execute(&mut **tx)
+            .await?;
+        }
         for (id, props) in writes {
             for (k, v) in props {
                 sqlx::query(
@@ -386,6 +408,26 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// The `updatedAt` (epoch ms) HubSpot answered to leadsync's last write of each of these
+    /// contacts that has one: a search result still showing it changed only by that write.
+    pub async fn write_marks(&self, ids: &[&str]) -> Result<HashMap<String, i64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT contact_id, updated_at FROM write_marks WHERE contact_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.insert(r.get::<String, _>(0), r.get::<i64, _>(1));
+            }
+        }
+        Ok(out)
     }
 
     /// True when leadsync itself wrote `value` to `property` of this contact last.

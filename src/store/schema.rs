@@ -217,4 +217,17 @@ CREATE TABLE assignments (
 CREATE INDEX assignments_contact ON assignments (contact_id, id)
 "#,
     },
+    Migration {
+        version: 10,
+        name: "own writes",
+        // Beside the write ledger: the `updatedAt` HubSpot answered to leadsync's last write of
+        // each contact. A search result whose `lastmodifieddate` is still that one changed only
+        // by our write, and the cycle does not read it again.
+        sql: r#"
+CREATE TABLE write_marks (
+    contact_id TEXT PRIMARY KEY,
+    updated_at BIGINT NOT NULL
+)
+"#,
+    },
 ];

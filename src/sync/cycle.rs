@@ -10,6 +10,7 @@ use tracing::info;
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::HubSpotObject;
+use crate::lifecycle::HubSpotId;
 
 /// Name of the incremental cursor: epoch milliseconds of HubSpot's `lastmodifieddate`.
 pub const CURSOR: &str = "contacts.modified";
@@ -46,12 +47,15 @@ impl Syncer {
             .hubspot
             .search_modified("contacts", "lastmodifieddate", from, to, &self.properties, p)
             .await?;
+        let ours = self.changed_only_by_us(&contacts).await?;
+        contacts.retain(|c| !ours.contains(&c.id));
         let list_archived = archived_mark.is_none_or(|m| to - m >= ARCHIVED_EVERY.num_milliseconds());
         if list_archived {
             let since = archived_mark.map_or(from, |m| m - OVERLAP.num_milliseconds());
             contacts.extend(self.hubspot.archived_contacts_since(since, p).await?);
         }
-        let fresh = self.hubspot.engagements_modified(from, to, p).await?;
+        let mut fresh = self.hubspot.engagements_modified(from, to, p).await?;
+        self.drop_known(&mut fresh).await?;
         let report = self.evaluate_and_save(contacts, &[], fresh, p, now, Some(to)).await?;
         if list_archived {
             // After the commit: a crash in between lists the same hour again, which is harmless
@@ -59,6 +63,42 @@ impl Syncer {
             self.store.set_cursor(ARCHIVED_CURSOR, &to.to_string()).await?;
         }
         Ok(report)
+    }
+
+    /// The search results whose only change since is leadsync's own write: their
+    /// `lastmodifieddate` is still the `updatedAt` HubSpot answered to that write. Anyone
+    /// else's change after it shows a later one, and the contact is read.
+    async fn changed_only_by_us(&self, found: &[HubSpotObject]) -> Result<BTreeSet<String>, SyncError> {
+        let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+        let marks = self.store.write_marks(&ids).await?;
+        Ok(found
+            .iter()
+            .filter(|c| {
+                let modified = c
+                    .prop("lastmodifieddate")
+                    .and_then(crate::hubspot::types::parse_time)
+                    .map(|t| t.timestamp_millis());
+                modified.is_some() && marks.get(&c.id).copied() == modified
+            })
+            .map(|c| c.id.clone())
+            .collect())
+    }
+
+    /// Drops the engagements the ledger already holds (by id, as a decision counts them): the
+    /// overlap finds them again, and a contact whose only activity is one of them is not read.
+    async fn drop_known(&self, fresh: &mut BTreeMap<String, Vec<crate::lifecycle::Event>>) -> Result<(), SyncError> {
+        let ids: Vec<HubSpotId> = fresh
+            .keys()
+            .filter_map(|k| HubSpotId::try_from(k.clone()).ok())
+            .collect();
+        let ledger = self.store.events(&ids).await?;
+        fresh.retain(|id, events| {
+            let held = HubSpotId::try_from(id.clone()).ok().and_then(|h| ledger.get(&h));
+            let known: BTreeSet<&str> = held.into_iter().flatten().map(|e| e.id.as_str()).collect();
+            events.retain(|e| !known.contains(e.id.as_str()));
+            !events.is_empty()
+        });
+        Ok(())
     }
 
     /// A cursor holding epoch milliseconds; one that does not parse is a named error, never a

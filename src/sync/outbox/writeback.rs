@@ -120,7 +120,10 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
                 }
             }
         }
-        s.store.record_writes(&ledger, now).await?;
+        // A backward move's second request bumps `updatedAt` again: no mark, read once more.
+        let mut marks = outcome.updated_at;
+        marks.retain(|id, _| !backward.iter().any(|(b, _)| b == id));
+        s.store.record_writes_marked(&ledger, &marks, now).await?;
         s.store.done(&done, now).await?;
         written += ledger.len() as u64;
         info!(contacts = ledger.len(), "HubSpot write-back");
