@@ -5,6 +5,7 @@
 use chrono::Duration;
 use leadsync::diagnostics::SourceText;
 use leadsync::hubspot::limiter::Priority;
+use leadsync::lifecycle::{Stage, Status};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sla::SlaFile;
 use leadsync::sync::backfill::BackfillOptions;
@@ -53,9 +54,31 @@ ladder = [{ step = "owner_task", after = "2h" }]
 async fn two_calls_logged_in_salesforce_show_as_two_attempts_in_hubspot(backend: Backend) {
     let (url, _dir) = backend.fresh().await;
     let app = TestApp::start_with(120, Some(url)).await;
-    let now = app.now();
+    let start = app.now();
     let s = app.stack.syncer.clone().with_sla(sla());
-    s.backfill(&BackfillOptions::default(), now, |_, _| {}).await.unwrap();
+    s.backfill(&BackfillOptions::default(), start, |_, _| {}).await.unwrap();
+    s.drain_outbox(Priority::Background, start).await.unwrap();
+    // A backfill starts no timer (leads waiting before leadsync ran): owned leads below SQL
+    // with a company ask for a demo, and the cycle sees them enter SQL now.
+    let stored = s.store.contact_page(None, 1_000).await.unwrap();
+    let askers: Vec<&str> = stored
+        .iter()
+        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
+        .filter(|c| {
+            ["company", "hubspot_owner_id"]
+                .iter()
+                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
+        })
+        .map(|c| c.contact_id.as_str())
+        .take(3)
+        .collect();
+    assert!(!askers.is_empty(), "owned leads below SQL");
+    app.stack.sandbox.advance(Duration::minutes(1));
+    for a in &askers {
+        app.stack.sandbox.submit_form(a, "Request a demo").unwrap();
+    }
+    let now = app.now();
+    s.incremental(now, Duration::days(1)).await.unwrap();
     s.drain_outbox(Priority::Background, now).await.unwrap();
     let promoted = s.store.sla_promoted().await.unwrap();
     let sb = &app.stack.sandbox;
