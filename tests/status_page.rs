@@ -235,3 +235,61 @@ async fn without_the_token_the_page_is_refused_while_the_webhooks_still_work() {
     let closed = TestServer::start_status(store, dir, StatusSources { access, ..open() }).await;
     assert_eq!(closed.http.get(closed.url("/")).send().await.unwrap().status(), 401);
 }
+
+// README (Status page): "the scheduler records each job's last run in the store; the daemon's own page shows it"
+#[tokio::test]
+async fn the_daemon_records_a_scheduled_jobs_run_and_its_page_shows_it() {
+    use crate::support::{NEVER, TestApp, repo_root};
+    let schedule = leadsync::config::ScheduleSettings {
+        sync: NEVER.into(),
+        rescore: NEVER.into(),
+        sla: "* * * * * *".into(),
+        opportunities: NEVER.into(),
+    };
+    let mut stack = leadsync::demo::Stack::build(leadsync::demo::StackOptions {
+        sandbox: TestApp::sandbox_config(20),
+        store_url: None,
+        burst_per_10s: 1_500,
+        root: repo_root(),
+        schedule: Some(schedule),
+    })
+    .await
+    .unwrap();
+    leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
+    stack.run_daemon();
+    let store = stack.syncer.store.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        if let Some(run) = store.job_run("sla").await.unwrap() {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SLA sweep never recorded a run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run.outcome, JobOutcome::Ok, "{run:?}");
+    // The daemon's own server, bound to loopback with no token: open.
+    let json: serde_json::Value = reqwest::get(format!("http://{}/status.json", stack.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sla = json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "sla")
+        .unwrap();
+    assert_eq!(sla["last_run"]["outcome"], "ok");
+    assert!(
+        json["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["job"] == "sync" && j["last_run"].is_null())
+    );
+    stack.shutdown().await.unwrap();
+}

@@ -57,10 +57,9 @@ impl StatusAccess {
         }
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let refuse = |why: &'static str| {
-            Err((StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response())
-        };
+    /// `Err` says why the request is refused (never the token).
+    fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let refuse = Err;
         match self {
             StatusAccess::Open => Ok(()),
             StatusAccess::Closed => refuse(
@@ -405,7 +404,11 @@ pub fn render(s: &Status) -> String {
 }
 
 async fn read(state: &AppState, headers: &HeaderMap) -> Result<Status, Response> {
-    state.status.access.check(headers)?;
+    state
+        .status
+        .access
+        .check(headers)
+        .map_err(|why| (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response())?;
     let now = Utc::now();
     gather(&state.store, (state.status.budget)(now), now)
         .await
