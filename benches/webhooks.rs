@@ -180,6 +180,7 @@ fn intake(backend: &str, store_url: &str, load: Load, secs: u64) -> Vec<Row> {
             wake: Arc::new(Notify::new()),
             ready: Arc::new(|| Box::pin(async { Ok(()) })),
             extra_metrics: Arc::new(String::new),
+            status: Default::default(),
         };
         let app = Application::build(state, "127.0.0.1:0", 1 << 20).await.expect("bind");
         let addr = app.local_addr();

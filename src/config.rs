@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
@@ -241,6 +241,9 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// Connections served at once; more wait in the kernel's backlog. Default 512; 1 to 65536.
     pub max_connections: usize,
+    /// Bearer token the status page (`GET /`, `/status.json`) asks for; without it the page is
+    /// open on a loopback `bind` and refused on any other. At least 24 characters. Default none.
+    pub status_token: Option<SecretString>,
 }
 
 impl Default for ServerSettings {
@@ -253,6 +256,7 @@ impl Default for ServerSettings {
             header_timeout_secs: limits.header_read_timeout.as_secs(),
             request_timeout_secs: limits.request_timeout.as_secs(),
             max_connections: limits.max_connections,
+            status_token: None,
         }
     }
 }
@@ -711,6 +715,16 @@ impl Settings {
                 format!("`{}` is not an address such as 127.0.0.1:8080", self.server.bind),
             );
         }
+        if let Some(t) = &self.server.status_token {
+            let len = t.expose_secret().chars().count();
+            if len < 24 {
+                // The length only: the token itself never appears in a message.
+                bad(
+                    "server.status_token",
+                    format!("is {len} characters long; use at least 24 (e.g. `openssl rand -hex 16`)"),
+                );
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             bad("server.max_body_bytes", "must be at least 1024".into());
         }
@@ -842,6 +856,30 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want}\n{text}");
         }
+    }
+
+    // README (Status page): "leadsync check refuses a short server.status_token, never printing it"
+    #[test]
+    fn a_short_status_token_is_refused_without_being_shown_and_a_long_one_is_kept_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(
+            &p,
+            "[server]\nbind = \"0.0.0.0:8080\"\nstatus_token = \"short-secret\"\n",
+        )
+        .unwrap();
+        let text = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            text.contains("leadsync.toml:3:1: server.status_token: is 12 characters long"),
+            "{text}"
+        );
+        assert!(!text.contains("short-secret"), "{text}");
+        let long = "a-status-token-of-32-characters!";
+        std::fs::write(&p, format!("[server]\nstatus_token = \"{long}\"\n")).unwrap();
+        let loaded = load_with_env(Some(&p), env(&[])).unwrap();
+        let token = loaded.settings.server.status_token.as_ref().unwrap();
+        assert_eq!(token.expose_secret(), long);
+        assert!(!format!("{:?}", loaded.settings).contains(long), "Debug redacts it");
     }
 
     #[test]

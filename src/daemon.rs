@@ -111,7 +111,27 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
     let promoter = syncer.promoter.clone();
     let stats_hs = syncer.hubspot.clone();
     let stats_sf = syncer.promoter.clone();
+    let (budget_hs, budget_sf) = (syncer.hubspot.clone(), syncer.promoter.clone());
+    let server = &loaded.settings.server;
     AppState {
+        status: crate::server::status::StatusSources {
+            access: crate::server::status::StatusAccess::for_bind(&server.bind, server.status_token.clone()),
+            budget: Arc::new(move |now| crate::server::status::ApiBudget {
+                hubspot: crate::server::status::HubSpotBudget {
+                    leadsync_calls_today: budget_hs.limits().calls_today(now),
+                    remaining_today: budget_hs.limits().daily_remaining(now),
+                },
+                salesforce: budget_sf.as_ref().map(|p| {
+                    let usage = p.client.usage();
+                    crate::server::status::SalesforceBudget {
+                        org_used: usage.map(|u| u.used),
+                        org_max: usage.map(|u| u.max),
+                        leadsync_calls: p.client.calls_in_window(),
+                        leadsync_share_percent: p.client.share().percent,
+                    }
+                }),
+            }),
+        },
         store: syncer.store.clone(),
         client_secret: loaded.settings.hubspot.client_secret.clone(),
         public_base_url: loaded.settings.server.public_base_url.clone(),

@@ -16,18 +16,20 @@
 //! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, for both clients' retry decisions.
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people; the
 //!   report of a period (`figures`, pure, over `Store::report_rows`) as table, JSON or CSV
-//!   (`format`); `plan`, the funnel worked back from revenue.
+//!   (`format`) or one HTML file (`html`) with inline SVG charts (`svg`, which the status page
+//!   draws with too); `plan`, the funnel worked back from revenue.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing (the mapping's rules over the SLA file's teams, traced), the
 //!   mapping file, batched promotion, opportunity feedback, Tasks and Events as SLA touches.
 //! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
 //!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
-//! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics.
+//! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics, and the
+//!   status page (`status`: `GET /`, `/status.json`, a bearer token off loopback).
 //! - [`sla`]: the sales SLA's pure core: `mappings/sla.toml` (teams, calendars, policies, the
 //!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox, SLA timers, owner assignments
-//!   with their routing traces.
+//!   with their routing traces, the jobs' last runs (`status`).
 //! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`;
 //!   IO only) → one pure batch decision (`decide::decide_batch`: removals, merges, restores and
 //!   evaluations, with the SLA timers they start, as one `Plan`) → `Store::commit_plan` (one

@@ -208,7 +208,7 @@ enum Command {
     },
     /// The figures of a period from the store: funnel, conversions, time in stage, SLA, deals.
     #[command(
-        after_help = "Examples:\n  leadsync report                                   last calendar month, as a table\n  leadsync report --from 2026-10-01 --to 2026-11-01 --by team\n  leadsync report --by source --format csv > november.csv"
+        after_help = "Examples:\n  leadsync report                                   last calendar month, as a table\n  leadsync report --from 2026-10-01 --to 2026-11-01 --by team\n  leadsync report --by source --format csv > november.csv\n  leadsync report --format html > november.html       the monthly report to send (prints to PDF)"
     )]
     Report {
         /// Start of the period (RFC 3339 or YYYY-MM-DD); default the first day of last month.
@@ -220,7 +220,7 @@ enum Command {
         /// Split the figures by team, rep, source or persona.
         #[arg(long, value_enum)]
         by: Option<leadsync::report::figures::GroupBy>,
-        /// table, json or csv.
+        /// table, json, csv or html (one self-contained file).
         #[arg(long, value_enum, default_value = "table")]
         format: leadsync::report::format::ReportFormat,
         /// As of this time (RFC 3339 or YYYY-MM-DD): "last month" is the one before it; default now.

@@ -105,7 +105,7 @@ fn timer(
 /// SLA timers: 1 (paris, rep-a) started Nov 2 09:00, touched 11:00 (2 h), met; 2 (paris, rep-b)
 /// started Nov 3 10:00, never touched, breached 14:00; 3 (lyon, rep-a) started Nov 6 00:00,
 /// touched 06:00 (6 h), still open.
-async fn november(store: &Store) {
+pub(crate) async fn november(store: &Store) {
     use Stage::*;
     let (o, a) = (Some("organic"), Some("ads"));
     let rejected = (
@@ -242,7 +242,7 @@ async fn november(store: &Store) {
     }
 }
 
-async fn store_of(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
+pub(crate) async fn store_of(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;
     (Store::connect(&url).await.unwrap(), dir)
 }

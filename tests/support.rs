@@ -134,6 +134,26 @@ impl TestServer {
         max_body: usize,
         limits: ServerLimits,
     ) -> TestServer {
+        Self::start_full(store, dir, public_base_url, max_body, limits, Default::default()).await
+    }
+
+    /// The same, with the status page's access and budgets.
+    pub async fn start_status(
+        store: Store,
+        dir: tempfile::TempDir,
+        status: leadsync::server::status::StatusSources,
+    ) -> TestServer {
+        Self::start_full(store, dir, None, 1 << 20, ServerLimits::default(), status).await
+    }
+
+    async fn start_full(
+        store: Store,
+        dir: tempfile::TempDir,
+        public_base_url: Option<&str>,
+        max_body: usize,
+        limits: ServerLimits,
+        status: leadsync::server::status::StatusSources,
+    ) -> TestServer {
         let wake = Arc::new(Notify::new());
         let state = AppState {
             store: store.clone(),
@@ -142,6 +162,7 @@ impl TestServer {
             wake,
             ready: Arc::new(|| Box::pin(async { Ok(()) })),
             extra_metrics: Arc::new(String::new),
+            status,
         };
         let app = Application::build(state, "127.0.0.1:0", max_body)
             .await

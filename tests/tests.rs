@@ -50,5 +50,7 @@ mod sla_store;
 mod sla_wire;
 /// Corrupt state and lost input as named errors: transport, inbox, checkpoint, outbox, `retry`.
 mod state_errors;
+/// The status page (`GET /`, `/status.json`) and the HTML report: figures equal to the store's, escaping, the bearer token.
+mod status_page;
 /// The store on SQLite and PostgreSQL: commits, outbox, inbox, ledger, cursors.
 mod store;

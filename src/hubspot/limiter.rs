@@ -244,6 +244,11 @@ impl HubSpotLimits {
             .or_else(|| self.daily_allocation.map(|a| a.saturating_sub(d.ours)))
     }
 
+    /// Calls leadsync sent this HubSpot day, at `now` (the status page's "used today").
+    pub fn calls_today(&self, now: DateTime<Utc>) -> u64 {
+        self.day(now).ours
+    }
+
     /// Total time spent waiting for slots.
     pub fn waited(&self) -> Duration {
         Duration::from_millis(self.waited_ms.load(Ordering::Relaxed))

@@ -233,6 +233,17 @@ pub struct Report {
     pub sla_note: Option<String>,
     /// MQLs against the marketing targets.
     pub targets: Vec<TargetLine>,
+    /// Time to first touch per week (Monday, UTC) of the timers started in the period.
+    pub first_touch_weeks: Vec<WeekLine>,
+}
+
+/// Time to first touch of the timers started in one week.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeekLine {
+    /// The week's Monday, 00:00 UTC (clipped to the period's start).
+    pub week: DateTime<Utc>,
+    /// From the clock's start to the first touch.
+    pub first_touch: Figure,
 }
 
 /// The change of an audit line, as `Store::commit` writes it (`lifecycle::Change`).
@@ -561,6 +572,28 @@ fn sla_lines(timers: &[&TimerLine]) -> Vec<SlaLine> {
     out
 }
 
+fn weeks(timers: &[&TimerLine], from: DateTime<Utc>) -> Vec<WeekLine> {
+    let mut by_week: BTreeMap<DateTime<Utc>, Vec<Duration>> = BTreeMap::new();
+    for t in timers {
+        let day = t.started_at.date_naive();
+        let monday = day - Duration::days(i64::from(day.weekday().num_days_from_monday()));
+        let week = Utc
+            .from_utc_datetime(&monday.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            .max(from);
+        let touches = by_week.entry(week).or_default();
+        if let Some(at) = t.first_touch_at {
+            touches.push(at - t.started_at);
+        }
+    }
+    by_week
+        .into_iter()
+        .map(|(week, touches)| WeekLine {
+            week,
+            first_touch: Figure::hours(touches, "no first touch yet"),
+        })
+        .collect()
+}
+
 fn period_days(p: Period) -> f64 {
     match p {
         Period::Week => 7.0,
@@ -641,6 +674,7 @@ pub fn compute(
         sla: sla_lines(&timers),
         sla_note,
         targets,
+        first_touch_weeks: weeks(&timers, from),
     })
 }
 
@@ -721,6 +755,45 @@ mod tests {
         assert_eq!(
             last_quarter(t("2026-02-01T00:00:00Z")),
             (t("2025-10-01T00:00:00Z"), t("2026-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn first_touch_is_grouped_by_the_monday_of_the_timers_start() {
+        let timer = |start: &str, touch: Option<&str>| TimerLine {
+            contact_id: "1".into(),
+            policy: "p".into(),
+            started_at: t(start),
+            first_touch_at: touch.map(t),
+            met_at: None,
+            breached_at: None,
+            owner: None,
+            team: None,
+        };
+        // Sunday 1 Nov belongs to the week of Monday 26 Oct, clipped to the period's start.
+        let a = timer("2026-11-01T10:00:00Z", Some("2026-11-01T12:00:00Z"));
+        let b = timer("2026-11-03T10:00:00Z", Some("2026-11-03T11:00:00Z"));
+        let c = timer("2026-11-04T10:00:00Z", Some("2026-11-04T13:00:00Z"));
+        let d = timer("2026-11-05T10:00:00Z", None);
+        let w = weeks(&[&a, &b, &c, &d], t("2026-11-01T00:00:00Z"));
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].week, t("2026-11-01T00:00:00Z"));
+        assert_eq!(
+            w[0].first_touch,
+            Figure::Hours {
+                median: 2.0,
+                p90: 2.0,
+                n: 1
+            }
+        );
+        assert_eq!(w[1].week, t("2026-11-02T00:00:00Z"));
+        assert_eq!(
+            w[1].first_touch,
+            Figure::Hours {
+                median: 1.0,
+                p90: 3.0,
+                n: 2
+            }
         );
     }
 }

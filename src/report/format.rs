@@ -13,6 +13,8 @@ pub enum ReportFormat {
     Json,
     /// One row per figure: group, metric, value, of, median_h, p90_h, note.
     Csv,
+    /// One self-contained HTML file with inline SVG charts, printable to PDF.
+    Html,
 }
 
 impl fmt::Display for Figure {
@@ -33,6 +35,7 @@ pub fn render(report: &Report, format: ReportFormat) -> String {
         ReportFormat::Table => table(report),
         ReportFormat::Json => serde_json::to_string_pretty(report).expect("the report serialises") + "\n",
         ReportFormat::Csv => csv(report),
+        ReportFormat::Html => super::html::render(report),
     }
 }
 

@@ -4,7 +4,9 @@
 
 pub mod figures;
 pub mod format;
+pub mod html;
 pub mod plan;
+pub mod svg;
 
 use std::fmt::Write;
 
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::store::{OutboxKind, OutboxState, Store, StoreError};
 
 /// Stages in funnel order, for display.
-const ORDER: [&str; 8] = [
+pub(crate) const ORDER: [&str; 8] = [
     "none",
     "subscriber",
     "lead",

@@ -196,6 +196,11 @@ impl SalesforceClient {
         self.usage.lock().ok().and_then(|u| *u)
     }
 
+    /// leadsync's configured share of the org's allocation.
+    pub fn share(&self) -> SalesforceShare {
+        self.config.share
+    }
+
     /// Calls leadsync made in the last 24 hours (as this process counted them).
     pub fn calls_in_window(&self) -> u64 {
         let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,5 @@
 //! The HTTP side of `leadsync run`: HubSpot's webhook deliveries into the inbox, health,
-//! readiness and Prometheus metrics.
+//! readiness, Prometheus metrics and the status page (`status`).
 //!
 //! `Application::build` binds (port 0 in tests) and returns; `run_until_stopped` serves until the
 //! shutdown future resolves, finishing requests in flight.
@@ -10,6 +10,7 @@
 //! `max_connections` are served at once (the rest wait in the kernel's backlog).
 
 pub mod intake;
+pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub ready: Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     /// Extra metric lines rendered at each scrape (API call counts by endpoint).
     pub extra_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The status page's access and budgets (default: closed, budgets unknown).
+    pub status: status::StatusSources,
 }
 
 /// The router's state: the handlers' shared parts and the inbox's group-commit writer.
@@ -134,6 +137,8 @@ impl Application {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(render_metrics))
+            .route("/", get(status::page_html))
+            .route("/status.json", get(status::json))
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .with_state(state);
         Application {

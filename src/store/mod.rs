@@ -27,6 +27,7 @@ mod routing;
 mod schema;
 mod sla;
 mod staged;
+pub mod status;
 mod write;
 
 use std::path::PathBuf;

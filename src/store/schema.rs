@@ -230,4 +230,14 @@ CREATE TABLE write_marks (
 )
 "#,
     },
+    Migration {
+        version: 11,
+        name: "open sla breaches",
+        // The status page lists the breached timers still without a first touch, most overdue
+        // first: a partial index keeps that a walk over the few breached ones, not a scan of
+        // every timer.
+        sql: r#"
+CREATE INDEX sla_timers_open_breaches ON sla_timers (due_at, contact_id) WHERE breached_at IS NOT NULL AND first_touch_at IS NULL
+"#,
+    },
 ];

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use super::{SyncError, Syncer};
 use crate::config::ScheduleSettings;
+use crate::store::status::{JobOutcome, JobRun};
 
 /// How far back the first incremental cycle looks when no backfill ever ran.
 pub const FIRST_WINDOW: Duration = Duration::days(1);
@@ -37,19 +38,36 @@ impl<C> Guarded<C> {
         }
     }
 
-    /// Runs the job unless its previous run is still going; returns whether it ran.
-    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn<C>, context: C) -> bool {
+    /// Runs the job unless its previous run is still going; returns how it ended, or `None`
+    /// when it did not run.
+    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn<C>, context: C) -> Option<JobRun> {
         let Ok(_held) = lock.try_lock() else {
             warn!(job = name, "previous run still going; this tick is skipped");
-            return false;
+            return None;
         };
         let started = std::time::Instant::now();
-        match run(context).await {
-            Ok(()) => info!(job = name, ms = started.elapsed().as_millis() as u64, "job done"),
-            Err(e) if e.is_pause() => warn!(job = name, error = %e, "job paused; it resumes from its checkpoint"),
-            Err(e) => error!(job = name, error = %e, "job failed; the next tick retries"),
-        }
-        true
+        let result = run(context).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let (outcome, error) = match result {
+            Ok(()) => {
+                info!(job = name, ms, "job done");
+                (JobOutcome::Ok, None)
+            }
+            Err(e) if e.is_pause() => {
+                warn!(job = name, error = %e, "job paused; it resumes from its checkpoint");
+                (JobOutcome::Paused, Some(e.to_string()))
+            }
+            Err(e) => {
+                error!(job = name, error = %e, "job failed; the next tick retries");
+                (JobOutcome::Failed, Some(e.to_string()))
+            }
+        };
+        Some(JobRun {
+            at: Utc::now(),
+            ms,
+            outcome,
+            error,
+        })
     }
 }
 
@@ -108,7 +126,13 @@ pub async fn run(
         let job = Job::new_async(cron.as_str(), move |_, _| {
             let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
             Box::pin(async move {
-                Guarded::tick(name, lock, run, s).await;
+                let store = s.store.clone();
+                // The status page shows each job's last run, kept in the store across restarts.
+                if let Some(ran) = Guarded::tick(name, lock, run, s).await {
+                    if let Err(e) = store.record_job_run(name, &ran).await {
+                        warn!(job = name, error = %e, "the job's run could not be recorded");
+                    }
+                }
             })
         })
         .map_err(|e| {
@@ -185,10 +209,12 @@ mod tests {
         let first = tokio::spawn(Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()));
         tokio::time::sleep(StdDuration::from_secs(1)).await;
         let second = Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()).await;
-        assert!(!second, "the second tick must not start while the first runs");
-        assert!(first.await.unwrap());
+        assert!(second.is_none(), "the second tick must not start while the first runs");
+        assert_eq!(first.await.unwrap().map(|r| r.outcome), Some(JobOutcome::Ok));
         assert!(
-            Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()).await,
+            Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ())
+                .await
+                .is_some(),
             "runs again once free"
         );
         assert_eq!(runs.load(Ordering::SeqCst), 2);
