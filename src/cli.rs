@@ -118,7 +118,8 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
                 Err(d) => problems.extend(d),
             }
         }
-        // The sales SLA: `mappings/sla.toml` beside the configuration, else the embedded default.
+        // The sales SLA: `rules.sla_path` (`mappings/sla.toml` beside the configuration), else
+        // the embedded default.
         let sla_path = report
             .loaded
             .as_ref()
@@ -961,8 +962,8 @@ pub fn report_cmd(config_file: Option<&Path>, args: &ReportArgs, now: DateTime<U
     };
     let (default_from, default_to) = crate::report::figures::last_month(now);
     let (from, to) = (args.from.unwrap_or(default_from), args.to.unwrap_or(default_to));
-    // The marketing targets: `mappings/sla.toml` beside the configuration, else the embedded default.
-    let sla = match defaults::sla(&Want::Default(loaded.resolve(Path::new("mappings/sla.toml")))) {
+    // The marketing targets: the SLA file (`rules.sla_path`), else the embedded default.
+    let sla = match defaults::sla(&Want::Default(loaded.sla_path())) {
         Ok((f, _)) => f,
         Err(d) => return self::report(&d),
     };

@@ -51,12 +51,16 @@ pub struct RulesSettings {
     /// Rules file; relative paths are resolved from the configuration file's folder.
     /// Default `mappings/lifecycle.toml`.
     pub path: PathBuf,
+    /// The sales SLA file (teams, policies, ladders), resolved the same way; the embedded
+    /// default when it does not exist. Default `mappings/sla.toml`.
+    pub sla_path: PathBuf,
 }
 
 impl Default for RulesSettings {
     fn default() -> Self {
         Self {
             path: PathBuf::from("mappings/lifecycle.toml"),
+            sla_path: PathBuf::from("mappings/sla.toml"),
         }
     }
 }
@@ -295,10 +299,10 @@ impl Loaded {
         self.resolve(&self.settings.rules.path)
     }
 
-    /// The SLA file: `mappings/sla.toml` beside the configuration (the embedded default when
-    /// it does not exist).
+    /// The SLA file: `rules.sla_path`, by default `mappings/sla.toml` beside the configuration
+    /// (the embedded default when it does not exist).
     pub fn sla_path(&self) -> PathBuf {
-        self.resolve(Path::new("mappings/sla.toml"))
+        self.resolve(&self.settings.rules.sla_path)
     }
 }
 

@@ -74,11 +74,10 @@ pub async fn syncer_opening(loaded: &Loaded, opening: StoreOpening) -> anyhow::R
         event_analytics: hs.event_analytics,
         email_events: hs.email_events,
     };
-    // The sales SLA: `mappings/sla.toml` beside the configuration, else the embedded default
-    // (the same file `leadsync check` checks).
-    let sla_path = loaded.resolve(std::path::Path::new("mappings/sla.toml"));
+    // The sales SLA: `rules.sla_path` (`mappings/sla.toml` beside the configuration), else the
+    // embedded default (the same file `leadsync check` checks).
     let (sla, sla_origin) =
-        crate::defaults::sla(&crate::defaults::Want::Default(sla_path)).map_err(|d| anyhow::anyhow!("{d}"))?;
+        crate::defaults::sla(&crate::defaults::Want::Default(loaded.sla_path())).map_err(|d| anyhow::anyhow!("{d}"))?;
     info!(sla = %sla.version, file = %sla_origin, "sales SLA loaded");
     Ok(Syncer::new(Arc::new(rules), Arc::new(hubspot), store, promoter)
         .with_sources(sources)

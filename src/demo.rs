@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub root: PathBuf,
     /// The daemon's schedules; default the configuration's defaults.
     pub schedule: Option<ScheduleSettings>,
+    /// The sales SLA file (`rules.sla_path`); default `mappings/sla.toml` under `root`.
+    pub sla: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -49,6 +51,7 @@ impl Default for StackOptions {
             burst_per_10s: 80,
             root: PathBuf::from("."),
             schedule: None,
+            sla: None,
         }
     }
 }
@@ -105,6 +108,7 @@ impl Stack {
         settings.salesforce.client_secret = Some(SecretString::from(c.salesforce_client_secret.clone()));
         settings.salesforce.refresh_token = Some(SecretString::from(c.salesforce_refresh_token.clone()));
         settings.salesforce.mapping_path = opts.root.join("mappings/salesforce.toml");
+        settings.rules.sla_path = opts.sla.unwrap_or_else(|| opts.root.join("mappings/sla.toml"));
         settings.store.url = store_url;
         settings.server.bind = addr.to_string();
         if let Some(schedule) = opts.schedule {

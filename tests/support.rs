@@ -254,6 +254,11 @@ pub struct TestApp {
     pub stack: Stack,
     /// The daemon runs whole ([`TestApp::running`]): its workers take the inbox and the outbox.
     running: bool,
+    /// Daemons started again over the same sandbox and store ([`TestApp::restart_daemon`]).
+    restarted: Vec<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
 }
 
 /// A cron expression that never fires during a test (midnight on January 1st).
@@ -299,7 +304,11 @@ impl TestApp {
     async fn start_on(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
         init_logs();
         let stack = Stack::start(Self::options(sandbox, store_url)).await.unwrap();
-        TestApp { stack, running: false }
+        TestApp {
+            stack,
+            running: false,
+            restarted: Vec::new(),
+        }
     }
 
     fn options(sandbox: SandboxConfig, store_url: Option<String>) -> StackOptions {
@@ -309,6 +318,7 @@ impl TestApp {
             burst_per_10s: 1_500,
             root: repo_root(),
             schedule: None,
+            sla: None,
         }
     }
 
@@ -322,18 +332,62 @@ impl TestApp {
 
     /// The same over a sandbox configured by the test.
     pub async fn running_configured(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
-        init_logs();
-        let mut options = Self::options(sandbox, store_url);
-        options.schedule = Some(leadsync::config::ScheduleSettings {
+        let never = leadsync::config::ScheduleSettings {
             sync: NEVER.into(),
             rescore: NEVER.into(),
             sla: NEVER.into(),
             opportunities: NEVER.into(),
-        });
+        };
+        Self::running_with(sandbox, store_url, never, None).await
+    }
+
+    /// The same with the test's schedules and, when given, its own sales SLA file: the daemon
+    /// loads it as `leadsync run` loads the configured one (`rules.sla_path`).
+    pub async fn running_with(
+        sandbox: SandboxConfig,
+        store_url: Option<String>,
+        schedule: leadsync::config::ScheduleSettings,
+        sla: Option<std::path::PathBuf>,
+    ) -> TestApp {
+        init_logs();
+        let mut options = Self::options(sandbox, store_url);
+        options.schedule = Some(schedule);
+        options.sla = sla;
         let mut stack = Stack::build(options).await.unwrap();
         leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
         stack.run_daemon();
-        TestApp { stack, running: true }
+        TestApp {
+            stack,
+            running: true,
+            restarted: Vec::new(),
+        }
+    }
+
+    /// Stops the running daemon as SIGTERM stops `leadsync run`, then starts a new one over
+    /// the same configuration, sandbox and store, on the same address (what a restart does):
+    /// fresh clients, a fresh syncer, the schedules and workers from the start. Returns the
+    /// new daemon's syncer.
+    pub async fn restart_daemon(&mut self) -> leadsync::sync::Syncer {
+        self.stack.stop_daemon().await.unwrap();
+        for (stop, running) in self.restarted.drain(..) {
+            let _ = stop.send(true);
+            running.await.unwrap().unwrap();
+        }
+        let syncer = self.restarted_syncer().await;
+        let listener = tokio::net::TcpListener::bind(self.stack.addr).await.unwrap();
+        let daemon = leadsync::daemon::Daemon::on(&self.stack.loaded, syncer.clone(), listener);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        self.restarted.push((stop, tokio::spawn(daemon.run(stopped))));
+        syncer
+    }
+
+    /// Stops the daemons (work in flight finishes), then the sandbox.
+    pub async fn shutdown(self) {
+        for (stop, running) in self.restarted {
+            let _ = stop.send(true);
+            running.await.unwrap().unwrap();
+        }
+        self.stack.shutdown().await.unwrap();
     }
 
     /// The moment every evaluation of a test is made at: just after the sandbox's frozen clock,

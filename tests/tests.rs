@@ -44,6 +44,8 @@ mod sandbox;
 mod server;
 /// Both teams see what the other knows: the sales follow-up in HubSpot.
 mod signals;
+/// The SLA ladder under `leadsync run`'s own schedule against the sandbox, across a restart.
+mod sla_ladder;
 /// SLA timers in the store on both backends: one row per timer, ladder steps once, the sweep's index.
 mod sla_store;
 /// The sales SLA wired in: timers started by decisions, the sweep, the ladder's steps carried out once.

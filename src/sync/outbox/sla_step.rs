@@ -356,6 +356,23 @@ async fn reject(s: &Syncer, id: &HubSpotId, reason: &str, now: DateTime<Utc>) ->
     ]
     .into();
     let _held = s.evaluating().await;
+    // A rejection the rules do not take at the contact's stage (an SQL, say) would be stored and
+    // ignored by the engine: the step is refused, visibly, instead of being reported done.
+    let before = s.store.contacts(std::slice::from_ref(id)).await.map_err(store)?;
+    let stage = before.get(id).and_then(|r| r.state.stage);
+    if let Some(st) = stage.filter(|st| !rej.applies_at.contains(st)) {
+        let at: Vec<String> = rej
+            .applies_at
+            .iter()
+            .map(|st| format!("{st:?}").to_lowercase())
+            .collect();
+        return Err(Failure::Dead(format!(
+            "sales-rejected does not apply at stage {} (the rules' [sales_rejection] applies_at: {}): \
+             end this policy's ladder before it, or let the rules take the rejection there",
+            format!("{st:?}").to_lowercase(),
+            at.join(", ")
+        )));
+    }
     s.store.fold_properties(&[(id.clone(), props)]).await.map_err(store)?;
     let rows = s.store.contacts(std::slice::from_ref(id)).await.map_err(store)?;
     let Some(row) = rows.get(id).filter(|r| r.removed.is_none()) else {
