@@ -252,6 +252,7 @@ async fn the_daemon_records_a_scheduled_jobs_run_and_its_page_shows_it() {
         burst_per_10s: 1_500,
         root: repo_root(),
         schedule: Some(schedule),
+        sla: None,
     })
     .await
     .unwrap();
