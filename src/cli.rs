@@ -125,7 +125,15 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
             .as_ref()
             .map_or_else(|| PathBuf::from("mappings/sla.toml"), config::Loaded::sla_path);
         match defaults::sla(&Want::Default(sla_path)) {
-            Ok((f, origin)) => sla = Some((f.version, origin)),
+            Ok((f, origin)) => {
+                // Checked against the rules: a sales rejection the rules cannot take at a
+                // policy's stage would never recycle its lead.
+                if let Some((r, _)) = &rules {
+                    let at = r.sales_rejection.as_ref().map_or(&[][..], |x| &x.applies_at[..]);
+                    problems.extend(f.rejections_outside(at));
+                }
+                sla = Some((f.version, origin));
+            }
             Err(d) => problems.extend(d),
         }
     }

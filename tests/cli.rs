@@ -328,6 +328,27 @@ fn init_writes_a_configuration_that_check_passes_and_refuses_to_overwrite() {
         stderr.contains(&format!("here/mappings/sla.toml:{}:", first_touch + 1)) && stderr.contains("first_touch"),
         "file:line:field of the bad duration:\n{stderr}"
     );
+    // README (The sales SLA): `check` refuses a sales rejection at a stage the rules' own
+    // `[sales_rejection] applies_at` cannot take (the demo request is an SQL policy), at its line.
+    let demo = text
+        .find("id = \"demo_request\"")
+        .expect("the shipped demo_request policy");
+    let ladder = demo + text[demo..].find("ladder = [").unwrap() + "ladder = [".len();
+    let line = text[..ladder].lines().count() + 1;
+    let edited = format!(
+        "{}\n  {{ step = \"sales_rejected\", after = \"0m\" }},{}",
+        &text[..ladder],
+        &text[ladder..]
+    );
+    std::fs::write(&sla, edited).unwrap();
+    let out = run_bin(&["check", "--config", "here/leadsync.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("here/mappings/sla.toml:{line}:"))
+            && stderr.contains("a sales rejection at stage sql"),
+        "file:line of the step the rules cannot take:\n{stderr}"
+    );
     std::fs::write(&sla, text).unwrap();
 
     std::fs::write(dir.path().join("here/mappings/lifecycle.toml"), "# edited").unwrap();

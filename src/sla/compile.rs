@@ -486,6 +486,7 @@ impl Compiler<'_> {
         Some(Step {
             after: after?,
             action: action?,
+            written_at: self.src.error(s.span(), format!("{field}.step"), ""),
         })
     }
 

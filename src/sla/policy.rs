@@ -201,6 +201,9 @@ pub struct Step {
     pub after: Duration,
     /// What it does.
     pub action: StepAction,
+    /// Where it is written (file, line, column, field; no message): what a check against
+    /// another file (the rules) points at.
+    pub written_at: crate::diagnostics::Diagnostic,
 }
 
 /// One sales SLA.
@@ -272,6 +275,34 @@ impl SlaFile {
     }
 
     /// The policies whose clock starts when a contact enters `stage` (by a shortcut or not).
+    /// The `sales_rejected` steps of policies at a stage the rules cannot reject at (their
+    /// `[sales_rejection] applies_at`, or none when the rules have no `[sales_rejection]`): such a
+    /// step could never recycle its lead, so `leadsync check` refuses it where it is written.
+    pub fn rejections_outside(&self, applies_at: &[Stage]) -> crate::diagnostics::Diagnostics {
+        let allowed = if applies_at.is_empty() {
+            "the rules have no [sales_rejection]".to_string()
+        } else {
+            let names: Vec<&str> = applies_at.iter().map(|s| s.as_str()).collect();
+            format!("the rules' [sales_rejection] applies_at is {}", names.join(", "))
+        };
+        let found = self.policies.iter().flat_map(|p| {
+            p.ladder
+                .iter()
+                .filter(|step| matches!(step.action, StepAction::SalesRejected(_)) && !applies_at.contains(&p.stage))
+                .map(|step| crate::diagnostics::Diagnostic {
+                    message: format!(
+                        "a sales rejection at stage {} ({allowed}): the step could never recycle the lead; \
+                         move it to a policy at one of those stages, or add {} to applies_at",
+                        p.stage.as_str(),
+                        p.stage.as_str()
+                    ),
+                    ..step.written_at.clone()
+                })
+                .collect::<Vec<_>>()
+        });
+        crate::diagnostics::Diagnostics(found.collect())
+    }
+
     pub fn policies_for(&self, stage: Stage, via_shortcut: bool) -> impl Iterator<Item = &Policy> {
         let path = if via_shortcut {
             EntryPath::Shortcut
