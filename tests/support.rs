@@ -39,6 +39,10 @@ pub async fn postgres_url() -> String {
     let admin = postgres_admin_url();
     let name = format!("leadsync_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     let admin_store = sqlx_admin(&admin).await;
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        drop_dead_runs_databases(&admin_store).await;
+    }
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
         .execute(&admin_store)
         .await
@@ -49,6 +53,33 @@ pub async fn postgres_url() -> String {
         .unwrap();
     let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
     format!("{base}/{name}")
+}
+
+/// The databases of test runs that have ended: each run names its databases after its process id
+/// and leaves them behind (a test's store outlives its assertions, for the failure's post-mortem),
+/// so the first test of the next run drops those whose process is gone.
+async fn drop_dead_runs_databases(admin: &sqlx::AnyPool) {
+    use sqlx::Row;
+    let names: Vec<String> = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'leadsync_t%'")
+        .fetch_all(admin)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+    for name in names {
+        let pid = name
+            .strip_prefix("leadsync_t")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Another run may sweep the same database at the same time: its error is not ours.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(admin)
+                .await;
+        }
+    }
 }
 
 async fn sqlx_admin(url: &str) -> sqlx::AnyPool {
