@@ -117,12 +117,11 @@ async fn a_503_with_retry_after_waits_the_seconds_it_names_then_succeeds() {
     let client = static_client(&server);
     let start = tokio::time::Instant::now();
     client.list_contacts(None, &["email".into()], BG).await.unwrap();
-    // Equal-jitter backoff from 500 ms would wait at most 500 ms: 7 s is the header's.
+    // Equal-jitter backoff from 500 ms would wait at most 500 ms: 7 s is the header's. (No upper
+    // bound: on tokio's paused clock, time jumps to the client's idle-connection timers while the
+    // server's answer is in flight.)
     let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
-        "waited {waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(7), "waited {waited:?}");
     assert_eq!(
         (
             client.stats().total(),
