@@ -13,7 +13,8 @@
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures, tasks for reps.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
-//! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, for both clients' retry decisions.
+//! - [`transport`]: transport failures (refused, reset, TLS, a cut-off body) as data, and `call`, the one
+//!   call loop both CRM clients send through, each under its own `ApiPolicy` (budget, auth, judgement).
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people; the
 //!   report of a period (`figures`, pure, over `Store::report_rows`) as table, JSON or CSV
 //!   (`format`) or one HTML file (`html`) with inline SVG charts (`svg`, which the status page

@@ -1,8 +1,11 @@
 //! Transport failures as data, shared by the HubSpot and Salesforce clients: what went wrong
 //! before an answer could be read (refused, reset, TLS, a body cut off), kept apart from HTTP
-//! statuses so no failure masquerades as a status code.
+//! statuses so no failure masquerades as a status code; and [`call`], the one call loop both
+//! clients send through, each under its own [`call::ApiPolicy`].
 
 use std::fmt;
+
+pub mod call;
 
 /// Why no usable answer came back (timeouts are their own outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

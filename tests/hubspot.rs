@@ -73,24 +73,29 @@ fn ten_secondly() -> ResponseTemplate {
     }))
 }
 
-// README: "429 `TEN_SECONDLY_ROLLING` waits the window"
-#[tokio::test(start_paused = true)]
-async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
-    let server = MockServer::start().await;
+/// The contacts list answers `first` `times` times (each expected), then a page of one contact.
+async fn first_then_a_page(server: &MockServer, first: ResponseTemplate, times: u64) {
     Mock::given(method("GET"))
         .and(path("/crm/v3/objects/contacts"))
-        .respond_with(ten_secondly())
-        .up_to_n_times(2)
+        .respond_with(first)
+        .up_to_n_times(times)
         .with_priority(1)
-        .expect(2)
-        .mount(&server)
+        .expect(times)
+        .mount(server)
         .await;
     Mock::given(method("GET"))
         .and(path("/crm/v3/objects/contacts"))
         .respond_with(ResponseTemplate::new(200).set_body_json(contacts_page(&["1"], None)))
         .expect(1)
-        .mount(&server)
+        .mount(server)
         .await;
+}
+
+// README: "429 `TEN_SECONDLY_ROLLING` waits the window"
+#[tokio::test(start_paused = true)]
+async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
+    let server = MockServer::start().await;
+    first_then_a_page(&server, ten_secondly(), 2).await;
     let client = static_client(&server);
     let start = tokio::time::Instant::now();
     let page = client.list_contacts(None, &["email".into()], BG).await.unwrap();
@@ -101,6 +106,30 @@ async fn rate_limited_twice_then_ok_waits_the_window_each_time() {
         start.elapsed()
     );
     assert_eq!((client.stats().rate_limited(), client.stats().retries()), (2, 2));
+}
+
+// README: "a 503 with `Retry-After` waits the seconds it names" (the header reaches
+// `retry::decide` through the shared call loop)
+#[tokio::test(start_paused = true)]
+async fn a_503_with_retry_after_waits_the_seconds_it_names_then_succeeds() {
+    let server = MockServer::start().await;
+    first_then_a_page(&server, ResponseTemplate::new(503).insert_header("retry-after", "7"), 1).await;
+    let client = static_client(&server);
+    let start = tokio::time::Instant::now();
+    client.list_contacts(None, &["email".into()], BG).await.unwrap();
+    // Equal-jitter backoff from 500 ms would wait at most 500 ms: 7 s is the header's. (No upper
+    // bound: on tokio's paused clock, time jumps to the client's idle-connection timers while the
+    // server's answer is in flight.)
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(7), "waited {waited:?}");
+    assert_eq!(
+        (
+            client.stats().total(),
+            client.stats().retries(),
+            client.stats().rate_limited()
+        ),
+        (2, 1, 0)
+    );
 }
 
 // README: "429 `DAILY` stops the job"

@@ -1,12 +1,10 @@
-//! `HubSpotClient`: every HubSpot call goes through [`HubSpotClient::call`], which admits it
-//! against the daily reserve, waits for a slot in its budget, adds the token, sends, reads the
-//! rate-limit headers, and acts on the retry decision. Endpoints (`contacts.rs`, …) only build
-//! requests and read answers.
+//! `HubSpotClient`: every HubSpot call goes through [`HubSpotClient::call`], which sends it
+//! through the shared call loop ([`crate::transport::call::Transport`]) under HubSpot's policy,
+//! [`HubSpotApi`]: admitted against the daily reserve, paced by its budget, sent with the token,
+//! the rate-limit headers read, the answer judged by [`decide`]. Endpoints (`contacts.rs`, …)
+//! only build requests and read answers.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -15,10 +13,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::auth::{HubSpotAuth, HubSpotAuthError};
+use super::auth::{HubSpotAuth, HubSpotAuthError, HubSpotToken};
 use super::limiter::{Budget, HubSpotLimits, Priority, ReserveReached};
-use super::retry::{HubSpotApiError, Outcome, RetryDecision, RetryPolicy, decide};
-use crate::transport::TransportError;
+use super::retry::{HubSpotApiError, RetryDecision, RetryPolicy, decide};
+use crate::transport::call::{Answer, ApiPolicy, Attempt, Request, Transport, Verdict};
 
 /// Why a HubSpot call did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -106,41 +104,8 @@ impl HubSpotClientConfig {
     }
 }
 
-/// Calls made, by endpoint, and what they cost.
-#[derive(Debug, Default)]
-pub struct HubSpotStats {
-    calls: Mutex<BTreeMap<&'static str, u64>>,
-    retries: AtomicU64,
-    rate_limited: AtomicU64,
-}
-
-impl HubSpotStats {
-    /// Requests sent, by endpoint (retries included: each costs quota).
-    pub fn calls(&self) -> BTreeMap<&'static str, u64> {
-        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    /// Requests sent in all.
-    pub fn total(&self) -> u64 {
-        self.calls().values().sum()
-    }
-
-    /// Requests sent again after a retryable answer.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    /// 429 answers received.
-    pub fn rate_limited(&self) -> u64 {
-        self.rate_limited.load(Ordering::Relaxed)
-    }
-
-    fn count(&self, endpoint: &'static str) {
-        if let Ok(mut c) = self.calls.lock() {
-            *c.entry(endpoint).or_default() += 1;
-        }
-    }
-}
+/// Calls made, by endpoint, and what they cost (retries and 429s counted).
+pub type HubSpotStats = crate::transport::call::CallStats;
 
 /// One call, as the endpoint functions describe it.
 pub(crate) struct Call<'a, B: Serialize> {
@@ -156,26 +121,92 @@ pub(crate) struct Call<'a, B: Serialize> {
 /// A HubSpot portal's API, within its budgets.
 #[derive(Debug, Clone)]
 pub struct HubSpotClient {
-    inner: Arc<Inner>,
+    inner: Arc<Transport<HubSpotApi>>,
 }
 
+/// HubSpot's [`ApiPolicy`]: the daily reserve admits a call, its budget (the rolling window or
+/// search) paces it, the portal's token authorises it, `X-HubSpot-RateLimit-Daily-Remaining` is
+/// read from every answer, and [`decide`] judges it.
 #[derive(Debug)]
-struct Inner {
-    http: reqwest::Client,
+pub struct HubSpotApi {
     config: HubSpotClientConfig,
     auth: HubSpotAuth,
     limits: HubSpotLimits,
-    stats: HubSpotStats,
-    jitter: crate::jitter::Jitter,
+}
+
+impl ApiPolicy for HubSpotApi {
+    const NAME: &'static str = "HubSpot";
+    type Lane = (Budget, Priority);
+    type Retry = RetryPolicy;
+    type Token = HubSpotToken;
+    type Error = HubSpotError;
+
+    fn admit(&self, (_, priority): (Budget, Priority)) -> Result<(), HubSpotError> {
+        Ok(self.limits.admit(priority, chrono::Utc::now())?)
+    }
+
+    async fn pace(&self, (budget, _): (Budget, Priority)) -> Result<(), HubSpotError> {
+        self.limits.acquire(budget).await;
+        Ok(())
+    }
+
+    async fn token(&self) -> Result<HubSpotToken, HubSpotError> {
+        Ok(self.auth.token().await?)
+    }
+
+    async fn refresh(&self, token: &HubSpotToken) {
+        self.auth.invalidate(token.generation).await;
+    }
+
+    fn url(&self, _: &HubSpotToken, path: &str) -> Result<Url, url::ParseError> {
+        self.config.base_url.join(path)
+    }
+
+    fn authorise(&self, request: reqwest::RequestBuilder, token: &HubSpotToken) -> reqwest::RequestBuilder {
+        request.bearer_auth(token.secret.expose_secret())
+    }
+
+    fn sent(&self) {
+        self.limits.record_call(chrono::Utc::now());
+    }
+
+    fn observe(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(left) = headers
+            .get("x-hubspot-ratelimit-daily-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+        {
+            self.limits.observe_daily_remaining(left, chrono::Utc::now());
+        }
+    }
+
+    fn judge(&self, answer: Answer<'_>, at: Attempt, retry: &RetryPolicy) -> Verdict<HubSpotError> {
+        match decide(answer, at.number, at.refreshed, retry, at.jitter) {
+            RetryDecision::Done => Verdict::Done,
+            RetryDecision::Retry { after, reason } => Verdict::Retry {
+                after,
+                reason: format!("{reason:?}"),
+            },
+            RetryDecision::RefreshToken => Verdict::Refresh,
+            RetryDecision::StopForToday(error) => Verdict::Fail(HubSpotError::DailyLimit {
+                endpoint: at.endpoint,
+                error,
+            }),
+            RetryDecision::Fail(error) => Verdict::Fail(HubSpotError::Api {
+                endpoint: at.endpoint,
+                error,
+            }),
+        }
+    }
+
+    fn decode_error(&self, endpoint: &'static str, message: String) -> HubSpotError {
+        HubSpotError::Decode { endpoint, message }
+    }
 }
 
 impl HubSpotClient {
     /// A client for one portal.
     pub fn new(config: HubSpotClientConfig, auth: HubSpotAuth) -> Result<Self, reqwest::Error> {
-        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
-        if let Some(t) = config.timeout {
-            http = http.timeout(t);
-        }
         let limits = HubSpotLimits::new(
             config.burst,
             config.interval,
@@ -183,41 +214,36 @@ impl HubSpotClient {
             config.daily_reserve,
         )
         .with_daily(config.daily_allocation, config.time_zone);
+        let timeout = config.timeout;
+        let api = HubSpotApi { config, auth, limits };
         Ok(Self {
-            inner: Arc::new(Inner {
-                http: http.build()?,
-                config,
-                auth,
-                limits,
-                stats: HubSpotStats::default(),
-                jitter: crate::jitter::Jitter::default(),
-            }),
+            inner: Arc::new(Transport::new(api, timeout)?),
         })
     }
 
     /// What this client has spent.
     pub fn stats(&self) -> &HubSpotStats {
-        &self.inner.stats
+        self.inner.stats()
     }
 
     /// Its budgets.
     pub fn limits(&self) -> &HubSpotLimits {
-        &self.inner.limits
+        &self.inner.policy().limits
     }
 
     /// Its credentials.
     pub fn auth(&self) -> &HubSpotAuth {
-        &self.inner.auth
+        &self.inner.policy().auth
     }
 
     /// Sends `call`, retrying as the retry policy decides, and decodes the answer.
     pub(crate) async fn call<T: DeserializeOwned, B: Serialize>(&self, call: Call<'_, B>) -> Result<T, HubSpotError> {
-        self.call_with(call, &self.inner.config.retry).await
+        self.call_with(call, self.retry_policy()).await
     }
 
     /// The retry policy calls are sent with.
     pub(crate) fn retry_policy(&self) -> &RetryPolicy {
-        &self.inner.config.retry
+        &self.inner.policy().config.retry
     }
 
     /// [`HubSpotClient::call`] with another retry policy: a create that is not safe to repeat
@@ -227,115 +253,13 @@ impl HubSpotClient {
         call: Call<'_, B>,
         policy: &RetryPolicy,
     ) -> Result<T, HubSpotError> {
-        let inner = &*self.inner;
-        inner.limits.admit(call.priority, chrono::Utc::now())?;
-        let mut url = inner
-            .config
-            .base_url
-            .join(call.path.trim_start_matches('/'))
-            .map_err(|e| HubSpotError::Decode {
-                endpoint: call.endpoint,
-                message: format!("bad path {}: {e}", call.path),
-            })?;
-        if !call.query.is_empty() {
-            url.query_pairs_mut()
-                .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
-        let mut attempt = 0;
-        let mut refreshed = false;
-        loop {
-            inner.limits.acquire(call.budget).await;
-            let token = inner.auth.token().await?;
-            let mut request = inner
-                .http
-                .request(call.method.clone(), url.clone())
-                .bearer_auth(token.secret.expose_secret());
-            if let Some(body) = call.body {
-                request = request.json(body);
-            }
-            inner.stats.count(call.endpoint);
-            inner.limits.record_call(chrono::Utc::now());
-            let sent = request.send().await;
-            // Each failure is named: no transport error poses as a status, and a 2xx whose body
-            // could not be read is retried, never read as an empty answer.
-            let (status, body, retry_after, failure) = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers();
-                    if let Some(left) = headers
-                        .get("x-hubspot-ratelimit-daily-remaining")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                    {
-                        inner.limits.observe_daily_remaining(left, chrono::Utc::now());
-                    }
-                    let retry_after = headers
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    match resp.text().await {
-                        Ok(text) => (Some(status), text, retry_after, None),
-                        Err(e) if e.is_timeout() => (None, String::new(), None, None),
-                        Err(_) => (
-                            Some(status),
-                            String::new(),
-                            retry_after,
-                            Some(TransportError::BodyRead { status }),
-                        ),
-                    }
-                }
-                Err(e) if e.is_timeout() => (None, String::new(), None, None),
-                Err(e) => (None, String::new(), None, Some(TransportError::of_send(&e))),
-            };
-            let outcome = match (status, failure) {
-                (_, Some(kind)) => Outcome::Transport(kind),
-                (None, None) => Outcome::Timeout,
-                (Some(s), None) => Outcome::Response {
-                    status: s,
-                    body: &body,
-                    retry_after: retry_after.as_deref(),
-                },
-            };
-            if status == Some(429) {
-                inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            }
-            match decide(outcome, attempt, refreshed, policy, self.inner.jitter.next()) {
-                RetryDecision::Done => {
-                    let text = if body.trim().is_empty() { "null" } else { &body };
-                    return serde_json::from_str(text).map_err(|e| HubSpotError::Decode {
-                        endpoint: call.endpoint,
-                        message: e.to_string(),
-                    });
-                }
-                RetryDecision::Retry { after, reason } => {
-                    tracing::info!(
-                        endpoint = call.endpoint,
-                        ?reason,
-                        wait_ms = after.as_millis() as u64,
-                        attempt,
-                        "HubSpot call retried"
-                    );
-                    inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(after).await;
-                    attempt += 1;
-                }
-                RetryDecision::RefreshToken => {
-                    inner.auth.invalidate(token.generation).await;
-                    refreshed = true;
-                }
-                RetryDecision::StopForToday(error) => {
-                    return Err(HubSpotError::DailyLimit {
-                        endpoint: call.endpoint,
-                        error,
-                    });
-                }
-                RetryDecision::Fail(error) => {
-                    return Err(HubSpotError::Api {
-                        endpoint: call.endpoint,
-                        error,
-                    });
-                }
-            }
-        }
+        let request = Request {
+            endpoint: call.endpoint,
+            method: call.method,
+            path: call.path,
+            query: call.query,
+            body: call.body,
+        };
+        self.inner.send(request, (call.budget, call.priority), policy).await
     }
 }

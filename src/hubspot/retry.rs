@@ -50,23 +50,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What came back.
-#[derive(Debug, Clone, Copy)]
-pub enum Outcome<'a> {
-    /// An HTTP answer.
-    Response {
-        /// Status code.
-        status: u16,
-        /// Body text (error bodies are small JSON documents).
-        body: &'a str,
-        /// `Retry-After`, in seconds, when sent.
-        retry_after: Option<&'a str>,
-    },
-    /// No answer in time.
-    Timeout,
-    /// No usable answer: refused, reset, TLS, or a body cut off (a 2xx included).
-    Transport(TransportError),
-}
+/// What came back: the shared call loop's [`Answer`](crate::transport::call::Answer)
+/// (`retry_after` in seconds, when sent).
+pub use crate::transport::call::Answer as Outcome;
 
 /// Why a request is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
