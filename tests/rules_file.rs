@@ -162,3 +162,58 @@ fn an_old_sla_timer_in_the_rules_is_refused_pointing_at_the_sla_file() {
     assert!(e.contains(&format!("lifecycle.toml:{line}:")), "{e}");
     assert!(e.contains("sla[0]") && e.contains("mappings/sla.toml"), "{e}");
 }
+
+// README (What each team sees of the other): a buying signal or a lost contact's `recycle_on`
+// written wrong is refused at its file:line, with its field.
+#[test]
+fn a_signal_written_wrong_is_reported_with_its_line_and_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "recycle_on = [\"pricing_visit\"",
+            "recycle_on = [\"pricing_vist\"",
+            "lost.recycle_on[0]",
+            "`pricing_vist` is not a signal of [[signals]]",
+        ),
+        ("away = \"30d\"", "away = \"30x\"", "signals[3].away", ""),
+        (
+            "subject = \"Buying signal: pricing page visit on {date}\"",
+            "subject = \"Buying signal: pricing page visit on {day}\"",
+            "signals[2].subject",
+            "unknown placeholder `{day}`",
+        ),
+        (
+            "description = \"leadsync: this contact asked for a demo ({detail}) at {at}. Call them today.\"",
+            "description = \"leadsync: this contact asked for a demo ({detail} at {at}. Call {them today.\"",
+            "signals[0].description",
+            "never closed",
+        ),
+        (
+            "id = \"came_back\"",
+            "id = \"pricing_page\"",
+            "signals[3].id",
+            "duplicate rule id `pricing_page`",
+        ),
+        (
+            "event = [\"page_view\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
+            "event = [\"page_vue\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
+            "signals[3].event",
+            "unknown event kind `page_vue`",
+        ),
+        (
+            "where = { attr = \"form_kind\", equals = \"demo_request\" }\nsubject",
+            "where = { attr = \"form_knd\", equals = \"demo_request\" }\nsubject",
+            "signals[0].where.attr",
+            "unknown event attribute `form_knd`",
+        ),
+    ];
+    for (from, to, field, message) in cases {
+        let problems = broken(from, to);
+        assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
+        let p = &problems[0];
+        assert!(p.starts_with("lifecycle.toml:"), "{p}");
+        assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
+        assert!(p.contains(message), "expected `{message}` in {p}");
+        let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
+        assert_eq!(line, line_of(from.lines().next().unwrap()), "{p}");
+    }
+}
