@@ -319,6 +319,7 @@ impl TestApp {
             root: repo_root(),
             schedule: None,
             sla: None,
+            event_analytics: false,
         }
     }
 
@@ -353,6 +354,29 @@ impl TestApp {
         let mut options = Self::options(sandbox, store_url);
         options.schedule = Some(schedule);
         options.sla = sla;
+        let mut stack = Stack::build(options).await.unwrap();
+        leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
+        stack.run_daemon();
+        TestApp {
+            stack,
+            running: true,
+            restarted: Vec::new(),
+        }
+    }
+
+    /// The daemon running whole over a portal of `contacts` on the store at `store_url`, its
+    /// schedules never firing, reading page views event by event with their URLs
+    /// (`hubspot.event_analytics`, served by the sandbox's Enterprise portal).
+    pub async fn running_with_page_views(contacts: u32, store_url: Option<String>) -> TestApp {
+        init_logs();
+        let mut options = Self::options(Self::sandbox_config(contacts), store_url);
+        options.schedule = Some(leadsync::config::ScheduleSettings {
+            sync: NEVER.into(),
+            rescore: NEVER.into(),
+            sla: NEVER.into(),
+            opportunities: NEVER.into(),
+        });
+        options.event_analytics = true;
         let mut stack = Stack::build(options).await.unwrap();
         leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
         stack.run_daemon();
