@@ -156,7 +156,7 @@ impl Stack {
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and
-    /// no promotion or HubSpot write is pending or sending (a retry delayed into the future
+    /// no promotion, HubSpot write or owner alert is pending or sending (a retry delayed into the future
     /// still counts as work), or `timeout`. What was set aside rather than done (the review
     /// list, dead letters) is returned, not taken for done.
     pub async fn settle(&self, timeout: StdDuration) -> anyhow::Result<Settled> {
@@ -166,7 +166,7 @@ impl Stack {
             let deliveries_done = self.sandbox.webhook_deliveries().iter().all(|d| d.finished);
             let (depth, _) = store.inbox_depth().await?;
             let mut open = 0;
-            for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote] {
+            for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote, OutboxKind::OwnerAlert] {
                 for state in [OutboxState::Pending, OutboxState::Sending] {
                     open += store.outbox_in(kind, state).await?.len();
                 }

@@ -172,6 +172,10 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        assert!(!crate::sla::policy::TOUCH_KINDS.contains(&a.touch.kind), "{:?}", a.touch.kind);
+        assert!(
+            !crate::sla::policy::TOUCH_KINDS.contains(&a.touch.kind),
+            "{:?}",
+            a.touch.kind
+        );
     }
 }

@@ -239,6 +239,9 @@ mod tests {
                 assert_eq!((p.sf_contact.as_str(), p.due), ("003A", at.date_naive()));
             }
         }
-        assert!(alert_items(&id, &promoted, &promoted, &[], at).is_empty(), "no signal, no alert");
+        assert!(
+            alert_items(&id, &promoted, &promoted, &[], at).is_empty(),
+            "no signal, no alert"
+        );
     }
 }
