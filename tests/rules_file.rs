@@ -188,12 +188,6 @@ fn a_signal_written_wrong_is_reported_with_its_line_and_field() {
             "never closed",
         ),
         (
-            "id = \"came_back\"",
-            "id = \"pricing_page\"",
-            "signals[3].id",
-            "duplicate rule id `pricing_page`",
-        ),
-        (
             "event = [\"page_view\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
             "event = [\"page_vue\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
             "signals[3].event",
@@ -216,4 +210,14 @@ fn a_signal_written_wrong_is_reported_with_its_line_and_field() {
         let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
         assert_eq!(line, line_of(from.lines().next().unwrap()), "{p}");
     }
+    // Signal ids share the rules' one namespace: an engagement rule named like a signal makes
+    // the signal, defined later, the duplicate.
+    let problems = broken("id = \"webinar\"", "id = \"came_back\"");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let want = format!("lifecycle.toml:{}:", line_of("id = \"came_back\""));
+    assert!(problems[0].starts_with(&want), "{problems:?}");
+    assert!(
+        problems[0].contains(": signals[3].id: duplicate rule id `came_back`"),
+        "{problems:?}"
+    );
 }

@@ -214,8 +214,11 @@ mod tests {
         event(id, "form_submission", at, None, Some(name))
     }
 
-    /// (signal, event id, key) fired when `new` arrives after `ledger`, at 2026-11-25 18:00.
-    fn fired(ledger: &[Event], new: &[Event]) -> Vec<(String, String, String)> {
+    /// (signal, event id, key) of each signal fired.
+    type Fired = Vec<(String, String, String)>;
+
+    /// What fires when `new` arrives after `ledger`, at 2026-11-25 18:00.
+    fn fired(ledger: &[Event], new: &[Event]) -> Fired {
         let rules = crate::defaults::embedded_rules().unwrap();
         let mut events = ledger.to_vec();
         events.extend(new.iter().cloned());
@@ -232,7 +235,7 @@ mod tests {
             .collect()
     }
 
-    fn one(signal: &str, event: &str, day: &str) -> Vec<(String, String, String)> {
+    fn one(signal: &str, event: &str, day: &str) -> Fired {
         vec![(signal.into(), event.into(), format!("signal:7:{signal}:{day}"))]
     }
 
@@ -242,7 +245,7 @@ mod tests {
         let long_ago = [page("old", "2026-10-01T09:00:00Z", "/blog/x")];
         let pricing = |id: &str, at: &str| page(id, at, "https://www.example.com/pricing");
         #[rustfmt::skip]
-        let table: Vec<(&str, Vec<Event>, Vec<Event>, Vec<(String, String, String)>)> = vec![
+        let table: Vec<(&str, Vec<Event>, Vec<Event>, Fired)> = vec![
             ("a pricing visit", recent.to_vec(), vec![pricing("p1", "2026-11-25T10:00:00Z")],
              one("pricing_visit", "p1", "2026-11-25")),
             ("the French pricing page too", recent.to_vec(), vec![page("p1", "2026-11-25T10:00:00Z", "/fr/tarifs")],
