@@ -21,6 +21,20 @@ fn line_of(needle: &str) -> usize {
     default_rules_text().lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
+/// Compiles the default file with `from` replaced by `to`, checks that it gives exactly one
+/// problem, in this file, naming `field` and saying `message`; returns the problem's line and
+/// the line `from` was on.
+fn one_problem(from: &str, to: &str, field: &str, message: &str) -> (usize, usize) {
+    let problems = broken(from, to);
+    assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
+    let p = &problems[0];
+    assert!(p.starts_with("lifecycle.toml:"), "{p}");
+    assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
+    assert!(p.contains(message), "expected `{message}` in {p}");
+    let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
+    (line, line_of(from.lines().next().unwrap()))
+}
+
 #[test]
 fn the_shipped_rules_compile() {
     assert!(broken("version = \"2026.11.1\"", "version = \"2026.11.1\"").is_empty());
@@ -104,18 +118,11 @@ fn each_mistake_is_reported_with_file_line_column_and_field() {
         ),
     ];
     for (from, to, field, message) in cases {
-        let problems = broken(from, to);
-        assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
-        let p = &problems[0];
-        assert!(p.starts_with("lifecycle.toml:"), "{p}");
-        assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
-        assert!(p.contains(message), "expected `{message}` in {p}");
-        let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
+        let (line, expect) = one_problem(from, to, field, message);
         let first_line_of_change = to.lines().next().unwrap();
-        let expect = line_of(from.lines().next().unwrap());
         assert!(
             line == expect || first_line_of_change.contains("when"),
-            "{p}: expected line {expect}"
+            "{to}: at line {line}, expected line {expect}"
         );
     }
 }
@@ -201,14 +208,8 @@ fn a_signal_written_wrong_is_reported_with_its_line_and_field() {
         ),
     ];
     for (from, to, field, message) in cases {
-        let problems = broken(from, to);
-        assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
-        let p = &problems[0];
-        assert!(p.starts_with("lifecycle.toml:"), "{p}");
-        assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
-        assert!(p.contains(message), "expected `{message}` in {p}");
-        let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
-        assert_eq!(line, line_of(from.lines().next().unwrap()), "{p}");
+        let (line, expect) = one_problem(from, to, field, message);
+        assert_eq!(line, expect, "{to}");
     }
     // Signal ids share the rules' one namespace: an engagement rule named like a signal makes
     // the signal, defined later, the duplicate.

@@ -154,6 +154,20 @@ fn alert_tasks(app: &TestApp, contact: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The running daemon (page views with their URLs) over a backfilled portal of 120, on a
+/// fresh store of `backend`; a contact it promoted and its owner ([`promoted_contact`]).
+async fn backfilled(backend: Backend) -> (TestApp, Option<tempfile::TempDir>, ContactRow, String) {
+    let (url, dir) = backend.fresh().await;
+    let app = TestApp::running_with_page_views(120, Some(url)).await;
+    let s = app.stack.syncer.clone();
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    app.settle().await;
+    let (contact, owner) = promoted_contact(&s).await;
+    (app, dir, contact, owner)
+}
+
 /// A contact the backfill promoted, still open (SQL or opportunity, active), with its
 /// Salesforce Contact and a Salesforce user as owner: (row, owner).
 async fn promoted_contact(s: &Syncer) -> (ContactRow, String) {
@@ -195,14 +209,9 @@ async fn row(s: &Syncer, id: &HubSpotId) -> ContactRow {
 async fn a_promoted_contact_visiting_pricing_twice_in_a_day_gives_its_owner_one_task_across_a_restart(
     backend: Backend,
 ) {
-    let (url, _dir) = backend.fresh().await;
-    let mut app = TestApp::running_with_page_views(120, Some(url)).await;
+    let (app, _dir, contact, owner) = backfilled(backend).await;
+    let mut app = app;
     let s = app.stack.syncer.clone();
-    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
-        .await
-        .unwrap();
-    app.settle().await;
-    let (contact, owner) = promoted_contact(&s).await;
     let id = contact.contact_id.clone();
     let c = id.as_str().to_string();
     let sf_contact = contact.state.salesforce.clone().unwrap().contact_id.unwrap();
@@ -294,14 +303,9 @@ async fn a_promoted_contact_visiting_pricing_twice_in_a_day_gives_its_owner_one_
 // says (back to the rules' `recycle.to`, in its cooldown, the opportunity's values cleared in
 // HubSpot), not after `recycle_after`.
 async fn a_lost_contact_coming_back_tells_its_owner_and_is_recycled(backend: Backend) {
-    let (url, _dir) = backend.fresh().await;
-    let app = TestApp::running_with_page_views(120, Some(url)).await;
+    let (app, _dir, contact, owner) = backfilled(backend).await;
+    let app = app;
     let s = app.stack.syncer.clone();
-    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
-        .await
-        .unwrap();
-    app.settle().await;
-    let (contact, owner) = promoted_contact(&s).await;
     let id = contact.contact_id.clone();
     let c = id.as_str().to_string();
     let opp = contact.state.salesforce.clone().unwrap().opportunity_id.unwrap();

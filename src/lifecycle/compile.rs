@@ -444,11 +444,7 @@ impl Compiler<'_> {
             let f = format!("engagement.rules[{i}]");
             let r = r.get_ref();
             let id = self.unique_id(&r.id, &f);
-            let kinds = self.event_kinds(&r.event, &format!("{f}.event"));
-            let filter = r
-                .filter
-                .as_ref()
-                .map(|w| self.predicate(w, &format!("{f}.where"), true));
+            let matcher = self.event_matcher(&r.event, r.filter.as_ref(), &f);
             let half_life = match &r.half_life {
                 Some(h) => self
                     .duration(h, &format!("{f}.half_life"), false)
@@ -478,18 +474,13 @@ impl Compiler<'_> {
                     }
                 },
             });
-            for k in &kinds {
+            for k in &matcher.kinds {
                 by_kind[*k as usize].push(rules.len());
             }
             rules.push(EngagementRule {
                 id,
                 group: self.group_ref(&groups, &r.group, &format!("{f}.group")),
-                matcher: EventPredicate {
-                    kinds,
-                    filter,
-                    within: None,
-                    count_at_least: 1,
-                },
+                matcher,
                 points: self.finite(&r.points, &format!("{f}.points")),
                 half_life,
                 expire_after,
@@ -675,17 +666,29 @@ impl Compiler<'_> {
         }
     }
 
+    /// One event's match of an engagement rule or a signal: `event` kinds and a `where` on the
+    /// event (fields `{f}.event`, `{f}.where`).
+    fn event_matcher(
+        &mut self,
+        event: &Spanned<OneOrMany>,
+        filter: Option<&Spanned<RawPredicate>>,
+        f: &str,
+    ) -> EventPredicate {
+        EventPredicate {
+            kinds: self.event_kinds(event, &format!("{f}.event")),
+            filter: filter.map(|w| self.predicate(w, &format!("{f}.where"), true)),
+            within: None,
+            count_at_least: 1,
+        }
+    }
+
     fn signals(&mut self, raw: &[Spanned<RawSignal>]) -> Vec<SignalRule> {
         let mut out = Vec::with_capacity(raw.len());
         for (i, r) in raw.iter().enumerate() {
             let f = format!("signals[{i}]");
             let r = r.get_ref();
             let id = self.unique_id(&r.id, &f);
-            let kinds = self.event_kinds(&r.event, &format!("{f}.event"));
-            let filter = r
-                .filter
-                .as_ref()
-                .map(|w| self.predicate(w, &format!("{f}.where"), true));
+            let matcher = self.event_matcher(&r.event, r.filter.as_ref(), &f);
             let away = r
                 .away
                 .as_ref()
@@ -704,12 +707,7 @@ impl Compiler<'_> {
             }
             out.push(SignalRule {
                 id,
-                matcher: EventPredicate {
-                    kinds,
-                    filter,
-                    within: None,
-                    count_at_least: 1,
-                },
+                matcher,
                 away,
                 subject: r.subject.get_ref().trim().to_string(),
                 description: r.description.get_ref().trim().to_string(),

@@ -164,6 +164,10 @@ mod tests {
         let r = t.record();
         assert_eq!(r[TASK_KEY_FIELD], "k");
         assert_eq!(r["ActivityDate"], "2026-11-25");
+        assert_eq!(
+            (&r["Status"], &r["Priority"], &r["WhoId"], &r["OwnerId"]),
+            (&json!("Not Started"), &json!("High"), &json!("003A"), &json!("005A"))
+        );
         // Read back by the SLA, it is no touch.
         let row = json!({"Id": "00T1", "SystemModstamp": "2026-11-25T10:00:00Z", "TaskSubtype": r["TaskSubtype"], "Type": r["Type"]});
         let a = super::super::activities::read_activity(
