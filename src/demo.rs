@@ -41,6 +41,9 @@ pub struct StackOptions {
     pub schedule: Option<ScheduleSettings>,
     /// The sales SLA file (`rules.sla_path`); default `mappings/sla.toml` under `root`.
     pub sla: Option<PathBuf>,
+    /// Read page views event by event, with their URLs (`hubspot.event_analytics`; the
+    /// sandbox's Enterprise portal serves the API). Default false: the page-view counter.
+    pub event_analytics: bool,
 }
 
 impl Default for StackOptions {
@@ -52,6 +55,7 @@ impl Default for StackOptions {
             root: PathBuf::from("."),
             schedule: None,
             sla: None,
+            event_analytics: false,
         }
     }
 }
@@ -103,6 +107,7 @@ impl Stack {
         settings.hubspot.client_secret = Some(SecretString::from(c.hubspot_client_secret.clone()));
         settings.hubspot.refresh_token = Some(SecretString::from(c.hubspot_refresh_token.clone()));
         settings.hubspot.burst_per_10s = opts.burst_per_10s;
+        settings.hubspot.event_analytics = opts.event_analytics;
         settings.salesforce.login_url = sandbox.salesforce_login_url();
         settings.salesforce.client_id = Some(c.salesforce_client_id.clone());
         settings.salesforce.client_secret = Some(SecretString::from(c.salesforce_client_secret.clone()));
@@ -151,7 +156,7 @@ impl Stack {
     }
 
     /// Waits until the sandbox has delivered every webhook it started, the inbox is empty and
-    /// no promotion or HubSpot write is pending or sending (a retry delayed into the future
+    /// no promotion, HubSpot write or owner alert is pending or sending (a retry delayed into the future
     /// still counts as work), or `timeout`. What was set aside rather than done (the review
     /// list, dead letters) is returned, not taken for done.
     pub async fn settle(&self, timeout: StdDuration) -> anyhow::Result<Settled> {
@@ -161,7 +166,7 @@ impl Stack {
             let deliveries_done = self.sandbox.webhook_deliveries().iter().all(|d| d.finished);
             let (depth, _) = store.inbox_depth().await?;
             let mut open = 0;
-            for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote] {
+            for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote, OutboxKind::OwnerAlert] {
                 for state in [OutboxState::Pending, OutboxState::Sending] {
                     open += store.outbox_in(kind, state).await?.len();
                 }

@@ -5,7 +5,9 @@
 //!
 //! # Layout
 //! - [`lifecycle`]: the pure rules engine: rules compiled from `mappings/lifecycle.toml`,
-//!   `evaluate(rules, snapshot, now) -> Decision`, explanations, rule authors' test cases.
+//!   `evaluate(rules, snapshot, now) -> Decision`, the buying signals a contact's new events fire
+//!   (`signals`, and `evaluate_signalled`, which recycles a lost contact that shows one),
+//!   explanations, rule authors' test cases.
 //! - [`config`]: `leadsync.toml` layered with `LEADSYNC__SECTION__KEY` environment variables.
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
 //! - [`defaults`]: the shipped rules and mapping compiled in, and the choice between them and files.
@@ -21,7 +23,8 @@
 //!   draws with too); `plan`, the funnel worked back from revenue.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing (the mapping's rules over the SLA file's teams, traced), the
-//!   mapping file, batched promotion, opportunity feedback, Tasks and Events as SLA touches.
+//!   mapping file, batched promotion, opportunity feedback, Tasks and Events as SLA touches,
+//!   Tasks for a rep made once (`tasks`: buying-signal alerts).
 //! - [`sandbox`]: a stateful fake HubSpot and Salesforce on loopback over a seeded synthetic
 //!   portal, refusing what they refuse, counting every call (tests, benchmarks, `leadsync demo`).
 //! - [`server`]: axum: webhook intake into the inbox, health, readiness, metrics, and the
@@ -35,7 +38,7 @@
 //!   IO only) → one pure batch decision (`decide::decide_batch`: removals, merges, restores and
 //!   evaluations, with the SLA timers they start, as one `Plan`) → `Store::commit_plan` (one
 //!   transaction) → the one outbox worker (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA
-//!   ladder's steps), run by the daemon and beside one-shot commands alike; `sla_sweep` (timers
+//!   ladder's steps, `owner_alert`: a buying signal told to the owner as a Salesforce Task), run by the daemon and beside one-shot commands alike; `sla_sweep` (timers
 //!   assessed with their touches, steps queued; `followup`, the sales follow-up they give, written to
 //!   HubSpot); `schedule` runs the jobs.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and

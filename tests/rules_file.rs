@@ -21,6 +21,20 @@ fn line_of(needle: &str) -> usize {
     default_rules_text().lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
+/// Compiles the default file with `from` replaced by `to`, checks that it gives exactly one
+/// problem, in this file, naming `field` and saying `message`; returns the problem's line and
+/// the line `from` was on.
+fn one_problem(from: &str, to: &str, field: &str, message: &str) -> (usize, usize) {
+    let problems = broken(from, to);
+    assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
+    let p = &problems[0];
+    assert!(p.starts_with("lifecycle.toml:"), "{p}");
+    assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
+    assert!(p.contains(message), "expected `{message}` in {p}");
+    let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
+    (line, line_of(from.lines().next().unwrap()))
+}
+
 #[test]
 fn the_shipped_rules_compile() {
     assert!(broken("version = \"2026.11.1\"", "version = \"2026.11.1\"").is_empty());
@@ -104,18 +118,11 @@ fn each_mistake_is_reported_with_file_line_column_and_field() {
         ),
     ];
     for (from, to, field, message) in cases {
-        let problems = broken(from, to);
-        assert_eq!(problems.len(), 1, "{to}: {problems:#?}");
-        let p = &problems[0];
-        assert!(p.starts_with("lifecycle.toml:"), "{p}");
-        assert!(p.contains(&format!(": {field}: ")), "expected field {field} in {p}");
-        assert!(p.contains(message), "expected `{message}` in {p}");
-        let line: usize = p.split(':').nth(1).unwrap().parse().unwrap();
+        let (line, expect) = one_problem(from, to, field, message);
         let first_line_of_change = to.lines().next().unwrap();
-        let expect = line_of(from.lines().next().unwrap());
         assert!(
             line == expect || first_line_of_change.contains("when"),
-            "{p}: expected line {expect}"
+            "{to}: at line {line}, expected line {expect}"
         );
     }
 }
@@ -161,4 +168,57 @@ fn an_old_sla_timer_in_the_rules_is_refused_pointing_at_the_sla_file() {
     let e = &errs[0];
     assert!(e.contains(&format!("lifecycle.toml:{line}:")), "{e}");
     assert!(e.contains("sla[0]") && e.contains("mappings/sla.toml"), "{e}");
+}
+
+// README (What each team sees of the other): a buying signal or a lost contact's `recycle_on`
+// written wrong is refused at its file:line, with its field.
+#[test]
+fn a_signal_written_wrong_is_reported_with_its_line_and_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "recycle_on = [\"pricing_visit\"",
+            "recycle_on = [\"pricing_vist\"",
+            "lost.recycle_on[0]",
+            "`pricing_vist` is not a signal of [[signals]]",
+        ),
+        ("away = \"30d\"", "away = \"30x\"", "signals[3].away", ""),
+        (
+            "subject = \"Buying signal: pricing page visit on {date}\"",
+            "subject = \"Buying signal: pricing page visit on {day}\"",
+            "signals[2].subject",
+            "unknown placeholder `{day}`",
+        ),
+        (
+            "description = \"leadsync: this contact asked for a demo ({detail}) at {at}. Call them today.\"",
+            "description = \"leadsync: this contact asked for a demo ({detail} at {at}. Call {them today.\"",
+            "signals[0].description",
+            "never closed",
+        ),
+        (
+            "event = [\"page_view\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
+            "event = [\"page_vue\", \"form_submission\", \"email_click\", \"webinar_attended\"]",
+            "signals[3].event",
+            "unknown event kind `page_vue`",
+        ),
+        (
+            "where = { attr = \"form_kind\", equals = \"demo_request\" }\nsubject",
+            "where = { attr = \"form_knd\", equals = \"demo_request\" }\nsubject",
+            "signals[0].where.attr",
+            "unknown event attribute `form_knd`",
+        ),
+    ];
+    for (from, to, field, message) in cases {
+        let (line, expect) = one_problem(from, to, field, message);
+        assert_eq!(line, expect, "{to}");
+    }
+    // Signal ids share the rules' one namespace: an engagement rule named like a signal makes
+    // the signal, defined later, the duplicate.
+    let problems = broken("id = \"webinar\"", "id = \"came_back\"");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let want = format!("lifecycle.toml:{}:", line_of("id = \"came_back\""));
+    assert!(problems[0].starts_with(&want), "{problems:?}");
+    assert!(
+        problems[0].contains(": signals[3].id: duplicate rule id `came_back`"),
+        "{problems:?}"
+    );
 }

@@ -253,6 +253,7 @@ async fn the_daemon_records_a_scheduled_jobs_run_and_its_page_shows_it() {
         root: repo_root(),
         schedule: Some(schedule),
         sla: None,
+        event_analytics: false,
     })
     .await
     .unwrap();

@@ -350,6 +350,7 @@ impl TestApp {
             root: repo_root(),
             schedule: None,
             sla: None,
+            event_analytics: false,
         }
     }
 
@@ -363,13 +364,17 @@ impl TestApp {
 
     /// The same over a sandbox configured by the test.
     pub async fn running_configured(sandbox: SandboxConfig, store_url: Option<String>) -> TestApp {
-        let never = leadsync::config::ScheduleSettings {
+        Self::running_with(sandbox, store_url, Self::never(), None).await
+    }
+
+    /// Schedules that never fire during a test.
+    fn never() -> leadsync::config::ScheduleSettings {
+        leadsync::config::ScheduleSettings {
             sync: NEVER.into(),
             rescore: NEVER.into(),
             sla: NEVER.into(),
             opportunities: NEVER.into(),
-        };
-        Self::running_with(sandbox, store_url, never, None).await
+        }
     }
 
     /// The same with the test's schedules and, when given, its own sales SLA file: the daemon
@@ -380,10 +385,24 @@ impl TestApp {
         schedule: leadsync::config::ScheduleSettings,
         sla: Option<std::path::PathBuf>,
     ) -> TestApp {
-        init_logs();
         let mut options = Self::options(sandbox, store_url);
         options.schedule = Some(schedule);
         options.sla = sla;
+        Self::running_on(options).await
+    }
+
+    /// The daemon running whole over a portal of `contacts` on the store at `store_url`, its
+    /// schedules never firing, reading page views event by event with their URLs
+    /// (`hubspot.event_analytics`, served by the sandbox's Enterprise portal).
+    pub async fn running_with_page_views(contacts: u32, store_url: Option<String>) -> TestApp {
+        let mut options = Self::options(Self::sandbox_config(contacts), store_url);
+        options.schedule = Some(Self::never());
+        options.event_analytics = true;
+        Self::running_on(options).await
+    }
+
+    async fn running_on(options: StackOptions) -> TestApp {
+        init_logs();
         let mut stack = Stack::build(options).await.unwrap();
         leadsync::daemon::ensure_setup(&stack.syncer, true).await.unwrap();
         stack.run_daemon();

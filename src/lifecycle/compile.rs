@@ -102,7 +102,8 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
             below: c.stage(&d.below, "dormant.below").unwrap_or(Stage::Mql),
         }
     });
-    let lost = raw.lost.as_ref().map(|l| c.lost(l));
+    let signals = c.signals(&raw.signals);
+    let lost = raw.lost.as_ref().map(|l| c.lost(l, &signals));
     // The sales SLA has one home: a rules file still holding the old timers is refused.
     for (i, s) in raw.sla.iter().enumerate() {
         c.err(
@@ -147,6 +148,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         fan,
         dormant,
         lost,
+        signals,
         output: raw.output,
         enum_refs: std::mem::take(&mut c.enum_refs),
         engagement_thresholds,
@@ -442,11 +444,7 @@ impl Compiler<'_> {
             let f = format!("engagement.rules[{i}]");
             let r = r.get_ref();
             let id = self.unique_id(&r.id, &f);
-            let kinds = self.event_kinds(&r.event, &format!("{f}.event"));
-            let filter = r
-                .filter
-                .as_ref()
-                .map(|w| self.predicate(w, &format!("{f}.where"), true));
+            let matcher = self.event_matcher(&r.event, r.filter.as_ref(), &f);
             let half_life = match &r.half_life {
                 Some(h) => self
                     .duration(h, &format!("{f}.half_life"), false)
@@ -476,18 +474,13 @@ impl Compiler<'_> {
                     }
                 },
             });
-            for k in &kinds {
+            for k in &matcher.kinds {
                 by_kind[*k as usize].push(rules.len());
             }
             rules.push(EngagementRule {
                 id,
                 group: self.group_ref(&groups, &r.group, &format!("{f}.group")),
-                matcher: EventPredicate {
-                    kinds,
-                    filter,
-                    within: None,
-                    count_at_least: 1,
-                },
+                matcher,
                 points: self.finite(&r.points, &format!("{f}.points")),
                 half_life,
                 expire_after,
@@ -630,8 +623,30 @@ impl Compiler<'_> {
         }
     }
 
-    fn lost(&mut self, raw: &Spanned<RawLost>) -> Lost {
+    fn lost(&mut self, raw: &Spanned<RawLost>, signals: &[SignalRule]) -> Lost {
         let r = raw.get_ref();
+        let mut recycle_on = Vec::new();
+        for (i, name) in r.recycle_on.iter().enumerate() {
+            match signals.iter().find(|s| &*s.id == name.get_ref().trim()) {
+                Some(s) => recycle_on.push(s.id.clone()),
+                None => {
+                    let known: Vec<&str> = signals.iter().map(|s| &*s.id).collect();
+                    self.err(
+                        name.span(),
+                        format!("lost.recycle_on[{i}]"),
+                        format!(
+                            "`{}` is not a signal of [[signals]] (known: {})",
+                            name.get_ref(),
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
         if let Some(s) = &r.since {
             if self.property_ref(s, "lost.since") && self.props.get(s.get_ref()) != Some(&PropType::Date) {
                 self.err(
@@ -647,7 +662,58 @@ impl Compiler<'_> {
             recycle_after: self
                 .duration(&r.recycle_after, "lost.recycle_after", true)
                 .unwrap_or(RuleDuration::INFINITE),
+            recycle_on,
         }
+    }
+
+    /// One event's match of an engagement rule or a signal: `event` kinds and a `where` on the
+    /// event (fields `{f}.event`, `{f}.where`).
+    fn event_matcher(
+        &mut self,
+        event: &Spanned<OneOrMany>,
+        filter: Option<&Spanned<RawPredicate>>,
+        f: &str,
+    ) -> EventPredicate {
+        EventPredicate {
+            kinds: self.event_kinds(event, &format!("{f}.event")),
+            filter: filter.map(|w| self.predicate(w, &format!("{f}.where"), true)),
+            within: None,
+            count_at_least: 1,
+        }
+    }
+
+    fn signals(&mut self, raw: &[Spanned<RawSignal>]) -> Vec<SignalRule> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let f = format!("signals[{i}]");
+            let r = r.get_ref();
+            let id = self.unique_id(&r.id, &f);
+            let matcher = self.event_matcher(&r.event, r.filter.as_ref(), &f);
+            let away = r
+                .away
+                .as_ref()
+                .and_then(|a| self.duration(a, &format!("{f}.away"), false));
+            for (name, t) in [("subject", &r.subject), ("description", &r.description)] {
+                if t.get_ref().trim().is_empty() {
+                    self.err(
+                        t.span(),
+                        format!("{f}.{name}"),
+                        "must not be empty: it is what the owner reads",
+                    );
+                }
+                if let Err(e) = super::signals::check_template(t.get_ref()) {
+                    self.err(t.span(), format!("{f}.{name}"), e);
+                }
+            }
+            out.push(SignalRule {
+                id,
+                matcher,
+                away,
+                subject: r.subject.get_ref().trim().to_string(),
+                description: r.description.get_ref().trim().to_string(),
+            });
+        }
+        out
     }
 
     // ---- building blocks -------------------------------------------------------------------

@@ -18,10 +18,23 @@ use super::model::{EventKind, Stage, Status};
 use super::predicate::{Ctx, Prepared, fmt_num};
 use super::rules::Rules;
 use super::scoring;
+use super::signals::Signal;
 use super::snapshot::{ContactState, Event, Snapshot, StageEntry};
 
 /// Decides stage, status, scores and actions for one contact at `now`.
 pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>) -> Decision<'a> {
+    evaluate_signalled(rules, snapshot, &[], now)
+}
+
+/// [`evaluate`], knowing the buying signals this evaluation's new events fired
+/// ([`super::signals::signals`]): a lost contact showing one of `[lost] recycle_on` is recycled
+/// now, as the rules say, before `recycle_after`.
+pub fn evaluate_signalled<'a>(
+    rules: &'a Rules,
+    snapshot: &'a Snapshot,
+    fired: &[Signal],
+    now: DateTime<Utc>,
+) -> Decision<'a> {
     let mut st = snapshot.state.clone();
     let previous_stage = st.stage;
     let mut transitions = Vec::new();
@@ -80,7 +93,7 @@ pub fn evaluate<'a>(rules: &'a Rules, snapshot: &'a Snapshot, now: DateTime<Utc>
             // ---- recycles: the only backward moves ----------------------------------------
             let mut lost_since = None;
             if pass == 1 {
-                match recycle_due(rules, &st, props, &ctx, now, current, &mut notes) {
+                match recycle_due(rules, &st, props, &ctx, fired, now, current, &mut notes) {
                     Recycling::Due(reason) => {
                         recycle(rules, &mut st, props, now, rules.recycle.to, reason, &mut transitions);
                         continue 'pass;
@@ -449,7 +462,7 @@ fn recycle(
 const DISTINCT_MAX: usize = 32;
 
 /// Deduplicated (by id), not in the future, after the last reset, oldest first; and how many were in the future.
-fn prepare_events<'a>(
+pub(super) fn prepare_events<'a>(
     rules: &'a Rules,
     events: &'a [Event],
     now: DateTime<Utc>,
@@ -542,7 +555,7 @@ fn content_cmp(a: &Event, b: &Event) -> std::cmp::Ordering {
         .then_with(|| a.outcome.cmp(&b.outcome))
 }
 
-fn derive<'p>(rules: &'p Rules, props: &'p HashMap<String, String>) -> Vec<Option<&'p str>> {
+pub(super) fn derive<'p>(rules: &'p Rules, props: &'p HashMap<String, String>) -> Vec<Option<&'p str>> {
     rules
         .derives
         .iter()
@@ -602,12 +615,15 @@ enum Recycling {
     No,
 }
 
-/// The recycles' checks (a lost opportunity past its delay, a sales rejection with a reason) at `stage`.
+/// The recycles' checks (a lost opportunity past its delay or brought back by a signal of
+/// `recycle_on`, a sales rejection with a reason) at `stage`.
+#[allow(clippy::too_many_arguments)]
 fn recycle_due(
     rules: &Rules,
     st: &ContactState,
     props: &HashMap<String, String>,
     ctx: &Ctx<'_>,
+    fired: &[Signal],
     now: DateTime<Utc>,
     stage: Option<Stage>,
     notes: &mut Vec<String>,
@@ -629,6 +645,14 @@ fn recycle_due(
                     "opportunity lost on {}, recycled after {}",
                     since.format("%Y-%m-%d"),
                     lost.recycle_after
+                ));
+            }
+            if let Some(back) = fired.iter().find(|f| lost.recycle_on.iter().any(|r| **r == *f.signal)) {
+                return Recycling::Due(format!(
+                    "opportunity lost on {}, came back: {} on {}",
+                    since.format("%Y-%m-%d"),
+                    back.signal,
+                    back.at.format("%Y-%m-%d")
                 ));
             }
             lost_since = Some(since);

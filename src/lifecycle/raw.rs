@@ -35,6 +35,9 @@ pub(crate) struct RawRules {
     pub fan: Option<Spanned<RawFan>>,
     pub dormant: Option<Spanned<RawDormant>>,
     pub lost: Option<Spanned<RawLost>>,
+    /// Buying signals: what a contact in sales' hands does that its owner hears about.
+    #[serde(default)]
+    pub signals: Vec<Spanned<RawSignal>>,
     /// The old first-touch timers, now in `mappings/sla.toml`: read only to point there.
     #[serde(default)]
     pub sla: Vec<Spanned<toml::Value>>,
@@ -221,6 +224,24 @@ pub(crate) struct RawLost {
     #[serde(default)]
     pub since: Option<Spanned<String>>,
     pub recycle_after: Spanned<String>,
+    /// Signal ids that bring a lost contact back now (recycled), before `recycle_after`.
+    #[serde(default)]
+    pub recycle_on: Vec<Spanned<String>>,
+}
+
+/// One `[[signals]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSignal {
+    pub id: Spanned<String>,
+    pub event: Spanned<OneOrMany>,
+    #[serde(default, rename = "where")]
+    pub filter: Option<Spanned<RawPredicate>>,
+    /// A return: no event of these kinds for at least this long before this one.
+    #[serde(default)]
+    pub away: Option<Spanned<String>>,
+    pub subject: Spanned<String>,
+    pub description: Spanned<String>,
 }
 
 /// A string or a list of strings (`event = "call"` or `event = ["call", "meeting"]`).

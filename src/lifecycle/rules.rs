@@ -54,6 +54,8 @@ pub struct Rules {
     pub(crate) fan: Option<Fan>,
     pub(crate) dormant: Option<Dormant>,
     pub(crate) lost: Option<Lost>,
+    /// Buying signals, in the file's order (the first that matches an event is the one it fires).
+    pub(crate) signals: Vec<SignalRule>,
     pub(crate) output: Output,
     /// Text values conditions compare string properties with, and where each is written.
     pub(crate) enum_refs: Vec<EnumRef>,
@@ -234,6 +236,20 @@ pub(crate) struct Lost {
     pub when: Predicate,
     pub since: Option<String>,
     pub recycle_after: RuleDuration,
+    /// Signal ids (of `signals`) that recycle a lost contact at once.
+    pub recycle_on: Vec<Arc<str>>,
+}
+
+/// A buying signal (`[[signals]]`): an event matching `matcher` (and, with `away`, coming after
+/// at least that long without an event of the same kinds), told to the owner with `subject`
+/// and `description` (templates whose placeholders `compile` checked).
+#[derive(Debug)]
+pub(crate) struct SignalRule {
+    pub id: Arc<str>,
+    pub matcher: EventPredicate,
+    pub away: Option<RuleDuration>,
+    pub subject: String,
+    pub description: String,
 }
 
 /// Names of the HubSpot properties leadsync writes (`[output]`; every name has a default).

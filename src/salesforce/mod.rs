@@ -33,3 +33,5 @@ pub mod retry;
 pub mod routing;
 /// SOQL literals, batched lookups, company domains.
 pub mod soql;
+/// Tasks for a rep (buying-signal alerts), each made once: looked up by key, then created.
+pub mod tasks;

@@ -419,7 +419,7 @@ impl SalesforceClient {
     }
 
     /// `POST /composite/sobjects` of `records`, 200 a call, each call sent once under `policy`.
-    async fn create_once(
+    pub(crate) async fn create_once(
         &self,
         sobject: &str,
         records: &[Value],

@@ -718,6 +718,14 @@ impl SandboxHandle {
         moved
     }
 
+    /// The contact (email or id) views one page of the portal's site (`/pricing`, a path of
+    /// [`portal::PAGES`](crate::sandbox::portal::PAGES)): one page view and one visit on its counters, listed with its URL by
+    /// the event analytics API (Enterprise). False for an unknown contact or page.
+    pub fn visit(&self, contact: &str, page: &str) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.hubspot).visit(contact, page, now)
+    }
+
     /// Deletes (archives) a HubSpot contact (email or id), as a person would; no webhook is
     /// sent (a portal without the deletion subscription). False when it is unknown.
     pub fn delete_contact(&self, contact: &str) -> bool {

@@ -20,6 +20,9 @@ pub enum OutboxKind {
     Promote,
     /// Carry out one step of an SLA's breach ladder (keyed per timer and step: once, ever).
     SlaStep,
+    /// Tell a contact's owner of a buying signal: a Salesforce Task (keyed per contact, signal
+    /// and day: once, ever).
+    OwnerAlert,
 }
 
 impl OutboxKind {
@@ -29,6 +32,7 @@ impl OutboxKind {
             OutboxKind::HubSpotWrite => "hubspot_write",
             OutboxKind::Promote => "promote",
             OutboxKind::SlaStep => "sla_step",
+            OutboxKind::OwnerAlert => "owner_alert",
         }
     }
 }
@@ -109,7 +113,7 @@ where
              last_error = NULL, updated_at = excluded.updated_at"
         }
         // A promotion happens once per key, whatever comes after.
-        OutboxKind::Promote | OutboxKind::SlaStep => "DO NOTHING",
+        OutboxKind::Promote | OutboxKind::SlaStep | OutboxKind::OwnerAlert => "DO NOTHING",
     };
     let sql = format!(
         "INSERT INTO outbox (key, kind, contact_id, payload, state, attempts, next_at, created_at, updated_at) \

@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::hubspot::analytics::{CONVERSION_PROPERTIES, COUNTERS, Counter, conversion_event, events_from_counter};
 use crate::hubspot::behaviour::same_submission;
 use crate::hubspot::types::HubSpotObject;
-use crate::lifecycle::{Action, Change, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate};
+use crate::lifecycle::{
+    Action, Change, Decision, Event, EventKind, HubSpotId, Rules, Snapshot, evaluate, evaluate_signalled, signals,
+};
 use crate::sla::{SlaFile, SlaRecord, assess};
 use crate::store::{ContactRow, Evaluated, OutboxKind, Plan, Removal, SlaTimer, merged_state};
+use crate::sync::outbox::owner_alert::alert_items;
 
 /// The contact property naming its HubSpot owner: whose SLA clock runs, and in which team.
 pub const OWNER: &str = "hubspot_owner_id";
@@ -172,8 +175,14 @@ pub fn decide_pulled(
         events,
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
-    let decision = evaluate(rules, &snapshot, now);
-    Some(saved(sla, &decision, seen, properties, company_id, company, new_events))
+    // Buying signals of the new events: a lost contact showing one the rules name comes back
+    // (recycled), and a contact in sales' hands gets its owner told (an outbox item, no state).
+    let fired = signals(rules, &snapshot, &new_events, now);
+    let decision = evaluate_signalled(rules, &snapshot, &fired, now);
+    let alerts = alert_items(&id, &snapshot.state, &decision.state, &fired, now);
+    let mut e = saved(sla, &decision, seen, properties, company_id, company, new_events);
+    e.outbox.extend(alerts);
+    Some(e)
 }
 
 /// What to save for a decision.

@@ -87,6 +87,8 @@ pub struct SyncReport {
     pub promoted: u64,
     /// Promotions queued (dry runs count here).
     pub promotions_queued: u64,
+    /// Buying-signal alerts carried out (Salesforce Tasks made or found for the owner).
+    pub alerted: u64,
 }
 
 impl SyncReport {
@@ -122,6 +124,7 @@ impl SyncReport {
         self.written += other.written;
         self.promoted += other.promoted;
         self.promotions_queued += other.promotions_queued;
+        self.alerted += other.alerted;
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::portal::{BehaviourEvent, COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, Portal, iso};
+use super::portal::{BehaviourEvent, COMPANY_ID_BASE, CONTACT_ID_BASE, ENGAGEMENT_OBJECTS, PAGES, Portal, iso};
 use super::webhooks::Event;
 use super::{HubSpotTier, SandboxConfig};
 
@@ -128,6 +128,8 @@ pub struct HubSpotState {
     repeated_writes: HashMap<u32, u32>,
     /// Simulated behaviour since start, per contact index: (epoch ms, page views).
     touches: HashMap<u32, Vec<(i64, u32)>>,
+    /// Page views of a named page (`visit`): (at, index in `PAGES`).
+    visits: HashMap<u32, Vec<(i64, usize)>>,
     /// Archived (deleted or merged away) contacts: index → `archivedAt` (epoch ms). Search,
     /// reads and the plain listing leave them out; `?archived=true` lists only them.
     archived: BTreeMap<u32, i64>,
@@ -199,6 +201,7 @@ impl HubSpotState {
             writes: HashMap::new(),
             repeated_writes: HashMap::new(),
             touches: HashMap::new(),
+            visits: HashMap::new(),
             archived: BTreeMap::new(),
             made: BTreeMap::new(),
             tier: config.hubspot_tier,
@@ -215,6 +218,15 @@ impl HubSpotState {
             Vec::new()
         };
         out.extend(self.touched(index, |n| n));
+        // Pages a test visited by name, numbered after the touches' (ids never collide).
+        for (k, (at, page)) in self.visits.get(&index).into_iter().flatten().enumerate() {
+            out.push(BehaviourEvent {
+                at: *at,
+                n: 2_000_000 + k as u64,
+                what: *page,
+            });
+        }
+        out.sort_by_key(|e| e.at);
         out
     }
 
@@ -635,6 +647,26 @@ impl HubSpotState {
         );
         self.event(now, change, index, Some(("num_conversion_events", &n)), "FORM");
         Some((u64::from(index) + CONTACT_ID_BASE).to_string())
+    }
+
+    /// One page view of `page` (a path of `PAGES`) in one visit: the counters and the last visit's
+    /// time move, with `lastmodifieddate`; the event analytics API lists it with its URL.
+    pub(crate) fn visit(&mut self, contact: &str, page: &str, now: i64) -> bool {
+        let Some(what) = PAGES.iter().position(|p| *p == page) else {
+            return false;
+        };
+        let Some(index) = self.resolve(contact) else {
+            return false;
+        };
+        self.visits.entry(index).or_default().push((now, what));
+        let props = self.materialize(index);
+        for k in ["hs_analytics_num_page_views", "hs_analytics_num_visits"] {
+            let v = props.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+            props.insert(k.to_string(), v.to_string());
+        }
+        props.insert("hs_analytics_last_visit_timestamp".to_string(), iso(now));
+        self.set_modified(index, now);
+        true
     }
 
     /// Simulated behaviour: `n` page views, a visit, opens and clicks.

@@ -177,6 +177,9 @@ pub(super) fn fields(object: &str) -> Option<Vec<Field>> {
             ),
             ("CallDisposition", "string", 255, true, true, false, &[]),
             ("CallDurationInSeconds", "int", 0, true, true, false, &[]),
+            // leadsync's key on the Tasks it makes (an alert for the owner): a text field
+            // on Activity, filterable, not an external id.
+            ("LeadSync_Key__c", "string", 80, true, true, false, &[]),
         ],
         "Event" => vec![
             ("WhoId", "reference", 18, true, true, false, &[]),

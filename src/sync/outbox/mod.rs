@@ -1,6 +1,7 @@
 //! The outbox: what a commit queued, carried out. `writeback` writes HubSpot values, 100
 //! contacts a call; `promotion` creates the sales-qualified leads in Salesforce and brings their
-//! opportunities back; `sla_step` carries out the SLA breach ladder's steps.
+//! opportunities back; `sla_step` carries out the SLA breach ladder's steps; `owner_alert` tells
+//! a contact's owner of a buying signal with a Salesforce Task.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
 //! per process (two would both take the same items), and [`worker`] the one loop that calls it,
@@ -8,6 +9,7 @@
 //! (`backfill`, `backfill --rescore`) runs it beside its job with
 //! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
+pub mod owner_alert;
 pub mod promotion;
 pub mod sla_step;
 pub mod writeback;
@@ -66,6 +68,8 @@ impl Syncer {
             // Promotions write Salesforce ids back to HubSpot.
             report.written += writeback::drain(self, priority, now).await?;
         }
+        // Buying-signal alerts: Salesforce Tasks only, nothing queued after them.
+        report.alerted = owner_alert::drain(self, now).await?;
         // The SLA ladder's steps; a reassignment or a rejection queues HubSpot writes.
         if sla_step::drain(self, priority, now).await? > 0 {
             report.written += writeback::drain(self, priority, now).await?;
