@@ -34,6 +34,8 @@ mod report;
 /// Routing on the promotion path against the sandbox: caps, absences, fallback, one rep per
 /// company, route once, the stored trace and `explain --contact`, the rotation across a restart.
 mod routing;
+/// Several replicas on one store: the lease, its fence, three `leadsync run` on PostgreSQL with one `kill -9`'d, SQLite's refusal.
+mod replicas;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
