@@ -29,13 +29,13 @@ mod owners;
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// Several replicas on one store: the lease, its fence, three `leadsync run` on PostgreSQL with one `kill -9`'d, SQLite's refusal.
+mod replicas;
 /// `leadsync report` and `leadsync plan` on a hand-built audit log, on both stores, and their CLI.
 mod report;
 /// Routing on the promotion path against the sandbox: caps, absences, fallback, one rep per
 /// company, route once, the stored trace and `explain --contact`, the rotation across a restart.
 mod routing;
-/// Several replicas on one store: the lease, its fence, three `leadsync run` on PostgreSQL with one `kill -9`'d, SQLite's refusal.
-mod replicas;
 /// Rules files with mistakes: every problem reported with its line and column.
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
