@@ -236,6 +236,22 @@ mod processes {
         Some((pid_of(&row.holder)?, row.generation))
     }
 
+    /// A replica's API calls to `system` (its `/metrics`), the properties check at start aside.
+    async fn api_calls(port: u16, system: &str) -> u64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("leadsync_api_calls_total{{system=\"{system}\",endpoint=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter(|l| !l.starts_with("properties."))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Every delivery finished, the inbox processed and the outbox empty of work.
     async fn settled(sb: &SandboxHandle, store: &Store) -> bool {
         if !sb.webhook_deliveries().iter().all(|d| d.finished) {
@@ -399,6 +415,34 @@ mod processes {
             by_name.values().all(|n| *n == 1),
             "Salesforce accounts created twice: {by_name:?}"
         );
+
+        // Only the holders called the portal: a replica that never held the lease made no API
+        // call but the start's check of leadsync's properties (each replica's own /metrics).
+        let mut work_calls = BTreeMap::new();
+        for (pid, (i, _)) in &children {
+            if *pid == first {
+                continue;
+            }
+            work_calls.insert(
+                *pid,
+                (
+                    api_calls(ports[*i], "hubspot").await,
+                    api_calls(ports[*i], "salesforce").await,
+                ),
+            );
+        }
+        eprintln!("API calls past the start's check, by surviving replica: {work_calls:?} (holder {next})");
+        let (hs, _) = work_calls[&next];
+        assert!(hs > 0, "the new holder did the portal's work: {work_calls:?}");
+        for (pid, calls) in &work_calls {
+            if *pid != next {
+                assert_eq!(
+                    *calls,
+                    (0, 0),
+                    "replica {pid} never held the lease, yet called the CRMs"
+                );
+            }
+        }
 
         // One portal budget across the replicas: the sandbox never had to refuse a call.
         assert_eq!(sb.rate_limited("hubspot"), 0, "HubSpot answered 429");
