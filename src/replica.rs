@@ -198,16 +198,39 @@ impl SqliteLock {
             .write(true)
             .open(&lock)
             .map_err(|e| anyhow::anyhow!("lock file {}: {e}", lock.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(SqliteLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(SqliteTaken {
+        match try_lock(&file) {
+            Ok(true) => Ok(SqliteLock { _file: file }),
+            Ok(false) => Err(SqliteTaken {
                 db: db.display().to_string(),
                 lock: lock.display().to_string(),
             }
             .into()),
-            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("lock file {}: {e}", lock.display())),
+            Err(e) => Err(anyhow::anyhow!("lock file {}: {e}", lock.display())),
         }
     }
+}
+
+/// An exclusive `flock` without waiting: `false` when another open file holds it. The kernel
+/// drops it with the last descriptor, so a killed holder leaves no stale lock.
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: `flock` on a descriptor this `File` owns and keeps open; no memory is shared.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Elsewhere no lock is taken: one replica per SQLite store is then the operator's to keep.
+#[cfg(not(unix))]
+fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 fn lock_path(db: &Path) -> PathBuf {
