@@ -260,7 +260,10 @@ impl Daemon {
         replica.exclusive = lock.is_some();
         let serving = serve(app, stop.clone());
         replica
-            .lead(&syncer, stop, |s, stop| {
+            .lead(&syncer.store, stop, |fenced, stop| {
+                // The holder's jobs and workers write through the store fenced by its lease.
+                let mut s = syncer.clone();
+                s.store = fenced;
                 let (schedule, wake) = (schedule.clone(), wake.clone());
                 async move { crate::sync::schedule::run(s, &schedule, wake, stop).await }
             })

@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::store::{Lease, Store, StoreError};
-use crate::sync::Syncer;
 
 /// This process among the replicas: its id, the portal it competes for and the lease time.
 #[derive(Debug, Clone)]
@@ -48,16 +47,16 @@ impl Replica {
         chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::seconds(15))
     }
 
-    /// Runs `work` with a syncer fenced by the lease each time this replica holds it, until
-    /// `stop` turns true. `work` gets a stop signal of its own, turned true on `stop` or when
-    /// the lease is lost; while it finishes (its last outbox drain) the lease is still renewed.
-    /// A stopping holder gives the lease up, so another replica takes it at once.
-    pub async fn lead<F, Fut>(&self, syncer: &Syncer, mut stop: watch::Receiver<bool>, work: F) -> anyhow::Result<()>
+    /// Runs `work` with `store` [fenced](Store::fenced) by the lease each time this replica
+    /// holds it, until `stop` turns true. `work` gets a stop signal of its own, turned true on
+    /// `stop` or when the lease is lost; while it finishes (its last outbox drain) the lease is
+    /// still renewed. A stopping holder gives the lease up, so another replica takes it at once.
+    pub async fn lead<F, Fut>(&self, store: &Store, mut stop: watch::Receiver<bool>, work: F) -> anyhow::Result<()>
     where
-        F: Fn(Syncer, watch::Receiver<bool>) -> Fut,
+        F: Fn(Store, watch::Receiver<bool>) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let store = syncer.store.clone();
+        let store = store.clone();
         let mut standby_logged = false;
         while !*stop.borrow() {
             let (now, ttl) = (Utc::now(), self.chrono_ttl());
@@ -85,7 +84,7 @@ impl Replica {
             standby_logged = false;
             info!(replica = %self.id, portal = %self.portal, generation = lease.generation, "this replica holds the portal's lease: running its jobs and workers");
             metrics::counter!("leadsync_lease_takeovers_total").increment(1);
-            self.hold(syncer, lease, &mut stop, &work).await?;
+            self.hold(&store, lease, &mut stop, &work).await?;
         }
         Ok(())
     }
@@ -93,20 +92,17 @@ impl Replica {
     /// Runs `work` under `lease`, renewing it, until the work ends.
     async fn hold<F, Fut>(
         &self,
-        syncer: &Syncer,
+        store: &Store,
         mut lease: Lease,
         stop: &mut watch::Receiver<bool>,
         work: &F,
     ) -> anyhow::Result<()>
     where
-        F: Fn(Syncer, watch::Receiver<bool>) -> Fut,
+        F: Fn(Store, watch::Receiver<bool>) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let store = syncer.store.clone();
-        let mut fenced = syncer.clone();
-        fenced.store = store.fenced(&lease);
         let (work_stop, work_stopped) = watch::channel(false);
-        let running = work(fenced, work_stopped);
+        let running = work(store.fenced(&lease), work_stopped);
         tokio::pin!(running);
         let mut renew = tokio::time::interval(self.ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

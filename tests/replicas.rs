@@ -518,3 +518,85 @@ mod processes {
         sb.shutdown().await;
     }
 }
+
+/// A holder whose lease another replica took over (it was paused past it) is told to stop its
+/// work at its next renewal, and its late writes are refused; a stop gives the lease up.
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_stops_its_work_and_a_stopping_holder_gives_it_up() {
+    use leadsync::replica::Replica;
+    let (store, _dir) = open(Backend::Postgres).await;
+    let replica = Replica::new(None, std::time::Duration::from_secs(3));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<&'static str>(4);
+    let lead = {
+        let (store, replica) = (store.clone(), replica.clone());
+        tokio::spawn(async move {
+            replica
+                .lead(&store, stop, |fenced, mut work_stop| {
+                    let seen = seen_tx.clone();
+                    async move {
+                        fenced.set_cursor("work", "started").await?;
+                        let _ = seen.send("started").await;
+                        let _ = work_stop.wait_for(|s| *s).await;
+                        let late = fenced.set_cursor("work", "late").await;
+                        let _ = seen
+                            .send(if late.is_err() {
+                                "stopped, fenced"
+                            } else {
+                                "stopped, wrote"
+                            })
+                            .await;
+                        Ok(())
+                    }
+                })
+                .await
+        })
+    };
+    assert_eq!(next(&mut seen).await, Some("started"));
+    let first = store.lease("default").await.unwrap().unwrap();
+    assert_eq!(first.holder, replica.id);
+    // Another replica takes the lease over (as after a pause past its expiry).
+    store
+        .seize_lease("default", "other", Utc::now(), Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut seen).await,
+        Some("stopped, fenced"),
+        "lost at its next renewal"
+    );
+    assert_eq!(store.cursor("work").await.unwrap().as_deref(), Some("started"));
+    // It stands by; the other gives the lease up, and it takes it again, with a new generation.
+    let other = store.lease("default").await.unwrap().unwrap();
+    store
+        .release_lease(&leadsync::store::Lease {
+            portal: "default".into(),
+            holder: other.holder,
+            generation: other.generation,
+            expires_at: other.expires_at,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut seen).await, Some("started"));
+    let again = store.lease("default").await.unwrap().unwrap();
+    assert_eq!(
+        (again.holder.as_str(), again.generation),
+        (replica.id.as_str(), first.generation + 2)
+    );
+    // A stop ends the work and gives the lease up.
+    stop_tx.send(true).unwrap();
+    assert_eq!(
+        next(&mut seen).await,
+        Some("stopped, wrote"),
+        "a stopping holder still holds its lease"
+    );
+    lead.await.unwrap().unwrap();
+    let released = store.lease("default").await.unwrap().unwrap();
+    assert!(released.expires_at <= Utc::now(), "given up at stop");
+}
+
+async fn next(seen: &mut tokio::sync::mpsc::Receiver<&'static str>) -> Option<&'static str> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the replica's work answers within 10 s")
+}
