@@ -455,19 +455,37 @@ fn command(
     log: &std::path::Path,
     args: &[&str],
 ) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = sandbox_command(&opts.binary, &opts.root, sb, store, port, log, args)?;
+    // A restart after `kill -9` on PostgreSQL waits for the dead process's lease to expire.
+    cmd.envs(SCHEDULES).env("LEADSYNC__REPLICAS__LEASE_SECONDS", "3");
+    Ok(cmd)
+}
+
+/// `binary ARGS` (the `leadsync` binary) against the sandbox `sb`, on `store`, listening on
+/// `port`, logging JSON to `log`, the rules and mapping of the project at `root`: the daemon
+/// the chaos bench and the replica tests run as a process, to `kill -9`.
+pub fn sandbox_command(
+    binary: &std::path::Path,
+    root: &std::path::Path,
+    sb: &SandboxHandle,
+    store: &str,
+    port: u16,
+    log: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<tokio::process::Command> {
     let c = sb.config();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("daemon log {}", log.display()))?;
-    let mut cmd = tokio::process::Command::new(&opts.binary);
+    let mut cmd = tokio::process::Command::new(binary);
     cmd.args(args)
         .env_remove("RUST_LOG")
-        .env("LEADSYNC__RULES__PATH", opts.root.join("mappings/lifecycle.toml"))
+        .env("LEADSYNC__RULES__PATH", root.join("mappings/lifecycle.toml"))
         .env(
             "LEADSYNC__SALESFORCE__MAPPING_PATH",
-            opts.root.join("mappings/salesforce.toml"),
+            root.join("mappings/salesforce.toml"),
         )
         .env("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url())
         .env("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url())
@@ -482,7 +500,6 @@ fn command(
         .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("LEADSYNC__STORE__URL", store)
         .env(crate::logging::FORMAT_ENV, "json")
-        .envs(SCHEDULES)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

@@ -30,6 +30,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// When the daemon's jobs run.
     pub schedule: ScheduleSettings,
+    /// Several `leadsync run` replicas on one PostgreSQL store.
+    pub replicas: ReplicaSettings,
     /// The HTTP server (webhooks, health, metrics).
     pub server: ServerSettings,
     /// How `leadsync run` logs.
@@ -223,6 +225,29 @@ impl Default for ScheduleSettings {
             sla: "0 */15 * * * *".into(),
             opportunities: "0 */10 * * * *".into(),
         }
+    }
+}
+
+/// `[replicas]`: every replica serves webhooks; one at a time, the lease holder, does the
+/// portal's work (see `store::lease`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSettings {
+    /// How long the lease lasts unless renewed (it is renewed every third of it): at most this
+    /// long passes between a holder's death and another replica taking its work over. Default 15.
+    pub lease_seconds: u64,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self { lease_seconds: 15 }
+    }
+}
+
+impl ReplicaSettings {
+    /// The lease time (one second at least).
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds.max(1))
     }
 }
 

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::config::{Loaded, ScheduleSettings};
 use crate::hubspot::auth::HubSpotAuth;
 use crate::hubspot::client::{HubSpotClient, HubSpotClientConfig};
+use crate::replica::Replica;
 use crate::server::{AppState, Application};
 use crate::store::{Store, StoreError, redact_url};
 use crate::sync::Syncer;
@@ -203,6 +204,7 @@ pub struct Daemon {
     syncer: Syncer,
     schedule: ScheduleSettings,
     wake: Arc<Notify>,
+    replica: Replica,
 }
 
 impl Daemon {
@@ -231,6 +233,7 @@ impl Daemon {
             syncer,
             schedule: loaded.settings.schedule.clone(),
             wake,
+            replica: Replica::new(loaded.settings.hubspot.portal_id, loaded.settings.replicas.lease()),
         }
     }
 
@@ -239,20 +242,34 @@ impl Daemon {
         self.app.local_addr()
     }
 
-    /// Refuses to start without the HubSpot properties leadsync writes, then serves webhooks
-    /// and runs the schedules, the inbox workers and the outbox worker until `stop` turns true:
-    /// the work in flight finishes, the outbox is drained once more, then the server stops.
+    /// Refuses a second replica on a SQLite store and starting without the HubSpot properties
+    /// leadsync writes, then serves webhooks until `stop` turns true; while this replica holds
+    /// the portal's lease (see [`crate::replica`]) it also runs the schedules, the inbox workers
+    /// and the outbox worker. At `stop` the work in flight finishes, the outbox is drained once
+    /// more, the lease is given up, then the server stops.
     pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let lock = crate::replica::lock_sqlite(&self.syncer.store)?;
         ensure_setup(&self.syncer, false).await?;
         let Daemon {
             app,
             syncer,
             schedule,
             wake,
+            mut replica,
         } = self;
+        replica.exclusive = lock.is_some();
         let serving = serve(app, stop.clone());
-        crate::sync::schedule::run(syncer, &schedule, wake, stop).await?;
+        replica
+            .lead(&syncer.store, stop, |fenced, stop| {
+                // The holder's jobs and workers write through the store fenced by its lease.
+                let mut s = syncer.clone();
+                s.store = fenced;
+                let (schedule, wake) = (schedule.clone(), wake.clone());
+                async move { crate::sync::schedule::run(s, &schedule, wake, stop).await }
+            })
+            .await?;
         serving.await??;
+        drop(lock);
         Ok(())
     }
 

@@ -43,6 +43,8 @@
 //!   HubSpot); `schedule` runs the jobs.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
 //!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
+//! - [`replica`]: several `leadsync run` on one PostgreSQL store: the portal's lease decides
+//!   which one runs the jobs and workers (fenced writes); SQLite's lock file keeps it to one.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the
 //!   tests' harness).
 //! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
@@ -66,6 +68,7 @@ pub mod hubspot;
 pub mod jitter;
 pub mod lifecycle;
 pub mod logging;
+pub mod replica;
 pub mod report;
 pub mod salesforce;
 pub mod sandbox;

@@ -539,13 +539,16 @@ async fn forget_promotions(on: Backend, url: &str) {
 
 // README: "until Ctrl-C or SIGTERM, which let the work in flight finish and flush the outbox" (the flush)
 async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_cleanly(on: Backend) {
-    let (app, url, _store_dir) = app_on(on, 120).await;
-    let s = &app.stack.syncer;
+    let (mut app, url, _store_dir) = app_on(on, 120).await;
+    let s = app.stack.syncer.clone();
     s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
         .await
         .unwrap();
     let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
     assert!(!promoted.is_empty(), "the backfill promoted some leads");
+    // The in-process daemon stops first: `leadsync run` below is the one daemon on the store
+    // (a second on SQLite is refused; on PostgreSQL it would stand by while this one works).
+    app.stack.stop_daemon().await.unwrap();
     // Promotions left pending, as a crash leaves them: the daemon's outbox worker carries them
     // out (it drains at start and once more at the stop; no schedule fires during the test).
     forget_promotions(on, &url).await;

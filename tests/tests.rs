@@ -29,6 +29,8 @@ mod owners;
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.
 mod removals;
+/// Several replicas on one store: the lease, its fence, three `leadsync run` on PostgreSQL with one `kill -9`'d, SQLite's refusal.
+mod replicas;
 /// `leadsync report` and `leadsync plan` on a hand-built audit log, on both stores, and their CLI.
 mod report;
 /// Routing on the promotion path against the sandbox: caps, absences, fallback, one rep per

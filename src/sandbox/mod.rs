@@ -269,6 +269,8 @@ pub(crate) struct Shared {
     requests: AtomicU64,
     /// Draws of the lost-answer and webhook faults (a stream apart from `requests`).
     draws: AtomicU64,
+    /// Calls answered 429, by system (budget refusals and injected bursts alike).
+    rate_limited: Mutex<BTreeMap<&'static str, u64>>,
     faults: Mutex<BTreeMap<&'static str, u64>>,
     started: Instant,
     http: reqwest::Client,
@@ -278,6 +280,12 @@ impl Shared {
     /// Counts one call of `system` to `endpoint`.
     pub(crate) fn count(&self, system: &str, endpoint: &str) {
         *lock(&self.calls).entry(format!("{system} {endpoint}")).or_default() += 1;
+    }
+
+    fn count_429(&self, system: &'static str, r: &Response) {
+        if r.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+            *lock(&self.rate_limited).entry(system).or_default() += 1;
+        }
     }
 
     /// Counts one injected fault of `kind` (see [`fault_kind`]).
@@ -444,6 +452,7 @@ impl Sandbox {
             calls: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             draws: AtomicU64::new(0),
+            rate_limited: Mutex::default(),
             faults: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             http: reqwest::Client::builder()
@@ -498,7 +507,9 @@ async fn serve_hubspot(
     if uri.path() == ACTIVITIES_PATH {
         return activity::serve(&shared, false, &method, &body);
     }
-    hubspot::serve(&shared, &method, &uri, &headers, &body).await
+    let r = hubspot::serve(&shared, &method, &uri, &headers, &body).await;
+    shared.count_429("hubspot", &r);
+    r
 }
 
 async fn serve_salesforce(
@@ -517,7 +528,9 @@ async fn serve_salesforce(
     if uri.path() == ACTIVITIES_PATH {
         return activity::serve(&shared, true, &method, &body);
     }
-    salesforce::serve(&shared, &method, &uri, &headers, &body).await
+    let r = salesforce::serve(&shared, &method, &uri, &headers, &body).await;
+    shared.count_429("salesforce", &r);
+    r
 }
 
 /// `GET|POST /_sandbox/settings`: reads, or changes while running, the budgets and the tier a
@@ -650,6 +663,12 @@ impl SandboxHandle {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect()
+    }
+
+    /// Calls of one system (`"hubspot"`, `"salesforce"`) answered 429: over its budget, or in
+    /// an injected burst. Several replicas keeping one portal's budget leave it at 0.
+    pub fn rate_limited(&self, system: &str) -> u64 {
+        lock(&self.shared.rate_limited).get(system).copied().unwrap_or(0)
     }
 
     /// Forgets the call counts (budgets are not reset).

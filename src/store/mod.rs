@@ -21,6 +21,7 @@
 
 mod contacts;
 mod inbox;
+mod lease;
 mod outbox;
 pub mod report;
 mod routing;
@@ -40,6 +41,7 @@ use sqlx::{AnyPool, Row};
 
 pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
+pub use lease::{Lease, LeaseRow};
 pub use outbox::{OutboxItem, OutboxKind, OutboxState};
 pub use routing::{OwnerWrite, StoredAssignment};
 pub use sla::{SlaPromoted, SlaTimer, step_key};
@@ -71,6 +73,17 @@ pub enum StoreError {
     /// No connection within the intake's short wait (the database is down or saturated).
     #[error("store: no database connection within {0:?} (is the database up?)")]
     Unavailable(std::time::Duration),
+    /// This replica's lease of the portal was taken over by another: the write was refused and
+    /// rolled back, and the replica stops its work for the portal.
+    #[error(
+        "store: the lease of portal {portal} moved past generation {generation} (another replica took it over); nothing was written"
+    )]
+    Fenced {
+        /// The portal.
+        portal: String,
+        /// The generation this replica held.
+        generation: i64,
+    },
     /// A stored JSON column does not parse (a bug, or a hand-edited row).
     #[error("store: row {what} is not valid: {message}")]
     Corrupt {
@@ -119,6 +132,8 @@ pub struct Store {
     health: Arc<write::WriteHealth>,
     /// How long processed inbox rows are kept.
     inbox_retention: chrono::Duration,
+    /// The lease every write transaction is checked against (see [`Store::fenced`]).
+    fence: Option<Arc<lease::Fence>>,
 }
 
 /// Processed inbox rows are kept this long by default (HubSpot redelivers for up to a day;
@@ -222,6 +237,7 @@ impl Store {
             file: file.map(|p| Arc::new(write::SqliteFile::new(p))),
             health: Arc::default(),
             inbox_retention: chrono::Duration::days(i64::from(DEFAULT_INBOX_RETENTION_DAYS)),
+            fence: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -285,16 +301,20 @@ impl Store {
 
     /// Sets a named cursor or checkpoint.
     pub async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        set_cursor(&self.pool, name, value).await
+        self.in_write(write::PATIENT_WAIT, async |tx| set_cursor(&mut **tx, name, value).await)
+            .await
     }
 
     /// Removes a named cursor (a finished backfill's checkpoint).
     pub async fn clear_cursor(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM cursors WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.in_write(write::PATIENT_WAIT, async |tx| {
+            sqlx::query("DELETE FROM cursors WHERE name = $1")
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// The refresh token kept for `system` (`salesforce`), and the hash of the configured token
@@ -347,14 +367,17 @@ impl Store {
 
     /// Sets a named counter.
     pub async fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(name)
-        .bind(value as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.in_write(write::PATIENT_WAIT, async |tx| {
+            sqlx::query(
+                "INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value as i64)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 }
 

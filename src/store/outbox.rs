@@ -157,7 +157,10 @@ impl Store {
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        enqueue(&self.pool, kind, key, contact_id, payload, now).await
+        self.in_write(PATIENT_WAIT, async |tx| {
+            enqueue(&mut **tx, kind, key, contact_id, payload, now).await
+        })
+        .await
     }
 
     /// Pending items of a kind that are due at `now`, oldest first.
@@ -236,19 +239,23 @@ impl Store {
         retry_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // Only the attempt at these values: newer desired values queued meanwhile stay pending.
-        let changed = sqlx::query(
-            "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 \
-             WHERE id = $5 AND payload = $6",
-        )
-        .bind(next.as_str())
-        .bind(error)
-        .bind(ms(retry_at))
-        .bind(ms(Utc::now()))
-        .bind(item.id)
-        .bind(&item.payload)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let changed = self
+            .in_write(PATIENT_WAIT, async |tx| {
+                Ok(sqlx::query(
+                    "UPDATE outbox SET state = $1, attempts = attempts + 1, last_error = $2, next_at = $3, updated_at = $4 \
+                     WHERE id = $5 AND payload = $6",
+                )
+                .bind(next.as_str())
+                .bind(error)
+                .bind(ms(retry_at))
+                .bind(ms(Utc::now()))
+                .bind(item.id)
+                .bind(&item.payload)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected())
+            })
+            .await?;
         // Every dead letter is counted here, whichever worker set it aside (promotions and
         // HubSpot writes alike).
         if next == OutboxState::Dead && changed > 0 {

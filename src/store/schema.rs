@@ -240,4 +240,19 @@ CREATE TABLE write_marks (
 CREATE INDEX sla_timers_open_breaches ON sla_timers (due_at, contact_id) WHERE breached_at IS NOT NULL AND first_touch_at IS NULL
 "#,
     },
+    Migration {
+        version: 16,
+        name: "leases",
+        // Which replica does a portal's work: one row per portal, its holder, a generation that
+        // grows at every takeover (the fence of the holder's writes) and its expiry.
+        sql: r#"
+CREATE TABLE leases (
+    portal TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    renewed_at BIGINT NOT NULL
+)
+"#,
+    },
 ];

@@ -75,13 +75,10 @@ impl Store {
 
     /// Drops every staged event (a backfill is done with them).
     pub async fn clear_staged(&self) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(PATIENT_WAIT).await?;
-        let result = sqlx::query("DELETE FROM staged")
-            .execute(&mut *conn.0)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from);
-        conn.settle(&result);
-        result
+        self.in_write(PATIENT_WAIT, async |tx| {
+            sqlx::query("DELETE FROM staged").execute(&mut **tx).await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -111,14 +111,38 @@ impl WriteConn {
 impl Store {
     /// Runs `work` in one write transaction on a connection had within `wait`: committed when
     /// it succeeds; on any failure (COMMIT included) rolled back and the connection closed.
+    ///
+    /// This is the one place the sync, the workers and the jobs commit through: a store
+    /// [fenced](Store::fenced) by a lease checks its generation here first (see `lease`).
     pub(crate) async fn in_write<T>(
         &self,
         wait: Duration,
         work: impl AsyncFnOnce(&mut sqlx::Transaction<'_, Any>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_tx(wait, true, work).await
+    }
+
+    /// [`Store::in_write`] without the lease's fence: the lease's own statements.
+    pub(crate) async fn in_write_unfenced<T>(
+        &self,
+        wait: Duration,
+        work: impl AsyncFnOnce(&mut sqlx::Transaction<'_, Any>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_tx(wait, false, work).await
+    }
+
+    async fn write_tx<T>(
+        &self,
+        wait: Duration,
+        fenced: bool,
+        work: impl AsyncFnOnce(&mut sqlx::Transaction<'_, Any>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.write_conn(wait).await?;
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            if let (true, Some(fence)) = (fenced, &self.fence) {
+                self.check_fence(&mut tx, fence).await?;
+            }
             let out = work(&mut tx).await?;
             tx.commit().await?;
             Ok(out)
@@ -126,6 +150,11 @@ impl Store {
         .await;
         conn.settle(&result);
         result
+    }
+
+    /// The SQLite file (`None` for PostgreSQL and `:memory:`).
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.file.as_deref().map(|f| f.path.as_path())
     }
 
     /// A connection to write with, within `wait`, after checking the SQLite file is still the
