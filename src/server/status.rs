@@ -252,7 +252,12 @@ pub async fn gather(store: &Store, budget: ApiBudget, now: DateTime<Utc>) -> Res
     }
     let (inbox_depth, oldest) = store.inbox_depth().await?;
     let mut dead_letters = Vec::new();
-    for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote, OutboxKind::SlaStep] {
+    for kind in [
+        OutboxKind::HubSpotWrite,
+        OutboxKind::Promote,
+        OutboxKind::SlaStep,
+        OutboxKind::SalesforceContext,
+    ] {
         dead_letters.extend(items(kind, store.outbox_in(kind, OutboxState::Dead).await?));
     }
     let review = items(

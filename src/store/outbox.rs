@@ -20,6 +20,9 @@ pub enum OutboxKind {
     Promote,
     /// Carry out one step of an SLA's breach ladder (keyed per timer and step: once, ever).
     SlaStep,
+    /// Keep a promoted contact's marketing context current on its Salesforce records (one
+    /// pending item per contact: the latest values win, like a HubSpot write).
+    SalesforceContext,
 }
 
 impl OutboxKind {
@@ -29,6 +32,7 @@ impl OutboxKind {
             OutboxKind::HubSpotWrite => "hubspot_write",
             OutboxKind::Promote => "promote",
             OutboxKind::SlaStep => "sla_step",
+            OutboxKind::SalesforceContext => "salesforce_context",
         }
     }
 }
@@ -104,7 +108,7 @@ where
 {
     let on_conflict = match kind {
         // The latest desired values win; a done write becomes pending again with them.
-        OutboxKind::HubSpotWrite => {
+        OutboxKind::HubSpotWrite | OutboxKind::SalesforceContext => {
             "DO UPDATE SET payload = excluded.payload, state = 'pending', attempts = 0, next_at = excluded.next_at, \
              last_error = NULL, updated_at = excluded.updated_at"
         }

@@ -173,7 +173,10 @@ pub fn decide_pulled(
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    Some(saved(sla, &decision, seen, properties, company_id, company, new_events))
+    let context = context_item(&decision, &snapshot.events, new_events.len());
+    let mut e = saved(sla, &decision, seen, properties, company_id, company, new_events);
+    e.outbox.extend(context);
+    Some(e)
 }
 
 /// What to save for a decision.
@@ -346,7 +349,7 @@ pub fn decide_stored(
         state: row.state.clone(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    saved(
+    let mut e = saved(
         sla,
         &decision,
         Seen::Before,
@@ -354,7 +357,22 @@ pub fn decide_stored(
         row.company_id.clone(),
         row.company.clone(),
         Vec::new(),
-    )
+    );
+    e.outbox.extend(context_item(&decision, &snapshot.events, 0));
+    e
+}
+
+/// The contact's marketing context for Salesforce, when the decision queues it
+/// ([`super::context::queued`]).
+fn context_item(d: &Decision<'_>, events: &[Event], new_events: usize) -> Option<(OutboxKind, String, String)> {
+    super::context::queued(d, new_events).then(|| {
+        let values = super::context::ContextValues::of(d, events);
+        (
+            OutboxKind::SalesforceContext,
+            super::context::context_key(&d.contact_id),
+            serde_json::to_string(&values).expect("serialisable"),
+        )
+    })
 }
 
 /// How leadsync came to see the stage a decision puts a contact in, for the SLA.

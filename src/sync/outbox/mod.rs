@@ -1,6 +1,7 @@
 //! The outbox: what a commit queued, carried out. `writeback` writes HubSpot values, 100
 //! contacts a call; `promotion` creates the sales-qualified leads in Salesforce and brings their
-//! opportunities back; `sla_step` carries out the SLA breach ladder's steps.
+//! opportunities back; `sla_step` carries out the SLA breach ladder's steps; `context` keeps the
+//! promoted contacts' marketing context current on their Salesforce records.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
 //! per process (two would both take the same items), and [`worker`] the one loop that calls it,
@@ -8,6 +9,7 @@
 //! (`backfill`, `backfill --rescore`) runs it beside its job with
 //! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
+pub mod context;
 pub mod promotion;
 pub mod sla_step;
 pub mod writeback;
@@ -65,6 +67,10 @@ impl Syncer {
             report.promoted = promoted?;
             // Promotions write Salesforce ids back to HubSpot.
             report.written += writeback::drain(self, priority, now).await?;
+            // After the promotions, so that a contact promoted just now has its records.
+            let context = context::drain(self, now).await;
+            p.keep_rotated_token(self).await?;
+            report.context_written = context?;
         }
         // The SLA ladder's steps; a reassignment or a rejection queues HubSpot writes.
         if sla_step::drain(self, priority, now).await? > 0 {
@@ -130,7 +136,12 @@ pub async fn worker(
 }
 
 fn logged(r: &SyncReport, done: &str) {
-    if r.written + r.promoted > 0 {
-        info!(written = r.written, promoted = r.promoted, "{done}");
+    if r.written + r.promoted + r.context_written > 0 {
+        info!(
+            written = r.written,
+            promoted = r.promoted,
+            context = r.context_written,
+            "{done}"
+        );
     }
 }
