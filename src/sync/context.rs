@@ -114,12 +114,17 @@ impl ContextValues {
 }
 
 /// Whether decision `d` queues the contact's context: it is in Salesforce (or is being promoted
-/// by this decision) and something happened: a new event, a transition or a HubSpot write (the
-/// engine's own test of what matters, which leaves decay alone out).
-pub fn queued(d: &Decision<'_>, new_events: usize) -> bool {
+/// by this decision) and something happened: a new event, a transition, or a HubSpot write of a
+/// value other than those decay moves (`decayed`: the engagement score and the grade it gives,
+/// which HubSpot gets when the score crosses a threshold, and the rules' stamp). So the
+/// engagement score's decay alone never sends anything to Salesforce.
+pub fn queued(d: &Decision<'_>, new_events: usize, decayed: &[&str]) -> bool {
     let promotes = d.actions.iter().any(|a| matches!(a, Action::PromoteToSalesforce));
     let in_salesforce = d.state.salesforce.is_some() || promotes;
-    let wrote = d.actions.iter().any(|a| matches!(a, Action::WriteHubSpot { .. }));
+    let wrote = d.actions.iter().any(|a| match a {
+        Action::WriteHubSpot { properties } => properties.keys().any(|k| !decayed.contains(&k.as_str())),
+        _ => false,
+    });
     in_salesforce && (new_events > 0 || !d.transitions.is_empty() || wrote)
 }
 

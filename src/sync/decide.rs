@@ -173,7 +173,7 @@ pub fn decide_pulled(
         state: stored.map(|s| s.state.clone()).unwrap_or_default(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    let context = context_item(&decision, &snapshot.events, new_events.len());
+    let context = context_item(rules, &decision, &snapshot.events, new_events.len());
     let mut e = saved(sla, &decision, seen, properties, company_id, company, new_events);
     e.outbox.extend(context);
     Some(e)
@@ -358,14 +358,25 @@ pub fn decide_stored(
         row.company.clone(),
         Vec::new(),
     );
-    e.outbox.extend(context_item(&decision, &snapshot.events, 0));
+    e.outbox.extend(context_item(rules, &decision, &snapshot.events, 0));
     e
 }
 
 /// The contact's marketing context for Salesforce, when the decision queues it
 /// ([`super::context::queued`]).
-fn context_item(d: &Decision<'_>, events: &[Event], new_events: usize) -> Option<(OutboxKind, String, String)> {
-    super::context::queued(d, new_events).then(|| {
+fn context_item(
+    rules: &Rules,
+    d: &Decision<'_>,
+    events: &[Event],
+    new_events: usize,
+) -> Option<(OutboxKind, String, String)> {
+    let out = rules.output();
+    let decayed = [
+        out.engagement_score.as_str(),
+        out.grade.as_str(),
+        out.rules_version.as_str(),
+    ];
+    super::context::queued(d, new_events, &decayed).then(|| {
         let values = super::context::ContextValues::of(d, events);
         (
             OutboxKind::SalesforceContext,
