@@ -377,7 +377,8 @@ fn leadsync_child() {
             "salesforce_calls": sf, "salesforce_by_endpoint": sf_by,
         });
 
-        // 4. A day of ordinary activity for the promoted leads: each hour a twenty-fourth of
+        // 4. A day of ordinary activity for every promoted lead (the backfill's and the row
+        // above's): each hour a twenty-fourth of
         // them behave three times (page views, visits, email opens and clicks) and one in ten of
         // those downloads the ebook; each hour an incremental cycle and the opportunity poll
         // (what the schedules run), the nightly rescore once. Every Salesforce call counted.
@@ -386,7 +387,7 @@ fn leadsync_child() {
             .expect("contacts");
         let promoted: Vec<String> = rows
             .iter()
-            .filter(|r| r.state.salesforce.is_some() && leads.contains(&r.contact_id.as_str().to_string()))
+            .filter(|r| r.state.salesforce.is_some() && r.removed.is_none())
             .map(|r| r.contact_id.as_str().to_string())
             .collect();
         drop(rows);
