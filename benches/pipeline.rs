@@ -414,6 +414,9 @@ fn leadsync_child() {
             rt.block_on(syncer.incremental(now, chrono::Duration::hours(1)))
                 .expect("incremental");
             rt.block_on(p.poll_opportunities(&syncer, now)).expect("poll");
+            // What the daemon's outbox worker does after each commit.
+            rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
+                .expect("drain");
         }
         rt.block_on(syncer.rescore(now, false)).expect("rescore");
         rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
@@ -523,7 +526,9 @@ fn context_row(v: &Value) -> [String; 5] {
     let d = &v["context_day"];
     let promoted = d["promoted"].as_u64().unwrap_or(0).max(1);
     let sf = d["salesforce_calls"].as_u64().unwrap_or(0);
-    let updates = d["salesforce_by_endpoint"]["sobjects.update"].as_u64().unwrap_or(0);
+    let updates = d["salesforce_by_endpoint"]["salesforce sobjects.update"]
+        .as_u64()
+        .unwrap_or(0);
     [
         format!("a day of ordinary activity of {promoted} promoted contacts"),
         format!(

@@ -33,6 +33,17 @@ struct Change {
     fields: BTreeMap<String, Value>,
 }
 
+/// Salesforce calls that writing the context of `contacts` contacts costs at most (their first
+/// write, every value new): one update per 200 records, a record per object the mapping keeps
+/// context on. The dry run's estimate.
+pub fn calls(mapping: &crate::salesforce::mapping::SalesforceMapping, contacts: u64) -> u64 {
+    let objects = [&mapping.contact_context, &mapping.opportunity_context]
+        .iter()
+        .filter(|f| !f.is_empty())
+        .count() as u64;
+    (contacts * objects).div_ceil(COLLECTION_MAX as u64)
+}
+
 /// Writes every due context item; returns how many Salesforce records were updated.
 pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
     let Some(p) = &s.promoter else {
