@@ -105,18 +105,9 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
                         }
                     }
                 }
-                // Promoted by a promotion still in the outbox: after it.
-                (Some(_), Some(r)) if r.removed.is_none() && r.state.promotion_pending => {
-                    s.store
-                        .failed(
-                            item,
-                            "waits for the contact's promotion",
-                            OutboxState::Pending,
-                            now + Duration::minutes(1),
-                        )
-                        .await?;
-                }
-                // Not (or no longer) in Salesforce: nothing to keep current.
+                // Not (or no longer) in Salesforce: nothing to keep current. A promotion that
+                // waits (a retry, the review list) gets its context from the next decision that
+                // queues it after it lands.
                 _ => done.push(item.clone()),
             }
             values.push(parsed);
