@@ -636,11 +636,17 @@ async fn check_online_warns_about_a_rules_value_the_portal_property_does_not_off
 fn check_refuses_a_salesforce_context_field_that_is_also_a_sales_field_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(repo().join("mappings/salesforce.toml")).unwrap();
-    let mapping = shipped.replacen(
-        "[opportunity]\n",
-        "[[contact.context]]\nfield = \"Title\"\nkeep = \"grade\"\n\n[opportunity]\n",
-        1,
-    );
+    let mapping = shipped
+        .replacen(
+            "[opportunity]\n",
+            "[[contact.context]]\nfield = \"Title\"\nkeep = \"grade\"\n\n[opportunity]\n",
+            1,
+        )
+        .replacen(
+            "[[opportunity.context]]\n",
+            "[[opportunity.context]]\nfield = \"StageName\"\nkeep = \"stage\"\n\n[[opportunity.context]]\n",
+            1,
+        );
     assert_ne!(mapping, shipped);
     let line = mapping
         .lines()
@@ -674,6 +680,11 @@ fn check_refuses_a_salesforce_context_field_that_is_also_a_sales_field_at_its_li
         .map(|at| shipped[..at].lines().count() + 1)
         .unwrap();
     assert!(refusal.contains(&format!("(line {entry})")), "{refusal}");
+    // A field the promotion sets or the opportunity feedback reads back is sales' too.
+    assert!(
+        err.contains("opportunity.context[0].field: StageName is set at promotion or read back from sales"),
+        "{err}"
+    );
 }
 
 // README (What each team sees of the other): "`check --online` lists which fields are
