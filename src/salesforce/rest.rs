@@ -1,7 +1,7 @@
 //! The REST endpoints leadsync uses (docs/architecture.md lists them): SOQL query, composite
-//! (several queries in one API call), sObject Collections upsert by external id and create, in
-//! chunks of 200 with `allOrNone: false`, and describe. Every query answer, direct or inside a
-//! composite call, is read to its end by following `nextRecordsUrl` ([`SalesforceClient::follow`]):
+//! (several queries in one API call), sObject Collections upsert by external id, create and
+//! update by id (the context leadsync keeps current), in chunks of 200 with `allOrNone: false`,
+//! and describe. Every query answer, direct or inside a composite call, is read to its end by following `nextRecordsUrl` ([`SalesforceClient::follow`]):
 //! Salesforce returns at most 2,000 rows a page, and may return fewer than asked.
 
 use reqwest::Method;

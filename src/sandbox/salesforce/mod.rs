@@ -1,6 +1,6 @@
 //! The fake Salesforce: the REST surface of `docs/architecture.md` (token, SOQL query,
-//! composite, sObject Collections upsert and create, describe) and the standard single-record
-//! calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
+//! composite, sObject Collections upsert, create and update by id, describe) and the standard
+//! single-record calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
 //! `nextRecordsUrl`, `queryAll`), 18-character ids, `Sforce-Limit-Info` on every answer, a daily
 //! allocation over a rolling 24 hours, a duplicate rule on Contact email, and the Tasks and
 //! Events reps log (seeded history, created over REST, read by SOQL).
