@@ -120,6 +120,17 @@ fn sandbox_child() {
                     .count();
                 json!({"touched": touched, "now_ms": handle.now().timestamp_millis()})
             }
+            ["touchids", times, ids @ ..] => {
+                let times: u32 = times.parse().expect("n");
+                json!({"touched": ids.iter().filter(|id| handle.touch(id, times)).count()})
+            }
+            ["download", ids @ ..] => {
+                let submitted = ids
+                    .iter()
+                    .filter(|id| handle.submit_form(id, "Ebook: The RevOps playbook").is_some())
+                    .count();
+                json!({"submitted": submitted})
+            }
             ["submit", ids @ ..] => {
                 let submitted = ids
                     .iter()
@@ -365,6 +376,56 @@ fn leadsync_child() {
             "outbox_done": done_after - done_before,
             "salesforce_calls": sf, "salesforce_by_endpoint": sf_by,
         });
+
+        // 4. A day of ordinary activity for every promoted lead (the backfill's and the row
+        // above's): each hour a twenty-fourth of
+        // them behave three times (page views, visits, email opens and clicks) and one in ten of
+        // those downloads the ebook; each hour an incremental cycle and the opportunity poll
+        // (what the schedules run), the nightly rescore once. Every Salesforce call counted.
+        let rows = rt
+            .block_on(syncer.store.contact_page(None, n as usize))
+            .expect("contacts");
+        let promoted: Vec<String> = rows
+            .iter()
+            .filter(|r| r.state.salesforce.is_some() && r.removed.is_none())
+            .map(|r| r.contact_id.as_str().to_string())
+            .collect();
+        drop(rows);
+        let p = syncer.promoter.clone().expect("Salesforce configured");
+        rt.block_on(p.poll_opportunities(&syncer, now)).expect("poll");
+        rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
+            .expect("drain");
+        sb.ask("reset");
+        let (mut touched, mut downloads) = (0, 0);
+        for hour in 0..24 {
+            let advanced = sb.ask("advance 3600");
+            now = DateTime::<Utc>::from_timestamp_millis(advanced["now_ms"].as_i64().unwrap_or(0)).unwrap()
+                + chrono::Duration::seconds(1);
+            let slice: Vec<&str> = promoted.iter().skip(hour).step_by(24).map(String::as_str).collect();
+            if !slice.is_empty() {
+                touched += sb.ask(&format!("touchids 3 {}", slice.join(" ")))["touched"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let some: Vec<&str> = slice.iter().step_by(10).copied().collect();
+                downloads += sb.ask(&format!("download {}", some.join(" ")))["submitted"]
+                    .as_u64()
+                    .unwrap_or(0);
+            }
+            rt.block_on(syncer.incremental(now, chrono::Duration::hours(1)))
+                .expect("incremental");
+            rt.block_on(p.poll_opportunities(&syncer, now)).expect("poll");
+            // What the daemon's outbox worker does after each commit.
+            rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
+                .expect("drain");
+        }
+        rt.block_on(syncer.rescore(now, false)).expect("rescore");
+        rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
+            .expect("drain");
+        let (sf, sf_by, _) = sb.calls("salesforce");
+        out["context_day"] = json!({
+            "promoted": promoted.len(), "touched": touched, "downloads": downloads,
+            "salesforce_calls": sf, "salesforce_by_endpoint": sf_by,
+        });
     }
     println!("{out}");
 }
@@ -460,6 +521,29 @@ fn main_table(rows: &[[String; 5]]) {
     }
 }
 
+/// Salesforce calls per 1,000 promoted contacts in a day of ordinary activity.
+fn context_row(v: &Value) -> [String; 5] {
+    let d = &v["context_day"];
+    let promoted = d["promoted"].as_u64().unwrap_or(0).max(1);
+    let sf = d["salesforce_calls"].as_u64().unwrap_or(0);
+    let updates = d["salesforce_by_endpoint"]["salesforce sobjects.update"]
+        .as_u64()
+        .unwrap_or(0);
+    [
+        format!("a day of ordinary activity of {promoted} promoted contacts"),
+        format!(
+            "{:.1} Salesforce calls per 1,000 promoted ({sf}: {updates} context updates)",
+            sf as f64 * 1_000.0 / promoted as f64
+        ),
+        "—".into(),
+        "—".into(),
+        format!(
+            "{} behaved, {} downloads, 24 hourly cycles and opportunity polls, one rescore; {} contacts in the portal",
+            d["touched"], d["downloads"], v["contacts"]
+        ),
+    ]
+}
+
 fn parent() {
     let n = env_u32("LEADSYNC_BENCH_CONTACTS", 100_000);
     let small = env_u32("LEADSYNC_BENCH_SMALL", 20_000);
@@ -468,6 +552,16 @@ fn parent() {
     let burst = env_u32("LEADSYNC_BENCH_BURST", 2_000);
     let rate = f64::from(burst) / 10.0;
 
+    if std::env::var("LEADSYNC_BENCH_ONLY").as_deref() == Ok("context") {
+        // The context row alone, over a smaller portal (`LEADSYNC_BENCH_CONTACTS`).
+        let v = run_child(n, 0, burst, true);
+        main_table(&[context_row(&v)]);
+        println!(
+            "\ncontext day endpoints: {}",
+            v["context_day"]["salesforce_by_endpoint"]
+        );
+        return;
+    }
     let big = run_child(n, 0, burst, true);
     let little = run_child(small, 0, burst, false);
     let timed = run_child(wall_n, latency, burst, false);
@@ -626,6 +720,7 @@ fn parent() {
         ],
     ];
     main_table(&rows);
+    main_table(&[context_row(&big)]);
     println!("\nbackfill endpoints: {}", b["hubspot_by_endpoint"]);
     println!("incremental endpoints: {}", inc["hubspot_by_endpoint"]);
     println!("promotion endpoints: {}", pro["salesforce_by_endpoint"]);

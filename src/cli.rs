@@ -237,6 +237,26 @@ fn check_enumerations(loaded: &config::Loaded, rules: &Rules) {
     }
 }
 
+/// Which Salesforce fields are leadsync's (kept current) and which are sales' (written once).
+fn print_ownership(mapping: &SalesforceMapping, path: &str) {
+    use crate::salesforce::describe::SalesforceFieldOwner;
+    for (owner, title) in [
+        (
+            SalesforceFieldOwner::Leadsync,
+            "leadsync's fields (kept current after promotion; sales' edits to them are replaced):",
+        ),
+        (
+            SalesforceFieldOwner::Sales,
+            "sales' fields (written once at promotion, never after):",
+        ),
+    ] {
+        println!("{title}");
+        for (object, field, _, line) in mapping.ownership().into_iter().filter(|f| f.2 == owner) {
+            println!("  {object}.{field}  ({path}:{line})");
+        }
+    }
+}
+
 /// The mapping against the org's describe results.
 fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str) -> ExitCode {
     let rt = match runtime() {
@@ -255,6 +275,7 @@ fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str
         }
     };
     let found = rt.block_on(mapping.check_online(&client));
+    print_ownership(mapping, path);
     if found.is_empty() {
         println!("salesforce mapping: matches the org");
         return ExitCode::SUCCESS;

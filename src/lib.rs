@@ -33,14 +33,16 @@
 //!   breach ladder, marketing targets), business time, timers and their assessment.
 //! - [`store`]: durable state (SQLite or PostgreSQL): cursors, contact state, engagement ledger,
 //!   audit, outbox, dead letters, write ledger, webhook inbox, SLA timers, owner assignments
-//!   with their routing traces, the jobs' last runs (`status`).
+//!   with their routing traces, the jobs' last runs (`status`), the Salesforce context ledger.
 //! - [`sync`]: the pipeline around the engine: pull (`cycle`, `backfill`, `inbox`, `behaviour`;
 //!   IO only) → one pure batch decision (`decide::decide_batch`: removals, merges, restores and
 //!   evaluations, with the SLA timers they start, as one `Plan`) → `Store::commit_plan` (one
 //!   transaction) → the one outbox worker (`outbox`: `writeback`, `promotion`, `sla_step`: the SLA
-//!   ladder's steps, `owner_alert`: a buying signal told to the owner as a Salesforce Task), run by the daemon and beside one-shot commands alike; `sla_sweep` (timers
-//!   assessed with their touches, steps queued; `followup`, the sales follow-up they give, written to
-//!   HubSpot); `schedule` runs the jobs.
+//!   ladder's steps, `owner_alert`: a buying signal told to the owner as a Salesforce Task,
+//!   `context`: the marketing context kept current on Salesforce records), run by the daemon and
+//!   beside one-shot commands alike; `context` (which decisions queue the context, and its
+//!   values, pure); `sla_sweep` (timers assessed with their touches, steps queued; `followup`,
+//!   the sales follow-up they give, written to HubSpot); `schedule` runs the jobs.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
 //!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
 //! - [`replica`]: several `leadsync run` on one PostgreSQL store: the portal's lease decides
@@ -54,8 +56,8 @@
 //! The data's path: webhook (`server`, into the inbox) or schedule (`sync::schedule`) → pull
 //! from HubSpot (`hubspot`, `sync::cycle`, `sync::inbox`) → decide the batch
 //! (`sync::decide::decide_batch`, calling `lifecycle::evaluate`) → `Store::commit_plan` with its
-//! outbox (`store`) → the outbox worker (`sync::outbox`) writes back to HubSpot and promotes to
-//! Salesforce (`salesforce`).
+//! outbox (`store`) → the outbox worker (`sync::outbox`) writes back to HubSpot, promotes to
+//! Salesforce and keeps promoted contacts' context current there (`salesforce`).
 
 pub mod chaos;
 pub mod cli;

@@ -629,3 +629,135 @@ async fn check_online_warns_about_a_rules_value_the_portal_property_does_not_off
         "the other values match by value (case folded) or by label: {stderr}"
     );
 }
+
+// README (What each team sees of the other): "`check` refuses a context field that is also a
+// field written at creation, with its file and line".
+#[test]
+fn check_refuses_a_salesforce_context_field_that_is_also_a_sales_field_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo().join("mappings/salesforce.toml")).unwrap();
+    let mapping = shipped
+        .replacen(
+            "[opportunity]\n",
+            "[[contact.context]]\nfield = \"Title\"\nkeep = \"grade\"\n\n[opportunity]\n",
+            1,
+        )
+        .replacen(
+            "[[opportunity.context]]\n",
+            "[[opportunity.context]]\nfield = \"StageName\"\nkeep = \"stage\"\n\n[[opportunity.context]]\n",
+            1,
+        );
+    assert_ne!(mapping, shipped);
+    let line = mapping
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "field = \"Title\"")
+        .last()
+        .unwrap()
+        .0
+        + 1;
+    let title_field = shipped
+        .lines()
+        .position(|l| l == "field = \"Title\"")
+        .expect("the shipped mapping writes Title at creation");
+    std::fs::write(dir.path().join("salesforce.toml"), &mapping).unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        "[salesforce]\nmapping_path = \"salesforce.toml\"\n",
+    )
+    .unwrap();
+    let out = run_bin(&["check", "--config", "leadsync.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let refusal = err
+        .lines()
+        .find(|l| l.contains("Title is also in [[contact.fields]]"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(refusal.contains(&format!("salesforce.toml:{line}:")), "{refusal}");
+    // It names the sales field's own entry.
+    let entry = shipped[..shipped.lines().take(title_field).map(|l| l.len() + 1).sum::<usize>()]
+        .rfind("[[contact.fields]]")
+        .map(|at| shipped[..at].lines().count() + 1)
+        .unwrap();
+    assert!(refusal.contains(&format!("(line {entry})")), "{refusal}");
+    // A field the promotion sets or the opportunity feedback reads back is sales' too.
+    assert!(
+        err.contains("opportunity.context[0].field: StageName is set at promotion or read back from sales"),
+        "{err}"
+    );
+}
+
+// README (What each team sees of the other): "`check --online` lists which fields are
+// leadsync's and which are sales'".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_lists_which_salesforce_fields_are_leadsync_s_and_which_are_sales() {
+    let sb = leadsync::sandbox::Sandbox::start(leadsync::sandbox::SandboxConfig {
+        contacts: 10,
+        companies: 10,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = sb.config().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        (
+            "LEADSYNC__SALESFORCE__MAPPING_PATH",
+            repo().join("mappings/salesforce.toml").display().to_string(),
+        ),
+        ("LEADSYNC__HUBSPOT__API_BASE_URL", sb.hubspot_base_url()),
+        ("LEADSYNC__HUBSPOT__TOKEN_URL", sb.hubspot_token_url()),
+        ("LEADSYNC__HUBSPOT__CLIENT_ID", c.hubspot_client_id.clone()),
+        ("LEADSYNC__HUBSPOT__CLIENT_SECRET", c.hubspot_client_secret.clone()),
+        ("LEADSYNC__HUBSPOT__REFRESH_TOKEN", c.hubspot_refresh_token.clone()),
+        ("LEADSYNC__SALESFORCE__LOGIN_URL", sb.salesforce_login_url()),
+        ("LEADSYNC__SALESFORCE__CLIENT_ID", c.salesforce_client_id.clone()),
+        (
+            "LEADSYNC__SALESFORCE__CLIENT_SECRET",
+            c.salesforce_client_secret.clone(),
+        ),
+        (
+            "LEADSYNC__SALESFORCE__REFRESH_TOKEN",
+            c.salesforce_refresh_token.clone(),
+        ),
+    ];
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+            .args(["check", "--online"])
+            .current_dir(cwd)
+            .env_remove("LEADSYNC_CONFIG")
+            .envs(envs)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let leadsync_at = stdout
+        .find("leadsync's fields")
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    let sales_at = stdout.find("sales' fields").unwrap_or_else(|| panic!("{stdout}"));
+    let (ours, theirs) = if leadsync_at < sales_at {
+        (&stdout[leadsync_at..sales_at], &stdout[sales_at..])
+    } else {
+        (&stdout[leadsync_at..], &stdout[sales_at..leadsync_at])
+    };
+    for f in [
+        "Contact.LeadSync_Engagement_Score__c",
+        "Contact.LeadSync_Recent_Activity__c",
+        "Opportunity.LeadSync_Engagement_Score__c",
+    ] {
+        assert!(ours.contains(f) && !theirs.contains(f), "{f}: {stdout}");
+    }
+    for f in ["Contact.Title", "Contact.Email", "Account.Name", "Opportunity.Amount"] {
+        assert!(theirs.contains(f) && !ours.contains(f), "{f}: {stdout}");
+    }
+    assert!(ours.contains("salesforce.toml:"), "each with its line: {ours}");
+    assert!(
+        !stderr.contains("LeadSync_"),
+        "the sandbox org has every context field, of the right type: {stderr}"
+    );
+    sb.shutdown().await;
+}

@@ -15,6 +15,9 @@ mod claims;
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.
 mod common;
+/// Marketing context kept current in Salesforce, through the running daemon on both stores:
+/// one cycle, sales' fields untouched, idle cycles silent, no feedback loop.
+mod context;
 /// The daemon against wiremock CRMs: webhook to SQL to Salesforce, refresh-token rotation kept.
 mod daemon;
 /// The daemon run whole (`Daemon::run`) against the sandbox on both stores: cycles, backfill killed and resumed, webhooks, crashes, the stop.

@@ -73,6 +73,9 @@ pub struct SalesforceToken {
     pub instance_url: String,
     /// Which mint produced it (for [`SalesforceAuth::invalidate`]).
     pub generation: u64,
+    /// The user the token acts as (the last part of the response's identity URL `id`):
+    /// leadsync's integration user, whose own edits the opportunity feedback recognises.
+    pub user_id: Option<String>,
 }
 
 /// The connected app's private key; never printed.
@@ -144,6 +147,9 @@ struct TokenResponse {
     instance_url: String,
     #[serde(default)]
     refresh_token: Option<String>,
+    /// `https://login.salesforce.com/id/{org id}/{user id}`.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +395,12 @@ impl SalesforceAuth {
             secret: SecretString::from(body.access_token),
             instance_url: body.instance_url.trim_end_matches('/').to_string(),
             generation: state.generation,
+            user_id: body
+                .id
+                .as_deref()
+                .and_then(|id| id.trim_end_matches('/').rsplit('/').next())
+                .filter(|u| u.starts_with("005"))
+                .map(str::to_string),
         };
         state.current = Some((token.clone(), Instant::now()));
         tracing::debug!(flow, generation = token.generation, "Salesforce access token minted");

@@ -206,6 +206,45 @@ fn picklist_miss(f: &SalesforceDescribeField, value: &str) -> Option<String> {
     })
 }
 
+/// Who a mapped field belongs to after promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SalesforceFieldOwner {
+    /// leadsync's: kept current (`[[contact.context]]`, `[[opportunity.context]]`).
+    Leadsync,
+    /// Sales': written once at creation, never after.
+    Sales,
+}
+
+impl SalesforceMapping {
+    /// Every field the mapping writes, by object, with whose it is after promotion and its line
+    /// (what `check --online` prints).
+    pub fn ownership(&self) -> Vec<(&'static str, &str, SalesforceFieldOwner, usize)> {
+        let mut out = Vec::new();
+        for (object, fields) in [
+            ("Account", &self.account),
+            ("Contact", &self.contact),
+            ("Opportunity", &self.opportunity),
+        ] {
+            out.extend(
+                fields
+                    .iter()
+                    .map(|f| (object, f.field.as_str(), SalesforceFieldOwner::Sales, f.line)),
+            );
+        }
+        for (object, fields) in [
+            ("Contact", &self.contact_context),
+            ("Opportunity", &self.opportunity_context),
+        ] {
+            out.extend(
+                fields
+                    .iter()
+                    .map(|f| (object, f.field.as_str(), SalesforceFieldOwner::Leadsync, f.line)),
+            );
+        }
+        out
+    }
+}
+
 /// Object, mapped fields, external-id field, built-in fields with their fixed values.
 type ObjectCheck<'a> = (
     &'a str,
@@ -243,6 +282,13 @@ impl SalesforceMapping {
             ("IsPrimary", None),
             ("Role", Some(self.contact_role.as_str())),
         ];
+        let with_context = |fields: &[SalesforceFieldMap], context: &[super::mapping::SalesforceContextField]| {
+            let mut all = fields.to_vec();
+            all.extend(context.iter().map(|c| c.as_field_map()));
+            all
+        };
+        let contact_fields = with_context(&self.contact, &self.contact_context);
+        let opportunity_fields = with_context(&self.opportunity, &self.opportunity_context);
         let mut account_fields = self.account.clone();
         if !account_fields
             .iter()
@@ -259,13 +305,13 @@ impl SalesforceMapping {
             ),
             (
                 "Contact",
-                &self.contact,
+                &contact_fields,
                 Some(&self.contact_external_id),
                 &[("LastName", None), ("AccountId", None)],
             ),
             (
                 "Opportunity",
-                &self.opportunity,
+                &opportunity_fields,
                 Some(&self.opportunity_external_id),
                 &opportunity_required,
             ),

@@ -45,6 +45,9 @@ pub struct OpportunityChange {
     pub close_date: Option<NaiveDate>,
     /// `SystemModstamp`.
     pub modstamp: DateTime<Utc>,
+    /// `LastModifiedById`: who changed it last (leadsync's integration user after a context
+    /// write, which changes none of the values read here).
+    pub last_modified_by: Option<String>,
 }
 
 /// What the change means for the lifecycle.
@@ -92,6 +95,8 @@ struct Row {
     close_date: Option<String>,
     #[serde(rename = "SystemModstamp")]
     modstamp: String,
+    #[serde(rename = "LastModifiedById", default)]
+    last_modified_by: Option<String>,
     #[serde(flatten)]
     rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -108,7 +113,7 @@ pub(super) fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
 pub fn changes_query(mapping: &SalesforceMapping, since: Option<&SalesforceWatermark>, limit: u32) -> String {
     let key = &mapping.opportunity_external_id;
     let mut soql = format!(
-        "SELECT Id, StageName, IsWon, IsClosed, Amount, CloseDate, SystemModstamp, {key} FROM Opportunity \
+        "SELECT Id, StageName, IsWon, IsClosed, Amount, CloseDate, SystemModstamp, LastModifiedById, {key} FROM Opportunity \
          WHERE {key} != null"
     );
     if let Some(w) = since {
@@ -156,6 +161,7 @@ impl SalesforceClient {
                         .close_date
                         .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
                     modstamp: stamp,
+                    last_modified_by: row.last_modified_by,
                 });
             }
             mark = Some(here);
@@ -186,6 +192,7 @@ mod tests {
             amount: None,
             close_date: None,
             modstamp: Utc::now(),
+            last_modified_by: None,
         };
         assert_eq!(c.result(), OpportunityResult::Won);
         c.is_won = false;

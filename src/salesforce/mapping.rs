@@ -169,6 +169,79 @@ pub enum SalesforceValue {
     Constant(String),
 }
 
+/// A value leadsync keeps current on a promoted lead's Salesforce record (`keep = "..."` in a
+/// `[[contact.context]]` or `[[opportunity.context]]` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SalesforceContextValue {
+    /// The fit score (a number).
+    FitScore,
+    /// The engagement score, in whole points (a number; decay alone never sends it).
+    EngagementScore,
+    /// The grade (`A1` … `C3`).
+    Grade,
+    /// The lifecycle stage (`mql`, `sql`, …).
+    Stage,
+    /// The status (`active`, `lost`, …).
+    Status,
+    /// When the last scored activity happened (a datetime).
+    LastActivity,
+    /// The recent meaningful events, newest first, in the rules' own names
+    /// (`2026-11-24 whitepaper_download; 2026-11-20 webinar`).
+    RecentActivity,
+}
+
+impl SalesforceContextValue {
+    /// Every value, with its name in the file.
+    pub const ALL: [(&'static str, SalesforceContextValue); 7] = [
+        ("fit_score", Self::FitScore),
+        ("engagement_score", Self::EngagementScore),
+        ("grade", Self::Grade),
+        ("stage", Self::Stage),
+        ("status", Self::Status),
+        ("last_activity", Self::LastActivity),
+        ("recent_activity", Self::RecentActivity),
+    ];
+
+    /// The JSON type it is sent as (what `check --online` compares with the field's type).
+    pub fn kind(self) -> SalesforceFieldType {
+        match self {
+            Self::FitScore | Self::EngagementScore => SalesforceFieldType::Number,
+            Self::LastActivity => SalesforceFieldType::Date,
+            _ => SalesforceFieldType::Text,
+        }
+    }
+}
+
+/// One Salesforce field leadsync owns and keeps current after promotion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalesforceContextField {
+    /// Salesforce API field name.
+    pub field: String,
+    /// What it holds.
+    pub value: SalesforceContextValue,
+    /// Longest text kept, in characters.
+    pub truncate: Option<usize>,
+    /// Position in the file.
+    pub line: usize,
+}
+
+impl SalesforceContextField {
+    /// As a field map, for `check --online`'s comparison with the org's describe.
+    pub fn as_field_map(&self) -> SalesforceFieldMap {
+        SalesforceFieldMap {
+            field: self.field.clone(),
+            value: SalesforceValue::Constant(String::new()),
+            transforms: vec![],
+            map: BTreeMap::new(),
+            map_other: None,
+            default: None,
+            truncate: self.truncate,
+            kind: self.value.kind(),
+            line: self.line,
+        }
+    }
+}
+
 /// One Salesforce field and how to fill it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SalesforceFieldMap {
@@ -324,6 +397,11 @@ pub struct SalesforceMapping {
     pub contact: Vec<SalesforceFieldMap>,
     /// Opportunity fields beyond name, stage and close date.
     pub opportunity: Vec<SalesforceFieldMap>,
+    /// Contact fields leadsync keeps current after promotion (`[[contact.context]]`): leadsync's.
+    /// Every other field is written once at creation, then sales'.
+    pub contact_context: Vec<SalesforceContextField>,
+    /// Opportunity fields leadsync keeps current (`[[opportunity.context]]`).
+    pub opportunity_context: Vec<SalesforceContextField>,
     /// Opportunity name.
     pub opportunity_name: SalesforceTemplate,
     /// Opportunity stage at promotion.

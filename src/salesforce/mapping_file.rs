@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::mapping::{
-    SalesforceFieldMap, SalesforceFieldType, SalesforceMapping, SalesforceRoutingSources, SalesforceSource,
-    SalesforceTemplate, SalesforceTransform, SalesforceValue,
+    SalesforceContextField, SalesforceContextValue, SalesforceFieldMap, SalesforceFieldType, SalesforceMapping,
+    SalesforceRoutingSources, SalesforceSource, SalesforceTemplate, SalesforceTransform, SalesforceValue,
 };
 use super::routing::Territory;
 use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
@@ -52,6 +52,17 @@ pub struct RawLookup {
 pub struct RawObject {
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,
+    #[serde(default)]
+    pub context: Vec<Spanned<RawContext>>,
+}
+
+/// A field leadsync keeps current after promotion: `field = "..."`, `keep = "engagement_score"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContext {
+    pub field: Spanned<String>,
+    pub keep: Spanned<String>,
+    pub truncate: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +75,8 @@ pub struct RawOpportunity {
     pub contact_role: Option<Spanned<String>>,
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,
+    #[serde(default)]
+    pub context: Vec<Spanned<RawContext>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +250,36 @@ impl Compiler<'_> {
                 0
             }
         };
+        if let Some(first) = raw.account.context.first() {
+            self.err(
+                first.span(),
+                "account.context",
+                "an Account is shared by its contacts: keep context on the Contact or the Opportunity",
+            );
+        }
+        let contact_context = self.context(
+            &raw.contact.context,
+            "contact",
+            &contact,
+            &[contact_external_id.as_str(), "AccountId", "OwnerId"],
+        );
+        let opportunity_context = self.context(
+            &o.context,
+            "opportunity",
+            &opportunity,
+            // Written at promotion, or read back by the opportunity feedback (sales' to change).
+            &[
+                opportunity_external_id.as_str(),
+                "Name",
+                "StageName",
+                "CloseDate",
+                "AccountId",
+                "OwnerId",
+                "Amount",
+                "IsWon",
+                "IsClosed",
+            ],
+        );
         let contact_role = o
             .contact_role
             .as_ref()
@@ -298,6 +341,8 @@ impl Compiler<'_> {
             account,
             contact,
             opportunity,
+            contact_context,
+            opportunity_context,
             opportunity_name,
             stage,
             close_in_days,
@@ -306,6 +351,72 @@ impl Compiler<'_> {
             territories,
             round_robin,
         }
+    }
+
+    /// An object's context fields: leadsync's, so never one of the fields written at creation
+    /// (`sales`, then sales'), nor one leadsync or the feedback read uses otherwise (`reserved`).
+    fn context(
+        &mut self,
+        raw: &[Spanned<RawContext>],
+        object: &str,
+        sales: &[SalesforceFieldMap],
+        reserved: &[&str],
+    ) -> Vec<SalesforceContextField> {
+        let mut out: Vec<SalesforceContextField> = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let at = format!("{object}.context[{i}]");
+            let r = c.get_ref();
+            let field = self.api_name(&r.field, &format!("{at}.field"));
+            if let Some(f) = sales.iter().find(|f| f.field.eq_ignore_ascii_case(&field)) {
+                self.err(
+                    r.field.span(),
+                    format!("{at}.field"),
+                    format!(
+                        "{field} is also in [[{object}.fields]] (line {}): a field is either sales' (written once at \
+                         creation, never after) or leadsync's (kept current); remove one of the two",
+                        f.line
+                    ),
+                );
+            }
+            if reserved.iter().any(|r| r.eq_ignore_ascii_case(&field)) {
+                self.err(
+                    r.field.span(),
+                    format!("{at}.field"),
+                    format!("{field} is set at promotion or read back from sales: it cannot be kept current"),
+                );
+            }
+            if out.iter().any(|o| o.field.eq_ignore_ascii_case(&field)) {
+                self.err(r.field.span(), format!("{at}.field"), format!("{field} is kept twice"));
+            }
+            let keep = r.keep.get_ref().trim();
+            let value = SalesforceContextValue::ALL
+                .iter()
+                .find(|(name, _)| *name == keep)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| {
+                    let names: Vec<&str> = SalesforceContextValue::ALL.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        r.keep.span(),
+                        format!("{at}.keep"),
+                        format!("unknown value `{keep}` ({})", names.join(", ")),
+                    );
+                    SalesforceContextValue::Grade
+                });
+            let truncate = r.truncate.as_ref().and_then(|t| match usize::try_from(*t.get_ref()) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    self.err(t.span(), format!("{at}.truncate"), "must be a positive length");
+                    None
+                }
+            });
+            out.push(SalesforceContextField {
+                field,
+                value,
+                truncate,
+                line: self.src.line_col(c.span().start).0,
+            });
+        }
+        out
     }
 
     /// An object's mapped fields; `external_id` is leadsync's to set, never mapped.

@@ -1,7 +1,7 @@
 //! The REST endpoints leadsync uses (docs/architecture.md lists them): SOQL query, composite
-//! (several queries in one API call), sObject Collections upsert by external id and create, in
-//! chunks of 200 with `allOrNone: false`, and describe. Every query answer, direct or inside a
-//! composite call, is read to its end by following `nextRecordsUrl` ([`SalesforceClient::follow`]):
+//! (several queries in one API call), sObject Collections upsert by external id, create and
+//! update by id (the context leadsync keeps current), in chunks of 200 with `allOrNone: false`,
+//! and describe. Every query answer, direct or inside a composite call, is read to its end by following `nextRecordsUrl` ([`SalesforceClient::follow`]):
 //! Salesforce returns at most 2,000 rows a page, and may return fewer than asked.
 
 use reqwest::Method;
@@ -244,6 +244,34 @@ impl SalesforceClient {
         .await
     }
 
+    /// Updates `records` by `Id`, 200 a call, `allOrNone: false`; each record is `(sobject, its
+    /// fields with Id)`, of any types mixed in one call. One result per record, in order.
+    pub async fn update(&self, records: &[(&str, Value)]) -> Result<Vec<SalesforceSaveResult>, SalesforceError> {
+        const ENDPOINT: &str = "composite/sobjects update";
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in records.chunks(COLLECTION_MAX) {
+            let typed: Vec<Value> = chunk.iter().map(|(sobject, r)| typed(sobject, r)).collect();
+            let body = json!({"allOrNone": false, "records": typed});
+            let answer: Vec<Value> = self
+                .call(Call {
+                    endpoint: ENDPOINT,
+                    method: Method::PATCH,
+                    path: "composite/sobjects",
+                    query: &[],
+                    body: Some(&body),
+                })
+                .await?;
+            if answer.len() != chunk.len() {
+                return Err(SalesforceError::Decode {
+                    endpoint: ENDPOINT,
+                    message: format!("{} results for {} records", answer.len(), chunk.len()),
+                });
+            }
+            out.extend(answer.iter().map(SalesforceSaveResult::read));
+        }
+        Ok(out)
+    }
+
     async fn collections(
         &self,
         endpoint: &'static str,
@@ -311,17 +339,17 @@ impl SalesforceClient {
 /// The body of an sObject Collections call: `records` typed as `sobject`, each judged on its own
 /// (`allOrNone: false`).
 pub(crate) fn collection_body(sobject: &str, records: &[Value]) -> Value {
-    let typed: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            if let Some(obj) = r.as_object_mut() {
-                obj.insert("attributes".into(), json!({"type": sobject}));
-            }
-            r
-        })
-        .collect();
+    let typed: Vec<Value> = records.iter().map(|r| typed(sobject, r)).collect();
     json!({"allOrNone": false, "records": typed})
+}
+
+/// `record` with its `attributes.type`.
+fn typed(sobject: &str, record: &Value) -> Value {
+    let mut r = record.clone();
+    if let Some(obj) = r.as_object_mut() {
+        obj.insert("attributes".into(), json!({"type": sobject}));
+    }
+    r
 }
 
 #[cfg(test)]

@@ -704,6 +704,13 @@ impl SandboxHandle {
         lock(&self.shared.salesforce).records(object)
     }
 
+    /// A rep edits a Salesforce record (`fields` as JSON values), as in Salesforce's UI: the
+    /// record is then last modified by its owner. False when no such record exists.
+    pub fn edit_salesforce_record(&self, object: &str, id: &str, fields: &serde_json::Map<String, Value>) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.salesforce).edit(object, id, fields, now)
+    }
+
     /// Marks an opportunity won or lost, as a salesperson would.
     pub fn close_opportunity(&self, id: &str, won: bool) -> bool {
         let now = self.shared.clock.now_ms();

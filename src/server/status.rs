@@ -257,6 +257,7 @@ pub async fn gather(store: &Store, budget: ApiBudget, now: DateTime<Utc>) -> Res
         OutboxKind::Promote,
         OutboxKind::SlaStep,
         OutboxKind::OwnerAlert,
+        OutboxKind::SalesforceContext,
     ] {
         dead_letters.extend(items(kind, store.outbox_in(kind, OutboxState::Dead).await?));
     }

@@ -8,8 +8,9 @@
 //! dead letters and review list (`outbox`), what leadsync itself wrote (`write_ledger`), the
 //! webhook inbox (`inbox`), a running backfill's behaviour read ahead of its contacts (`staged`),
 //! the row `/readyz` writes to prove the store can write (`health`), the sales SLA's
-//! timers (`sla_timers`, their ladder steps in the outbox), and every owner assignment with its
-//! routing trace (`assignments`).
+//! timers (`sla_timers`, their ladder steps in the outbox), every owner assignment with its
+//! routing trace (`assignments`), and what leadsync last wrote to Salesforce records' context
+//! fields (`salesforce_ledger`).
 //!
 //! Opening: [`Store::create_or_open`] (first start: creates a missing SQLite file and the schema)
 //! or [`Store::open_existing`] (refuses a missing file or a database without the schema). A
@@ -20,6 +21,7 @@
 //! SQLite binds them in that order.
 
 mod contacts;
+mod context;
 mod inbox;
 mod lease;
 mod outbox;

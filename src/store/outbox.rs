@@ -23,6 +23,9 @@ pub enum OutboxKind {
     /// Tell a contact's owner of a buying signal: a Salesforce Task (keyed per contact, signal
     /// and day: once, ever).
     OwnerAlert,
+    /// Keep a promoted contact's marketing context current on its Salesforce records (one
+    /// pending item per contact: the latest values win, like a HubSpot write).
+    SalesforceContext,
 }
 
 impl OutboxKind {
@@ -33,6 +36,7 @@ impl OutboxKind {
             OutboxKind::Promote => "promote",
             OutboxKind::SlaStep => "sla_step",
             OutboxKind::OwnerAlert => "owner_alert",
+            OutboxKind::SalesforceContext => "salesforce_context",
         }
     }
 }
@@ -108,7 +112,7 @@ where
 {
     let on_conflict = match kind {
         // The latest desired values win; a done write becomes pending again with them.
-        OutboxKind::HubSpotWrite => {
+        OutboxKind::HubSpotWrite | OutboxKind::SalesforceContext => {
             "DO UPDATE SET payload = excluded.payload, state = 'pending', attempts = 0, next_at = excluded.next_at, \
              last_error = NULL, updated_at = excluded.updated_at"
         }

@@ -241,6 +241,23 @@ CREATE INDEX sla_timers_open_breaches ON sla_timers (due_at, contact_id) WHERE b
 "#,
     },
     Migration {
+        version: 12,
+        name: "salesforce context ledger",
+        // What leadsync last wrote to each Salesforce record's context fields (the mapping's
+        // `[[contact.context]]`, `[[opportunity.context]]`): only a value that differs goes out
+        // again, and the opportunity feedback read knows which of a record's fields are ours.
+        sql: r#"
+CREATE TABLE salesforce_ledger (
+    record_id TEXT NOT NULL,
+    field TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    written_at BIGINT NOT NULL,
+    PRIMARY KEY (record_id, field)
+)
+"#,
+    },
+    Migration {
         version: 16,
         name: "leases",
         // Which replica does a portal's work: one row per portal, its holder, a generation that

@@ -336,6 +336,17 @@ impl Syncer {
             let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
             costs.salesforce_calls += promotions.salesforce_calls;
             costs.hubspot_writes += promotions.hubspot_write_calls;
+            if let Some(p) = &self.promoter {
+                let context = batch
+                    .iter()
+                    .filter(|e| {
+                        e.outbox
+                            .iter()
+                            .any(|(k, _, _)| *k == crate::store::OutboxKind::SalesforceContext)
+                    })
+                    .count() as u64;
+                costs.salesforce_calls += super::outbox::context::calls(&p.mapping, context);
+            }
         }
         Ok(report)
     }

@@ -180,8 +180,10 @@ pub fn decide_pulled(
     let fired = signals(rules, &snapshot, &new_events, now);
     let decision = evaluate_signalled(rules, &snapshot, &fired, now);
     let alerts = alert_items(&id, &snapshot.state, &decision.state, &fired, now);
+    let context = context_item(rules, &decision, &snapshot.events, new_events.len());
     let mut e = saved(sla, &decision, seen, properties, company_id, company, new_events);
     e.outbox.extend(alerts);
+    e.outbox.extend(context);
     Some(e)
 }
 
@@ -355,7 +357,7 @@ pub fn decide_stored(
         state: row.state.clone(),
     };
     let decision = evaluate(rules, &snapshot, now);
-    saved(
+    let mut e = saved(
         sla,
         &decision,
         Seen::Before,
@@ -363,7 +365,33 @@ pub fn decide_stored(
         row.company_id.clone(),
         row.company.clone(),
         Vec::new(),
-    )
+    );
+    e.outbox.extend(context_item(rules, &decision, &snapshot.events, 0));
+    e
+}
+
+/// The contact's marketing context for Salesforce, when the decision queues it
+/// ([`super::context::queued`]).
+fn context_item(
+    rules: &Rules,
+    d: &Decision<'_>,
+    events: &[Event],
+    new_events: usize,
+) -> Option<(OutboxKind, String, String)> {
+    let out = rules.output();
+    let decayed = [
+        out.engagement_score.as_str(),
+        out.grade.as_str(),
+        out.rules_version.as_str(),
+    ];
+    super::context::queued(d, new_events, &decayed).then(|| {
+        let values = super::context::ContextValues::of(d, events);
+        (
+            OutboxKind::SalesforceContext,
+            super::context::context_key(&d.contact_id),
+            serde_json::to_string(&values).expect("serialisable"),
+        )
+    })
 }
 
 /// How leadsync came to see the stage a decision puts a contact in, for the SLA.

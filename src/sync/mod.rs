@@ -8,7 +8,8 @@
 //! inbox (webhooks) ────┼→ pull → decide::decide_batch → Store::commit_plan ─┐
 //! backfill (admin) ────┘                                                    ├→ outbox ─┬→ writeback
 //! rescore → Store → decide::decide_stored → Store::commit ──────────────────┘          ├→ promotion
-//! sla_sweep → Store (timers, touches) → sla::assess → ladder steps in the outbox ──────└→ sla_step
+//! sla_sweep → Store (timers, touches) → sla::assess → ladder steps in the outbox ──────├→ sla_step
+//!                                                                                       └→ context
 //! ```
 //!
 //! Every step saves before it acts: a crash at any point leaves either the old state or the new
@@ -18,6 +19,7 @@
 
 pub mod backfill;
 pub mod behaviour;
+pub mod context;
 pub mod cycle;
 pub mod decide;
 pub mod followup;
@@ -89,6 +91,8 @@ pub struct SyncReport {
     pub promotions_queued: u64,
     /// Buying-signal alerts carried out (Salesforce Tasks made or found for the owner).
     pub alerted: u64,
+    /// Salesforce records whose marketing context was updated.
+    pub context_written: u64,
 }
 
 impl SyncReport {
@@ -125,6 +129,7 @@ impl SyncReport {
         self.promoted += other.promoted;
         self.promotions_queued += other.promotions_queued;
         self.alerted += other.alerted;
+        self.context_written += other.context_written;
     }
 }
 

@@ -70,6 +70,14 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
             ("LeadSource", "picklist", 255, SOURCES),
             ("AccountId", "reference", 18, &[]),
             ("HubSpot_Contact_Id__c", "string", 40, &[]),
+            // The context leadsync keeps current; the engagement score made a text field.
+            ("LeadSync_Fit_Score__c", "double", 0, &[]),
+            ("LeadSync_Engagement_Score__c", "string", 10, &[]),
+            ("LeadSync_Grade__c", "string", 10, &[]),
+            ("LeadSync_Stage__c", "string", 40, &[]),
+            ("LeadSync_Status__c", "string", 40, &[]),
+            ("LeadSync_Last_Activity__c", "datetime", 0, &[]),
+            ("LeadSync_Recent_Activity__c", "string", 255, &[]),
         ],
         &["HubSpot_Contact_Id__c"],
     );
@@ -83,6 +91,7 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
             ("LeadSource", "picklist", 255, SOURCES),
             ("Description", "textarea", 32000, &[]), // no truncate in the file
             ("LeadSync_Key__c", "string", 80, &[]),
+            ("LeadSync_Engagement_Score__c", "double", 0, &[]),
             // Amount missing
         ],
         &["LeadSync_Key__c"],
@@ -117,11 +126,18 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
         [
             ("Account".to_string(), "HubSpot_Company_Id__c".to_string()),
             ("Account".into(), "Industry".into()),
+            ("Contact".into(), "LeadSync_Engagement_Score__c".into()),
             ("Opportunity".into(), "Amount".into()),
             ("Opportunity".into(), "Description".into()),
         ],
         "{problems:#?}"
     );
+    // A context field is checked like any other, at its own line.
+    let score = problems
+        .iter()
+        .find(|p| p.object == "Contact" && p.field == "LeadSync_Engagement_Score__c")
+        .unwrap();
+    assert!(score.message.contains("is a string field") && score.line > 0, "{score}");
     let industry = problems.iter().find(|p| p.field == "Industry").unwrap();
     assert!(industry.message.contains("`Other`") && industry.line > 0, "{industry}");
 }

@@ -164,6 +164,35 @@ impl Respond for FakeOrg {
                     .collect();
                 json!(results)
             }
+            // Updates by id (the context leadsync keeps current), of any types in one call.
+            ("PATCH", "composite/sobjects") => {
+                let results: Vec<Value> = body["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let object = r["attributes"]["type"].as_str().unwrap_or("");
+                        let id = r["Id"].as_str().unwrap_or("");
+                        match org
+                            .records
+                            .get_mut(object)
+                            .and_then(|rs| rs.iter_mut().find(|x| x["Id"] == id))
+                        {
+                            Some(found) => {
+                                for (k, v) in r.as_object().unwrap() {
+                                    if k != "attributes" {
+                                        found.insert(k.clone(), v.clone());
+                                    }
+                                }
+                                json!({"id": id, "success": true, "errors": []})
+                            }
+                            None => json!({"id": id, "success": false,
+                                "errors": [{"statusCode": "ENTITY_IS_DELETED", "message": "entity is deleted", "fields": []}]}),
+                        }
+                    })
+                    .collect();
+                json!(results)
+            }
             ("POST", "composite/sobjects") => {
                 let results: Vec<Value> = body["records"]
                     .as_array()

@@ -85,6 +85,43 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
     (200, Value::Array(results))
 }
 
+/// sObject Collections update (`PATCH /composite/sobjects`): up to 200 records of any types,
+/// each named by its `Id`.
+pub(super) fn update_collection(s: &mut SalesforceState, body: &Value, now: i64) -> (u16, Value) {
+    let records = body["records"].as_array().cloned().unwrap_or_default();
+    if records.len() > 200 {
+        return api_error(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            "record limit reached. cannot submit more than 200 records into this call",
+        );
+    }
+    let mut results = Vec::new();
+    for r in records {
+        let Some(map) = r.as_object() else { continue };
+        let object = r["attributes"]["type"].as_str().unwrap_or("").to_string();
+        let id = r["Id"].as_str().unwrap_or("").to_string();
+        let found = s
+            .records
+            .get(&object)
+            .and_then(|rs| rs.iter().position(|x| x["Id"] == id.as_str()));
+        let outcome = match (fields(&object), found) {
+            (None, _) => Err(err(
+                "INVALID_TYPE",
+                &format!("sObject type '{object}' is not supported."),
+                &[],
+            )),
+            (_, None) => Err(err("ENTITY_IS_DELETED", "entity is deleted", &[])),
+            (Some(_), Some(i)) => s.save(&object, map, Some(i), now),
+        };
+        results.push(match outcome {
+            Ok(id) => json!({"id": id, "success": true, "errors": []}),
+            Err(e) => json!({"id": id, "success": false, "errors": [e]}),
+        });
+    }
+    (200, Value::Array(results))
+}
+
 /// `POST /composite`: up to 25 subrequests (5 queries), `@{ref.path}` references, one API call.
 pub(super) fn composite(s: &mut SalesforceState, body: &Value, now: i64) -> (u16, Value) {
     let subs = body["compositeRequest"].as_array().cloned().unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The fake Salesforce: the REST surface of `docs/architecture.md` (token, SOQL query,
-//! composite, sObject Collections upsert and create, describe) and the standard single-record
-//! calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
+//! composite, sObject Collections upsert, create and update by id, describe) and the standard
+//! single-record calls other clients make (`sobjects/{SObject}/{id}`, upsert by external id, `query` paged by
 //! `nextRecordsUrl`, `queryAll`), 18-character ids, `Sforce-Limit-Info` on every answer, a daily
 //! allocation over a rolling 24 hours, a duplicate rule on Contact email, and the Tasks and
 //! Events reps log (seeded history, created over REST, read by SOQL).
@@ -31,7 +31,7 @@ mod sobjects;
 mod soql;
 
 use self::auth::token;
-use self::composite::{collection, composite};
+use self::composite::{collection, composite, update_collection};
 use self::query::{Cursor, batch_size, query_more};
 pub use self::schema::salesforce_id;
 use self::schema::{describe, fields, required};
@@ -59,6 +59,12 @@ pub(super) struct RequestContext {
     pub(super) version: String,
     /// Rows per query batch.
     pub(super) batch: usize,
+}
+
+/// The user every API call acts as (the token response's `id` names it): leadsync's
+/// integration user. A rep's edit ([`SalesforceState::edit`]) is made by the record's owner.
+pub fn integration_user() -> String {
+    salesforce_id("User", 1)
 }
 
 pub(super) fn sf_time(ms: i64) -> String {
@@ -183,6 +189,8 @@ impl SalesforceState {
         for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
             r.insert(f.into(), json!(sf_time(now)));
         }
+        let by = r.get("OwnerId").cloned().unwrap_or_else(|| json!(integration_user()));
+        r.entry("LastModifiedById").or_insert(by);
         if fields(object).is_some_and(|fs| fs.iter().any(|f| f.0 == "IsClosed")) {
             r.entry("IsClosed").or_insert(json!(false));
             r.entry("IsWon").or_insert(json!(false));
@@ -197,6 +205,26 @@ impl SalesforceState {
             .get(object)
             .map(|rs| rs.iter().map(|r| with_attributes(object, r)).collect())
             .unwrap_or_default()
+    }
+
+    /// A rep's edit of one record in the Salesforce UI: `fields` set as given (no field check,
+    /// as a page layout would allow), last modified by the record's owner, not leadsync.
+    pub(crate) fn edit(&mut self, object: &str, id: &str, fields: &Map<String, Value>, now: i64) -> bool {
+        let Some(r) = self
+            .records
+            .get_mut(object)
+            .and_then(|rs| rs.iter_mut().find(|r| r["Id"] == id))
+        else {
+            return false;
+        };
+        for (k, v) in fields {
+            r.insert(k.clone(), v.clone());
+        }
+        let by = r.get("OwnerId").cloned().unwrap_or(Value::Null);
+        r.insert("LastModifiedById".into(), by);
+        r.insert("LastModifiedDate".into(), json!(sf_time(now)));
+        r.insert("SystemModstamp".into(), json!(sf_time(now)));
+        true
     }
 
     /// Marks an opportunity won or lost.
@@ -214,6 +242,8 @@ impl SalesforceState {
         );
         r.insert("IsClosed".into(), json!(true));
         r.insert("IsWon".into(), json!(won));
+        let by = r.get("OwnerId").cloned().unwrap_or(Value::Null);
+        r.insert("LastModifiedById".into(), by);
         r.insert("LastModifiedDate".into(), json!(sf_time(now)));
         r.insert("SystemModstamp".into(), json!(sf_time(now)));
         true
@@ -293,6 +323,7 @@ impl SalesforceState {
                 }
                 r.insert("LastModifiedDate".into(), json!(sf_time(now)));
                 r.insert("SystemModstamp".into(), json!(sf_time(now)));
+                r.insert("LastModifiedById".into(), json!(integration_user()));
                 Ok(r["Id"].as_str().unwrap_or("").to_string())
             }
             None => Ok(self.insert(object, clean, now)),
@@ -337,6 +368,7 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         ("GET", Some(r)) if r.starts_with("query/") || r.starts_with("queryAll/") => "query.more",
         ("POST", Some("composite")) => "composite",
         ("PATCH", Some(r)) if r.starts_with("composite/sobjects/") => "sobjects.upsert",
+        ("PATCH", Some("composite/sobjects")) => "sobjects.update",
         ("POST", Some("composite/sobjects")) => "sobjects.create",
         ("GET", Some(r)) if r.starts_with("sobjects/") && r.ends_with("/describe") => "describe",
         (m, Some(r)) if r.starts_with("sobjects/") => match (m, r.split('/').count()) {
@@ -400,8 +432,10 @@ pub(crate) async fn serve(shared: &Shared, method: &Method, uri: &Uri, headers: 
         }
         _ => api_error(401, "INVALID_SESSION_ID", "Session expired or invalid"),
     };
-    let write = matches!(endpoint, "composite" | "sobjects.upsert" | "sobjects.create")
-        || (endpoint.starts_with("sobject.") && method != Method::GET);
+    let write = matches!(
+        endpoint,
+        "composite" | "sobjects.upsert" | "sobjects.create" | "sobjects.update"
+    ) || (endpoint.starts_with("sobject.") && method != Method::GET);
     if write && (200..300).contains(&status) && shared.lose_answer() {
         // Applied; the answer never arrives.
         let (status, value) = api_error(
@@ -441,6 +475,7 @@ pub(super) fn dispatch(
         ("GET", r) if r.starts_with("queryAll/") => query_more(s, &r["queryAll/".len()..], true, version),
         ("POST", "composite") => composite(s, body, now),
         ("POST", "composite/sobjects") => collection(s, None, body, now),
+        ("PATCH", "composite/sobjects") => update_collection(s, body, now),
         ("PATCH", r) if r.starts_with("composite/sobjects/") => {
             let parts: Vec<&str> = r.trim_start_matches("composite/sobjects/").split('/').collect();
             match parts.as_slice() {

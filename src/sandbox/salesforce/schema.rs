@@ -90,11 +90,12 @@ pub(super) const TASK_STATUSES: &[&str] = &[
 pub(super) const TASK_SUBTYPES: &[&str] = &["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"];
 /// The `Type` picklist of Tasks and Events.
 pub(super) const ACTIVITY_TYPES: &[&str] = &["Call", "Email", "Meeting", "Other"];
-pub(super) const COMMON: [Field; 5] = [
+pub(super) const COMMON: [Field; 6] = [
     ("Id", "id", 18, false, false, false, &[]),
     ("OwnerId", "reference", 18, true, true, false, &[]),
     ("CreatedDate", "datetime", 0, false, false, false, &[]),
     ("LastModifiedDate", "datetime", 0, false, false, false, &[]),
+    ("LastModifiedById", "reference", 18, false, false, false, &[]),
     ("SystemModstamp", "datetime", 0, false, false, false, &[]),
 ];
 
@@ -118,6 +119,14 @@ pub(super) fn fields(object: &str) -> Option<Vec<Field>> {
             ("LeadSource", "picklist", 255, true, true, false, LEAD_SOURCES),
             ("MailingCountry", "string", 80, true, true, false, &[]),
             ("HubSpot_Contact_Id__c", "string", 40, true, true, true, &[]),
+            // The context leadsync keeps current (`[[contact.context]]` of the shipped mapping).
+            ("LeadSync_Fit_Score__c", "double", 0, true, true, false, &[]),
+            ("LeadSync_Engagement_Score__c", "double", 0, true, true, false, &[]),
+            ("LeadSync_Grade__c", "string", 10, true, true, false, &[]),
+            ("LeadSync_Stage__c", "string", 40, true, true, false, &[]),
+            ("LeadSync_Status__c", "string", 40, true, true, false, &[]),
+            ("LeadSync_Last_Activity__c", "datetime", 0, true, true, false, &[]),
+            ("LeadSync_Recent_Activity__c", "string", 255, true, true, false, &[]),
         ],
         "Opportunity" => vec![
             ("Name", "string", 120, true, true, false, &[]),
@@ -130,6 +139,7 @@ pub(super) fn fields(object: &str) -> Option<Vec<Field>> {
             ("Description", "textarea", 32000, true, true, false, &[]),
             ("LeadSource", "picklist", 255, true, true, false, LEAD_SOURCES),
             ("LeadSync_Key__c", "string", 80, true, true, true, &[]),
+            ("LeadSync_Engagement_Score__c", "double", 0, true, true, false, &[]),
         ],
         "OpportunityContactRole" => vec![
             ("OpportunityId", "reference", 18, true, false, false, &[]),

@@ -1,7 +1,8 @@
 //! The outbox: what a commit queued, carried out. `writeback` writes HubSpot values, 100
 //! contacts a call; `promotion` creates the sales-qualified leads in Salesforce and brings their
 //! opportunities back; `sla_step` carries out the SLA breach ladder's steps; `owner_alert` tells
-//! a contact's owner of a buying signal with a Salesforce Task.
+//! a contact's owner of a buying signal with a Salesforce Task; `context` keeps the promoted
+//! contacts' marketing context current on their Salesforce records.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
 //! per process (two would both take the same items), and [`worker`] the one loop that calls it,
@@ -9,6 +10,7 @@
 //! (`backfill`, `backfill --rescore`) runs it beside its job with
 //! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
+pub mod context;
 pub mod owner_alert;
 pub mod promotion;
 pub mod sla_step;
@@ -67,6 +69,10 @@ impl Syncer {
             report.promoted = promoted?;
             // Promotions write Salesforce ids back to HubSpot.
             report.written += writeback::drain(self, priority, now).await?;
+            // After the promotions, so that a contact promoted just now has its records.
+            let context = context::drain(self, now).await;
+            p.keep_rotated_token(self).await?;
+            report.context_written = context?;
         }
         // Buying-signal alerts: Salesforce Tasks only, nothing queued after them.
         report.alerted = owner_alert::drain(self, now).await?;
@@ -134,7 +140,12 @@ pub async fn worker(
 }
 
 fn logged(r: &SyncReport, done: &str) {
-    if r.written + r.promoted > 0 {
-        info!(written = r.written, promoted = r.promoted, "{done}");
+    if r.written + r.promoted + r.context_written > 0 {
+        info!(
+            written = r.written,
+            promoted = r.promoted,
+            context = r.context_written,
+            "{done}"
+        );
     }
 }

@@ -44,7 +44,9 @@ impl Promoter {
         if changes.is_empty() {
             return Ok(0);
         }
+        let ours = self.client.auth().token().await.ok().and_then(|t| t.user_id);
         let mut writes: Vec<(HubSpotId, BTreeMap<String, String>)> = Vec::new();
+        let mut echoes = 0;
         for c in &changes {
             let mut props = BTreeMap::new();
             let status = match c.result() {
@@ -59,6 +61,13 @@ impl Promoter {
             if let Some(d) = c.close_date {
                 props.insert("leadsync_opportunity_close_date".into(), d.to_string());
             }
+            // leadsync's own context write bumped the record: none of the values read here
+            // moved since leadsync brought them back, so it is not a change (and a closed
+            // opportunity's close day is not moved to today).
+            if own_echo(c, ours.as_deref(), &props, s).await? {
+                echoes += 1;
+                continue;
+            }
             if c.is_closed {
                 props.insert(
                     "leadsync_opportunity_closed_at".into(),
@@ -66,6 +75,19 @@ impl Promoter {
                 );
             }
             writes.push((c.hubspot_contact_id.clone(), props));
+        }
+        let watermark = next.map(|w| format!("{}|{}", w.modstamp.timestamp_millis(), w.id));
+        if writes.is_empty() {
+            if let Some(w) = &watermark {
+                s.store.set_cursor(WATERMARK, w).await?;
+            }
+            return Ok(0);
+        }
+        if echoes > 0 {
+            tracing::debug!(
+                echoes,
+                "opportunities last changed by leadsync's own context write skipped"
+            );
         }
         // HubSpot learns it through the outbox; the engine right away, from the store.
         for (id, props) in &writes {
@@ -94,11 +116,31 @@ impl Promoter {
             .filter(|r| r.removed.is_none())
             .map(|r| decide_stored(&s.rules, &s.sla, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
             .collect();
-        let watermark = next.map(|w| format!("{}|{}", w.modstamp.timestamp_millis(), w.id));
         s.store
             .commit(&batch, watermark.as_deref().map(|w| (WATERMARK, w)))
             .await?;
         drop(held);
-        Ok(changes.len() as u64)
+        Ok(writes.len() as u64)
     }
+}
+
+/// True when `c` was last modified by leadsync's integration user (`ours`) and every value the
+/// feedback brings back (`props`) is what leadsync already wrote to HubSpot: the record moved
+/// only by the context fields leadsync wrote. A rep's change in between shows as a value that
+/// differs, and is brought back.
+async fn own_echo(
+    c: &crate::salesforce::feedback::OpportunityChange,
+    ours: Option<&str>,
+    props: &BTreeMap<String, String>,
+    s: &Syncer,
+) -> Result<bool, SyncError> {
+    if ours.is_none() || c.last_modified_by.as_deref() != ours {
+        return Ok(false);
+    }
+    for (k, v) in props {
+        if !s.store.wrote(&c.hubspot_contact_id, k, v).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
