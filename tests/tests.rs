@@ -15,6 +15,8 @@ mod claims;
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.
 mod common;
+/// `leadsync report --compare-rules`: a candidate rules file replayed over a hand-built store beside the current rules.
+mod compare_rules;
 /// The daemon against wiremock CRMs: webhook to SQL to Salesforce, refresh-token rotation kept.
 mod daemon;
 /// The daemon run whole (`Daemon::run`) against the sandbox on both stores: cycles, backfill killed and resumed, webhooks, crashes, the stop.
