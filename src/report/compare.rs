@@ -311,3 +311,69 @@ pub fn compare(
         cost,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn row(properties: &[(&str, &str)]) -> ContactRow {
+        ContactRow {
+            contact_id: crate::lifecycle::HubSpotId::try_from("7".to_string()).unwrap(),
+            state: ContactState::default(),
+            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            company_id: None,
+            company: BTreeMap::new(),
+            removed: None,
+            merged_into: None,
+            fit: 0.0,
+            engagement: 0.0,
+            grade: String::new(),
+            evaluated_at: t("2026-11-03T00:00:00Z"),
+        }
+    }
+
+    fn changes(lines: &[AuditLine]) -> Vec<(String, String)> {
+        lines.iter().map(|l| (l.at.to_rfc3339(), l.change.clone())).collect()
+    }
+
+    #[test]
+    fn the_replay_ignores_leadsyncs_own_outputs_and_evaluates_from_the_first_sighting() {
+        let rules = crate::defaults::embedded_rules().unwrap();
+        let (from, to) = (t("2026-11-01T00:00:00Z"), t("2026-12-01T00:00:00Z"));
+        // What leadsync wrote to HubSpot says customer; replayed, it is the lead its
+        // properties make it, first seen when it was last evaluated (no event, no stage entry).
+        let stored = row(&[
+            ("email", "sam@northwind.io"),
+            ("jobtitle", "Head of Revenue Operations"),
+            ("lifecyclestage", "customer"),
+            ("leadsync_stage", "customer"),
+        ]);
+        assert_eq!(
+            changes(&replay(&rules, &stored, &[], from, to)),
+            [(
+                "2026-11-03T00:00:00+00:00".to_string(),
+                r#"{"kind":"stage","from":null,"to":"lead"}"#.to_string()
+            )]
+        );
+        // A period starting later: the entry stays at the first sighting, before the period.
+        assert_eq!(
+            replay(&rules, &stored, &[], t("2026-11-04T00:00:00Z"), to)[0].at,
+            t("2026-11-03T00:00:00Z")
+        );
+        // Nothing is evaluated from `to` on.
+        assert!(
+            replay(
+                &rules,
+                &stored,
+                &[],
+                t("2026-10-01T00:00:00Z"),
+                t("2026-11-03T00:00:00Z")
+            )
+            .is_empty()
+        );
+    }
+}
