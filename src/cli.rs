@@ -981,9 +981,13 @@ pub struct ReportArgs {
     pub by: Option<crate::report::figures::GroupBy>,
     /// Output format.
     pub format: crate::report::format::ReportFormat,
+    /// A candidate rules file: the period replayed under it beside the current rules.
+    pub compare_rules: Option<PathBuf>,
 }
 
-/// `leadsync report`: the figures of a period (default the last calendar month) from the store.
+/// `leadsync report`: the figures of a period (default the last calendar month) from the store;
+/// with `--compare-rules NEW.toml`, the period replayed under the current rules and the
+/// candidate, side by side, and what deploying the candidate would change and cost.
 pub fn report_cmd(config_file: Option<&Path>, args: &ReportArgs, now: DateTime<Utc>) -> ExitCode {
     let (loaded, rt) = match (loaded(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
@@ -996,9 +1000,30 @@ pub fn report_cmd(config_file: Option<&Path>, args: &ReportArgs, now: DateTime<U
         Ok((f, _)) => f,
         Err(d) => return self::report(&d),
     };
+    // The candidate is compiled as `check` compiles rules: every problem with its file and line.
+    let rules = match &args.compare_rules {
+        Some(path) => {
+            let want = Want::Configured {
+                path: path.clone(),
+                how: "--compare-rules".into(),
+            };
+            match rules_for(config_file, None).and_then(|(current, _)| Ok((current, defaults::rules(&want)?.0))) {
+                Ok(pair) => Some(pair),
+                Err(d) => return self::report(&d),
+            }
+        }
+        None => None,
+    };
     let result = rt.block_on(async {
         let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
-        Ok::<_, anyhow::Error>(crate::report::report(&store, from, to, args.by, &sla.marketing, args.format).await)
+        Ok::<_, anyhow::Error>(match &rules {
+            Some((current, candidate)) => {
+                crate::report::compare_rules(&store, current, candidate, &sla, from, to, args.by, now)
+                    .await
+                    .map(|c| crate::report::compare_format::render(&c, args.format))
+            }
+            None => crate::report::report(&store, from, to, args.by, &sla.marketing, args.format).await,
+        })
     });
     match result {
         Ok(Ok(text)) => {

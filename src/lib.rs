@@ -20,7 +20,9 @@
 //! - [`report`]: the funnel, outbox, dead letters and review list, as text for people; the
 //!   report of a period (`figures`, pure, over `Store::report_rows`) as table, JSON or CSV
 //!   (`format`) or one HTML file (`html`) with inline SVG charts (`svg`, which the status page
-//!   draws with too); `plan`, the funnel worked back from revenue.
+//!   draws with too); `compare`, the period replayed under candidate rules beside the current
+//!   ones, with what deploying them would change and cost (`compare_format` writes it); `plan`,
+//!   the funnel worked back from revenue.
 //! - [`salesforce`]: Salesforce's API: auth, the daily-allocation share, SOQL, error
 //!   dispositions, owner routing (the mapping's rules over the SLA file's teams, traced), the
 //!   mapping file, batched promotion, opportunity feedback, Tasks and Events as SLA touches,

@@ -208,7 +208,7 @@ enum Command {
     },
     /// The figures of a period from the store: funnel, conversions, time in stage, SLA, deals.
     #[command(
-        after_help = "Examples:\n  leadsync report                                   last calendar month, as a table\n  leadsync report --from 2026-10-01 --to 2026-11-01 --by team\n  leadsync report --by source --format csv > november.csv\n  leadsync report --format html > november.html       the monthly report to send (prints to PDF)"
+        after_help = "Examples:\n  leadsync report                                   last calendar month, as a table\n  leadsync report --from 2026-10-01 --to 2026-11-01 --by team\n  leadsync report --by source --format csv > november.csv\n  leadsync report --format html > november.html       the monthly report to send (prints to PDF)\n  leadsync report --compare-rules new-lifecycle.toml  last month under the candidate rules, beside the current ones"
     )]
     Report {
         /// Start of the period (RFC 3339 or YYYY-MM-DD); default the first day of last month.
@@ -226,6 +226,10 @@ enum Command {
         /// As of this time (RFC 3339 or YYYY-MM-DD): "last month" is the one before it; default now.
         #[arg(long, value_parser = cli::parse_time)]
         at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Replay the period under this candidate rules file beside the current rules: funnel,
+        /// KPIs, the contacts that would differ and what deploying it would cost (store only).
+        #[arg(long, value_name = "NEW.toml")]
+        compare_rules: Option<PathBuf>,
     },
     /// The funnel worked back from a revenue goal, from given or measured conversion rates.
     #[command(
@@ -328,9 +332,16 @@ fn main() -> ExitCode {
             by,
             format,
             at,
+            compare_rules,
         } => cli::report_cmd(
             config,
-            &cli::ReportArgs { from, to, by, format },
+            &cli::ReportArgs {
+                from,
+                to,
+                by,
+                format,
+                compare_rules,
+            },
             at.unwrap_or_else(chrono::Utc::now),
         ),
         Command::Plan {

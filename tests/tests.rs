@@ -15,6 +15,8 @@ mod claims;
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.
 mod common;
+/// `leadsync report --compare-rules`: a candidate rules file replayed over a hand-built store beside the current rules.
+mod compare_rules;
 /// Marketing context kept current in Salesforce, through the running daemon on both stores:
 /// one cycle, sales' fields untouched, idle cycles silent, no feedback loop.
 mod context;

@@ -38,7 +38,8 @@ pub fn funnel_bars<'a>(lines: impl Iterator<Item = (&'a str, u64, Option<f64>)>)
         .collect()
 }
 
-fn rate(f: &Figure) -> Option<f64> {
+/// A rate figure as a fraction, when it is one.
+pub(super) fn rate(f: &Figure) -> Option<f64> {
     match f {
         Figure::Rate { num, of } if *of > 0 => Some(*num as f64 / *of as f64),
         _ => None,

@@ -1,7 +1,10 @@
 //! What people read: the funnel, the outbox, dead letters, dead inbox events and the review
 //! list; what `leadsync retry` put back; the report of a period (`figures`, written by
-//! `format`) and the plan worked back from revenue (`plan`).
+//! `format`), the same period under candidate rules beside the current ones (`compare`, written
+//! by `compare_format`) and the plan worked back from revenue (`plan`).
 
+pub mod compare;
+pub mod compare_format;
 pub mod figures;
 pub mod format;
 pub mod html;
@@ -153,6 +156,62 @@ pub async fn report(
     let rows = store.report_rows(to).await?;
     let report = figures::compute(&rows, from, to, by, targets)?;
     Ok(format::render(&report, format))
+}
+
+/// `leadsync report --compare-rules NEW.toml`: the period replayed from the store under the
+/// current rules and the candidate, side by side, with what deploying the candidate at `now`
+/// would change and cost. Reads the store only: no HubSpot or Salesforce call.
+#[allow(clippy::too_many_arguments)]
+pub async fn compare_rules(
+    store: &Store,
+    current: &crate::lifecycle::Rules,
+    candidate: &crate::lifecycle::Rules,
+    sla: &crate::sla::SlaFile,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    by: Option<figures::GroupBy>,
+    now: DateTime<Utc>,
+) -> Result<compare::Comparison, figures::ReportError> {
+    if from >= to {
+        return Err(figures::ReportError::EmptyPeriod { from, to });
+    }
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let mut deploy = compare::Deploy::default();
+    let mut cursor: Option<String> = None;
+    let empty = Vec::new();
+    loop {
+        let rows = store.contact_page(cursor.as_deref(), 1_000).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = Some(last.contact_id.as_str().to_string());
+        // Removed and merged contacts are not evaluated again (as `backfill --rescore`).
+        let rows: Vec<_> = rows.into_iter().filter(|r| r.removed.is_none()).collect();
+        let ids: Vec<_> = rows.iter().map(|r| r.contact_id.clone()).collect();
+        let ledger = store.events(&ids).await?;
+        for row in &rows {
+            let events = ledger.get(&row.contact_id).unwrap_or(&empty);
+            before.extend(compare::replay(current, row, events, from, to));
+            after.extend(compare::replay(candidate, row, events, from, to));
+            deploy.add(current, candidate, sla, row, events, now);
+        }
+    }
+    let timers = store.report_timers(to).await?;
+    let facts = store.all_contact_facts(&timers).await?;
+    compare::compare(
+        compare::Inputs {
+            current,
+            candidate,
+            facts,
+            timers,
+            targets: &sla.marketing,
+        },
+        before,
+        after,
+        deploy,
+        from,
+        to,
+        by,
+        now,
+    )
 }
 
 /// Rates measured from the store for `leadsync plan`: each consecutive stage pair over

@@ -86,7 +86,24 @@ impl Store {
                 reason: r.get(3),
             })
             .collect();
-        let timers: Vec<TimerLine> = sqlx::query(
+        let timers = self.report_timers(to).await?;
+        let mut contacts = self
+            .contact_facts(
+                "WHERE contact_id IN (SELECT DISTINCT contact_id FROM audit WHERE at < $1)",
+                Some(to),
+            )
+            .await?;
+        with_teams(&mut contacts, &timers);
+        Ok(ReportRows {
+            audit,
+            contacts,
+            timers,
+        })
+    }
+
+    /// The SLA timers started before `to`, oldest first.
+    pub async fn report_timers(&self, to: DateTime<Utc>) -> Result<Vec<TimerLine>, StoreError> {
+        Ok(sqlx::query(
             "SELECT contact_id, policy_id, started_at, first_touch_at, met_at, breached_at, owner_id, team_id \
              FROM sla_timers WHERE started_at < $1 ORDER BY started_at, contact_id, policy_id",
         )
@@ -104,16 +121,31 @@ impl Store {
             owner: r.get(6),
             team: r.get(7),
         })
-        .collect();
+        .collect())
+    }
+
+    /// The facts of every stored contact (not only those with an audit line), their teams from
+    /// `timers`: what `report --compare-rules` groups by, since the candidate rules may move
+    /// contacts the audit log never mentions.
+    pub async fn all_contact_facts(&self, timers: &[TimerLine]) -> Result<BTreeMap<String, ContactFacts>, StoreError> {
+        let mut contacts = self.contact_facts("", None).await?;
+        with_teams(&mut contacts, timers);
+        Ok(contacts)
+    }
+
+    /// Owner, source, persona and amount of the contacts `filter` selects (`$1` bound to `to`).
+    async fn contact_facts(
+        &self,
+        filter: &str,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<BTreeMap<String, ContactFacts>, StoreError> {
+        let sql = format!("SELECT contact_id, owner_id, properties FROM contacts {filter}");
+        let mut query = sqlx::query(&sql);
+        if let Some(to) = to {
+            query = query.bind(ms(to));
+        }
         let mut contacts = BTreeMap::new();
-        let rows = sqlx::query(
-            "SELECT contact_id, owner_id, properties FROM contacts \
-             WHERE contact_id IN (SELECT DISTINCT contact_id FROM audit WHERE at < $1)",
-        )
-        .bind(ms(to))
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &rows {
+        for r in &query.fetch_all(&self.pool).await? {
             let id: String = r.get(0);
             let props: BTreeMap<String, String> = serde_json::from_str(&r.get::<String, _>(2))
                 .map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
@@ -136,16 +168,15 @@ impl Store {
                 },
             );
         }
-        // A contact's team is its latest timer's (timers are read oldest first).
-        for t in &timers {
-            if let (Some(c), Some(team)) = (contacts.get_mut(&t.contact_id), &t.team) {
-                c.team = Some(team.clone());
-            }
+        Ok(contacts)
+    }
+}
+
+/// A contact's team is its latest timer's (timers are read oldest first).
+fn with_teams(contacts: &mut BTreeMap<String, ContactFacts>, timers: &[TimerLine]) {
+    for t in timers {
+        if let (Some(c), Some(team)) = (contacts.get_mut(&t.contact_id), &t.team) {
+            c.team = Some(team.clone());
         }
-        Ok(ReportRows {
-            audit,
-            contacts,
-            timers,
-        })
     }
 }
