@@ -254,7 +254,7 @@ type ObjectCheck<'a> = (
 );
 
 impl SalesforceMapping {
-    /// Compares the mapping with the org's describe results (four API calls); an unreachable
+    /// Compares the mapping with the org's describe results (five API calls); an unreachable
     /// describe is reported as a problem of its object.
     pub async fn check_online(&self, client: &SalesforceClient) -> Vec<SalesforceMappingProblem> {
         let domain = SalesforceFieldMap {
@@ -296,7 +296,13 @@ impl SalesforceMapping {
         {
             account_fields.push(domain);
         }
-        let checks: [ObjectCheck<'_>; 4] = [
+        let task_required = [
+            (super::tasks::TASK_KEY_FIELD, None),
+            ("WhoId", None),
+            ("OwnerId", None),
+            ("ActivityDate", None),
+        ];
+        let checks: [ObjectCheck<'_>; 5] = [
             (
                 "Account",
                 &account_fields,
@@ -316,6 +322,9 @@ impl SalesforceMapping {
                 &opportunity_required,
             ),
             ("OpportunityContactRole", &[], None, &ocr_required),
+            // The owner's alerts (`salesforce::tasks`): found again by leadsync's key, a text
+            // field the admin adds on Activity; without it every alert would end a dead letter.
+            ("Task", &[], None, &task_required),
         ];
         let mut out = Vec::new();
         for (object, mapped, ext, required) in checks {

@@ -105,11 +105,22 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
         ],
         &[],
     );
+    // Activity without leadsync's key field: the owner's alerts could never be found again.
+    let task = describe(
+        &[
+            ("WhoId", "reference", 18, &[]),
+            ("OwnerId", "reference", 18, &[]),
+            ("ActivityDate", "date", 0, &[]),
+            ("Subject", "combobox", 255, &[]),
+        ],
+        &[],
+    );
     for (object, body) in [
         ("Account", account),
         ("Contact", contact),
         ("Opportunity", opportunity),
         ("OpportunityContactRole", ocr),
+        ("Task", task),
     ] {
         Mock::given(method("GET"))
             .and(path(format!("/services/data/v62.0/sobjects/{object}/describe")))
@@ -129,6 +140,7 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
             ("Contact".into(), "LeadSync_Engagement_Score__c".into()),
             ("Opportunity".into(), "Amount".into()),
             ("Opportunity".into(), "Description".into()),
+            ("Task".into(), "LeadSync_Key__c".into()),
         ],
         "{problems:#?}"
     );
