@@ -11,6 +11,8 @@ mod behaviour;
 mod chaos;
 /// README sentences that had no test: recovery, restore, feedback, overlap, status, locks, metrics.
 mod claims;
+/// The status page and the HTML report in headless chromium, over a simulated month.
+mod browser;
 /// The `leadsync` binary: check, explain, test-rules, exit codes.
 mod cli;
 /// Snapshot builders and the shipped rules, shared by the modules below.
@@ -38,6 +40,8 @@ mod routing;
 mod rules_file;
 /// The Salesforce client against wiremock: auth flows, share, retries, promotion, feedback.
 mod salesforce;
+/// A month of sales on the sandbox's clock, read back by the daemon's jobs: deterministic, every stage.
+mod month;
 /// The sandbox: each refusal HubSpot and Salesforce make, determinism, the client against it.
 mod sandbox;
 /// The webhook server: signatures, refusals with their statuses, the inbox, health and metrics.

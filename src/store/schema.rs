@@ -240,4 +240,14 @@ CREATE TABLE write_marks (
 CREATE INDEX sla_timers_open_breaches ON sla_timers (due_at, contact_id) WHERE breached_at IS NOT NULL AND first_touch_at IS NULL
 "#,
     },
+    Migration {
+        version: 15,
+        name: "funnel counts",
+        // The status page counts the contacts per stage and status on every load: an index of
+        // just those two columns over the contacts not removed answers the count from the index
+        // alone, without reading 100,000 rows and their properties.
+        sql: r#"
+CREATE INDEX contacts_funnel ON contacts (stage, status) WHERE removed IS NULL
+"#,
+    },
 ];

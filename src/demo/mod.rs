@@ -26,6 +26,8 @@ use crate::store::{OutboxKind, OutboxState};
 use crate::sync::Syncer;
 use crate::sync::backfill::BackfillOptions;
 
+pub mod month;
+
 /// How to start a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
