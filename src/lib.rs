@@ -40,7 +40,8 @@
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
 //!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the
-//!   tests' harness).
+//!   tests' harness); `month`, a month of sales on the sandbox's clock (the sandbox's `desk`
+//!   works, the daemon's jobs run once per step: `sync::schedule::run_jobs_at`).
 //! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
 //!   compared with a fault-free run.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.

@@ -57,7 +57,10 @@ async fn chromium(url: &str, png: &Path) -> String {
     let run = |a: Vec<String>| async move {
         let out = tokio::time::timeout(
             StdDuration::from_secs(90),
-            tokio::process::Command::new(CHROMIUM).args(&a).kill_on_drop(true).output(),
+            tokio::process::Command::new(CHROMIUM)
+                .args(&a)
+                .kill_on_drop(true)
+                .output(),
         )
         .await
         .unwrap_or_else(|_| panic!("chromium did not finish in 90 s: {a:?}"))
@@ -77,7 +80,11 @@ async fn chromium(url: &str, png: &Path) -> String {
     ]))
     .await;
     let bytes = std::fs::read(png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is not a picture", png.display());
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{} is not a picture",
+        png.display()
+    );
     run(args(&["--dump-dom".into()])).await
 }
 
@@ -115,8 +122,8 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     let from: DateTime<Utc> = "2026-10-05T08:00:00Z".parse().unwrap();
     let stack = Stack::start(StackOptions {
         sandbox: SandboxConfig {
-            contacts: 300,
-            companies: 40,
+            contacts: 200,
+            companies: 30,
             now: from,
             frozen_clock: true,
             hubspot_burst_per_10s: 5_000,
@@ -131,7 +138,7 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     let run = stack
         .simulate_month(MonthOptions {
             days: 30,
-            step: Duration::hours(6),
+            step: Duration::hours(12),
             seed: 7,
         })
         .await
@@ -156,7 +163,10 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
         .map(|f| f["contacts"].as_f64().unwrap())
         .collect();
     assert_eq!(shown, stored, "the bars are the store's contacts per stage");
-    assert!(shown.iter().filter(|v| **v > 0.0).count() >= 6, "the month populated the funnel: {shown:?}");
+    assert!(
+        shown.iter().filter(|v| **v > 0.0).count() >= 6,
+        "the month populated the funnel: {shown:?}"
+    );
     let breaches = status["open_breaches"].as_u64().unwrap();
     assert!(breaches > 0, "the month left open breaches");
     assert!(dom.contains(&format!("Open SLA breaches ({breaches})")), "{dom}");
@@ -165,7 +175,8 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
 
     // The HTML report of the month, opened the same way.
     let rows = stack.syncer.store.report_rows(run.to).await.unwrap();
-    let report = leadsync::report::figures::compute(&rows, run.from, run.to, None, &stack.syncer.sla.marketing).unwrap();
+    let report =
+        leadsync::report::figures::compute(&rows, run.from, run.to, None, &stack.syncer.sla.marketing).unwrap();
     let html = leadsync::report::format::render(&report, ReportFormat::Html);
     let file = target().join("report.html");
     std::fs::write(&file, html).unwrap();
@@ -173,7 +184,14 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     let funnel = charts(&dom, "funnel");
     assert_eq!(funnel.len(), 1, "the report's funnel drawn: {dom}");
     let entered: Vec<f64> = report.groups[0].stages.iter().map(|s| s.entered as f64).collect();
-    assert_eq!(bar_values(funnel[0]), entered, "the report's bars are its entries per stage");
-    assert!(dom.matches("<svg class=\"chart ").count() >= 3, "the funnel, first touch and SLA charts");
+    assert_eq!(
+        bar_values(funnel[0]),
+        entered,
+        "the report's bars are its entries per stage"
+    );
+    assert!(
+        dom.matches("<svg class=\"chart ").count() >= 3,
+        "the funnel, first touch and SLA charts"
+    );
     stack.shutdown().await.unwrap();
 }

@@ -66,6 +66,8 @@ impl Stack {
             })
             .await?;
         let mut desk = SalesDesk::new(opts.seed);
+        // The reps see what the backfill handed them at once, not a step later.
+        desk.work(&self.sandbox);
         let to = from + Duration::days(i64::from(opts.days));
         let mut steps = 0;
         while self.sandbox.now() < to {

@@ -26,7 +26,11 @@ const REASONS: [&str; 4] = ["false_hot", "not_ready", "no_budget", "wrong_contac
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Act {
     /// A touch logged on the HubSpot contact.
-    HubSpotTouch { contact: String, kind: Kind, connected: bool },
+    HubSpotTouch {
+        contact: String,
+        kind: Kind,
+        connected: bool,
+    },
     /// Accepted (`leadsync_sal_decision = accepted`).
     Accept { contact: String },
     /// Rejected with a reason.
@@ -36,7 +40,11 @@ enum Act {
     /// A meeting on the opportunity, logged in Salesforce by its owner.
     OpportunityMeeting { opportunity: String, owner: String },
     /// The opportunity closed.
-    Close { opportunity: String, won: bool, amount: u64 },
+    Close {
+        opportunity: String,
+        won: bool,
+        amount: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,7 +154,11 @@ impl SalesDesk {
                 self.plan_opportunity(id, &owner, amount, now);
             }
         }
-        let due: Vec<(i64, u64)> = self.plan.range(..=(now.timestamp_millis(), u64::MAX)).map(|(k, _)| *k).collect();
+        let due: Vec<(i64, u64)> = self
+            .plan
+            .range(..=(now.timestamp_millis(), u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for key in due {
             if let Some(act) = self.plan.remove(&key) {
                 let at = DateTime::from_timestamp_millis(key.0).unwrap_or(now);
@@ -173,7 +185,11 @@ impl SalesDesk {
             20 + self.pick(contact, "delay", 3 * 60)
         };
         let touched = now + Duration::minutes(minutes as i64);
-        let kind = if self.pick(contact, "kind", 5) < 3 { Kind::Call } else { Kind::Email };
+        let kind = if self.pick(contact, "kind", 5) < 3 {
+            Kind::Call
+        } else {
+            Kind::Email
+        };
         let connected = self.pick(contact, "connected", 4) != 0;
         let c = contact.to_string();
         self.at(
@@ -200,7 +216,11 @@ impl SalesDesk {
         }
         let c = contact.to_string();
         let touched = now + Duration::minutes(30 + self.pick(contact, "sal-touch", 14 * 60) as i64);
-        let kind = if self.pick(contact, "sal-kind", 2) == 0 { Kind::Meeting } else { Kind::Email };
+        let kind = if self.pick(contact, "sal-kind", 2) == 0 {
+            Kind::Meeting
+        } else {
+            Kind::Email
+        };
         self.at(
             touched,
             Act::HubSpotTouch {

@@ -243,11 +243,12 @@ CREATE INDEX sla_timers_open_breaches ON sla_timers (due_at, contact_id) WHERE b
     Migration {
         version: 15,
         name: "funnel counts",
-        // The status page counts the contacts per stage and status on every load: an index of
-        // just those two columns over the contacts not removed answers the count from the index
-        // alone, without reading 100,000 rows and their properties.
+        // The status page counts the contacts per stage and status on every load. Through
+        // `contacts_stage` SQLite read every row to test `removed` (the rows carry the
+        // properties); this index holds the three columns the count needs, so the count is read
+        // from the index alone (EXPLAIN QUERY PLAN: `USING COVERING INDEX contacts_funnel`).
         sql: r#"
-CREATE INDEX contacts_funnel ON contacts (stage, status) WHERE removed IS NULL
+CREATE INDEX contacts_funnel ON contacts (stage, status, removed) WHERE removed IS NULL
 "#,
     },
 ];

@@ -15,8 +15,8 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
 use super::{SyncError, Syncer};
-use crate::hubspot::limiter::Priority;
 use crate::config::ScheduleSettings;
+use crate::hubspot::limiter::Priority;
 use crate::store::status::{JobOutcome, JobRun};
 
 /// How far back the first incremental cycle looks when no backfill ever ran.
@@ -113,7 +113,10 @@ fn jobs(schedule: &ScheduleSettings, clock: &Clock) -> Vec<(String, Guarded)> {
         (schedule.sync.clone(), Guarded::new("sync", sync)),
         (schedule.rescore.clone(), Guarded::new("rescore", rescore)),
         (schedule.sla.clone(), Guarded::new("sla", sla)),
-        (schedule.opportunities.clone(), Guarded::new("opportunities", opportunities)),
+        (
+            schedule.opportunities.clone(),
+            Guarded::new("opportunities", opportunities),
+        ),
     ]
 }
 
