@@ -277,9 +277,10 @@ fn histories(rows: &ReportRows) -> Result<Histories, ReportError> {
             message: e.to_string(),
         };
         let value: serde_json::Value = serde_json::from_str(&a.change).map_err(refused)?;
-        // Owner assignments (routing, the SLA ladder's reassignment) share the audit log: they
-        // are no lifecycle move. Found by the simulated month, whose promotions route owners.
-        if value.get("kind").is_none() && value.get("owner").is_some() {
+        // Owner assignments (routing, the SLA ladder's reassignment) and the ladder's steps
+        // share the audit log without a `kind`: they are no lifecycle move. Found by the
+        // simulated month, whose promotions route owners and whose breaches climb the ladder.
+        if value.get("kind").is_none() {
             continue;
         }
         let change: Logged = serde_json::from_value(value).map_err(refused)?;
