@@ -50,7 +50,8 @@
 //! - [`replica`]: several `leadsync run` on one PostgreSQL store: the portal's lease decides
 //!   which one runs the jobs and workers (fenced writes); SQLite's lock file keeps it to one.
 //! - [`demo`]: `leadsync demo`: the sandbox and the daemon in one process (`Stack`, also the
-//!   tests' harness).
+//!   tests' harness); `month`, a month of sales on the sandbox's clock (the sandbox's `desk`
+//!   works, the daemon's jobs run once per step: `sync::schedule::run_jobs_at`).
 //! - [`chaos`]: `leadsync bench --chaos`: the daemon under the sandbox's faults and `kill -9`,
 //!   compared with a fault-free run.
 //! - [`cli`]: the `leadsync` subcommands; `main.rs` only parses arguments and calls them.

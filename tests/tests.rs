@@ -7,6 +7,8 @@ mod support;
 mod at_rest;
 /// Form submissions (and event streams) reach the engine in the backfill, the cycle and webhooks.
 mod behaviour;
+/// The status page and the HTML report in headless chromium, over a simulated month.
+mod browser;
 /// The chaos suite: each injected fault, then the daemon under all of them and `kill -9`, on both stores.
 mod chaos;
 /// README sentences that had no test: recovery, restore, feedback, overlap, status, locks, metrics.
@@ -28,6 +30,8 @@ mod e2e;
 mod engine;
 /// The HubSpot client against wiremock: one test per failure mode, budgets under load.
 mod hubspot;
+/// A month of sales on the sandbox's clock, read back by the daemon's jobs: deterministic, every stage.
+mod month;
 /// HubSpot owners on the promotion path against the sandbox: routing by owner, read once an hour.
 mod owners;
 /// Every parser at the edge under arbitrary and mutated input: no panic, every error located.

@@ -270,12 +270,20 @@ type Histories = BTreeMap<String, Vec<Line>>;
 fn histories(rows: &ReportRows) -> Result<Histories, ReportError> {
     let mut out: Histories = BTreeMap::new();
     for a in &rows.audit {
-        let change: Logged = serde_json::from_str(&a.change).map_err(|e| ReportError::Audit {
+        let refused = |e: serde_json::Error| ReportError::Audit {
             contact: a.contact_id.clone(),
             at: a.at,
             change: a.change.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let value: serde_json::Value = serde_json::from_str(&a.change).map_err(refused)?;
+        // Owner assignments (routing, the SLA ladder's reassignment) and the ladder's steps
+        // share the audit log without a `kind`: they are no lifecycle move. Found by the
+        // simulated month, whose promotions route owners and whose breaches climb the ladder.
+        if value.get("kind").is_none() {
+            continue;
+        }
+        let change: Logged = serde_json::from_value(value).map_err(refused)?;
         out.entry(a.contact_id.clone()).or_default().push(Line {
             at: a.at,
             change,

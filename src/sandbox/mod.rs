@@ -13,8 +13,11 @@
 //! - `salesforce`: the Salesforce REST surface of `docs/architecture.md`.
 //! - `webhooks`: signed v3 deliveries with HubSpot's bounded retries.
 //! - `activity`: a rep's call, email or meeting logged in either system (tests, the demo).
+//! - `desk`: the sales side over sandbox time: reps who touch, accept, reject and qualify MQLs
+//!   and close opportunities, seeded (`leadsync demo`'s month).
 
 pub mod activity;
+pub mod desk;
 pub mod hubspot;
 pub mod portal;
 pub mod salesforce;
@@ -714,7 +717,25 @@ impl SandboxHandle {
     /// Marks an opportunity won or lost, as a salesperson would.
     pub fn close_opportunity(&self, id: &str, won: bool) -> bool {
         let now = self.shared.clock.now_ms();
-        lock(&self.shared.salesforce).close_opportunity(id, won, now)
+        lock(&self.shared.salesforce).close_opportunity(id, won, None, now)
+    }
+
+    /// Marks an opportunity won or lost at its final `amount`, as a salesperson would.
+    pub fn close_opportunity_at(&self, id: &str, won: bool, amount: f64) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.salesforce).close_opportunity(id, won, Some(amount), now)
+    }
+
+    /// A person edits a HubSpot contact (email or id): the values are set and
+    /// `lastmodifieddate` moves, as in HubSpot's UI; no webhook. False when it is unknown.
+    pub fn set_contact_properties(&self, contact: &str, values: &[(&str, String)]) -> bool {
+        let now = self.shared.clock.now_ms();
+        lock(&self.shared.hubspot).set_by_person(contact, values, now)
+    }
+
+    /// The HubSpot contacts a client has written `property` on, with its value, in id order.
+    pub fn contacts_written(&self, property: &str) -> Vec<(String, String)> {
+        lock(&self.shared.hubspot).written(property)
     }
 
     /// A person submits `form` (its name or GUID) as the contact with this email or id: the

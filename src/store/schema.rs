@@ -258,6 +258,17 @@ CREATE TABLE salesforce_ledger (
 "#,
     },
     Migration {
+        version: 15,
+        name: "funnel counts",
+        // The status page counts the contacts per stage and status on every load. Through
+        // `contacts_stage` SQLite read every row to test `removed` (the rows carry the
+        // properties); this index holds the three columns the count needs, so the count is read
+        // from the index alone (EXPLAIN QUERY PLAN: `USING COVERING INDEX contacts_funnel`).
+        sql: r#"
+CREATE INDEX contacts_funnel ON contacts (stage, status, removed) WHERE removed IS NULL
+"#,
+    },
+    Migration {
         version: 16,
         name: "leases",
         // Which replica does a portal's work: one row per portal, its holder, a generation that

@@ -3,6 +3,7 @@
 //! flight finish, then the outbox worker drains once more, so cursors and checkpoints are saved
 //! and what they queued is carried out before the process exits.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tracing::{error, info, warn};
 
 use super::{SyncError, Syncer};
 use crate::config::ScheduleSettings;
+use crate::hubspot::limiter::Priority;
 use crate::store::status::{JobOutcome, JobRun};
 
 /// How far back the first incremental cycle looks when no backfill ever ran.
@@ -40,7 +42,13 @@ impl<C> Guarded<C> {
 
     /// Runs the job unless its previous run is still going; returns how it ended, or `None`
     /// when it did not run.
-    async fn tick(name: &'static str, lock: Arc<Mutex<()>>, run: JobFn<C>, context: C) -> Option<JobRun> {
+    async fn tick(
+        name: &'static str,
+        lock: Arc<Mutex<()>>,
+        run: JobFn<C>,
+        context: C,
+        clock: &Clock,
+    ) -> Option<JobRun> {
         let Ok(_held) = lock.try_lock() else {
             warn!(job = name, "previous run still going; this tick is skipped");
             return None;
@@ -63,12 +71,85 @@ impl<C> Guarded<C> {
             }
         };
         Some(JobRun {
-            at: Utc::now(),
+            at: clock(),
             ms,
             outcome,
             error,
         })
     }
+}
+
+/// The daemon's clock: `Utc::now` under `leadsync run`, the sandbox's in a simulated month.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>;
+
+/// The scheduled jobs, each with its cron expression, deciding at `clock()`.
+fn jobs(schedule: &ScheduleSettings, clock: &Clock) -> Vec<(String, Guarded)> {
+    let c = clock.clone();
+    let sync: JobFn = Arc::new(move |s: Syncer| {
+        let now = c();
+        Box::pin(async move { s.incremental(now, FIRST_WINDOW).await.map(|_| ()) })
+    });
+    let c = clock.clone();
+    let rescore: JobFn = Arc::new(move |s: Syncer| {
+        let now = c();
+        Box::pin(async move { s.rescore(now, false).await.map(|_| ()) })
+    });
+    let c = clock.clone();
+    let sla: JobFn = Arc::new(move |s: Syncer| {
+        let now = c();
+        Box::pin(async move { s.sla_sweep(now).await.map(|_| ()) })
+    });
+    let c = clock.clone();
+    let opportunities: JobFn = Arc::new(move |s: Syncer| {
+        let now = c();
+        Box::pin(async move {
+            match s.promoter.clone() {
+                Some(p) => p.poll_opportunities(&s, now).await.map(|_| ()),
+                None => Ok(()),
+            }
+        })
+    });
+    vec![
+        (schedule.sync.clone(), Guarded::new("sync", sync)),
+        (schedule.rescore.clone(), Guarded::new("rescore", rescore)),
+        (schedule.sla.clone(), Guarded::new("sla", sla)),
+        (
+            schedule.opportunities.clone(),
+            Guarded::new("opportunities", opportunities),
+        ),
+    ]
+}
+
+/// One pass of the daemon at `now`, for a simulated clock that moves in steps (`leadsync
+/// demo`'s month): the sync, then the inbox and the outbox drained, the opportunities polled, the
+/// SLA swept and the outbox drained again, each job's run recorded as the scheduler records it.
+/// `rescore` runs too when asked (the nightly job). The same jobs as [`run`]'s, at a given time.
+/// Returns each job's run (a failed job's error is in its run, as on the status page).
+pub async fn run_jobs_at(
+    syncer: &Syncer,
+    now: chrono::DateTime<Utc>,
+    rescore: bool,
+) -> Result<Vec<(&'static str, JobRun)>, SyncError> {
+    let clock: Clock = Arc::new(move || now);
+    let mut table: BTreeMap<&'static str, Guarded> = jobs(&ScheduleSettings::default(), &clock)
+        .into_iter()
+        .map(|(_, g)| (g.name, g))
+        .collect();
+    let mut order = vec!["sync", "opportunities", "sla"];
+    if rescore {
+        order.insert(1, "rescore");
+    }
+    let mut runs = Vec::new();
+    for name in order {
+        let Some(job) = table.remove(name) else { continue };
+        if let Some(ran) = Guarded::tick(name, job.lock.clone(), job.run.clone(), syncer.clone(), &clock).await {
+            syncer.store.record_job_run(name, &ran).await?;
+            runs.push((name, ran));
+        }
+        while syncer.drain_inbox(now).await?.1 > 0 {}
+        syncer.drain_outbox(Priority::Background, now).await?;
+    }
+    Ok(runs)
 }
 
 /// Runs the schedules and the inbox workers until `stop` turns true.
@@ -78,57 +159,21 @@ pub async fn run(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), anyhow::Error> {
-    let jobs: Vec<(String, Guarded)> = vec![
-        (
-            schedule.sync.clone(),
-            Guarded::new(
-                "sync",
-                Arc::new(|s: Syncer| {
-                    Box::pin(async move { s.incremental(Utc::now(), FIRST_WINDOW).await.map(|_| ()) })
-                }),
-            ),
-        ),
-        (
-            schedule.rescore.clone(),
-            Guarded::new(
-                "rescore",
-                Arc::new(|s: Syncer| Box::pin(async move { s.rescore(Utc::now(), false).await.map(|_| ()) })),
-            ),
-        ),
-        (
-            schedule.sla.clone(),
-            Guarded::new(
-                "sla",
-                Arc::new(|s: Syncer| Box::pin(async move { s.sla_sweep(Utc::now()).await.map(|_| ()) })),
-            ),
-        ),
-        (
-            schedule.opportunities.clone(),
-            Guarded::new(
-                "opportunities",
-                Arc::new(|s: Syncer| {
-                    Box::pin(async move {
-                        match s.promoter.clone() {
-                            Some(p) => p.poll_opportunities(&s, Utc::now()).await.map(|_| ()),
-                            None => Ok(()),
-                        }
-                    })
-                }),
-            ),
-        ),
-    ];
+    let clock: Clock = Arc::new(Utc::now);
+    let jobs = jobs(schedule, &clock);
     let sched = JobScheduler::new().await?;
     let mut locks = Vec::new();
     for (cron, job) in jobs {
         let (name, lock, run) = (job.name, job.lock.clone(), job.run.clone());
         locks.push(job.lock.clone());
         let s = syncer.clone();
+        let clock = clock.clone();
         let job = Job::new_async(cron.as_str(), move |_, _| {
-            let (lock, run, s) = (lock.clone(), run.clone(), s.clone());
+            let (lock, run, s, clock) = (lock.clone(), run.clone(), s.clone(), clock.clone());
             Box::pin(async move {
                 let store = s.store.clone();
                 // The status page shows each job's last run, kept in the store across restarts.
-                if let Some(ran) = Guarded::tick(name, lock, run, s).await {
+                if let Some(ran) = Guarded::tick(name, lock, run, s, &clock).await {
                     if let Err(e) = store.record_job_run(name, &ran).await {
                         warn!(job = name, error = %e, "the job's run could not be recorded");
                     }
@@ -206,13 +251,18 @@ mod tests {
                 })
             }),
         );
-        let first = tokio::spawn(Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()));
+        let clock: Clock = Arc::new(Utc::now);
+        let first = tokio::spawn({
+            let clock = clock.clone();
+            let (lock, run) = (job.lock.clone(), job.run.clone());
+            async move { Guarded::tick(job.name, lock, run, (), &clock).await }
+        });
         tokio::time::sleep(StdDuration::from_secs(1)).await;
-        let second = Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ()).await;
+        let second = Guarded::tick(job.name, job.lock.clone(), job.run.clone(), (), &clock).await;
         assert!(second.is_none(), "the second tick must not start while the first runs");
         assert_eq!(first.await.unwrap().map(|r| r.outcome), Some(JobOutcome::Ok));
         assert!(
-            Guarded::tick(job.name, job.lock.clone(), job.run.clone(), ())
+            Guarded::tick(job.name, job.lock.clone(), job.run.clone(), (), &clock)
                 .await
                 .is_some(),
             "runs again once free"

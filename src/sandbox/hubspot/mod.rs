@@ -669,6 +669,34 @@ impl HubSpotState {
         true
     }
 
+    /// A person edits a contact in HubSpot's UI (a rep's decision, a deal size): the values are
+    /// set and `lastmodifieddate` moves; no webhook (no subscription on these properties).
+    pub(crate) fn set_by_person(&mut self, contact: &str, values: &[(&str, String)], now: i64) -> bool {
+        let Some(index) = self.resolve(contact) else {
+            return false;
+        };
+        let props = self.materialize(index);
+        for (k, v) in values {
+            props.insert((*k).to_string(), v.clone());
+        }
+        self.set_modified(index, now);
+        true
+    }
+
+    /// The contacts someone (leadsync) has written `property` on, with its value, in id order.
+    pub(crate) fn written(&self, property: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(u32, String)> = self
+            .overlay
+            .iter()
+            .filter(|(i, _)| !self.archived.contains_key(i))
+            .filter_map(|(i, p)| Some((*i, p.get(property)?.clone())))
+            .collect();
+        out.sort();
+        out.into_iter()
+            .map(|(i, v)| ((u64::from(i) + CONTACT_ID_BASE).to_string(), v))
+            .collect()
+    }
+
     /// Simulated behaviour: `n` page views, a visit, opens and clicks.
     pub(crate) fn touch(&mut self, contact: &str, n: u32, now: i64) -> bool {
         let Some(index) = self.resolve(contact) else {

@@ -227,8 +227,8 @@ impl SalesforceState {
         true
     }
 
-    /// Marks an opportunity won or lost.
-    pub(crate) fn close_opportunity(&mut self, id: &str, won: bool, now: i64) -> bool {
+    /// Marks an opportunity won or lost, with its final amount when given.
+    pub(crate) fn close_opportunity(&mut self, id: &str, won: bool, amount: Option<f64>, now: i64) -> bool {
         let Some(r) = self
             .records
             .get_mut("Opportunity")
@@ -242,6 +242,9 @@ impl SalesforceState {
         );
         r.insert("IsClosed".into(), json!(true));
         r.insert("IsWon".into(), json!(won));
+        if let Some(a) = amount {
+            r.insert("Amount".into(), json!(a));
+        }
         let by = r.get("OwnerId").cloned().unwrap_or(Value::Null);
         r.insert("LastModifiedById".into(), by);
         r.insert("LastModifiedDate".into(), json!(sf_time(now)));

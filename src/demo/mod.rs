@@ -24,7 +24,8 @@ use crate::lifecycle::{HubSpotId, Snapshot, evaluate, explain};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use crate::store::{OutboxKind, OutboxState};
 use crate::sync::Syncer;
-use crate::sync::backfill::BackfillOptions;
+
+pub mod month;
 
 /// How to start a stack.
 #[derive(Debug, Clone)]
@@ -299,11 +300,21 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
     };
     let started = Instant::now();
     let (root, origin, _mappings_dir) = mappings_root()?;
+    // The sandbox's clock stands still a month ago and moves in steps while the sales desk
+    // works and the daemon's jobs read it back (`month`); then it stays at the month's end.
+    let month = month::MonthOptions {
+        seed: opts.seed,
+        ..month::MonthOptions::default()
+    };
     let sandbox = SandboxConfig {
         seed: opts.seed,
         contacts: opts.contacts,
         companies: (opts.contacts / 8).max(10),
-        now: Utc::now(),
+        now: Utc::now() - chrono::Duration::days(i64::from(month.days)),
+        frozen_clock: true,
+        // The month's steps come faster than any person's clicks: HubSpot's ten-secondly limit
+        // is not what the demo shows.
+        hubspot_burst_per_10s: 10_000,
         ..SandboxConfig::default()
     };
     say(&format!(
@@ -314,6 +325,7 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         sandbox,
         store_url: opts.store_url.clone(),
         root,
+        burst_per_10s: 5_000,
         ..StackOptions::default()
     })
     .await?;
@@ -328,28 +340,43 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
         stack.addr
     ));
 
-    // 1. The properties leadsync writes, then a backfill of the portal.
+    // 1. Setup and a backfill a month ago, then the month: the sales desk works the MQLs
+    // leadsync hands over, and the daemon's jobs read it back at each step.
     say("\n1. setup: creating the HubSpot properties leadsync writes (leadsync setup --apply)");
-    crate::daemon::ensure_setup(&stack.syncer, true).await?;
-    say(
-        "2. backfill: reading every contact with its activity, deciding its stage, writing back, promoting the sales-qualified to Salesforce",
-    );
-    let t = Instant::now();
-    let progress = crate::sync::backfill::Progress::new();
-    let hs = stack.syncer.hubspot.clone();
-    let (report, _) = stack
-        .syncer
-        .backfill(&BackfillOptions::default(), Utc::now(), |r, cp| {
-            progress.update(r, cp, hs.stats().total())
-        })
-        .await?;
-    progress.finish();
     say(&format!(
-        "   {} contacts read and evaluated in {:.1} s; {} written to HubSpot; {} promoted to Salesforce",
-        report.pulled,
+        "2. a month of sales on the sandbox's clock, from {}: backfill, then every {} h the reps work (calls, emails, meetings; accept, reject, qualify; opportunities won and lost) and the daemon's jobs read HubSpot and Salesforce back",
+        stack.sandbox.now().format("%Y-%m-%d %H:%M UTC"),
+        month.step.num_hours()
+    ));
+    let t = Instant::now();
+    let ran = stack.simulate_month(month).await?;
+    let d = ran.desk;
+    say(&format!(
+        "   {} steps in {:.1} s: {} touches in HubSpot, {} in Salesforce; {} MQLs accepted, {} rejected, {} never touched; {} qualified; {} won, {} lost",
+        ran.steps,
         t.elapsed().as_secs_f64(),
-        report.written,
-        report.promoted
+        d.hubspot_touches,
+        d.salesforce_touches,
+        d.accepted,
+        d.rejected,
+        d.ignored,
+        d.qualified,
+        d.won,
+        d.lost
+    ));
+    let month_report = crate::report::report(
+        &stack.syncer.store,
+        ran.from,
+        ran.to,
+        None,
+        &stack.syncer.sla.marketing,
+        crate::report::format::ReportFormat::Table,
+    )
+    .await?;
+    say(&format!(
+        "\nthe month's report (leadsync report --from {} --to {}):\n{month_report}",
+        ran.from.to_rfc3339(),
+        ran.to.to_rfc3339()
     ));
 
     // 2. Live form submissions: demo requests from leads, through signed webhooks, to the
@@ -421,6 +448,11 @@ pub async fn run(opts: DemoOptions, mut stop: watch::Receiver<bool>) -> anyhow::
             settled.dead
         );
     }
+    let (breaches, _) = stack.syncer.store.open_breaches(0).await?;
+    say(&format!(
+        "status page: http://{}/ ({breaches} open SLA breaches) · http://{}/status.json",
+        stack.addr, stack.addr
+    ));
     say(&format!("demo ran in {:.1} s", started.elapsed().as_secs_f64()));
     if !opts.once {
         say(&format!(
