@@ -250,6 +250,7 @@ async fn the_daemon_records_a_scheduled_jobs_run_and_its_page_shows_it() {
         sandbox: TestApp::sandbox_config(20),
         store_url: None,
         burst_per_10s: 1_500,
+        search_per_second: 4,
         root: repo_root(),
         schedule: Some(schedule),
         sla: None,

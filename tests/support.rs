@@ -351,6 +351,7 @@ impl TestApp {
             sandbox,
             store_url,
             burst_per_10s: 1_500,
+            search_per_second: 4,
             root: repo_root(),
             schedule: None,
             sla: None,
