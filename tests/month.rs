@@ -25,10 +25,12 @@ async fn month(store_url: Option<String>) -> (MonthRun, Report, u64, u64) {
             now: start(),
             frozen_clock: true,
             hubspot_burst_per_10s: 5_000,
+            hubspot_search_per_second: 1_000,
             ..SandboxConfig::default()
         },
         store_url,
         burst_per_10s: 4_000,
+        search_per_second: 1_000,
         root: repo_root(),
         ..StackOptions::default()
     })

@@ -275,20 +275,10 @@ impl SalesDesk {
                 kind,
                 connected,
             } => {
-                let current = sandbox
+                let owner = sandbox
                     .hubspot_contact(&contact)
-                    .and_then(|p| p.get("hubspot_owner_id").filter(|o| !o.is_empty()).cloned());
-                // A lead nobody owns is claimed by the rep who works it, as a desk does: the
-                // SLA follows the current owner, so an unowned lead's touches would count for
-                // nobody.
-                let owner = match current {
-                    Some(owner) => owner,
-                    None => {
-                        let rep = REPS[self.pick(&contact, "rep", REPS.len() as u64) as usize].to_string();
-                        sandbox.set_contact_properties(&contact, &[("hubspot_owner_id", rep.clone())]);
-                        rep
-                    }
-                };
+                    .and_then(|p| p.get("hubspot_owner_id").filter(|o| !o.is_empty()).cloned())
+                    .unwrap_or_else(|| REPS[self.pick(&contact, "rep", REPS.len() as u64) as usize].to_string());
                 let activity = SalesActivity {
                     kind: kind.activity(),
                     rep: Some(owner),
