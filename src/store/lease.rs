@@ -9,8 +9,9 @@
 //!
 //! Fencing: a [`Store::fenced`] store checks, first thing in every write transaction
 //! ([`Store::in_write`]), that the lease still has its generation, and holds that row against a
-//! takeover until it commits (PostgreSQL `FOR SHARE`; SQLite's one writer). A paused old holder
-//! that lost the lease gets [`StoreError::Fenced`] and writes nothing.
+//! takeover until it commits (PostgreSQL `FOR KEY SHARE`, which a takeover's `FOR UPDATE` waits
+//! for and the holder's own renewal, an update of no key column, does not; SQLite's one writer).
+//! A paused old holder that lost the lease gets [`StoreError::Fenced`] and writes nothing.
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
@@ -88,7 +89,16 @@ impl Store {
         seize: bool,
     ) -> Result<Option<Lease>, StoreError> {
         let expires_at = now + ttl;
+        let postgres = self.backend == Backend::Postgres;
         self.in_write_unfenced(PATIENT_WAIT, async |tx| {
+            if postgres {
+                // A takeover waits for the holder's open write transactions (their fence check
+                // holds the row `FOR KEY SHARE`), so none of them commits after it.
+                sqlx::query("SELECT generation FROM leases WHERE portal = $1 FOR UPDATE")
+                    .bind(portal)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            }
             let row = sqlx::query(
                 "INSERT INTO leases (portal, holder, generation, expires_at, renewed_at) VALUES ($1, $2, 1, $3, $4) \
                  ON CONFLICT (portal) DO UPDATE SET holder = excluded.holder, generation = leases.generation + 1, \
@@ -190,9 +200,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let held = match self.backend {
             // A shared row lock: the holder's transactions run side by side, a takeover's
-            // UPDATE waits for them.
+            // `FOR UPDATE` waits for them. Not `FOR SHARE`: the holder's renewal (an UPDATE)
+            // would wait for every open transaction, and the holder's next fence checks would
+            // queue behind that waiting renewal (the suspected cause of a chaos run on
+            // PostgreSQL in which every write of the new holder hung).
             Backend::Postgres => {
-                sqlx::query("SELECT generation FROM leases WHERE portal = $1 AND generation = $2 FOR SHARE")
+                sqlx::query("SELECT generation FROM leases WHERE portal = $1 AND generation = $2 FOR KEY SHARE")
                     .bind(&fence.portal)
                     .bind(fence.generation)
                     .fetch_optional(&mut **tx)
