@@ -7,13 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, Utc};
-use leadsync::demo::month::MonthOptions;
-use leadsync::demo::{Stack, StackOptions};
+use leadsync::demo::Stack;
 use leadsync::report::format::ReportFormat;
-use leadsync::sandbox::SandboxConfig;
 
-use crate::support::repo_root;
+use crate::support::{month_options, month_stack_options, repo_root};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -119,30 +116,8 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     if !browser() {
         return;
     }
-    let from: DateTime<Utc> = "2026-10-05T08:00:00Z".parse().unwrap();
-    let stack = Stack::start(StackOptions {
-        sandbox: SandboxConfig {
-            contacts: 200,
-            companies: 30,
-            now: from,
-            frozen_clock: true,
-            hubspot_burst_per_10s: 5_000,
-            ..SandboxConfig::default()
-        },
-        burst_per_10s: 4_000,
-        root: repo_root(),
-        ..StackOptions::default()
-    })
-    .await
-    .unwrap();
-    let run = stack
-        .simulate_month(MonthOptions {
-            days: 30,
-            step: Duration::hours(12),
-            seed: 7,
-        })
-        .await
-        .unwrap();
+    let stack = Stack::start(month_stack_options(None)).await.unwrap();
+    let run = stack.simulate_month(month_options()).await.unwrap();
 
     // The status page, as the browser rendered it.
     let url = format!("http://{}/", stack.addr);

@@ -3,47 +3,16 @@
 //! back step by step. The same seed gives the same report, on SQLite and on PostgreSQL, and every
 //! stage of the funnel is populated, with breached SLA timers.
 
-use chrono::{DateTime, Duration, Utc};
-use leadsync::demo::month::{MonthOptions, MonthRun};
-use leadsync::demo::{Stack, StackOptions};
+use leadsync::demo::Stack;
+use leadsync::demo::month::MonthRun;
 use leadsync::lifecycle::Stage;
 use leadsync::report::figures::{self, Figure, Report};
-use leadsync::sandbox::SandboxConfig;
 
-use crate::support::{postgres_url, repo_root};
-
-/// The month starts on a Monday at 08:00 UTC.
-fn start() -> DateTime<Utc> {
-    "2026-10-05T08:00:00Z".parse().unwrap()
-}
+use crate::support::{month_options, month_stack_options, postgres_url};
 
 async fn month(store_url: Option<String>) -> (MonthRun, Report, u64, u64) {
-    let stack = Stack::build(StackOptions {
-        sandbox: SandboxConfig {
-            contacts: 200,
-            companies: 30,
-            now: start(),
-            frozen_clock: true,
-            hubspot_burst_per_10s: 5_000,
-            hubspot_search_per_second: 1_000,
-            ..SandboxConfig::default()
-        },
-        store_url,
-        burst_per_10s: 4_000,
-        search_per_second: 1_000,
-        root: repo_root(),
-        ..StackOptions::default()
-    })
-    .await
-    .unwrap();
-    let run = stack
-        .simulate_month(MonthOptions {
-            days: 30,
-            step: Duration::hours(12),
-            seed: 7,
-        })
-        .await
-        .unwrap();
+    let stack = Stack::build(month_stack_options(store_url)).await.unwrap();
+    let run = stack.simulate_month(month_options()).await.unwrap();
     let rows = stack.syncer.store.report_rows(run.to).await.unwrap();
     let report = figures::compute(&rows, run.from, run.to, None, &stack.syncer.sla.marketing).unwrap();
     let (breaches, _) = stack.syncer.store.open_breaches(10).await.unwrap();

@@ -659,3 +659,38 @@ pub async fn grep_store(url: &str, needle: &str, contact: Option<&str>) -> Vec<S
     pool.close().await;
     hits
 }
+
+/// The simulated month the month and browser tests run: 200 contacts from Monday 2026-10-05
+/// 08:00 UTC, budgets the month's steps never wait on, on the store at `store_url`.
+pub fn month_stack_options(store_url: Option<String>) -> leadsync::demo::StackOptions {
+    leadsync::demo::StackOptions {
+        sandbox: leadsync::sandbox::SandboxConfig {
+            contacts: 200,
+            companies: 30,
+            now: month_start(),
+            frozen_clock: true,
+            hubspot_burst_per_10s: 5_000,
+            hubspot_search_per_second: 1_000,
+            ..leadsync::sandbox::SandboxConfig::default()
+        },
+        store_url,
+        burst_per_10s: 4_000,
+        search_per_second: 1_000,
+        root: repo_root(),
+        ..leadsync::demo::StackOptions::default()
+    }
+}
+
+/// The month starts on a Monday at 08:00 UTC.
+pub fn month_start() -> chrono::DateTime<chrono::Utc> {
+    "2026-10-05T08:00:00Z".parse().unwrap()
+}
+
+/// Thirty days in 12-hour steps, the desk's seed 7.
+pub fn month_options() -> leadsync::demo::month::MonthOptions {
+    leadsync::demo::month::MonthOptions {
+        days: 30,
+        step: chrono::Duration::hours(12),
+        seed: 7,
+    }
+}
