@@ -5,6 +5,8 @@
 //! `LEADSYNC_BENCH_POSTGRES` (default the local `test` database) answers; on SQLite also the
 //! median without the open-breaches index (migration 11), for the ratio. The target is 50 ms.
 
+mod common;
+
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -148,34 +150,6 @@ async fn run(name: &str, url: &str, now: DateTime<Utc>) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let now: DateTime<Utc> = "2026-11-24T09:00:00Z".parse().expect("time");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("status.db").display());
-        run("sqlite", &url, now).await;
-
-        sqlx::any::install_default_drivers();
-        let admin = std::env::var("LEADSYNC_BENCH_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let Ok(pool) = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&admin)
-            .await
-        else {
-            println!("postgres: not reachable at {admin}; skipped");
-            return;
-        };
-        let name = format!("leadsync_status_bench_{}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .expect("create database");
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("url");
-        run("postgres", &format!("{base}/{name}"), now).await;
-        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .execute(&pool)
-            .await
-            .expect("drop database");
-    });
+    common::on_both_stores("status", |name, url| async move { run(name, &url, now).await });
 }

@@ -181,3 +181,35 @@ pub fn run_bin(args: &[&str], cwd: &Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The head of a test SLA file: its `[sla]` table and one team `team` working round the clock
+/// in `time_zone` (so availability is only absences and caps), with a manager and a fallback
+/// owner when given. Tests append their members and policies.
+pub fn sla_round_the_clock(
+    version: &str,
+    team: &str,
+    time_zone: &str,
+    manager: Option<&str>,
+    fallback: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "[sla]\nversion = \"{version}\"\ndefault_team = \"{team}\"\n\n[[teams]]\nid = \"{team}\"\ntime_zone = \"{time_zone}\"\n"
+    );
+    if let Some(manager) = manager {
+        text.push_str(&format!("manager = \"{manager}\"\n"));
+    }
+    if let Some(fallback) = fallback {
+        text.push_str(&format!("fallback_owner = \"{fallback}\"\n"));
+    }
+    text.push_str("[teams.hours]\n");
+    for day in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] {
+        text.push_str(&format!("{day} = \"00:00-24:00\"\n"));
+    }
+    text
+}
+
+/// A test SLA file compiled, panicking with its diagnostics when the text is wrong.
+pub fn sla_compiled(name: &str, text: &str) -> leadsync::sla::SlaFile {
+    leadsync::sla::SlaFile::from_source(&leadsync::diagnostics::SourceText::new(name, text.to_string()))
+        .unwrap_or_else(|d| panic!("{d}"))
+}

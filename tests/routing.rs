@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use leadsync::diagnostics::SourceText;
 use leadsync::hubspot::limiter::Priority;
 use leadsync::lifecycle::{HubSpotId, Stage, Status};
 use leadsync::salesforce::routing::Strategy;
@@ -20,6 +19,7 @@ use leadsync::sync::decide::PromotePayload;
 use leadsync::sync::outbox::promotion::Promoter;
 use leadsync::sync::owners::OwnersCache;
 
+use crate::common::{sla_compiled, sla_round_the_clock};
 use crate::support::{Backend, TestApp};
 
 const JULES: &str = "005000000000003AAA";
@@ -33,27 +33,13 @@ fn sla(jules: &str, alice: &str) -> SlaFile {
 }
 
 fn compile(text: &str) -> SlaFile {
-    SlaFile::from_source(&SourceText::new("routing-test.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+    sla_compiled("routing-test.toml", text)
 }
 
 fn sla_text(jules: &str, alice: &str) -> String {
-    format!(
-        r#"[sla]
-version = "routing-test"
-default_team = "desk"
-
-[[teams]]
-id = "desk"
-time_zone = "UTC"
-fallback_owner = "{QUEUE}"
-[teams.hours]
-mon = "00:00-24:00"
-tue = "00:00-24:00"
-wed = "00:00-24:00"
-thu = "00:00-24:00"
-fri = "00:00-24:00"
-sat = "00:00-24:00"
-sun = "00:00-24:00"
+    sla_round_the_clock("routing-test", "desk", "UTC", None, Some(QUEUE))
+        + &format!(
+            r#"
 
 [[teams.members]]
 email = "jules@routing.test"
@@ -71,7 +57,7 @@ stage = "sql"
 first_touch = "4h"
 touches = {{ kinds = ["call"] }}
 "#
-    )
+        )
 }
 
 /// `syncer` with the SLA file `sla` for routing (the same store and clients).

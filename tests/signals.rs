@@ -5,7 +5,6 @@
 //! running daemon), and a lost contact that comes back, recycled as the rules say.
 
 use chrono::Duration;
-use leadsync::diagnostics::SourceText;
 use leadsync::hubspot::limiter::Priority;
 use leadsync::lifecycle::{Stage, Status};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
@@ -18,30 +17,15 @@ use leadsync::store::{ContactRow, OutboxKind, OutboxState};
 use leadsync::sync::Syncer;
 use serde_json::Value;
 
+use crate::common::{sla_compiled, sla_round_the_clock};
 use crate::support::{Backend, TestApp};
 
 /// One team around the clock, one wall-clock policy on every sales-qualified lead: three calls
 /// by anyone, a minute apart at least, so two calls leave the timer running.
 fn sla() -> SlaFile {
-    let text = r#"
-[sla]
-version = "test"
-default_team = "t"
-
-[[teams]]
-id = "t"
-time_zone = "Europe/Paris"
-manager = "80009"
-fallback_owner = "00G000000000009AAA"
-[teams.hours]
-mon = "00:00-24:00"
-tue = "00:00-24:00"
-wed = "00:00-24:00"
-thu = "00:00-24:00"
-fri = "00:00-24:00"
-sat = "00:00-24:00"
-sun = "00:00-24:00"
-
+    let mut text = sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"));
+    text.push_str(
+        r#"
 [[policies]]
 id = "sql_calls"
 stage = "sql"
@@ -51,8 +35,9 @@ first_touch = "1h"
 attempts = { count = 3, within = "10h", min_interval = "1m" }
 touches = { kinds = ["call"], by = "anyone" }
 ladder = [{ step = "owner_task", after = "2h" }]
-"#;
-    SlaFile::from_source(&SourceText::new("sla.toml", text.to_string())).unwrap_or_else(|d| panic!("{d}"))
+"#,
+    );
+    sla_compiled("sla.toml", &text)
 }
 
 // README (What each team sees of the other): two calls logged in Salesforce on a promoted

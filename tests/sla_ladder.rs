@@ -19,6 +19,7 @@ use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 
+use crate::common::sla_round_the_clock;
 use crate::support::{Backend, NEVER, TestApp};
 
 /// The sandbox's owners 70001..70005 are the team (their Salesforce users 005…001AAA..005AAA);
@@ -27,26 +28,12 @@ use crate::support::{Backend, NEVER, TestApp};
 fn sla_text() -> String {
     let today = Utc::now().date_naive();
     let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(1));
-    let mut text = String::from(
-        r#"
-[sla]
-version = "ladder-e2e"
-default_team = "t"
-
-[[teams]]
-id = "t"
-time_zone = "Europe/Paris"
-manager = "70006"
-fallback_owner = "00G000000000009AAA"
-[teams.hours]
-mon = "00:00-24:00"
-tue = "00:00-24:00"
-wed = "00:00-24:00"
-thu = "00:00-24:00"
-fri = "00:00-24:00"
-sat = "00:00-24:00"
-sun = "00:00-24:00"
-"#,
+    let mut text = sla_round_the_clock(
+        "ladder-e2e",
+        "t",
+        "Europe/Paris",
+        Some("70006"),
+        Some("00G000000000009AAA"),
     );
     for n in 1..=5 {
         text.push_str(&format!(

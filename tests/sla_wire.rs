@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{default_rules_text, icp, now};
+use crate::common::{default_rules_text, icp, now, sla_compiled, sla_round_the_clock};
 use crate::support::{Backend, TestApp};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
@@ -36,25 +36,9 @@ use leadsync::sync::backfill::BackfillOptions;
 /// A team working around the clock (so availability is only absences and caps), a wall-clock
 /// policy in minutes, and the four kinds of ladder step.
 fn sla_text(webhook: &str) -> String {
-    format!(
-        r#"
-[sla]
-version = "test"
-default_team = "t"
-
-[[teams]]
-id = "t"
-time_zone = "Europe/Paris"
-manager = "80009"
-fallback_owner = "00G000000000009AAA"
-[teams.hours]
-mon = "00:00-24:00"
-tue = "00:00-24:00"
-wed = "00:00-24:00"
-thu = "00:00-24:00"
-fri = "00:00-24:00"
-sat = "00:00-24:00"
-sun = "00:00-24:00"
+    sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"))
+        + &format!(
+            r#"
 
 [[teams.members]]
 email = "a@leadsync-test.com"
@@ -100,11 +84,11 @@ first_touch = "5m"
 touches = {{ kinds = ["call"], by = "owner" }}
 ladder = [{{ step = "owner_task", after = "0m" }}]
 "#
-    )
+        )
 }
 
 fn sla_file(webhook: &str) -> SlaFile {
-    SlaFile::from_source(&SourceText::new("sla.toml", sla_text(webhook))).unwrap_or_else(|d| panic!("{d}"))
+    sla_compiled("sla.toml", &sla_text(webhook))
 }
 
 /// `leadsync explain --contact` on this store, with this SLA file beside the configuration.
@@ -579,7 +563,7 @@ fn sql_any_sla() -> SlaFile {
         "touches = { kinds = [\"call\"], by = \"owner\" }",
         "touches = { kinds = [\"call\"], by = \"anyone\" }",
     );
-    SlaFile::from_source(&SourceText::new("sla.toml", text)).unwrap_or_else(|d| panic!("{d}"))
+    sla_compiled("sla.toml", &text)
 }
 
 // README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill of leads
