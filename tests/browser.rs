@@ -1,7 +1,8 @@
 //! The status page and the HTML report in a real browser (Debian's chromium, headless): the
 //! daemon's server over a simulated sales month on the sandbox; the DOM after rendering is
 //! checked (the charts drawn, their figures equal the store's) and screenshots are saved under
-//! `target/` (`status-page.png`, `report.png`). Skipped, saying so, only when `/usr/bin/chromium`
+//! `target/` (`status-page.png`, `report.png`); the report is also printed to PDF
+//! (`target/report.pdf`) as a browser's "Save as PDF" does, and its pages counted. Skipped, saying so, only when `/usr/bin/chromium`
 //! is missing and `LEADSYNC_REQUIRE_BROWSER` is unset; `.ci/run` sets it, so CI fails without it.
 
 use std::path::{Path, PathBuf};
@@ -29,52 +30,54 @@ fn browser() -> bool {
     false
 }
 
+/// Runs headless chromium on `url` with `extra` flags (a fresh profile each time); its stdout.
+async fn run_chromium(url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut a: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(format!("--user-data-dir={}", profile.path().display()));
+    a.extend_from_slice(extra);
+    a.push(url.to_string());
+    let out = tokio::time::timeout(
+        StdDuration::from_secs(90),
+        tokio::process::Command::new(CHROMIUM)
+            .args(&a)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("chromium did not finish in 90 s: {a:?}"))
+    .unwrap_or_else(|e| panic!("chromium: {e}"));
+    assert!(
+        out.status.success(),
+        "chromium {a:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Loads `url` in headless chromium: the DOM after rendering, and a screenshot at `png`.
 async fn chromium(url: &str, png: &Path) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let args = |extra: &[String]| {
-        let mut a: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.push(format!("--user-data-dir={}", profile.path().display()));
-        a.extend_from_slice(extra);
-        a.push(url.to_string());
-        a
-    };
-    let run = |a: Vec<String>| async move {
-        let out = tokio::time::timeout(
-            StdDuration::from_secs(90),
-            tokio::process::Command::new(CHROMIUM)
-                .args(&a)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("chromium did not finish in 90 s: {a:?}"))
-        .unwrap_or_else(|e| panic!("chromium: {e}"));
-        assert!(
-            out.status.success(),
-            "chromium {a:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let _ = std::fs::remove_file(png);
-    run(args(&[
-        format!("--screenshot={}", png.display()),
-        "--window-size=1280,2000".into(),
-    ]))
+    run_chromium(
+        url,
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1280,2000".into(),
+        ],
+    )
     .await;
     let bytes = std::fs::read(png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
     assert!(
@@ -82,7 +85,39 @@ async fn chromium(url: &str, png: &Path) -> String {
         "{} is not a picture",
         png.display()
     );
-    run(args(&["--dump-dom".into()])).await
+    run_chromium(url, &["--dump-dom".into()]).await
+}
+
+/// Prints `url` to a PDF at `pdf` as a browser's "Save as PDF" does (print media, the page's
+/// own `@page` margins, no header or footer lines): the file's bytes.
+async fn print_to_pdf(url: &str, pdf: &Path) -> Vec<u8> {
+    let _ = std::fs::remove_file(pdf);
+    run_chromium(
+        url,
+        &[
+            format!("--print-to-pdf={}", pdf.display()),
+            "--no-pdf-header-footer".into(),
+        ],
+    )
+    .await;
+    std::fs::read(pdf).unwrap_or_else(|e| panic!("no PDF at {}: {e}", pdf.display()))
+}
+
+/// The PDF's page objects (`/Type /Page`, not the `/Pages` tree nodes) and their media boxes,
+/// in points, read from the uncompressed object dictionaries.
+fn pdf_pages(pdf: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(pdf);
+    text.match_indices("/Type /Page")
+        .filter(|(i, m)| !text[i + m.len()..].starts_with('s'))
+        .map(|(i, _)| {
+            let dict = &text[i..i + text[i..].find("endobj").unwrap_or(text.len() - i)];
+            dict.split("/MediaBox [")
+                .nth(1)
+                .and_then(|b| b.split(']').next())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
 }
 
 /// The `<svg class="chart CLASS …">…</svg>` elements of the DOM, each as its text.
@@ -167,6 +202,29 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     assert!(
         dom.matches("<svg class=\"chart ").count() >= 3,
         "the funnel, first touch and SLA charts"
+    );
+
+    // The report printed to PDF (saved as `target/report.pdf`): a few A4 or Letter pages,
+    // titled as the report is. Its text is compressed: reading the figures back would need
+    // poppler's pdftotext, which CI does not install.
+    let pdf = print_to_pdf(&format!("file://{}", file.display()), &target().join("report.pdf")).await;
+    assert!(pdf.starts_with(b"%PDF-"), "not a PDF: {:?}", &pdf[..pdf.len().min(16)]);
+    let pages = pdf_pages(&pdf);
+    assert!(
+        (1..=4).contains(&pages.len()),
+        "the month's report on 1 to 4 pages, not {}",
+        pages.len()
+    );
+    for b in &pages {
+        assert!(
+            b == "0 0 595 842" || b == "0 0 612 792",
+            "every page A4 (595 × 842 pt) or Letter (612 × 792 pt), not [{b}]"
+        );
+    }
+    let text = String::from_utf8_lossy(&pdf);
+    assert!(
+        text.contains("/Title (leadsync monthly report)"),
+        "the PDF is titled as the report"
     );
     stack.shutdown().await.unwrap();
 }

@@ -13,8 +13,13 @@ table{border-collapse:collapse;margin:8px 0;width:100%}th,td{text-align:left;pad
 td.n{text-align:right;font-variant-numeric:tabular-nums}\
 svg.chart{max-width:100%;height:auto;font-size:12px}svg .bar{fill:#2f6feb}svg .met{fill:#2da44e}svg .breached{fill:#cf222e}svg .open{fill:#bf8700}\
 .muted{color:#57606a}\
-@page{size:A4;margin:14mm}\
-@media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}svg,table{break-inside:avoid}a{color:inherit;text-decoration:none}}";
+@page{margin:14mm 12mm}\
+@media print{*{background:transparent!important;box-shadow:none!important}\
+body{margin:0;padding:0;max-width:none;font-size:10pt;color:#000}h1{font-size:16pt;margin-top:0}\
+h2{font-size:12.5pt;margin-top:16px;break-after:avoid;page-break-after:avoid}\
+svg.chart{display:block;width:100%;break-inside:avoid;page-break-inside:avoid}\
+table,tr{break-inside:avoid;page-break-inside:avoid}th,td{border-bottom-color:#bbb}\
+.muted{color:#444}a{color:inherit;text-decoration:none}}";
 
 /// A whole page: the title, the shared CSS, and `body` (already escaped HTML).
 pub fn page(title: &str, body: &str) -> String {

@@ -1,7 +1,11 @@
 //! The sales side over sandbox time, as `leadsync demo`'s month simulates it: reps who touch
-//! the MQLs leadsync hands them (a call or an email in HubSpot, some late, some never), accept or
+//! the MQLs and SALs leadsync hands them (calls, emails and meetings in HubSpot), accept or
 //! reject them with a reason, follow the accepted up, qualify some with a deal size, meet on the
-//! opportunity in Salesforce and close it won or lost at an amount.
+//! opportunity in Salesforce and close it won or lost at an amount. On each lead at each stage a
+//! rep has a habit: the SLA's cadence in time (the timer is met), one touch in time and no more,
+//! the first touch a day to three weeks late, or none (breached; those still untouched are the
+//! status page's open breaches). A lead nobody owns is claimed by the rep who first works it
+//! (`hubspot_owner_id`), since the SLA counts the touches of the owner and their team.
 //!
 //! The desk reads only what a person would see: the stage leadsync wrote on the HubSpot contact
 //! (`leadsync_stage`) and the opportunities in Salesforce; it acts through the sandbox as a
@@ -13,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 
 use super::{SalesActivity, SalesActivityKind, SandboxHandle};
 
@@ -45,6 +49,19 @@ enum Act {
         won: bool,
         amount: u64,
     },
+}
+
+/// How a rep works one lead at one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Habit {
+    /// The first touch in time, then the policy's attempts.
+    Cadence,
+    /// One touch in time, nothing more.
+    Once,
+    /// The first touch a day to three weeks late.
+    Late,
+    /// No touch.
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,24 +184,70 @@ impl SalesDesk {
         }
     }
 
-    /// An MQL: most are touched (a few hours later, some a day later, one in ten never), then
-    /// accepted or rejected a while after.
+    /// How the rep works this lead at `stage`, fixed by the seed: a share follow the SLA's
+    /// cadence in time, some make one touch in time and stop, some are late (by a day to three
+    /// weeks, so some are still untouched at the month's end), some never touch it.
+    fn habit(&self, contact: &str, stage: &str) -> Habit {
+        match self.pick(contact, &format!("{stage}-habit"), 100) {
+            0..40 => Habit::Cadence,
+            40..60 => Habit::Once,
+            60..82 => Habit::Late,
+            _ => Habit::Never,
+        }
+    }
+
+    /// The first touch's time: within `soon` minutes (after 20), or a day to three weeks late.
+    fn first_touch(&self, contact: &str, stage: &str, habit: Habit, soon: u64, now: DateTime<Utc>) -> DateTime<Utc> {
+        let minutes = match habit {
+            Habit::Late => 24 * 60 + self.pick(contact, &format!("{stage}-late"), 20 * 24 * 60),
+            _ => 20 + self.pick(contact, &format!("{stage}-delay"), soon),
+        };
+        now + Duration::minutes(minutes as i64)
+    }
+
+    /// A rep who follows the cadence calls again at the working slots of the next `days`
+    /// weekdays after `after` (07:45 and 13:30 UTC: morning and afternoon in Paris, the New
+    /// York morning for the second), so the attempts the policies ask for fall in their window.
+    fn plan_cadence(&mut self, contact: &str, stage: &str, after: DateTime<Utc>, days: u32, slots: &[(u32, u32)]) {
+        let mut day = after.date_naive();
+        let mut left = days;
+        let mut n = 0u32;
+        while left > 0 {
+            if day.weekday().number_from_monday() <= 5 {
+                for &(h, m) in slots {
+                    let at = day.and_hms_opt(h, m, 0).map(|t| t.and_utc());
+                    if let Some(at) = at.filter(|t| *t > after) {
+                        n += 1;
+                        let connected = self.pick(contact, &format!("{stage}-cadence-{n}"), 3) == 0;
+                        self.at(
+                            at,
+                            Act::HubSpotTouch {
+                                contact: contact.to_string(),
+                                kind: Kind::Call,
+                                connected,
+                            },
+                        );
+                    }
+                }
+                left -= 1;
+            }
+            day = day.succ_opt().unwrap_or(day);
+        }
+    }
+
+    /// An MQL: touched in time (and some then follow the cadence), late, or never, then accepted
+    /// or rejected a while after the first touch.
     fn plan_mql(&mut self, contact: &str, now: DateTime<Utc>) {
         if !self.seen.insert((contact.to_string(), "mql")) {
             return;
         }
-        if self.pick(contact, "ignored", 10) == 0 {
+        let habit = self.habit(contact, "mql");
+        if habit == Habit::Never {
             self.tally.ignored += 1;
             return;
         }
-        // Minutes to the first touch: most within the 4 business hours, a share a day late.
-        let late = self.pick(contact, "late", 4) == 0;
-        let minutes = if late {
-            20 * 60 + self.pick(contact, "delay", 30 * 60)
-        } else {
-            20 + self.pick(contact, "delay", 3 * 60)
-        };
-        let touched = now + Duration::minutes(minutes as i64);
+        // In time: within the first 2 hours (an MQL handed over at 08:00 UTC is due by 10:00).
+        let touched = self.first_touch(contact, "mql", habit, 90, now);
         let kind = if self.pick(contact, "kind", 5) < 3 {
             Kind::Call
         } else {
@@ -200,6 +263,10 @@ impl SalesDesk {
                 connected,
             },
         );
+        if habit == Habit::Cadence {
+            // `mql_follow_up`: 6 attempts, 4 working hours apart, within 50 working hours.
+            self.plan_cadence(contact, "mql", touched, 6, &[(7, 45), (13, 30)]);
+        }
         let decided = touched + Duration::hours(2 + self.pick(contact, "decide", 46) as i64);
         if self.pick(contact, "accept", 100) < 65 {
             self.at(decided, Act::Accept { contact: c });
@@ -209,13 +276,19 @@ impl SalesDesk {
         }
     }
 
-    /// A SAL: a meeting or an email within a day, then most are qualified with a deal size.
+    /// A SAL: a meeting or an email (in time, late, or never), some then the cadence's calls;
+    /// most of those followed up are qualified with a deal size.
     fn plan_sal(&mut self, contact: &str, now: DateTime<Utc>) {
         if !self.seen.insert((contact.to_string(), "sal")) {
             return;
         }
+        let habit = self.habit(contact, "sal");
+        if habit == Habit::Never {
+            return;
+        }
         let c = contact.to_string();
-        let touched = now + Duration::minutes(30 + self.pick(contact, "sal-touch", 14 * 60) as i64);
+        // The desk sees a SAL up to a step after it was accepted; in time is within 2 hours.
+        let touched = self.first_touch(contact, "sal", habit, 100, now);
         let kind = if self.pick(contact, "sal-kind", 2) == 0 {
             Kind::Meeting
         } else {
@@ -229,6 +302,11 @@ impl SalesDesk {
                 connected: true,
             },
         );
+        if habit == Habit::Cadence {
+            // `sal_follow_up`: 4 attempts, 8 working hours apart, within 50 working hours: one
+            // call a weekday (New York's 7-hour days count every other one).
+            self.plan_cadence(contact, "sal", touched, 7, &[(13, 30)]);
+        }
         if self.pick(contact, "qualify", 100) < 70 {
             let amount = 500 * (6 + self.pick(contact, "amount", 90));
             let when = touched + Duration::hours(12 + self.pick(contact, "qualify-at", 4 * 24) as i64);
@@ -275,10 +353,20 @@ impl SalesDesk {
                 kind,
                 connected,
             } => {
-                let owner = sandbox
+                let current = sandbox
                     .hubspot_contact(&contact)
-                    .and_then(|p| p.get("hubspot_owner_id").filter(|o| !o.is_empty()).cloned())
-                    .unwrap_or_else(|| REPS[self.pick(&contact, "rep", REPS.len() as u64) as usize].to_string());
+                    .and_then(|p| p.get("hubspot_owner_id").filter(|o| !o.is_empty()).cloned());
+                // A lead nobody owns is claimed by the rep who works it, as a desk does: the
+                // SLA follows the current owner, so an unowned lead's touches would count for
+                // nobody.
+                let owner = match current {
+                    Some(owner) => owner,
+                    None => {
+                        let rep = REPS[self.pick(&contact, "rep", REPS.len() as u64) as usize].to_string();
+                        sandbox.set_contact_properties(&contact, &[("hubspot_owner_id", rep.clone())]);
+                        rep
+                    }
+                };
                 let activity = SalesActivity {
                     kind: kind.activity(),
                     rep: Some(owner),
