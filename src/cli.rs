@@ -1201,3 +1201,39 @@ pub fn plan_cmd(config_file: Option<&Path>, args: &PlanArgs, now: DateTime<Utc>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::one_portal;
+    use crate::config::{Loaded, Settings};
+
+    fn portal(id: u64) -> Settings {
+        let mut s = Settings::default();
+        s.hubspot.portal_id = Some(id);
+        s.store.url = format!("sqlite://p{id}.db");
+        s
+    }
+
+    #[test]
+    fn a_one_portal_command_takes_the_portal_leadsync_portal_names_and_refuses_to_guess() {
+        let single = Loaded {
+            settings: portal(7),
+            file: None,
+        };
+        assert_eq!(one_portal(&single, None).unwrap().settings.store.url, "sqlite://p7.db");
+        let deployment = Loaded {
+            settings: Settings {
+                portals: vec![portal(42), portal(43)],
+                ..Settings::default()
+            },
+            file: None,
+        };
+        let chosen = one_portal(&deployment, Some("43")).unwrap();
+        assert_eq!(chosen.settings.store.url, "sqlite://p43.db");
+        assert!(chosen.settings.portals.is_empty());
+        let why = one_portal(&deployment, None).unwrap_err();
+        assert!(why.contains("LEADSYNC_PORTAL=ID (one of 42, 43)"), "{why}");
+        let why = one_portal(&deployment, Some("99")).unwrap_err();
+        assert!(why.contains("LEADSYNC_PORTAL=99: no such portal"), "{why}");
+    }
+}
