@@ -497,8 +497,52 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The configuration of one portal, for the commands that work on one (`backfill`, `setup`,
+/// `retry`, `report`, …): the file's own, or with `[[portals]]` the one `LEADSYNC_PORTAL` names.
 fn loaded(config_file: Option<&Path>) -> Result<config::Loaded, ExitCode> {
+    let deployment = deployment(config_file)?;
+    one_portal(&deployment, std::env::var("LEADSYNC_PORTAL").ok().as_deref()).map_err(|why| {
+        eprintln!("leadsync: {why}");
+        ExitCode::from(BAD_INPUT)
+    })
+}
+
+/// The whole configuration, every portal (`run`, `status`).
+fn deployment(config_file: Option<&Path>) -> Result<config::Loaded, ExitCode> {
     config::load(config_file).map_err(|d| report(&d))
+}
+
+/// The portal `chosen` names (`LEADSYNC_PORTAL`) among the configuration's; the configuration
+/// itself when it has no `[[portals]]` and nothing is chosen.
+fn one_portal(loaded: &config::Loaded, chosen: Option<&str>) -> Result<config::Loaded, String> {
+    let portals = loaded.portals();
+    let ids: Vec<String> = portals
+        .iter()
+        .map(|p| {
+            p.settings
+                .hubspot
+                .portal_id
+                .map_or_else(|| "(none)".into(), |id| id.to_string())
+        })
+        .collect();
+    match chosen.map(str::trim) {
+        None | Some("") if portals.len() == 1 => Ok(portals.into_iter().next().unwrap_or_else(|| loaded.clone())),
+        None | Some("") => Err(format!(
+            "this configuration has {} portals ([[portals]]) and this command works on one: name it with \
+             LEADSYNC_PORTAL=ID (one of {})",
+            portals.len(),
+            ids.join(", ")
+        )),
+        Some(id) => portals
+            .into_iter()
+            .find(|p| p.settings.hubspot.portal_id.is_some_and(|p| p.to_string() == id))
+            .ok_or_else(|| {
+                format!(
+                    "LEADSYNC_PORTAL={id}: no such portal in this configuration (its portals: {})",
+                    ids.join(", ")
+                )
+            }),
+    }
 }
 
 /// What to do when HubSpot credentials are missing, ending with the command that fixes it.
@@ -589,7 +633,7 @@ fn failed(e: &anyhow::Error, command: &str) -> ExitCode {
 /// The store must exist unless `init_store` (a first start): a deleted SQLite file or an empty
 /// database is refused rather than silently replaced by an empty store.
 pub fn run(config_file: Option<&Path>, log: LogOptions, init_store: bool) -> ExitCode {
-    let (loaded, rt) = match (loaded(config_file), runtime()) {
+    let (loaded, rt) = match (deployment(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
@@ -598,8 +642,10 @@ pub fn run(config_file: Option<&Path>, log: LogOptions, init_store: bool) -> Exi
         log.verbose,
         log.format.unwrap_or(loaded.settings.log.format),
     );
-    if let Err(c) = preflight(&loaded) {
-        return c;
+    for portal in loaded.portals() {
+        if let Err(c) = preflight(&portal) {
+            return c;
+        }
     }
     let opening = if init_store {
         crate::daemon::StoreOpening::CreateIfMissing
@@ -607,8 +653,8 @@ pub fn run(config_file: Option<&Path>, log: LogOptions, init_store: bool) -> Exi
         crate::daemon::StoreOpening::MustExist
     };
     let result = rt.block_on(async {
-        let syncer = crate::daemon::syncer_opening(&loaded, opening).await?;
-        crate::daemon::run(&loaded, syncer, crate::daemon::stop_on_signals()).await
+        let portals = crate::daemon::portal_syncers(&loaded, opening).await?;
+        crate::daemon::run(&loaded, portals, crate::daemon::stop_on_signals()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -761,15 +807,33 @@ pub fn status(config_file: Option<&Path>, contact: Option<&str>) -> ExitCode {
             return ExitCode::from(BAD_INPUT);
         }
     };
-    let (loaded, rt) = match (loaded(config_file), runtime()) {
+    let (loaded, rt) = match (deployment(config_file), runtime()) {
         (Ok(l), Ok(r)) => (l, r),
         (Err(c), _) | (_, Err(c)) => return c,
     };
+    // Every portal, each under its id, unless `LEADSYNC_PORTAL` names one.
+    let portals = match std::env::var("LEADSYNC_PORTAL") {
+        Ok(id) => match one_portal(&loaded, Some(&id)) {
+            Ok(p) => vec![p],
+            Err(why) => {
+                eprintln!("leadsync: {why}");
+                return ExitCode::from(BAD_INPUT);
+            }
+        },
+        Err(_) => loaded.portals(),
+    };
+    let several = portals.len() > 1;
     let result = rt.block_on(async {
-        let store = crate::daemon::store(&loaded, crate::daemon::StoreOpening::MustExist).await?;
-        match &contact {
-            Some(id) => print!("{}", crate::report::contact_trail(&store, id).await?),
-            None => print!("{}", crate::report::status(&store).await?),
+        for portal in &portals {
+            if several {
+                let id = portal.settings.hubspot.portal_id.unwrap_or_default();
+                println!("== portal {id} ==");
+            }
+            let store = crate::daemon::store(portal, crate::daemon::StoreOpening::MustExist).await?;
+            match &contact {
+                Some(id) => print!("{}", crate::report::contact_trail(&store, id).await?),
+                None => print!("{}", crate::report::status(&store).await?),
+            }
         }
         Ok::<_, anyhow::Error>(())
     });
@@ -1135,5 +1199,41 @@ pub fn plan_cmd(config_file: Option<&Path>, args: &PlanArgs, now: DateTime<Utc>)
             eprintln!("leadsync plan: {e}");
             ExitCode::from(BAD_INPUT)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_portal;
+    use crate::config::{Loaded, Settings};
+
+    fn portal(id: u64) -> Settings {
+        let mut s = Settings::default();
+        s.hubspot.portal_id = Some(id);
+        s.store.url = format!("sqlite://p{id}.db");
+        s
+    }
+
+    #[test]
+    fn a_one_portal_command_takes_the_portal_leadsync_portal_names_and_refuses_to_guess() {
+        let single = Loaded {
+            settings: portal(7),
+            file: None,
+        };
+        assert_eq!(one_portal(&single, None).unwrap().settings.store.url, "sqlite://p7.db");
+        let deployment = Loaded {
+            settings: Settings {
+                portals: vec![portal(42), portal(43)],
+                ..Settings::default()
+            },
+            file: None,
+        };
+        let chosen = one_portal(&deployment, Some("43")).unwrap();
+        assert_eq!(chosen.settings.store.url, "sqlite://p43.db");
+        assert!(chosen.settings.portals.is_empty());
+        let why = one_portal(&deployment, None).unwrap_err();
+        assert!(why.contains("LEADSYNC_PORTAL=ID (one of 42, 43)"), "{why}");
+        let why = one_portal(&deployment, Some("99")).unwrap_err();
+        assert!(why.contains("LEADSYNC_PORTAL=99: no such portal"), "{why}");
     }
 }

@@ -17,7 +17,7 @@ use crate::diagnostics::{Diagnostic, Diagnostics, SourceText};
 pub const ENV_PREFIX: &str = "LEADSYNC__";
 
 /// The whole configuration.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Where the lifecycle rules live.
@@ -36,10 +36,14 @@ pub struct Settings {
     pub server: ServerSettings,
     /// How `leadsync run` logs.
     pub log: LogSettings,
+    /// `[[portals]]`, compiled: each portal's whole settings, its own sections laid over the
+    /// top-level ones. Empty for a file without `[[portals]]`: then the file is one portal.
+    #[serde(skip)]
+    pub portals: Vec<Settings>,
 }
 
 /// `[log]`
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `text` (default) or `json`, one object per line for log shippers; `--log-format` wins.
@@ -47,7 +51,7 @@ pub struct LogSettings {
 }
 
 /// `[rules]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesSettings {
     /// Rules file; relative paths are resolved from the configuration file's folder.
@@ -68,7 +72,7 @@ impl Default for RulesSettings {
 }
 
 /// `[hubspot]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubSpotSettings {
     /// API base URL. Default `https://api.hubapi.com` (the sandbox and tests point it at loopback).
@@ -137,7 +141,7 @@ fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D:
 }
 
 /// `[salesforce]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SalesforceSettings {
     /// Login URL. Default `https://login.salesforce.com` (`https://test.salesforce.com` for sandboxes).
@@ -177,7 +181,7 @@ impl Default for SalesforceSettings {
 }
 
 /// `[store]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// `sqlite://FILE` (default `sqlite://leadsync.db`) or `postgres://…`.
@@ -252,7 +256,7 @@ impl ReplicaSettings {
 }
 
 /// `[server]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -302,7 +306,7 @@ impl ServerSettings {
 }
 
 /// Settings and the file they came from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Loaded {
     /// The merged settings.
     pub settings: Settings,
@@ -317,6 +321,23 @@ impl Loaded {
             (Some(f), true) => f.parent().unwrap_or(Path::new(".")).join(p),
             _ => p.to_path_buf(),
         }
+    }
+
+    /// The portals of this deployment, each as the settings of one portal (the file's own
+    /// when it has no `[[portals]]`): every per-portal part (`daemon::syncer_opening`, the
+    /// promoter, the schedules) is built from one of these as from a single-portal file.
+    pub fn portals(&self) -> Vec<Loaded> {
+        if self.settings.portals.is_empty() {
+            return vec![self.clone()];
+        }
+        self.settings
+            .portals
+            .iter()
+            .map(|settings| Loaded {
+                settings: settings.clone(),
+                file: self.file.clone(),
+            })
+            .collect()
     }
 
     /// The rules file to use.
@@ -500,6 +521,9 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
             None => problems.push(env_problem(&key, &format!("`{}` is not a section", parts[0]))),
         }
     }
+    // `[[portals]]` apart: each entry is checked, key by key, once the top-level sections it
+    // lays itself over are known.
+    let portal_entries = table.remove("portals");
     // Each key on its own, so one refused value hides nothing else.
     let mut refused = Vec::new();
     let sections: Vec<String> = table.keys().cloned().collect();
@@ -579,7 +603,7 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
             table.remove(&section);
         }
     }
-    let settings: Settings = match table.try_into() {
+    let mut settings: Settings = match table.clone().try_into() {
         Ok(s) => s,
         Err(e) => {
             // Every key was accepted on its own; a refusal here is about their combination.
@@ -593,10 +617,15 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
         }
     };
     for d in settings.check(&origin).0 {
-        if refused.contains(&d.field) {
+        // With `[[portals]]`, the top-level OAuth keys may be the app's half (client id and
+        // secret) of each portal's whole: each portal is checked with them below.
+        if refused.contains(&d.field) || (portal_entries.is_some() && d.field == "hubspot") {
             continue;
         }
         problems.push(places.diagnostic(&origin, &d.field, d.message));
+    }
+    if let Some(entries) = portal_entries {
+        settings.portals = compile_portals(&table, &entries, &places, &origin, &mut problems);
     }
     let mut problems = Diagnostics(problems);
     problems.sort();
@@ -609,6 +638,147 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
         refused,
         from_env: places.env.keys().cloned().collect(),
     }
+}
+
+/// The sections a `[[portals]]` entry may set; the others (`server`, `replicas`, `log`) are
+/// the deployment's.
+pub const PORTAL_SECTIONS: [&str; 5] = ["hubspot", "salesforce", "rules", "schedule", "store"];
+
+/// `[[portals]]` compiled: each entry's sections laid over the top-level ones (`base`, the
+/// file and the environment as accepted), then checked as a whole file would be, and across
+/// portals: every portal names its HubSpot portal id (webhooks are routed by it), once; has
+/// HubSpot credentials; and a store of its own. Every problem goes to `problems`, located at
+/// the portal's key (`portals[1].hubspot.portal_id`).
+fn compile_portals(
+    base: &toml::Table,
+    entries: &toml::Value,
+    places: &Places,
+    origin: &Path,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<Settings> {
+    let Some(entries) = entries.as_array() else {
+        problems.push(places.diagnostic(
+            origin,
+            "portals",
+            "must be an array of tables: one `[[portals]]` header per portal".into(),
+        ));
+        return Vec::new();
+    };
+    let mut compiled: Vec<(usize, Settings)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("portals[{i}]");
+        let Some(entry) = entry.as_table() else {
+            problems.push(places.diagnostic(origin, &at, "must be a table (`[[portals]]`)".into()));
+            continue;
+        };
+        let mut merged = base.clone();
+        let mut own: Vec<String> = Vec::new();
+        for (section, value) in entry {
+            let field = format!("{at}.{section}");
+            if !PORTAL_SECTIONS.contains(&section.as_str()) {
+                problems.push(places.diagnostic(
+                    origin,
+                    &field,
+                    format!(
+                        "`{section}` cannot be set per portal: a portal sets {}; the other sections are the deployment's",
+                        PORTAL_SECTIONS.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            let Some(keys) = value.as_table() else {
+                problems.push(places.diagnostic(origin, &field, format!("must be a section ([portals.{section}])")));
+                continue;
+            };
+            own.push(section.clone());
+            for (key, v) in keys {
+                let dotted = format!("{section}.{key}");
+                match accepts(section, Some((key, v.clone()))) {
+                    Ok(()) => {
+                        if let Some(t) = merged
+                            .entry(section.clone())
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                            .as_table_mut()
+                        {
+                            t.insert(key.clone(), v.clone());
+                        }
+                        own.push(dotted);
+                    }
+                    Err(message) => {
+                        let message = if SECRET_KEYS.contains(&dotted.as_str()) {
+                            "must be text in quotes (the value is not shown: it is a secret)".to_string()
+                        } else {
+                            message
+                        };
+                        problems.push(places.diagnostic(origin, &format!("{at}.{dotted}"), message));
+                    }
+                }
+            }
+        }
+        let settings: Settings = match merged.try_into() {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(places.diagnostic(origin, &at, e.message().trim().to_string()));
+                continue;
+            }
+        };
+        // What the portal set itself is reported at its key; what it inherits, at the top level
+        // (once, by the file's own check).
+        for d in settings.check(origin).0 {
+            if own.contains(&d.field) {
+                problems.push(places.diagnostic(origin, &format!("{at}.{}", d.field), d.message));
+            }
+        }
+        compiled.push((i, settings));
+    }
+    let mut seen_ids: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    let mut seen_stores: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (i, s) in &compiled {
+        let at = format!("portals[{i}]");
+        let h = &s.hubspot;
+        match h.portal_id {
+            None => problems.push(places.diagnostic(
+                origin,
+                &format!("{at}.hubspot.portal_id"),
+                "every portal needs its HubSpot portal id: webhooks are routed to a portal by it".into(),
+            )),
+            Some(id) => {
+                if let Some(first) = seen_ids.insert(id, *i) {
+                    seen_ids.insert(id, first);
+                    problems.push(places.diagnostic(
+                        origin,
+                        &format!("{at}.hubspot.portal_id"),
+                        format!("portal {id} is also portals[{first}]: each HubSpot portal once"),
+                    ));
+                }
+            }
+        }
+        let oauth = h.client_id.is_some() && h.client_secret.is_some() && h.refresh_token.is_some();
+        if h.private_app_token.is_none() && !oauth {
+            problems.push(places.diagnostic(
+                origin,
+                &format!("{at}.hubspot"),
+                format!(
+                    "portal {} has no HubSpot credentials: set private_app_token, or client_id, client_secret and refresh_token, in [portals.hubspot] (or at the top level for every portal)",
+                    h.portal_id.map_or_else(|| "without an id".to_string(), |p| p.to_string())
+                ),
+            ));
+        }
+        if let Some(first) = seen_stores.get(&s.store.url) {
+            problems.push(places.diagnostic(
+                origin,
+                &format!("{at}.store.url"),
+                format!(
+                    "`{}` is also portals[{first}]'s store: each portal needs its own (another SQLite file, or \
+                     another PostgreSQL database)",
+                    crate::store::redact_url(&s.store.url)
+                ),
+            ));
+        } else {
+            seen_stores.insert(s.store.url.clone(), *i);
+        }
+    }
+    compiled.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Whether `[section]` alone, or with one `key = value`, deserializes: an unknown section or
@@ -634,10 +804,32 @@ fn key_offsets(text: &str) -> std::collections::BTreeMap<String, usize> {
     };
     for (k, v) in doc.get_ref() {
         out.insert(k.get_ref().to_string(), k.span().start);
-        if let toml::de::DeValue::Table(t) = v.get_ref() {
-            for (ik, _) in t {
-                out.insert(format!("{}.{}", k.get_ref(), ik.get_ref()), ik.span().start);
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => {
+                for (ik, _) in t {
+                    out.insert(format!("{}.{}", k.get_ref(), ik.get_ref()), ik.span().start);
+                }
             }
+            // `[[portals]]`: `portals[1]`, `portals[1].hubspot`, `portals[1].hubspot.portal_id`.
+            toml::de::DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let toml::de::DeValue::Table(t) = item.get_ref() else {
+                        continue;
+                    };
+                    let at = format!("{}[{i}]", k.get_ref());
+                    let first = t.iter().map(|(sk, _)| sk.span().start).min();
+                    out.insert(at.clone(), first.unwrap_or(item.span().start));
+                    for (sk, sv) in t {
+                        out.insert(format!("{at}.{}", sk.get_ref()), sk.span().start);
+                        if let toml::de::DeValue::Table(st) = sv.get_ref() {
+                            for (ik, _) in st {
+                                out.insert(format!("{at}.{}.{}", sk.get_ref(), ik.get_ref()), ik.span().start);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out

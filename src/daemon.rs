@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::config::{Loaded, ScheduleSettings};
 use crate::hubspot::auth::HubSpotAuth;
@@ -190,51 +190,86 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
     }
 }
 
-/// `leadsync run`: the webhook server on `server.bind` and the schedules, until `stop` turns
-/// true.
-pub async fn run(loaded: &Loaded, syncer: Syncer, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    Daemon::bind(loaded, syncer).await?.run(stop).await
+/// `leadsync run`: the webhook server on `server.bind` and, for each portal (`[[portals]]`, or
+/// the file's one), its schedules and workers, until `stop` turns true.
+pub async fn run(loaded: &Loaded, portals: Vec<(Loaded, Syncer)>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    Daemon::bind(loaded, portals).await?.run(stop).await
 }
 
-/// The daemon of one configuration, built and not yet running: its webhook server, bound, and
-/// its schedules and workers. `leadsync run`, `leadsync demo` and the end-to-end tests run it
-/// with [`Daemon::run`].
-pub struct Daemon {
-    app: Application,
+/// Each portal's syncer (`Loaded::portals`: the file's one, or each of `[[portals]]`), its
+/// store opened as `opening` says; a portal that cannot be built names itself.
+pub async fn portal_syncers(loaded: &Loaded, opening: StoreOpening) -> anyhow::Result<Vec<(Loaded, Syncer)>> {
+    let portals = loaded.portals();
+    let several = portals.len() > 1;
+    let mut out = Vec::with_capacity(portals.len());
+    for (i, portal) in portals.into_iter().enumerate() {
+        let syncer = syncer_opening(&portal, opening).await;
+        let syncer = if several {
+            let id = portal.settings.hubspot.portal_id.unwrap_or_default();
+            syncer.with_context(|| format!("portals[{i}] (HubSpot portal {id})"))?
+        } else {
+            syncer?
+        };
+        out.push((portal, syncer));
+    }
+    Ok(out)
+}
+
+/// One portal's work in the daemon: its syncer (clients, budgets, limiter, store), schedules,
+/// the wake its webhooks ring and its lease. Portals share nothing else but the listener.
+struct Pipeline {
     syncer: Syncer,
     schedule: ScheduleSettings,
     wake: Arc<Notify>,
     replica: Replica,
 }
 
+/// The daemon of one configuration, built and not yet running: its webhook server, bound, and
+/// each portal's schedules and workers. `leadsync run`, `leadsync demo` and the end-to-end
+/// tests run it with [`Daemon::run`].
+pub struct Daemon {
+    app: Application,
+    pipelines: Vec<Pipeline>,
+}
+
 impl Daemon {
-    /// The daemon listening on `server.bind`.
-    pub async fn bind(loaded: &Loaded, syncer: Syncer) -> anyhow::Result<Daemon> {
+    /// The daemon listening on `server.bind`, for each portal of `portals` (see
+    /// [`portal_syncers`]).
+    pub async fn bind(loaded: &Loaded, portals: Vec<(Loaded, Syncer)>) -> anyhow::Result<Daemon> {
         let server = &loaded.settings.server;
         let listener = tokio::net::TcpListener::bind(&server.bind)
             .await
             .with_context(|| format!("server.bind {}", server.bind))?;
-        Ok(Daemon::on(loaded, syncer, listener))
+        Ok(Daemon::on_portals(loaded, portals, listener))
     }
 
-    /// The daemon on a listener bound already (the demo's, whose address the sandbox is told
-    /// before it starts).
+    /// The daemon of one portal on a listener bound already (the demo's, whose address the
+    /// sandbox is told before it starts).
     pub fn on(loaded: &Loaded, syncer: Syncer, listener: tokio::net::TcpListener) -> Daemon {
-        let wake = Arc::new(Notify::new());
+        Daemon::on_portals(loaded, vec![(loaded.clone(), syncer)], listener)
+    }
+
+    /// The daemon of several portals on a listener bound already: one webhook server (the
+    /// deployment's `[server]`, from `loaded`) routing each event by its `portalId`, and one
+    /// pipeline per portal, each from its own settings.
+    pub fn on_portals(loaded: &Loaded, portals: Vec<(Loaded, Syncer)>, listener: tokio::net::TcpListener) -> Daemon {
         let server = &loaded.settings.server;
-        let app = Application::on(
-            app_state(loaded, &syncer, wake.clone()),
-            listener,
-            server.max_body_bytes,
-        )
-        .with_limits(server.limits());
-        Daemon {
-            app,
-            syncer,
-            schedule: loaded.settings.schedule.clone(),
-            wake,
-            replica: Replica::new(loaded.settings.hubspot.portal_id, loaded.settings.replicas.lease()),
+        let several = portals.len() > 1;
+        let mut states = Vec::with_capacity(portals.len());
+        let mut pipelines = Vec::with_capacity(portals.len());
+        for (portal, syncer) in portals {
+            let wake = Arc::new(Notify::new());
+            let id = portal.settings.hubspot.portal_id;
+            states.push((id.filter(|_| several), app_state(&portal, &syncer, wake.clone())));
+            pipelines.push(Pipeline {
+                syncer,
+                schedule: portal.settings.schedule.clone(),
+                wake,
+                replica: Replica::new(id, loaded.settings.replicas.lease()),
+            });
         }
+        let app = Application::on_portals(states, listener, server.max_body_bytes).with_limits(server.limits());
+        Daemon { app, pipelines }
     }
 
     /// Where the webhook server listens.
@@ -244,21 +279,104 @@ impl Daemon {
 
     /// Refuses a second replica on a SQLite store and starting without the HubSpot properties
     /// leadsync writes, then serves webhooks until `stop` turns true; while this replica holds
-    /// the portal's lease (see [`crate::replica`]) it also runs the schedules, the inbox workers
-    /// and the outbox worker. At `stop` the work in flight finishes, the outbox is drained once
-    /// more, the lease is given up, then the server stops.
+    /// a portal's lease (see [`crate::replica`]) it also runs that portal's schedules, inbox
+    /// workers and outbox worker. At `stop` the work in flight finishes, each outbox is drained
+    /// once more, the leases are given up, then the server stops.
+    ///
+    /// With several portals each runs in a task of its own, and a portal whose HubSpot
+    /// properties cannot be checked (an outage, a spent quota, or missing properties) is
+    /// checked again every 30 s while the others run; a portal's failure stops them all.
     pub async fn run(self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let lock = crate::replica::lock_sqlite(&self.syncer.store)?;
-        ensure_setup(&self.syncer, false).await?;
-        let Daemon {
-            app,
+        let Daemon { app, pipelines } = self;
+        let several = pipelines.len() > 1;
+        let mut locks = Vec::new();
+        for p in &pipelines {
+            locks.push(crate::replica::lock_sqlite(&p.syncer.store)?);
+        }
+        if !several {
+            for p in &pipelines {
+                ensure_setup(&p.syncer, false).await?;
+            }
+        }
+        // A portal's failure stops the others and the server: `halt` is `stop`, or a failure.
+        let (halt_tx, halt) = watch::channel(false);
+        let halt_tx = Arc::new(halt_tx);
+        let forward = {
+            let (halt_tx, mut stop) = (halt_tx.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                let _ = halt_tx.send(true);
+            })
+        };
+        let serving = serve(app, halt.clone());
+        let mut running = Vec::new();
+        for (p, lock) in pipelines.into_iter().zip(&locks) {
+            let label = p.replica.portal.clone();
+            let exclusive = lock.is_some();
+            let work = p.lead(exclusive, several, halt.clone());
+            let work = if several {
+                tokio::spawn(work.instrument(tracing::info_span!("portal", portal = %label)))
+            } else {
+                tokio::spawn(work)
+            };
+            running.push((label, work));
+        }
+        let mut failed = None;
+        for (label, work) in running {
+            let result = match work.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the task of portal {label} ended: {e}")),
+            };
+            if let Err(e) = result {
+                let _ = halt_tx.send(true);
+                let e = if several {
+                    e.context(format!("portal {label}"))
+                } else {
+                    e
+                };
+                failed.get_or_insert(e);
+            }
+        }
+        forward.abort();
+        let _ = halt_tx.send(true);
+        serving.await??;
+        drop(locks);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Serves webhooks (into the inbox) until `stop`, with no worker taking them: the webhook
+    /// server alone, for tests that drive the inbox themselves or stand for a process that
+    /// died before its workers ran.
+    pub fn serve(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        serve(self.app, stop)
+    }
+}
+
+impl Pipeline {
+    /// The portal's jobs and workers while this replica holds its lease, until `stop`.
+    async fn lead(self, exclusive: bool, several: bool, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Pipeline {
             syncer,
             schedule,
             wake,
             mut replica,
         } = self;
-        replica.exclusive = lock.is_some();
-        let serving = serve(app, stop.clone());
+        if several {
+            // Checked here, not before serving: one portal's outage must not hold the others.
+            loop {
+                let checked = tokio::select! {
+                    r = ensure_setup(&syncer, false) => r,
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                };
+                let Err(e) = checked else { break };
+                warn!(portal = %replica.portal, error = %format!("{e:#}"), "the portal's HubSpot properties could not be checked: its jobs wait, trying again in 30 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {},
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        }
+        replica.exclusive = exclusive;
         replica
             .lead(&syncer.store, stop, |fenced, stop| {
                 // The holder's jobs and workers write through the store fenced by its lease.
@@ -267,17 +385,7 @@ impl Daemon {
                 let (schedule, wake) = (schedule.clone(), wake.clone());
                 async move { crate::sync::schedule::run(s, &schedule, wake, stop).await }
             })
-            .await?;
-        serving.await??;
-        drop(lock);
-        Ok(())
-    }
-
-    /// Serves webhooks (into the inbox) until `stop`, with no worker taking them: the webhook
-    /// server alone, for tests that drive the inbox themselves or stand for a process that
-    /// died before its workers ran.
-    pub fn serve(self, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<std::io::Result<()>> {
-        serve(self.app, stop)
+            .await
     }
 }
 

@@ -34,6 +34,8 @@ mod hubspot;
 mod month;
 /// HubSpot owners on the promotion path against the sandbox: routing by owner, read once an hour.
 mod owners;
+/// Many portals in one deployment (`[[portals]]`): the configuration, webhooks routed by `portalId`, one portal's 429s not slowing another.
+mod portals;
 /// Every parser at the edge under arbitrary and mutated input: no panic, every error located.
 mod properties;
 /// Deletions and merges between two incremental cycles, without webhooks; a corrupt cursor.

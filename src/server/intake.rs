@@ -2,6 +2,8 @@
 //!
 //! Nothing here logs a body or a property value: deliveries carry personal data.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use super::AppState;
+use super::{AppState, Portals};
 use crate::hubspot::signature::{self, SignatureError};
 use crate::store::{InboxEvent, InboxWriter};
 
@@ -31,13 +33,27 @@ pub enum IntakeError {
     /// The store is down: 503 (HubSpot delivers again later).
     #[error("store unavailable")]
     Store,
+    /// Events for portals this deployment does not serve (`[[portals]]`): 400. The events of
+    /// its own portals in the same delivery were kept.
+    #[error(
+        "portal(s) {} not among this deployment's portals (hubspot.portal_id of [[portals]]): {refused} event(s) refused, {kept} kept",
+        .portals.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownPortal {
+        /// The portal ids refused.
+        portals: Vec<u64>,
+        /// Events refused.
+        refused: usize,
+        /// Events of configured portals kept from the same delivery.
+        kept: usize,
+    },
 }
 
 impl IntakeError {
     fn status(&self) -> StatusCode {
         match self {
             IntakeError::Signature(_) | IntakeError::NoSecret => StatusCode::UNAUTHORIZED,
-            IntakeError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IntakeError::Malformed(_) | IntakeError::UnknownPortal { .. } => StatusCode::BAD_REQUEST,
             IntakeError::Store => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -84,6 +100,10 @@ pub struct HubSpotEvent {
     /// `contact.merge`: the contacts merged into it.
     #[serde(default)]
     pub merged_object_ids: Vec<u64>,
+    /// The portal (HubSpot account) the event happened in: with several portals, the inbox it
+    /// goes to.
+    #[serde(default)]
+    pub portal_id: Option<u64>,
 }
 
 /// The dedupe key HubSpot's documentation allows: what the event says, not its id. The value
@@ -144,100 +164,204 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `POST /webhooks/hubspot`: a Webhooks API delivery (v3 signature, 5-minute window).
+/// `POST /webhooks/hubspot`: a Webhooks API delivery (v3 signature, 5-minute window), its
+/// events saved in the inbox of the portal each names.
 pub async fn webhooks(
-    State(state): State<AppState>,
-    State(inbox): State<InboxWriter>,
+    State(portals): State<Arc<Portals>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, IntakeError> {
     let started = Instant::now();
-    let secret = state.client_secret.as_ref().ok_or(IntakeError::NoSecret)?;
-    signature::verify_v3(
-        secret,
-        method.as_str(),
-        &signed_uri(&state, &headers, &uri),
-        &body,
-        header(&headers, "x-hubspot-request-timestamp"),
-        header(&headers, "x-hubspot-signature-v3"),
-        Utc::now().timestamp_millis(),
+    let signed = signed_uri(&portals.first().app, &headers, &uri);
+    let now = Utc::now().timestamp_millis();
+    let (_, signs_for) = portals
+        .verify(|secret| {
+            signature::verify_v3(
+                secret,
+                method.as_str(),
+                &signed,
+                &body,
+                header(&headers, "x-hubspot-request-timestamp"),
+                header(&headers, "x-hubspot-signature-v3"),
+                now,
+            )
+        })?
+        .ok_or(IntakeError::NoSecret)?;
+    let events = webhook_events(&body)?;
+    let n = events.len() as u64;
+    let routed = route(
+        &portals,
+        signs_for,
+        events.into_iter().enumerate().map(|(i, (p, e))| (i, p, e)),
     )?;
-    let rows = webhook_rows(&body)?;
-    let n = rows.len() as u64;
-    save(&state, &inbox, rows).await?;
+    let kept = save_routed(&portals, routed.kept).await?;
     metrics::counter!("leadsync_webhook_deliveries_total").increment(1);
     metrics::counter!("leadsync_webhook_events_total").increment(n);
     metrics::histogram!("leadsync_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
-    Ok(StatusCode::OK)
+    refuse_unknown(routed.unknown, kept)
 }
 
 /// `POST /webhooks/hubspot/workflow`: a workflow "send a webhook" action (a contact record,
-/// v2 signature).
+/// v2 signature); with several portals the record names its portal (`portalId` or
+/// `portal-id`).
 pub async fn workflow(
-    State(state): State<AppState>,
-    State(inbox): State<InboxWriter>,
+    State(portals): State<Arc<Portals>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, IntakeError> {
-    let secret = state.client_secret.as_ref().ok_or(IntakeError::NoSecret)?;
-    signature::verify_v2(
-        secret,
-        method.as_str(),
-        &signed_uri(&state, &headers, &uri),
-        &body,
-        header(&headers, "x-hubspot-signature"),
-    )?;
-    let row = workflow_row(secret, &body)?;
-    save(&state, &inbox, vec![row]).await?;
-    Ok(StatusCode::OK)
+    let signed = signed_uri(&portals.first().app, &headers, &uri);
+    let (secret, signs_for) = portals
+        .verify(|secret| {
+            signature::verify_v2(
+                secret,
+                method.as_str(),
+                &signed,
+                &body,
+                header(&headers, "x-hubspot-signature"),
+            )
+        })?
+        .ok_or(IntakeError::NoSecret)?;
+    let (portal, row) = workflow_row_of_portal(secret, &body)?;
+    let routed = route(&portals, signs_for, [(0, portal, row)])?;
+    let kept = save_routed(&portals, routed.kept).await?;
+    refuse_unknown(routed.unknown, kept)
+}
+
+/// A delivery's rows by the portal they go to (index in [`Portals::routes`]), and the events
+/// of portals this deployment does not serve, counted by portal id.
+struct Routed {
+    kept: BTreeMap<usize, Vec<InboxEvent>>,
+    unknown: BTreeMap<u64, usize>,
+}
+
+/// Each event to its portal: with one portal, every event to it (as a single-portal file has
+/// always had); with several, to the portal its `portalId` names among those the delivery's
+/// secret signs for. An event that names no portal then makes the delivery malformed.
+fn route(
+    portals: &Portals,
+    signs_for: &[usize],
+    events: impl IntoIterator<Item = (usize, Option<u64>, InboxEvent)>,
+) -> Result<Routed, IntakeError> {
+    let mut routed = Routed {
+        kept: BTreeMap::new(),
+        unknown: BTreeMap::new(),
+    };
+    for (i, portal, row) in events {
+        if !portals.several() {
+            routed.kept.entry(0).or_default().push(row);
+            continue;
+        }
+        let Some(portal) = portal else {
+            return Err(IntakeError::Malformed(format!(
+                "event {i} has no portalId: this deployment serves several portals and routes each event by it"
+            )));
+        };
+        match signs_for.iter().find(|r| portals.routes[**r].id == Some(portal)) {
+            Some(r) => routed.kept.entry(*r).or_default().push(row),
+            None => *routed.unknown.entry(portal).or_default() += 1,
+        }
+    }
+    Ok(routed)
+}
+
+/// Saves each portal's rows in its inbox; the number of rows kept.
+async fn save_routed(portals: &Portals, kept: BTreeMap<usize, Vec<InboxEvent>>) -> Result<usize, IntakeError> {
+    let mut n = 0;
+    for (r, rows) in kept {
+        n += rows.len();
+        let route = &portals.routes[r];
+        if portals.several() {
+            metrics::counter!("leadsync_webhook_portal_events_total", "portal" => portals.label(r))
+                .increment(rows.len() as u64);
+        }
+        save(&route.app, &route.inbox, rows).await?;
+    }
+    Ok(n)
+}
+
+/// 200, unless events named portals this deployment does not serve: then 400, logged with
+/// the portal ids and counts only.
+fn refuse_unknown(unknown: BTreeMap<u64, usize>, kept: usize) -> Result<StatusCode, IntakeError> {
+    if unknown.is_empty() {
+        return Ok(StatusCode::OK);
+    }
+    let refused = unknown.values().sum();
+    let portals: Vec<u64> = unknown.into_keys().collect();
+    warn!(portals = ?portals, refused, kept, "webhook events for portals this deployment does not serve: refused");
+    Err(IntakeError::UnknownPortal { portals, refused, kept })
 }
 
 /// A Webhooks API delivery's body (already signature-checked) as inbox rows, one per event; a
 /// body that is not HubSpot's JSON array of events is `Malformed`, with serde's line and column.
 pub fn webhook_rows(body: &[u8]) -> Result<Vec<InboxEvent>, IntakeError> {
+    Ok(webhook_events(body)?.into_iter().map(|(_, row)| row).collect())
+}
+
+/// [`webhook_rows`], each row with the portal its event names.
+pub fn webhook_events(body: &[u8]) -> Result<Vec<(Option<u64>, InboxEvent)>, IntakeError> {
     let mut events: Vec<HubSpotEvent> =
         serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
     without_nul(&mut events)?;
     Ok(events
         .iter()
-        .map(|e| InboxEvent {
-            dedupe_key: dedupe_key(e),
-            contact_id: e.object_id.to_string(),
-            subscription: e.subscription_type.clone(),
-            payload: serde_json::json!({
-                "subscriptionType": e.subscription_type,
-                "objectId": e.object_id,
-                "objectTypeId": e.object_type_id,
-                "propertyName": e.property_name,
-                "propertyValue": e.property_value,
-                "occurredAt": e.occurred_at,
-                "changeSource": e.change_source,
-                "eventId": e.event_id,
-                "primaryObjectId": e.primary_object_id,
-                "mergedObjectIds": e.merged_object_ids,
-            })
-            .to_string(),
+        .map(|e| {
+            (
+                e.portal_id,
+                InboxEvent {
+                    dedupe_key: dedupe_key(e),
+                    contact_id: e.object_id.to_string(),
+                    subscription: e.subscription_type.clone(),
+                    payload: serde_json::json!({
+                        "subscriptionType": e.subscription_type,
+                        "objectId": e.object_id,
+                        "objectTypeId": e.object_type_id,
+                        "propertyName": e.property_name,
+                        "propertyValue": e.property_value,
+                        "occurredAt": e.occurred_at,
+                        "changeSource": e.change_source,
+                        "eventId": e.event_id,
+                        "primaryObjectId": e.primary_object_id,
+                        "mergedObjectIds": e.merged_object_ids,
+                    })
+                    .to_string(),
+                },
+            )
         })
         .collect())
 }
 
 /// A workflow webhook's body (already signature-checked) as its one inbox row.
 pub fn workflow_row(secret: &secrecy::SecretString, body: &[u8]) -> Result<InboxEvent, IntakeError> {
+    Ok(workflow_row_of_portal(secret, body)?.1)
+}
+
+/// [`workflow_row`] with the portal the record names (`portalId`, or `portal-id` as the
+/// contacts API's records have it).
+pub fn workflow_row_of_portal(
+    secret: &secrecy::SecretString,
+    body: &[u8],
+) -> Result<(Option<u64>, InboxEvent), IntakeError> {
     let record: serde_json::Value = serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
+    let portal = ["portalId", "portal-id"]
+        .into_iter()
+        .find_map(|k| record.get(k).and_then(serde_json::Value::as_u64));
     let id = workflow_record_id(&record)
         .ok_or_else(|| IntakeError::Malformed("the record has no numeric id (objectId, vid or hs_object_id)".into()))?;
     // A workflow fires once per enrolment; the signature-checked body is its identity.
     let digest = signature::sign_v1(secret, body);
-    Ok(InboxEvent {
-        dedupe_key: format!("workflow|{id}|{digest}"),
-        contact_id: id.clone(),
-        subscription: "workflow".into(),
-        payload: serde_json::json!({ "subscriptionType": "workflow", "objectId": id }).to_string(),
-    })
+    Ok((
+        portal,
+        InboxEvent {
+            dedupe_key: format!("workflow|{id}|{digest}"),
+            contact_id: id.clone(),
+            subscription: "workflow".into(),
+            payload: serde_json::json!({ "subscriptionType": "workflow", "objectId": id }).to_string(),
+        },
+    ))
 }
 
 /// The contact id of a workflow webhook body: HubSpot sends the record as its object API reads

@@ -12,16 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tracing::warn;
 
-use super::AppState;
+use super::{AppState, Portals};
 use crate::report::ORDER;
 use crate::report::html::{funnel_bars, page};
 use crate::report::svg::{self, escape};
@@ -209,6 +209,12 @@ pub struct Status {
     pub dead_letters: Vec<ItemLine>,
     /// Promotions Salesforce refused that need a person.
     pub review: Vec<ItemLine>,
+    /// With several portals (`[[portals]]`): the portal shown (`?portal=ID`, default the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<u64>,
+    /// With several portals: every portal of the deployment, for the page's links.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub portals: Vec<u64>,
 }
 
 fn items(kind: OutboxKind, list: Vec<crate::store::OutboxItem>) -> impl Iterator<Item = ItemLine> {
@@ -280,6 +286,8 @@ pub async fn gather(store: &Store, budget: ApiBudget, now: DateTime<Utc>) -> Res
         outbox: store.outbox_counts().await?,
         dead_letters,
         review,
+        portal: None,
+        portals: Vec::new(),
     })
 }
 
@@ -311,6 +319,24 @@ fn item_table(out: &mut String, title: &str, list: &[ItemLine]) {
 /// The status as one HTML page (inline CSS and SVG, no JavaScript).
 pub fn render(s: &Status) -> String {
     let mut b = String::new();
+    if let Some(portal) = s.portal {
+        let links: Vec<String> = s
+            .portals
+            .iter()
+            .map(|p| {
+                if *p == portal {
+                    format!("<strong>{p}</strong>")
+                } else {
+                    format!("<a href=\"/?portal={p}\">{p}</a>")
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            b,
+            "<h2>Portal {portal}</h2>\n<p class=\"muted\">portals: {} · <a href=\"/status.json?portal={portal}\">status.json</a></p>",
+            links.join(" · ")
+        );
+    }
     let _ = writeln!(
         b,
         "<p class=\"muted\">as of {} · <a href=\"/status.json\">status.json</a></p>",
@@ -409,32 +435,66 @@ pub fn render(s: &Status) -> String {
     page("leadsync status", &b)
 }
 
-async fn read(state: &AppState, headers: &HeaderMap) -> Result<Status, Response> {
+/// `?portal=ID`: which portal's status, with several (`[[portals]]`); default the first.
+#[derive(Debug, Deserialize)]
+pub struct PortalQuery {
+    /// The HubSpot portal id.
+    pub portal: Option<u64>,
+}
+
+async fn read(portals: &Portals, query: &PortalQuery, headers: &HeaderMap) -> Result<Status, Response> {
+    let state: &AppState = &portals.first().app;
     state
         .status
         .access
         .check(headers)
         .map_err(|why| (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response())?;
+    let route = portals.find(query.portal).ok_or_else(|| {
+        let ids: Vec<String> = portals.ids().iter().map(u64::to_string).collect();
+        let served = if ids.is_empty() {
+            "one portal, without ?portal=".to_string()
+        } else {
+            ids.join(", ")
+        };
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no portal {} here; this deployment serves {served}\n",
+                query.portal.unwrap_or_default()
+            ),
+        )
+            .into_response()
+    })?;
+    let state = &route.app;
     let now = Utc::now();
-    gather(&state.store, (state.status.budget)(now), now)
+    let mut status = gather(&state.store, (state.status.budget)(now), now)
         .await
         .map_err(|e| {
-            warn!(error = %e, "the status page could not read the store");
+            warn!(error = %e, portal = ?route.id, "the status page could not read the store");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}\n")).into_response()
-        })
+        })?;
+    status.portals = portals.ids();
+    if !status.portals.is_empty() {
+        status.portal = route.id;
+    }
+    Ok(status)
 }
 
-/// `GET /`.
-pub async fn page_html(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match read(&state, &headers).await {
+/// `GET /` (`?portal=ID` with several portals).
+pub async fn page_html(
+    State(portals): State<Arc<Portals>>,
+    Query(q): Query<PortalQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match read(&portals, &q, &headers).await {
         Ok(s) => Html(render(&s)).into_response(),
         Err(r) => r,
     }
 }
 
-/// `GET /status.json`.
-pub async fn json(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match read(&state, &headers).await {
+/// `GET /status.json` (`?portal=ID` with several portals).
+pub async fn json(State(portals): State<Arc<Portals>>, Query(q): Query<PortalQuery>, headers: HeaderMap) -> Response {
+    match read(&portals, &q, &headers).await {
         Ok(s) => Json(s).into_response(),
         Err(r) => r,
     }

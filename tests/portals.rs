@@ -1,0 +1,413 @@
+//! Many portals in one deployment (`[[portals]]`): the configuration compiled into one
+//! settings per portal, and the daemon running one pipeline per portal behind one webhook
+//! server that routes each event by its `portalId`. One sandbox portal answering nothing but
+//! 429s does not slow the other's webhook-to-Salesforce path.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use leadsync::config::{Loaded, Settings, load_with_env};
+use leadsync::daemon::Daemon;
+use leadsync::hubspot::signature::sign_v3;
+use leadsync::lifecycle::{HubSpotId, Stage, Status};
+use leadsync::sandbox::portal::CONTACT_ID_BASE;
+use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle, fault_kind};
+use leadsync::store::{OutboxKind, OutboxState, Store};
+use leadsync::sync::Syncer;
+use leadsync::sync::backfill::BackfillOptions;
+use secrecy::SecretString;
+
+use crate::support::{NEVER, TestApp, repo_root};
+
+fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("leadsync.toml");
+    std::fs::write(&p, text).unwrap();
+    (load_with_env(Some(&p), Vec::new()), dir)
+}
+
+#[test]
+fn a_file_without_portals_is_one_portal_exactly_as_it_reads() {
+    let (loaded, _dir) = load(
+        "[hubspot]\nportal_id = 42\nprivate_app_token = \"pat-na1-x\"\nburst_per_10s = 50\n\
+         [store]\nurl = \"sqlite://one.db\"\n",
+    );
+    let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+    let portals = loaded.portals();
+    assert_eq!(portals.len(), 1);
+    let p = &portals[0].settings;
+    assert_eq!(p.hubspot.portal_id, Some(42));
+    assert_eq!(p.hubspot.burst_per_10s, 50);
+    assert_eq!(p.store.url, "sqlite://one.db");
+    assert!(p.portals.is_empty());
+}
+
+#[test]
+fn each_portal_lays_its_own_sections_over_the_top_level_ones() {
+    let (loaded, _dir) = load(
+        "[hubspot]\nclient_id = \"app\"\nclient_secret = \"app-secret\"\nburst_per_10s = 50\n\
+         [salesforce]\ndaily_share_percent = 10\n\
+         [server]\nbind = \"127.0.0.1:9000\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 42\nrefresh_token = \"r-42\"\n\
+         [portals.store]\nurl = \"sqlite://p42.db\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 43\nprivate_app_token = \"pat-43\"\nburst_per_10s = 20\n\
+         [portals.salesforce]\ndaily_share_percent = 30\n[portals.store]\nurl = \"sqlite://p43.db\"\n\
+         [portals.schedule]\nsync = \"0 */1 * * * *\"\n",
+    );
+    let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+    let portals = loaded.portals();
+    assert_eq!(portals.len(), 2);
+    let (a, b) = (&portals[0].settings, &portals[1].settings);
+    assert_eq!((a.hubspot.portal_id, b.hubspot.portal_id), (Some(42), Some(43)));
+    assert_eq!(a.hubspot.burst_per_10s, 50, "inherited");
+    assert_eq!(b.hubspot.burst_per_10s, 20, "its own");
+    assert_eq!(
+        a.hubspot.client_id.as_deref(),
+        Some("app"),
+        "the app's half of OAuth, inherited"
+    );
+    assert!(a.hubspot.refresh_token.is_some() && b.hubspot.refresh_token.is_none());
+    assert_eq!(
+        (a.salesforce.daily_share_percent, b.salesforce.daily_share_percent),
+        (10, 30)
+    );
+    assert_eq!(
+        (a.store.url.as_str(), b.store.url.as_str()),
+        ("sqlite://p42.db", "sqlite://p43.db")
+    );
+    assert_eq!(a.schedule.sync, Settings::default().schedule.sync);
+    assert_eq!(b.schedule.sync, "0 */1 * * * *");
+    assert_eq!(a.server.bind, "127.0.0.1:9000", "the deployment's server");
+}
+
+#[test]
+fn two_portals_with_one_id_are_refused_with_file_line_and_field() {
+    let text = "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+                [[portals]]\n[portals.hubspot]\nportal_id = 42\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+                [[portals]]\n[portals.hubspot]\nportal_id = 42\n[portals.store]\nurl = \"sqlite://b.db\"\n";
+    let (loaded, _dir) = load(text);
+    let err = loaded.unwrap_err();
+    assert_eq!(err.len(), 1, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("leadsync.toml:10:1: portals[1].hubspot.portal_id: portal 42 is also portals[0]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_portal_without_credentials_id_or_store_of_its_own_and_deployment_sections_are_refused() {
+    let text = "[[portals]]\n[portals.hubspot]\nportal_id = 42\nprivate_app_token = \"pat-42\"\n\
+                [[portals]]\n[portals.hubspot]\nportal_id = 43\nburst_per_10s = \"many\"\n\
+                [[portals]]\n[portals.hubspot]\nprivate_app_token = \"pat-x\"\n[portals.server]\nbind = \"0.0.0.0:1\"\n";
+    let (loaded, _dir) = load(text);
+    let err = loaded.unwrap_err();
+    let text = err.to_string();
+    for want in [
+        // Line 8 is the second portal's `burst_per_10s`.
+        "leadsync.toml:8:1: portals[1].hubspot.burst_per_10s:",
+        "leadsync.toml:6:10: portals[1].hubspot: portal 43 has no HubSpot credentials",
+        "portals[1].store.url: `sqlite://leadsync.db` is also portals[0]'s store",
+        "portals[2].hubspot.portal_id: every portal needs its HubSpot portal id",
+        "leadsync.toml:12:10: portals[2].server: `server` cannot be set per portal",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+}
+
+/// One portal's settings over its own sandbox and store, as `[[portals]]` would compile them.
+fn portal_settings(sb: &SandboxHandle, store_url: String, bind: &str) -> Settings {
+    let c = sb.config();
+    let root = repo_root();
+    let mut s = Settings::default();
+    s.rules.path = root.join("mappings/lifecycle.toml");
+    s.rules.sla_path = root.join("mappings/sla.toml");
+    s.hubspot.api_base_url = sb.hubspot_base_url();
+    s.hubspot.token_url = sb.hubspot_token_url();
+    s.hubspot.portal_id = Some(c.hubspot_portal_id);
+    s.hubspot.client_id = Some(c.hubspot_client_id.clone());
+    s.hubspot.client_secret = Some(SecretString::from(c.hubspot_client_secret.clone()));
+    s.hubspot.refresh_token = Some(SecretString::from(c.hubspot_refresh_token.clone()));
+    s.hubspot.burst_per_10s = 1_500;
+    s.salesforce.login_url = sb.salesforce_login_url();
+    s.salesforce.client_id = Some(c.salesforce_client_id.clone());
+    s.salesforce.client_secret = Some(SecretString::from(c.salesforce_client_secret.clone()));
+    s.salesforce.refresh_token = Some(SecretString::from(c.salesforce_refresh_token.clone()));
+    s.salesforce.mapping_path = root.join("mappings/salesforce.toml");
+    s.store.url = store_url;
+    s.server.bind = bind.to_string();
+    for cron in [
+        &mut s.schedule.sync,
+        &mut s.schedule.rescore,
+        &mut s.schedule.sla,
+        &mut s.schedule.opportunities,
+    ] {
+        *cron = NEVER.into();
+    }
+    s
+}
+
+/// Active leads of the store, fit for a demo request to make SQL and promote.
+async fn leads(store: &Store) -> Vec<String> {
+    let rows = store.contact_page(None, 100_000).await.unwrap();
+    rows.iter()
+        .filter(|r| {
+            r.state.stage == Some(Stage::Lead)
+                && r.state.status == Status::Active
+                && r.properties.contains_key("company")
+                && r.properties.contains_key("jobtitle")
+        })
+        .map(|r| r.contact_id.as_str().to_string())
+        .collect()
+}
+
+/// Submits a demo request for `lead` (the sandbox delivers its webhook) and waits until the
+/// contact is linked to Salesforce in `store`; the time that took.
+async fn demo_request_to_salesforce(sb: &SandboxHandle, store: &Store, lead: &str) -> StdDuration {
+    let id = HubSpotId::try_from(lead.to_string()).unwrap();
+    let started = Instant::now();
+    assert!(sb.submit_form(lead, "Request a demo").is_some());
+    loop {
+        let rows = store.contacts(std::slice::from_ref(&id)).await.unwrap();
+        if rows.get(&id).is_some_and(|r| r.state.salesforce.is_some()) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(60),
+            "contact {lead} not in Salesforce after 60 s"
+        );
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+}
+
+async fn open_outbox(store: &Store) -> usize {
+    let mut open = 0;
+    for kind in [OutboxKind::HubSpotWrite, OutboxKind::Promote] {
+        for state in [OutboxState::Pending, OutboxState::Sending] {
+            open += store.outbox_in(kind, state).await.unwrap().len();
+        }
+    }
+    open
+}
+
+fn signed(body: &str, url: &str, secret: &str) -> (String, String) {
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let sig = sign_v3(
+        &SecretString::from(secret.to_string()),
+        "POST",
+        url,
+        body.as_bytes(),
+        &ts,
+    );
+    (sig, ts)
+}
+
+// README (Many portals): "one portal answering only 429s does not slow the other"
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to_their_portal() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hook = format!("http://{addr}/webhooks/hubspot");
+    let healthy = Sandbox::start(SandboxConfig {
+        hubspot_portal_id: 42,
+        webhook_url: Some(hook.clone()),
+        ..TestApp::sandbox_config(200)
+    })
+    .await
+    .unwrap();
+    // Every API call inside a 429 burst, and the burst never ends; another app's secret.
+    let refusing = Sandbox::start(SandboxConfig {
+        hubspot_portal_id: 43,
+        hubspot_client_secret: "another-app-secret".into(),
+        rate_limit_burst_every: StdDuration::from_secs(1),
+        rate_limit_burst_length: StdDuration::from_secs(1),
+        webhook_url: Some(hook.clone()),
+        ..TestApp::sandbox_config(50)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let a = Loaded {
+        settings: portal_settings(&healthy, url("p42.db"), &addr.to_string()),
+        file: None,
+    };
+    let b = Loaded {
+        settings: portal_settings(&refusing, url("p43.db"), &addr.to_string()),
+        file: None,
+    };
+    let mut both = a.settings.clone();
+    both.portals = vec![a.settings.clone(), b.settings.clone()];
+    let deployment = Loaded {
+        settings: both,
+        file: None,
+    };
+    assert_eq!(deployment.portals().len(), 2);
+
+    let syncer_a = leadsync::daemon::syncer(&a).await.unwrap();
+    leadsync::daemon::ensure_setup(&syncer_a, true).await.unwrap();
+    syncer_a
+        .backfill(
+            &BackfillOptions::default(),
+            healthy.now() + chrono::Duration::seconds(1),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    let leads = leads(&syncer_a.store).await;
+    assert!(leads.len() >= 2, "two leads to promote: {leads:?}");
+
+    // The baseline: portal 42 alone, as a single-portal file runs it.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let alone = tokio::spawn(Daemon::on(&a, syncer_a.clone(), listener).run(stopped));
+    let waited_before = syncer_a.hubspot.limits().waited();
+    let baseline = demo_request_to_salesforce(&healthy, &syncer_a.store, &leads[0]).await;
+    let waited_alone = syncer_a.hubspot.limits().waited() - waited_before;
+    stop.send(true).unwrap();
+    alone.await.unwrap().unwrap();
+
+    // Both portals behind one listener; each with fresh clients, as `leadsync run` builds them.
+    let syncer_a = leadsync::daemon::syncer(&a).await.unwrap();
+    let syncer_b: Syncer = leadsync::daemon::syncer(&b).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let daemon = Daemon::on_portals(
+        &deployment,
+        vec![(a.clone(), syncer_a.clone()), (b.clone(), syncer_b.clone())],
+        listener,
+    );
+    let running = tokio::spawn(daemon.run(stopped));
+
+    // Portal 43's client keeps calling its HubSpot, refused every time, while 42's webhook goes
+    // through: its own incremental cycles, back to back, as its sync job would run them.
+    let refused_before = refusing.faults().get(fault_kind::BURST).copied().unwrap_or(0);
+    let (b_stop, mut b_stopped) = tokio::sync::watch::channel(false);
+    let hammer = {
+        let (s, now) = (syncer_b.clone(), refusing.now());
+        tokio::spawn(async move {
+            while !*b_stopped.borrow() {
+                tokio::select! {
+                    _ = s.incremental(now, chrono::Duration::days(1)) => {},
+                    _ = b_stopped.changed() => {},
+                }
+            }
+        })
+    };
+    // A person on portal 43 asks for a demo too: its webhook comes to the same listener.
+    let contact_43 = CONTACT_ID_BASE.to_string();
+    assert!(refusing.submit_form(&contact_43, "Request a demo").is_some());
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let waited_before = syncer_a.hubspot.limits().waited();
+    let beside = demo_request_to_salesforce(&healthy, &syncer_a.store, &leads[1]).await;
+    let waited_beside = syncer_a.hubspot.limits().waited() - waited_before;
+    let refused_beside = refusing.faults().get(fault_kind::BURST).copied().unwrap_or(0) - refused_before;
+    b_stop.send(true).unwrap();
+    hammer.await.unwrap();
+
+    assert!(
+        refused_beside > 0,
+        "portal 43 was refused while 42's webhook went through"
+    );
+    assert_eq!(healthy.rate_limited("hubspot"), 0, "portal 42 was never refused");
+    // Its own pacing (4 searches a second) only: a limiter shared with 43 would hold its calls
+    // for the seconds 43's refusals ask for.
+    assert!(
+        waited_beside <= waited_alone + StdDuration::from_millis(500),
+        "portal 42's limiter held its calls {waited_beside:?} beside the 429 portal, {waited_alone:?} alone"
+    );
+    assert!(
+        beside <= baseline * 3 + StdDuration::from_secs(2),
+        "webhook to Salesforce: {beside:?} beside the 429 portal, {baseline:?} alone"
+    );
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    while open_outbox(&syncer_a.store).await > 0 {
+        assert!(Instant::now() < deadline, "portal 42's outbox drains");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+
+    // Each delivery went to its portal's inbox: 43's into its own store, none into 42's.
+    let http = reqwest::Client::new();
+    let b_inbox = syncer_b.store.inbox_depth().await.unwrap().0;
+    assert!(
+        b_inbox > 0,
+        "portal 43's webhook waits in its own inbox (its jobs wait for HubSpot)"
+    );
+    let event = |portal: u64, object: u64| {
+        serde_json::json!({"eventId": object, "subscriptionId": 1, "portalId": portal, "appId": 1,
+            "occurredAt": 1_764_000_000_000i64, "subscriptionType": "contact.creation", "attemptNumber": 0,
+            "objectId": object, "changeSource": "CRM_UI"})
+    };
+    let post = async |body: String, secret: &str| {
+        let (sig, ts) = signed(&body, &hook, secret);
+        let r = http
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header("x-hubspot-signature-v3", sig)
+            .header("x-hubspot-request-timestamp", ts)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // 43's event signed with 42's app secret: that app is not installed in 43.
+    let body = serde_json::json!([event(43, 777_001)]).to_string();
+    let (code, text) = post(body, "sandbox-client-secret").await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("portal(s) 43 not among"), "{text}");
+    let body = serde_json::json!([event(43, 777_002)]).to_string();
+    assert_eq!(post(body, "another-app-secret").await.0, 200);
+    assert_eq!(syncer_b.store.inbox_depth().await.unwrap().0, b_inbox + 1);
+    // A delivery that names an unknown portal beside a known one: the known one is kept.
+    let body = serde_json::json!([event(99, 777_003), event(43, 777_004)]).to_string();
+    let (code, text) = post(body, "another-app-secret").await;
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        text.contains("portal(s) 99 not among") && text.contains("1 event(s) refused, 1 kept"),
+        "{text}"
+    );
+    assert_eq!(syncer_b.store.inbox_depth().await.unwrap().0, b_inbox + 2);
+    // Without a portalId there is no telling whose it is.
+    let mut no_portal = event(42, 777_005);
+    no_portal.as_object_mut().unwrap().remove("portalId");
+    let (code, text) = post(serde_json::json!([no_portal]).to_string(), "sandbox-client-secret").await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("has no portalId"), "{text}");
+
+    // Metrics and the status page are per portal.
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for portal in ["42", "43"] {
+        let want = format!("leadsync_api_calls_total{{portal=\"{portal}\",system=\"hubspot\"");
+        assert!(metrics.contains(&want), "{want}\n{metrics}");
+    }
+    assert_eq!(
+        metrics.matches("# TYPE leadsync_api_calls_total counter").count(),
+        1,
+        "one family"
+    );
+    let status = |q: &str| http.get(format!("http://{addr}/status.json{q}")).send();
+    let s43: serde_json::Value = status("?portal=43").await.unwrap().json().await.unwrap();
+    assert_eq!(s43["portal"], 43);
+    assert_eq!(s43["portals"], serde_json::json!([42, 43]));
+    assert_eq!(s43["inbox_depth"].as_u64(), Some(b_inbox as u64 + 2));
+    let s42: serde_json::Value = status("").await.unwrap().json().await.unwrap();
+    assert_eq!(s42["portal"], 42, "the first portal by default");
+    assert_eq!(status("?portal=99").await.unwrap().status().as_u16(), 404);
+    let ready = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "portal 43's 429s leave the listener ready"
+    );
+
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+    healthy.shutdown().await;
+    refusing.shutdown().await;
+}
