@@ -12,6 +12,8 @@
 //! `LEADSYNC_BENCH_WALL_CONTACTS` (default 10,000: the wall-time row, at 50 ms latency),
 //! `LEADSYNC_BENCH_LATENCY_MS` (default 50), `LEADSYNC_BENCH_BURST` (leadsync's HubSpot calls
 //! per 10 s, default 2,000; the sandbox allows 10 % more so that no 429 is ever sent).
+//! `LEADSYNC_BENCH_ONLY=wall` runs the wall-time row alone (with its calls against their
+//! minimum); `LEADSYNC_BENCH_ONLY=context` the context row alone.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -544,6 +546,63 @@ fn context_row(v: &Value) -> [String; 5] {
     ]
 }
 
+/// The backfill's HubSpot calls against the fewest the batch sizes allow for its portal.
+fn calls_row(v: &Value, n: u32) -> [String; 5] {
+    let b = &v["backfill"];
+    let hs = b["hubspot_calls"].as_u64().unwrap_or(0);
+    let written_contacts = b["written_contacts"].as_u64().unwrap_or(0);
+    let reads: u64 = b["hubspot_by_endpoint"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("batch_update") && !k.contains("update"))
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    let min_reads = portal_counts(n).minimum_reads();
+    let min_writes = written_contacts.div_ceil(BATCH);
+    let minimum = min_reads + min_writes;
+    let per_k = |calls: u64| calls as f64 * 1_000.0 / f64::from(n);
+    [
+        format!("full backfill, HubSpot calls ({n} contacts)"),
+        format!("{hs} ({:.1} per 1,000)", per_k(hs)),
+        format!(
+            "minimum {minimum} ({:.1} per 1,000): reads {min_reads} + writes {min_writes}",
+            per_k(minimum)
+        ),
+        format!("{:.3}×", hs as f64 / minimum as f64),
+        format!(
+            "reads {reads} vs {min_reads}; {} contacts written in {} updates",
+            written_contacts,
+            hs - reads
+        ),
+    ]
+}
+
+/// The backfill's wall time against its rate floor: the calls it made (and the fewest it could
+/// make) at the configured budget.
+fn wall_row(v: &Value, n: u32, latency: u32, burst: u32) -> [String; 5] {
+    let rate = f64::from(burst) / 10.0;
+    let t = &v["backfill"];
+    let min = portal_counts(n).minimum_reads() + t["written_contacts"].as_u64().unwrap_or(0).div_ceil(BATCH);
+    let calls = t["hubspot_calls"].as_u64().unwrap_or(0);
+    let floor_s = calls as f64 / rate;
+    let min_floor_s = min as f64 / rate;
+    let wall = f(&t["wall_s"]);
+    [
+        format!("full backfill, wall time ({n} contacts, latency {latency} ms, {burst} per 10 s)"),
+        format!("{wall:.1} s"),
+        format!("{floor_s:.1} s = {calls} calls ÷ {rate:.0}/s ({min_floor_s:.1} s at the minimum {min})"),
+        format!("{:.2}×", wall / floor_s),
+        format!(
+            "{:.2}× the floor of the minimum calls; 429 answers: {}",
+            wall / min_floor_s,
+            t["rate_limited"]
+        ),
+    ]
+}
+
 fn parent() {
     let n = env_u32("LEADSYNC_BENCH_CONTACTS", 100_000);
     let small = env_u32("LEADSYNC_BENCH_SMALL", 20_000);
@@ -562,6 +621,17 @@ fn parent() {
         );
         return;
     }
+    if std::env::var("LEADSYNC_BENCH_ONLY").as_deref() == Ok("wall") {
+        // The wall-time row alone (`LEADSYNC_BENCH_WALL_CONTACTS` at `LEADSYNC_BENCH_LATENCY_MS`
+        // and `LEADSYNC_BENCH_BURST`), with that backfill's calls against their minimum.
+        let timed = run_child(wall_n, latency, burst, false);
+        main_table(&[calls_row(&timed, wall_n), wall_row(&timed, wall_n, latency, burst)]);
+        println!(
+            "\nbackfill endpoints: {}\n429 answers: {}, retries: {}",
+            timed["backfill"]["hubspot_by_endpoint"], timed["backfill"]["rate_limited"], timed["backfill"]["retries"]
+        );
+        return;
+    }
     let big = run_child(n, 0, burst, true);
     let little = run_child(small, 0, burst, false);
     let timed = run_child(wall_n, latency, burst, false);
@@ -573,27 +643,7 @@ fn parent() {
     let b = &big["backfill"];
     let hs = b["hubspot_calls"].as_u64().unwrap_or(0);
     let written_contacts = b["written_contacts"].as_u64().unwrap_or(0);
-    let reads: u64 = b["hubspot_by_endpoint"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| !k.contains("batch_update") && !k.contains("update"))
-                .map(|(_, v)| v.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0);
-    let min_reads = counts.minimum_reads();
-    let min_writes = written_contacts.div_ceil(BATCH);
-    let minimum = min_reads + min_writes;
     let per_k = |calls: u64, contacts: u64| calls as f64 * 1_000.0 / contacts as f64;
-
-    let t = &timed["backfill"];
-    let timed_counts = portal_counts(wall_n);
-    let timed_min = timed_counts.minimum_reads() + t["written_contacts"].as_u64().unwrap_or(0).div_ceil(BATCH);
-    let timed_calls = t["hubspot_calls"].as_u64().unwrap_or(0);
-    let floor_s = timed_calls as f64 / rate;
-    let min_floor_s = timed_min as f64 / rate;
-    let wall = f(&t["wall_s"]);
 
     let td = &timed_default["backfill"];
     let default_rate = f64::from(default_burst) / 10.0;
@@ -628,29 +678,8 @@ fn parent() {
         counts.companies
     );
     let rows = vec![
-        [
-            format!("full backfill, HubSpot calls ({n} contacts)"),
-            format!("{hs} ({:.1} per 1,000)", per_k(hs, u64::from(n))),
-            format!(
-                "minimum {minimum} ({:.1} per 1,000): reads {min_reads} + writes {min_writes}",
-                per_k(minimum, u64::from(n))
-            ),
-            format!("{:.3}×", hs as f64 / minimum as f64),
-            format!(
-                "reads {reads} vs {min_reads}; {} contacts written in {} updates",
-                written_contacts,
-                hs - reads
-            ),
-        ],
-        [
-            format!("full backfill, wall time ({wall_n} contacts, latency {latency} ms)"),
-            format!("{wall:.1} s"),
-            format!(
-                "{floor_s:.1} s = {timed_calls} calls ÷ {rate:.0}/s ({min_floor_s:.1} s at the minimum {timed_min})"
-            ),
-            format!("{:.2}×", wall / floor_s),
-            format!("{:.2}× the floor of the minimum calls", wall / min_floor_s),
-        ],
+        calls_row(&big, n),
+        wall_row(&timed, wall_n, latency, burst),
         [
             format!("full backfill, wall time ({wall_n} contacts, latency {latency} ms, default budget)"),
             format!("{td_wall:.1} s"),

@@ -5,17 +5,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 
 use super::behaviour::FormSource;
 use super::cycle::CURSOR;
-use super::decide::decide_stored;
+use super::decide::{self, decide_stored, stored_ids};
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::behaviour::Form;
 use crate::hubspot::limiter::Priority;
+use crate::hubspot::pull::{BlockLinks, Carried, Complete};
 use crate::hubspot::types::{ASSOCIATION_BATCH_LIMIT, HubSpotObject};
 use crate::lifecycle::{Event, HubSpotId};
-use crate::store::email_key;
+use crate::store::{Evaluated, email_key};
 
 /// Name of the backfill checkpoint.
 pub const CHECKPOINT: &str = "backfill";
@@ -52,18 +58,89 @@ pub struct Checkpoint {
     /// The portal's form submissions are filed in the store (read once per backfill).
     #[serde(default)]
     pub staged: bool,
-    /// Where filing them stands: the form being read (forms go in id order) and its next page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where filing them stands, as an earlier version saved it: the form being read (forms
+    /// before it in id order are filed) and its next page. Read on resume, never written.
+    #[serde(default, skip_serializing)]
     pub staging: Option<Staging>,
+    /// Where filing them stands: the forms whose submissions are all filed, and the next page
+    /// of each form begun (forms are read a few at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filing: Option<Filing>,
 }
 
-/// The next page of form submissions a backfill files.
+/// The next page of form submissions a backfill files (an earlier version's checkpoint).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Staging {
     /// The form's id: forms before it in id order are filed.
     pub form: String,
     /// HubSpot's cursor of its next page (`None`: its first).
     pub after: Option<String>,
+}
+
+/// Which forms' submissions a backfill has filed, and where each form begun stands.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Filing {
+    /// Forms whose every submission is filed.
+    #[serde(default)]
+    pub done: BTreeSet<String>,
+    /// HubSpot's cursor of the next page of each form begun and not done.
+    #[serde(default)]
+    pub next: BTreeMap<String, String>,
+}
+
+/// Forms whose submissions are read at once while filing (the limiter paces the calls; each
+/// form's pages follow one another).
+const FORMS_AT_ONCE: usize = 8;
+
+/// Blocks queued between two stages of the backfill.
+const QUEUED: usize = 2;
+
+/// Blocks listed and not yet committed, at most: enough for the next blocks to be listed and
+/// read while one is committed (and for a block's partial batches to be carried into the
+/// next's reads), few enough that memory stays flat and a stopped backfill loses little.
+const IN_FLIGHT: usize = 3;
+
+/// Waits for a place among the blocks in flight (given back when a block is committed).
+async fn admit(in_flight: &tokio::sync::Semaphore) {
+    if let Ok(permit) = in_flight.acquire().await {
+        permit.forget();
+    }
+}
+
+/// Where the backfill's blocks find their form submissions.
+enum Forms {
+    /// Filed in the store before the contacts are listed.
+    Staged,
+    /// Held in memory (a dry run, a `--since` backfill).
+    Held(Arc<HashMap<String, Vec<Event>>>),
+}
+
+/// A listed block: its contacts and the checkpoint its commit saves (none for a `--since`
+/// window).
+struct Listed {
+    contacts: Vec<HubSpotObject>,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// A block whose association reads are done.
+struct Linked {
+    /// Its contacts, the active ones (`..active`) first.
+    contacts: Vec<HubSpotObject>,
+    active: usize,
+    /// The ids whose stored state the commit reads.
+    ids: Vec<HubSpotId>,
+    /// The stored state of those leadsync knew when the block was linked.
+    known: HashMap<HubSpotId, crate::store::ContactRow>,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// A block ready to be decided and committed.
+struct Gathered {
+    contacts: Vec<HubSpotObject>,
+    ids: Vec<HubSpotId>,
+    events: BTreeMap<String, Vec<Event>>,
+    companies: BTreeMap<String, (String, BTreeMap<String, String>)>,
+    checkpoint: Option<Checkpoint>,
 }
 
 /// What a dry run would cost.
@@ -103,50 +180,82 @@ impl Syncer {
         Ok(held)
     }
 
-    /// Files every form submission of the portal in the store, page by page, the checkpoint
-    /// saved after each page: a backfill stopped while filing goes on from the page it stopped
-    /// at (a page filed twice adds nothing).
+    /// Files every form submission of the portal in the store, page by page, a few forms at
+    /// once, the checkpoint saved after each page: a backfill stopped while filing goes on from
+    /// the pages it stopped at (a page filed twice adds nothing).
     async fn stage_forms(&self, cp: &mut Checkpoint, p: Priority) -> Result<(), SyncError> {
         if cp.staged {
             return Ok(());
         }
-        let mut forms = self.hubspot.forms(p).await?;
-        forms.sort_by(|a, b| a.id.cmp(&b.id));
-        if cp.staging.is_none() {
+        let forms = self.hubspot.forms(p).await?;
+        if cp.staging.is_none() && cp.filing.is_none() {
             self.store.clear_staged().await?;
         }
-        let start = cp.staging.clone().unwrap_or_default();
-        let todo: Vec<&Form> = forms.iter().filter(|f| f.id >= start.form).collect();
-        for (i, form) in todo.iter().enumerate() {
-            let mut after = if form.id == start.form {
-                start.after.clone()
-            } else {
-                None
-            };
-            loop {
-                let (page, next) = self.hubspot.form_submissions_page(form, after.as_deref(), p).await?;
-                let rows: Vec<(String, Event)> = page.into_iter().map(|s| (email_key(&s.email), s.event)).collect();
-                self.store.stage(&rows).await?;
-                after = next;
-                let Some(next) = &after else { break };
-                cp.staging = Some(Staging {
-                    form: form.id.clone(),
-                    after: Some(next.clone()),
-                });
-                self.save_checkpoint(cp).await?;
-            }
-            // The form is filed: a resume starts at the next one's first page.
-            if let Some(next) = todo.get(i + 1) {
-                cp.staging = Some(Staging {
-                    form: next.id.clone(),
-                    after: None,
-                });
-                self.save_checkpoint(cp).await?;
+        let mut filing = cp.filing.take().unwrap_or_default();
+        if let Some(old) = cp.staging.take() {
+            // An earlier version's checkpoint: forms before `form` in id order are filed.
+            filing
+                .done
+                .extend(forms.iter().filter(|f| f.id < old.form).map(|f| f.id.clone()));
+            if let Some(after) = old.after {
+                filing.next.insert(old.form, after);
             }
         }
+        let todo: Vec<&Form> = forms.iter().filter(|f| !filing.done.contains(&f.id)).collect();
+        let first_pages: Vec<Option<String>> = todo.iter().map(|f| filing.next.get(&f.id).cloned()).collect();
+        // One checkpoint for all forms: each page's progress is saved under the lock, after
+        // its rows are filed, so a saved checkpoint never runs ahead of the store.
+        let shared = tokio::sync::Mutex::new((cp.clone(), filing));
+        let mut waiting = todo.into_iter().zip(first_pages);
+        let mut reading = futures::stream::FuturesUnordered::new();
+        for (form, after) in waiting.by_ref().take(FORMS_AT_ONCE) {
+            reading.push(self.file_form(form, after, &shared, p));
+        }
+        while let Some(filed) = reading.next().await {
+            filed?;
+            if let Some((form, after)) = waiting.next() {
+                reading.push(self.file_form(form, after, &shared, p));
+            }
+        }
+        drop(reading);
+        let (saved, _) = shared.into_inner();
+        *cp = saved;
         cp.staged = true;
-        cp.staging = None;
+        cp.filing = None;
         self.save_checkpoint(cp).await
+    }
+
+    /// Files one form's submissions from page `after` on, saving each page's progress in the
+    /// shared checkpoint after its rows are filed.
+    async fn file_form(
+        &self,
+        form: &Form,
+        mut after: Option<String>,
+        shared: &tokio::sync::Mutex<(Checkpoint, Filing)>,
+        p: Priority,
+    ) -> Result<(), SyncError> {
+        loop {
+            let (page, next) = self.hubspot.form_submissions_page(form, after.as_deref(), p).await?;
+            let rows: Vec<(String, Event)> = page.into_iter().map(|s| (email_key(&s.email), s.event)).collect();
+            self.store.stage(&rows).await?;
+            after = next;
+            let mut held = shared.lock().await;
+            let (cp, filing) = &mut *held;
+            match &after {
+                Some(next) => {
+                    filing.next.insert(form.id.clone(), next.clone());
+                }
+                None => {
+                    filing.next.remove(&form.id);
+                    filing.done.insert(form.id.clone());
+                }
+            }
+            cp.filing = Some(filing.clone());
+            self.save_checkpoint(cp).await?;
+            if after.is_none() {
+                return Ok(());
+            }
+        }
     }
 
     async fn save_checkpoint(&self, cp: &Checkpoint) -> Result<(), SyncError> {
@@ -173,7 +282,14 @@ impl Syncer {
         Ok((report, costs))
     }
 
-    /// The backfill's pages, block by block, each committed with its checkpoint.
+    /// The backfill's pages, block by block, each committed with its checkpoint. The blocks
+    /// flow through stages joined by short queues ([`QUEUED`]): listing, the association
+    /// reads, the batch reads (leftover partial batches carried into the next block's,
+    /// [`Carried`]), the behaviour the records do not tell, and the commit. So the next pages
+    /// are listed and read while a block is decided and committed, and HubSpot's budget rather
+    /// than its latency bounds the time. Blocks are committed one at a time in listing order,
+    /// each with the checkpoint after its last page: a checkpoint never covers a block not yet
+    /// committed, and a stopped backfill loses only reads.
     async fn backfill_pages(
         &self,
         opts: &BackfillOptions,
@@ -183,75 +299,177 @@ impl Syncer {
         let p = Priority::Background;
         let mut costs = Costs::default();
         let mut report = SyncReport::default();
+        let (listed_tx, listed) = mpsc::channel(QUEUED);
+        let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT);
         // Contacts since a date come from the search window; nothing to resume there.
-        if let Some(since) = opts.since {
-            let contacts = self
-                .hubspot
-                .search_modified(
-                    "contacts",
-                    "lastmodifieddate",
-                    since.timestamp_millis(),
-                    now.timestamp_millis(),
-                    &self.properties,
-                    p,
-                )
-                .await?;
-            let held = self.submissions_by_email(since, p).await?;
-            let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
-            for block in contacts
-                .into_iter()
-                .take(limit)
-                .collect::<Vec<_>>()
-                .chunks(ASSOCIATION_BATCH_LIMIT)
-            {
-                let r = self
-                    .backfill_block(block.to_vec(), opts, None, now, &mut costs, FormSource::Held(&held))
-                    .await?;
-                report.add(&r);
-                on_block(&report, &Checkpoint::default());
+        // The full listing resumes from its checkpoint and, once done, hands over to the
+        // incremental cycle from when it started (`started_ms`).
+        type Lister<'a> = BoxFuture<'a, Result<(), SyncError>>;
+        let (forms, lister, started_ms): (Forms, Lister<'_>, Option<i64>) = if let Some(since) = opts.since {
+            let held = Arc::new(self.submissions_by_email(since, p).await?);
+            (
+                Forms::Held(held),
+                Box::pin(self.search_blocks(since, now, opts, listed_tx, &in_flight)),
+                None,
+            )
+        } else {
+            if opts.restart && !opts.dry_run {
+                info!("backfill restarts from the first page: its checkpoint is discarded");
+                self.store.clear_cursor(CHECKPOINT).await?;
+                self.store.clear_staged().await?;
             }
-            return Ok((report, costs));
-        }
-
-        if opts.restart && !opts.dry_run {
-            info!("backfill restarts from the first page: its checkpoint is discarded");
+            let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
+                Some(v) if !opts.dry_run => read_checkpoint(&v)?,
+                _ => Checkpoint::default(),
+            };
+            if cp.started_ms == 0 {
+                cp.started_ms = now.timestamp_millis();
+            }
+            // Every form submission of the portal, read once before the contacts (the forms API
+            // links them to emails, not to contacts): filed in the store, or held for a dry run.
+            let forms = if opts.dry_run {
+                Forms::Held(Arc::new(self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?))
+            } else {
+                self.stage_forms(&mut cp, p).await?;
+                Forms::Staged
+            };
+            if cp.done > 0 {
+                info!(done = cp.done, "backfill resumes from its checkpoint");
+            }
+            let started_ms = Some(cp.started_ms);
+            if cp.listed {
+                drop(listed_tx);
+                (forms, Box::pin(async { Ok(()) }), started_ms)
+            } else {
+                (
+                    forms,
+                    Box::pin(self.list_blocks(cp, opts, listed_tx, &in_flight)),
+                    started_ms,
+                )
+            }
+        };
+        let (linked_tx, linked) = mpsc::channel(QUEUED);
+        let (read_tx, read) = mpsc::channel(QUEUED);
+        let (ready_tx, mut ready) = mpsc::channel(QUEUED);
+        let commits = async {
+            while let Some(block) = ready.recv().await {
+                let Gathered {
+                    contacts,
+                    ids,
+                    events,
+                    companies,
+                    checkpoint,
+                } = block;
+                let saved = checkpoint
+                    .as_ref()
+                    .map(|cp| serde_json::to_string(cp).expect("serialisable"));
+                let n = contacts.len() as u64;
+                let pulled = self.pulled_contacts(contacts, events, companies);
+                let batch = self
+                    .decide_and_commit(
+                        pulled,
+                        &ids,
+                        &[],
+                        saved.as_deref().map(|c| (CHECKPOINT, c)),
+                        opts.dry_run,
+                        p,
+                        now,
+                    )
+                    .await?;
+                let mut r = SyncReport {
+                    pulled: n,
+                    ..SyncReport::default()
+                };
+                r.count(&batch);
+                if opts.dry_run {
+                    self.dry_run_costs(&batch, &r, &mut costs);
+                }
+                report.add(&r);
+                on_block(&report, checkpoint.as_ref().unwrap_or(&Checkpoint::default()));
+                // Committed: the lister may list one more block.
+                in_flight.add_permits(1);
+            }
+            Ok::<_, SyncError>(())
+        };
+        tokio::try_join!(
+            lister,
+            self.link_blocks(listed, linked_tx, p),
+            self.read_blocks(linked, read_tx, p),
+            self.behaviour_of_blocks(read, ready_tx, &forms, p),
+            commits,
+        )?;
+        if let Some(started_ms) = started_ms
+            && !opts.dry_run
+        {
+            // Done: the incremental cycle takes over from when the backfill started.
+            self.store.set_cursor(CURSOR, &started_ms.to_string()).await?;
             self.store.clear_cursor(CHECKPOINT).await?;
             self.store.clear_staged().await?;
         }
-        let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
-            Some(v) if !opts.dry_run => read_checkpoint(&v)?,
-            _ => Checkpoint::default(),
-        };
-        if cp.started_ms == 0 {
-            cp.started_ms = now.timestamp_millis();
+        Ok((report, costs))
+    }
+
+    /// The contacts of a `--since` window, in blocks (no checkpoint: nothing to resume there).
+    async fn search_blocks(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        opts: &BackfillOptions,
+        tx: mpsc::Sender<Listed>,
+        in_flight: &tokio::sync::Semaphore,
+    ) -> Result<(), SyncError> {
+        let contacts = self
+            .hubspot
+            .search_modified(
+                "contacts",
+                "lastmodifieddate",
+                since.timestamp_millis(),
+                now.timestamp_millis(),
+                &self.properties,
+                Priority::Background,
+            )
+            .await?;
+        let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+        let mut contacts = contacts.into_iter().take(limit).peekable();
+        while contacts.peek().is_some() {
+            let block: Vec<HubSpotObject> = contacts.by_ref().take(ASSOCIATION_BATCH_LIMIT).collect();
+            admit(in_flight).await;
+            if tx
+                .send(Listed {
+                    contacts: block,
+                    checkpoint: None,
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
-        // Every form submission of the portal, read once before the contacts (the forms API
-        // links them to emails, not to contacts): filed in the store, or held for a dry run.
-        let mut held = HashMap::new();
-        if opts.dry_run {
-            held = self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?;
-        } else {
-            self.stage_forms(&mut cp, p).await?;
-        }
-        if cp.done > 0 {
-            info!(done = cp.done, "backfill resumes from its checkpoint");
-        }
+        Ok(())
+    }
+
+    /// Lists the contacts from `cp`, 100 a page, into blocks, each with the checkpoint its
+    /// commit saves (the page after its last one); the last block's checkpoint says `listed`.
+    async fn list_blocks(
+        &self,
+        mut cp: Checkpoint,
+        opts: &BackfillOptions,
+        tx: mpsc::Sender<Listed>,
+        in_flight: &tokio::sync::Semaphore,
+    ) -> Result<(), SyncError> {
         let block_size = opts
             .block
             .unwrap_or(ASSOCIATION_BATCH_LIMIT)
             .clamp(100, ASSOCIATION_BATCH_LIMIT);
         let mut block: Vec<HubSpotObject> = Vec::with_capacity(block_size);
-        let forms = || {
-            if opts.dry_run {
-                FormSource::Held(&held)
-            } else {
-                FormSource::Staged
-            }
-        };
         while !cp.listed {
+            if block.is_empty() {
+                // A new block: wait until few enough are listed and not committed.
+                admit(in_flight).await;
+            }
             let page = self
                 .hubspot
-                .list_contacts(cp.after.as_deref(), &self.properties, p)
+                .list_contacts(cp.after.as_deref(), &self.properties, Priority::Background)
                 .await?;
             let next = page.next_after().map(str::to_string);
             let mut results = page.results;
@@ -262,93 +480,161 @@ impl Syncer {
             block.extend(results);
             let reached = opts.limit.is_some_and(|l| cp.done + block.len() as u64 >= l);
             let last = next.is_none() || reached;
+            // Pages gathered into a block are not checkpointed until the block is saved.
+            cp.after = next;
             if block.len() >= block_size || last {
-                let n = block.len() as u64;
-                let next_cp = Checkpoint {
-                    after: next.clone(),
-                    done: cp.done + n,
+                cp = Checkpoint {
+                    after: cp.after.take(),
+                    done: cp.done + block.len() as u64,
                     started_ms: cp.started_ms,
                     listed: last,
                     staged: cp.staged,
                     staging: None,
+                    filing: None,
                 };
-                let saved = serde_json::to_string(&next_cp).expect("serialisable");
-                let r = self
-                    .backfill_block(std::mem::take(&mut block), opts, Some(&saved), now, &mut costs, forms())
-                    .await?;
-                report.add(&r);
-                cp = next_cp;
-                on_block(&report, &cp);
-            } else {
-                // Pages gathered into a block are not checkpointed until the block is saved.
-                cp.after = next;
-                continue;
+                let listed = Listed {
+                    contacts: std::mem::replace(&mut block, Vec::with_capacity(block_size)),
+                    checkpoint: Some(cp.clone()),
+                };
+                if tx.send(listed).await.is_err() {
+                    break;
+                }
             }
         }
-        if !opts.dry_run {
-            // Done: the incremental cycle takes over from when the backfill started.
-            self.store.set_cursor(CURSOR, &cp.started_ms.to_string()).await?;
-            self.store.clear_cursor(CHECKPOINT).await?;
-            self.store.clear_staged().await?;
-        }
-        Ok((report, costs))
+        Ok(())
     }
 
-    async fn backfill_block(
+    /// For each listed block: which contacts are new to leadsync (they need their whole
+    /// history and their company, once) and their association reads.
+    async fn link_blocks(
         &self,
-        contacts: Vec<HubSpotObject>,
-        opts: &BackfillOptions,
-        checkpoint: Option<&str>,
-        now: DateTime<Utc>,
-        costs: &mut Costs,
-        forms: FormSource<'_>,
-    ) -> Result<SyncReport, SyncError> {
-        let p = Priority::Background;
-        let mut report = SyncReport {
-            pulled: contacts.len() as u64,
-            ..SyncReport::default()
-        };
-        let batch = self
-            .evaluate_and_commit(
+        mut rx: mpsc::Receiver<Listed>,
+        tx: mpsc::Sender<(Linked, BlockLinks)>,
+        p: Priority,
+    ) -> Result<(), SyncError> {
+        while let Some(Listed { contacts, checkpoint }) = rx.recv().await {
+            let ids = stored_ids(&contacts, &[]);
+            let known = self.store.contacts(&ids).await?;
+            // Active contacts first, then the archived (as a cycle's pass orders them).
+            let (mut contacts, archived): (Vec<HubSpotObject>, Vec<HubSpotObject>) =
+                contacts.into_iter().partition(|c| !c.archived);
+            let active = contacts.len();
+            let new: Vec<String> = contacts
+                .iter()
+                .filter(|c| HubSpotId::try_from(c.id.clone()).is_ok_and(|id| !known.contains_key(&id)))
+                .map(|c| c.id.clone())
+                .collect();
+            contacts.extend(archived);
+            let links = if new.is_empty() {
+                BlockLinks::default()
+            } else {
+                self.hubspot.block_links(&new, p).await?
+            };
+            let block = Linked {
                 contacts,
-                Default::default(),
-                p,
-                now,
-                super::Pass {
-                    checkpoint: checkpoint.map(|c| (CHECKPOINT, c)),
-                    dry_run: opts.dry_run,
-                    forms,
-                    told: &[],
-                },
-            )
-            .await?;
-        report.count(&batch);
-        if opts.dry_run {
-            let writes = batch
+                active,
+                ids,
+                known,
+                checkpoint,
+            };
+            if tx.send((block, links)).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The engagement and company batch reads of the linked blocks, 100 records a call, the
+    /// partial last batch of each type carried into the next block's reads; passes each block
+    /// on once all its records are read.
+    async fn read_blocks(
+        &self,
+        mut rx: mpsc::Receiver<(Linked, BlockLinks)>,
+        tx: mpsc::Sender<Complete<Linked>>,
+        p: Priority,
+    ) -> Result<(), SyncError> {
+        let mut carried: Carried<Linked> = Carried::default();
+        loop {
+            let next = rx.recv().await;
+            let last = next.is_none();
+            if let Some((block, links)) = next {
+                carried.push(block, links, &self.companies);
+            }
+            let complete = carried
+                .read(&self.hubspot, &self.company_properties, p, &self.companies, last)
+                .await?;
+            for block in complete {
+                if tx.send(block).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if last && carried.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The form submissions, page views and email events each read block's records do not
+    /// tell, added after its engagements.
+    async fn behaviour_of_blocks(
+        &self,
+        mut rx: mpsc::Receiver<Complete<Linked>>,
+        tx: mpsc::Sender<Gathered>,
+        forms: &Forms,
+        p: Priority,
+    ) -> Result<(), SyncError> {
+        while let Some((block, mut events, companies)) = rx.recv().await {
+            let source = match forms {
+                Forms::Staged => FormSource::Staged,
+                Forms::Held(held) => FormSource::Held(held),
+            };
+            let active = &block.contacts[..block.active];
+            for (c, more) in self.behaviour(active, &block.known, source, p).await? {
+                events.entry(c).or_default().extend(more);
+            }
+            let companies = companies
+                .into_iter()
+                .map(|(c, company)| (c, (company.id.clone(), decide::known_properties(&company))))
+                .collect();
+            let gathered = Gathered {
+                contacts: block.contacts,
+                ids: block.ids,
+                events,
+                companies,
+                checkpoint: block.checkpoint,
+            };
+            if tx.send(gathered).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a dry run's block would cost in calls.
+    fn dry_run_costs(&self, batch: &[Evaluated], report: &SyncReport, costs: &mut Costs) {
+        let writes = batch
+            .iter()
+            .filter(|e| {
+                e.outbox
+                    .iter()
+                    .any(|(k, _, _)| *k == crate::store::OutboxKind::HubSpotWrite)
+            })
+            .count() as u64;
+        costs.hubspot_writes += writes.div_ceil(100);
+        let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
+        costs.salesforce_calls += promotions.salesforce_calls;
+        costs.hubspot_writes += promotions.hubspot_write_calls;
+        if let Some(p) = &self.promoter {
+            let context = batch
                 .iter()
                 .filter(|e| {
                     e.outbox
                         .iter()
-                        .any(|(k, _, _)| *k == crate::store::OutboxKind::HubSpotWrite)
+                        .any(|(k, _, _)| *k == crate::store::OutboxKind::SalesforceContext)
                 })
                 .count() as u64;
-            costs.hubspot_writes += writes.div_ceil(100);
-            let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
-            costs.salesforce_calls += promotions.salesforce_calls;
-            costs.hubspot_writes += promotions.hubspot_write_calls;
-            if let Some(p) = &self.promoter {
-                let context = batch
-                    .iter()
-                    .filter(|e| {
-                        e.outbox
-                            .iter()
-                            .any(|(k, _, _)| *k == crate::store::OutboxKind::SalesforceContext)
-                    })
-                    .count() as u64;
-                costs.salesforce_calls += super::outbox::context::calls(&p.mapping, context);
-            }
+            costs.salesforce_calls += super::outbox::context::calls(&p.mapping, context);
         }
-        Ok(report)
     }
 
     /// Re-evaluates every stored contact from the store alone (after a rules change, or the

@@ -279,22 +279,48 @@ impl Syncer {
         for (c, events) in self.behaviour(&active, &known, forms, priority).await? {
             fresh.entry(c).or_default().extend(events);
         }
-        let pulled: Vec<PulledContact> = active
+        let pulled = self.pulled_contacts(active.into_iter().chain(archived), fresh, companies);
+        self.decide_and_commit(pulled, &ids, told, checkpoint, dry_run, priority, now)
+            .await
+    }
+
+    /// Contacts with the events and company their pull found.
+    pub(crate) fn pulled_contacts(
+        &self,
+        contacts: impl IntoIterator<Item = HubSpotObject>,
+        mut events: BTreeMap<String, Vec<crate::lifecycle::Event>>,
+        mut companies: BTreeMap<String, (String, BTreeMap<String, String>)>,
+    ) -> Vec<PulledContact> {
+        contacts
             .into_iter()
-            .chain(archived)
             .map(|c| PulledContact {
                 counters: self.sources.counters(),
-                events: fresh.remove(&c.id).unwrap_or_default(),
+                events: events.remove(&c.id).unwrap_or_default(),
                 company: companies.remove(&c.id),
                 contact: c,
             })
-            .collect();
+            .collect()
+    }
 
+    /// Under the evaluation lock, reads the stored state and ledger of `ids` (the pulled
+    /// contacts and those `told` names), decides the batch ([`decide::decide_batch`], pure) and
+    /// commits the plan with `checkpoint` (nothing is saved on a dry run).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn decide_and_commit(
+        &self,
+        pulled: Vec<PulledContact>,
+        ids: &[HubSpotId],
+        told: &[Removal],
+        checkpoint: Option<(&str, &str)>,
+        dry_run: bool,
+        priority: Priority,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Evaluated>, SyncError> {
         // Read, decide and save under one lock, so that no other evaluation in this process
         // (a webhook, the rescore) saves in between and is overwritten by an older state.
         let _held = self.eval_lock.lock().await;
-        let stored = self.store.contacts(&ids).await?;
-        let ledger = self.store.events(&ids).await?;
+        let stored = self.store.contacts(ids).await?;
+        let ledger = self.store.events(ids).await?;
         let plan = decide_batch(&self.rules, &self.sla, pulled, told, stored, ledger, now);
         if !dry_run {
             self.store.commit_plan(&plan, checkpoint).await?;
