@@ -12,21 +12,26 @@ use crate::lifecycle::HubSpotId;
 use crate::salesforce::mapping::SalesforceSource;
 use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
 use crate::salesforce::routing::Hours;
-use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
+use crate::store::{Lapsed, OutboxItem, OutboxKind, OutboxState, Promoted};
 use crate::sync::decide::{PromotePayload, WritePayload};
 use crate::sync::{SyncError, Syncer};
 
 impl Promoter {
     /// Promotes what is due, 200 a batch; returns how many contacts were promoted. A pause
     /// (the org's allocation or leadsync's share spent) leaves the rest in the outbox and says
-    /// why in `leadsync status`.
-    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+    /// why in `leadsync status`. Promotions whose claim `lapsed` (cut off by a crash) are queued
+    /// again first: promoting twice updates the same records by their external ids. Returns
+    /// how many were promoted, and whether the rest wait for Salesforce (a pause).
+    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>, lapsed: Lapsed) -> Result<(u64, bool), SyncError> {
+        let cut_off = s.store.reclaim(OutboxKind::Promote, lapsed, now).await?;
+        s.store.release(&cut_off, now).await?;
         let mut promoted = 0;
         loop {
-            let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
+            // Claimed: another drain on the store (another replica's) skips them.
+            let due = s.store.claim(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
             if due.is_empty() {
                 s.store.clear_cursor(HOLD).await?;
-                return Ok(promoted);
+                return Ok((promoted, false));
             }
             let mut inputs = Vec::with_capacity(due.len());
             let mut items: Vec<&OutboxItem> = Vec::with_capacity(due.len());
@@ -51,9 +56,20 @@ impl Promoter {
                 });
                 items.push(item);
             }
-            self.owner_emails(s, &mut inputs, now).await?;
-            known_owners(&s.store, &s.sla, &mut inputs).await?;
-            let mut roster = roster(&s.store, &s.sla, now, Hours::Ignored).await?;
+            let prepared = async {
+                self.owner_emails(s, &mut inputs, now).await?;
+                known_owners(&s.store, &s.sla, &mut inputs).await?;
+                Ok::<_, SyncError>(roster(&s.store, &s.sla, now, Hours::Ignored).await?)
+            };
+            let mut roster = match prepared.await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Nothing was sent: the claims go back as they were.
+                    let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                    s.store.release(&claimed, now).await?;
+                    return Err(e);
+                }
+            };
             let outcomes = match self
                 .client
                 .promote(&self.mapping, &inputs, &mut roster, now.date_naive())
@@ -63,7 +79,9 @@ impl Promoter {
                 Err(e) if e.is_pause() => {
                     warn!(error = %e, "promotions wait: Salesforce allocation");
                     s.store.set_cursor(HOLD, &e.to_string()).await?;
-                    return Ok(promoted);
+                    let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                    s.store.release(&claimed, now).await?;
+                    return Ok((promoted, true));
                 }
                 Err(e) => {
                     for item in &items {
