@@ -233,7 +233,9 @@ impl Store {
     pub async fn inbox_dead(&self, dead: &[(i64, String)], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for (id, reason) in dead {
-                sqlx::query("UPDATE inbox SET dead_at = $1, last_error = $2, attempts = attempts + 1 WHERE id = $3")
+                sqlx::query(
+                    "UPDATE inbox SET dead_at = $1, last_error = $2, attempts = attempts + 1, claimed_until = NULL WHERE id = $3",
+                )
                     .bind(ms(now))
                     .bind(reason)
                     .bind(id)
@@ -268,11 +270,13 @@ impl Store {
             .await?;
             let dead: Vec<InboxDead> = rows.iter().map(dead_row).collect();
             for d in &dead {
-                sqlx::query("UPDATE inbox SET dead_at = NULL, attempts = 0, next_at = $1 WHERE id = $2")
-                    .bind(ms(now))
-                    .bind(d.id)
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE inbox SET dead_at = NULL, attempts = 0, next_at = $1, claimed_until = NULL WHERE id = $2",
+                )
+                .bind(ms(now))
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
             }
             Ok(dead)
         })

@@ -349,12 +349,15 @@ impl Store {
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for it in items {
-                sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
-                    .bind(ms(now))
-                    .bind(it.id)
-                    .bind(&it.payload)
-                    .execute(&mut **tx)
-                    .await?;
+                // `next_at` back from the claim's expiry to the moment it was done.
+                sqlx::query(
+                    "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
+                )
+                .bind(ms(now))
+                .bind(it.id)
+                .bind(&it.payload)
+                .execute(&mut **tx)
+                .await?;
             }
             Ok(())
         })

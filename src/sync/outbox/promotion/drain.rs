@@ -92,68 +92,78 @@ impl Promoter {
                     return Err(SyncError::Salesforce(e.to_string()));
                 }
             };
-            s.store.set_counter(ROUND_ROBIN, roster.position).await?;
-            for (item, outcome) in items.iter().zip(outcomes) {
-                match outcome {
-                    PromotionOutcome::Promoted {
-                        contact_id,
-                        link,
-                        owner_id,
-                        strategy,
-                        trace,
-                    } => {
-                        let mut props = BTreeMap::new();
-                        for (k, v) in [
-                            ("leadsync_sf_account_id", &link.account_id),
-                            ("leadsync_sf_contact_id", &link.contact_id),
-                            ("leadsync_sf_opportunity_id", &link.opportunity_id),
-                        ] {
-                            if let Some(v) = v {
-                                props.insert(k.to_string(), v.clone());
+            // A store failure while saving outcomes gives the claims not yet settled back
+            // (those settled are no longer `sending`, and a release leaves them as they are).
+            let saved = async {
+                s.store.set_counter(ROUND_ROBIN, roster.position).await?;
+                for (item, outcome) in items.iter().zip(outcomes) {
+                    match outcome {
+                        PromotionOutcome::Promoted {
+                            contact_id,
+                            link,
+                            owner_id,
+                            strategy,
+                            trace,
+                        } => {
+                            let mut props = BTreeMap::new();
+                            for (k, v) in [
+                                ("leadsync_sf_account_id", &link.account_id),
+                                ("leadsync_sf_contact_id", &link.contact_id),
+                                ("leadsync_sf_opportunity_id", &link.opportunity_id),
+                            ] {
+                                if let Some(v) = v {
+                                    props.insert(k.to_string(), v.clone());
+                                }
                             }
+                            props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
+                            let payload = WritePayload {
+                                properties: props,
+                                lifecycle: None,
+                            };
+                            // Link, write-back and done in one transaction, under the evaluation
+                            // lock (an evaluation saving meanwhile would drop the link).
+                            let held = s.evaluating().await;
+                            s.store
+                                .save_promotion(
+                                    item,
+                                    &Promoted {
+                                        contact_id: &contact_id,
+                                        link: &link,
+                                        owner: &owner_id,
+                                        trace: &trace,
+                                        write: (
+                                            format!("hubspot-sf:{contact_id}"),
+                                            serde_json::to_string(&payload).expect("serialisable"),
+                                        ),
+                                    },
+                                    now,
+                                )
+                                .await?;
+                            drop(held);
+                            info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
+                            metrics::counter!("leadsync_promotions_total").increment(1);
+                            promoted += 1;
                         }
-                        props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
-                        let payload = WritePayload {
-                            properties: props,
-                            lifecycle: None,
-                        };
-                        // Link, write-back and done in one transaction, under the evaluation
-                        // lock (an evaluation saving meanwhile would drop the link).
-                        let held = s.evaluating().await;
-                        s.store
-                            .save_promotion(
-                                item,
-                                &Promoted {
-                                    contact_id: &contact_id,
-                                    link: &link,
-                                    owner: &owner_id,
-                                    trace: &trace,
-                                    write: (
-                                        format!("hubspot-sf:{contact_id}"),
-                                        serde_json::to_string(&payload).expect("serialisable"),
-                                    ),
-                                },
-                                now,
-                            )
-                            .await?;
-                        drop(held);
-                        info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
-                        metrics::counter!("leadsync_promotions_total").increment(1);
-                        promoted += 1;
-                    }
-                    PromotionOutcome::Review { reason, .. } => {
-                        s.store.failed(item, &reason, OutboxState::Review, now).await?;
-                    }
-                    PromotionOutcome::DeadLetter { code, message, .. } => {
-                        s.store
-                            .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
-                            .await?;
-                    }
-                    PromotionOutcome::Retry { reason, .. } => {
-                        let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
-                        s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                        PromotionOutcome::Review { reason, .. } => {
+                            s.store.failed(item, &reason, OutboxState::Review, now).await?;
+                        }
+                        PromotionOutcome::DeadLetter { code, message, .. } => {
+                            s.store
+                                .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
+                                .await?;
+                        }
+                        PromotionOutcome::Retry { reason, .. } => {
+                            let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
+                            s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                        }
                     }
                 }
+                Ok::<_, SyncError>(())
+            };
+            if let Err(e) = saved.await {
+                let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                s.store.release(&claimed, now).await?;
+                return Err(e);
             }
         }
     }
