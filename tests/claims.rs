@@ -25,7 +25,21 @@ on_both_stores!(
     status_of_one_contact_shows_its_audit_trail,
     a_failing_inbox_event_holds_back_only_its_contact_and_waits_at_most_ten_minutes,
     two_passes_at_once_on_one_contact_decide_and_save_it_once,
+    a_promoted_contact_is_written_to_hubspot_once_with_its_values_and_salesforce_ids,
+    a_crash_between_a_promotion_and_its_write_back_still_writes_values_and_ids_once,
 );
+
+// Two store handles on one SQLite file are not a supported deployment (a second `run` on it is
+// refused; SQLite serves one replica): the claims' concurrency is tested on PostgreSQL.
+#[tokio::test]
+async fn two_drains_on_two_postgres_store_handles_claim_each_write_once() {
+    two_drains_on_two_store_handles_claim_each_write_once(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn two_inbox_passes_on_two_postgres_store_handles_claim_each_event_once() {
+    two_inbox_passes_on_two_store_handles_claim_each_event_once(Backend::Postgres).await
+}
 
 async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;
@@ -657,5 +671,208 @@ async fn two_passes_at_once_on_one_contact_decide_and_save_it_once(on: Backend) 
         }
     }
     assert!(twice.is_empty(), "{on:?}: changes saved twice: {twice:?}");
+    app.stack.shutdown().await.unwrap();
+}
+
+/// The contacts the store links to Salesforce records.
+async fn promoted(store: &Store) -> Vec<String> {
+    let rows = store.contact_page(None, 100_000).await.unwrap();
+    rows.into_iter()
+        .filter(|r| r.state.salesforce.as_ref().is_some_and(|l| l.contact_id.is_some()))
+        .map(|r| r.contact_id.as_str().to_string())
+        .collect()
+}
+
+// README: "the drain promotes before it writes: a promoted contact's values and its Salesforce ids go out in one update"
+async fn a_promoted_contact_is_written_to_hubspot_once_with_its_values_and_salesforce_ids(on: Backend) {
+    let (app, _, _dir) = app_on(on, 400).await;
+    backfill(&app).await;
+    let sb = &app.stack.sandbox;
+    let promoted = promoted(&app.stack.syncer.store).await;
+    assert!(
+        promoted.len() >= 10,
+        "{on:?}: the portal has leads to promote: {}",
+        promoted.len()
+    );
+    let writes = sb.hubspot_writes();
+    for c in &promoted {
+        assert_eq!(
+            writes.get(c).copied(),
+            Some(1),
+            "{on:?}: contact {c}: its values and Salesforce ids in one update"
+        );
+        let props = sb.hubspot_contact(c).unwrap();
+        assert_eq!(
+            props.get("leadsync_stage").map(String::as_str),
+            Some("sql"),
+            "{on:?}: {c}"
+        );
+        assert!(
+            props.get("leadsync_sf_contact_id").is_some_and(|v| !v.is_empty())
+                && props.get("leadsync_sf_opportunity_id").is_some_and(|v| !v.is_empty()),
+            "{on:?}: {c}: the Salesforce ids reached HubSpot"
+        );
+    }
+    assert!(sb.hubspot_repeated_writes().is_empty(), "{on:?}: nothing written twice");
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "a crash between the promotion and the write-back loses neither (both are outbox items until written)"
+async fn a_crash_between_a_promotion_and_its_write_back_still_writes_values_and_ids_once(on: Backend) {
+    let (app, _, _dir) = app_on(on, 300).await;
+    backfill(&app).await;
+    let s = &app.stack.syncer;
+    let sb = &app.stack.sandbox;
+    let rows = s.store.contact_page(None, 100_000).await.unwrap();
+    let lead = rows
+        .iter()
+        .find(|r| {
+            r.state.stage == Some(Stage::Lead)
+                && r.state.status == Status::Active
+                && r.properties.contains_key("company")
+                && r.properties.contains_key("jobtitle")
+        })
+        .map(|r| r.contact_id.as_str().to_string())
+        .expect("an active lead");
+    let writes = sb.hubspot_writes().get(&lead).copied().unwrap_or(0);
+    sb.submit_form(&lead, "Request a demo").expect("submitted");
+    for _ in 0..200 {
+        if sb.webhook_deliveries().iter().all(|d| d.finished) && s.store.inbox_depth().await.unwrap().0 > 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(25)).await;
+    }
+    while s.drain_inbox(app.now()).await.unwrap().1 > 0 {}
+    // The promotion alone, then the process dies before any HubSpot write.
+    let promoter = s.promoter.as_ref().expect("Salesforce configured");
+    let (n, paused) = promoter
+        .drain(s, app.now(), leadsync::store::Lapsed::Expired)
+        .await
+        .unwrap();
+    assert_eq!((n, paused), (1, false), "{on:?}: the demo request promoted the lead");
+    assert_eq!(
+        sb.hubspot_writes().get(&lead).copied().unwrap_or(0),
+        writes,
+        "{on:?}: nothing written yet"
+    );
+    let restarted = app.restarted_syncer().await;
+    restarted.drain_outbox(Priority::Background, app.now()).await.unwrap();
+    assert_eq!(
+        sb.hubspot_writes().get(&lead).copied().unwrap_or(0),
+        writes + 1,
+        "{on:?}: values and ids in one update after the restart"
+    );
+    let props = sb.hubspot_contact(&lead).unwrap();
+    assert_eq!(
+        props.get("leadsync_stage").map(String::as_str),
+        Some("sql"),
+        "{on:?}: the values"
+    );
+    assert!(
+        props.get("leadsync_sf_opportunity_id").is_some_and(|v| !v.is_empty()),
+        "{on:?}: the ids"
+    );
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "inbox and outbox work is claimed (PostgreSQL: `FOR UPDATE SKIP LOCKED`): two drains on one store never take the same item"
+async fn two_drains_on_two_store_handles_claim_each_write_once(on: Backend) {
+    let (app, _, _dir) = app_on(on, 260).await;
+    backfill(&app).await;
+    let contacts: Vec<String> = (0..250).map(contact).collect();
+    for c in &contacts {
+        queue_write(
+            &app,
+            &format!("claims:replicas:{c}"),
+            c,
+            &[("leadsync_reason", "claimed once")],
+        )
+        .await;
+    }
+    let writes = app.stack.sandbox.hubspot_writes();
+    // Two syncers, each with its own store handle (pool) and its own in-process lock: what two
+    // replicas are.
+    let (one, two) = (app.stack.syncer.clone(), app.restarted_syncer().await);
+    let now = app.now();
+    let (a, b) = tokio::join!(
+        one.drain_outbox(Priority::Background, now),
+        two.drain_outbox(Priority::Background, now)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let after = app.stack.sandbox.hubspot_writes();
+    let not_once: Vec<_> = contacts
+        .iter()
+        .filter(|c| after.get(*c).copied().unwrap_or(0) != writes.get(*c).copied().unwrap_or(0) + 1)
+        .collect();
+    assert!(not_once.is_empty(), "{on:?}: not written exactly once: {not_once:?}");
+    assert_eq!(
+        a.written + b.written,
+        contacts.len() as u64,
+        "{on:?}: together, all of them"
+    );
+    for c in &contacts {
+        assert_eq!(
+            app.stack.sandbox.hubspot_contact(c).unwrap()["leadsync_reason"],
+            "claimed once"
+        );
+    }
+    assert!(
+        app.stack
+            .syncer
+            .store
+            .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Sending)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{on:?}: no claim left behind"
+    );
+    app.stack.shutdown().await.unwrap();
+}
+
+// README: "inbox and outbox work is claimed (PostgreSQL: `FOR UPDATE SKIP LOCKED`)"
+async fn two_inbox_passes_on_two_store_handles_claim_each_event_once(on: Backend) {
+    let (app, url, _dir) = app_on(on, 40).await;
+    let now = chrono::Utc::now();
+    for n in 0..300u64 {
+        let body = event(
+            "contact.creation",
+            &(CONTACT_ID_BASE + n).to_string(),
+            now.timestamp_millis(),
+        );
+        assert_eq!(app.post_signed_webhook(&body).await, 200);
+    }
+    let (a, b) = (app.stack.syncer.store.clone(), Store::connect(&url).await.unwrap());
+    let take = |store: Store| async move {
+        let mut got = Vec::new();
+        loop {
+            let rows = store.inbox_claim(now, 7).await.unwrap();
+            if rows.is_empty() {
+                return got;
+            }
+            got.extend(rows.into_iter().map(|r| r.id));
+            tokio::task::yield_now().await;
+        }
+    };
+    let (mine, theirs) = tokio::join!(take(a.clone()), take(b.clone()));
+    let mut all: Vec<i64> = mine.iter().chain(&theirs).copied().collect();
+    all.sort_unstable();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(all.len(), total, "{on:?}: an event claimed by both passes");
+    assert_eq!(
+        total,
+        300,
+        "{on:?}: together, every event ({} and {})",
+        mine.len(),
+        theirs.len()
+    );
+    assert!(
+        a.inbox_due(now, 10).await.unwrap().is_empty(),
+        "{on:?}: claimed events are not due"
+    );
+    // A worker's start frees what a stopped run had claimed: due again at once.
+    assert_eq!(b.inbox_free_claims().await.unwrap(), 300);
+    assert_eq!(a.inbox_claim(now, 1_000).await.unwrap().len(), 300, "{on:?}");
+    b.close().await;
     app.stack.shutdown().await.unwrap();
 }

@@ -346,9 +346,16 @@ async fn a_corrupt_sending_write_becomes_a_dead_letter_never_done() {
         .unwrap();
     let item = s.store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap();
     s.store.sending(&item).await.unwrap();
-    leadsync::sync::outbox::writeback::drain(s, Priority::Background, now)
-        .await
-        .unwrap();
+    use leadsync::sync::outbox::writeback::{Writes, drain};
+    drain(
+        s,
+        Priority::Background,
+        now,
+        Writes::All,
+        leadsync::store::Lapsed::Expired,
+    )
+    .await
+    .unwrap();
     let dead = s
         .store
         .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Dead)

@@ -258,6 +258,9 @@ pub mod fault_kind {
     pub const REORDERED: &str = "webhook_reordered";
 }
 
+/// Arrivals kept between two resets of the counts: a long-running sandbox's log stays bounded.
+const MAX_ARRIVALS: usize = 100_000;
+
 /// State shared by both fakes and the handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -269,6 +272,9 @@ pub(crate) struct Shared {
     pub(crate) deliveries: Arc<Mutex<Vec<WebhookDelivery>>>,
     pub(crate) salesforce_url: String,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Every call's arrival, in order: milliseconds since the sandbox started, and its name (the
+    /// first [`MAX_ARRIVALS`] since the last reset).
+    arrivals: Mutex<Vec<(u64, String)>>,
     requests: AtomicU64,
     /// Draws of the lost-answer and webhook faults (a stream apart from `requests`).
     draws: AtomicU64,
@@ -282,7 +288,13 @@ pub(crate) struct Shared {
 impl Shared {
     /// Counts one call of `system` to `endpoint`.
     pub(crate) fn count(&self, system: &str, endpoint: &str) {
-        *lock(&self.calls).entry(format!("{system} {endpoint}")).or_default() += 1;
+        let name = format!("{system} {endpoint}");
+        let mut arrivals = lock(&self.arrivals);
+        if arrivals.len() < MAX_ARRIVALS {
+            arrivals.push((self.started.elapsed().as_millis() as u64, name.clone()));
+        }
+        drop(arrivals);
+        *lock(&self.calls).entry(name).or_default() += 1;
     }
 
     fn count_429(&self, system: &'static str, r: &Response) {
@@ -453,6 +465,7 @@ impl Sandbox {
             deliveries: Arc::new(Mutex::new(Vec::new())),
             salesforce_url,
             calls: Mutex::new(BTreeMap::new()),
+            arrivals: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             draws: AtomicU64::new(0),
             rate_limited: Mutex::default(),
@@ -674,9 +687,17 @@ impl SandboxHandle {
         lock(&self.shared.rate_limited).get(system).copied().unwrap_or(0)
     }
 
-    /// Forgets the call counts (budgets are not reset).
+    /// Forgets the call counts and their arrivals (budgets are not reset).
     pub fn reset_calls(&self) {
         lock(&self.shared.calls).clear();
+        lock(&self.shared.arrivals).clear();
+    }
+
+    /// The calls received since the last [`reset_calls`](Self::reset_calls), in arrival order:
+    /// milliseconds since the sandbox started and `"<system> <endpoint>"` (token requests
+    /// included), so that a bench can tell calls made one after another from calls overlapped.
+    pub fn arrivals(&self) -> Vec<(u64, String)> {
+        lock(&self.shared.arrivals).clone()
     }
 
     /// A HubSpot contact's current properties, by id.

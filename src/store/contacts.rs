@@ -399,12 +399,14 @@ impl Store {
             let (key, payload) = &promoted.write;
             enqueue(&mut **tx, OutboxKind::HubSpotWrite, key, id.as_str(), payload, now).await?;
             // The item is done only as it was taken: a newer payload saved meanwhile stays due.
-            sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
-                .bind(ms(now))
-                .bind(item.id)
-                .bind(&item.payload)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
+            )
+            .bind(ms(now))
+            .bind(item.id)
+            .bind(&item.payload)
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         })
         .await

@@ -13,7 +13,28 @@ use super::write::{INTAKE_WAIT, PATIENT_WAIT};
 
 /// The longest an intake write may take once it has its connection.
 const INTAKE_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
-use super::{Store, StoreError, from_ms, ms};
+use super::{Backend, Store, StoreError, from_ms, ms};
+
+/// How long an inbox pass's claim on its events lasts: longer than a pass (a batch read, a
+/// commit), after which another pass takes them as cut off.
+pub const INBOX_CLAIM: chrono::Duration = chrono::Duration::minutes(2);
+
+const INBOX_COLUMNS: &str = "id, contact_id, subscription, payload, received_at, attempts";
+
+/// Unprocessed, not dead, due at `$1` and claimed by no pass.
+const INBOX_DUE: &str =
+    "processed_at IS NULL AND dead_at IS NULL AND next_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)";
+
+fn inbox_row(r: &sqlx::any::AnyRow) -> InboxRow {
+    InboxRow {
+        id: r.get(0),
+        contact_id: r.get(1),
+        subscription: r.get(2),
+        payload: r.get(3),
+        received_at: from_ms(r.get(4)),
+        attempts: r.get::<i64, _>(5).max(0) as u32,
+    }
+}
 
 /// Rows per INSERT statement (5 parameters each, far below both databases' limits).
 const INSERT_ROWS: usize = 100;
@@ -123,27 +144,59 @@ impl Store {
         self.inbox_retention
     }
 
-    /// Unprocessed events due at `now`, oldest first.
+    /// Unprocessed events due at `now` and claimed by no pass, oldest first (read only; the
+    /// worker [claims](Store::inbox_claim) them).
     pub async fn inbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, contact_id, subscription, payload, received_at, attempts FROM inbox \
-             WHERE processed_at IS NULL AND dead_at IS NULL AND next_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(ms(now))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| InboxRow {
-                id: r.get(0),
-                contact_id: r.get(1),
-                subscription: r.get(2),
-                payload: r.get(3),
-                received_at: from_ms(r.get(4)),
-                attempts: r.get::<i64, _>(5).max(0) as u32,
-            })
-            .collect())
+        let sql = format!("SELECT {INBOX_COLUMNS} FROM inbox WHERE {INBOX_DUE} ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(ms(now))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(inbox_row).collect())
+    }
+
+    /// Claims up to `limit` events due at `now`, oldest first, for one pass: selected (on
+    /// PostgreSQL `FOR UPDATE SKIP LOCKED`, so rows another pass is claiming are skipped) and
+    /// claimed until `now` + [`INBOX_CLAIM`] in one write transaction, so no other pass takes them
+    /// meanwhile. The pass ends each one done, waiting (`inbox_retry`) or dead.
+    pub async fn inbox_claim(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        // One statement that writes first (SQLite takes its write lock at once; PostgreSQL locks
+        // the rows it selects and skips those another pass is claiming).
+        let sql = format!(
+            "UPDATE inbox SET claimed_until = $3 WHERE id IN (SELECT id FROM inbox WHERE {INBOX_DUE} ORDER BY id LIMIT $2{lock}) \
+             RETURNING {INBOX_COLUMNS}"
+        );
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let rows = sqlx::query(&sql)
+                .bind(ms(now))
+                .bind(limit as i64)
+                .bind(ms(now + INBOX_CLAIM))
+                .fetch_all(&mut **tx)
+                .await?;
+            let mut rows: Vec<InboxRow> = rows.iter().map(inbox_row).collect();
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Frees every claim on unprocessed events (at an inbox worker's start: a stopped or killed
+    /// pass's events are due again at once); returns how many.
+    pub async fn inbox_free_claims(&self) -> Result<u64, StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            Ok(sqlx::query(
+                "UPDATE inbox SET claimed_until = NULL WHERE claimed_until IS NOT NULL AND processed_at IS NULL",
+            )
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
+        })
+        .await
     }
 
     /// Records a failed attempt at these events: they wait until `retry_at`, then are tried
@@ -151,7 +204,9 @@ impl Store {
     pub async fn inbox_retry(&self, ids: &[i64], error: &str, retry_at: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for id in ids {
-                sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2 WHERE id = $3")
+                sqlx::query(
+                    "UPDATE inbox SET attempts = attempts + 1, last_error = $1, next_at = $2, claimed_until = NULL WHERE id = $3",
+                )
                     .bind(error)
                     .bind(ms(retry_at))
                     .bind(id)
@@ -178,7 +233,9 @@ impl Store {
     pub async fn inbox_dead(&self, dead: &[(i64, String)], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for (id, reason) in dead {
-                sqlx::query("UPDATE inbox SET dead_at = $1, last_error = $2, attempts = attempts + 1 WHERE id = $3")
+                sqlx::query(
+                    "UPDATE inbox SET dead_at = $1, last_error = $2, attempts = attempts + 1, claimed_until = NULL WHERE id = $3",
+                )
                     .bind(ms(now))
                     .bind(reason)
                     .bind(id)
@@ -213,11 +270,13 @@ impl Store {
             .await?;
             let dead: Vec<InboxDead> = rows.iter().map(dead_row).collect();
             for d in &dead {
-                sqlx::query("UPDATE inbox SET dead_at = NULL, attempts = 0, next_at = $1 WHERE id = $2")
-                    .bind(ms(now))
-                    .bind(d.id)
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE inbox SET dead_at = NULL, attempts = 0, next_at = $1, claimed_until = NULL WHERE id = $2",
+                )
+                .bind(ms(now))
+                .bind(d.id)
+                .execute(&mut **tx)
+                .await?;
             }
             Ok(dead)
         })

@@ -44,7 +44,7 @@ use sqlx::{AnyPool, Row};
 pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
 pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
 pub use lease::{Lease, LeaseRow};
-pub use outbox::{OutboxItem, OutboxKind, OutboxState};
+pub use outbox::{CLAIM, Lapsed, OutboxItem, OutboxKind, OutboxState};
 pub use routing::{OwnerWrite, StoredAssignment};
 pub use sla::{SlaPromoted, SlaTimer, step_key};
 pub use staged::{contact_key, email_key};

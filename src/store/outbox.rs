@@ -4,12 +4,33 @@
 //! promotion is keyed by contact and recycle cycle (a second request for the same cycle adds
 //! nothing, even once the first is done). Items that fail for good become dead letters, items
 //! that need a person go to the review list; both can be put back in the queue.
+//!
+//! The outbox worker *claims* the HubSpot writes and promotions it carries out
+//! ([`Store::claim`]): in one write transaction it selects due items (on PostgreSQL `FOR UPDATE
+//! SKIP LOCKED`: rows another transaction is claiming are skipped, not waited for) and marks them
+//! `sending` until [`CLAIM`] from now, so two drains on one store, in one process or in two
+//! replicas, never take the same item. A claim whose drain stopped before saving its outcome runs
+//! out and is taken again ([`Store::reclaim`]); at a worker's start, every claim is (what a crash
+//! left).
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::write::PATIENT_WAIT;
-use super::{Store, StoreError, from_ms, ms};
+use super::{Backend, Store, StoreError, from_ms, ms};
+
+/// How long a claimed item stays its drain's: longer than one call with its retries, after which
+/// another drain takes it as cut off.
+pub const CLAIM: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Which claims [`Store::reclaim`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lapsed {
+    /// Claims that ran out: what a drain of a running process left when it failed.
+    Expired,
+    /// Every claim: at a worker's start, what a stopped or killed process left.
+    Every,
+}
 
 /// What an outbox item does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,6 +159,12 @@ where
 
 const COLUMNS: &str = "id, key, contact_id, payload, state, attempts, last_error, created_at";
 
+/// Claimed items oldest first (`RETURNING` keeps no order).
+fn in_order(mut items: Vec<OutboxItem>) -> Vec<OutboxItem> {
+    items.sort_by_key(|i| i.id);
+    items
+}
+
 fn item(r: &sqlx::any::AnyRow) -> OutboxItem {
     OutboxItem {
         id: r.get(0),
@@ -181,6 +208,121 @@ impl Store {
         Ok(rows.iter().map(item).collect())
     }
 
+    /// The lock a claim's select takes: on PostgreSQL, rows another transaction holds are skipped;
+    /// SQLite has one writer at a time, so its write transaction alone makes the claim exclusive.
+    fn skip_locked(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// Claims the pending items of a kind due at `now` of up to `limit` contacts, oldest first
+    /// (every due item of each contact): selected and marked `sending` (claimed until `now` + [`CLAIM`]) in one write transaction, so no other
+    /// drain takes them. Each ends done, failed, or [`released`](Store::release).
+    pub async fn claim(
+        &self,
+        kind: OutboxKind,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.claim_where(kind, "", now, limit).await
+    }
+
+    /// Claims HubSpot writes like [`Store::claim`], except those of contacts whose promotion is
+    /// due or under way: their values wait to go out with the Salesforce ids the promotion
+    /// writes back, in one update.
+    pub async fn claim_writes_beside_promotions(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let promoting = " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.kind = 'promote' AND p.contact_id = i.contact_id \
+                         AND (p.state = 'sending' OR (p.state = 'pending' AND p.next_at <= $2)))";
+        self.claim_where(OutboxKind::HubSpotWrite, promoting, now, limit).await
+    }
+
+    async fn claim_where(
+        &self,
+        kind: OutboxKind,
+        also: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        // `limit` contacts, with every due item of each: several items of one contact (its
+        // values, the Salesforce ids its promotion wrote back) go out in one update. One
+        // statement that writes first: SQLite takes its write lock at once (a read transaction
+        // upgraded later can be refused as busy), PostgreSQL locks the rows it selects and
+        // skips those another claim holds.
+        let sql = format!(
+            "UPDATE outbox SET state = 'sending', next_at = $4 WHERE id IN (SELECT id FROM outbox \
+             WHERE kind = $1 AND state = 'pending' AND next_at <= $2 AND contact_id IN \
+             (SELECT i.contact_id FROM outbox i WHERE i.kind = $1 AND i.state = 'pending' AND i.next_at <= $2{also} \
+             GROUP BY i.contact_id ORDER BY MIN(i.id) LIMIT $3){}) RETURNING {COLUMNS}",
+            self.skip_locked()
+        );
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let rows = sqlx::query(&sql)
+                .bind(kind.as_str())
+                .bind(ms(now))
+                .bind(limit as i64)
+                .bind(ms(now + CLAIM))
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(in_order(rows.iter().map(item).collect()))
+        })
+        .await
+    }
+
+    /// Claims again the `sending` items of a kind whose claim `lapsed` by `now` (their drain
+    /// stopped between its call and its outcome), oldest first, for the caller to check or redo.
+    pub async fn reclaim(
+        &self,
+        kind: OutboxKind,
+        lapsed: Lapsed,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let expired = match lapsed {
+            Lapsed::Expired => " AND next_at <= $2",
+            // Bound all the same, so both statements take the same parameters.
+            Lapsed::Every => " AND $2 = $2",
+        };
+        let sql = format!(
+            "UPDATE outbox SET next_at = $3 WHERE id IN (SELECT id FROM outbox WHERE kind = $1 AND state = 'sending'{expired}{}) \
+             RETURNING {COLUMNS}",
+            self.skip_locked()
+        );
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let rows = sqlx::query(&sql)
+                .bind(kind.as_str())
+                .bind(ms(now))
+                .bind(ms(now + CLAIM))
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(in_order(rows.iter().map(item).collect()))
+        })
+        .await
+    }
+
+    /// Gives claimed items back to the queue as they were, due at `now` (a pause: nothing was
+    /// attempted).
+    pub async fn release(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+            for it in items {
+                sqlx::query(
+                    "UPDATE outbox SET state = 'pending', next_at = $1 WHERE id = $2 AND payload = $3 AND state = 'sending'",
+                )
+                .bind(ms(now))
+                .bind(it.id)
+                .bind(&it.payload)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Items of a kind in a state (dead letters, the review list), oldest first.
     pub async fn outbox_in(&self, kind: OutboxKind, state: OutboxState) -> Result<Vec<OutboxItem>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM outbox WHERE kind = $1 AND state = $2 ORDER BY id");
@@ -207,12 +349,15 @@ impl Store {
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for it in items {
-                sqlx::query("UPDATE outbox SET state = 'done', updated_at = $1 WHERE id = $2 AND payload = $3")
-                    .bind(ms(now))
-                    .bind(it.id)
-                    .bind(&it.payload)
-                    .execute(&mut **tx)
-                    .await?;
+                // `next_at` back from the claim's expiry to the moment it was done.
+                sqlx::query(
+                    "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
+                )
+                .bind(ms(now))
+                .bind(it.id)
+                .bind(&it.payload)
+                .execute(&mut **tx)
+                .await?;
             }
             Ok(())
         })

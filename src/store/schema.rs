@@ -283,4 +283,14 @@ CREATE TABLE leases (
 )
 "#,
     },
+    Migration {
+        version: 18,
+        name: "inbox claims",
+        // An inbox pass claims the events it takes (`claimed_until`), so two passes on one store,
+        // in two replicas, never take the same event; a claim that runs out (its pass stopped)
+        // makes the event due again, and a worker's start frees every claim a crash left.
+        sql: r#"
+ALTER TABLE inbox ADD COLUMN claimed_until BIGINT
+"#,
+    },
 ];

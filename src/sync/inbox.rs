@@ -121,7 +121,8 @@ impl Syncer {
     /// processing fails wait and are tried again later (never dropped): a failing batch is
     /// retried contact by contact, so that one bad event does not hold the others back.
     pub async fn drain_inbox(&self, now: DateTime<Utc>) -> Result<(SyncReport, usize), SyncError> {
-        let rows = self.store.inbox_due(now, INBOX_BATCH).await?;
+        // Claimed, not only read: another pass on the store (another replica's) skips them.
+        let rows = self.store.inbox_claim(now, INBOX_BATCH).await?;
         if rows.is_empty() {
             return Ok((SyncReport::default(), 0));
         }
@@ -251,13 +252,6 @@ impl Syncer {
         let mut report = SyncReport::default();
         if !touched.is_empty() || !told.is_empty() {
             let ids: Vec<String> = touched.into_iter().collect();
-            let contacts = if ids.is_empty() {
-                Vec::new() // deletions alone: nothing to read
-            } else {
-                self.hubspot
-                    .batch_read_contacts(&ids, &self.properties, None, p)
-                    .await?
-            };
             let known: Vec<String> = {
                 let hs: Vec<HubSpotId> = ids.iter().filter_map(|i| HubSpotId::try_from(i.clone()).ok()).collect();
                 let stored = self.store.contacts(&hs).await?;
@@ -266,13 +260,24 @@ impl Syncer {
                     .cloned()
                     .collect()
             };
-            // Known contacts: their engagements, re-read (ledger ids make repeats free).
-            // New contacts get theirs inside `evaluate_contacts`.
-            let fresh = if known.is_empty() {
-                BTreeMap::new()
-            } else {
-                self.hubspot.contact_engagements(&known, p).await?
+            // The contacts and the known ones' engagements (re-read: ledger ids make repeats
+            // free) at once: neither read needs the other. New contacts get their engagements
+            // inside `evaluate_and_save`.
+            let read_contacts = async {
+                if ids.is_empty() {
+                    Ok(Vec::new()) // deletions alone: nothing to read
+                } else {
+                    self.hubspot.batch_read_contacts(&ids, &self.properties, None, p).await
+                }
             };
+            let read_engagements = async {
+                if known.is_empty() {
+                    Ok(BTreeMap::new())
+                } else {
+                    self.hubspot.contact_engagements(&known, p).await
+                }
+            };
+            let (contacts, fresh) = tokio::try_join!(read_contacts, read_engagements)?;
             report = self.evaluate_and_save(contacts, &told, fresh, p, now, None).await?;
         }
         if echoes > 0 {

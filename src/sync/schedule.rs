@@ -191,6 +191,12 @@ pub async fn run(
     let (outbox_stop, outbox_stopped) = watch::channel(false);
     let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped, Utc::now));
 
+    // What a stopped or killed run's inbox pass had claimed is due again at once.
+    match syncer.store.inbox_free_claims().await {
+        Ok(0) => {}
+        Ok(n) => info!(events = n, "inbox events claimed by a stopped run taken back"),
+        Err(e) => warn!(error = %e, "inbox claims of a stopped run not freed; they are due when they run out"),
+    }
     // Inbox workers: woken by the intake, and every two seconds for anything left behind.
     let inbox_lock = Arc::new(Mutex::new(()));
     locks.push(inbox_lock.clone());

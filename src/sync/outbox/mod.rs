@@ -5,8 +5,9 @@
 //! contacts' marketing context current on their Salesforce records.
 //!
 //! [`Syncer::drain_outbox`] is the one place that carries out the outbox, one drain at a time
-//! per process (two would both take the same items), and [`worker`] the one loop that calls it,
-//! woken by every commit. The daemon runs it beside its schedules; a one-shot command
+//! per process, each HubSpot write and promotion claimed in the store (so two drains, in two
+//! replicas, never take the same item), and [`worker`] the one loop that calls it, woken by
+//! every commit. The daemon runs it beside its schedules; a one-shot command
 //! (`backfill`, `backfill --rescore`) runs it beside its job with
 //! [`Syncer::with_outbox_worker`], so both carry out the outbox with the same code.
 
@@ -26,6 +27,8 @@ use tracing::{info, warn};
 
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::limiter::Priority;
+use crate::store::Lapsed;
+use writeback::Writes;
 
 /// Wakes the outbox worker: a commit queued items, or a job wants due retries carried out.
 /// A wake with no worker waiting is kept for the next wait, never lost; a wake for real-time
@@ -56,29 +59,52 @@ impl OutboxWake {
 
 impl Syncer {
     /// Carries out pending HubSpot writes and promotions until none is due. One drain at a time
-    /// per process: two would both take the same items.
+    /// per process; across processes (replicas on one PostgreSQL store) each item is claimed
+    /// ([`Store::claim`](crate::store::Store::claim)), so two drains never take the same one.
     pub async fn drain_outbox(&self, priority: Priority, now: DateTime<Utc>) -> Result<SyncReport, SyncError> {
+        self.drain_claimed(priority, now, Lapsed::Expired).await
+    }
+
+    /// [`Syncer::drain_outbox`], first taking back the claims that `lapsed`: at a worker's start,
+    /// every claim (what a stopped or killed run left `sending`).
+    async fn drain_claimed(
+        &self,
+        priority: Priority,
+        now: DateTime<Utc>,
+        lapsed: Lapsed,
+    ) -> Result<SyncReport, SyncError> {
         let _held = self.drain_lock.lock().await;
-        let mut report = SyncReport {
-            written: writeback::drain(self, priority, now).await?,
-            ..SyncReport::default()
-        };
+        let mut report = SyncReport::default();
         if let Some(p) = &self.promoter {
-            let promoted = p.drain(self, now).await;
-            p.keep_rotated_token(self).await?;
-            report.promoted = promoted?;
-            // Promotions write Salesforce ids back to HubSpot.
-            report.written += writeback::drain(self, priority, now).await?;
+            // Promotions first, then the HubSpot writes: a promoted contact's values go out with
+            // its Salesforce ids in one update (both are outbox items until written, so a crash
+            // between the promotion and the write-back loses neither), and a form's path to its
+            // Opportunity waits for no HubSpot write. A promotion queued while this drain wrote
+            // (a backfill's next block) holds its contact's values back for the next drain, which
+            // its commit rang for; one that waits for Salesforce (failed, retried later, or
+            // paused) holds nothing back.
+            let promoted = p.drain(self, now, lapsed).await;
+            let token = p.keep_rotated_token(self).await;
+            let hold = match &promoted {
+                Ok((_, paused)) => !paused,
+                Err(_) => false,
+            };
+            let writes = if hold { Writes::BesidePromotions } else { Writes::All };
+            report.written = writeback::drain(self, priority, now, writes, lapsed).await?;
+            token?;
+            report.promoted = promoted?.0;
             // After the promotions, so that a contact promoted just now has its records.
             let context = context::drain(self, now).await;
             p.keep_rotated_token(self).await?;
             report.context_written = context?;
+        } else {
+            report.written = writeback::drain(self, priority, now, Writes::All, lapsed).await?;
         }
         // Buying-signal alerts: Salesforce Tasks only, nothing queued after them.
         report.alerted = owner_alert::drain(self, now).await?;
         // The SLA ladder's steps; a reassignment or a rejection queues HubSpot writes.
         if sla_step::drain(self, priority, now).await? > 0 {
-            report.written += writeback::drain(self, priority, now).await?;
+            report.written += writeback::drain(self, priority, now, Writes::All, Lapsed::Expired).await?;
         }
         Ok(report)
     }
@@ -120,12 +146,16 @@ pub async fn worker(
     let wake = syncer.outbox.clone();
     wake.wake(Priority::Background);
     let mut done = SyncReport::default();
+    // The first drain takes back every claim: what a stopped or killed run left `sending`.
+    let mut lapsed = Lapsed::Every;
     loop {
         let priority = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             p = wake.woken() => p,
         };
-        match syncer.drain_outbox(priority, clock()).await {
+        let drained = syncer.drain_claimed(priority, clock(), lapsed).await;
+        lapsed = Lapsed::Expired;
+        match drained {
             Ok(r) => {
                 logged(&r, "outbox drained");
                 done.add(&r);
@@ -133,7 +163,7 @@ pub async fn worker(
             Err(e) => warn!(error = %e, "outbox not fully drained; its items wait for the next wake"),
         }
     }
-    let last = syncer.drain_outbox(Priority::Background, clock()).await?;
+    let last = syncer.drain_claimed(Priority::Background, clock(), lapsed).await?;
     logged(&last, "outbox drained at stop");
     done.add(&last);
     Ok(done)

@@ -1,8 +1,9 @@
 //! Carries out pending HubSpot writes, 100 contacts a call.
 //!
-//! Items are marked `sending` before the call. An item still `sending` when leadsync starts
-//! was cut off mid-call: it is read back (one call per 100) and only re-sent if HubSpot does not
-//! hold its values, so a crash never writes the same values twice.
+//! Items are claimed (marked `sending`) before the call. An item still `sending` when leadsync
+//! starts, or whose claim ran out, was cut off mid-call: it is read back (one call per 100) and
+//! only re-sent if HubSpot does not hold its values, so a crash never writes the same values
+//! twice.
 
 use std::collections::BTreeMap;
 
@@ -12,24 +13,44 @@ use tracing::{info, warn};
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::BATCH_LIMIT;
 use crate::lifecycle::HubSpotId;
-use crate::store::{OutboxItem, OutboxKind, OutboxState};
+use crate::store::{Lapsed, OutboxItem, OutboxKind, OutboxState};
 use crate::sync::decide::WritePayload;
 use crate::sync::{SyncError, Syncer};
 
 /// One contact's items, their merged properties, and the lifecycle move if any.
 type Merged<'a> = (Vec<&'a OutboxItem>, BTreeMap<String, String>, Option<(String, bool)>);
 
-/// Writes everything due; returns how many contacts were written.
-pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<u64, SyncError> {
-    recover(s, priority, now).await?;
+/// Which due writes a drain takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Every one.
+    All,
+    /// All but those of contacts whose promotion is due or under way: they go out after it,
+    /// with its Salesforce ids, in one update.
+    BesidePromotions,
+}
+
+/// Writes what is due (`which`), after checking the writes whose claim `lapsed`; returns how
+/// many contacts were written.
+pub async fn drain(
+    s: &Syncer,
+    priority: Priority,
+    now: DateTime<Utc>,
+    which: Writes,
+    lapsed: Lapsed,
+) -> Result<u64, SyncError> {
+    recover(s, priority, now, lapsed).await?;
     let lifecycle = s.rules.output().lifecycle_property.clone();
     let mut written = 0;
     loop {
-        let due = s.store.due(OutboxKind::HubSpotWrite, now, BATCH_LIMIT).await?;
+        // Claimed: another drain on the store (another replica's) skips them.
+        let due = match which {
+            Writes::All => s.store.claim(OutboxKind::HubSpotWrite, now, BATCH_LIMIT).await?,
+            Writes::BesidePromotions => s.store.claim_writes_beside_promotions(now, BATCH_LIMIT).await?,
+        };
         if due.is_empty() {
             return Ok(written);
         }
-        s.store.sending(&due).await?;
         // Several items may concern one contact (the engine's values, Salesforce ids, an
         // opportunity's outcome): one update per contact, merged in queue order.
         let mut by_id: BTreeMap<String, Merged> = BTreeMap::new();
@@ -130,12 +151,10 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
     }
 }
 
-/// Items left `sending` by a crash: done if HubSpot already holds their values, else pending.
-async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(), SyncError> {
-    let stuck = s
-        .store
-        .outbox_in(OutboxKind::HubSpotWrite, OutboxState::Sending)
-        .await?;
+/// Items left `sending` by a crash or a stopped drain (their claim `lapsed`): done if HubSpot
+/// already holds their values, else pending.
+async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>, lapsed: Lapsed) -> Result<(), SyncError> {
+    let stuck = s.store.reclaim(OutboxKind::HubSpotWrite, lapsed, now).await?;
     if stuck.is_empty() {
         return Ok(());
     }
@@ -169,7 +188,16 @@ async fn recover(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result<(
         let mut names: Vec<String> = wanted.values().flat_map(|p| p.keys().cloned()).collect();
         names.sort();
         names.dedup();
-        let current = s.hubspot.batch_read_contacts(&ids, &names, None, priority).await?;
+        let current = match s.hubspot.batch_read_contacts(&ids, &names, None, priority).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Still to be checked, by the next drain.
+                for (item, _) in chunk {
+                    s.store.failed(item, &e.to_string(), OutboxState::Sending, now).await?;
+                }
+                return Err(e.into());
+            }
+        };
         let mut landed = Vec::new();
         let mut ledger = Vec::new();
         for (item, w) in chunk {

@@ -12,21 +12,26 @@ use crate::lifecycle::HubSpotId;
 use crate::salesforce::mapping::SalesforceSource;
 use crate::salesforce::promote::{PromotionInput, PromotionOutcome};
 use crate::salesforce::routing::Hours;
-use crate::store::{OutboxItem, OutboxKind, OutboxState, Promoted};
+use crate::store::{Lapsed, OutboxItem, OutboxKind, OutboxState, Promoted};
 use crate::sync::decide::{PromotePayload, WritePayload};
 use crate::sync::{SyncError, Syncer};
 
 impl Promoter {
     /// Promotes what is due, 200 a batch; returns how many contacts were promoted. A pause
     /// (the org's allocation or leadsync's share spent) leaves the rest in the outbox and says
-    /// why in `leadsync status`.
-    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
+    /// why in `leadsync status`. Promotions whose claim `lapsed` (cut off by a crash) are queued
+    /// again first: promoting twice updates the same records by their external ids. Returns
+    /// how many were promoted, and whether the rest wait for Salesforce (a pause).
+    pub async fn drain(&self, s: &Syncer, now: DateTime<Utc>, lapsed: Lapsed) -> Result<(u64, bool), SyncError> {
+        let cut_off = s.store.reclaim(OutboxKind::Promote, lapsed, now).await?;
+        s.store.release(&cut_off, now).await?;
         let mut promoted = 0;
         loop {
-            let due = s.store.due(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
+            // Claimed: another drain on the store (another replica's) skips them.
+            let due = s.store.claim(OutboxKind::Promote, now, PROMOTION_BATCH).await?;
             if due.is_empty() {
                 s.store.clear_cursor(HOLD).await?;
-                return Ok(promoted);
+                return Ok((promoted, false));
             }
             let mut inputs = Vec::with_capacity(due.len());
             let mut items: Vec<&OutboxItem> = Vec::with_capacity(due.len());
@@ -51,9 +56,20 @@ impl Promoter {
                 });
                 items.push(item);
             }
-            self.owner_emails(s, &mut inputs, now).await?;
-            known_owners(&s.store, &s.sla, &mut inputs).await?;
-            let mut roster = roster(&s.store, &s.sla, now, Hours::Ignored).await?;
+            let prepared = async {
+                self.owner_emails(s, &mut inputs, now).await?;
+                known_owners(&s.store, &s.sla, &mut inputs).await?;
+                Ok::<_, SyncError>(roster(&s.store, &s.sla, now, Hours::Ignored).await?)
+            };
+            let mut roster = match prepared.await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Nothing was sent: the claims go back as they were.
+                    let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                    s.store.release(&claimed, now).await?;
+                    return Err(e);
+                }
+            };
             let outcomes = match self
                 .client
                 .promote(&self.mapping, &inputs, &mut roster, now.date_naive())
@@ -63,7 +79,9 @@ impl Promoter {
                 Err(e) if e.is_pause() => {
                     warn!(error = %e, "promotions wait: Salesforce allocation");
                     s.store.set_cursor(HOLD, &e.to_string()).await?;
-                    return Ok(promoted);
+                    let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                    s.store.release(&claimed, now).await?;
+                    return Ok((promoted, true));
                 }
                 Err(e) => {
                     for item in &items {
@@ -74,68 +92,78 @@ impl Promoter {
                     return Err(SyncError::Salesforce(e.to_string()));
                 }
             };
-            s.store.set_counter(ROUND_ROBIN, roster.position).await?;
-            for (item, outcome) in items.iter().zip(outcomes) {
-                match outcome {
-                    PromotionOutcome::Promoted {
-                        contact_id,
-                        link,
-                        owner_id,
-                        strategy,
-                        trace,
-                    } => {
-                        let mut props = BTreeMap::new();
-                        for (k, v) in [
-                            ("leadsync_sf_account_id", &link.account_id),
-                            ("leadsync_sf_contact_id", &link.contact_id),
-                            ("leadsync_sf_opportunity_id", &link.opportunity_id),
-                        ] {
-                            if let Some(v) = v {
-                                props.insert(k.to_string(), v.clone());
+            // A store failure while saving outcomes gives the claims not yet settled back
+            // (those settled are no longer `sending`, and a release leaves them as they are).
+            let saved = async {
+                s.store.set_counter(ROUND_ROBIN, roster.position).await?;
+                for (item, outcome) in items.iter().zip(outcomes) {
+                    match outcome {
+                        PromotionOutcome::Promoted {
+                            contact_id,
+                            link,
+                            owner_id,
+                            strategy,
+                            trace,
+                        } => {
+                            let mut props = BTreeMap::new();
+                            for (k, v) in [
+                                ("leadsync_sf_account_id", &link.account_id),
+                                ("leadsync_sf_contact_id", &link.contact_id),
+                                ("leadsync_sf_opportunity_id", &link.opportunity_id),
+                            ] {
+                                if let Some(v) = v {
+                                    props.insert(k.to_string(), v.clone());
+                                }
                             }
+                            props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
+                            let payload = WritePayload {
+                                properties: props,
+                                lifecycle: None,
+                            };
+                            // Link, write-back and done in one transaction, under the evaluation
+                            // lock (an evaluation saving meanwhile would drop the link).
+                            let held = s.evaluating().await;
+                            s.store
+                                .save_promotion(
+                                    item,
+                                    &Promoted {
+                                        contact_id: &contact_id,
+                                        link: &link,
+                                        owner: &owner_id,
+                                        trace: &trace,
+                                        write: (
+                                            format!("hubspot-sf:{contact_id}"),
+                                            serde_json::to_string(&payload).expect("serialisable"),
+                                        ),
+                                    },
+                                    now,
+                                )
+                                .await?;
+                            drop(held);
+                            info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
+                            metrics::counter!("leadsync_promotions_total").increment(1);
+                            promoted += 1;
                         }
-                        props.insert("leadsync_sf_owner_id".into(), owner_id.clone());
-                        let payload = WritePayload {
-                            properties: props,
-                            lifecycle: None,
-                        };
-                        // Link, write-back and done in one transaction, under the evaluation
-                        // lock (an evaluation saving meanwhile would drop the link).
-                        let held = s.evaluating().await;
-                        s.store
-                            .save_promotion(
-                                item,
-                                &Promoted {
-                                    contact_id: &contact_id,
-                                    link: &link,
-                                    owner: &owner_id,
-                                    trace: &trace,
-                                    write: (
-                                        format!("hubspot-sf:{contact_id}"),
-                                        serde_json::to_string(&payload).expect("serialisable"),
-                                    ),
-                                },
-                                now,
-                            )
-                            .await?;
-                        drop(held);
-                        info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
-                        metrics::counter!("leadsync_promotions_total").increment(1);
-                        promoted += 1;
-                    }
-                    PromotionOutcome::Review { reason, .. } => {
-                        s.store.failed(item, &reason, OutboxState::Review, now).await?;
-                    }
-                    PromotionOutcome::DeadLetter { code, message, .. } => {
-                        s.store
-                            .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
-                            .await?;
-                    }
-                    PromotionOutcome::Retry { reason, .. } => {
-                        let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
-                        s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                        PromotionOutcome::Review { reason, .. } => {
+                            s.store.failed(item, &reason, OutboxState::Review, now).await?;
+                        }
+                        PromotionOutcome::DeadLetter { code, message, .. } => {
+                            s.store
+                                .failed(item, &format!("{code}: {message}"), OutboxState::Dead, now)
+                                .await?;
+                        }
+                        PromotionOutcome::Retry { reason, .. } => {
+                            let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
+                            s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
+                        }
                     }
                 }
+                Ok::<_, SyncError>(())
+            };
+            if let Err(e) = saved.await {
+                let claimed: Vec<OutboxItem> = items.iter().map(|i| (*i).clone()).collect();
+                s.store.release(&claimed, now).await?;
+                return Err(e);
             }
         }
     }

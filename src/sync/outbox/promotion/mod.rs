@@ -28,13 +28,15 @@ pub const PROMOTION_BATCH: usize = 200;
 
 /// What promoting `n` fresh leads costs, planned the way [`Promoter::drain`] runs it: batches
 /// of [`PROMOTION_BATCH`], each costing what the Salesforce client's own budget check counts
-/// ([`fresh_batch_calls`]), then one HubSpot write of the Salesforce ids per promoted contact,
-/// 100 contacts a call.
+/// ([`fresh_batch_calls`]). The Salesforce ids a promotion writes back to HubSpot cost no call
+/// of their own: the drain promotes before it writes, so they go out with the promoted
+/// contact's values (which its move to SQL queued) in the same update.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PromotionCost {
     /// Salesforce calls.
     pub salesforce_calls: u64,
-    /// HubSpot batch-update calls writing the Salesforce ids back.
+    /// HubSpot batch-update calls for the Salesforce ids alone: none when the promoted
+    /// contacts' values are written in the same drain, as a fresh promotion's are.
     pub hubspot_write_calls: u64,
 }
 
@@ -46,7 +48,7 @@ impl PromotionCost {
         let rest = (n % batch) as usize;
         PromotionCost {
             salesforce_calls: full * fresh_batch_calls(PROMOTION_BATCH) + fresh_batch_calls(rest),
-            hubspot_write_calls: n.div_ceil(crate::hubspot::types::BATCH_LIMIT as u64),
+            hubspot_write_calls: 0,
         }
     }
 }
