@@ -37,6 +37,7 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         form_kinds: HashSet::new(),
         ids: HashMap::new(),
         memo_slots: 0,
+        url_patterns: Vec::new(),
         prop_slots: HashMap::new(),
         fit_bounds: Bounds {
             min: f64::MIN,
@@ -133,6 +134,8 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
         hash,
         properties: c.props.clone(),
         memo_slots: c.memo_slots,
+        url_patterns: std::mem::take(&mut c.url_patterns),
+        urls: TextMemo::default(),
         prop_slots: c.prop_slots.len(),
         derives,
         forms,
@@ -173,6 +176,8 @@ struct Compiler<'s> {
     ids: HashMap<String, usize>,
     /// Patterns on event attributes, each with a memo slot.
     memo_slots: usize,
+    /// Those on the event's URL, with their slots.
+    url_patterns: Vec<(usize, Regex)>,
     /// Properties read by conditions, each with a slot in the per-evaluation cache.
     prop_slots: HashMap<String, usize>,
     fit_bounds: Bounds,
@@ -292,7 +297,11 @@ impl Compiler<'_> {
             .case_insensitive(true)
             .build()
             .unwrap_or_else(|_| RegexSet::empty());
-        FirstMatch { names, set }
+        FirstMatch {
+            names,
+            set,
+            seen: TextMemo::default(),
+        }
     }
 
     fn total_bounds(
@@ -955,6 +964,9 @@ impl Compiler<'_> {
                     self.memo_slots += 1;
                     self.memo_slots - 1
                 });
+                if let (Some(slot), Some(Subject::Attr(EventAttr::Url))) = (slot, subject) {
+                    self.url_patterns.push((slot, re.clone()));
+                }
                 tests.push(Test::Matches(re, slot));
             }
         }

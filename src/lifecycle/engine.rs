@@ -61,6 +61,7 @@ pub fn evaluate_signalled<'a>(
         }
         let derived = derive(rules, props);
         let memo: Vec<Cell<u8>> = vec![Cell::new(0); events.len() * rules.memo_slots];
+        known_urls(rules, &events, &memo);
         let prop_cache: Vec<Cell<Option<Option<&str>>>> = vec![Cell::new(None); rules.prop_slots];
         let mut ctx = Ctx {
             properties: props,
@@ -529,6 +530,35 @@ pub(super) fn prepare_events<'a>(
         })
         .collect();
     (prepared, future)
+}
+
+/// Fills the memo rows of the evaluation's distinct URLs from [`Rules::urls`], matching a URL
+/// the rules have not met yet against every URL pattern once.
+fn known_urls(rules: &Rules, events: &[Prepared<'_>], memo: &[Cell<u8>]) {
+    let stride = rules.memo_slots;
+    if rules.url_patterns.is_empty() {
+        return;
+    }
+    for p in events.iter().filter(|p| p.url_row == p.index) {
+        let Some(url) = p.event.url.as_deref() else {
+            continue;
+        };
+        let row = &memo[p.index * stride..(p.index + 1) * stride];
+        let matched = || {
+            // As `Predicate::eval` tests an attribute: trimmed, and a blank one matches nothing.
+            let v = url.trim();
+            let mut known = vec![0u8; stride];
+            for (slot, re) in &rules.url_patterns {
+                known[*slot] = 1 + u8::from(!v.is_empty() && re.is_match(v));
+            }
+            known.into_boxed_slice()
+        };
+        rules.urls.with(url, matched, |known| {
+            for (cell, k) in row.iter().zip(known.iter()) {
+                cell.set(*k);
+            }
+        });
+    }
 }
 
 /// Cheap check first (hashes), so the usual case, all ids distinct, needs no string sort.

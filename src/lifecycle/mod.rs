@@ -18,6 +18,8 @@ mod compile;
 pub mod decision;
 mod engine;
 pub mod explain;
+#[cfg(test)]
+mod identity;
 pub mod model;
 mod predicate;
 mod raw;

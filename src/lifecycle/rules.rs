@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use regex::RegexSet;
 
@@ -38,6 +38,11 @@ pub struct Rules {
     pub properties: HashMap<String, PropType>,
     /// Number of memoised patterns on event attributes.
     pub(crate) memo_slots: usize,
+    /// The patterns on an event's URL, with their memo slots.
+    pub(crate) url_patterns: Vec<(usize, regex::Regex)>,
+    /// Each URL seen: its row of the memo table (1 no, 2 yes in the URL patterns' slots, 0 in
+    /// the others), so the same pages met contact after contact are matched once.
+    pub(crate) urls: TextMemo<Box<[u8]>>,
     /// Number of distinct properties conditions read (slots of the per-evaluation cache).
     pub(crate) prop_slots: usize,
     pub(crate) derives: Vec<Derive>,
@@ -88,12 +93,57 @@ pub(crate) struct Derive {
 pub(crate) struct FirstMatch {
     pub names: Vec<Arc<str>>,
     pub set: RegexSet,
+    /// The answer for each text seen: job titles and form names come back contact after contact.
+    pub seen: TextMemo<Option<usize>>,
 }
 
 impl FirstMatch {
     /// The name of the first pattern that matches `text`.
     pub fn first(&self, text: &str) -> Option<&str> {
-        self.set.matches(text).iter().next().map(|i| &*self.names[i])
+        let i = self.seen.with(text, || self.set.matches(text).iter().next(), |i| *i);
+        i.map(|i| &*self.names[i])
+    }
+}
+
+/// Texts a memo keeps at most; past that it starts again empty, so a portal's long tail of
+/// distinct values costs memory no more than this.
+const TEXT_MEMO_MAX: usize = 4096;
+
+/// What a pure function of a text (patterns on a job title, a page's URL, a form's name) gave,
+/// kept across evaluations. The engine stays pure: a value is the function's own result,
+/// computed on first sight, so a decision is the same with the memo full or empty.
+#[derive(Debug)]
+pub(crate) struct TextMemo<V> {
+    map: Mutex<HashMap<Box<str>, V>>,
+}
+
+impl<V> Default for TextMemo<V> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V> TextMemo<V> {
+    /// `read` of the value for `text`, `compute`d (outside the lock) when not kept yet.
+    pub fn with<R>(&self, text: &str, compute: impl FnOnce() -> V, read: impl FnOnce(&V) -> R) -> R {
+        if let Some(v) = self.lock().get(text) {
+            return read(v);
+        }
+        let v = compute();
+        let out = read(&v);
+        let mut map = self.lock();
+        if map.len() >= TEXT_MEMO_MAX {
+            map.clear();
+        }
+        map.insert(text.into(), v);
+        out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, V>> {
+        // A value is complete once inserted: a panic elsewhere cannot leave one half-made.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
