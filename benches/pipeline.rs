@@ -14,6 +14,9 @@
 //! per 10 s, default 2,000; the sandbox allows 10 % more so that no 429 is ever sent).
 //! `LEADSYNC_BENCH_ONLY=wall` runs the wall-time row alone (with its calls against their
 //! minimum); `LEADSYNC_BENCH_ONLY=context` the context row alone.
+//! The big run also times `backfill --rescore` a day after its backfill (the child's
+//! `LEADSYNC_BENCH_RESCORE=1`; with `LEADSYNC_BENCH_ROLE=leadsync LEADSYNC_BENCH_N=…` a child
+//! alone backfills, rescores and prints its JSON line).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -429,6 +432,30 @@ fn leadsync_child() {
             "salesforce_calls": sf, "salesforce_by_endpoint": sf_by,
         });
     }
+    if env_u32("LEADSYNC_BENCH_RESCORE", 0) == 1 {
+        // 5. `backfill --rescore` the next day: every stored contact re-evaluated from the store,
+        // the outbox worker beside it writing back what changed, as the command runs them.
+        now += chrono::Duration::days(1);
+        let stored = rt
+            .block_on(syncer.store.funnel())
+            .expect("funnel")
+            .iter()
+            .map(|r| r.count)
+            .sum::<u64>();
+        sb.ask("reset");
+        let (_, cpu0) = rusage();
+        let started = Instant::now();
+        let (r, carried_out) = rt
+            .block_on(syncer.with_outbox_worker(now, syncer.rescore(now, false)))
+            .expect("rescore");
+        let wall = started.elapsed().as_secs_f64();
+        let (_, cpu1) = rusage();
+        let (hs, _, _) = sb.calls("hubspot");
+        out["rescore"] = json!({
+            "stored": stored, "evaluated": r.evaluated, "written": carried_out.written,
+            "wall_s": wall, "cpu_s": cpu1 - cpu0, "hubspot_calls": hs,
+        });
+    }
     println!("{out}");
 }
 
@@ -493,6 +520,10 @@ impl PortalCounts {
 }
 
 fn run_child(n: u32, latency_ms: u32, burst: u32, more: bool) -> Value {
+    run_child_with(n, latency_ms, burst, more, false)
+}
+
+fn run_child_with(n: u32, latency_ms: u32, burst: u32, more: bool, rescore: bool) -> Value {
     eprintln!("· leadsync backfill of {n} contacts, sandbox latency {latency_ms} ms, {burst} calls per 10 s …");
     let t = Instant::now();
     let output = Command::new(std::env::current_exe().expect("exe"))
@@ -501,6 +532,7 @@ fn run_child(n: u32, latency_ms: u32, burst: u32, more: bool) -> Value {
         .env("LEADSYNC_BENCH_LATENCY_MS", latency_ms.to_string())
         .env("LEADSYNC_BENCH_BURST", burst.to_string())
         .env("LEADSYNC_BENCH_MORE", if more { "1" } else { "0" })
+        .env("LEADSYNC_BENCH_RESCORE", if rescore { "1" } else { "0" })
         .stderr(Stdio::inherit())
         .output()
         .expect("leadsync child");
@@ -632,7 +664,7 @@ fn parent() {
         );
         return;
     }
-    let big = run_child(n, 0, burst, true);
+    let big = run_child_with(n, 0, burst, true, true);
     let little = run_child(small, 0, burst, false);
     let timed = run_child(wall_n, latency, burst, false);
     // leadsync's default budget (80 per 10 s), where the budget rather than latency should bind.
@@ -656,6 +688,7 @@ fn parent() {
     let cpu_per_k = f(&b["cpu_s"]) * 1_000.0 / n as f64;
     let cpu_per_k_small = f(&l["cpu_s"]) * 1_000.0 / small as f64;
 
+    let rs = &big["rescore"];
     let inc = &big["incremental"];
     let inc_calls = inc["hubspot_calls"].as_u64().unwrap_or(0);
     let inc_pulled = inc["pulled"].as_u64().unwrap_or(0);
@@ -712,6 +745,16 @@ fn parent() {
             format!(
                 "getrusage user+system of leadsync's process: {:.1} s for {n}",
                 f(&b["cpu_s"])
+            ),
+        ],
+        [
+            format!("`backfill --rescore` of the stored contacts ({n} in the portal), a day later"),
+            format!("{:.1} s wall, {:.1} s CPU", f(&rs["wall_s"]), f(&rs["cpu_s"])),
+            "< 10 s".into(),
+            format!("{:.2}× target", f(&rs["wall_s"]) / 10.0),
+            format!(
+                "{} stored, {} evaluated, {} written back in {} HubSpot calls (outbox worker beside it, as the command runs it)",
+                rs["stored"], rs["evaluated"], rs["written"], rs["hubspot_calls"]
             ),
         ],
         [
