@@ -41,6 +41,20 @@ async fn two_inbox_passes_on_two_postgres_store_handles_claim_each_event_once() 
     two_inbox_passes_on_two_store_handles_claim_each_event_once(Backend::Postgres).await
 }
 
+// README (Figures): a claim of HubSpot writes lists the contacts whose promotion is due or
+// under way once, from the due promotions alone, instead of a correlated lookup per candidate
+// that read every promotion ever queued (a backfill's CPU then grew with the square of its size).
+#[tokio::test]
+async fn the_claim_of_writes_lists_promoting_contacts_once_not_per_candidate() {
+    let (store, _dir) = crate::support::sqlite().await;
+    let plan = store.claim_writes_plan().await.unwrap().join("\n");
+    assert!(!plan.contains("CORRELATED"), "{plan}");
+    assert!(
+        plan.contains("SEARCH p USING INDEX outbox_due (kind=? AND state=?)"),
+        "{plan}"
+    );
+}
+
 async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;
     (TestApp::start_with(contacts, Some(url.clone())).await, url, dir)
