@@ -332,16 +332,25 @@ impl Store {
     /// Gives claimed items back to the queue as they were, due at `now` (a pause: nothing was
     /// attempted).
     pub async fn release(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.update_each(
+            items,
+            "UPDATE outbox SET state = 'pending', next_at = $1 WHERE id = $2 AND payload = $3 AND state = 'sending'",
+            now,
+        )
+        .await
+    }
+
+    /// Runs `sql` once per item, in one write transaction: `$1` the time `at`, `$2` the item's
+    /// id, `$3` its payload (an item replaced by newer values meanwhile is left alone).
+    async fn update_each(&self, items: &[OutboxItem], sql: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.in_write(PATIENT_WAIT, async |tx| {
             for it in items {
-                sqlx::query(
-                    "UPDATE outbox SET state = 'pending', next_at = $1 WHERE id = $2 AND payload = $3 AND state = 'sending'",
-                )
-                .bind(ms(now))
-                .bind(it.id)
-                .bind(&it.payload)
-                .execute(&mut **tx)
-                .await?;
+                sqlx::query(sql)
+                    .bind(ms(at))
+                    .bind(it.id)
+                    .bind(&it.payload)
+                    .execute(&mut **tx)
+                    .await?;
             }
             Ok(())
         })
@@ -372,20 +381,12 @@ impl Store {
 
     /// Marks items done, unless they were replaced by newer desired values meanwhile.
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| {
-            for it in items {
-                // `next_at` back from the claim's expiry to the moment it was done.
-                sqlx::query(
-                    "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
-                )
-                .bind(ms(now))
-                .bind(it.id)
-                .bind(&it.payload)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Ok(())
-        })
+        // `next_at` back from the claim's expiry to the moment it was done.
+        self.update_each(
+            items,
+            "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
+            now,
+        )
         .await
     }
 
