@@ -57,14 +57,14 @@ impl Stack {
         );
         let from = self.sandbox.now();
         crate::daemon::ensure_setup(&self.syncer, true).await?;
-        self.syncer
-            .with_outbox_worker(from, async {
-                self.syncer
-                    .backfill(&BackfillOptions::default(), from, |_, _| {})
-                    .await
-                    .map(|_| ())
-            })
-            .await?;
+        // Boxed, like each step's jobs below: the pipelined backfill's future is large, and in a
+        // debug build a month run on a test thread's 2 MB stack overflowed it.
+        Box::pin(self.syncer.with_outbox_worker(from, async {
+            Box::pin(self.syncer.backfill(&BackfillOptions::default(), from, |_, _| {}))
+                .await
+                .map(|_| ())
+        }))
+        .await?;
         let mut desk = SalesDesk::new(opts.seed);
         // The reps see what the backfill handed them at once, not a step later.
         desk.work(&self.sandbox);
@@ -77,7 +77,7 @@ impl Stack {
             desk.work(&self.sandbox);
             // The nightly rescore, at the first step past midnight.
             let nightly = now.date_naive() != before.date_naive() || now.hour() == 0;
-            for (job, run) in crate::sync::schedule::run_jobs_at(&self.syncer, now, nightly).await? {
+            for (job, run) in Box::pin(crate::sync::schedule::run_jobs_at(&self.syncer, now, nightly)).await? {
                 if let Some(e) = run.error {
                     anyhow::bail!("simulated month, step at {now}: job {job} failed: {e}");
                 }
