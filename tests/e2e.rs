@@ -481,15 +481,19 @@ async fn an_event_acknowledged_before_a_crash_is_processed_after_the_restart(on:
 
 // README: "A crash after Salesforce accepted the records and before leadsync recorded them re-runs the promotion"
 async fn a_crash_between_salesforce_and_the_hubspot_write_back_creates_nothing_twice(on: Backend) {
-    let (app, url, _dir) = app_on(on, 200).await;
-    let s = &app.stack.syncer;
+    let (mut app, url, _dir) = app_on(on, 200).await;
+    let s = app.stack.syncer.clone();
     s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
         .await
         .unwrap();
+    // The crash: the in-process daemon is gone before the promotions are forgotten, so its
+    // outbox worker cannot carry them out ahead of the restarted one (CI saw that race).
+    app.stack.stop_daemon().await.unwrap();
     let counts = |app: &TestApp| {
         ["Account", "Contact", "Opportunity", "OpportunityContactRole"]
             .map(|o| app.stack.sandbox.salesforce_records(o).len())
     };
+    // Read after the stop: its flush may have carried out promotions the backfill queued last.
     let before = counts(&app);
     let promoted = s.store.outbox_in(OutboxKind::Promote, OutboxState::Done).await.unwrap();
     assert!(!promoted.is_empty());
