@@ -2,7 +2,8 @@
 //! daemon's server over a simulated sales month on the sandbox; the DOM after rendering is
 //! checked (the charts drawn, their figures equal the store's) and screenshots are saved under
 //! `target/` (`status-page.png`, `report.png`); the report is also printed to PDF
-//! (`target/report.pdf`) as a browser's "Save as PDF" does, and its pages counted. Skipped, saying so, only when `/usr/bin/chromium`
+//! (`target/report.pdf`) as a browser's "Save as PDF" does, its pages counted and its text read
+//! back with poppler's `pdftotext`. Skipped, saying so, only when `/usr/bin/chromium`
 //! is missing and `LEADSYNC_REQUIRE_BROWSER` is unset; `.ci/run` sets it, so CI fails without it.
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,29 @@ async fn print_to_pdf(url: &str, pdf: &Path) -> Vec<u8> {
     )
     .await;
     std::fs::read(pdf).unwrap_or_else(|e| panic!("no PDF at {}: {e}", pdf.display()))
+}
+
+/// The PDF's text as poppler's `pdftotext -layout` reads it (a table's row on one line); `None`,
+/// saying so, when poppler-utils is missing and `LEADSYNC_REQUIRE_BROWSER` is unset.
+async fn pdf_text(pdf: &Path) -> Option<String> {
+    const PDFTOTEXT: &str = "/usr/bin/pdftotext";
+    if !Path::new(PDFTOTEXT).exists() {
+        assert!(
+            std::env::var_os("LEADSYNC_REQUIRE_BROWSER").is_none(),
+            "LEADSYNC_REQUIRE_BROWSER is set and {PDFTOTEXT} is missing: apt-get install -y --no-install-recommends poppler-utils"
+        );
+        eprintln!("SKIPPED the PDF's text: {PDFTOTEXT} is missing (apt-get install poppler-utils)");
+        return None;
+    }
+    let out = tokio::process::Command::new(PDFTOTEXT)
+        .arg("-layout")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{PDFTOTEXT}: {e}"));
+    assert!(out.status.success(), "pdftotext {}: {}", pdf.display(), out.status);
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The PDF's page objects (`/Type /Page`, not the `/Pages` tree nodes) and their media boxes,
@@ -205,8 +229,7 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
     );
 
     // The report printed to PDF (saved as `target/report.pdf`): a few A4 or Letter pages,
-    // titled as the report is. Its text is compressed: reading the figures back would need
-    // poppler's pdftotext, which CI does not install.
+    // titled as the report is, its sections and figures in the printed text.
     let pdf = print_to_pdf(&format!("file://{}", file.display()), &target().join("report.pdf")).await;
     assert!(pdf.starts_with(b"%PDF-"), "not a PDF: {:?}", &pdf[..pdf.len().min(16)]);
     let pages = pdf_pages(&pdf);
@@ -226,5 +249,45 @@ async fn the_status_page_and_the_report_render_in_chromium_with_the_stores_figur
         text.contains("/Title (leadsync monthly report)"),
         "the PDF is titled as the report"
     );
+    if let Some(printed) = pdf_text(&target().join("report.pdf")).await {
+        for heading in [
+            "Funnel",
+            "Time to first touch per week",
+            "Sales SLA compliance",
+            "Stages and KPIs",
+        ] {
+            assert!(
+                printed.contains(heading),
+                "the printed report has “{heading}”:\n{printed}"
+            );
+        }
+        // Each week's time to first touch printed whole beside its bar (none cut off at the
+        // chart's edge).
+        for w in &report.first_touch_weeks {
+            let text = w.first_touch.to_string();
+            assert!(
+                printed.contains(&text),
+                "the printed report shows “{text}” whole:\n{printed}"
+            );
+        }
+        // Each stage's row as printed: its name, then the contacts that entered it and those
+        // that skipped it (a shortcut), the store's figures.
+        for s in &report.groups[0].stages {
+            let row = printed.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.len() >= 3
+                    && cells[0] == s.stage.as_str()
+                    && cells[1] == s.entered.to_string()
+                    && cells[2] == s.skipped.to_string()
+            });
+            assert!(
+                row,
+                "the printed report's {} row reads {} entered, {} skipped:\n{printed}",
+                s.stage.as_str(),
+                s.entered,
+                s.skipped
+            );
+        }
+    }
     stack.shutdown().await.unwrap();
 }

@@ -35,12 +35,16 @@ const WIDTH: f64 = 640.0;
 const LABEL: f64 = 130.0;
 const TEXT: f64 = 190.0;
 const ROW: f64 = 26.0;
+/// A generous width of one character of the charts' 12 px sans-serif text: what a text beside
+/// a bar needs, so that the longest bar leaves it room inside the picture.
+const CHAR: f64 = 7.0;
 
 /// Horizontal bars, one per row, scaled to the longest; `class` names the chart for CSS and tests.
 pub fn bars(class: &str, title: &str, bars: &[Bar]) -> String {
     let height = ROW * bars.len().max(1) as f64 + 30.0;
     let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
-    let span = WIDTH - LABEL - TEXT;
+    let longest = bars.iter().map(|b| b.text.chars().count()).max().unwrap_or(0);
+    let span = WIDTH - LABEL - TEXT.max(CHAR * longest as f64 + 12.0);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -158,6 +162,29 @@ mod tests {
         assert!(svg.contains(r#"width="320.0" height="18" data-value="10""#), "{svg}");
         assert!(svg.contains(r#"width="160.0" height="18" data-value="5""#), "{svg}");
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"));
+    }
+
+    #[test]
+    fn a_long_text_beside_the_longest_bar_stays_inside_the_picture() {
+        let text = "median 5.5 h, p90 11.8 h (n=6)";
+        let svg = bars(
+            "ttft",
+            "t",
+            &[Bar {
+                label: "2026-10-05".into(),
+                value: 5.5,
+                text: text.into(),
+            }],
+        );
+        // The bar shrinks so that the text (at most 7 px a character) ends inside the 640 px.
+        let w: f64 = svg.split(r#"class="bar" x="130" y="24" width=""#).nth(1).unwrap()[..5]
+            .trim_end_matches('"')
+            .parse()
+            .unwrap();
+        assert!(
+            130.0 + w + 6.0 + 7.0 * text.len() as f64 <= 640.0,
+            "bar {w} leaves the text no room: {svg}"
+        );
     }
 
     #[test]
