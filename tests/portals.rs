@@ -16,6 +16,7 @@ use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 use secrecy::SecretString;
 
+use crate::common::run_bin;
 use crate::support::{Backend, NEVER, TestApp, repo_root};
 
 fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
@@ -112,6 +113,174 @@ fn a_portal_without_credentials_id_or_store_of_its_own_and_deployment_sections_a
     ] {
         assert!(text.contains(want), "{want}\n{text}");
     }
+}
+
+/// The shipped rules, Salesforce mapping and SLA, copied into `to`.
+fn copy_mappings(to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["lifecycle.toml", "salesforce.toml", "sla.toml"] {
+        std::fs::copy(repo_root().join("mappings").join(f), to.join(f)).unwrap();
+    }
+}
+
+/// The line (1-based) of the first line of `text` starting with `start`, after indentation.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(start))
+        .unwrap_or_else(|| panic!("no line starts with {start}"))
+        + 1
+}
+
+// README (Many portals): "`leadsync check` checks every portal's rules, Salesforce mapping and
+// SLA file, each problem at its file and line, naming the portals that read the file"
+#[test]
+fn check_reads_each_portal_s_rules_mapping_and_sla_and_names_the_portal_at_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("p43"));
+    let config = "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+                  [[portals]]\n[portals.hubspot]\nportal_id = 42\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+                  [[portals]]\n[portals.hubspot]\nportal_id = 43\n\
+                  [portals.rules]\npath = \"p43/lifecycle.toml\"\nsla_path = \"p43/sla.toml\"\n\
+                  [portals.salesforce]\nmapping_path = \"p43/mapping.toml\"\n\
+                  [portals.store]\nurl = \"sqlite://b.db\"\n";
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    std::fs::rename(
+        dir.path().join("p43/salesforce.toml"),
+        dir.path().join("p43/mapping.toml"),
+    )
+    .unwrap();
+    let check = || run_bin(&["check", "--config", "leadsync.toml"], dir.path());
+
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "2 portals",
+        "== portal 42 ==\nrules: ok — mappings/lifecycle.toml",
+        "salesforce mapping: ok — mappings/salesforce.toml\nsales SLA: ok — mappings/sla.toml",
+        "== portal 43 ==\nrules: ok — p43/lifecycle.toml",
+        "salesforce mapping: ok — p43/mapping.toml\nsales SLA: ok — p43/sla.toml",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+
+    // Portal 43's files broken, each its own way; 42's, which the top level names, untouched.
+    let rules = std::fs::read_to_string(dir.path().join("p43/lifecycle.toml")).unwrap();
+    let stage = line_of(&rules, "id = \"sal\"");
+    std::fs::write(
+        dir.path().join("p43/lifecycle.toml"),
+        rules.replacen(
+            "id = \"sal\"\nhubspot = \"marketingqualifiedlead\"",
+            "id = \"sal\"\nhubspot = 7",
+            1,
+        ),
+    )
+    .unwrap();
+    let sla = std::fs::read_to_string(dir.path().join("p43/sla.toml")).unwrap();
+    let touch = line_of(&sla, "first_touch");
+    std::fs::write(
+        dir.path().join("p43/sla.toml"),
+        sla.replacen(
+            &sla.lines().nth(touch - 1).unwrap().to_string(),
+            "first_touch = \"soon\"",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("p43/mapping.toml")).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for want in [
+        format!("p43/lifecycle.toml:{}:", stage + 1),
+        format!("p43/sla.toml:{touch}:"),
+        "p43/mapping.toml: portals[1].salesforce.mapping_path: no such file".to_string(),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("{want}\n{stderr}"));
+        assert!(line.ends_with("(portal 43)"), "names the portal: {line}");
+    }
+    assert!(!stderr.contains("portal 42"), "42's files are fine:\n{stderr}");
+    assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+
+    // One file read by both portals: its problem once, naming both.
+    std::fs::write(dir.path().join("p43/lifecycle.toml"), &rules).unwrap();
+    std::fs::write(dir.path().join("p43/sla.toml"), &sla).unwrap();
+    std::fs::copy(
+        repo_root().join("mappings/salesforce.toml"),
+        dir.path().join("p43/mapping.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        config.replace("sla_path = \"p43/sla.toml\"\n", ""),
+    )
+    .unwrap();
+    let shared = dir.path().join("mappings/sla.toml");
+    std::fs::write(
+        &shared,
+        sla.replacen("first_touch = \"4h\"", "first_touch = \"soon\"", 1),
+    )
+    .unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = format!("mappings/sla.toml:{touch}:");
+    assert_eq!(stderr.matches(&line).count(), 1, "once:\n{stderr}");
+    assert!(stderr.contains("(portals 42, 43)"), "{stderr}");
+}
+
+// README (Many portals): "the example configuration shows a commented `[[portals]]` block"
+#[test]
+fn the_example_configuration_s_portals_block_uncommented_is_two_portals_that_check_passes() {
+    let text = std::fs::read_to_string(repo_root().join("leadsync.example.toml")).unwrap();
+    let at = text.find("# [[portals]]").expect("the example shows [[portals]]");
+    let block: Vec<&str> = text[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("mappings/eu"));
+    let path = dir.path().join("leadsync.toml");
+    std::fs::write(&path, format!("{}{}\n", &text[..at], block.join("\n"))).unwrap();
+    // The OAuth app's half, for every portal, from the environment, as the example advises.
+    let app = [
+        ("LEADSYNC__HUBSPOT__CLIENT_ID".to_string(), "app".to_string()),
+        ("LEADSYNC__HUBSPOT__CLIENT_SECRET".to_string(), "app-secret".to_string()),
+    ];
+    let loaded = load_with_env(Some(&path), app.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let portals = loaded.portals();
+    assert_eq!(portals.len(), 2);
+    let (a, b) = (&portals[0].settings, &portals[1].settings);
+    assert_eq!(
+        (a.hubspot.portal_id, b.hubspot.portal_id),
+        (Some(12345678), Some(87654321))
+    );
+    assert_eq!((a.hubspot.burst_per_10s, b.hubspot.burst_per_10s), (80, 40));
+    assert_eq!(b.schedule.sync, "0 */2 * * * *");
+    assert_eq!(a.schedule.sync, "0 */5 * * * *", "the top level's");
+    assert_eq!(b.rules.path, std::path::PathBuf::from("mappings/eu/lifecycle.toml"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["check", "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .envs(app)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("== portal 87654321 ==\nrules: ok — mappings/eu/lifecycle.toml"),
+        "{stdout}"
+    );
 }
 
 /// One portal's settings over its own sandbox and store, as `[[portals]]` would compile them.
