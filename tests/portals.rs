@@ -233,6 +233,87 @@ fn check_reads_each_portal_s_rules_mapping_and_sla_and_names_the_portal_at_each_
     assert!(stderr.contains("(portals 42, 43)"), "{stderr}");
 }
 
+// README (Many portals): "`check --online` compares each portal's rules with its own portal"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_each_portal_s_rules_with_its_own_portal() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let option = |(v, l): (&str, &str)| serde_json::json!({"value": v, "label": l, "displayOrder": 0, "hidden": false});
+    let options: Vec<serde_json::Value> = [
+        ("COMPUTER_SOFTWARE", "Computer Software"),
+        (
+            "INFORMATION_TECHNOLOGY_AND_SERVICES",
+            "Information Technology and Services",
+        ),
+        ("INTERNET", "Internet"),
+        ("FINANCIAL_SERVICES", "Financial Services"),
+        ("MARKETING_AND_ADVERTISING", "Marketing and Advertising"),
+        ("SOFTWARE_AS_A_SERVICE", "SaaS"),
+        ("software", "Software (other)"),
+    ]
+    .map(option)
+    .into();
+    let industries = serde_json::json!({"results": [
+        {"name": "industry", "label": "Industry", "type": "enumeration", "fieldType": "select",
+         "groupName": "contactinformation", "options": options}
+    ]});
+    // Each portal's HubSpot is asked once, by that portal's own client.
+    let mut hubspots = Vec::new();
+    for _ in 0..2 {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/crm/v3/properties/contacts"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(industries.clone()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        hubspots.push(server);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("p43"));
+    let rules = std::fs::read_to_string(dir.path().join("p43/lifecycle.toml"))
+        .unwrap()
+        .replacen(
+            r#""FINANCIAL_SERVICES","#,
+            r#""FINANCIAL_SERVICES", "COMPUTR_SOFTWARE","#,
+            1,
+        );
+    std::fs::write(dir.path().join("p43/lifecycle.toml"), &rules).unwrap();
+    let config = format!(
+        "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 42\napi_base_url = \"{}\"\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 43\napi_base_url = \"{}\"\n\
+         [portals.rules]\npath = \"p43/lifecycle.toml\"\n[portals.store]\nurl = \"sqlite://b.db\"\n",
+        hubspots[0].uri(),
+        hubspots[1].uri()
+    );
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run_bin(&["check", "--online", "--config", "leadsync.toml"], &cwd))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("== portal 42 ==") && stdout.contains("== portal 43 =="),
+        "{stdout}"
+    );
+    let line = line_of(&rules, "target_industries");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("is not an option")).collect();
+    assert_eq!(warnings.len(), 1, "portal 42's rules offer nothing amiss:\n{stderr}");
+    assert!(
+        warnings[0].contains(&format!("p43/lifecycle.toml:{line}:")) && warnings[0].contains("COMPUTR_SOFTWARE"),
+        "{}",
+        warnings[0]
+    );
+    for server in &hubspots {
+        server.verify().await;
+    }
+}
+
 // README (Many portals): "the example configuration shows a commented `[[portals]]` block"
 #[test]
 fn the_example_configuration_s_portals_block_uncommented_is_two_portals_that_check_passes() {
