@@ -697,8 +697,78 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
         "portal 43's 429s leave the listener ready"
     );
 
+    // On PostgreSQL, a second replica of this two-portal file on the same databases: it
+    // serves webhooks into the shared inboxes and stands by while the first holds 42's lease,
+    // then takes the lease over when the first stops and does 42's work.
+    let second = if backend == Backend::Postgres {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pair = vec![
+            (a.clone(), leadsync::daemon::syncer(&a).await.unwrap()),
+            (b.clone(), leadsync::daemon::syncer(&b).await.unwrap()),
+        ];
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(Daemon::on_portals(&deployment, pair, listener).run(stopped));
+        let first = syncer_a
+            .store
+            .lease("42")
+            .await
+            .unwrap()
+            .expect("the first replica holds 42's lease");
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        let still = syncer_a.store.lease("42").await.unwrap().unwrap();
+        assert_eq!(
+            (still.holder.as_str(), still.generation),
+            (first.holder.as_str(), first.generation),
+            "the second replica stands by"
+        );
+        Some((addr, stop, running, first))
+    } else {
+        None
+    };
+
     stop.send(true).unwrap();
     running.await.unwrap().unwrap();
+
+    if let Some((addr, stop, running, first)) = second {
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        loop {
+            let now = syncer_a.store.lease("42").await.unwrap().unwrap();
+            if now.holder != first.holder && now.generation > first.generation && now.expires_at > chrono::Utc::now() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the second replica takes 42's lease over");
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+        // A webhook of 42's to the second replica: it is now the one that works it off.
+        let hook = format!("http://{addr}/webhooks/hubspot");
+        let calls_before = healthy.api_calls("hubspot");
+        let mut change = event(42, leads[0].parse().unwrap());
+        change["eventId"] = 778_001.into();
+        let body = serde_json::json!([change]).to_string();
+        let (sig, ts) = signed(&body, &hook, "sandbox-client-secret");
+        let r = http
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header("x-hubspot-signature-v3", sig)
+            .header("x-hubspot-request-timestamp", ts)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        while syncer_a.store.inbox_depth().await.unwrap().0 > 0 {
+            assert!(Instant::now() < deadline, "the second replica works 42's inbox off");
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        assert!(
+            healthy.api_calls("hubspot") > calls_before,
+            "the second replica read the contact from 42's HubSpot (the first has stopped)"
+        );
+        stop.send(true).unwrap();
+        running.await.unwrap().unwrap();
+    }
     healthy.shutdown().await;
     refusing.shutdown().await;
 }
