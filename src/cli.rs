@@ -94,6 +94,10 @@ fn rules_for(config_file: Option<&Path>, flag: Option<&Path>) -> Result<(Rules, 
 /// with the org. With no configuration at all, it validates the embedded defaults and says so.
 pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
     let report = config::report(config_file);
+    if let Some(loaded) = report.loaded.as_ref().filter(|l| !l.settings.portals.is_empty()) {
+        let loaded = loaded.clone();
+        return check_portals(&loaded, report.problems, online);
+    }
     let mut problems = report.problems.clone();
     let mut notes = Vec::new();
     let mut rules = None;
@@ -187,6 +191,164 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
         (true, Some((mapping, origin))) => check_online(&loaded, &mapping, &origin.to_string()),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// The files one kind of check reads (rules, mapping or SLA), each once however many portals
+/// name it, with the portals that do.
+struct Shared<T> {
+    files: Vec<(T, Vec<usize>)>,
+}
+
+impl<T: PartialEq> Shared<T> {
+    fn of(keys: impl IntoIterator<Item = T>) -> Shared<T> {
+        let mut files: Vec<(T, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            match files.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, users)) => users.push(i),
+                None => files.push((key, vec![i])),
+            }
+        }
+        Shared { files }
+    }
+}
+
+/// `portal 42` or `portals 42, 43`: who a problem concerns.
+fn portal_names(ids: &[String], users: &[usize]) -> String {
+    let named: Vec<&str> = users.iter().map(|&i| ids[i].as_str()).collect();
+    match named.as_slice() {
+        [one] => format!("portal {one}"),
+        _ => format!("portals {}", named.join(", ")),
+    }
+}
+
+/// Each problem of a file said to concern the portals that read it.
+fn for_portals(found: Diagnostics, who: &str) -> Diagnostics {
+    Diagnostics(
+        found
+            .0
+            .into_iter()
+            .map(|mut d| {
+                d.message = format!("{} ({who})", d.message);
+                d
+            })
+            .collect(),
+    )
+}
+
+/// `check` of a file with `[[portals]]`: every portal's rules, Salesforce mapping and SLA
+/// (each file read once, its problems naming the portals that read it, at its file and line),
+/// each SLA against the rules of the portals that pair them; `--online` then compares each
+/// portal's rules and mapping with its own portal and org.
+fn check_portals(loaded: &config::Loaded, mut problems: Diagnostics, online: bool) -> ExitCode {
+    let portals = loaded.portals();
+    let ids: Vec<String> = portals
+        .iter()
+        .map(|p| {
+            p.settings
+                .hubspot
+                .portal_id
+                .map_or_else(|| "?".into(), |id| id.to_string())
+        })
+        .collect();
+    // A file with `[[portals]]` was read: the files it names must exist (as `rules_want` says
+    // of a single-portal file); the SLA falls back to the embedded default, as `run` reads it.
+    let rules_files = Shared::of(portals.iter().map(config::Loaded::rules_path));
+    let mapping_files = Shared::of(portals.iter().map(|p| p.resolve(&p.settings.salesforce.mapping_path)));
+    let sla_files = Shared::of(portals.iter().map(config::Loaded::sla_path));
+    let mut rules = Vec::new();
+    for (path, users) in &rules_files.files {
+        let want = Want::Configured {
+            path: path.clone(),
+            how: format!("portals[{}].rules.path", users[0]),
+        };
+        match defaults::rules(&want) {
+            Ok(r) => rules.push(Some(r)),
+            Err(d) => {
+                problems.extend(for_portals(d, &portal_names(&ids, users)));
+                rules.push(None);
+            }
+        }
+    }
+    let mut mappings = Vec::new();
+    for (path, users) in &mapping_files.files {
+        let want = Want::Configured {
+            path: path.clone(),
+            how: format!("portals[{}].salesforce.mapping_path", users[0]),
+        };
+        match defaults::mapping(&want) {
+            Ok(m) => mappings.push(Some(m)),
+            Err(d) => {
+                problems.extend(for_portals(d, &portal_names(&ids, users)));
+                mappings.push(None);
+            }
+        }
+    }
+    let mut slas = Vec::new();
+    for (path, users) in &sla_files.files {
+        match defaults::sla(&Want::Default(path.clone())) {
+            Ok(f) => slas.push(Some(f)),
+            Err(d) => {
+                problems.extend(for_portals(d, &portal_names(&ids, users)));
+                slas.push(None);
+            }
+        }
+    }
+    let file_of = |files: &Shared<PathBuf>, portal: usize| {
+        files
+            .files
+            .iter()
+            .position(|(_, users)| users.contains(&portal))
+            .expect("every portal reads one file of each kind")
+    };
+    let per_portal: Vec<(usize, usize, usize)> = (0..portals.len())
+        .map(|i| {
+            (
+                file_of(&rules_files, i),
+                file_of(&mapping_files, i),
+                file_of(&sla_files, i),
+            )
+        })
+        .collect();
+    // Each SLA against the rules it is paired with: a sales rejection the rules cannot take at
+    // a policy's stage would never recycle its lead.
+    for (pair, users) in Shared::of(per_portal.iter().map(|&(r, _, s)| (r, s))).files {
+        let (Some((r, _)), Some((f, _))) = (&rules[pair.0], &slas[pair.1]) else {
+            continue;
+        };
+        let at = r.sales_rejection.as_ref().map_or(&[][..], |x| &x.applies_at[..]);
+        problems.extend(for_portals(f.rejections_outside(at), &portal_names(&ids, &users)));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return self::report(&problems);
+    }
+    println!(
+        "configuration: ok ({}, {} portals)",
+        loaded
+            .file
+            .as_ref()
+            .map_or_else(|| "no file".into(), |f| f.display().to_string()),
+        portals.len()
+    );
+    let mut code = ExitCode::SUCCESS;
+    for (i, &(r, m, s)) in per_portal.iter().enumerate() {
+        let (Some((rules, r_origin)), Some((mapping, m_origin)), Some((sla, s_origin))) =
+            (&rules[r], &mappings[m], &slas[s])
+        else {
+            continue;
+        };
+        println!("== portal {} ==", ids[i]);
+        println!("rules: ok — {r_origin} version {}", rules.stamp());
+        println!("salesforce mapping: ok — {m_origin}");
+        println!("sales SLA: ok — {s_origin} version {}", sla.version);
+        if online {
+            check_enumerations(&portals[i], rules);
+            if check_online(&portals[i], mapping, &m_origin.to_string()) != ExitCode::SUCCESS {
+                code = ExitCode::from(BAD_INPUT);
+            }
+        }
+    }
+    code
 }
 
 /// Warns about rules values the portal's enumeration properties do not offer (one call: the

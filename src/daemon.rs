@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{Notify, watch};
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Loaded, ScheduleSettings};
 use crate::hubspot::auth::HubSpotAuth;
@@ -15,6 +15,7 @@ use crate::server::{AppState, Application};
 use crate::store::{Store, StoreError, redact_url};
 use crate::sync::Syncer;
 use crate::sync::outbox::promotion::Promoter;
+use crate::sync::portal::PortalScope;
 
 /// How a command opens the configured store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,12 +314,10 @@ impl Daemon {
         for (p, lock) in pipelines.into_iter().zip(&locks) {
             let label = p.replica.portal.clone();
             let exclusive = lock.is_some();
-            let work = p.lead(exclusive, several, halt.clone());
-            let work = if several {
-                tokio::spawn(work.instrument(tracing::info_span!("portal", portal = %label)))
-            } else {
-                tokio::spawn(work)
-            };
+            // With several portals, the portal's log lines and counters name it, down to the
+            // tasks its scheduler spawns (`sync::portal`).
+            let scope = PortalScope::new(several.then_some(label.as_str()));
+            let work = tokio::spawn(scope.run(p.lead(exclusive, several, halt.clone())));
             running.push((label, work));
         }
         let mut failed = None;

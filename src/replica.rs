@@ -83,7 +83,7 @@ impl Replica {
             };
             standby_logged = false;
             info!(replica = %self.id, portal = %self.portal, generation = lease.generation, "this replica holds the portal's lease: running its jobs and workers");
-            metrics::counter!("leadsync_lease_takeovers_total").increment(1);
+            metrics::counter!("leadsync_lease_takeovers_total", crate::sync::portal::metric_labels()).increment(1);
             self.hold(&store, lease, &mut stop, &work).await?;
         }
         Ok(())

@@ -16,7 +16,8 @@ use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 use secrecy::SecretString;
 
-use crate::support::{NEVER, TestApp, repo_root};
+use crate::common::run_bin;
+use crate::support::{Backend, NEVER, TestApp, repo_root};
 
 fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +115,255 @@ fn a_portal_without_credentials_id_or_store_of_its_own_and_deployment_sections_a
     }
 }
 
+/// The shipped rules, Salesforce mapping and SLA, copied into `to`.
+fn copy_mappings(to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["lifecycle.toml", "salesforce.toml", "sla.toml"] {
+        std::fs::copy(repo_root().join("mappings").join(f), to.join(f)).unwrap();
+    }
+}
+
+/// The line (1-based) of the first line of `text` starting with `start`, after indentation.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(start))
+        .unwrap_or_else(|| panic!("no line starts with {start}"))
+        + 1
+}
+
+// README (Many portals): "`leadsync check` checks every portal's rules, Salesforce mapping and
+// SLA file, each problem at its file and line, naming the portals that read the file"
+#[test]
+fn check_reads_each_portal_s_rules_mapping_and_sla_and_names_the_portal_at_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("p43"));
+    let config = "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+                  [[portals]]\n[portals.hubspot]\nportal_id = 42\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+                  [[portals]]\n[portals.hubspot]\nportal_id = 43\n\
+                  [portals.rules]\npath = \"p43/lifecycle.toml\"\nsla_path = \"p43/sla.toml\"\n\
+                  [portals.salesforce]\nmapping_path = \"p43/mapping.toml\"\n\
+                  [portals.store]\nurl = \"sqlite://b.db\"\n";
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    std::fs::rename(
+        dir.path().join("p43/salesforce.toml"),
+        dir.path().join("p43/mapping.toml"),
+    )
+    .unwrap();
+    let check = || run_bin(&["check", "--config", "leadsync.toml"], dir.path());
+
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "2 portals",
+        "== portal 42 ==\nrules: ok — mappings/lifecycle.toml",
+        "salesforce mapping: ok — mappings/salesforce.toml\nsales SLA: ok — mappings/sla.toml",
+        "== portal 43 ==\nrules: ok — p43/lifecycle.toml",
+        "salesforce mapping: ok — p43/mapping.toml\nsales SLA: ok — p43/sla.toml",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+
+    // Portal 43's files broken, each its own way; 42's, which the top level names, untouched.
+    let rules = std::fs::read_to_string(dir.path().join("p43/lifecycle.toml")).unwrap();
+    let stage = line_of(&rules, "id = \"sal\"");
+    std::fs::write(
+        dir.path().join("p43/lifecycle.toml"),
+        rules.replacen(
+            "id = \"sal\"\nhubspot = \"marketingqualifiedlead\"",
+            "id = \"sal\"\nhubspot = 7",
+            1,
+        ),
+    )
+    .unwrap();
+    let sla = std::fs::read_to_string(dir.path().join("p43/sla.toml")).unwrap();
+    let touch = line_of(&sla, "first_touch");
+    std::fs::write(
+        dir.path().join("p43/sla.toml"),
+        sla.replacen(
+            &sla.lines().nth(touch - 1).unwrap().to_string(),
+            "first_touch = \"soon\"",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("p43/mapping.toml")).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for want in [
+        format!("p43/lifecycle.toml:{}:", stage + 1),
+        format!("p43/sla.toml:{touch}:"),
+        "p43/mapping.toml: portals[1].salesforce.mapping_path: no such file".to_string(),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("{want}\n{stderr}"));
+        assert!(line.ends_with("(portal 43)"), "names the portal: {line}");
+    }
+    assert!(!stderr.contains("portal 42"), "42's files are fine:\n{stderr}");
+    assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+
+    // One file read by both portals: its problem once, naming both.
+    std::fs::write(dir.path().join("p43/lifecycle.toml"), &rules).unwrap();
+    std::fs::write(dir.path().join("p43/sla.toml"), &sla).unwrap();
+    std::fs::copy(
+        repo_root().join("mappings/salesforce.toml"),
+        dir.path().join("p43/mapping.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leadsync.toml"),
+        config.replace("sla_path = \"p43/sla.toml\"\n", ""),
+    )
+    .unwrap();
+    let shared = dir.path().join("mappings/sla.toml");
+    std::fs::write(
+        &shared,
+        sla.replacen("first_touch = \"4h\"", "first_touch = \"soon\"", 1),
+    )
+    .unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = format!("mappings/sla.toml:{touch}:");
+    assert_eq!(stderr.matches(&line).count(), 1, "once:\n{stderr}");
+    assert!(stderr.contains("(portals 42, 43)"), "{stderr}");
+}
+
+// README (Many portals): "`check --online` compares each portal's rules with its own portal"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_each_portal_s_rules_with_its_own_portal() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let option = |(v, l): (&str, &str)| serde_json::json!({"value": v, "label": l, "displayOrder": 0, "hidden": false});
+    let options: Vec<serde_json::Value> = [
+        ("COMPUTER_SOFTWARE", "Computer Software"),
+        (
+            "INFORMATION_TECHNOLOGY_AND_SERVICES",
+            "Information Technology and Services",
+        ),
+        ("INTERNET", "Internet"),
+        ("FINANCIAL_SERVICES", "Financial Services"),
+        ("MARKETING_AND_ADVERTISING", "Marketing and Advertising"),
+        ("SOFTWARE_AS_A_SERVICE", "SaaS"),
+        ("software", "Software (other)"),
+    ]
+    .map(option)
+    .into();
+    let industries = serde_json::json!({"results": [
+        {"name": "industry", "label": "Industry", "type": "enumeration", "fieldType": "select",
+         "groupName": "contactinformation", "options": options}
+    ]});
+    // Each portal's HubSpot is asked once, by that portal's own client.
+    let mut hubspots = Vec::new();
+    for _ in 0..2 {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/crm/v3/properties/contacts"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(industries.clone()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        hubspots.push(server);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("p43"));
+    let rules = std::fs::read_to_string(dir.path().join("p43/lifecycle.toml"))
+        .unwrap()
+        .replacen(
+            r#""FINANCIAL_SERVICES","#,
+            r#""FINANCIAL_SERVICES", "COMPUTR_SOFTWARE","#,
+            1,
+        );
+    std::fs::write(dir.path().join("p43/lifecycle.toml"), &rules).unwrap();
+    let config = format!(
+        "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 42\napi_base_url = \"{}\"\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 43\napi_base_url = \"{}\"\n\
+         [portals.rules]\npath = \"p43/lifecycle.toml\"\n[portals.store]\nurl = \"sqlite://b.db\"\n",
+        hubspots[0].uri(),
+        hubspots[1].uri()
+    );
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run_bin(&["check", "--online", "--config", "leadsync.toml"], &cwd))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("== portal 42 ==") && stdout.contains("== portal 43 =="),
+        "{stdout}"
+    );
+    let line = line_of(&rules, "target_industries");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("is not an option")).collect();
+    assert_eq!(warnings.len(), 1, "portal 42's rules offer nothing amiss:\n{stderr}");
+    assert!(
+        warnings[0].contains(&format!("p43/lifecycle.toml:{line}:")) && warnings[0].contains("COMPUTR_SOFTWARE"),
+        "{}",
+        warnings[0]
+    );
+    for server in &hubspots {
+        server.verify().await;
+    }
+}
+
+// README (Many portals): "the example configuration shows a commented `[[portals]]` block"
+#[test]
+fn the_example_configuration_s_portals_block_uncommented_is_two_portals_that_check_passes() {
+    let text = std::fs::read_to_string(repo_root().join("leadsync.example.toml")).unwrap();
+    let at = text.find("# [[portals]]").expect("the example shows [[portals]]");
+    let block: Vec<&str> = text[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    copy_mappings(&dir.path().join("mappings/eu"));
+    let path = dir.path().join("leadsync.toml");
+    std::fs::write(&path, format!("{}{}\n", &text[..at], block.join("\n"))).unwrap();
+    // The OAuth app's half, for every portal, from the environment, as the example advises.
+    let app = [
+        ("LEADSYNC__HUBSPOT__CLIENT_ID".to_string(), "app".to_string()),
+        ("LEADSYNC__HUBSPOT__CLIENT_SECRET".to_string(), "app-secret".to_string()),
+    ];
+    let loaded = load_with_env(Some(&path), app.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let portals = loaded.portals();
+    assert_eq!(portals.len(), 2);
+    let (a, b) = (&portals[0].settings, &portals[1].settings);
+    assert_eq!(
+        (a.hubspot.portal_id, b.hubspot.portal_id),
+        (Some(12345678), Some(87654321))
+    );
+    assert_eq!((a.hubspot.burst_per_10s, b.hubspot.burst_per_10s), (80, 40));
+    assert_eq!(b.schedule.sync, "0 */2 * * * *");
+    assert_eq!(a.schedule.sync, "0 */5 * * * *", "the top level's");
+    assert_eq!(b.rules.path, std::path::PathBuf::from("mappings/eu/lifecycle.toml"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["check", "--config", "leadsync.toml"])
+        .current_dir(dir.path())
+        .env_remove("LEADSYNC_CONFIG")
+        .envs(app)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("== portal 87654321 ==\nrules: ok — mappings/eu/lifecycle.toml"),
+        "{stdout}"
+    );
+}
+
 /// One portal's settings over its own sandbox and store, as `[[portals]]` would compile them.
 fn portal_settings(sb: &SandboxHandle, store_url: String, bind: &str) -> Settings {
     let c = sb.config();
@@ -201,9 +451,23 @@ fn signed(body: &str, url: &str, secret: &str) -> (String, String) {
     (sig, ts)
 }
 
-// README (Many portals): "one portal answering only 429s does not slow the other"
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to_their_portal() {
+// README (Many portals): "one portal answering only 429s does not slow the other", on each store.
+mod a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to_their_portal {
+    use crate::support::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        super::a_portal_answering_only_429s_does_not_slow_the_other(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        super::a_portal_answering_only_429s_does_not_slow_the_other(Backend::Postgres).await
+    }
+}
+
+/// Two sandbox portals behind one listener, each on its own store of `backend`'s kind.
+async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hook = format!("http://{addr}/webhooks/hubspot");
@@ -225,14 +489,14 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    // Each portal its own store: another SQLite file, or another PostgreSQL database.
+    let ((url_a, _dir_a), (url_b, _dir_b)) = (backend.fresh().await, backend.fresh().await);
     let a = Loaded {
-        settings: portal_settings(&healthy, url("p42.db"), &addr.to_string()),
+        settings: portal_settings(&healthy, url_a, &addr.to_string()),
         file: None,
     };
     let b = Loaded {
-        settings: portal_settings(&refusing, url("p43.db"), &addr.to_string()),
+        settings: portal_settings(&refusing, url_b, &addr.to_string()),
         file: None,
     };
     let mut both = a.settings.clone();
@@ -391,6 +655,33 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to
         1,
         "one family"
     );
+    // The pipeline's own counters too: portal 42's webhook was evaluated, moved to SQL and
+    // promoted in 42's tasks (its inbox worker, the outbox worker its scheduler spawns), under
+    // the lease 42 took. Other tests in this binary add unlabelled samples only.
+    let counted = |name: &str, also: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains("portal=\"42\"")
+                && l.contains(also)
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+        })
+    };
+    for (name, also) in [
+        ("leadsync_evaluations_total", ""),
+        ("leadsync_transitions_total", "to=\"sql\""),
+        ("leadsync_promotions_total", ""),
+        ("leadsync_lease_takeovers_total", ""),
+    ] {
+        assert!(
+            counted(name, also),
+            "{name} with portal=\"42\" {also}: at least 1\n{metrics}"
+        );
+        assert_eq!(
+            metrics.matches(&format!("# TYPE {name} counter")).count(),
+            1,
+            "one family: {name}"
+        );
+    }
     let status = |q: &str| http.get(format!("http://{addr}/status.json{q}")).send();
     let s43: serde_json::Value = status("?portal=43").await.unwrap().json().await.unwrap();
     assert_eq!(s43["portal"], 43);
@@ -406,8 +697,78 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to
         "portal 43's 429s leave the listener ready"
     );
 
+    // On PostgreSQL, a second replica of this two-portal file on the same databases: it
+    // serves webhooks into the shared inboxes and stands by while the first holds 42's lease,
+    // then takes the lease over when the first stops and does 42's work.
+    let second = if backend == Backend::Postgres {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pair = vec![
+            (a.clone(), leadsync::daemon::syncer(&a).await.unwrap()),
+            (b.clone(), leadsync::daemon::syncer(&b).await.unwrap()),
+        ];
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(Daemon::on_portals(&deployment, pair, listener).run(stopped));
+        let first = syncer_a
+            .store
+            .lease("42")
+            .await
+            .unwrap()
+            .expect("the first replica holds 42's lease");
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        let still = syncer_a.store.lease("42").await.unwrap().unwrap();
+        assert_eq!(
+            (still.holder.as_str(), still.generation),
+            (first.holder.as_str(), first.generation),
+            "the second replica stands by"
+        );
+        Some((addr, stop, running, first))
+    } else {
+        None
+    };
+
     stop.send(true).unwrap();
     running.await.unwrap().unwrap();
+
+    if let Some((addr, stop, running, first)) = second {
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        loop {
+            let now = syncer_a.store.lease("42").await.unwrap().unwrap();
+            if now.holder != first.holder && now.generation > first.generation && now.expires_at > chrono::Utc::now() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the second replica takes 42's lease over");
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+        // A webhook of 42's to the second replica: it is now the one that works it off.
+        let hook = format!("http://{addr}/webhooks/hubspot");
+        let calls_before = healthy.api_calls("hubspot");
+        let mut change = event(42, leads[0].parse().unwrap());
+        change["eventId"] = 778_001.into();
+        let body = serde_json::json!([change]).to_string();
+        let (sig, ts) = signed(&body, &hook, "sandbox-client-secret");
+        let r = http
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header("x-hubspot-signature-v3", sig)
+            .header("x-hubspot-request-timestamp", ts)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let deadline = Instant::now() + StdDuration::from_secs(30);
+        while syncer_a.store.inbox_depth().await.unwrap().0 > 0 {
+            assert!(Instant::now() < deadline, "the second replica works 42's inbox off");
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        assert!(
+            healthy.api_calls("hubspot") > calls_before,
+            "the second replica read the contact from 42's HubSpot (the first has stopped)"
+        );
+        stop.send(true).unwrap();
+        running.await.unwrap().unwrap();
+    }
     healthy.shutdown().await;
     refusing.shutdown().await;
 }

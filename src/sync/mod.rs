@@ -26,6 +26,7 @@ pub mod followup;
 pub mod inbox;
 pub mod outbox;
 pub mod owners;
+pub mod portal;
 pub mod schedule;
 pub mod sla_sweep;
 
@@ -98,7 +99,7 @@ pub struct SyncReport {
 impl SyncReport {
     fn count(&mut self, batch: &[Evaluated]) {
         self.evaluated += batch.len() as u64;
-        metrics::counter!("leadsync_evaluations_total").increment(batch.len() as u64);
+        metrics::counter!("leadsync_evaluations_total", portal::metric_labels()).increment(batch.len() as u64);
         for e in batch {
             for t in &e.transitions {
                 let key = match &t.change {
@@ -107,7 +108,9 @@ impl SyncReport {
                     crate::lifecycle::Change::Recycle { .. } => "recycle".into(),
                     crate::lifecycle::Change::Status { to, .. } => format!("status:{}", to.as_str()),
                 };
-                metrics::counter!("leadsync_transitions_total", "to" => key.clone()).increment(1);
+                let mut labels = portal::metric_labels();
+                labels.push(metrics::Label::new("to", key.clone()));
+                metrics::counter!("leadsync_transitions_total", labels).increment(1);
                 *self.moves.entry(key).or_default() += 1;
             }
             self.promotions_queued += e

@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
 
+use super::portal::PortalScope;
 use super::{SyncError, Syncer};
 use crate::config::ScheduleSettings;
 use crate::hubspot::limiter::Priority;
@@ -161,16 +162,19 @@ pub async fn run(
 ) -> Result<(), anyhow::Error> {
     let clock: Clock = Arc::new(Utc::now);
     let jobs = jobs(schedule, &clock);
+    // The scheduler runs each job, and the outbox worker runs, in a task of its own: each
+    // carries the portal's scope (its log lines' span, its counters' label) in.
+    let scope = PortalScope::current();
     let sched = JobScheduler::new().await?;
     let mut locks = Vec::new();
     for (cron, job) in jobs {
         let (name, lock, run) = (job.name, job.lock.clone(), job.run.clone());
         locks.push(job.lock.clone());
         let s = syncer.clone();
-        let clock = clock.clone();
+        let (clock, scope) = (clock.clone(), scope.clone());
         let job = Job::new_async(cron.as_str(), move |_, _| {
             let (lock, run, s, clock) = (lock.clone(), run.clone(), s.clone(), clock.clone());
-            Box::pin(async move {
+            Box::pin(scope.run(async move {
                 let store = s.store.clone();
                 // The status page shows each job's last run, kept in the store across restarts.
                 if let Some(ran) = Guarded::tick(name, lock, run, s, &clock).await {
@@ -178,7 +182,7 @@ pub async fn run(
                         warn!(job = name, error = %e, "the job's run could not be recorded");
                     }
                 }
-            })
+            }))
         })
         .map_err(|e| {
             anyhow::anyhow!("schedule.{name}: `{cron}` is not a cron expression (sec min hour day month weekday): {e}")
@@ -189,7 +193,7 @@ pub async fn run(
     info!("schedules started");
     // The outbox worker stops after the jobs, so it carries out what the last of them queued.
     let (outbox_stop, outbox_stopped) = watch::channel(false);
-    let outbox = tokio::spawn(super::outbox::worker(syncer.clone(), outbox_stopped, Utc::now));
+    let outbox = tokio::spawn(scope.run(super::outbox::worker(syncer.clone(), outbox_stopped, Utc::now)));
 
     // What a stopped or killed run's inbox pass had claimed is due again at once.
     match syncer.store.inbox_free_claims().await {
@@ -274,5 +278,96 @@ mod tests {
             "runs again once free"
         );
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// Log lines as JSON, kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        }
+    }
+
+    // README (Many portals): "the jobs' log lines carry the portal, in the scheduler's tasks too"
+    // A current-thread runtime: the scheduler's tasks run on this thread, under this subscriber.
+    #[tokio::test]
+    async fn a_portal_s_jobs_log_in_its_span_inside_the_tasks_the_scheduler_spawns() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(logs.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::default();
+        settings.store.url = format!("sqlite://{}", dir.path().join("s.db").display());
+        settings.hubspot.private_app_token = Some(secrecy::SecretString::from("pat-test"));
+        settings.hubspot.api_base_url = "http://127.0.0.1:9".into();
+        let loaded = crate::config::Loaded { settings, file: None };
+        let syncer = crate::daemon::syncer(&loaded).await.unwrap();
+        // Only the opportunities job, every second: with no Salesforce it is done at once.
+        let never = "0 0 0 1 1 *".to_string();
+        let schedule = ScheduleSettings {
+            sync: never.clone(),
+            rescore: never.clone(),
+            sla: never,
+            opportunities: "* * * * * *".into(),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(
+            PortalScope::new(Some("42"))
+                .run(async move { run(syncer, &schedule, Arc::new(Notify::new()), stopped).await }),
+        );
+        let job_done =
+            |v: &serde_json::Value| v["fields"]["job"] == "opportunities" && v["fields"]["message"] == "job done";
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(20);
+        while !logs.lines().iter().any(job_done) {
+            // Another test of this binary may meet the same callsites while this subscriber is
+            // being set: the interest tracing caches for them is asked again.
+            tracing::callsite::rebuild_interest_cache();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the job ran within 20 s: {:?}",
+                logs.lines()
+            );
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        running.await.unwrap().unwrap();
+        let lines = logs.lines();
+        let in_portal = |v: &serde_json::Value| {
+            v["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == "portal" && s["portal"] == "42"))
+        };
+        let job = lines.iter().find(|v| job_done(v)).unwrap();
+        assert!(in_portal(job), "the job's line names its portal: {job}");
+        let started = lines
+            .iter()
+            .find(|v| v["fields"]["message"] == "schedules started")
+            .expect("the scheduler started");
+        assert!(in_portal(started), "{started}");
     }
 }

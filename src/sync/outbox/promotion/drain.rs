@@ -141,7 +141,8 @@ impl Promoter {
                                 .await?;
                             drop(held);
                             info!(contact = %contact_id, owner = %owner_id, strategy = %strategy, "promoted to Salesforce");
-                            metrics::counter!("leadsync_promotions_total").increment(1);
+                            metrics::counter!("leadsync_promotions_total", crate::sync::portal::metric_labels())
+                                .increment(1);
                             promoted += 1;
                         }
                         PromotionOutcome::Review { reason, .. } => {
