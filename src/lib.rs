@@ -44,7 +44,8 @@
 //!   `context`: the marketing context kept current on Salesforce records), run by the daemon and
 //!   beside one-shot commands alike; `context` (which decisions queue the context, and its
 //!   values, pure); `sla_sweep` (timers assessed with their touches, steps queued; `followup`,
-//!   the sales follow-up they give, written to HubSpot); `schedule` runs the jobs.
+//!   the sales follow-up they give, written to HubSpot); `schedule` runs the jobs; `portal`, the
+//!   scope (span and metric label) each portal's work runs in, carried into the jobs' tasks.
 //! - [`daemon`]: wiring: settings in, store, rules, clients out; `Daemon::run`, the server and
 //!   workers that `leadsync run`, `leadsync demo` and the end-to-end tests all run.
 //! - [`replica`]: several `leadsync run` on one PostgreSQL store: the portal's lease decides
