@@ -222,7 +222,6 @@ async fn a_lower_mql_threshold_makes_two_named_contacts_mqls_in_the_funnel_and_i
     assert_eq!(c.cost.hubspot_write_calls, 1);
     assert_eq!(c.cost.promotions, 0);
     assert_eq!(c.cost.salesforce_calls, 0);
-    assert_eq!(c.cost.hubspot_id_write_calls, 0);
 }
 
 // README (Reports, compare-rules): "identical rules: the same funnel, no difference, zero cost"
