@@ -16,7 +16,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::salesforce::promote::{FakeOrg, OrgState};
 use crate::salesforce::token_answer;
-use crate::support::repo_root;
+use crate::support::{post_signed, repo_root};
 
 const SECRET: &str = "wiremock-app-secret";
 
@@ -128,17 +128,7 @@ async fn a_signed_demo_request_through_the_server_reaches_sql_in_hubspot_and_sal
         "occurredAt": Utc::now().timestamp_millis(), "subscriptionType": "contact.creation",
         "attemptNumber": 0, "objectId": 901, "changeSource": "FORM"}])
     .to_string();
-    let ts = Utc::now().timestamp_millis().to_string();
-    let sig = leadsync::hubspot::signature::sign_v3(&SecretString::from(SECRET), "POST", &url, body.as_bytes(), &ts);
-    let status = reqwest::Client::new()
-        .post(&url)
-        .header("x-hubspot-request-timestamp", ts)
-        .header("x-hubspot-signature-v3", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = post_signed(&reqwest::Client::new(), &url, SECRET, &body).await.status();
     assert_eq!(status, 200);
     while syncer.drain_inbox(Utc::now()).await.unwrap().1 > 0 {}
     // What the inbox pass committed, carried out as the daemon's outbox worker would.

@@ -7,7 +7,6 @@ use std::time::{Duration as StdDuration, Instant};
 
 use leadsync::config::{Loaded, Settings, load_with_env};
 use leadsync::daemon::Daemon;
-use leadsync::hubspot::signature::sign_v3;
 use leadsync::lifecycle::{HubSpotId, Stage, Status};
 use leadsync::sandbox::portal::CONTACT_ID_BASE;
 use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle, fault_kind};
@@ -16,7 +15,7 @@ use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 use secrecy::SecretString;
 
-use crate::support::{NEVER, TestApp, repo_root};
+use crate::support::{NEVER, TestApp, post_signed, repo_root};
 
 fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -189,18 +188,6 @@ async fn open_outbox(store: &Store) -> usize {
     open
 }
 
-fn signed(body: &str, url: &str, secret: &str) -> (String, String) {
-    let ts = chrono::Utc::now().timestamp_millis().to_string();
-    let sig = sign_v3(
-        &SecretString::from(secret.to_string()),
-        "POST",
-        url,
-        body.as_bytes(),
-        &ts,
-    );
-    (sig, ts)
-}
-
 // README (Many portals): "one portal answering only 429s does not slow the other"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to_their_portal() {
@@ -337,16 +324,7 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to
             "objectId": object, "changeSource": "CRM_UI"})
     };
     let post = async |body: String, secret: &str| {
-        let (sig, ts) = signed(&body, &hook, secret);
-        let r = http
-            .post(&hook)
-            .header("content-type", "application/json")
-            .header("x-hubspot-signature-v3", sig)
-            .header("x-hubspot-request-timestamp", ts)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed(&http, &hook, secret, &body).await;
         (r.status().as_u16(), r.text().await.unwrap())
     };
     // 43's event signed with 42's app secret: that app is not installed in 43.

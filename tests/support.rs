@@ -129,6 +129,7 @@ pub async fn stores() -> Vec<(&'static str, Store)> {
 
 use std::sync::Arc;
 
+use leadsync::sandbox::webhooks::signed_post;
 use leadsync::server::{AppState, Application, ServerLimits};
 use secrecy::SecretString;
 use tokio::sync::Notify;
@@ -223,20 +224,9 @@ impl TestServer {
 
     /// Posts a Webhooks API delivery signed v3 for `signed_uri` at `timestamp_ms`.
     pub async fn post_signed_at(&self, body: &str, signed_uri: &str, timestamp_ms: i64) -> reqwest::StatusCode {
-        let ts = timestamp_ms.to_string();
-        let sig = leadsync::hubspot::signature::sign_v3(
-            &SecretString::from(SECRET),
-            "POST",
-            signed_uri,
-            body.as_bytes(),
-            &ts,
-        );
-        self.http
-            .post(self.url("/webhooks/hubspot"))
-            .header("content-type", "application/json")
-            .header("x-hubspot-request-timestamp", ts)
-            .header("x-hubspot-signature-v3", sig)
-            .body(body.to_string())
+        let secret = SecretString::from(SECRET);
+        let url = self.url("/webhooks/hubspot");
+        signed_post(&self.http, &url, signed_uri, &secret, timestamp_ms, body.to_string())
             .send()
             .await
             .unwrap()
@@ -257,6 +247,17 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Posts `body` to `url` as HubSpot delivers a webhook: signed v3 with the app's `secret` for
+/// `url`, now (`sandbox::webhooks::signed_post`, the sandbox's own deliveries).
+pub async fn post_signed(http: &reqwest::Client, url: &str, secret: &str, body: &str) -> reqwest::Response {
+    let secret = SecretString::from(secret.to_string());
+    let now = chrono::Utc::now().timestamp_millis();
+    signed_post(http, url, url, &secret, now, body.to_string())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A Webhooks API event as HubSpot sends it.
@@ -459,18 +460,8 @@ impl TestApp {
     /// Posts a delivery to the server signed v3 with the sandbox's client secret.
     pub async fn post_signed_webhook(&self, body: &str) -> reqwest::StatusCode {
         let url = format!("http://{}/webhooks/hubspot", self.stack.addr);
-        let ts = Utc::now().timestamp_millis().to_string();
-        let secret = SecretString::from(self.stack.sandbox.config().hubspot_client_secret.clone());
-        let sig = leadsync::hubspot::signature::sign_v3(&secret, "POST", &url, body.as_bytes(), &ts);
-        reqwest::Client::new()
-            .post(&url)
-            .header("x-hubspot-request-timestamp", ts)
-            .header("x-hubspot-signature-v3", sig)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status()
+        let secret = &self.stack.sandbox.config().hubspot_client_secret;
+        post_signed(&reqwest::Client::new(), &url, secret, body).await.status()
     }
 
     /// Runs the inbox until it is empty, then the outbox: with the daemon running, waits until
