@@ -19,7 +19,7 @@ use leadsync::sync::decide::PromotePayload;
 use leadsync::sync::outbox::promotion::Promoter;
 use leadsync::sync::owners::OwnersCache;
 
-use crate::common::{sla_compiled, sla_round_the_clock};
+use crate::common::SlaText;
 use crate::support::{Backend, TestApp};
 
 const JULES: &str = "005000000000003AAA";
@@ -27,37 +27,22 @@ const ALICE: &str = "005000000000004AAA";
 const QUEUE: &str = "005000000000008AAA";
 
 /// A test team working around the clock in UTC: Jules (`jules`: extra member lines) and Alice
-/// (`alice`), the fallback `QUEUE`.
+/// (`alice`), the fallback `QUEUE`, a 4-hour first touch of each sales-qualified lead.
 fn sla(jules: &str, alice: &str) -> SlaFile {
-    compile(&sla_text(jules, alice))
+    desk(jules, alice)
+        .fallback(QUEUE)
+        .policy("sql_follow_up", "sql", SQL_FOLLOW_UP)
+        .compiled("routing-test.toml")
 }
 
-fn compile(text: &str) -> SlaFile {
-    sla_compiled("routing-test.toml", text)
-}
+/// The first touch of each sales-qualified lead: a call within 4 hours.
+const SQL_FOLLOW_UP: &str = "first_touch = \"4h\"\ntouches = { kinds = [\"call\"] }";
 
-fn sla_text(jules: &str, alice: &str) -> String {
-    sla_round_the_clock("routing-test", "desk", "UTC", None, Some(QUEUE))
-        + &format!(
-            r#"
-
-[[teams.members]]
-email = "jules@routing.test"
-salesforce_user = "{JULES}"
-{jules}
-
-[[teams.members]]
-email = "alice@routing.test"
-salesforce_user = "{ALICE}"
-{alice}
-
-[[policies]]
-id = "sql_follow_up"
-stage = "sql"
-first_touch = "4h"
-touches = {{ kinds = ["call"] }}
-"#
-        )
+/// The team alone: Jules and Alice, no fallback, no policy.
+fn desk(jules: &str, alice: &str) -> SlaText {
+    SlaText::round_the_clock("routing-test", "desk", "UTC")
+        .member("jules@routing.test", &format!("salesforce_user = \"{JULES}\"\n{jules}"))
+        .member("alice@routing.test", &format!("salesforce_user = \"{ALICE}\"\n{alice}"))
 }
 
 /// `syncer` with the SLA file `sla` for routing (the same store and clients).
@@ -239,8 +224,8 @@ async fn a_rep_at_capacity_or_absent_is_never_chosen_and_nobody_available_goes_t
 
     // Without a fallback, the lead waits on the review list, with the trace as its reason.
     let absent = r#"absences = [{ from = "2026-11-20", to = "2026-11-30" }]"#;
-    let text = sla_text(absent, "capacity = 2").replace(&format!("fallback_owner = \"{QUEUE}\"\n"), "");
-    let s = with_sla(&app.stack.syncer, compile(&text));
+    let no_fallback = desk(absent, "capacity = 2").policy("sql_follow_up", "sql", SQL_FOLLOW_UP);
+    let s = with_sla(&app.stack.syncer, no_fallback.compiled("routing-test.toml"));
     qualify(&s, 5, "cap-5", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 0);
     let review = s
@@ -441,11 +426,12 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
 async fn an_sla_reassignment_moves_the_salesforce_owner_once(backend: Backend) {
     let (app, _dir, _) = start(backend).await;
     let t = app.now();
-    let text = sla_text("", "").replace(
-        "touches = { kinds = [\"call\"] }",
-        "clock = \"wall\"\ntouches = { kinds = [\"call\"] }\nladder = [{ step = \"reassign\", after = \"0m\" }]",
+    let reassigning = desk("", "").fallback(QUEUE).wall_policy(
+        "sql_follow_up",
+        "sql",
+        &format!("{SQL_FOLLOW_UP}\nladder = [{{ step = \"reassign\", after = \"0m\" }}]"),
     );
-    let s = with_sla(&app.stack.syncer, compile(&text));
+    let s = with_sla(&app.stack.syncer, reassigning.compiled("routing-test.toml"));
     qualify(&s, 0, "moved", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
     assert_eq!(opportunity_owner(&app, 0, 0), JULES);

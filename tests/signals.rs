@@ -17,27 +17,27 @@ use leadsync::store::{ContactRow, OutboxKind, OutboxState};
 use leadsync::sync::Syncer;
 use serde_json::Value;
 
-use crate::common::{sla_compiled, sla_round_the_clock};
+use crate::common::SlaText;
 use crate::support::{Backend, TestApp};
 
 /// One team around the clock, one wall-clock policy on every sales-qualified lead: three calls
 /// by anyone, a minute apart at least, so two calls leave the timer running.
 fn sla() -> SlaFile {
-    let mut text = sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"));
-    text.push_str(
-        r#"
-[[policies]]
-id = "sql_calls"
-stage = "sql"
+    SlaText::round_the_clock("test", "t", "Europe/Paris")
+        .manager("80009")
+        .fallback("00G000000000009AAA")
+        .wall_policy(
+            "sql_calls",
+            "sql",
+            r#"
 path = "any"
-clock = "wall"
 first_touch = "1h"
 attempts = { count = 3, within = "10h", min_interval = "1m" }
 touches = { kinds = ["call"], by = "anyone" }
 ladder = [{ step = "owner_task", after = "2h" }]
 "#,
-    );
-    sla_compiled("sla.toml", &text)
+        )
+        .compiled("sla.toml")
 }
 
 // README (What each team sees of the other): two calls logged in Salesforce on a promoted

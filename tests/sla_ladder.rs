@@ -19,7 +19,7 @@ use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 
-use crate::common::sla_round_the_clock;
+use crate::common::SlaText;
 use crate::support::{Backend, NEVER, TestApp};
 
 /// The sandbox's owners 70001..70005 are the team (their Salesforce users 005…001AAA..005AAA);
@@ -28,28 +28,21 @@ use crate::support::{Backend, NEVER, TestApp};
 fn sla_text() -> String {
     let today = Utc::now().date_naive();
     let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(1));
-    let mut text = sla_round_the_clock(
-        "ladder-e2e",
-        "t",
-        "Europe/Paris",
-        Some("70006"),
-        Some("00G000000000009AAA"),
-    );
+    let mut sla = SlaText::round_the_clock("ladder-e2e", "t", "Europe/Paris")
+        .manager("70006")
+        .fallback("00G000000000009AAA");
     for n in 1..=5 {
-        text.push_str(&format!(
-            "\n[[teams.members]]\nemail = \"rep{n}@leadsync-test.com\"\nhubspot_owner = \"7000{n}\"\nsalesforce_user = \"005{n:012}AAA\"\n"
-        ));
+        let mut lines = format!("hubspot_owner = \"7000{n}\"\nsalesforce_user = \"005{n:012}AAA\"\n");
         if n >= 4 {
-            text.push_str(&format!("absences = [{{ from = \"{from}\", to = \"{to}\" }}]\n"));
+            lines.push_str(&format!("absences = [{{ from = \"{from}\", to = \"{to}\" }}]\n"));
         }
+        sla = sla.member(&format!("rep{n}@leadsync-test.com"), &lines);
     }
-    text.push_str(
+    sla.wall_policy(
+        "demo_e2e",
+        "sql",
         r#"
-[[policies]]
-id = "demo_e2e"
-stage = "sql"
 path = "shortcut"
-clock = "wall"
 first_touch = "10s"
 touches = { kinds = ["call", "meeting"], by = "owner_or_team" }
 ladder = [
@@ -59,8 +52,8 @@ ladder = [
   { step = "sales_rejected", after = "12s", reason = "no_follow_up" },
 ]
 "#,
-    );
-    text
+    )
+    .text()
 }
 
 /// Waits until `check` gives something (60 s at most, on the real clock).

@@ -28,44 +28,39 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{default_rules_text, icp, now, sla_compiled, sla_round_the_clock};
+use crate::common::{SlaText, default_rules_text, icp, now};
 use crate::support::{Backend, TestApp};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
 
 /// A team working around the clock (so availability is only absences and caps), a wall-clock
-/// policy in minutes, and the four kinds of ladder step.
-fn sla_text(webhook: &str) -> String {
-    sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"))
-        + &format!(
-            r#"
-
-[[teams.members]]
-email = "a@leadsync-test.com"
-hubspot_owner = "80001"
-salesforce_user = "005000000000081AAA"
-
-[[teams.members]]
-email = "b@leadsync-test.com"
-hubspot_owner = "80002"
-salesforce_user = "005000000000082AAA"
-absences = [{{ from = "2026-11-01", to = "2026-12-31" }}]
-
-[[teams.members]]
-email = "c@leadsync-test.com"
-hubspot_owner = "80003"
-salesforce_user = "005000000000083AAA"
-capacity = 1
-
-[[teams.members]]
-email = "d@leadsync-test.com"
-hubspot_owner = "80004"
-salesforce_user = "005000000000084AAA"
-
-[[policies]]
-id = "mql_fast"
-stage = "mql"
-clock = "wall"
+/// policy in minutes with the four kinds of ladder step, and a demo request's policy whose
+/// `path` and touches `by` the test says.
+fn sla(webhook: &str, demo_path: &str, demo_by: &str) -> SlaText {
+    SlaText::round_the_clock("test", "t", "Europe/Paris")
+        .manager("80009")
+        .fallback("00G000000000009AAA")
+        .member(
+            "a@leadsync-test.com",
+            "hubspot_owner = \"80001\"\nsalesforce_user = \"005000000000081AAA\"",
+        )
+        .member(
+            "b@leadsync-test.com",
+            "hubspot_owner = \"80002\"\nsalesforce_user = \"005000000000082AAA\"\nabsences = [{ from = \"2026-11-01\", to = \"2026-12-31\" }]",
+        )
+        .member(
+            "c@leadsync-test.com",
+            "hubspot_owner = \"80003\"\nsalesforce_user = \"005000000000083AAA\"\ncapacity = 1",
+        )
+        .member(
+            "d@leadsync-test.com",
+            "hubspot_owner = \"80004\"\nsalesforce_user = \"005000000000084AAA\"",
+        )
+        .wall_policy(
+            "mql_fast",
+            "mql",
+            &format!(
+                r#"
 first_touch = "10m"
 touches = {{ kinds = ["call", "sales_email", "meeting"], by = "owner_or_team" }}
 ladder = [
@@ -74,21 +69,30 @@ ladder = [
   {{ step = "reassign", after = "10m" }},
   {{ step = "sales_rejected", after = "20m", reason = "no_follow_up" }},
 ]
-
-[[policies]]
-id = "demo_fast"
-stage = "sql"
-path = "shortcut"
-clock = "wall"
+"#
+            ),
+        )
+        .wall_policy(
+            "demo_fast",
+            "sql",
+            &format!(
+                r#"
+path = "{demo_path}"
 first_touch = "5m"
-touches = {{ kinds = ["call"], by = "owner" }}
+touches = {{ kinds = ["call"], by = "{demo_by}" }}
 ladder = [{{ step = "owner_task", after = "0m" }}]
 "#
+            ),
         )
 }
 
+/// The test's SLA file: the demo request's policy on the shortcut only, the owner's touch.
+fn sla_text(webhook: &str) -> String {
+    sla(webhook, "shortcut", "owner").text()
+}
+
 fn sla_file(webhook: &str) -> SlaFile {
-    sla_compiled("sla.toml", &sla_text(webhook))
+    sla(webhook, "shortcut", "owner").compiled("sla.toml")
 }
 
 /// `leadsync explain --contact` on this store, with this SLA file beside the configuration.
@@ -555,15 +559,7 @@ async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Back
 
 /// The shipped rules with one wall-clock policy on every sales-qualified lead, anyone's touch.
 fn sql_any_sla() -> SlaFile {
-    let text = sla_text("http://127.0.0.1:9/hooks/sla").replace(
-        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"shortcut\"",
-        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"any\"",
-    );
-    let text = text.replace(
-        "touches = { kinds = [\"call\"], by = \"owner\" }",
-        "touches = { kinds = [\"call\"], by = \"anyone\" }",
-    );
-    sla_compiled("sla.toml", &text)
+    sla("http://127.0.0.1:9/hooks/sla", "any", "anyone").compiled("sla.toml")
 }
 
 // README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill of leads
