@@ -415,19 +415,12 @@ async fn a_search_secondly_429_waits_a_second_then_retries() {
         .mount(&server)
         .await;
     let config = leadsync::hubspot::client::HubSpotClientConfig {
-        base_url: server.uri().parse().unwrap(),
-        burst: 10_000,
-        interval: StdDuration::from_secs(10),
-        search_per_second: 1_000,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
-        timeout: None,
         retry: leadsync::hubspot::retry::RetryPolicy {
             secondly_wait: StdDuration::from_millis(50),
             ten_secondly_wait: StdDuration::from_secs(3600),
             ..leadsync::hubspot::retry::RetryPolicy::default()
         },
+        ..crate::support::hubspot_config(&server.uri())
     };
     let client = leadsync::hubspot::client::HubSpotClient::new(
         config,

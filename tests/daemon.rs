@@ -12,11 +12,11 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::salesforce::promote::{FakeOrg, OrgState};
 use crate::salesforce::token_answer;
-use crate::support::{post_signed, repo_root};
+use crate::support::{mount_batch_update_echo, post_signed, repo_root};
 
 const SECRET: &str = "wiremock-app-secret";
 
@@ -59,20 +59,7 @@ async fn hubspot() -> MockServer {
         )
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v3/objects/contacts/batch/update"))
-        .respond_with(|req: &Request| {
-            let body: Value = req.body_json().unwrap();
-            let results: Vec<Value> = body["inputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| json!({"id": i["id"], "properties": i["properties"]}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": results}))
-        })
-        .mount(&server)
-        .await;
+    mount_batch_update_echo(&server).await;
     server
 }
 

@@ -20,7 +20,7 @@ use leadsync::sync::outbox::promotion::Promoter;
 use leadsync::sync::owners::OwnersCache;
 
 use crate::common::SlaText;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, stored_contact};
 
 const JULES: &str = "005000000000003AAA";
 const ALICE: &str = "005000000000004AAA";
@@ -132,13 +132,7 @@ async fn qualify(s: &Syncer, i: u64, company: &str, cycle: u32, now: DateTime<Ut
 /// Saves contact `i` recycled: back to lead, its Salesforce owner kept in the store.
 async fn recycle(s: &Syncer, i: u64, now: DateTime<Utc>) {
     let id = contact(i);
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     let mut state = row.state.clone();
     state.stage = Some(Stage::Lead);
     state.status = Status::Recycle;

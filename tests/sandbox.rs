@@ -6,7 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use leadsync::hubspot::auth::HubSpotAuth;
 use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use leadsync::hubspot::limiter::Priority;
-use leadsync::hubspot::retry::RetryPolicy;
 use leadsync::hubspot::signature::verify_v3;
 use leadsync::sandbox::portal::{ContactKind, Portal};
 use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
@@ -46,15 +45,10 @@ fn client(sb: &SandboxHandle, oauth: bool) -> HubSpotClient {
         )
     };
     let config = HubSpotClientConfig {
-        base_url: sb.hubspot_base_url().parse().unwrap(),
         burst: cfg.hubspot_burst_per_10s,
-        interval: Duration::from_secs(10),
         search_per_second: cfg.hubspot_search_per_second,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
         timeout: Some(Duration::from_secs(10)),
-        retry: RetryPolicy::default(),
+        ..crate::support::hubspot_config(&sb.hubspot_base_url())
     };
     HubSpotClient::new(config, auth).unwrap()
 }

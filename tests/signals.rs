@@ -18,7 +18,7 @@ use leadsync::sync::Syncer;
 use serde_json::Value;
 
 use crate::common::SlaText;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, stored_contact};
 
 /// One team around the clock, one wall-clock policy on every sales-qualified lead: three calls
 /// by anyone, a minute apart at least, so two calls leave the timer running.
@@ -178,15 +178,6 @@ async fn promoted_contact(s: &Syncer) -> (ContactRow, String) {
         .expect("a promoted contact owned by a Salesforce user")
 }
 
-async fn row(s: &Syncer, id: &HubSpotId) -> ContactRow {
-    s.store
-        .contacts(std::slice::from_ref(id))
-        .await
-        .unwrap()
-        .remove(id)
-        .unwrap()
-}
-
 // README (What each team sees of the other): a promoted contact visits pricing twice in a day
 // under the running daemon: one Salesforce Task for its owner on its Contact, due that day,
 // saying what happened and when; not a second after the daemon restarts; the next day's visit
@@ -237,7 +228,7 @@ async fn a_promoted_contact_visiting_pricing_twice_in_a_day_gives_its_owner_one_
     s.outbox.wake(Priority::Background);
     app.settle().await;
     assert_eq!(alert_tasks(&app, &c).len(), 1, "found again, not made twice");
-    let after_alert = row(&s, &id).await;
+    let after_alert = stored_contact(&s.store, &id).await;
     assert_eq!(
         (after_alert.state.stage, after_alert.state.status),
         (contact.state.stage, contact.state.status),
@@ -300,7 +291,7 @@ async fn a_lost_contact_coming_back_tells_its_owner_and_is_recycled(backend: Bac
     let promoter = s.promoter.clone().unwrap();
     assert!(promoter.poll_opportunities(&s, app.now()).await.unwrap() >= 1);
     app.settle().await;
-    let lost = row(&s, &id).await;
+    let lost = stored_contact(&s.store, &id).await;
     assert_eq!(lost.state.status, Status::Lost, "{:?}", lost.state);
     let cycles = lost.state.recycle_count;
 
@@ -312,7 +303,7 @@ async fn a_lost_contact_coming_back_tells_its_owner_and_is_recycled(backend: Bac
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["OwnerId"].as_str(), Some(owner.as_str()));
 
-    let back = row(&s, &id).await;
+    let back = stored_contact(&s.store, &id).await;
     assert_eq!(
         (back.state.stage, back.state.status, back.state.recycle_count),
         (Some(Stage::Lead), Status::Recycle, cycles + 1),

@@ -20,7 +20,7 @@ use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 
 use crate::common::SlaText;
-use crate::support::{Backend, NEVER, TestApp};
+use crate::support::{Backend, NEVER, TestApp, stored_contact};
 
 /// The sandbox's owners 70001..70005 are the team (their Salesforce users 005…001AAA..005AAA);
 /// 70004 and 70005 are away today; 70006 manages. The first touch is due 10 s after a demo
@@ -237,13 +237,7 @@ async fn the_running_daemon_climbs_the_ladder_once_per_step_across_a_restart(bac
     .await;
     let why = refused.last_error.clone().unwrap_or_default();
     assert!(why.contains("does not apply at stage sql"), "{why}");
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     assert_eq!((row.state.stage, row.state.status), (Some(Stage::Sql), Status::Active));
     assert!(
         !row.properties.contains_key("leadsync_rejection_reason"),

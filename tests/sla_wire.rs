@@ -7,14 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use leadsync::diagnostics::SourceText;
-use leadsync::hubspot::auth::HubSpotAuth;
-use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use leadsync::hubspot::limiter::Priority;
-use leadsync::hubspot::retry::RetryPolicy;
 use leadsync::hubspot::types::HubSpotObject;
 use leadsync::lifecycle::snapshot::Direction;
 use leadsync::lifecycle::{Event, EventKind, HubSpotId, Rules, Stage, Status};
@@ -23,13 +19,12 @@ use leadsync::sla::timer::{System, Touch};
 use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::decide::{PulledContact, Seen, decide_pulled, sla_starts};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::common::{SlaText, default_rules_text, icp, now};
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, hubspot_client, mount_batch_update_echo, stored_contact};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
 
@@ -126,20 +121,7 @@ async fn hubspot() -> MockServer {
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "7001", "properties": {}})))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v3/objects/contacts/batch/update"))
-        .respond_with(|req: &Request| {
-            let body: Value = req.body_json().unwrap();
-            let results: Vec<Value> = body["inputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| json!({"id": i["id"], "properties": i["properties"]}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": results}))
-        })
-        .mount(&server)
-        .await;
+    mount_batch_update_echo(&server).await;
     Mock::given(method("POST"))
         .and(path("/hooks/sla"))
         .respond_with(ResponseTemplate::new(200))
@@ -149,18 +131,7 @@ async fn hubspot() -> MockServer {
 }
 
 fn syncer(server: &MockServer, store: Store) -> Syncer {
-    let cfg = HubSpotClientConfig {
-        base_url: server.uri().parse().unwrap(),
-        burst: 10_000,
-        interval: StdDuration::from_secs(10),
-        search_per_second: 1_000,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
-        timeout: None,
-        retry: RetryPolicy::default(),
-    };
-    let client = HubSpotClient::new(cfg, HubSpotAuth::static_token(Some(42), SecretString::from("pat-test"))).unwrap();
+    let client = hubspot_client(&server.uri());
     let rules = Rules::from_source(&SourceText::new("lifecycle.toml", default_rules_text())).unwrap();
     Syncer::new(Arc::new(rules), Arc::new(client), store, None)
         .with_sla(sla_file(&format!("{}/hooks/sla", server.uri())))
@@ -416,13 +387,7 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     );
 
     assert_eq!(sweep_and_drain(&s, minutes(30)).await, 1, "sales-rejected");
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     assert_eq!(row.state.status, Status::Recycle, "{:?}", row.state);
     assert_eq!(row.state.recycle_count, 1);
 

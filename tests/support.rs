@@ -685,3 +685,58 @@ pub fn month_options() -> leadsync::demo::month::MonthOptions {
         seed: 7,
     }
 }
+
+use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
+
+/// The HubSpot client's configuration for a fake HubSpot at `base_url` (wiremock): budgets no
+/// test reaches, UTC, no timeout, the default retries.
+pub fn hubspot_config(base_url: &str) -> HubSpotClientConfig {
+    HubSpotClientConfig {
+        base_url: base_url.parse().unwrap(),
+        burst: 10_000,
+        interval: std::time::Duration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
+        timeout: None,
+        retry: leadsync::hubspot::retry::RetryPolicy::default(),
+    }
+}
+
+/// A HubSpot client of portal 42 with a private-app token, on [`hubspot_config`].
+pub fn hubspot_client(base_url: &str) -> HubSpotClient {
+    let auth = leadsync::hubspot::auth::HubSpotAuth::static_token(Some(42), SecretString::from("pat-test"));
+    HubSpotClient::new(hubspot_config(base_url), auth).unwrap()
+}
+
+/// Answers HubSpot's contact batch update (`POST /crm/v3/objects/contacts/batch/update`) on
+/// `server` with each input's id and properties, as HubSpot echoes them.
+pub async fn mount_batch_update_echo(server: &wiremock::MockServer) {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/update"))
+        .respond_with(|req: &wiremock::Request| {
+            let body: serde_json::Value = req.body_json().unwrap();
+            let results: Vec<serde_json::Value> = body["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| serde_json::json!({"id": i["id"], "properties": i["properties"]}))
+                .collect();
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"status": "COMPLETE", "results": results}))
+        })
+        .mount(server)
+        .await;
+}
+
+/// The stored row of contact `id` (which the test knows is stored).
+pub async fn stored_contact(store: &Store, id: &leadsync::lifecycle::HubSpotId) -> leadsync::store::ContactRow {
+    store
+        .contacts(std::slice::from_ref(id))
+        .await
+        .unwrap()
+        .remove(id)
+        .unwrap_or_else(|| panic!("contact {id} is not stored"))
+}
