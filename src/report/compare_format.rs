@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::compare::Comparison;
 use super::figures::{Figure, GroupReport, Report};
-use super::format::ReportFormat;
+use super::format::{ReportFormat, field};
 use super::html::{funnel_bars, page, rate};
 use super::svg::{self, escape};
 use crate::lifecycle::{Stage, Status};
@@ -195,15 +195,6 @@ fn table(c: &Comparison) -> String {
         k.promotions, k.salesforce_calls
     );
     out
-}
-
-/// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// A figure as one spreadsheet number: a count, a rate as a fraction, a median in hours, a mean.
