@@ -8,6 +8,8 @@ use leadsync::chaos::{ChaosOptions, ChaosStore};
 use leadsync::sandbox::{Sandbox, SandboxConfig, fault_kind};
 use serde_json::{Value, json};
 
+use crate::support::hubspot_token;
+
 fn quiet(config: SandboxConfig) -> SandboxConfig {
     SandboxConfig {
         contacts: 50,
@@ -105,22 +107,8 @@ async fn an_access_token_past_its_minute_gets_401_expired_and_is_counted() {
     }))
     .await
     .unwrap();
-    let c = sb.config();
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(sb.hubspot_token_url())
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", c.hubspot_client_id.as_str()),
-            ("client_secret", c.hubspot_client_secret.as_str()),
-            ("refresh_token", c.hubspot_refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = hubspot_token(&sb.hubspot_token_url(), sb.config()).await;
     assert_eq!(token["expires_in"], 60);
     let access = token["access_token"].as_str().unwrap().to_string();
     let read = || {
@@ -304,21 +292,7 @@ async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
     let _ = child.wait().await;
 
     let (mut child, _, token_url) = sandbox_command(&["--contacts", "20", "--token-ttl", "60"]).await;
-    let c = SandboxConfig::default();
-    let token: Value = http
-        .post(token_url)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", c.hubspot_client_id.as_str()),
-            ("client_secret", c.hubspot_client_secret.as_str()),
-            ("refresh_token", c.hubspot_refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = hubspot_token(&token_url, &SandboxConfig::default()).await;
     assert_eq!(token["expires_in"], 60);
     child.start_kill().unwrap();
     let _ = child.wait().await;

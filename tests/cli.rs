@@ -479,16 +479,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let up = crate::support::ready_on(port).await;
     assert!(up, "leadsync run became ready");
     // server.header_timeout_secs reaches the listener: a connection that sends nothing is
     // closed after 1 s, not the default 10.

@@ -173,6 +173,27 @@ impl C {
     }
 }
 
+/// The `leadsync` binary with `args` in `cwd`, the configuration file and store URL of the
+/// environment the tests run in unset (a test names its own).
+pub fn leadsync_in(cwd: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL");
+    cmd
+}
+
+/// Runs `cmd` to its end: its exit code, standard output and standard error.
+pub fn said(cmd: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn run_bin(args: &[&str], cwd: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
         .args(args)

@@ -572,16 +572,7 @@ async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_
         .env("LEADSYNC__SCHEDULE__OPPORTUNITIES", never)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let up = crate::support::ready_on(port).await;
     assert!(up, "leadsync run became ready (store and both tokens)");
     let pid = child.id().unwrap();
     let status = tokio::process::Command::new("kill")

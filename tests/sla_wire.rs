@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{SlaText, default_rules_text, icp, now};
+use crate::common::{SlaText, default_rules_text, icp, leadsync_in, now, said};
 use crate::support::{Backend, TestApp, hubspot_client, mount_batch_update_echo, stored_contact};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
@@ -96,15 +96,10 @@ fn explain_contact(url: &str, sla: &str, contact: &str) -> String {
     std::fs::create_dir(dir.path().join("mappings")).unwrap();
     std::fs::write(dir.path().join("mappings/sla.toml"), sla).unwrap();
     std::fs::write(dir.path().join("leadsync.toml"), format!("[store]\nurl = \"{url}\"\n")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .args(["explain", "--contact", contact, "--config", "leadsync.toml"])
-        .current_dir(dir.path())
-        .env_remove("LEADSYNC_CONFIG")
-        .env_remove("LEADSYNC__STORE__URL")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let args = ["explain", "--contact", contact, "--config", "leadsync.toml"];
+    let (code, out, err) = said(&mut leadsync_in(dir.path(), &args));
+    assert_eq!(code, Some(0), "{err}");
+    out
 }
 
 /// HubSpot in wiremock: the contact has no tasks yet, a task create answers its id, a batch

@@ -740,3 +740,52 @@ pub async fn stored_contact(store: &Store, id: &leadsync::lifecycle::HubSpotId) 
         .remove(id)
         .unwrap_or_else(|| panic!("contact {id} is not stored"))
 }
+
+/// Posts an OAuth refresh-token grant to `token_url` (the sandbox's HubSpot or Salesforce
+/// token endpoint) for the app `client_id` / `client_secret`.
+pub async fn refresh_grant(
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    refresh_token: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(token_url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The token HubSpot's endpoint at `token_url` answers the sandbox configuration `c`'s app and
+/// refresh token with (its JSON).
+pub async fn hubspot_token(token_url: &str, c: &SandboxConfig) -> serde_json::Value {
+    refresh_grant(
+        token_url,
+        &c.hubspot_client_id,
+        &c.hubspot_client_secret,
+        &c.hubspot_refresh_token,
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+/// Whether `leadsync run` listening on `port` answers `GET /readyz` 200 within 10 s.
+pub async fn ready_on(port: u16) -> bool {
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    for _ in 0..200 {
+        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
