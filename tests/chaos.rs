@@ -389,18 +389,9 @@ async fn the_daemon_under_every_fault_three_kill_9s_and_a_full_disk_where_a_tmpf
     }
 }
 
-fn postgres_admin() -> String {
-    std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 /// Whether the PostgreSQL server holds a database of this name.
 async fn database_exists(admin: &str, name: &str) -> bool {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await
-        .unwrap();
+    let pool = crate::support::sql_pool(admin).await;
     let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{name}'"))
         .fetch_one(&pool)
         .await
@@ -411,7 +402,7 @@ async fn database_exists(admin: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_under_every_fault_three_kill_9s_and_a_store_outage_ends_like_a_fault_free_run_on_postgres() {
-    let admin = postgres_admin();
+    let admin = crate::support::postgres_admin_url();
     let opts = short(ChaosStore::Postgres(admin.clone()));
     let report = leadsync::chaos::run(&opts).await.unwrap();
     check(&report);
@@ -428,7 +419,7 @@ async fn the_daemon_under_every_fault_three_kill_9s_and_a_store_outage_ends_like
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_bench_on_postgres_drops_the_database_it_created() {
-    let admin = postgres_admin();
+    let admin = crate::support::postgres_admin_url();
     let opts = ChaosOptions {
         // The daemon cannot start: the reference run fails after its database was created.
         binary: "/nonexistent/leadsync".into(),

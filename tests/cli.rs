@@ -494,13 +494,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "an idle connection is closed after the configured header timeout: {closed:?}"
     );
-    let pid = child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
+    crate::support::sigterm(&child).await;
     let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("stopped within 20 s")

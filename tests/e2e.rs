@@ -574,13 +574,7 @@ async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_
         .unwrap();
     let up = crate::support::ready_on(port).await;
     assert!(up, "leadsync run became ready (store and both tokens)");
-    let pid = child.id().unwrap();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    crate::support::sigterm(&child).await;
     let exit = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
         .await
         .expect("stopped within 20 s")

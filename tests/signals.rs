@@ -18,7 +18,7 @@ use leadsync::sync::Syncer;
 use serde_json::Value;
 
 use crate::common::SlaText;
-use crate::support::{Backend, TestApp, stored_contact};
+use crate::support::{Backend, TestApp, owned_leads_below_sql, stored_contact};
 
 /// One team around the clock, one wall-clock policy on every sales-qualified lead: three calls
 /// by anyone, a minute apart at least, so two calls leave the timer running.
@@ -53,17 +53,7 @@ async fn two_calls_logged_in_salesforce_show_as_two_attempts_in_hubspot(backend:
     // A backfill starts no timer (leads waiting before leadsync ran): owned leads below SQL
     // with a company ask for a demo, and the cycle sees them enter SQL now.
     let stored = s.store.contact_page(None, 1_000).await.unwrap();
-    let askers: Vec<&str> = stored
-        .iter()
-        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
-        .filter(|c| {
-            ["company", "hubspot_owner_id"]
-                .iter()
-                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
-        })
-        .map(|c| c.contact_id.as_str())
-        .take(3)
-        .collect();
+    let askers = owned_leads_below_sql(&stored, 3);
     assert!(!askers.is_empty(), "owned leads below SQL");
     app.stack.sandbox.advance(Duration::minutes(1));
     for a in &askers {

@@ -24,7 +24,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::common::{SlaText, default_rules_text, icp, leadsync_in, now, said};
-use crate::support::{Backend, TestApp, hubspot_client, mount_batch_update_echo, stored_contact};
+use crate::support::{
+    Backend, TestApp, hubspot_client, mount_batch_update_echo, owned_leads_below_sql, stored_contact,
+};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
 
@@ -174,6 +176,22 @@ fn call(id: &str, by: &str, at: DateTime<Utc>) -> Event {
 }
 
 /// Saves 501's first decision (it becomes an MQL at `now()`, owned by 80001).
+/// Contact 501 pulled from HubSpot owned by `owner` with `events`, decided at `at` against its
+/// stored row and ledger (as the cycle decides a pull), and committed.
+async fn pull_and_commit(s: &Syncer, owner: &str, events: Vec<Event>, at: DateTime<Utc>) {
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+    let ledger = s
+        .store
+        .events(std::slice::from_ref(&id))
+        .await
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    let e = decide_pulled(&s.rules, &s.sla, pulled(owner, events), row.as_ref(), &ledger, at).unwrap();
+    s.store.commit(&[e], None).await.unwrap();
+}
+
 async fn new_mql(s: &Syncer) {
     let e = decide_pulled(&s.rules, &s.sla, pulled("80001", mql_events()), None, &[], now()).unwrap();
     assert_eq!(e.state.stage, Some(Stage::Mql));
@@ -464,25 +482,7 @@ async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Back
         match system {
             System::HubSpot => {
                 // The pull brings the owner's call; the commit puts it in the ledger.
-                let id = HubSpotId::try_from("501".to_string()).unwrap();
-                let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
-                let ledger = s
-                    .store
-                    .events(std::slice::from_ref(&id))
-                    .await
-                    .unwrap()
-                    .remove(&id)
-                    .unwrap();
-                let e = decide_pulled(
-                    &s.rules,
-                    &s.sla,
-                    pulled("80001", vec![call("hs-calls-1", "80001", at)]),
-                    row.as_ref(),
-                    &ledger,
-                    minutes(4),
-                )
-                .unwrap();
-                s.store.commit(&[e], None).await.unwrap();
+                pull_and_commit(&s, "80001", vec![call("hs-calls-1", "80001", at)], minutes(4)).await;
             }
             System::Salesforce => {
                 let touch = |id: &str| Touch {
@@ -551,17 +551,7 @@ async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend
     }
 
     // Owned leads below SQL with a company ask for a demo: the cycle sees them enter SQL now.
-    let askers: Vec<&str> = stored
-        .iter()
-        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
-        .filter(|c| {
-            ["company", "hubspot_owner_id"]
-                .iter()
-                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
-        })
-        .map(|c| c.contact_id.as_str())
-        .take(3)
-        .collect();
+    let askers = owned_leads_below_sql(&stored, 3);
     assert!(askers.len() >= 2, "{askers:?}");
     app.stack.sandbox.advance(Duration::minutes(1));
     for a in &askers {
@@ -642,25 +632,7 @@ async fn an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along(backend: Ba
     assert_eq!(e.state.stage, Some(Stage::Sql));
     s.store.commit(&[e], None).await.unwrap();
     // The owner becomes 80004 in HubSpot; 80001 (no longer the owner) calls at minute 2.
-    let id = HubSpotId::try_from("501".to_string()).unwrap();
-    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
-    let ledger = s
-        .store
-        .events(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
-    let e = decide_pulled(
-        &s.rules,
-        &s.sla,
-        pulled("80004", vec![call("hs-calls-9", "80001", minutes(2))]),
-        row.as_ref(),
-        &ledger,
-        minutes(3),
-    )
-    .unwrap();
-    s.store.commit(&[e], None).await.unwrap();
+    pull_and_commit(&s, "80004", vec![call("hs-calls-9", "80001", minutes(2))], minutes(3)).await;
     assert_eq!(sweep_and_drain(&s, minutes(6)).await, 1, "the owner's task");
     let t = timer(&s.store).await;
     assert_eq!(t.record.policy, "demo_fast");

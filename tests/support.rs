@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use leadsync::store::Store;
 
 /// Where the tests find PostgreSQL (`LEADSYNC_TEST_POSTGRES`, default the local `test` database).
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
@@ -38,7 +38,7 @@ pub async fn postgres_url() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let admin = postgres_admin_url();
     let name = format!("leadsync_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-    let admin_store = sqlx_admin(&admin).await;
+    let admin_store = sql_pool(&admin).await;
     static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SWEPT.swap(true, Ordering::SeqCst) {
         drop_dead_runs_databases(&admin_store).await;
@@ -86,14 +86,15 @@ async fn drop_dead_runs_databases(admin: &sqlx::AnyPool) {
     }
 }
 
-async fn sqlx_admin(url: &str) -> sqlx::AnyPool {
+/// One connection to the database at `url`, beside the store, for SQL a test runs itself.
+pub async fn sql_pool(url: &str) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} is needed by the store tests (set LEADSYNC_TEST_POSTGRES): {e}")
+            panic!("the database at {url} is needed by the store tests (PostgreSQL: set LEADSYNC_TEST_POSTGRES): {e}")
         })
 }
 
@@ -589,12 +590,7 @@ pub async fn postgres_behind_proxy() -> (String, TcpProxy) {
 /// `contact`, rows of tables that have a `contact_id` are searched only when they are that
 /// contact's (a name other contacts share); tables without one are searched whole.
 pub async fn grep_store(url: &str, needle: &str, contact: Option<&str>) -> Vec<String> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = sql_pool(url).await;
     let postgres = url.starts_with("postgres");
     let tables: Vec<String> = if postgres {
         sqlx::query("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'")
@@ -788,4 +784,31 @@ pub async fn ready_on(port: u16) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Sends SIGTERM to `child` (`kill -TERM`, as a service manager stops `leadsync run`).
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process is running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {pid}");
+}
+
+/// Up to `n` of the stored `rows` that a demo request moves to SQL now: active leads below SQL
+/// with a company and a HubSpot owner.
+pub fn owned_leads_below_sql(rows: &[leadsync::store::ContactRow], n: usize) -> Vec<&str> {
+    use leadsync::lifecycle::{Stage, Status};
+    rows.iter()
+        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
+        .filter(|c| {
+            ["company", "hubspot_owner_id"]
+                .iter()
+                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
+        })
+        .map(|c| c.contact_id.as_str())
+        .take(n)
+        .collect()
 }
