@@ -346,18 +346,10 @@ fn form_delivery(contact: u64, occurred_at: i64) -> Vec<Value> {
     ]
 }
 
-/// A lead the backfill left at `lead`, active, with an email.
+/// A lead the backfill left at `lead`, active, fit for a demo request.
 async fn a_lead(app: &TestApp) -> String {
-    let rows = app.stack.syncer.store.contact_page(None, 100_000).await.unwrap();
-    rows.iter()
-        .find(|r| {
-            r.state.stage == Some(Stage::Lead)
-                && r.state.status == Status::Active
-                && r.properties.contains_key("company")
-                && r.properties.contains_key("jobtitle")
-        })
-        .map(|r| r.contact_id.as_str().to_string())
-        .expect("the portal has active leads")
+    let leads = crate::support::demo_ready_leads(&app.stack.syncer.store).await;
+    leads.into_iter().next().expect("the portal has active leads")
 }
 
 // README: "evaluate from that current snapshot (so order does not matter), write back and promote"

@@ -7,7 +7,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use leadsync::config::{Loaded, Settings, load_with_env};
 use leadsync::daemon::Daemon;
-use leadsync::lifecycle::{HubSpotId, Stage, Status};
+use leadsync::lifecycle::HubSpotId;
 use leadsync::sandbox::portal::CONTACT_ID_BASE;
 use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle, fault_kind};
 use leadsync::store::{OutboxKind, OutboxState, Store};
@@ -15,7 +15,7 @@ use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 use secrecy::SecretString;
 
-use crate::support::{NEVER, TestApp, post_signed, repo_root};
+use crate::support::{NEVER, TestApp, demo_ready_leads, post_signed, repo_root};
 
 fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -145,20 +145,6 @@ fn portal_settings(sb: &SandboxHandle, store_url: String, bind: &str) -> Setting
     s
 }
 
-/// Active leads of the store, fit for a demo request to make SQL and promote.
-async fn leads(store: &Store) -> Vec<String> {
-    let rows = store.contact_page(None, 100_000).await.unwrap();
-    rows.iter()
-        .filter(|r| {
-            r.state.stage == Some(Stage::Lead)
-                && r.state.status == Status::Active
-                && r.properties.contains_key("company")
-                && r.properties.contains_key("jobtitle")
-        })
-        .map(|r| r.contact_id.as_str().to_string())
-        .collect()
-}
-
 /// Submits a demo request for `lead` (the sandbox delivers its webhook) and waits until the
 /// contact is linked to Salesforce in `store`; the time that took.
 async fn demo_request_to_salesforce(sb: &SandboxHandle, store: &Store, lead: &str) -> StdDuration {
@@ -240,7 +226,7 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other_and_webhooks_go_to
         )
         .await
         .unwrap();
-    let leads = leads(&syncer_a.store).await;
+    let leads = demo_ready_leads(&syncer_a.store).await;
     assert!(leads.len() >= 2, "two leads to promote: {leads:?}");
 
     // The baseline: portal 42 alone, as a single-portal file runs it.

@@ -4,7 +4,6 @@
 //! per company; the trace stored with each assignment, audited and shown by `leadsync explain
 //! --contact`; the rotation and the caps across a restart; reassignment away from given reps.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -20,7 +19,7 @@ use leadsync::sync::outbox::promotion::Promoter;
 use leadsync::sync::owners::OwnersCache;
 
 use crate::common::SlaText;
-use crate::support::{Backend, TestApp, stored_contact};
+use crate::support::{Backend, TestApp, lead_at_company, stored_contact};
 
 const JULES: &str = "005000000000003AAA";
 const ALICE: &str = "005000000000004AAA";
@@ -78,23 +77,8 @@ fn contact(i: u64) -> HubSpotId {
 /// does.
 async fn qualify(s: &Syncer, i: u64, company: &str, cycle: u32, now: DateTime<Utc>) {
     let id = contact(i);
-    let props: BTreeMap<String, String> = [
-        ("email", format!("lead-{id}@{company}.test")),
-        ("firstname", "Ada".to_string()),
-        ("lastname", format!("L{id}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let company_props: BTreeMap<String, String> = [
-        ("name", format!("Routing {company}")),
-        ("domain", format!("{company}.test")),
-        ("country", "US".into()),
-        ("numberofemployees", "50".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let (props, company_props) =
+        lead_at_company(id.as_str(), &format!("{company}.test"), &format!("Routing {company}"));
     let stored = s.store.contacts(std::slice::from_ref(&id)).await.unwrap();
     let mut state = stored.get(&id).map(|r| r.state.clone()).unwrap_or_default();
     state.stage = Some(Stage::Sql);

@@ -812,3 +812,41 @@ pub fn owned_leads_below_sql(rows: &[leadsync::store::ContactRow], n: usize) -> 
         .take(n)
         .collect()
 }
+
+/// The store's active leads fit for a demo request to make SQL and promote (a company and a
+/// job title), in the store's id order.
+pub async fn demo_ready_leads(store: &Store) -> Vec<String> {
+    use leadsync::lifecycle::{Stage, Status};
+    let rows = store.contact_page(None, 100_000).await.unwrap();
+    rows.iter()
+        .filter(|r| {
+            r.state.stage == Some(Stage::Lead)
+                && r.state.status == Status::Active
+                && r.properties.contains_key("company")
+                && r.properties.contains_key("jobtitle")
+        })
+        .map(|r| r.contact_id.as_str().to_string())
+        .collect()
+}
+
+/// The contact and company properties of lead `contact` (Ada L`contact`, `lead-…@domain`) at
+/// the company `name` of `domain`, in the US with 50 people (no territory), as a promotion
+/// carries them.
+pub fn lead_at_company(contact: &str, domain: &str, name: &str) -> (Properties, Properties) {
+    let props = [
+        ("email", format!("lead-{contact}@{domain}")),
+        ("firstname", "Ada".to_string()),
+        ("lastname", format!("L{contact}")),
+    ];
+    let company = [
+        ("name", name.to_string()),
+        ("domain", domain.to_string()),
+        ("country", "US".into()),
+        ("numberofemployees", "50".into()),
+    ];
+    let owned = |pairs: &[(&str, String)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    (owned(&props), owned(&company))
+}
+
+/// A HubSpot object's properties, by name.
+pub type Properties = std::collections::BTreeMap<String, String>;
