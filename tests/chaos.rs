@@ -53,15 +53,10 @@ async fn a_write_whose_answer_is_lost_is_applied_and_answered_502_and_counted() 
         .unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(sb.faults().get(fault_kind::LOST), Some(&1));
-    let faults: Value = http
-        .get(format!("{}/_sandbox/faults", sb.hubspot_base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(faults, json!({"applied_answer_lost": 1}));
+    assert_eq!(
+        faults_served(&sb.hubspot_base_url()).await,
+        json!({"applied_answer_lost": 1})
+    );
 }
 
 #[tokio::test]
@@ -268,6 +263,12 @@ async fn sandbox_command(args: &[&str]) -> (tokio::process::Child, String, Strin
     (child, base, token)
 }
 
+/// The faults the sandbox whose HubSpot is at `base` has served, by kind (`GET /_sandbox/faults`).
+async fn faults_served(base: &str) -> Value {
+    let answer = reqwest::get(format!("{base}/_sandbox/faults")).await.unwrap();
+    answer.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
     let http = reqwest::Client::new();
@@ -279,15 +280,7 @@ async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    let faults: Value = http
-        .get(format!("{base}/_sandbox/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(faults, json!({"5xx": 1}));
+    assert_eq!(faults_served(&base).await, json!({"5xx": 1}));
     child.start_kill().unwrap();
     let _ = child.wait().await;
 
