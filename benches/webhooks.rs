@@ -29,6 +29,7 @@ use chrono::Utc;
 use leadsync::demo::{Stack, StackOptions};
 use leadsync::lifecycle::{Stage, Status};
 use leadsync::sandbox::SandboxConfig;
+use leadsync::sandbox::webhooks::signed_post;
 use leadsync::server::{AppState, Application};
 use leadsync::store::Store;
 use leadsync::sync::backfill::BackfillOptions;
@@ -362,21 +363,12 @@ fn generator(url: String, concurrency: u64, secs: u64, first_object: u64, rate: 
                             break;
                         }
                         let now = Utc::now().timestamp_millis();
-                        let body = delivery(object, now);
-                        let ts = now.to_string();
-                        let sig = leadsync::hubspot::signature::sign_v3(&secret, "POST", &url, &body, &ts);
+                        let request = signed_post(&http, &url, &url, &secret, now, delivery(object, now));
                         if let Some(at) = scheduled {
                             tokio::time::sleep_until(at.into()).await;
                         }
                         let t = scheduled.unwrap_or_else(Instant::now);
-                        let answer = http
-                            .post(&url)
-                            .header("content-type", "application/json")
-                            .header("x-hubspot-request-timestamp", ts)
-                            .header("x-hubspot-signature-v3", sig)
-                            .body(body)
-                            .send()
-                            .await;
+                        let answer = request.send().await;
                         let took = t.elapsed().as_secs_f64() * 1000.0;
                         sent.fetch_add(1, Ordering::Relaxed);
                         match answer {

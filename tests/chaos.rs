@@ -8,6 +8,8 @@ use leadsync::chaos::{ChaosOptions, ChaosStore};
 use leadsync::sandbox::{Sandbox, SandboxConfig, fault_kind};
 use serde_json::{Value, json};
 
+use crate::support::hubspot_token;
+
 fn quiet(config: SandboxConfig) -> SandboxConfig {
     SandboxConfig {
         contacts: 50,
@@ -51,15 +53,10 @@ async fn a_write_whose_answer_is_lost_is_applied_and_answered_502_and_counted() 
         .unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(sb.faults().get(fault_kind::LOST), Some(&1));
-    let faults: Value = http
-        .get(format!("{}/_sandbox/faults", sb.hubspot_base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(faults, json!({"applied_answer_lost": 1}));
+    assert_eq!(
+        faults_served(&sb.hubspot_base_url()).await,
+        json!({"applied_answer_lost": 1})
+    );
 }
 
 #[tokio::test]
@@ -105,22 +102,8 @@ async fn an_access_token_past_its_minute_gets_401_expired_and_is_counted() {
     }))
     .await
     .unwrap();
-    let c = sb.config();
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(sb.hubspot_token_url())
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", c.hubspot_client_id.as_str()),
-            ("client_secret", c.hubspot_client_secret.as_str()),
-            ("refresh_token", c.hubspot_refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = hubspot_token(&sb.hubspot_token_url(), sb.config()).await;
     assert_eq!(token["expires_in"], 60);
     let access = token["access_token"].as_str().unwrap().to_string();
     let read = || {
@@ -280,6 +263,12 @@ async fn sandbox_command(args: &[&str]) -> (tokio::process::Child, String, Strin
     (child, base, token)
 }
 
+/// The faults the sandbox whose HubSpot is at `base` has served, by kind (`GET /_sandbox/faults`).
+async fn faults_served(base: &str) -> Value {
+    let answer = reqwest::get(format!("{base}/_sandbox/faults")).await.unwrap();
+    answer.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
     let http = reqwest::Client::new();
@@ -291,34 +280,12 @@ async fn the_sandbox_command_serves_the_faults_its_flags_ask_for() {
         .await
         .unwrap();
     assert!(r.status().is_server_error(), "{}", r.status());
-    let faults: Value = http
-        .get(format!("{base}/_sandbox/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(faults, json!({"5xx": 1}));
+    assert_eq!(faults_served(&base).await, json!({"5xx": 1}));
     child.start_kill().unwrap();
     let _ = child.wait().await;
 
     let (mut child, _, token_url) = sandbox_command(&["--contacts", "20", "--token-ttl", "60"]).await;
-    let c = SandboxConfig::default();
-    let token: Value = http
-        .post(token_url)
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", c.hubspot_client_id.as_str()),
-            ("client_secret", c.hubspot_client_secret.as_str()),
-            ("refresh_token", c.hubspot_refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = hubspot_token(&token_url, &SandboxConfig::default()).await;
     assert_eq!(token["expires_in"], 60);
     child.start_kill().unwrap();
     let _ = child.wait().await;
@@ -415,18 +382,9 @@ async fn the_daemon_under_every_fault_three_kill_9s_and_a_full_disk_where_a_tmpf
     }
 }
 
-fn postgres_admin() -> String {
-    std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 /// Whether the PostgreSQL server holds a database of this name.
 async fn database_exists(admin: &str, name: &str) -> bool {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await
-        .unwrap();
+    let pool = crate::support::sql_pool(admin).await;
     let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pg_database WHERE datname = '{name}'"))
         .fetch_one(&pool)
         .await
@@ -437,7 +395,7 @@ async fn database_exists(admin: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_under_every_fault_three_kill_9s_and_a_store_outage_ends_like_a_fault_free_run_on_postgres() {
-    let admin = postgres_admin();
+    let admin = crate::support::postgres_admin_url();
     let opts = short(ChaosStore::Postgres(admin.clone()));
     let report = leadsync::chaos::run(&opts).await.unwrap();
     check(&report);
@@ -454,7 +412,7 @@ async fn the_daemon_under_every_fault_three_kill_9s_and_a_store_outage_ends_like
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_bench_on_postgres_drops_the_database_it_created() {
-    let admin = postgres_admin();
+    let admin = crate::support::postgres_admin_url();
     let opts = ChaosOptions {
         // The daemon cannot start: the reference run fails after its database was created.
         binary: "/nonexistent/leadsync".into(),

@@ -415,19 +415,12 @@ async fn a_search_secondly_429_waits_a_second_then_retries() {
         .mount(&server)
         .await;
     let config = leadsync::hubspot::client::HubSpotClientConfig {
-        base_url: server.uri().parse().unwrap(),
-        burst: 10_000,
-        interval: StdDuration::from_secs(10),
-        search_per_second: 1_000,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
-        timeout: None,
         retry: leadsync::hubspot::retry::RetryPolicy {
             secondly_wait: StdDuration::from_millis(50),
             ten_secondly_wait: StdDuration::from_secs(3600),
             ..leadsync::hubspot::retry::RetryPolicy::default()
         },
+        ..crate::support::hubspot_config(&server.uri())
     };
     let client = leadsync::hubspot::client::HubSpotClient::new(
         config,
@@ -737,17 +730,8 @@ async fn a_crash_between_a_promotion_and_its_write_back_still_writes_values_and_
     backfill(&app).await;
     let s = &app.stack.syncer;
     let sb = &app.stack.sandbox;
-    let rows = s.store.contact_page(None, 100_000).await.unwrap();
-    let lead = rows
-        .iter()
-        .find(|r| {
-            r.state.stage == Some(Stage::Lead)
-                && r.state.status == Status::Active
-                && r.properties.contains_key("company")
-                && r.properties.contains_key("jobtitle")
-        })
-        .map(|r| r.contact_id.as_str().to_string())
-        .expect("an active lead");
+    let leads = crate::support::demo_ready_leads(&s.store).await;
+    let lead = leads.into_iter().next().expect("an active lead");
     let writes = sb.hubspot_writes().get(&lead).copied().unwrap_or(0);
     sb.submit_form(&lead, "Request a demo").expect("submitted");
     for _ in 0..200 {

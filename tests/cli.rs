@@ -479,16 +479,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let up = crate::support::ready_on(port).await;
     assert!(up, "leadsync run became ready");
     // server.header_timeout_secs reaches the listener: a connection that sends nothing is
     // closed after 1 s, not the default 10.
@@ -503,13 +494,7 @@ async fn leadsync_run_writes_json_log_lines_that_parse() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "an idle connection is closed after the configured header timeout: {closed:?}"
     );
-    let pid = child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
+    crate::support::sigterm(&child).await;
     let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("stopped within 20 s")

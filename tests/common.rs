@@ -173,6 +173,27 @@ impl C {
     }
 }
 
+/// The `leadsync` binary with `args` in `cwd`, the configuration file and store URL of the
+/// environment the tests run in unset (a test names its own).
+pub fn leadsync_in(cwd: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("LEADSYNC_CONFIG")
+        .env_remove("LEADSYNC__STORE__URL");
+    cmd
+}
+
+/// Runs `cmd` to its end: its exit code, standard output and standard error.
+pub fn said(cmd: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn run_bin(args: &[&str], cwd: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
         .args(args)
@@ -182,34 +203,90 @@ pub fn run_bin(args: &[&str], cwd: &Path) -> std::process::Output {
         .unwrap()
 }
 
-/// The head of a test SLA file: its `[sla]` table and one team `team` working round the clock
-/// in `time_zone` (so availability is only absences and caps), with a manager and a fallback
-/// owner when given. Tests append their members and policies.
-pub fn sla_round_the_clock(
-    version: &str,
-    team: &str,
-    time_zone: &str,
-    manager: Option<&str>,
-    fallback: Option<&str>,
-) -> String {
-    let mut text = format!(
-        "[sla]\nversion = \"{version}\"\ndefault_team = \"{team}\"\n\n[[teams]]\nid = \"{team}\"\ntime_zone = \"{time_zone}\"\n"
-    );
-    if let Some(manager) = manager {
-        text.push_str(&format!("manager = \"{manager}\"\n"));
-    }
-    if let Some(fallback) = fallback {
-        text.push_str(&format!("fallback_owner = \"{fallback}\"\n"));
-    }
-    text.push_str("[teams.hours]\n");
-    for day in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] {
-        text.push_str(&format!("{day} = \"00:00-24:00\"\n"));
-    }
-    text
+/// A test SLA file, written the way `mappings/sla.toml` is: its `[sla]` table, one team `team`
+/// working round the clock in `time_zone` (so availability is only absences and caps), that
+/// team's members, then the policies. The one builder of every test's SLA file.
+#[derive(Clone)]
+pub struct SlaText {
+    version: String,
+    team: String,
+    time_zone: String,
+    manager: Option<String>,
+    fallback: Option<String>,
+    members: String,
+    policies: String,
 }
 
-/// A test SLA file compiled, panicking with its diagnostics when the text is wrong.
-pub fn sla_compiled(name: &str, text: &str) -> leadsync::sla::SlaFile {
-    leadsync::sla::SlaFile::from_source(&leadsync::diagnostics::SourceText::new(name, text.to_string()))
-        .unwrap_or_else(|d| panic!("{d}"))
+impl SlaText {
+    /// Version `version`, its one team `team` round the clock in `time_zone`, no one in it yet.
+    pub fn round_the_clock(version: &str, team: &str, time_zone: &str) -> SlaText {
+        SlaText {
+            version: version.into(),
+            team: team.into(),
+            time_zone: time_zone.into(),
+            manager: None,
+            fallback: None,
+            members: String::new(),
+            policies: String::new(),
+        }
+    }
+
+    /// The team's manager (a HubSpot owner id: the ladder's `manager_task`).
+    pub fn manager(mut self, owner: &str) -> SlaText {
+        self.manager = Some(owner.into());
+        self
+    }
+
+    /// The team's fallback owner (a Salesforce user or queue id).
+    pub fn fallback(mut self, owner: &str) -> SlaText {
+        self.fallback = Some(owner.into());
+        self
+    }
+
+    /// A member by `email`, with its other lines (`hubspot_owner`, `salesforce_user`,
+    /// `absences`, `capacity`), as TOML.
+    pub fn member(mut self, email: &str, lines: &str) -> SlaText {
+        self.members
+            .push_str(&format!("\n[[teams.members]]\nemail = \"{email}\"\n{}\n", lines.trim()));
+        self
+    }
+
+    /// A policy `id` on entering `stage` on the team's clock, with its other lines as TOML.
+    pub fn policy(mut self, id: &str, stage: &str, lines: &str) -> SlaText {
+        self.policies.push_str(&format!(
+            "\n[[policies]]\nid = \"{id}\"\nstage = \"{stage}\"\n{}\n",
+            lines.trim()
+        ));
+        self
+    }
+
+    /// The same on the wall clock (`clock = "wall"`): due times in plain minutes or seconds.
+    pub fn wall_policy(self, id: &str, stage: &str, lines: &str) -> SlaText {
+        self.policy(id, stage, &format!("clock = \"wall\"\n{}", lines.trim()))
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> String {
+        let (version, team, time_zone) = (&self.version, &self.team, &self.time_zone);
+        let mut text = format!(
+            "[sla]\nversion = \"{version}\"\ndefault_team = \"{team}\"\n\n[[teams]]\nid = \"{team}\"\ntime_zone = \"{time_zone}\"\n"
+        );
+        if let Some(manager) = &self.manager {
+            text.push_str(&format!("manager = \"{manager}\"\n"));
+        }
+        if let Some(fallback) = &self.fallback {
+            text.push_str(&format!("fallback_owner = \"{fallback}\"\n"));
+        }
+        text.push_str("[teams.hours]\n");
+        for day in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] {
+            text.push_str(&format!("{day} = \"00:00-24:00\"\n"));
+        }
+        text + &self.members + &self.policies
+    }
+
+    /// The file compiled as `name`, panicking with its diagnostics when the text is wrong.
+    pub fn compiled(&self, name: &str) -> leadsync::sla::SlaFile {
+        leadsync::sla::SlaFile::from_source(&leadsync::diagnostics::SourceText::new(name, self.text()))
+            .unwrap_or_else(|d| panic!("{d}"))
+    }
 }

@@ -13,7 +13,7 @@ use leadsync::store::{OutboxKind, OutboxState};
 use leadsync::sync::backfill::BackfillOptions;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, TestApp, stored_contact};
 
 on_both_stores!(a_promoted_contact_s_download_reaches_salesforce_in_one_cycle_and_nothing_sales_typed_is_overwritten,);
 
@@ -138,13 +138,7 @@ async fn a_promoted_contact_s_download_reaches_salesforce_in_one_cycle_and_nothi
     sb.reset_calls();
     s.incremental(now(), Duration::days(1)).await.unwrap();
     app.settle().await;
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&promoted.contact_id))
-        .await
-        .unwrap()
-        .remove(&promoted.contact_id)
-        .unwrap();
+    let row = stored_contact(&s.store, &promoted.contact_id).await;
     let after = record(&app, "Contact", &sf_contact);
     assert_eq!(after["LeadSync_Engagement_Score__c"], json!(row.engagement.round()));
     assert_ne!(

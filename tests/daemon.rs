@@ -12,11 +12,11 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::salesforce::promote::{FakeOrg, OrgState};
 use crate::salesforce::token_answer;
-use crate::support::repo_root;
+use crate::support::{mount_batch_update_echo, post_signed, repo_root};
 
 const SECRET: &str = "wiremock-app-secret";
 
@@ -59,20 +59,7 @@ async fn hubspot() -> MockServer {
         )
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v3/objects/contacts/batch/update"))
-        .respond_with(|req: &Request| {
-            let body: Value = req.body_json().unwrap();
-            let results: Vec<Value> = body["inputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| json!({"id": i["id"], "properties": i["properties"]}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": results}))
-        })
-        .mount(&server)
-        .await;
+    mount_batch_update_echo(&server).await;
     server
 }
 
@@ -128,17 +115,7 @@ async fn a_signed_demo_request_through_the_server_reaches_sql_in_hubspot_and_sal
         "occurredAt": Utc::now().timestamp_millis(), "subscriptionType": "contact.creation",
         "attemptNumber": 0, "objectId": 901, "changeSource": "FORM"}])
     .to_string();
-    let ts = Utc::now().timestamp_millis().to_string();
-    let sig = leadsync::hubspot::signature::sign_v3(&SecretString::from(SECRET), "POST", &url, body.as_bytes(), &ts);
-    let status = reqwest::Client::new()
-        .post(&url)
-        .header("x-hubspot-request-timestamp", ts)
-        .header("x-hubspot-signature-v3", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = post_signed(&reqwest::Client::new(), &url, SECRET, &body).await.status();
     assert_eq!(status, 200);
     while syncer.drain_inbox(Utc::now()).await.unwrap().1 > 0 {}
     // What the inbox pass committed, carried out as the daemon's outbox worker would.

@@ -346,18 +346,10 @@ fn form_delivery(contact: u64, occurred_at: i64) -> Vec<Value> {
     ]
 }
 
-/// A lead the backfill left at `lead`, active, with an email.
+/// A lead the backfill left at `lead`, active, fit for a demo request.
 async fn a_lead(app: &TestApp) -> String {
-    let rows = app.stack.syncer.store.contact_page(None, 100_000).await.unwrap();
-    rows.iter()
-        .find(|r| {
-            r.state.stage == Some(Stage::Lead)
-                && r.state.status == Status::Active
-                && r.properties.contains_key("company")
-                && r.properties.contains_key("jobtitle")
-        })
-        .map(|r| r.contact_id.as_str().to_string())
-        .expect("the portal has active leads")
+    let leads = crate::support::demo_ready_leads(&app.stack.syncer.store).await;
+    leads.into_iter().next().expect("the portal has active leads")
 }
 
 // README: "evaluate from that current snapshot (so order does not matter), write back and promote"
@@ -576,24 +568,9 @@ async fn leadsync_run_becomes_ready_and_on_sigterm_flushes_the_outbox_and_exits_
         .env("LEADSYNC__SCHEDULE__OPPORTUNITIES", never)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let up = crate::support::ready_on(port).await;
     assert!(up, "leadsync run became ready (store and both tokens)");
-    let pid = child.id().unwrap();
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    crate::support::sigterm(&child).await;
     let exit = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
         .await
         .expect("stopped within 20 s")

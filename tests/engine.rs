@@ -688,19 +688,25 @@ fn stage_and_status_by_kind_of_contact() {
         ("customer",                              icp().at(Customer).page("/pricing", 1.0),                    Some(Customer),    Active),
     ];
     for (name, c, stage, status) in cases {
-        let d = c.eval();
-        assert_eq!(
-            (d.stage, d.status),
-            (stage, status),
-            "{name}: {:?} / {:?} / {:?}",
-            d.stage_reason,
-            d.status_reason,
-            d.notes
-        );
+        decides(name, &c, stage, status);
     }
 }
 
 // ---- first sight: the status its facts call for, in the same decision (issue 11) ----------
+
+/// `c`'s decision now, which the case `name` says puts it at `stage` with `status`.
+fn decides(name: &str, c: &C, stage: Option<Stage>, status: Status) -> leadsync::lifecycle::Decision<'static> {
+    let d = c.eval();
+    assert_eq!(
+        (d.stage, d.status),
+        (stage, status),
+        "{name}: {:?} / {:?} / {:?}",
+        d.stage_reason,
+        d.status_reason,
+        d.notes
+    );
+    d
+}
 
 /// The decision's own next state, evaluated again at the same time, changes nothing.
 fn assert_settled(name: &str, c: &C, d: &leadsync::lifecycle::Decision<'_>) {
@@ -751,15 +757,7 @@ fn a_contact_seen_for_the_first_time_gets_its_side_status_in_that_decision() {
         ("opted out, old activity",               icp().prop("hs_email_optout", "true").page("/blog", 400.0),  Some(Lead),       OptedOut),
     ];
     for (name, c, stage, status) in cases {
-        let d = c.eval();
-        assert_eq!(
-            (d.stage, d.status),
-            (stage, status),
-            "{name}: {:?} / {:?} / {:?}",
-            d.stage_reason,
-            d.status_reason,
-            d.notes
-        );
+        let d = decides(name, &c, stage, status);
         assert_settled(name, &c, &d);
     }
 }

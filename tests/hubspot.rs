@@ -16,25 +16,11 @@ mod tasks;
 const BG: Priority = Priority::Background;
 
 fn config(server: &MockServer) -> HubSpotClientConfig {
-    HubSpotClientConfig {
-        base_url: server.uri().parse().unwrap(),
-        burst: 10_000,
-        interval: Duration::from_secs(10),
-        search_per_second: 1_000,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
-        timeout: None,
-        retry: RetryPolicy::default(),
-    }
+    crate::support::hubspot_config(&server.uri())
 }
 
 fn static_client(server: &MockServer) -> HubSpotClient {
-    HubSpotClient::new(
-        config(server),
-        HubSpotAuth::static_token(Some(42), SecretString::from("pat-test")),
-    )
-    .unwrap()
+    crate::support::hubspot_client(&server.uri())
 }
 
 fn oauth_client(server: &MockServer) -> HubSpotClient {

@@ -2,8 +2,6 @@
 //! Salesforce user (same email, any case) goes to that user; one whose owner has no Salesforce
 //! user falls through to the round robin; the owners list is read once for many promotions.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, Utc};
 use leadsync::hubspot::limiter::Priority;
 use leadsync::lifecycle::Stage;
@@ -11,31 +9,16 @@ use leadsync::store::OutboxKind;
 use leadsync::sync::backfill::BackfillOptions;
 use leadsync::sync::decide::PromotePayload;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, lead_at_company};
 
 /// Queues a promotion of stored contact `contact` as a lead of a company new to Salesforce
 /// (US, 50 people: no territory), owned in HubSpot by `owner`.
 async fn queue(app: &TestApp, contact: &str, owner: Option<&str>, now: DateTime<Utc>) {
-    let mut props: BTreeMap<String, String> = [
-        ("email", format!("lead-{contact}@owners-{contact}.test")),
-        ("firstname", "Ada".to_string()),
-        ("lastname", format!("L{contact}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let (mut props, company) =
+        lead_at_company(contact, &format!("owners-{contact}.test"), &format!("Owners {contact}"));
     if let Some(o) = owner {
         props.insert("hubspot_owner_id".into(), o.into());
     }
-    let company: BTreeMap<String, String> = [
-        ("name", format!("Owners {contact}")),
-        ("domain", format!("owners-{contact}.test")),
-        ("country", "US".into()),
-        ("numberofemployees", "50".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
     let payload = PromotePayload {
         cycle: 0,
         contact: props,

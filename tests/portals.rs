@@ -7,8 +7,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use leadsync::config::{Loaded, Settings, load_with_env};
 use leadsync::daemon::Daemon;
-use leadsync::hubspot::signature::sign_v3;
-use leadsync::lifecycle::{HubSpotId, Stage, Status};
+use leadsync::lifecycle::HubSpotId;
 use leadsync::sandbox::portal::CONTACT_ID_BASE;
 use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle, fault_kind};
 use leadsync::store::{OutboxKind, OutboxState, Store};
@@ -17,7 +16,7 @@ use leadsync::sync::backfill::BackfillOptions;
 use secrecy::SecretString;
 
 use crate::common::run_bin;
-use crate::support::{Backend, NEVER, TestApp, repo_root};
+use crate::support::{Backend, NEVER, TestApp, demo_ready_leads, post_signed, repo_root};
 
 fn load(text: &str) -> (Result<Loaded, leadsync::diagnostics::Diagnostics>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -396,20 +395,6 @@ fn portal_settings(sb: &SandboxHandle, store_url: String, bind: &str) -> Setting
     s
 }
 
-/// Active leads of the store, fit for a demo request to make SQL and promote.
-async fn leads(store: &Store) -> Vec<String> {
-    let rows = store.contact_page(None, 100_000).await.unwrap();
-    rows.iter()
-        .filter(|r| {
-            r.state.stage == Some(Stage::Lead)
-                && r.state.status == Status::Active
-                && r.properties.contains_key("company")
-                && r.properties.contains_key("jobtitle")
-        })
-        .map(|r| r.contact_id.as_str().to_string())
-        .collect()
-}
-
 /// Submits a demo request for `lead` (the sandbox delivers its webhook) and waits until the
 /// contact is linked to Salesforce in `store`; the time that took.
 async fn demo_request_to_salesforce(sb: &SandboxHandle, store: &Store, lead: &str) -> StdDuration {
@@ -437,18 +422,6 @@ async fn open_outbox(store: &Store) -> usize {
         }
     }
     open
-}
-
-fn signed(body: &str, url: &str, secret: &str) -> (String, String) {
-    let ts = chrono::Utc::now().timestamp_millis().to_string();
-    let sig = sign_v3(
-        &SecretString::from(secret.to_string()),
-        "POST",
-        url,
-        body.as_bytes(),
-        &ts,
-    );
-    (sig, ts)
 }
 
 // README (Many portals): "one portal answering only 429s does not slow the other", on each store.
@@ -517,7 +490,7 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
         )
         .await
         .unwrap();
-    let leads = leads(&syncer_a.store).await;
+    let leads = demo_ready_leads(&syncer_a.store).await;
     assert!(leads.len() >= 2, "two leads to promote: {leads:?}");
 
     // The baseline: portal 42 alone, as a single-portal file runs it.
@@ -601,16 +574,7 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
             "objectId": object, "changeSource": "CRM_UI"})
     };
     let post = async |body: String, secret: &str| {
-        let (sig, ts) = signed(&body, &hook, secret);
-        let r = http
-            .post(&hook)
-            .header("content-type", "application/json")
-            .header("x-hubspot-signature-v3", sig)
-            .header("x-hubspot-request-timestamp", ts)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed(&http, &hook, secret, &body).await;
         (r.status().as_u16(), r.text().await.unwrap())
     };
     // 43's event signed with 42's app secret: that app is not installed in 43.
@@ -746,16 +710,7 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
         let mut change = event(42, leads[0].parse().unwrap());
         change["eventId"] = 778_001.into();
         let body = serde_json::json!([change]).to_string();
-        let (sig, ts) = signed(&body, &hook, "sandbox-client-secret");
-        let r = http
-            .post(&hook)
-            .header("content-type", "application/json")
-            .header("x-hubspot-signature-v3", sig)
-            .header("x-hubspot-request-timestamp", ts)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_signed(&http, &hook, "sandbox-client-secret", &body).await;
         assert_eq!(r.status().as_u16(), 200);
         let deadline = Instant::now() + StdDuration::from_secs(30);
         while syncer_a.store.inbox_depth().await.unwrap().0 > 0 {

@@ -14,7 +14,7 @@ use leadsync::diagnostics::{Diagnostics, SourceText};
 use leadsync::hubspot::signature::{self, SignatureError};
 use leadsync::lifecycle::{Rules, Snapshot, evaluate, explain};
 use leadsync::salesforce::mapping::SalesforceMapping;
-use leadsync::server::intake::{IntakeError, webhook_rows, workflow_row};
+use leadsync::server::intake::{IntakeError, webhook_events, workflow_row_of_portal};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use secrecy::SecretString;
@@ -428,7 +428,7 @@ proptest! {
 /// The body check: rows for a delivery HubSpot could send; otherwise `Malformed`, whose words
 /// name the event and field, or serde's line and column.
 fn check_webhook(body: &[u8]) -> Result<Option<usize>, TestCaseError> {
-    match webhook_rows(body) {
+    match webhook_events(body) {
         Ok(rows) => Ok(Some(rows.len())),
         Err(IntakeError::Malformed(m)) => {
             let located = (m.contains(" line ") && m.contains(" column ")) || m.starts_with("event ");
@@ -520,8 +520,8 @@ proptest! {
     fn webhook_any_bytes_are_rows_or_a_located_refusal(body in proptest::collection::vec(any::<u8>(), 0..200)) {
         check_webhook(&body)?;
         let secret = SecretString::from("s");
-        match workflow_row(&secret, &body) {
-            Ok(r) => prop_assert!(r.contact_id.bytes().all(|b| b.is_ascii_digit())),
+        match workflow_row_of_portal(&secret, &body) {
+            Ok((_, r)) => prop_assert!(r.contact_id.bytes().all(|b| b.is_ascii_digit())),
             Err(IntakeError::Malformed(m)) => prop_assert!(!m.is_empty()),
             Err(e) => prop_assert!(false, "a workflow body is refused as malformed, not {:?}", e),
         }
@@ -545,11 +545,11 @@ proptest! {
                 .find(|k| f.iter().any(|f| matches!(f, EventField::Nul(n) if n == *k)))
                 .map(|k| (i, *k))
         });
-        match webhook_rows(body.as_bytes()) {
+        match webhook_events(body.as_bytes()) {
             Ok(rows) => {
                 prop_assert!(!bad && first_nul.is_none(), "accepted a bad delivery: {}", body);
                 prop_assert_eq!(rows.len(), events.len());
-                for (r, (id, fields)) in rows.iter().zip(&events) {
+                for ((_, r), (id, fields)) in rows.iter().zip(&events) {
                     prop_assert_eq!(&r.contact_id, &id.to_string());
                     // The dedupe key never holds the value in clear (a privacy deletion could not reach it).
                     for f in fields {

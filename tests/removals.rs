@@ -31,6 +31,13 @@ async fn backfilled() -> Vec<(&'static str, TestApp)> {
 }
 
 /// Two stored, not removed contacts.
+/// The ids of the events in contact `contact`'s ledger, in the store's order.
+async fn ledger_ids(store: &leadsync::store::Store, contact: &str) -> Vec<String> {
+    let mut ledgers = store.events(&[id(contact)]).await.unwrap();
+    let ledger = ledgers.remove(&id(contact)).unwrap_or_default();
+    ledger.into_iter().map(|e| e.id).collect()
+}
+
 async fn two_stored(app: &TestApp) -> (String, String) {
     let page = app.stack.syncer.store.contact_page(None, 10).await.unwrap();
     let live: Vec<String> = page
@@ -76,16 +83,7 @@ async fn a_merge_between_two_cycles_is_applied_by_the_next_cycle_as_the_merge_we
     for (backend, app) in backfilled().await {
         let s = &app.stack.syncer;
         let (survivor, loser) = two_stored(&app).await;
-        let loser_events: Vec<String> = s
-            .store
-            .events(&[id(&loser)])
-            .await
-            .unwrap()
-            .remove(&id(&loser))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let loser_events = ledger_ids(&s.store, &loser).await;
         let stages = s.store.contacts(&[id(&survivor), id(&loser)]).await.unwrap();
         let furthest = stages[&id(&survivor)].state.stage.max(stages[&id(&loser)].state.stage);
         assert!(app.stack.sandbox.merge_contacts(&survivor, &loser), "{backend}");
@@ -103,16 +101,7 @@ async fn a_merge_between_two_cycles_is_applied_by_the_next_cycle_as_the_merge_we
             rows[&id(&survivor)].state.stage >= furthest,
             "{backend}: the furthest stage is kept"
         );
-        let ledger: Vec<String> = s
-            .store
-            .events(&[id(&survivor)])
-            .await
-            .unwrap()
-            .remove(&id(&survivor))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let ledger = ledger_ids(&s.store, &survivor).await;
         for e in &loser_events {
             assert_eq!(
                 ledger.iter().filter(|l| *l == e).count(),
@@ -171,15 +160,7 @@ async fn a_merge_seen_by_the_cycle_leaves_the_store_as_the_merge_webhook_path_do
         let (survivor, loser) = (survivor.clone(), loser.clone());
         async move {
             let rows = store.contacts(&[id(&survivor), id(&loser)]).await.unwrap();
-            let mut ledger: Vec<String> = store
-                .events(&[id(&survivor)])
-                .await
-                .unwrap()
-                .remove(&id(&survivor))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| e.id)
-                .collect();
+            let mut ledger = ledger_ids(&store, &survivor).await;
             ledger.sort();
             (
                 rows[&id(&loser)].removed.clone(),

@@ -414,18 +414,7 @@ async fn grouping_by_team_splits_the_figures_and_a_grouping_the_store_lacks_is_a
 }
 
 fn leadsync(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("LEADSYNC_CONFIG")
-        .env_remove("LEADSYNC__STORE__URL")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::common::said(&mut crate::common::leadsync_in(dir, args))
 }
 
 // README (Reports): "--format json and csv; an unknown --by and an empty period exit 2"

@@ -4,7 +4,6 @@
 //! per company; the trace stored with each assignment, audited and shown by `leadsync explain
 //! --contact`; the rotation and the caps across a restart; reassignment away from given reps.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -19,45 +18,30 @@ use leadsync::sync::decide::PromotePayload;
 use leadsync::sync::outbox::promotion::Promoter;
 use leadsync::sync::owners::OwnersCache;
 
-use crate::common::{sla_compiled, sla_round_the_clock};
-use crate::support::{Backend, TestApp};
+use crate::common::SlaText;
+use crate::support::{Backend, TestApp, lead_at_company, stored_contact};
 
 const JULES: &str = "005000000000003AAA";
 const ALICE: &str = "005000000000004AAA";
 const QUEUE: &str = "005000000000008AAA";
 
 /// A test team working around the clock in UTC: Jules (`jules`: extra member lines) and Alice
-/// (`alice`), the fallback `QUEUE`.
+/// (`alice`), the fallback `QUEUE`, a 4-hour first touch of each sales-qualified lead.
 fn sla(jules: &str, alice: &str) -> SlaFile {
-    compile(&sla_text(jules, alice))
+    desk(jules, alice)
+        .fallback(QUEUE)
+        .policy("sql_follow_up", "sql", SQL_FOLLOW_UP)
+        .compiled("routing-test.toml")
 }
 
-fn compile(text: &str) -> SlaFile {
-    sla_compiled("routing-test.toml", text)
-}
+/// The first touch of each sales-qualified lead: a call within 4 hours.
+const SQL_FOLLOW_UP: &str = "first_touch = \"4h\"\ntouches = { kinds = [\"call\"] }";
 
-fn sla_text(jules: &str, alice: &str) -> String {
-    sla_round_the_clock("routing-test", "desk", "UTC", None, Some(QUEUE))
-        + &format!(
-            r#"
-
-[[teams.members]]
-email = "jules@routing.test"
-salesforce_user = "{JULES}"
-{jules}
-
-[[teams.members]]
-email = "alice@routing.test"
-salesforce_user = "{ALICE}"
-{alice}
-
-[[policies]]
-id = "sql_follow_up"
-stage = "sql"
-first_touch = "4h"
-touches = {{ kinds = ["call"] }}
-"#
-        )
+/// The team alone: Jules and Alice, no fallback, no policy.
+fn desk(jules: &str, alice: &str) -> SlaText {
+    SlaText::round_the_clock("routing-test", "desk", "UTC")
+        .member("jules@routing.test", &format!("salesforce_user = \"{JULES}\"\n{jules}"))
+        .member("alice@routing.test", &format!("salesforce_user = \"{ALICE}\"\n{alice}"))
 }
 
 /// `syncer` with the SLA file `sla` for routing (the same store and clients).
@@ -93,23 +77,8 @@ fn contact(i: u64) -> HubSpotId {
 /// does.
 async fn qualify(s: &Syncer, i: u64, company: &str, cycle: u32, now: DateTime<Utc>) {
     let id = contact(i);
-    let props: BTreeMap<String, String> = [
-        ("email", format!("lead-{id}@{company}.test")),
-        ("firstname", "Ada".to_string()),
-        ("lastname", format!("L{id}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let company_props: BTreeMap<String, String> = [
-        ("name", format!("Routing {company}")),
-        ("domain", format!("{company}.test")),
-        ("country", "US".into()),
-        ("numberofemployees", "50".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let (props, company_props) =
+        lead_at_company(id.as_str(), &format!("{company}.test"), &format!("Routing {company}"));
     let stored = s.store.contacts(std::slice::from_ref(&id)).await.unwrap();
     let mut state = stored.get(&id).map(|r| r.state.clone()).unwrap_or_default();
     state.stage = Some(Stage::Sql);
@@ -147,13 +116,7 @@ async fn qualify(s: &Syncer, i: u64, company: &str, cycle: u32, now: DateTime<Ut
 /// Saves contact `i` recycled: back to lead, its Salesforce owner kept in the store.
 async fn recycle(s: &Syncer, i: u64, now: DateTime<Utc>) {
     let id = contact(i);
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     let mut state = row.state.clone();
     state.stage = Some(Stage::Lead);
     state.status = Status::Recycle;
@@ -239,8 +202,8 @@ async fn a_rep_at_capacity_or_absent_is_never_chosen_and_nobody_available_goes_t
 
     // Without a fallback, the lead waits on the review list, with the trace as its reason.
     let absent = r#"absences = [{ from = "2026-11-20", to = "2026-11-30" }]"#;
-    let text = sla_text(absent, "capacity = 2").replace(&format!("fallback_owner = \"{QUEUE}\"\n"), "");
-    let s = with_sla(&app.stack.syncer, compile(&text));
+    let no_fallback = desk(absent, "capacity = 2").policy("sql_follow_up", "sql", SQL_FOLLOW_UP);
+    let s = with_sla(&app.stack.syncer, no_fallback.compiled("routing-test.toml"));
     qualify(&s, 5, "cap-5", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 0);
     let review = s
@@ -441,11 +404,12 @@ async fn reassignment_routes_away_from_the_owner_and_the_excluded_reps(backend: 
 async fn an_sla_reassignment_moves_the_salesforce_owner_once(backend: Backend) {
     let (app, _dir, _) = start(backend).await;
     let t = app.now();
-    let text = sla_text("", "").replace(
-        "touches = { kinds = [\"call\"] }",
-        "clock = \"wall\"\ntouches = { kinds = [\"call\"] }\nladder = [{ step = \"reassign\", after = \"0m\" }]",
+    let reassigning = desk("", "").fallback(QUEUE).wall_policy(
+        "sql_follow_up",
+        "sql",
+        &format!("{SQL_FOLLOW_UP}\nladder = [{{ step = \"reassign\", after = \"0m\" }}]"),
     );
-    let s = with_sla(&app.stack.syncer, compile(&text));
+    let s = with_sla(&app.stack.syncer, reassigning.compiled("routing-test.toml"));
     qualify(&s, 0, "moved", 0, t).await;
     assert_eq!(s.drain_outbox(Priority::Background, t).await.unwrap().promoted, 1);
     assert_eq!(opportunity_owner(&app, 0, 0), JULES);

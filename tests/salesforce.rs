@@ -73,17 +73,28 @@ struct Claims {
     exp: i64,
 }
 
+/// Salesforce's query endpoint on `server` answering `times` queries made with the access
+/// token `bearer` with `answer`.
+async fn query_answers(server: &MockServer, bearer: &str, answer: ResponseTemplate, times: u64) {
+    Mock::given(method("GET"))
+        .and(path("/services/data/v62.0/query"))
+        .and(header("authorization", format!("Bearer {bearer}")))
+        .respond_with(answer)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// The 401 Salesforce answers an expired session with (the shared restforce body).
+fn expired_session() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_string(contract("restforce/expired_session_response.json"))
+}
+
 #[tokio::test]
 async fn jwt_bearer_assertion_is_rs256_signed_with_the_apps_key_and_calls_go_to_the_instance() {
     let server = MockServer::start().await;
     let client = jwt_client(&server).await;
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer access-jwt"))
-        .respond_with(ok_json(empty_query()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    query_answers(&server, "access-jwt", ok_json(empty_query()), 1).await;
     let rows: Vec<Value> = client.query("SELECT Id FROM Account WHERE Name = 'x'").await.unwrap();
     assert!(rows.is_empty());
 
@@ -142,20 +153,8 @@ async fn refresh_token_rotation_keeps_the_new_refresh_token_and_an_expired_sessi
         .mount(&server)
         .await;
     // The first access token is refused as expired (the shared restforce body), the second works.
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer access-1"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(contract("restforce/expired_session_response.json")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer access-2"))
-        .respond_with(ok_json(empty_query()))
-        .expect(2)
-        .mount(&server)
-        .await;
+    query_answers(&server, "access-1", expired_session(), 1).await;
+    query_answers(&server, "access-2", ok_json(empty_query()), 2).await;
     let auth = SalesforceAuth::refresh_token(
         &server.uri(),
         "consumer-key",
@@ -203,20 +202,8 @@ async fn jwt_invalid_session_mints_a_new_assertion_then_succeeds() {
         .expect(2)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer jwt-1"))
-        .respond_with(ResponseTemplate::new(401).set_body_string(contract("restforce/expired_session_response.json")))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer jwt-2"))
-        .respond_with(ok_json(empty_query()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    query_answers(&server, "jwt-1", expired_session(), 1).await;
+    query_answers(&server, "jwt-2", ok_json(empty_query()), 1).await;
     let auth = SalesforceAuth::jwt(&server.uri(), "k", "u", KEY).unwrap();
     let client = SalesforceClient::new(config(100), auth).unwrap();
     client.query::<Value>("SELECT Id FROM User").await.unwrap();
@@ -235,13 +222,7 @@ async fn client_credentials_flow_sends_the_app_credentials() {
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/services/data/v62.0/query"))
-        .and(header("authorization", "Bearer access-cc"))
-        .respond_with(ok_json(empty_query()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    query_answers(&server, "access-cc", ok_json(empty_query()), 1).await;
     let auth = SalesforceAuth::client_credentials(&server.uri(), "consumer-key", SecretString::from("s")).unwrap();
     let client = SalesforceClient::new(config(100), auth).unwrap();
     let _: Vec<Value> = client.query("SELECT Id FROM User").await.unwrap();

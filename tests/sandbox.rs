@@ -6,7 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use leadsync::hubspot::auth::HubSpotAuth;
 use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use leadsync::hubspot::limiter::Priority;
-use leadsync::hubspot::retry::RetryPolicy;
 use leadsync::hubspot::signature::verify_v3;
 use leadsync::sandbox::portal::{ContactKind, Portal};
 use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
@@ -14,6 +13,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{hubspot_token, refresh_grant};
 
 /// Forms, page views and email events: paging, limits, per-tier availability.
 mod behaviour;
@@ -46,15 +47,10 @@ fn client(sb: &SandboxHandle, oauth: bool) -> HubSpotClient {
         )
     };
     let config = HubSpotClientConfig {
-        base_url: sb.hubspot_base_url().parse().unwrap(),
         burst: cfg.hubspot_burst_per_10s,
-        interval: Duration::from_secs(10),
         search_per_second: cfg.hubspot_search_per_second,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
         timeout: Some(Duration::from_secs(10)),
-        retry: RetryPolicy::default(),
+        ..crate::support::hubspot_config(&sb.hubspot_base_url())
     };
     HubSpotClient::new(config, auth).unwrap()
 }
@@ -336,22 +332,8 @@ async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     })
     .await;
     let cfg = sb.config();
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("client_id", cfg.hubspot_client_id.as_str()),
-        ("client_secret", cfg.hubspot_client_secret.as_str()),
-        ("refresh_token", cfg.hubspot_refresh_token.as_str()),
-    ];
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(sb.hubspot_token_url())
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = hubspot_token(&sb.hubspot_token_url(), cfg).await;
     assert_eq!(token["expires_in"], 0);
     let resp = http
         .get(format!("{}/crm/v3/owners", sb.hubspot_base_url()))
@@ -364,9 +346,13 @@ async fn an_expired_oauth_token_is_answered_401_and_a_bad_refresh_token_400() {
     assert_eq!(body["category"], "EXPIRED_AUTHENTICATION");
     assert!(body["message"].as_str().unwrap().contains("expired"));
 
-    let mut bad = form;
-    bad[3].1 = "revoked";
-    let resp = http.post(sb.hubspot_token_url()).form(&bad).send().await.unwrap();
+    let resp = refresh_grant(
+        &sb.hubspot_token_url(),
+        &cfg.hubspot_client_id,
+        &cfg.hubspot_client_secret,
+        "revoked",
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -453,20 +439,16 @@ async fn a_form_submission_moves_the_contact_and_sends_a_signed_webhook_retried_
 
 async fn sf_token(sb: &SandboxHandle) -> (String, String) {
     let cfg = sb.config();
-    let v: Value = reqwest::Client::new()
-        .post(format!("{}/services/oauth2/token", sb.salesforce_login_url()))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("client_id", cfg.salesforce_client_id.as_str()),
-            ("client_secret", cfg.salesforce_client_secret.as_str()),
-            ("refresh_token", cfg.salesforce_refresh_token.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = refresh_grant(
+        &format!("{}/services/oauth2/token", sb.salesforce_login_url()),
+        &cfg.salesforce_client_id,
+        &cfg.salesforce_client_secret,
+        &cfg.salesforce_refresh_token,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     (
         v["access_token"].as_str().unwrap().into(),
         v["instance_url"].as_str().unwrap().into(),

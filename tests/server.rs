@@ -3,7 +3,7 @@
 use chrono::Utc;
 use serde_json::json;
 
-use crate::support::{TestServer, hubspot_event};
+use crate::support::{TestServer, hubspot_event, post_signed};
 
 fn delivery(events: &[serde_json::Value]) -> String {
     serde_json::Value::Array(events.to_vec()).to_string()
@@ -45,24 +45,7 @@ async fn forged_stale_oversized_and_malformed_deliveries_are_refused_and_leave_n
     let body = delivery(&[hubspot_event("contact.creation", 7, None, now)]);
 
     // Forged: signed with another secret.
-    let ts = now.to_string();
-    let forged = leadsync::hubspot::signature::sign_v3(
-        &secrecy::SecretString::from("not-the-secret"),
-        "POST",
-        &uri,
-        body.as_bytes(),
-        &ts,
-    );
-    let status = app
-        .http
-        .post(&uri)
-        .header("x-hubspot-request-timestamp", &ts)
-        .header("x-hubspot-signature-v3", forged)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = post_signed(&app.http, &uri, "not-the-secret", &body).await.status();
     assert_eq!(status, 401, "forged");
     // Missing signature.
     let status = app.http.post(&uri).body(body.clone()).send().await.unwrap().status();
@@ -498,24 +481,7 @@ async fn a_nul_byte_in_a_value_is_kept_safely_on_postgres_and_never_fails_the_de
         Some(("first\u{0}name", "Ada")),
         t,
     )]);
-    let uri = app.url("/webhooks/hubspot");
-    let ts = Utc::now().timestamp_millis().to_string();
-    let sig = leadsync::hubspot::signature::sign_v3(
-        &secrecy::SecretString::from(crate::support::SECRET),
-        "POST",
-        &uri,
-        bad.as_bytes(),
-        &ts,
-    );
-    let answer = app
-        .http
-        .post(&uri)
-        .header("x-hubspot-request-timestamp", ts)
-        .header("x-hubspot-signature-v3", sig)
-        .body(bad)
-        .send()
-        .await
-        .unwrap();
+    let answer = post_signed(&app.http, &app.url("/webhooks/hubspot"), crate::support::SECRET, &bad).await;
     assert_eq!(answer.status(), 400);
     let why = answer.text().await.unwrap();
     assert!(why.contains("event 0: propertyName contains a NUL byte"), "{why}");

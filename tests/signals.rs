@@ -17,27 +17,27 @@ use leadsync::store::{ContactRow, OutboxKind, OutboxState};
 use leadsync::sync::Syncer;
 use serde_json::Value;
 
-use crate::common::{sla_compiled, sla_round_the_clock};
-use crate::support::{Backend, TestApp};
+use crate::common::SlaText;
+use crate::support::{Backend, TestApp, owned_leads_below_sql, stored_contact};
 
 /// One team around the clock, one wall-clock policy on every sales-qualified lead: three calls
 /// by anyone, a minute apart at least, so two calls leave the timer running.
 fn sla() -> SlaFile {
-    let mut text = sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"));
-    text.push_str(
-        r#"
-[[policies]]
-id = "sql_calls"
-stage = "sql"
+    SlaText::round_the_clock("test", "t", "Europe/Paris")
+        .manager("80009")
+        .fallback("00G000000000009AAA")
+        .wall_policy(
+            "sql_calls",
+            "sql",
+            r#"
 path = "any"
-clock = "wall"
 first_touch = "1h"
 attempts = { count = 3, within = "10h", min_interval = "1m" }
 touches = { kinds = ["call"], by = "anyone" }
 ladder = [{ step = "owner_task", after = "2h" }]
 "#,
-    );
-    sla_compiled("sla.toml", &text)
+        )
+        .compiled("sla.toml")
 }
 
 // README (What each team sees of the other): two calls logged in Salesforce on a promoted
@@ -53,17 +53,7 @@ async fn two_calls_logged_in_salesforce_show_as_two_attempts_in_hubspot(backend:
     // A backfill starts no timer (leads waiting before leadsync ran): owned leads below SQL
     // with a company ask for a demo, and the cycle sees them enter SQL now.
     let stored = s.store.contact_page(None, 1_000).await.unwrap();
-    let askers: Vec<&str> = stored
-        .iter()
-        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
-        .filter(|c| {
-            ["company", "hubspot_owner_id"]
-                .iter()
-                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
-        })
-        .map(|c| c.contact_id.as_str())
-        .take(3)
-        .collect();
+    let askers = owned_leads_below_sql(&stored, 3);
     assert!(!askers.is_empty(), "owned leads below SQL");
     app.stack.sandbox.advance(Duration::minutes(1));
     for a in &askers {
@@ -178,15 +168,6 @@ async fn promoted_contact(s: &Syncer) -> (ContactRow, String) {
         .expect("a promoted contact owned by a Salesforce user")
 }
 
-async fn row(s: &Syncer, id: &HubSpotId) -> ContactRow {
-    s.store
-        .contacts(std::slice::from_ref(id))
-        .await
-        .unwrap()
-        .remove(id)
-        .unwrap()
-}
-
 // README (What each team sees of the other): a promoted contact visits pricing twice in a day
 // under the running daemon: one Salesforce Task for its owner on its Contact, due that day,
 // saying what happened and when; not a second after the daemon restarts; the next day's visit
@@ -237,7 +218,7 @@ async fn a_promoted_contact_visiting_pricing_twice_in_a_day_gives_its_owner_one_
     s.outbox.wake(Priority::Background);
     app.settle().await;
     assert_eq!(alert_tasks(&app, &c).len(), 1, "found again, not made twice");
-    let after_alert = row(&s, &id).await;
+    let after_alert = stored_contact(&s.store, &id).await;
     assert_eq!(
         (after_alert.state.stage, after_alert.state.status),
         (contact.state.stage, contact.state.status),
@@ -300,7 +281,7 @@ async fn a_lost_contact_coming_back_tells_its_owner_and_is_recycled(backend: Bac
     let promoter = s.promoter.clone().unwrap();
     assert!(promoter.poll_opportunities(&s, app.now()).await.unwrap() >= 1);
     app.settle().await;
-    let lost = row(&s, &id).await;
+    let lost = stored_contact(&s.store, &id).await;
     assert_eq!(lost.state.status, Status::Lost, "{:?}", lost.state);
     let cycles = lost.state.recycle_count;
 
@@ -312,7 +293,7 @@ async fn a_lost_contact_coming_back_tells_its_owner_and_is_recycled(backend: Bac
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["OwnerId"].as_str(), Some(owner.as_str()));
 
-    let back = row(&s, &id).await;
+    let back = stored_contact(&s.store, &id).await;
     assert_eq!(
         (back.state.stage, back.state.status, back.state.recycle_count),
         (Some(Stage::Lead), Status::Recycle, cycles + 1),

@@ -19,8 +19,8 @@ use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::backfill::BackfillOptions;
 
-use crate::common::sla_round_the_clock;
-use crate::support::{Backend, NEVER, TestApp};
+use crate::common::SlaText;
+use crate::support::{Backend, NEVER, TestApp, stored_contact};
 
 /// The sandbox's owners 70001..70005 are the team (their Salesforce users 005…001AAA..005AAA);
 /// 70004 and 70005 are away today; 70006 manages. The first touch is due 10 s after a demo
@@ -28,28 +28,21 @@ use crate::support::{Backend, NEVER, TestApp};
 fn sla_text() -> String {
     let today = Utc::now().date_naive();
     let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(1));
-    let mut text = sla_round_the_clock(
-        "ladder-e2e",
-        "t",
-        "Europe/Paris",
-        Some("70006"),
-        Some("00G000000000009AAA"),
-    );
+    let mut sla = SlaText::round_the_clock("ladder-e2e", "t", "Europe/Paris")
+        .manager("70006")
+        .fallback("00G000000000009AAA");
     for n in 1..=5 {
-        text.push_str(&format!(
-            "\n[[teams.members]]\nemail = \"rep{n}@leadsync-test.com\"\nhubspot_owner = \"7000{n}\"\nsalesforce_user = \"005{n:012}AAA\"\n"
-        ));
+        let mut lines = format!("hubspot_owner = \"7000{n}\"\nsalesforce_user = \"005{n:012}AAA\"\n");
         if n >= 4 {
-            text.push_str(&format!("absences = [{{ from = \"{from}\", to = \"{to}\" }}]\n"));
+            lines.push_str(&format!("absences = [{{ from = \"{from}\", to = \"{to}\" }}]\n"));
         }
+        sla = sla.member(&format!("rep{n}@leadsync-test.com"), &lines);
     }
-    text.push_str(
+    sla.wall_policy(
+        "demo_e2e",
+        "sql",
         r#"
-[[policies]]
-id = "demo_e2e"
-stage = "sql"
 path = "shortcut"
-clock = "wall"
 first_touch = "10s"
 touches = { kinds = ["call", "meeting"], by = "owner_or_team" }
 ladder = [
@@ -59,8 +52,8 @@ ladder = [
   { step = "sales_rejected", after = "12s", reason = "no_follow_up" },
 ]
 "#,
-    );
-    text
+    )
+    .text()
 }
 
 /// Waits until `check` gives something (60 s at most, on the real clock).
@@ -244,13 +237,7 @@ async fn the_running_daemon_climbs_the_ladder_once_per_step_across_a_restart(bac
     .await;
     let why = refused.last_error.clone().unwrap_or_default();
     assert!(why.contains("does not apply at stage sql"), "{why}");
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     assert_eq!((row.state.stage, row.state.status), (Some(Stage::Sql), Status::Active));
     assert!(
         !row.properties.contains_key("leadsync_rejection_reason"),

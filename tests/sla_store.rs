@@ -178,12 +178,7 @@ async fn the_sweep_returns_the_timers_whose_next_check_is_due_soonest_first_and_
 /// `rows` timers, one per contact, of which `running` still have a next check (spread over a
 /// day around `at`), written in a few statements with the database's own connection.
 async fn seed(url: &str, rows: usize, running: usize, at: DateTime<Utc>) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = crate::support::sql_pool(url).await;
     let at = at.timestamp_millis();
     for chunk in (0..rows).collect::<Vec<_>>().chunks(1000) {
         let values: Vec<String> = chunk

@@ -7,14 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use leadsync::diagnostics::SourceText;
-use leadsync::hubspot::auth::HubSpotAuth;
-use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
 use leadsync::hubspot::limiter::Priority;
-use leadsync::hubspot::retry::RetryPolicy;
 use leadsync::hubspot::types::HubSpotObject;
 use leadsync::lifecycle::snapshot::Direction;
 use leadsync::lifecycle::{Event, EventKind, HubSpotId, Rules, Stage, Status};
@@ -23,49 +19,45 @@ use leadsync::sla::timer::{System, Touch};
 use leadsync::store::{OutboxKind, OutboxState, SlaTimer, Store};
 use leadsync::sync::Syncer;
 use leadsync::sync::decide::{PulledContact, Seen, decide_pulled, sla_starts};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::{default_rules_text, icp, now, sla_compiled, sla_round_the_clock};
-use crate::support::{Backend, TestApp};
+use crate::common::{SlaText, default_rules_text, icp, leadsync_in, now, said};
+use crate::support::{
+    Backend, TestApp, hubspot_client, mount_batch_update_echo, owned_leads_below_sql, stored_contact,
+};
 use leadsync::sandbox::{SalesActivity, SalesActivityKind};
 use leadsync::sync::backfill::BackfillOptions;
 
 /// A team working around the clock (so availability is only absences and caps), a wall-clock
-/// policy in minutes, and the four kinds of ladder step.
-fn sla_text(webhook: &str) -> String {
-    sla_round_the_clock("test", "t", "Europe/Paris", Some("80009"), Some("00G000000000009AAA"))
-        + &format!(
-            r#"
-
-[[teams.members]]
-email = "a@leadsync-test.com"
-hubspot_owner = "80001"
-salesforce_user = "005000000000081AAA"
-
-[[teams.members]]
-email = "b@leadsync-test.com"
-hubspot_owner = "80002"
-salesforce_user = "005000000000082AAA"
-absences = [{{ from = "2026-11-01", to = "2026-12-31" }}]
-
-[[teams.members]]
-email = "c@leadsync-test.com"
-hubspot_owner = "80003"
-salesforce_user = "005000000000083AAA"
-capacity = 1
-
-[[teams.members]]
-email = "d@leadsync-test.com"
-hubspot_owner = "80004"
-salesforce_user = "005000000000084AAA"
-
-[[policies]]
-id = "mql_fast"
-stage = "mql"
-clock = "wall"
+/// policy in minutes with the four kinds of ladder step, and a demo request's policy whose
+/// `path` and touches `by` the test says.
+fn sla(webhook: &str, demo_path: &str, demo_by: &str) -> SlaText {
+    SlaText::round_the_clock("test", "t", "Europe/Paris")
+        .manager("80009")
+        .fallback("00G000000000009AAA")
+        .member(
+            "a@leadsync-test.com",
+            "hubspot_owner = \"80001\"\nsalesforce_user = \"005000000000081AAA\"",
+        )
+        .member(
+            "b@leadsync-test.com",
+            "hubspot_owner = \"80002\"\nsalesforce_user = \"005000000000082AAA\"\nabsences = [{ from = \"2026-11-01\", to = \"2026-12-31\" }]",
+        )
+        .member(
+            "c@leadsync-test.com",
+            "hubspot_owner = \"80003\"\nsalesforce_user = \"005000000000083AAA\"\ncapacity = 1",
+        )
+        .member(
+            "d@leadsync-test.com",
+            "hubspot_owner = \"80004\"\nsalesforce_user = \"005000000000084AAA\"",
+        )
+        .wall_policy(
+            "mql_fast",
+            "mql",
+            &format!(
+                r#"
 first_touch = "10m"
 touches = {{ kinds = ["call", "sales_email", "meeting"], by = "owner_or_team" }}
 ladder = [
@@ -74,21 +66,30 @@ ladder = [
   {{ step = "reassign", after = "10m" }},
   {{ step = "sales_rejected", after = "20m", reason = "no_follow_up" }},
 ]
-
-[[policies]]
-id = "demo_fast"
-stage = "sql"
-path = "shortcut"
-clock = "wall"
+"#
+            ),
+        )
+        .wall_policy(
+            "demo_fast",
+            "sql",
+            &format!(
+                r#"
+path = "{demo_path}"
 first_touch = "5m"
-touches = {{ kinds = ["call"], by = "owner" }}
+touches = {{ kinds = ["call"], by = "{demo_by}" }}
 ladder = [{{ step = "owner_task", after = "0m" }}]
 "#
+            ),
         )
 }
 
+/// The test's SLA file: the demo request's policy on the shortcut only, the owner's touch.
+fn sla_text(webhook: &str) -> String {
+    sla(webhook, "shortcut", "owner").text()
+}
+
 fn sla_file(webhook: &str) -> SlaFile {
-    sla_compiled("sla.toml", &sla_text(webhook))
+    sla(webhook, "shortcut", "owner").compiled("sla.toml")
 }
 
 /// `leadsync explain --contact` on this store, with this SLA file beside the configuration.
@@ -97,15 +98,10 @@ fn explain_contact(url: &str, sla: &str, contact: &str) -> String {
     std::fs::create_dir(dir.path().join("mappings")).unwrap();
     std::fs::write(dir.path().join("mappings/sla.toml"), sla).unwrap();
     std::fs::write(dir.path().join("leadsync.toml"), format!("[store]\nurl = \"{url}\"\n")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-        .args(["explain", "--contact", contact, "--config", "leadsync.toml"])
-        .current_dir(dir.path())
-        .env_remove("LEADSYNC_CONFIG")
-        .env_remove("LEADSYNC__STORE__URL")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let args = ["explain", "--contact", contact, "--config", "leadsync.toml"];
+    let (code, out, err) = said(&mut leadsync_in(dir.path(), &args));
+    assert_eq!(code, Some(0), "{err}");
+    out
 }
 
 /// HubSpot in wiremock: the contact has no tasks yet, a task create answers its id, a batch
@@ -122,20 +118,7 @@ async fn hubspot() -> MockServer {
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "7001", "properties": {}})))
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/v3/objects/contacts/batch/update"))
-        .respond_with(|req: &Request| {
-            let body: Value = req.body_json().unwrap();
-            let results: Vec<Value> = body["inputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| json!({"id": i["id"], "properties": i["properties"]}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": results}))
-        })
-        .mount(&server)
-        .await;
+    mount_batch_update_echo(&server).await;
     Mock::given(method("POST"))
         .and(path("/hooks/sla"))
         .respond_with(ResponseTemplate::new(200))
@@ -145,18 +128,7 @@ async fn hubspot() -> MockServer {
 }
 
 fn syncer(server: &MockServer, store: Store) -> Syncer {
-    let cfg = HubSpotClientConfig {
-        base_url: server.uri().parse().unwrap(),
-        burst: 10_000,
-        interval: StdDuration::from_secs(10),
-        search_per_second: 1_000,
-        daily_reserve: 0,
-        daily_allocation: None,
-        time_zone: chrono_tz::Tz::UTC,
-        timeout: None,
-        retry: RetryPolicy::default(),
-    };
-    let client = HubSpotClient::new(cfg, HubSpotAuth::static_token(Some(42), SecretString::from("pat-test"))).unwrap();
+    let client = hubspot_client(&server.uri());
     let rules = Rules::from_source(&SourceText::new("lifecycle.toml", default_rules_text())).unwrap();
     Syncer::new(Arc::new(rules), Arc::new(client), store, None)
         .with_sla(sla_file(&format!("{}/hooks/sla", server.uri())))
@@ -204,6 +176,22 @@ fn call(id: &str, by: &str, at: DateTime<Utc>) -> Event {
 }
 
 /// Saves 501's first decision (it becomes an MQL at `now()`, owned by 80001).
+/// Contact 501 pulled from HubSpot owned by `owner` with `events`, decided at `at` against its
+/// stored row and ledger (as the cycle decides a pull), and committed.
+async fn pull_and_commit(s: &Syncer, owner: &str, events: Vec<Event>, at: DateTime<Utc>) {
+    let id = HubSpotId::try_from("501".to_string()).unwrap();
+    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
+    let ledger = s
+        .store
+        .events(std::slice::from_ref(&id))
+        .await
+        .unwrap()
+        .remove(&id)
+        .unwrap();
+    let e = decide_pulled(&s.rules, &s.sla, pulled(owner, events), row.as_ref(), &ledger, at).unwrap();
+    s.store.commit(&[e], None).await.unwrap();
+}
+
 async fn new_mql(s: &Syncer) {
     let e = decide_pulled(&s.rules, &s.sla, pulled("80001", mql_events()), None, &[], now()).unwrap();
     assert_eq!(e.state.stage, Some(Stage::Mql));
@@ -412,13 +400,7 @@ async fn an_untouched_mql_climbs_the_ladder_once_per_step_across_a_restart(backe
     );
 
     assert_eq!(sweep_and_drain(&s, minutes(30)).await, 1, "sales-rejected");
-    let row = s
-        .store
-        .contacts(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
+    let row = stored_contact(&s.store, &id).await;
     assert_eq!(row.state.status, Status::Recycle, "{:?}", row.state);
     assert_eq!(row.state.recycle_count, 1);
 
@@ -500,25 +482,7 @@ async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Back
         match system {
             System::HubSpot => {
                 // The pull brings the owner's call; the commit puts it in the ledger.
-                let id = HubSpotId::try_from("501".to_string()).unwrap();
-                let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
-                let ledger = s
-                    .store
-                    .events(std::slice::from_ref(&id))
-                    .await
-                    .unwrap()
-                    .remove(&id)
-                    .unwrap();
-                let e = decide_pulled(
-                    &s.rules,
-                    &s.sla,
-                    pulled("80001", vec![call("hs-calls-1", "80001", at)]),
-                    row.as_ref(),
-                    &ledger,
-                    minutes(4),
-                )
-                .unwrap();
-                s.store.commit(&[e], None).await.unwrap();
+                pull_and_commit(&s, "80001", vec![call("hs-calls-1", "80001", at)], minutes(4)).await;
             }
             System::Salesforce => {
                 let touch = |id: &str| Touch {
@@ -555,15 +519,7 @@ async fn a_touch_from_either_crm_stops_the_timer_before_its_ladder(backend: Back
 
 /// The shipped rules with one wall-clock policy on every sales-qualified lead, anyone's touch.
 fn sql_any_sla() -> SlaFile {
-    let text = sla_text("http://127.0.0.1:9/hooks/sla").replace(
-        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"shortcut\"",
-        "id = \"demo_fast\"\nstage = \"sql\"\npath = \"any\"",
-    );
-    let text = text.replace(
-        "touches = { kinds = [\"call\"], by = \"owner\" }",
-        "touches = { kinds = [\"call\"], by = \"anyone\" }",
-    );
-    sla_compiled("sla.toml", &text)
+    sla("http://127.0.0.1:9/hooks/sla", "any", "anyone").compiled("sla.toml")
 }
 
 // README (The sales SLA): against the sandbox, the daemon's parts end to end: a backfill of leads
@@ -595,17 +551,7 @@ async fn a_call_logged_in_salesforce_stops_the_timer_of_its_contact_only(backend
     }
 
     // Owned leads below SQL with a company ask for a demo: the cycle sees them enter SQL now.
-    let askers: Vec<&str> = stored
-        .iter()
-        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
-        .filter(|c| {
-            ["company", "hubspot_owner_id"]
-                .iter()
-                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
-        })
-        .map(|c| c.contact_id.as_str())
-        .take(3)
-        .collect();
+    let askers = owned_leads_below_sql(&stored, 3);
     assert!(askers.len() >= 2, "{askers:?}");
     app.stack.sandbox.advance(Duration::minutes(1));
     for a in &askers {
@@ -686,25 +632,7 @@ async fn an_owner_changed_in_hubspot_mid_timer_takes_the_timer_along(backend: Ba
     assert_eq!(e.state.stage, Some(Stage::Sql));
     s.store.commit(&[e], None).await.unwrap();
     // The owner becomes 80004 in HubSpot; 80001 (no longer the owner) calls at minute 2.
-    let id = HubSpotId::try_from("501".to_string()).unwrap();
-    let row = s.store.contacts(std::slice::from_ref(&id)).await.unwrap().remove(&id);
-    let ledger = s
-        .store
-        .events(std::slice::from_ref(&id))
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap();
-    let e = decide_pulled(
-        &s.rules,
-        &s.sla,
-        pulled("80004", vec![call("hs-calls-9", "80001", minutes(2))]),
-        row.as_ref(),
-        &ledger,
-        minutes(3),
-    )
-    .unwrap();
-    s.store.commit(&[e], None).await.unwrap();
+    pull_and_commit(&s, "80004", vec![call("hs-calls-9", "80001", minutes(2))], minutes(3)).await;
     assert_eq!(sweep_and_drain(&s, minutes(6)).await, 1, "the owner's task");
     let t = timer(&s.store).await;
     assert_eq!(t.record.policy, "demo_fast");

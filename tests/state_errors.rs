@@ -76,21 +76,7 @@ fn whole(json: &str) -> Vec<u8> {
 }
 
 fn hubspot(url: &str) -> HubSpotClient {
-    HubSpotClient::new(
-        HubSpotClientConfig {
-            base_url: url.parse().unwrap(),
-            burst: 10_000,
-            interval: std::time::Duration::from_secs(10),
-            search_per_second: 1_000,
-            daily_reserve: 0,
-            daily_allocation: None,
-            time_zone: chrono_tz::Tz::UTC,
-            timeout: None,
-            retry: RetryPolicy::default(),
-        },
-        HubSpotAuth::static_token(Some(42), SecretString::from("pat-test")),
-    )
-    .unwrap()
+    crate::support::hubspot_client(url)
 }
 
 #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use leadsync::store::Store;
 
 /// Where the tests find PostgreSQL (`LEADSYNC_TEST_POSTGRES`, default the local `test` database).
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("LEADSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
@@ -38,7 +38,7 @@ pub async fn postgres_url() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let admin = postgres_admin_url();
     let name = format!("leadsync_t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-    let admin_store = sqlx_admin(&admin).await;
+    let admin_store = sql_pool(&admin).await;
     static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SWEPT.swap(true, Ordering::SeqCst) {
         drop_dead_runs_databases(&admin_store).await;
@@ -86,14 +86,15 @@ async fn drop_dead_runs_databases(admin: &sqlx::AnyPool) {
     }
 }
 
-async fn sqlx_admin(url: &str) -> sqlx::AnyPool {
+/// One connection to the database at `url`, beside the store, for SQL a test runs itself.
+pub async fn sql_pool(url: &str) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {url} is needed by the store tests (set LEADSYNC_TEST_POSTGRES): {e}")
+            panic!("the database at {url} is needed by the store tests (PostgreSQL: set LEADSYNC_TEST_POSTGRES): {e}")
         })
 }
 
@@ -129,6 +130,7 @@ pub async fn stores() -> Vec<(&'static str, Store)> {
 
 use std::sync::Arc;
 
+use leadsync::sandbox::webhooks::signed_post;
 use leadsync::server::{AppState, Application, ServerLimits};
 use secrecy::SecretString;
 use tokio::sync::Notify;
@@ -223,20 +225,9 @@ impl TestServer {
 
     /// Posts a Webhooks API delivery signed v3 for `signed_uri` at `timestamp_ms`.
     pub async fn post_signed_at(&self, body: &str, signed_uri: &str, timestamp_ms: i64) -> reqwest::StatusCode {
-        let ts = timestamp_ms.to_string();
-        let sig = leadsync::hubspot::signature::sign_v3(
-            &SecretString::from(SECRET),
-            "POST",
-            signed_uri,
-            body.as_bytes(),
-            &ts,
-        );
-        self.http
-            .post(self.url("/webhooks/hubspot"))
-            .header("content-type", "application/json")
-            .header("x-hubspot-request-timestamp", ts)
-            .header("x-hubspot-signature-v3", sig)
-            .body(body.to_string())
+        let secret = SecretString::from(SECRET);
+        let url = self.url("/webhooks/hubspot");
+        signed_post(&self.http, &url, signed_uri, &secret, timestamp_ms, body.to_string())
             .send()
             .await
             .unwrap()
@@ -257,6 +248,17 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Posts `body` to `url` as HubSpot delivers a webhook: signed v3 with the app's `secret` for
+/// `url`, now (`sandbox::webhooks::signed_post`, the sandbox's own deliveries).
+pub async fn post_signed(http: &reqwest::Client, url: &str, secret: &str, body: &str) -> reqwest::Response {
+    let secret = SecretString::from(secret.to_string());
+    let now = chrono::Utc::now().timestamp_millis();
+    signed_post(http, url, url, &secret, now, body.to_string())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A Webhooks API event as HubSpot sends it.
@@ -459,18 +461,8 @@ impl TestApp {
     /// Posts a delivery to the server signed v3 with the sandbox's client secret.
     pub async fn post_signed_webhook(&self, body: &str) -> reqwest::StatusCode {
         let url = format!("http://{}/webhooks/hubspot", self.stack.addr);
-        let ts = Utc::now().timestamp_millis().to_string();
-        let secret = SecretString::from(self.stack.sandbox.config().hubspot_client_secret.clone());
-        let sig = leadsync::hubspot::signature::sign_v3(&secret, "POST", &url, body.as_bytes(), &ts);
-        reqwest::Client::new()
-            .post(&url)
-            .header("x-hubspot-request-timestamp", ts)
-            .header("x-hubspot-signature-v3", sig)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status()
+        let secret = &self.stack.sandbox.config().hubspot_client_secret;
+        post_signed(&reqwest::Client::new(), &url, secret, body).await.status()
     }
 
     /// Runs the inbox until it is empty, then the outbox: with the daemon running, waits until
@@ -598,12 +590,7 @@ pub async fn postgres_behind_proxy() -> (String, TcpProxy) {
 /// `contact`, rows of tables that have a `contact_id` are searched only when they are that
 /// contact's (a name other contacts share); tables without one are searched whole.
 pub async fn grep_store(url: &str, needle: &str, contact: Option<&str>) -> Vec<String> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = sql_pool(url).await;
     let postgres = url.starts_with("postgres");
     let tables: Vec<String> = if postgres {
         sqlx::query("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'")
@@ -694,3 +681,172 @@ pub fn month_options() -> leadsync::demo::month::MonthOptions {
         seed: 7,
     }
 }
+
+use leadsync::hubspot::client::{HubSpotClient, HubSpotClientConfig};
+
+/// The HubSpot client's configuration for a fake HubSpot at `base_url` (wiremock): budgets no
+/// test reaches, UTC, no timeout, the default retries.
+pub fn hubspot_config(base_url: &str) -> HubSpotClientConfig {
+    HubSpotClientConfig {
+        base_url: base_url.parse().unwrap(),
+        burst: 10_000,
+        interval: std::time::Duration::from_secs(10),
+        search_per_second: 1_000,
+        daily_reserve: 0,
+        daily_allocation: None,
+        time_zone: chrono_tz::Tz::UTC,
+        timeout: None,
+        retry: leadsync::hubspot::retry::RetryPolicy::default(),
+    }
+}
+
+/// A HubSpot client of portal 42 with a private-app token, on [`hubspot_config`].
+pub fn hubspot_client(base_url: &str) -> HubSpotClient {
+    let auth = leadsync::hubspot::auth::HubSpotAuth::static_token(Some(42), SecretString::from("pat-test"));
+    HubSpotClient::new(hubspot_config(base_url), auth).unwrap()
+}
+
+/// Answers HubSpot's contact batch update (`POST /crm/v3/objects/contacts/batch/update`) on
+/// `server` with each input's id and properties, as HubSpot echoes them.
+pub async fn mount_batch_update_echo(server: &wiremock::MockServer) {
+    use wiremock::matchers::{method, path};
+    wiremock::Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/update"))
+        .respond_with(|req: &wiremock::Request| {
+            let body: serde_json::Value = req.body_json().unwrap();
+            let results: Vec<serde_json::Value> = body["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| serde_json::json!({"id": i["id"], "properties": i["properties"]}))
+                .collect();
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"status": "COMPLETE", "results": results}))
+        })
+        .mount(server)
+        .await;
+}
+
+/// The stored row of contact `id` (which the test knows is stored).
+pub async fn stored_contact(store: &Store, id: &leadsync::lifecycle::HubSpotId) -> leadsync::store::ContactRow {
+    store
+        .contacts(std::slice::from_ref(id))
+        .await
+        .unwrap()
+        .remove(id)
+        .unwrap_or_else(|| panic!("contact {id} is not stored"))
+}
+
+/// Posts an OAuth refresh-token grant to `token_url` (the sandbox's HubSpot or Salesforce
+/// token endpoint) for the app `client_id` / `client_secret`.
+pub async fn refresh_grant(
+    token_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    refresh_token: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(token_url)
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The token HubSpot's endpoint at `token_url` answers the sandbox configuration `c`'s app and
+/// refresh token with (its JSON).
+pub async fn hubspot_token(token_url: &str, c: &SandboxConfig) -> serde_json::Value {
+    refresh_grant(
+        token_url,
+        &c.hubspot_client_id,
+        &c.hubspot_client_secret,
+        &c.hubspot_refresh_token,
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+/// Whether `leadsync run` listening on `port` answers `GET /readyz` 200 within 10 s.
+pub async fn ready_on(port: u16) -> bool {
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    for _ in 0..200 {
+        if http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Sends SIGTERM to `child` (`kill -TERM`, as a service manager stops `leadsync run`).
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process is running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {pid}");
+}
+
+/// Up to `n` of the stored `rows` that a demo request moves to SQL now: active leads below SQL
+/// with a company and a HubSpot owner.
+pub fn owned_leads_below_sql(rows: &[leadsync::store::ContactRow], n: usize) -> Vec<&str> {
+    use leadsync::lifecycle::{Stage, Status};
+    rows.iter()
+        .filter(|c| c.state.stage < Some(Stage::Sql) && c.removed.is_none() && c.state.status == Status::Active)
+        .filter(|c| {
+            ["company", "hubspot_owner_id"]
+                .iter()
+                .all(|p| c.properties.get(*p).is_some_and(|v| !v.is_empty()))
+        })
+        .map(|c| c.contact_id.as_str())
+        .take(n)
+        .collect()
+}
+
+/// The store's active leads fit for a demo request to make SQL and promote (a company and a
+/// job title), in the store's id order.
+pub async fn demo_ready_leads(store: &Store) -> Vec<String> {
+    use leadsync::lifecycle::{Stage, Status};
+    let rows = store.contact_page(None, 100_000).await.unwrap();
+    rows.iter()
+        .filter(|r| {
+            r.state.stage == Some(Stage::Lead)
+                && r.state.status == Status::Active
+                && r.properties.contains_key("company")
+                && r.properties.contains_key("jobtitle")
+        })
+        .map(|r| r.contact_id.as_str().to_string())
+        .collect()
+}
+
+/// The contact and company properties of lead `contact` (Ada L`contact`, `lead-…@domain`) at
+/// the company `name` of `domain`, in the US with 50 people (no territory), as a promotion
+/// carries them.
+pub fn lead_at_company(contact: &str, domain: &str, name: &str) -> (Properties, Properties) {
+    let props = [
+        ("email", format!("lead-{contact}@{domain}")),
+        ("firstname", "Ada".to_string()),
+        ("lastname", format!("L{contact}")),
+    ];
+    let company = [
+        ("name", name.to_string()),
+        ("domain", domain.to_string()),
+        ("country", "US".into()),
+        ("numberofemployees", "50".into()),
+    ];
+    let owned = |pairs: &[(&str, String)]| pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    (owned(&props), owned(&company))
+}
+
+/// A HubSpot object's properties, by name.
+pub type Properties = std::collections::BTreeMap<String, String>;

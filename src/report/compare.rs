@@ -170,10 +170,9 @@ pub struct Cost {
     pub hubspot_write_calls: u64,
     /// Contacts the candidate promotes to Salesforce and the current rules do not.
     pub promotions: u64,
-    /// Salesforce calls for those promotions (collections of 200, lookups included).
+    /// Salesforce calls for those promotions (collections of 200, lookups included). Their
+    /// Salesforce ids cost no HubSpot call: they go out in the promoted contacts' own update.
     pub salesforce_calls: u64,
-    /// HubSpot batch updates writing the new Salesforce ids back.
-    pub hubspot_id_write_calls: u64,
 }
 
 /// Both rule sets' verdicts on the stored contacts now: differences and cost.
@@ -215,11 +214,9 @@ impl Deploy {
 
     /// The calls deploying would cost.
     pub fn cost(&self) -> Cost {
-        let promotion = PromotionCost::of(self.cost.promotions);
         Cost {
             hubspot_write_calls: self.cost.hubspot_contacts.div_ceil(HUBSPOT_BATCH),
-            salesforce_calls: promotion.salesforce_calls,
-            hubspot_id_write_calls: promotion.hubspot_write_calls,
+            salesforce_calls: PromotionCost::of(self.cost.promotions).salesforce_calls,
             ..self.cost
         }
     }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::compare::Comparison;
 use super::figures::{Figure, GroupReport, Report};
-use super::format::ReportFormat;
+use super::format::{ReportFormat, field};
 use super::html::{funnel_bars, page, rate};
 use super::svg::{self, escape};
 use crate::lifecycle::{Stage, Status};
@@ -191,19 +191,10 @@ fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "Salesforce: {} new promotion(s): {} call(s) (collections of 200, lookups included), then {} HubSpot call(s) writing the ids back",
-        k.promotions, k.salesforce_calls, k.hubspot_id_write_calls
+        "Salesforce: {} new promotion(s): {} call(s) (collections of 200, lookups included; their ids go back to HubSpot in the contacts' own update)",
+        k.promotions, k.salesforce_calls
     );
     out
-}
-
-/// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// A figure as one spreadsheet number: a count, a rate as a fraction, a median in hours, a mean.
@@ -283,7 +274,6 @@ fn csv(c: &Comparison) -> String {
         ("HubSpot write calls", k.hubspot_write_calls),
         ("Salesforce promotions", k.promotions),
         ("Salesforce calls", k.salesforce_calls),
-        ("HubSpot id write calls", k.hubspot_id_write_calls),
     ] {
         row("cost", "all", metric, String::new(), n.to_string());
     }
@@ -357,8 +347,8 @@ fn html(c: &Comparison) -> String {
     let k = &c.cost;
     let _ = writeln!(
         b,
-        "</table>\n<h2>What deploying would cost</h2>\n<table><tr><td>HubSpot contacts written</td><td class=\"n\">{}</td></tr><tr><td>HubSpot batch update calls</td><td class=\"n\">{}</td></tr><tr><td>new Salesforce promotions</td><td class=\"n\">{}</td></tr><tr><td>Salesforce calls</td><td class=\"n\">{}</td></tr><tr><td>HubSpot calls writing the Salesforce ids back</td><td class=\"n\">{}</td></tr></table>",
-        k.hubspot_contacts, k.hubspot_write_calls, k.promotions, k.salesforce_calls, k.hubspot_id_write_calls
+        "</table>\n<h2>What deploying would cost</h2>\n<table><tr><td>HubSpot contacts written</td><td class=\"n\">{}</td></tr><tr><td>HubSpot batch update calls</td><td class=\"n\">{}</td></tr><tr><td>new Salesforce promotions</td><td class=\"n\">{}</td></tr><tr><td>Salesforce calls</td><td class=\"n\">{}</td></tr></table>",
+        k.hubspot_contacts, k.hubspot_write_calls, k.promotions, k.salesforce_calls
     );
     page("leadsync: what if the rules change", &b)
 }

@@ -98,7 +98,7 @@ fn table(r: &Report) -> String {
 }
 
 /// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -39,19 +39,21 @@ const ROW: f64 = 26.0;
 /// a bar needs, so that the longest bar leaves it room inside the picture.
 const CHAR: f64 = 7.0;
 
-/// Horizontal bars, one per row, scaled to the longest; `class` names the chart for CSS and tests.
-pub fn bars(class: &str, title: &str, bars: &[Bar]) -> String {
-    let height = ROW * bars.len().max(1) as f64 + 30.0;
-    let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
-    let longest = bars.iter().map(|b| b.text.chars().count()).max().unwrap_or(0);
-    let span = WIDTH - LABEL - TEXT.max(CHAR * longest as f64 + 12.0);
-    let mut out = String::new();
-    let _ = write!(
-        out,
+/// A chart's opening `<svg>` tag and title, `height` tall; `class` names it for CSS and tests.
+fn open(class: &str, title: &str, height: f64) -> String {
+    format!(
         r#"<svg class="chart {c}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{t}"><title>{t}</title>"#,
         c = escape(class),
         t = escape(title)
-    );
+    )
+}
+
+/// Horizontal bars, one per row, scaled to the longest; `class` names the chart for CSS and tests.
+pub fn bars(class: &str, title: &str, bars: &[Bar]) -> String {
+    let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
+    let longest = bars.iter().map(|b| b.text.chars().count()).max().unwrap_or(0);
+    let span = WIDTH - LABEL - TEXT.max(CHAR * longest as f64 + 12.0);
+    let mut out = open(class, title, ROW * bars.len().max(1) as f64 + 30.0);
     for (i, b) in bars.iter().enumerate() {
         let y = 24.0 + ROW * i as f64;
         let w = if max > 0.0 {
@@ -80,15 +82,8 @@ pub fn bars(class: &str, title: &str, bars: &[Bar]) -> String {
 
 /// Met, breached and open side by side in one bar per row, each part as wide as its share.
 pub fn stacked(class: &str, title: &str, rows: &[(String, [u64; 3])]) -> String {
-    let height = ROW * rows.len().max(1) as f64 + 50.0;
     let span = WIDTH - LABEL - TEXT;
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg class="chart {c}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" aria-label="{t}"><title>{t}</title>"#,
-        c = escape(class),
-        t = escape(title)
-    );
+    let mut out = open(class, title, ROW * rows.len().max(1) as f64 + 50.0);
     for (i, (label, parts)) in rows.iter().enumerate() {
         let y = 24.0 + ROW * i as f64;
         let total: u64 = parts.iter().sum();

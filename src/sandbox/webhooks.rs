@@ -59,6 +59,29 @@ pub struct WebhookDelivery {
     pub finished: bool,
 }
 
+/// A delivery as HubSpot posts it: `body` (JSON) to `url`, signed v3 with the app's `secret`
+/// for `signed_uri` (the URL HubSpot called: `url`, or a proxy's in front of it) at
+/// `timestamp_ms`. The sandbox's deliveries, and the tests' and benches' own, are built here.
+pub fn signed_post<B>(
+    http: &reqwest::Client,
+    url: &str,
+    signed_uri: &str,
+    secret: &SecretString,
+    timestamp_ms: i64,
+    body: B,
+) -> reqwest::RequestBuilder
+where
+    B: AsRef<[u8]> + Into<reqwest::Body>,
+{
+    let ts = timestamp_ms.to_string();
+    let signature = sign_v3(secret, "POST", signed_uri, body.as_ref(), &ts);
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("x-hubspot-signature-v3", signature)
+        .header("x-hubspot-request-timestamp", ts)
+        .body(body)
+}
+
 pub(crate) struct Job {
     pub(crate) http: reqwest::Client,
     pub(crate) url: String,
@@ -88,15 +111,8 @@ impl Job {
             }
             let body = serde_json::to_vec(&events).unwrap_or_default();
             // The receiver checks the timestamp against its own wall clock, so this one is real.
-            let ts = chrono::Utc::now().timestamp_millis().to_string();
-            let signature = sign_v3(&self.secret, "POST", &self.url, &body, &ts);
-            let status = self
-                .http
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("x-hubspot-signature-v3", signature)
-                .header("x-hubspot-request-timestamp", &ts)
-                .body(body)
+            let now = chrono::Utc::now().timestamp_millis();
+            let status = signed_post(&self.http, &self.url, &self.url, &self.secret, now, body)
                 .send()
                 .await
                 .ok()

@@ -295,13 +295,9 @@ fn refuse_unknown(unknown: BTreeMap<u64, usize>, kept: usize) -> Result<StatusCo
     Err(IntakeError::UnknownPortal { portals, refused, kept })
 }
 
-/// A Webhooks API delivery's body (already signature-checked) as inbox rows, one per event; a
-/// body that is not HubSpot's JSON array of events is `Malformed`, with serde's line and column.
-pub fn webhook_rows(body: &[u8]) -> Result<Vec<InboxEvent>, IntakeError> {
-    Ok(webhook_events(body)?.into_iter().map(|(_, row)| row).collect())
-}
-
-/// [`webhook_rows`], each row with the portal its event names.
+/// A Webhooks API delivery's body (already signature-checked) as inbox rows, one per event, each
+/// with the portal its event names; a body that is not HubSpot's JSON array of events is
+/// `Malformed`, with serde's line and column.
 pub fn webhook_events(body: &[u8]) -> Result<Vec<(Option<u64>, InboxEvent)>, IntakeError> {
     let mut events: Vec<HubSpotEvent> =
         serde_json::from_slice(body).map_err(|e| IntakeError::Malformed(e.to_string()))?;
@@ -334,13 +330,8 @@ pub fn webhook_events(body: &[u8]) -> Result<Vec<(Option<u64>, InboxEvent)>, Int
         .collect())
 }
 
-/// A workflow webhook's body (already signature-checked) as its one inbox row.
-pub fn workflow_row(secret: &secrecy::SecretString, body: &[u8]) -> Result<InboxEvent, IntakeError> {
-    Ok(workflow_row_of_portal(secret, body)?.1)
-}
-
-/// [`workflow_row`] with the portal the record names (`portalId`, or `portal-id` as the
-/// contacts API's records have it).
+/// A workflow webhook's body (already signature-checked) as its one inbox row, with the portal
+/// the record names (`portalId`, or `portal-id` as the contacts API's records have it).
 pub fn workflow_row_of_portal(
     secret: &secrecy::SecretString,
     body: &[u8],

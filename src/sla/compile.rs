@@ -38,6 +38,30 @@ impl Compiler<'_> {
         self.diags.0.push(self.src.error(span, field, message));
     }
 
+    /// The setting `value` of `field` as one of `choices` (`default` when it is absent); any
+    /// other word is an error at its span that lists the choices.
+    fn keyword<T: Copy>(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: String,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let Some(value) = value else { return Some(default) };
+        let word = value.get_ref().as_str();
+        if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == word) {
+            return Some(*choice);
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let listed = match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.err(value.span(), field, format!("`{word}`: use {listed}"));
+        None
+    }
+
     fn file(&mut self, raw: RawFile) -> SlaFile {
         let mut teams = Vec::new();
         let mut member_ids: HashMap<String, String> = HashMap::new();
@@ -297,31 +321,22 @@ impl Compiler<'_> {
                 None
             }
         };
-        let path = match p.path.as_ref().map(|s| (s.span(), s.get_ref().as_str())) {
-            None | Some((_, "any")) => Some(EntryPath::Any),
-            Some((_, "standard")) => Some(EntryPath::Standard),
-            Some((_, "shortcut")) => Some(EntryPath::Shortcut),
-            Some((span, other)) => {
-                self.err(
-                    span,
-                    format!("{field}.path"),
-                    format!("`{other}`: use any, standard or shortcut"),
-                );
-                None
-            }
-        };
-        let clock = match p.clock.as_ref().map(|s| (s.span(), s.get_ref().as_str())) {
-            None | Some((_, "business")) => Some(ClockKind::Business),
-            Some((_, "wall")) => Some(ClockKind::Wall),
-            Some((span, other)) => {
-                self.err(
-                    span,
-                    format!("{field}.clock"),
-                    format!("`{other}`: use business or wall"),
-                );
-                None
-            }
-        };
+        let path = self.keyword(
+            &p.path,
+            format!("{field}.path"),
+            EntryPath::Any,
+            &[
+                ("any", EntryPath::Any),
+                ("standard", EntryPath::Standard),
+                ("shortcut", EntryPath::Shortcut),
+            ],
+        );
+        let clock = self.keyword(
+            &p.clock,
+            format!("{field}.clock"),
+            ClockKind::Business,
+            &[("business", ClockKind::Business), ("wall", ClockKind::Wall)],
+        );
         let first_touch = self.duration(&p.first_touch, &format!("{field}.first_touch"), false);
         let attempts = p.attempts.as_ref().and_then(|a| {
             let a = a.get_ref();
@@ -392,19 +407,16 @@ impl Compiler<'_> {
                 ),
             }
         }
-        let by = match raw.by.as_ref().map(|s| (s.span(), s.get_ref().as_str())) {
-            None | Some((_, "owner_or_team")) => Some(TouchBy::OwnerOrTeam),
-            Some((_, "owner")) => Some(TouchBy::Owner),
-            Some((_, "anyone")) => Some(TouchBy::Anyone),
-            Some((span, other)) => {
-                self.err(
-                    span,
-                    format!("{field}.by"),
-                    format!("`{other}`: use owner, owner_or_team or anyone"),
-                );
-                None
-            }
-        };
+        let by = self.keyword(
+            &raw.by,
+            format!("{field}.by"),
+            TouchBy::OwnerOrTeam,
+            &[
+                ("owner", TouchBy::Owner),
+                ("owner_or_team", TouchBy::OwnerOrTeam),
+                ("anyone", TouchBy::Anyone),
+            ],
+        );
         let same_touch_within = match &raw.same_touch_within {
             Some(s) => self.duration(s, &format!("{field}.same_touch_within"), true),
             None => Some(Duration::minutes(10)),

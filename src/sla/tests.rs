@@ -192,6 +192,29 @@ team = "tokyo"
 }
 
 #[test]
+fn a_word_no_setting_takes_is_located_and_lists_the_words_it_takes() {
+    let text = format!(
+        "{TEAM}{}",
+        r#"
+[[policies]]
+id = "p"
+stage = "sql"
+path = "sideways"
+clock = "lunar"
+first_touch = "4h"
+touches = { kinds = ["call"], by = "boss" }
+"#
+    );
+    let e = errors(&text);
+    let want = [
+        "s.toml:16:8: policies[0].path: `sideways`: use any, standard or shortcut",
+        "s.toml:17:9: policies[0].clock: `lunar`: use business or wall",
+        "s.toml:19:36: policies[0].touches.by: `boss`: use owner, owner_or_team or anyone",
+    ];
+    assert_eq!(e, want, "{e:#?}");
+}
+
+#[test]
 fn team_errors_are_located() {
     let text = r#"
 [sla]

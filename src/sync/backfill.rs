@@ -623,7 +623,6 @@ impl Syncer {
         costs.hubspot_writes += writes.div_ceil(100);
         let promotions = super::outbox::promotion::PromotionCost::of(report.promotions_queued);
         costs.salesforce_calls += promotions.salesforce_calls;
-        costs.hubspot_writes += promotions.hubspot_write_calls;
         if let Some(p) = &self.promoter {
             let context = batch
                 .iter()

@@ -35,9 +35,6 @@ pub const PROMOTION_BATCH: usize = 200;
 pub struct PromotionCost {
     /// Salesforce calls.
     pub salesforce_calls: u64,
-    /// HubSpot batch-update calls for the Salesforce ids alone: none when the promoted
-    /// contacts' values are written in the same drain, as a fresh promotion's are.
-    pub hubspot_write_calls: u64,
 }
 
 impl PromotionCost {
@@ -48,7 +45,6 @@ impl PromotionCost {
         let rest = (n % batch) as usize;
         PromotionCost {
             salesforce_calls: full * fresh_batch_calls(PROMOTION_BATCH) + fresh_batch_calls(rest),
-            hubspot_write_calls: 0,
         }
     }
 }
