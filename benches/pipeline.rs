@@ -439,6 +439,8 @@ fn leadsync_child() {
         // after the backfill, nothing changed outside, each followed by an outbox drain (what
         // the sync job runs). The first cycle's window covers the backfill's own writes.
         let mut cycles = Vec::new();
+        // The sandbox's count of records written is since its start: each cycle's is the rise.
+        let mut records_before = raw["written_records"].as_u64().unwrap_or(0);
         for _ in 0..10 {
             let advanced = sb.ask("advance 300");
             now = DateTime::<Utc>::from_timestamp_millis(advanced["now_ms"].as_i64().unwrap_or(0)).unwrap()
@@ -452,11 +454,14 @@ fn leadsync_child() {
             let (hs, hs_by, raw) = sb.calls("hubspot");
             let (sf, _, _) = sb.calls("salesforce");
             let at = |e: &str| hs_by.get(&format!("hubspot {e}")).copied().unwrap_or(0);
+            let records = raw["written_records"].as_u64().unwrap_or(0);
+            let written_records = records - records_before;
+            records_before = records;
             cycles.push(json!({
                 "pulled": r.pulled, "hubspot_calls": hs, "searches": hs_by.iter()
                     .filter(|(k, _)| k.ends_with(".search")).map(|(_, n)| n).sum::<u64>(),
                 "batch_reads": at("contacts.batch_read"), "batch_updates": at("contacts.batch_update"),
-                "written_records": raw["written_records"], "salesforce_calls": sf,
+                "written_records": written_records, "salesforce_calls": sf,
                 "hubspot_by_endpoint": hs_by,
             }));
         }
