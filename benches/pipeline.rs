@@ -13,7 +13,9 @@
 //! `LEADSYNC_BENCH_LATENCY_MS` (default 50), `LEADSYNC_BENCH_BURST` (leadsync's HubSpot calls
 //! per 10 s, default 2,000; the sandbox allows 10 % more so that no 429 is ever sent).
 //! `LEADSYNC_BENCH_ONLY=wall` runs the wall-time row alone (with its calls against their
-//! minimum); `LEADSYNC_BENCH_ONLY=context` the context row alone.
+//! minimum); `LEADSYNC_BENCH_ONLY=context` the context row alone; `LEADSYNC_BENCH_ONLY=idle`
+//! ten idle cycles after a backfill of `LEADSYNC_BENCH_IDLE_CONTACTS` (default 10,000), what
+//! each reads and writes (the child's `LEADSYNC_BENCH_IDLE=1`).
 //! The big run also times `backfill --rescore` a day after its backfill (the child's
 //! `LEADSYNC_BENCH_RESCORE=1`; with `LEADSYNC_BENCH_ROLE=leadsync LEADSYNC_BENCH_N=…` a child
 //! alone backfills, rescores and prints its JSON line).
@@ -432,6 +434,39 @@ fn leadsync_child() {
             "salesforce_calls": sf, "salesforce_by_endpoint": sf_by,
         });
     }
+    if env_u32("LEADSYNC_BENCH_IDLE", 0) == 1 {
+        // 6. At rest: ten incremental cycles five sandbox-minutes apart (the default interval)
+        // after the backfill, nothing changed outside, each followed by an outbox drain (what
+        // the sync job runs). The first cycle's window covers the backfill's own writes.
+        let mut cycles = Vec::new();
+        // The sandbox's count of records written is since its start: each cycle's is the rise.
+        let mut records_before = raw["written_records"].as_u64().unwrap_or(0);
+        for _ in 0..10 {
+            let advanced = sb.ask("advance 300");
+            now = DateTime::<Utc>::from_timestamp_millis(advanced["now_ms"].as_i64().unwrap_or(0)).unwrap()
+                + chrono::Duration::seconds(1);
+            sb.ask("reset");
+            let r = rt
+                .block_on(syncer.incremental(now, chrono::Duration::days(1)))
+                .expect("incremental");
+            rt.block_on(syncer.drain_outbox(leadsync::hubspot::limiter::Priority::Background, now))
+                .expect("drain");
+            let (hs, hs_by, raw) = sb.calls("hubspot");
+            let (sf, _, _) = sb.calls("salesforce");
+            let at = |e: &str| hs_by.get(&format!("hubspot {e}")).copied().unwrap_or(0);
+            let records = raw["written_records"].as_u64().unwrap_or(0);
+            let written_records = records - records_before;
+            records_before = records;
+            cycles.push(json!({
+                "pulled": r.pulled, "hubspot_calls": hs, "searches": hs_by.iter()
+                    .filter(|(k, _)| k.ends_with(".search")).map(|(_, n)| n).sum::<u64>(),
+                "batch_reads": at("contacts.batch_read"), "batch_updates": at("contacts.batch_update"),
+                "written_records": written_records, "salesforce_calls": sf,
+                "hubspot_by_endpoint": hs_by,
+            }));
+        }
+        out["idle"] = json!(cycles);
+    }
     if env_u32("LEADSYNC_BENCH_RESCORE", 0) == 1 {
         // 5. `backfill --rescore` the next day: every stored contact re-evaluated from the store,
         // the outbox worker beside it writing back what changed, as the command runs them.
@@ -524,6 +559,16 @@ fn run_child(n: u32, latency_ms: u32, burst: u32, more: bool) -> Value {
 }
 
 fn run_child_with(n: u32, latency_ms: u32, burst: u32, more: bool, rescore: bool) -> Value {
+    run_child_env(
+        n,
+        latency_ms,
+        burst,
+        more,
+        &[("LEADSYNC_BENCH_RESCORE", if rescore { "1" } else { "0" })],
+    )
+}
+
+fn run_child_env(n: u32, latency_ms: u32, burst: u32, more: bool, env: &[(&str, &str)]) -> Value {
     eprintln!("· leadsync backfill of {n} contacts, sandbox latency {latency_ms} ms, {burst} calls per 10 s …");
     let t = Instant::now();
     let output = Command::new(std::env::current_exe().expect("exe"))
@@ -532,7 +577,7 @@ fn run_child_with(n: u32, latency_ms: u32, burst: u32, more: bool, rescore: bool
         .env("LEADSYNC_BENCH_LATENCY_MS", latency_ms.to_string())
         .env("LEADSYNC_BENCH_BURST", burst.to_string())
         .env("LEADSYNC_BENCH_MORE", if more { "1" } else { "0" })
-        .env("LEADSYNC_BENCH_RESCORE", if rescore { "1" } else { "0" })
+        .envs(env.iter().copied())
         .stderr(Stdio::inherit())
         .output()
         .expect("leadsync child");
@@ -651,6 +696,48 @@ fn parent() {
             "\ncontext day endpoints: {}",
             v["context_day"]["salesforce_by_endpoint"]
         );
+        return;
+    }
+    if std::env::var("LEADSYNC_BENCH_ONLY").as_deref() == Ok("idle") {
+        // At rest after a backfill of `LEADSYNC_BENCH_IDLE_CONTACTS` (default 10,000): what
+        // each of ten idle cycles reads and writes. The aim is nothing but the search pages.
+        let idle_n = env_u32("LEADSYNC_BENCH_IDLE_CONTACTS", 10_000);
+        let v = run_child_env(idle_n, 0, burst, false, &[("LEADSYNC_BENCH_IDLE", "1")]);
+        let cycles = v["idle"].as_array().cloned().unwrap_or_default();
+        let col = |k: &str| {
+            cycles
+                .iter()
+                .map(|c| c[k].as_u64().unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sum = |k: &str| cycles.iter().map(|c| c[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let busy = sum("pulled") + sum("batch_reads") + sum("batch_updates") + sum("salesforce_calls");
+        main_table(&[[
+            format!(
+                "ten idle cycles 5 min apart after a backfill of {idle_n} contacts: contacts pulled; batch reads; HubSpot writes (batch updates, records); Salesforce calls; HubSpot calls (search pages) per cycle"
+            ),
+            format!(
+                "pulled {}; batch reads {}; writes {} ({} records); Salesforce {}; HubSpot calls {} (searches {})",
+                col("pulled"),
+                col("batch_reads"),
+                col("batch_updates"),
+                col("written_records"),
+                col("salesforce_calls"),
+                col("hubspot_calls"),
+                col("searches")
+            ),
+            "0 pulled, read, written".into(),
+            if busy == 0 {
+                "met".into()
+            } else {
+                format!("{busy} reads/writes")
+            },
+            "`LEADSYNC_BENCH_ONLY=idle cargo bench --bench pipeline`".into(),
+        ]]);
+        for (i, c) in cycles.iter().enumerate() {
+            println!("cycle {}: {}", i + 1, c["hubspot_by_endpoint"]);
+        }
         return;
     }
     if std::env::var("LEADSYNC_BENCH_ONLY").as_deref() == Ok("wall") {

@@ -977,3 +977,136 @@ async fn a_stop_during_an_inbox_pass_lets_it_commit_and_flushes_what_it_queued(o
         "{on:?}: the Salesforce ids reached HubSpot before the exit"
     );
 }
+
+/// The sequential round trips among these arrivals (ms, in order) at `latency_ms` an answer: a
+/// call arriving once the last counted one has been answered starts a new one (as
+/// `benches/webhooks.rs` counts them).
+fn round_trips(arrivals: &[(u64, String)], latency_ms: u64) -> Vec<&(u64, String)> {
+    let mut trips: Vec<&(u64, String)> = Vec::new();
+    for a in arrivals {
+        if trips.last().is_none_or(|last| a.0 >= last.0 + latency_ms) {
+            trips.push(a);
+        }
+    }
+    trips
+}
+
+// README (Figures): "webhook received → Salesforce Opportunity created ... sequential round trips"
+#[tokio::test]
+async fn a_demo_request_reaches_the_salesforce_opportunity_in_pinned_sequential_round_trips() {
+    // Every answer 150 ms late, and leadsync's default HubSpot budget (80 per 10 s), whose
+    // background pacing (one call per 127 ms) would spread the webhook's reads.
+    let latency_ms = 150;
+    let sandbox = leadsync::sandbox::SandboxConfig {
+        latency: std::time::Duration::from_millis(latency_ms),
+        ..TestApp::sandbox_config(40)
+    };
+    let app = TestApp::running_at_budget(sandbox, None, 80).await;
+    let s = app.stack.syncer.clone();
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    let lead = a_lead(&app).await;
+    // The backfill's calls out of the window, so the form's reads find it empty.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    app.stack.sandbox.reset_calls();
+    assert!(app.stack.sandbox.submit_form(&lead, "Request a demo").is_some());
+    let prefix = format!("hs-{lead}-");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !app
+        .stack
+        .sandbox
+        .salesforce_records("Opportunity")
+        .iter()
+        .any(|o| o["LeadSync_Key__c"].as_str().is_some_and(|k| k.starts_with(&prefix)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lead {lead}: no Opportunity after 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut arrivals = app.stack.sandbox.arrivals();
+    // Up to the Opportunity's upsert (the last of the three); the contact role and the write
+    // to HubSpot that follow it are off the path.
+    let upsert = "salesforce sobjects.upsert";
+    let last = arrivals.iter().rposition(|(_, n)| n == upsert).expect("upserts");
+    arrivals.truncate(last + 1);
+    let trips = round_trips(&arrivals, latency_ms);
+    let names: Vec<&str> = trips.iter().map(|(_, n)| n.as_str()).collect();
+    println!("arrivals: {arrivals:?}\nround trips: {names:?}");
+    // HubSpot: the contact and its five association reads in one round trip (the limiter lets
+    // a webhook's calls leave together); no engagement batch read, since the backfill put
+    // every engagement of the lead in its ledger. Salesforce: the composite lookup, then the
+    // Account, Contact and Opportunity upserts.
+    let hubspot: Vec<&(u64, String)> = arrivals.iter().filter(|(_, n)| n.starts_with("hubspot ")).collect();
+    let mut reads: Vec<&str> = hubspot.iter().map(|(_, n)| n.as_str()).collect();
+    reads.sort_unstable();
+    assert_eq!(
+        reads,
+        [
+            "hubspot associations.contacts.calls",
+            "hubspot associations.contacts.emails",
+            "hubspot associations.contacts.meetings",
+            "hubspot associations.contacts.notes",
+            "hubspot associations.contacts.tasks",
+            "hubspot contacts.batch_read",
+        ],
+        "{arrivals:?}"
+    );
+    assert!(
+        hubspot.iter().all(|(at, _)| *at < hubspot[0].0 + latency_ms),
+        "the six HubSpot reads leave together: {arrivals:?}"
+    );
+    assert_eq!(
+        names.len(),
+        5,
+        "webhook → Opportunity: 1 HubSpot and 4 Salesforce round trips: {names:?}"
+    );
+    assert_eq!(
+        &names[1..],
+        ["salesforce composite", upsert, upsert, upsert],
+        "{arrivals:?}"
+    );
+
+    // A call logged since the backfill is not in the ledger: the next form reads it (only it).
+    let (object, call) = app
+        .stack
+        .sandbox
+        .log_hubspot_activity(
+            &lead,
+            &leadsync::sandbox::SalesActivity::new(leadsync::sandbox::SalesActivityKind::Call),
+        )
+        .unwrap();
+    assert_eq!(object, "calls");
+    let event = format!("hs-calls-{call}");
+    app.stack.sandbox.reset_calls();
+    assert!(app.stack.sandbox.submit_form(&lead, "Request a demo").is_some());
+    let hs = id(lead.parse().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s
+        .store
+        .events(std::slice::from_ref(&hs))
+        .await
+        .unwrap()
+        .get(&hs)
+        .is_some_and(|l| l.iter().any(|e| e.id == event))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new call never reached the ledger"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let calls = app.stack.sandbox.calls();
+    let reads: Vec<(&str, u64)> = ENGAGEMENT_OBJECTS
+        .iter()
+        .map(|(o, _)| (*o, calls.get(&format!("hubspot {o}.batch_read")).copied().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        reads,
+        [("calls", 1), ("emails", 0), ("meetings", 0), ("notes", 0), ("tasks", 0)],
+        "{calls:?}"
+    );
+    app.shutdown().await;
+}

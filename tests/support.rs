@@ -374,6 +374,15 @@ impl TestApp {
         Self::running_with(sandbox, store_url, Self::never(), None).await
     }
 
+    /// The same with leadsync's HubSpot budget at `burst_per_10s` calls per 10 s (the tests'
+    /// default, 1,500, paces calls too finely to see; production's default is 80).
+    pub async fn running_at_budget(sandbox: SandboxConfig, store_url: Option<String>, burst_per_10s: u32) -> TestApp {
+        let mut options = Self::options(sandbox, store_url);
+        options.schedule = Some(Self::never());
+        options.burst_per_10s = burst_per_10s;
+        Self::running_on(options).await
+    }
+
     /// Schedules that never fire during a test.
     fn never() -> leadsync::config::ScheduleSettings {
         leadsync::config::ScheduleSettings {

@@ -145,8 +145,8 @@ impl ApiPolicy for HubSpotApi {
         Ok(self.limits.admit(priority, chrono::Utc::now())?)
     }
 
-    async fn pace(&self, (budget, _): (Budget, Priority)) -> Result<(), HubSpotError> {
-        self.limits.acquire(budget).await;
+    async fn pace(&self, (budget, priority): (Budget, Priority)) -> Result<(), HubSpotError> {
+        self.limits.acquire_for(budget, priority).await;
         Ok(())
     }
 

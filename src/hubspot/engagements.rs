@@ -2,7 +2,7 @@
 //! (1,000 contacts per call) and read in batches of 100, then turned into the engine's events.
 
 use super::types::parse_time;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use reqwest::Method;
 use serde::Serialize;
@@ -106,17 +106,41 @@ impl HubSpotClient {
         Ok(out)
     }
 
-    /// Every engagement of `contacts`, as events per contact: one association read per type
-    /// and 1,000 contacts, one batch read per type and 100 engagements. The types are read
-    /// concurrently (the limiter paces them), so latency does not add up type after type.
+    /// Every engagement of `contacts`, as events per contact (see
+    /// [`HubSpotClient::contact_engagements_except`]).
     pub async fn contact_engagements(
         &self,
         contacts: &[String],
         priority: Priority,
     ) -> Result<BTreeMap<String, Vec<Event>>, HubSpotError> {
+        self.contact_engagements_except(contacts, &HashMap::new(), priority)
+            .await
+    }
+
+    /// Every engagement of `contacts` that `held` does not already name, as events per contact:
+    /// one association read per type and 1,000 contacts, one batch read per type and 100
+    /// engagements. `held` is, per contact, the event ids its ledger has ([`event_id`]); an
+    /// engagement every linked contact already holds is not read again (the ledger would drop
+    /// it as a repeat), so a form from a known contact with no new activity costs the
+    /// association reads only, not a second round trip. The types are read concurrently (the
+    /// limiter paces them), so latency does not add up type after type.
+    pub async fn contact_engagements_except(
+        &self,
+        contacts: &[String],
+        held: &HashMap<String, HashSet<String>>,
+        priority: Priority,
+    ) -> Result<BTreeMap<String, Vec<Event>>, HubSpotError> {
         let per_type = ENGAGEMENT_TYPES.iter().map(|t| async move {
             let links = self.associations("contacts", t.object, contacts, priority).await?;
-            let mut ids: Vec<String> = links.values().flatten().cloned().collect();
+            let missing = |(contact, id): (&String, &String)| {
+                !held.get(contact).is_some_and(|h| h.contains(&event_id(t.object, id)))
+            };
+            let mut ids: Vec<String> = links
+                .iter()
+                .flat_map(|(c, linked)| linked.iter().map(move |id| (c, id)))
+                .filter(|pair| missing(*pair))
+                .map(|(_, id)| id.clone())
+                .collect();
             ids.sort();
             ids.dedup();
             if ids.is_empty() {
@@ -178,6 +202,11 @@ impl HubSpotClient {
 /// `INTEGRATION`, …) are meetings a rep logged or a calendar or app synced.
 pub const SELF_BOOKED_MEETING_SOURCES: [&str; 2] = ["MEETINGS_PUBLIC", "MEETINGS_EMBEDDED"];
 
+/// The ledger id of the event an engagement becomes: `hs-{object}-{id}`.
+pub fn event_id(object: &str, id: &str) -> String {
+    format!("hs-{object}-{id}")
+}
+
 /// An engagement record as the engine's event; `None` when it has no usable time.
 pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
     let at = parse_time(r.prop("hs_timestamp")?)?;
@@ -214,7 +243,7 @@ pub fn to_event(t: &EngagementType, r: &HubSpotObject) -> Option<Event> {
             other => other.to_ascii_lowercase(),
         });
     Some(Event {
-        id: format!("hs-{}-{}", t.object, r.id),
+        id: event_id(t.object, &r.id),
         kind: t.kind,
         at,
         url: None,

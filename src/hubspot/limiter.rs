@@ -1,10 +1,16 @@
 //! Budgets that keep leadsync inside a portal's HubSpot quota, which every other app shares.
 //!
-//! - General calls: at most N per rolling `interval` (HubSpot's ten-second window). A token
-//!   bucket with a burst of N could let almost 2N through one rolling window, so requests are
-//!   paced: a burst of 2, then one every `interval / (N - 1)`. Any window then holds at most
-//!   2 + (N - 2) = N, and the sustained rate is (N - 1)/N of the budget; the burst of 2 absorbs
-//!   a late timer wake-up, which a burst of 1 would lose for good.
+//! - General calls: at most N per rolling `interval` (HubSpot's ten-second window), enforced by
+//!   a log of the last N sends: a call goes only when fewer than N were sent in the `interval`
+//!   before it, whatever its priority, so no window ever holds more than N.
+//!   - Background work is also paced: a burst of 2, then one every `interval / (N - 1)` (the
+//!     sustained rate is (N - 1)/N of the budget; the burst of 2 absorbs a late timer wake-up,
+//!     which a burst of 1 would lose for good). A backfill thus spreads its calls instead of
+//!     spending the window at once.
+//!   - Real-time work (a webhook) is not paced: it may spend at once what the window has left.
+//!     A form's reads (the contact and its five engagement types, six calls) then leave together
+//!     instead of 127 ms apart at the default 80 per 10 s, within the configured budget, which is
+//!     itself under HubSpot's own (100 or 190 per 10 s for private apps).
 //! - CRM search: its own per-second budget (HubSpot allows 5 per second per account).
 //! - Daily: the remaining count HubSpot reports (`X-HubSpot-RateLimit-Daily-Remaining`, sent to
 //!   private apps); below the configured reserve, background work is refused and only real-time
@@ -15,6 +21,7 @@
 //!
 //! The limiters run on tokio's clock, so tests with a paused clock observe the waits exactly.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,9 +113,57 @@ impl Pacer {
     }
 }
 
+/// The rolling window itself: when the last `count` calls were sent.
+#[derive(Debug)]
+struct Window {
+    count: usize,
+    /// The window's length, and a hair more (as the pacer's spacing), so that even a window
+    /// closed at both ends holds at most `count`.
+    span: Duration,
+    sent: Mutex<VecDeque<tokio::time::Instant>>,
+}
+
+impl Window {
+    fn new(count: u32, interval: Duration) -> Self {
+        let count = count.max(1) as usize;
+        Self {
+            count,
+            span: interval + Duration::from_micros(100),
+            sent: Mutex::new(VecDeque::with_capacity(count)),
+        }
+    }
+
+    /// Waits until fewer than `count` calls were sent in the last `span`, then counts this one
+    /// as sent now; returns how long it waited.
+    async fn acquire(&self) -> Duration {
+        let mut waited = Duration::ZERO;
+        loop {
+            let wait = {
+                let now = tokio::time::Instant::now();
+                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= self.span) {
+                    sent.pop_front();
+                }
+                match sent.front() {
+                    Some(oldest) if sent.len() >= self.count => *oldest + self.span - now,
+                    _ => {
+                        sent.push_back(now);
+                        return waited;
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+            waited += wait;
+        }
+    }
+}
+
 /// The budgets of one portal.
 #[derive(Debug)]
 pub struct HubSpotLimits {
+    /// The general budget's rolling window, which every general call passes.
+    window: Window,
+    /// The spacing of background general calls.
     general: Pacer,
     search: Pacer,
     daily: Mutex<Daily>,
@@ -163,6 +218,7 @@ impl HubSpotLimits {
     /// no daily allocation, the HubSpot day in UTC (see [`HubSpotLimits::with_daily`]).
     pub fn new(burst: u32, interval: Duration, search_per_second: u32, daily_reserve: u64) -> Self {
         Self {
+            window: Window::new(burst, interval),
             general: Pacer::new(burst, interval),
             search: Pacer::new(search_per_second, Duration::from_secs(1)),
             daily: Mutex::new(Daily::default()),
@@ -219,12 +275,20 @@ impl HubSpotLimits {
         self.day(now).ours += 1;
     }
 
-    /// Waits for a slot in `budget` (search draws from both budgets' spacing rules: its own only,
-    /// since HubSpot exempts search from the ten-second limit).
+    /// Waits for a background slot in `budget`: [`HubSpotLimits::acquire_for`] with
+    /// [`Priority::Background`].
     pub async fn acquire(&self, budget: Budget) {
-        let waited = match budget {
-            Budget::General => self.general.acquire().await,
-            Budget::Search => self.search.acquire().await,
+        self.acquire_for(budget, Priority::Background).await;
+    }
+
+    /// Waits for a slot in `budget`. A general call waits for room in the rolling window, and a
+    /// background one for its paced slot first; search has its own budget only, since HubSpot
+    /// exempts it from the ten-second limit.
+    pub async fn acquire_for(&self, budget: Budget, priority: Priority) {
+        let waited = match (budget, priority) {
+            (Budget::General, Priority::RealTime) => self.window.acquire().await,
+            (Budget::General, Priority::Background) => self.general.acquire().await + self.window.acquire().await,
+            (Budget::Search, _) => self.search.acquire().await,
         };
         if !waited.is_zero() {
             self.waited_ms.fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
@@ -286,6 +350,67 @@ mod tests {
                 let rate = (times.len() - 1) as f64 / span;
                 assert!(rate >= 0.89 * f64::from(budget) / 10.0, "budget {budget}: {rate}/s");
             }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn real_time_calls_spend_what_the_window_has_left_at_once_and_background_stays_paced() {
+        let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 0);
+        let start = tokio::time::Instant::now();
+        // A form's six reads leave together: no pacing between them.
+        let six = (0..6).map(|_| limits.acquire_for(Budget::General, Priority::RealTime));
+        futures::future::join_all(six).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // Four more fit in the window; the eleventh waits for the first call's window to end.
+        for _ in 0..4 {
+            limits.acquire_for(Budget::General, Priority::RealTime).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limits.acquire_for(Budget::General, Priority::RealTime).await;
+        assert!(start.elapsed() >= Duration::from_secs(10), "{:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_millis(10_010), "{:?}", start.elapsed());
+
+        // Background work on an idle portal is still paced: a burst of 2, then one per 10/9 s.
+        let limits = HubSpotLimits::new(10, Duration::from_secs(10), 4, 0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..4 {
+            limits.acquire_for(Budget::General, Priority::Background).await;
+        }
+        assert!(start.elapsed() >= Duration::from_millis(2_222), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn real_time_bursts_beside_background_work_never_exceed_the_budget_in_any_window() {
+        for budget in [3, 10, 80] {
+            let limits = std::sync::Arc::new(HubSpotLimits::new(budget, Duration::from_secs(10), 4, 0));
+            let times = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let background = {
+                let (limits, times) = (limits.clone(), times.clone());
+                tokio::spawn(async move {
+                    for _ in 0..budget * 4 {
+                        limits.acquire_for(Budget::General, Priority::Background).await;
+                        times.lock().unwrap().push(tokio::time::Instant::now());
+                    }
+                })
+            };
+            // A webhook's burst of six every 3.7 s while the background work runs.
+            for _ in 0..12 {
+                let burst = (0..6).map(|_| async {
+                    limits.acquire_for(Budget::General, Priority::RealTime).await;
+                    times.lock().unwrap().push(tokio::time::Instant::now());
+                });
+                futures::future::join_all(burst).await;
+                tokio::time::sleep(Duration::from_millis(3_700)).await;
+            }
+            background.await.unwrap();
+            let times = times.lock().unwrap().clone();
+            assert_eq!(times.len() as u32, budget * 4 + 72);
+            let busiest = busiest(&times, Duration::from_secs(10));
+            assert!(busiest <= budget as usize, "budget {budget}: {busiest} in one window");
+            assert!(
+                busiest >= budget as usize - 1,
+                "budget {budget}: the budget is used: {busiest}"
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! engagements), evaluated from that current snapshot (so the order events arrived in does not
 //! matter), written back and promoted. Echoes of leadsync's own writes cost no read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -270,13 +270,25 @@ impl Syncer {
                     self.hubspot.batch_read_contacts(&ids, &self.properties, None, p).await
                 }
             };
+            // Engagements the ledger holds are not read again: it would drop them as repeats.
             let read_engagements = async {
                 if known.is_empty() {
-                    Ok(BTreeMap::new())
-                } else {
-                    self.hubspot.contact_engagements(&known, p).await
+                    return Ok(BTreeMap::new());
                 }
+                let hs: Vec<HubSpotId> = known
+                    .iter()
+                    .filter_map(|i| HubSpotId::try_from(i.clone()).ok())
+                    .collect();
+                let held: HashMap<String, HashSet<String>> = self
+                    .store
+                    .events(&hs)
+                    .await?
+                    .into_iter()
+                    .map(|(c, events)| (c.as_str().to_string(), events.into_iter().map(|e| e.id).collect()))
+                    .collect();
+                Ok::<_, SyncError>(self.hubspot.contact_engagements_except(&known, &held, p).await?)
             };
+            let read_contacts = async { Ok::<_, SyncError>(read_contacts.await?) };
             let (contacts, fresh) = tokio::try_join!(read_contacts, read_engagements)?;
             report = self.evaluate_and_save(contacts, &told, fresh, p, now, None).await?;
         }
