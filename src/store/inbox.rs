@@ -106,7 +106,7 @@ impl Store {
     ) -> Result<Vec<u64>, StoreError> {
         let mut conn = self.write_conn(INTAKE_WAIT).await?;
         let write = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            let mut tx = self.begin_write(&mut conn).await?;
             let mut new = Vec::with_capacity(deliveries.len());
             for events in deliveries {
                 new.push(insert_events(&mut tx, events, now).await?);

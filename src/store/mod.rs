@@ -268,7 +268,12 @@ impl Store {
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for m in schema::MIGRATIONS {
-            let mut tx = self.pool.begin().await?;
+            // Read, then write: on SQLite the write lock first (see `Store::begin_write`), so
+            // that two processes migrating one file take turns instead of one failing.
+            let mut tx = match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres => self.pool.begin().await?,
+            };
             let done = sqlx::query("SELECT version FROM leadsync_migrations WHERE version = $1")
                 .bind(m.version)
                 .fetch_optional(&mut *tx)

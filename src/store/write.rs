@@ -139,7 +139,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut conn = self.write_conn(wait).await?;
         let result = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+            let mut tx = self.begin_write(&mut conn).await?;
             if let (true, Some(fence)) = (fenced, &self.fence) {
                 self.check_fence(&mut tx, fence).await?;
             }
@@ -155,6 +155,20 @@ impl Store {
     /// The SQLite file (`None` for PostgreSQL and `:memory:`).
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
         self.file.as_deref().map(|f| f.path.as_path())
+    }
+
+    /// A write transaction on `conn`. On SQLite it is `BEGIN IMMEDIATE`: it takes the write lock
+    /// first, waiting its turn under `busy_timeout`. A deferred `BEGIN` that reads and then writes
+    /// cannot wait: if another connection committed since its read, SQLite refuses the upgrade at
+    /// once with `database is locked` (SQLITE_BUSY_SNAPSHOT in WAL mode), and the work fails.
+    pub(crate) async fn begin_write<'c>(
+        &self,
+        conn: &'c mut WriteConn,
+    ) -> Result<sqlx::Transaction<'c, Any>, StoreError> {
+        Ok(match self.backend {
+            super::Backend::Sqlite => sqlx::Connection::begin_with(&mut *conn.0, "BEGIN IMMEDIATE").await?,
+            super::Backend::Postgres => sqlx::Connection::begin(&mut *conn.0).await?,
+        })
     }
 
     /// A connection to write with, within `wait`, after checking the SQLite file is still the
@@ -179,7 +193,7 @@ impl Store {
         let probe = async {
             let mut conn = self.write_conn(INTAKE_WAIT).await?;
             let result = async {
-                let mut tx = sqlx::Connection::begin(&mut *conn.0).await?;
+                let mut tx = self.begin_write(&mut conn).await?;
                 sqlx::query(
                     "INSERT INTO health (id, checked_at) VALUES (1, $1) \
                      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
@@ -212,5 +226,47 @@ pub fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{PATIENT_WAIT, Store};
+
+    /// Two handles on one SQLite file (two pools, as the sync and a worker, or two commands):
+    /// a write transaction that reads first, then writes after the other committed, must wait
+    /// its turn, not fail with `database is locked` as a deferred `BEGIN` does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_reads_first_waits_for_another_writer_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let one = Store::connect(&url).await.unwrap();
+        let two = Store::connect(&url).await.unwrap();
+        one.set_cursor("a", "0").await.unwrap();
+        let (read, read_done) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let one = one.clone();
+            async move {
+                one.in_write(PATIENT_WAIT, async |tx| {
+                    sqlx::query("SELECT value FROM cursors WHERE name = 'a'")
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    let _ = read.send(());
+                    // The other handle tries to write meanwhile.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    super::super::set_cursor(&mut **tx, "a", "1").await
+                })
+                .await
+            }
+        });
+        read_done.await.unwrap();
+        let second = two.set_cursor("b", "2").await;
+        let first = first.await.unwrap();
+        assert!(first.is_ok(), "the first writer: {first:?}");
+        assert!(second.is_ok(), "the second writer: {second:?}");
+        assert_eq!(one.cursor("a").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(one.cursor("b").await.unwrap().as_deref(), Some("2"));
     }
 }
