@@ -532,7 +532,9 @@ async fn forget_promotions(on: Backend, url: &str) {
              WHERE sf_contact_id IS NOT NULL"
         }
     };
-    for sql in ["UPDATE outbox SET state = 'pending' WHERE kind = 'promote'", contacts] {
+    // Due again at once: `next_at` is the moment the promotion was done, on the clock of the
+    // drain that did it (the daemon's wall clock is ahead of the sandbox's frozen one).
+    for sql in ["UPDATE outbox SET state = 'pending', next_at = 0 WHERE kind = 'promote'", contacts] {
         sqlx::query(sql).execute(&db).await.unwrap();
     }
     db.close().await;
