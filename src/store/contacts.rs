@@ -230,6 +230,18 @@ impl Store {
         rows.iter().map(contact_row).collect()
     }
 
+    /// Every stored contact's id in numeric order (the rescore's walk): read from the primary
+    /// key's index alone and sorted once, so the rescore then fetches rows by id instead of
+    /// sorting the whole table for each page as [`Store::contact_page`] does.
+    pub async fn contact_ids(&self) -> Result<Vec<HubSpotId>, StoreError> {
+        let rows = sqlx::query("SELECT contact_id FROM contacts ORDER BY LENGTH(contact_id), contact_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| HubSpotId::try_from(r.get::<String, _>(0)).map_err(|e| corrupt("contacts.contact_id", e)))
+            .collect()
+    }
+
     /// Marks a contact deleted in HubSpot (a write HubSpot refused as `OBJECT_NOT_FOUND`): kept
     /// for the audit, never evaluated again.
     pub async fn mark_deleted(&self, id: &HubSpotId) -> Result<(), StoreError> {

@@ -652,31 +652,33 @@ impl Syncer {
         keep: impl Fn(&crate::store::ContactRow) -> bool,
     ) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport::default();
-        let mut after: Option<String> = None;
-        loop {
+        // The ids once, in numeric order, then each page's rows and ledgers by id: paging the
+        // table itself (`contact_page`) sorted every row for every page.
+        let ids = self.store.contact_ids().await?;
+        for page in ids.chunks(RESCORE_PAGE) {
             let held = self.evaluating().await;
-            let rows = self.store.contact_page(after.as_deref(), 500).await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.contact_id.as_str().to_string());
-            let rows: Vec<_> = rows.into_iter().filter(|r| r.removed.is_none() && keep(r)).collect();
+            let mut stored = self.store.contacts(page).await?;
+            let rows: Vec<_> = page
+                .iter()
+                .filter_map(|id| stored.remove(id))
+                .filter(|r| r.removed.is_none() && keep(r))
+                .collect();
             if rows.is_empty() {
                 continue;
             }
-            let ids: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
-            let ledger = self.store.events(&ids).await?;
-            let empty = Vec::new();
-            let batch: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    decide_stored(
-                        &self.rules,
-                        &self.sla,
-                        r,
-                        ledger.get(&r.contact_id).unwrap_or(&empty),
-                        now,
-                    )
-                })
-                .collect();
+            let kept: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
+            let ledger = self.store.events(&kept).await?;
+            // The evaluations are pure CPU: off the async threads, so the outbox worker beside
+            // the rescore keeps writing back the previous page's changes meanwhile.
+            let (rules, sla) = (self.rules.clone(), self.sla.clone());
+            let batch = tokio::task::spawn_blocking(move || {
+                let empty = Vec::new();
+                rows.iter()
+                    .map(|r| decide_stored(&rules, &sla, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             report.count(&batch);
             if !dry_run {
                 self.store.commit(&batch, None).await?;
@@ -687,6 +689,9 @@ impl Syncer {
         Ok(report)
     }
 }
+
+/// Contacts a rescore reads, decides and commits at once (under the evaluation lock).
+const RESCORE_PAGE: usize = 1_000;
 
 /// The backfill's progress: a bar in a terminal, log lines otherwise.
 pub struct Progress {
