@@ -297,7 +297,9 @@ pub fn evaluate_signalled<'a>(
         let mut actions = Vec::new();
 
         let grade = scoring::grade(&rules.grades, fit.value, engagement.value);
-        st.rules_version = Some(rules.stamp());
+        if st.rules_version.as_deref() != Some(rules.stamp.as_str()) {
+            st.rules_version = Some(rules.stamp.clone());
+        }
         if !transitions.is_empty() {
             st.last_reason = Some(reason_text(&transitions));
         }
@@ -818,9 +820,8 @@ fn writes(
         props.insert(out.engagement_score.clone(), score);
     }
     if !props.is_empty() {
-        let stamp = rules.stamp();
-        if current(&out.rules_version) != stamp {
-            props.insert(out.rules_version.clone(), stamp);
+        if current(&out.rules_version) != rules.stamp {
+            props.insert(out.rules_version.clone(), rules.stamp.clone());
         }
     }
 
