@@ -223,12 +223,12 @@ impl Predicate {
                 (ctx.engagement >= *t).then(|| format!("engagement {} ≥ {}", fmt_num(ctx.engagement), fmt_num(*t)))
             }
             Predicate::Event(ep) => {
-                let hits: Vec<_> = ep.matching(ctx).collect();
-                (hits.len() >= ep.count_at_least).then(|| {
-                    let last = hits[hits.len() - 1];
+                let (count, last) = ep.matching(ctx).fold((0, None), |(n, _), p| (n + 1, Some(p)));
+                let last = last.filter(|_| count >= ep.count_at_least)?;
+                Some({
                     let mut s = String::new();
-                    if hits.len() > 1 {
-                        let _ = write!(s, "{} × ", hits.len());
+                    if count > 1 {
+                        let _ = write!(s, "{count} × ");
                     }
                     s.push_str(last.event.kind.label());
                     if let Some(k) = last.form_kind.or(last.event.form.as_deref()) {
