@@ -70,7 +70,7 @@ pub fn evaluate_signalled<'a>(
             engagement: 0.0,
             events: &events,
             now,
-            event: None,
+            event: Cell::new(None),
             memo: &memo,
             memo_stride: rules.memo_slots,
             props: &prop_cache,
