@@ -817,10 +817,8 @@ fn writes(
     if engagement_written {
         props.insert(out.engagement_score.clone(), score);
     }
-    if !props.is_empty() {
-        if current(&out.rules_version) != rules.stamp {
-            props.insert(out.rules_version.clone(), rules.stamp.clone());
-        }
+    if !props.is_empty() && current(&out.rules_version) != rules.stamp {
+        props.insert(out.rules_version.clone(), rules.stamp.clone());
     }
 
     let mut actions = Vec::new();
