@@ -25,6 +25,7 @@ on_both_stores!(
     the_demo_check_names_each_lead_that_did_not_reach_salesforce_and_why,
     webhook_echoes_of_leadsync_s_own_writes_cost_no_hubspot_call,
     a_rescore_reads_nothing_from_hubspot,
+    a_rescore_saves_each_decision_and_leaves_the_values_it_read,
     the_outbox_worker_carries_out_what_a_webhook_committed,
     a_stop_during_an_inbox_pass_lets_it_commit_and_flushes_what_it_queued,
 );
@@ -808,6 +809,64 @@ async fn a_rescore_reads_nothing_from_hubspot(on: Backend) {
         .filter(|(k, _)| k.starts_with("hubspot") && !k.contains("update"))
         .collect();
     assert!(reads.is_empty(), "no HubSpot read: {reads:?}");
+}
+
+// README (Figures, rescore): "saved without writing back the HubSpot values and company it read"
+async fn a_rescore_saves_each_decision_and_leaves_the_values_it_read(on: Backend) {
+    let (app, _, _dir) = app_on(on, 200).await;
+    let s = &app.stack.syncer;
+    s.backfill(&BackfillOptions::default(), app.now(), |_, _| {})
+        .await
+        .unwrap();
+    // Twice: two months on (scores decay, contacts go dormant), then a minute later (most
+    // decisions change nothing stored but their time).
+    let later = app.now() + Duration::days(60);
+    for (pass, at) in [(1, later), (2, later + Duration::minutes(1))] {
+        let before = s.store.contact_page(None, 1_000).await.unwrap();
+        let ids: Vec<HubSpotId> = before.iter().map(|r| r.contact_id.clone()).collect();
+        let ledger = s.store.events(&ids).await.unwrap();
+        let expected: Vec<_> = before
+            .iter()
+            .map(|r| {
+                let events = ledger.get(&r.contact_id).cloned().unwrap_or_default();
+                leadsync::sync::decide::decide_stored(&s.rules, &s.sla, r, &events, at)
+            })
+            .collect();
+        let settled = before
+            .iter()
+            .zip(&expected)
+            .filter(|(r, e)| e.state == r.state && e.engagement == r.engagement && e.transitions.is_empty())
+            .count();
+        assert!(settled > 0, "pass {pass}: some contacts settled");
+        assert!(
+            pass == 2 || settled < before.len(),
+            "pass {pass}: some contacts change ({settled} of {} settled)",
+            before.len()
+        );
+        s.rescore(at, false).await.unwrap();
+        let after = s.store.contacts(&ids).await.unwrap();
+        for (r, e) in before.iter().zip(&expected) {
+            let a = &after[&r.contact_id];
+            let who = r.contact_id.as_str();
+            assert_eq!(a.state, e.state, "pass {pass}, {who}: the decided state saved");
+            assert_eq!(
+                (a.fit, a.engagement, &a.grade),
+                (e.fit, e.engagement, &e.grade),
+                "pass {pass}, {who}"
+            );
+            assert_eq!(a.properties, r.properties, "pass {pass}, {who}: the values read kept");
+            assert_eq!(
+                (&a.company_id, &a.company),
+                (&r.company_id, &r.company),
+                "pass {pass}, {who}"
+            );
+            assert_eq!(
+                a.evaluated_at.timestamp_millis(),
+                at.timestamp_millis(),
+                "pass {pass}, {who}: evaluated now"
+            );
+        }
+    }
 }
 
 // README: "`run` refuses to start without them"

@@ -128,8 +128,10 @@ pub(super) fn compile(src: &SourceText, raw: RawRules) -> Result<Rules, Diagnost
     }
     engagement_thresholds.sort_by(f64::total_cmp);
     engagement_thresholds.dedup();
+    let version = raw.rules.version.get_ref().trim().to_string();
     let rules = Rules {
-        version: raw.rules.version.get_ref().trim().to_string(),
+        stamp: format!("{version} ({hash})"),
+        version,
         description: raw.rules.description.clone(),
         hash,
         properties: c.props.clone(),

@@ -92,7 +92,7 @@ pub struct Contribution<'a> {
     pub counted: f64,
     /// Why `counted` differs from `decayed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Cow<'a, str>>,
 }
 
 /// A group's sum before and after its cap.
@@ -232,7 +232,7 @@ impl Score<'_> {
                     points: c.points,
                     decayed: c.decayed,
                     counted: c.counted,
-                    note: c.note,
+                    note: c.note.map(own),
                 })
                 .collect(),
             groups: self

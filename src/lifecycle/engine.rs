@@ -70,7 +70,7 @@ pub fn evaluate_signalled<'a>(
             engagement: 0.0,
             events: &events,
             now,
-            event: None,
+            event: Cell::new(None),
             memo: &memo,
             memo_stride: rules.memo_slots,
             props: &prop_cache,
@@ -132,28 +132,26 @@ pub fn evaluate_signalled<'a>(
                 }
                 None => undamped.value,
             };
-            let mut active: Vec<Status> = Vec::with_capacity(4);
-            if gate.is_some() {
-                active.push(Status::Disqualified);
-            }
-            if lost_since.is_some() {
-                active.push(Status::Lost);
-            }
-            if cooling || nurture_only {
-                active.push(Status::Recycle);
-            }
-            if opted_out.is_some() {
-                active.push(Status::OptedOut);
-            }
-            if fan.is_some() {
-                active.push(Status::Fan);
+            // The side statuses that hold, one bit each.
+            let bit = |s: Status| 1u8 << (s as u8);
+            let mut active = 0u8;
+            for (holds, s) in [
+                (gate.is_some(), Status::Disqualified),
+                (lost_since.is_some(), Status::Lost),
+                (cooling || nurture_only, Status::Recycle),
+                (opted_out.is_some(), Status::OptedOut),
+                (fan.is_some(), Status::Fan),
+            ] {
+                if holds {
+                    active |= bit(s);
+                }
             }
             if dormant(rules, &st, &events, now, current) {
-                active.push(Status::Dormant);
+                active |= bit(Status::Dormant);
             }
 
             // ---- the stage: highest that holds and is not blocked, or a shortcut --------
-            let blocked = |by: &[Status]| by.iter().any(|s| active.contains(s));
+            let blocked = |by: &[Status]| by.iter().any(|s| active & bit(*s) != 0);
             let by_criteria = rules
                 .stages
                 .iter()
@@ -297,7 +295,9 @@ pub fn evaluate_signalled<'a>(
         let mut actions = Vec::new();
 
         let grade = scoring::grade(&rules.grades, fit.value, engagement.value);
-        st.rules_version = Some(rules.stamp());
+        if st.rules_version.as_deref() != Some(rules.stamp.as_str()) {
+            st.rules_version = Some(rules.stamp.clone());
+        }
         if !transitions.is_empty() {
             st.last_reason = Some(reason_text(&transitions));
         }
@@ -817,11 +817,8 @@ fn writes(
     if engagement_written {
         props.insert(out.engagement_score.clone(), score);
     }
-    if !props.is_empty() {
-        let stamp = rules.stamp();
-        if current(&out.rules_version) != stamp {
-            props.insert(out.rules_version.clone(), stamp);
-        }
+    if !props.is_empty() && current(&out.rules_version) != rules.stamp {
+        props.insert(out.rules_version.clone(), rules.stamp.clone());
     }
 
     let mut actions = Vec::new();

@@ -91,7 +91,6 @@ impl<'a> Prepared<'a> {
 }
 
 /// Everything a condition may read.
-#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub properties: &'a HashMap<String, String>,
     pub derived: &'a [Option<&'a str>],
@@ -100,8 +99,9 @@ pub(crate) struct Ctx<'a> {
     /// Events that count now: deduplicated, not in the future, in the current cycle, oldest first.
     pub events: &'a [Prepared<'a>],
     pub now: DateTime<Utc>,
-    /// The event a `where` is being matched against.
-    pub event: Option<Prepared<'a>>,
+    /// The event a `where` is being matched against: set in place for each event (a context
+    /// copied per event and condition cost more than the condition).
+    pub event: Cell<Option<Prepared<'a>>>,
     /// Pattern results per (event, slot): 0 unknown, 1 no, 2 yes. Empty disables memoising.
     pub memo: &'a [Cell<u8>],
     /// Slots per event in `memo`.
@@ -123,18 +123,18 @@ impl<'a> Ctx<'a> {
                 return v;
             }
             Subject::Derived(i, _) => self.derived[*i],
-            Subject::Attr(attr) => self.event?.attr(*attr),
+            Subject::Attr(attr) => self.event.get()?.attr(*attr),
         }?;
         let v = raw.trim();
         (!v.is_empty()).then_some(v)
     }
 
-    /// This context, matching one event.
-    fn with_event(&self, event: Prepared<'a>) -> Ctx<'a> {
-        Ctx {
-            event: Some(event),
-            ..*self
-        }
+    /// Whether `filter` holds on one event, in this context.
+    fn holds_on(&self, event: Prepared<'a>, filter: &Predicate) -> bool {
+        let outer = self.event.replace(Some(event));
+        let holds = filter.eval(self);
+        self.event.set(outer);
+        holds
     }
 }
 
@@ -149,9 +149,9 @@ impl Predicate {
             Predicate::Test {
                 subject,
                 test: Test::Matches(re, Some(slot)),
-            } if !ctx.memo.is_empty() && ctx.event.is_some() => {
+            } if !ctx.memo.is_empty() && ctx.event.get().is_some() => {
                 // The same URL is tested by engagement rules, stage criteria and shortcuts: match it once.
-                let p = ctx.event.expect("checked above");
+                let p = ctx.event.get().expect("checked above");
                 let row = match subject {
                     Subject::Attr(EventAttr::Url) => p.url_row,
                     _ => p.index,
@@ -223,12 +223,12 @@ impl Predicate {
                 (ctx.engagement >= *t).then(|| format!("engagement {} ≥ {}", fmt_num(ctx.engagement), fmt_num(*t)))
             }
             Predicate::Event(ep) => {
-                let hits: Vec<_> = ep.matching(ctx).collect();
-                (hits.len() >= ep.count_at_least).then(|| {
-                    let last = hits[hits.len() - 1];
+                let (count, last) = ep.matching(ctx).fold((0, None), |(n, _), p| (n + 1, Some(p)));
+                let last = last.filter(|_| count >= ep.count_at_least)?;
+                Some({
                     let mut s = String::new();
-                    if hits.len() > 1 {
-                        let _ = write!(s, "{} × ", hits.len());
+                    if count > 1 {
+                        let _ = write!(s, "{count} × ");
                     }
                     s.push_str(last.event.kind.label());
                     if let Some(k) = last.form_kind.or(last.event.form.as_deref()) {
@@ -293,13 +293,13 @@ impl EventPredicate {
         // Events are oldest first: skip straight to the window.
         let start = from.map_or(0, |f| ctx.events.partition_point(|p| p.event.at < f));
         ctx.events[start..].iter().copied().filter(move |p| {
-            self.kinds.contains(&p.event.kind) && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(*p)))
+            self.kinds.contains(&p.event.kind) && self.filter.as_ref().is_none_or(|f| ctx.holds_on(*p, f))
         })
     }
 
     /// True when one event matches the kinds and the `where` (no window, no count).
     pub fn accepts<'a>(&self, ctx: &Ctx<'a>, event: Prepared<'a>) -> bool {
-        self.kinds.contains(&event.event.kind) && self.filter.as_ref().is_none_or(|f| f.eval(&ctx.with_event(event)))
+        self.kinds.contains(&event.event.kind) && self.filter.as_ref().is_none_or(|f| ctx.holds_on(event, f))
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Rules {
     pub description: Option<String>,
     /// First 12 hex digits of the SHA-256 of the file's bytes.
     pub hash: String,
+    /// `version (hash)`, made once: every decision stamps it.
+    pub(crate) stamp: String,
     /// Properties the rules read, by name.
     pub properties: HashMap<String, PropType>,
     /// Number of memoised patterns on event attributes.
@@ -354,7 +356,7 @@ impl Rules {
 
     /// `version (hash)`, as stamped on decisions and written to HubSpot.
     pub fn stamp(&self) -> String {
-        format!("{} ({})", self.version, self.hash)
+        self.stamp.clone()
     }
 
     /// The property names leadsync writes.

@@ -88,10 +88,10 @@ pub(crate) fn engagement<'a: 'c, 'c>(
                 OncePer::Attr(_) => key.is_some() && cap.seen.contains(&key),
             };
             if repeated {
-                note = Some(match once {
-                    OncePer::Contact => "counted once per contact".to_string(),
-                    OncePer::Attr(a) => ["counted once per ", attr_name(a)].concat(),
-                });
+                note = Some(Cow::Borrowed(match once {
+                    OncePer::Contact => "counted once per contact",
+                    OncePer::Attr(a) => once_per_note(a),
+                }));
             } else {
                 cap.seen_any = true;
                 cap.seen.push(key);
@@ -110,7 +110,7 @@ pub(crate) fn engagement<'a: 'c, 'c>(
                 n.push_str("over ");
                 push_int(&mut n, u64::from(max));
                 n.push_str(" a day");
-                note = Some(n);
+                note = Some(Cow::Owned(n));
             }
         }
 
@@ -125,7 +125,7 @@ pub(crate) fn engagement<'a: 'c, 'c>(
             rule.points * 0.5f64.powf(age / half_life)
         };
         if expired && note.is_none() {
-            note = Some("expired".to_string());
+            note = Some(Cow::Borrowed("expired"));
         }
         let counted = if note.is_some() { 0.0 } else { decayed };
         contributions.push(Contribution {
@@ -229,6 +229,19 @@ pub(crate) fn grade(g: &Grades, fit: f64, engagement: f64) -> String {
     [letter.as_str(), digit.as_str()].concat()
 }
 
+/// The note of a contribution counted once per value of `a`.
+fn once_per_note(a: EventAttr) -> &'static str {
+    match a {
+        EventAttr::Url => "counted once per page",
+        EventAttr::Form => "counted once per form",
+        EventAttr::FormKind => "counted once per form kind",
+        EventAttr::Campaign => "counted once per campaign",
+        EventAttr::Direction => "counted once per direction",
+        EventAttr::Outcome => "counted once per outcome",
+    }
+}
+
+#[cfg(test)]
 fn attr_name(a: EventAttr) -> &'static str {
     match a {
         EventAttr::Url => "page",
@@ -237,5 +250,24 @@ fn attr_name(a: EventAttr) -> &'static str {
         EventAttr::Campaign => "campaign",
         EventAttr::Direction => "direction",
         EventAttr::Outcome => "outcome",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_once_per_note_names_its_attribute() {
+        for a in [
+            EventAttr::Url,
+            EventAttr::Form,
+            EventAttr::FormKind,
+            EventAttr::Campaign,
+            EventAttr::Direction,
+            EventAttr::Outcome,
+        ] {
+            assert_eq!(once_per_note(a), ["counted once per ", attr_name(a)].concat());
+        }
     }
 }

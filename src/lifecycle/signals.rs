@@ -69,7 +69,7 @@ pub fn signals(rules: &Rules, snapshot: &Snapshot, new: &[Event], now: DateTime<
         engagement: 0.0,
         events: &events,
         now,
-        event: None,
+        event: std::cell::Cell::new(None),
         memo: &[],
         memo_stride: 0,
         props: &props,

@@ -230,6 +230,85 @@ impl Store {
         rows.iter().map(contact_row).collect()
     }
 
+    /// Every stored contact's id in numeric order (the rescore's walk): read from the primary
+    /// key's index alone and sorted once, so the rescore then fetches rows by id instead of
+    /// sorting the whole table for each page as [`Store::contact_page`] does.
+    pub async fn contact_ids(&self) -> Result<Vec<HubSpotId>, StoreError> {
+        let rows = sqlx::query("SELECT contact_id FROM contacts ORDER BY LENGTH(contact_id), contact_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| HubSpotId::try_from(r.get::<String, _>(0)).map_err(|e| corrupt("contacts.contact_id", e)))
+            .collect()
+    }
+
+    /// Saves a rescore's page as [`Store::commit`] would, with less written: the HubSpot values
+    /// and the company, which a rescore reads from the store and never changes, are not written
+    /// back, and the contacts of `settled` (whose decision changed nothing stored but its time)
+    /// get only their evaluation time, in one statement.
+    pub async fn commit_rescored(
+        &self,
+        batch: &[Evaluated],
+        settled: &[HubSpotId],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.in_write(PATIENT_WAIT, async |tx| {
+        for chunk in settled.chunks(500) {
+            let sql = format!(
+                "UPDATE contacts SET evaluated_at = $1 WHERE contact_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(ms(at));
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for e in batch {
+            let id = e.contact_id.as_str();
+            let link = e.state.salesforce.clone().unwrap_or_default();
+            sqlx::query(
+                "UPDATE contacts SET stage = $1, status = $2, fit = $3, engagement = $4, grade = $5, rules_version = $6, \
+                 recycle_count = $7, sf_account_id = COALESCE($8, sf_account_id), sf_contact_id = COALESCE($9, sf_contact_id), \
+                 sf_opportunity_id = COALESCE($10, sf_opportunity_id), state = $11, evaluated_at = $12 WHERE contact_id = $13",
+            )
+            .bind(e.state.stage.map(|s| s.as_str()))
+            .bind(e.state.status.as_str())
+            .bind(e.fit)
+            .bind(e.engagement)
+            .bind(&e.grade)
+            .bind(&e.rules)
+            .bind(i64::from(e.state.recycle_count))
+            .bind(link.account_id)
+            .bind(link.contact_id)
+            .bind(link.opportunity_id)
+            .bind(json(&e.state))
+            .bind(ms(e.at))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            for t in &e.transitions {
+                sqlx::query("INSERT INTO audit (contact_id, at, change, reason, rules) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id)
+                    .bind(ms(e.at))
+                    .bind(json(&t.change))
+                    .bind(&t.reason)
+                    .bind(&e.rules)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            for (kind, key, payload) in &e.outbox {
+                enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
+            }
+            for t in &e.sla_timers {
+                super::sla::start_timer(&mut **tx, t, e.at).await?;
+            }
+        }
+        Ok(())
+        })
+        .await
+    }
+
     /// Marks a contact deleted in HubSpot (a write HubSpot refused as `OBJECT_NOT_FOUND`): kept
     /// for the audit, never evaluated again.
     pub async fn mark_deleted(&self, id: &HubSpotId) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ use tracing::info;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -651,40 +652,86 @@ impl Syncer {
         keep: impl Fn(&crate::store::ContactRow) -> bool,
     ) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport::default();
-        let mut after: Option<String> = None;
-        loop {
+        // The ids once, in numeric order, then each page's rows and ledgers by id: paging the
+        // table itself (`contact_page`) sorted every row for every page.
+        let started = std::time::Instant::now();
+        let ids = self.store.contact_ids().await?;
+        // Where the time goes, logged at the end: reading, deciding, committing.
+        let (mut reading, mut deciding, mut committing) = (started.elapsed(), Duration::ZERO, Duration::ZERO);
+        for page in ids.chunks(RESCORE_PAGE) {
             let held = self.evaluating().await;
-            let rows = self.store.contact_page(after.as_deref(), 500).await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.contact_id.as_str().to_string());
-            let rows: Vec<_> = rows.into_iter().filter(|r| r.removed.is_none() && keep(r)).collect();
+            let t = std::time::Instant::now();
+            let mut stored = self.store.contacts(page).await?;
+            let rows: Vec<_> = page
+                .iter()
+                .filter_map(|id| stored.remove(id))
+                .filter(|r| r.removed.is_none() && keep(r))
+                .collect();
             if rows.is_empty() {
                 continue;
             }
-            let ids: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
-            let ledger = self.store.events(&ids).await?;
-            let empty = Vec::new();
-            let batch: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    decide_stored(
-                        &self.rules,
-                        &self.sla,
-                        r,
-                        ledger.get(&r.contact_id).unwrap_or(&empty),
-                        now,
-                    )
-                })
-                .collect();
+            let kept: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
+            let ledger = self.store.events(&kept).await?;
+            reading += t.elapsed();
+            let t = std::time::Instant::now();
+            // The evaluations are pure CPU: off the async threads, so the outbox worker beside
+            // the rescore keeps writing back the previous page's changes meanwhile.
+            let (rules, sla) = (self.rules.clone(), self.sla.clone());
+            let (batch, settled) = tokio::task::spawn_blocking(move || {
+                let empty = Vec::new();
+                let batch: Vec<_> = rows
+                    .iter()
+                    .map(|r| decide_stored(&rules, &sla, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
+                    .collect();
+                let settled: Vec<bool> = rows.iter().zip(&batch).map(|(r, e)| settled(r, e)).collect();
+                (batch, settled)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            deciding += t.elapsed();
             report.count(&batch);
+            let t = std::time::Instant::now();
             if !dry_run {
-                self.store.commit(&batch, None).await?;
-                self.outbox.wake(Priority::Background);
+                let (same, changed): (Vec<_>, Vec<_>) = batch.into_iter().zip(settled).partition(|(_, s)| *s);
+                let same: Vec<HubSpotId> = same.into_iter().map(|(e, _)| e.contact_id).collect();
+                let changed: Vec<Evaluated> = changed.into_iter().map(|(e, _)| e).collect();
+                self.store.commit_rescored(&changed, &same, now).await?;
+                if !changed.is_empty() {
+                    self.outbox.wake(Priority::Background);
+                }
             }
+            committing += t.elapsed();
             drop(held);
         }
+        let ms = |d: Duration| d.as_millis() as u64;
+        info!(
+            contacts = ids.len(),
+            evaluated = report.evaluated,
+            total_ms = ms(started.elapsed()),
+            reading_ms = ms(reading),
+            deciding_ms = ms(deciding),
+            committing_ms = ms(committing),
+            "rescore done"
+        );
         Ok(report)
     }
+}
+
+/// Contacts a rescore reads, decides and commits at once (under the evaluation lock).
+const RESCORE_PAGE: usize = 1_000;
+
+/// True when a rescore's evaluation of a stored contact changes nothing stored but its time:
+/// same state and scores, and nothing for the audit, the outbox or the SLA.
+fn settled(row: &crate::store::ContactRow, e: &Evaluated) -> bool {
+    e.state == row.state
+        && e.fit == row.fit
+        && e.engagement == row.engagement
+        && e.grade == row.grade
+        && e.company_id == row.company_id
+        && e.transitions.is_empty()
+        && e.outbox.is_empty()
+        && e.sla_timers.is_empty()
+        && e.new_events.is_empty()
 }
 
 /// The backfill's progress: a bar in a terminal, log lines otherwise.
