@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::outbox::{OutboxItem, OutboxKind, enqueue};
 use super::write::PATIENT_WAIT;
-use super::{Store, StoreError, corrupt, from_ms, ms, set_cursor};
+use super::{Backend, Store, StoreError, corrupt, from_ms, ms, rows, set_cursor};
 use crate::lifecycle::snapshot::SalesforceLink;
 use crate::lifecycle::{ContactState, Event, HubSpotId, Transition};
 
@@ -116,10 +116,16 @@ impl Store {
         batch: &[Evaluated],
         checkpoint: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
+        let backend = self.backend();
         self.in_write(PATIENT_WAIT, async |tx| {
         for r in removals {
             apply(tx, r).await?;
         }
+        // The ledger's new events and the audit lines of the whole batch, each table in one
+        // statement over a JSON array of rows: one round trip to the database (SQLite's worker
+        // thread) instead of one per row.
+        let mut events = Vec::new();
+        let mut audit = Vec::new();
         for e in batch {
             let id = e.contact_id.as_str();
             let link = e.state.salesforce.clone().unwrap_or_default();
@@ -155,27 +161,10 @@ impl Store {
             .execute(&mut **tx)
             .await?;
             for ev in &e.new_events {
-                sqlx::query(
-                    "INSERT INTO events (contact_id, event_id, kind, at, body) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (contact_id, event_id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(&ev.id)
-                .bind(ev.kind.as_str())
-                .bind(ms(ev.at))
-                .bind(json(ev))
-                .execute(&mut **tx)
-                .await?;
+                events.push(serde_json::json!([id, ev.id, ev.kind.as_str(), ms(ev.at), json(ev)]));
             }
             for t in &e.transitions {
-                sqlx::query("INSERT INTO audit (contact_id, at, change, reason, rules) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id)
-                    .bind(ms(e.at))
-                    .bind(json(&t.change))
-                    .bind(&t.reason)
-                    .bind(&e.rules)
-                    .execute(&mut **tx)
-                    .await?;
+                audit.push(serde_json::json!([id, ms(e.at), json(&t.change), t.reason, e.rules]));
             }
             for (kind, key, payload) in &e.outbox {
                 enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
@@ -184,6 +173,8 @@ impl Store {
                 super::sla::start_timer(&mut **tx, t, e.at).await?;
             }
         }
+        execute_rows(tx, &event_rows(backend), &events).await?;
+        execute_rows(tx, &audit_rows(backend), &audit).await?;
         if let Some((name, value)) = checkpoint {
             set_cursor(&mut **tx, name, value).await?;
         }
@@ -412,46 +403,52 @@ impl Store {
         updated_at: &BTreeMap<String, i64>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| {
-        for (id, when) in writes.iter().filter_map(|(id, _)| Some((id, updated_at.get(id.as_str())?))) {
-            sqlx::query(
-                "INSERT INTO write_marks (contact_id, updated_at) VALUES ($1, $2) \
-                 ON CONFLICT (contact_id) DO UPDATE SET updated_at = excluded.updated_at",
-            )
-            .bind(id.as_str())
-            .bind(*when)
-            .execute(&mut **tx)
-            .await?;
-        }
+        // Each table in one statement over the batch's rows; a key given twice keeps its last
+        // value, as one statement per row in this order left it.
+        let backend = self.backend();
+        let mut marks: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut ledger: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for (id, props) in writes {
-            for (k, v) in props {
-                sqlx::query(
-                    "INSERT INTO write_ledger (contact_id, property, value, written_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (contact_id, property) DO UPDATE SET value = excluded.value, written_at = excluded.written_at",
-                )
-                .bind(id.as_str())
-                .bind(k)
-                .bind(v)
-                .bind(ms(at))
-                .execute(&mut **tx)
-                .await?;
+            if let Some(when) = updated_at.get(id.as_str()) {
+                marks.insert(id.as_str(), *when);
             }
-            fold(&mut *tx, id, props).await?;
+            for (k, v) in props {
+                ledger.insert((id.as_str(), k.as_str()), v.as_str());
+            }
         }
-        Ok(())
+        let marks: Vec<serde_json::Value> = marks
+            .into_iter()
+            .map(|(id, when)| serde_json::json!([id, when]))
+            .collect();
+        let ledger: Vec<serde_json::Value> = ledger
+            .into_iter()
+            .map(|((id, k), v)| serde_json::json!([id, k, v, ms(at)]))
+            .collect();
+        self.in_write(PATIENT_WAIT, async |tx| {
+            let sql = rows::insert(
+                backend,
+                "write_marks (contact_id, updated_at)",
+                &[None, Some("BIGINT")],
+                " ON CONFLICT (contact_id) DO UPDATE SET updated_at = excluded.updated_at",
+            );
+            execute_rows(tx, &sql, &marks).await?;
+            let sql = rows::insert(
+                backend,
+                "write_ledger (contact_id, property, value, written_at)",
+                &[None, None, None, Some("BIGINT")],
+                " ON CONFLICT (contact_id, property) DO UPDATE SET value = excluded.value, written_at = excluded.written_at",
+            );
+            execute_rows(tx, &sql, &ledger).await?;
+            fold_many(tx, backend, writes).await
         })
         .await
     }
 
     /// Folds values into the stored HubSpot values (opportunity feedback about to be written).
     pub async fn fold_properties(&self, writes: &[(HubSpotId, BTreeMap<String, String>)]) -> Result<(), StoreError> {
-        self.in_write(PATIENT_WAIT, async |tx| {
-            for (id, props) in writes {
-                fold(&mut *tx, id, props).await?;
-            }
-            Ok(())
-        })
-        .await
+        let backend = self.backend();
+        self.in_write(PATIENT_WAIT, async |tx| fold_many(tx, backend, writes).await)
+            .await
     }
 
     /// Records a promotion's Salesforce ids and owner: the contact's link, and no promotion
@@ -695,6 +692,75 @@ pub(super) async fn fold(
     Ok(())
 }
 
+/// [`fold`] of each write in order, in three statements whatever their number: the rows
+/// locked, their stored values read, and each contact's values, folded in Rust, written back.
+async fn fold_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    writes: &[(HubSpotId, BTreeMap<String, String>)],
+) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<serde_json::Value> = writes.iter().map(|(id, _)| serde_json::json!([id.as_str()])).collect();
+    let ids = rows::bound(&ids)?;
+    let listed = format!("SELECT {} FROM {}", rows::col(backend, 0, None), rows::rows(backend, 1));
+    sqlx::query(&format!(
+        "UPDATE contacts SET owner_id = owner_id WHERE contact_id IN ({listed})"
+    ))
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    let found = sqlx::query(&format!(
+        "SELECT contact_id, properties FROM contacts WHERE contact_id IN ({listed})"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut stored: HashMap<String, BTreeMap<String, String>> = HashMap::with_capacity(found.len());
+    for row in &found {
+        let id: String = row.get(0);
+        let props = serde_json::from_str(&row.get::<String, _>(1))
+            .map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
+        stored.insert(id, props);
+    }
+    // In the writes' order, so a contact written twice ends as two folds in turn left it.
+    let mut order: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (id, props) in writes {
+        let Some(values) = stored.get_mut(id.as_str()) else {
+            continue;
+        };
+        if seen.insert(id.as_str()) {
+            order.push(id.as_str());
+        }
+        for (k, v) in props {
+            if v.is_empty() {
+                values.remove(k);
+            } else {
+                values.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let folded: Vec<serde_json::Value> = order
+        .iter()
+        .map(|id| serde_json::json!([id, json(&stored[*id])]))
+        .collect();
+    if folded.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "UPDATE contacts SET properties = {} FROM {} WHERE contacts.contact_id = {}",
+        rows::col(backend, 1, None),
+        rows::rows(backend, 1),
+        rows::col(backend, 0, None)
+    ))
+    .bind(rows::bound(&folded)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Starts a read-modify-write with a write: the row is locked on PostgreSQL, and SQLite takes its
 /// write lock before the read (a read first could not be upgraded once another write landed).
 async fn lock_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &HubSpotId) -> Result<(), StoreError> {
@@ -739,6 +805,39 @@ fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
         grade: row.get(9),
         evaluated_at: from_ms(row.get(10)),
     })
+}
+
+/// New ledger events; one already in the ledger is kept as it is.
+fn event_rows(backend: Backend) -> String {
+    rows::insert(
+        backend,
+        "events (contact_id, event_id, kind, at, body)",
+        &[None, None, None, Some("BIGINT"), None],
+        " ON CONFLICT (contact_id, event_id) DO NOTHING",
+    )
+}
+
+/// Audit lines, in the batch's order (their ids order a contact's log).
+fn audit_rows(backend: Backend) -> String {
+    rows::insert(
+        backend,
+        "audit (contact_id, at, change, reason, rules)",
+        &[None, Some("BIGINT"), None, None, None],
+        "",
+    )
+}
+
+/// Runs `sql` over `rows` bound as its one parameter (nothing when there is no row).
+async fn execute_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    rows: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(sql).bind(rows::bound(rows)?).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// `$first, $first+1, …` for `n` values.

@@ -27,6 +27,7 @@ mod lease;
 mod outbox;
 pub mod report;
 mod routing;
+mod rows;
 mod schema;
 mod sla;
 mod staged;

@@ -334,24 +334,37 @@ impl Store {
     pub async fn release(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.update_each(
             items,
-            "UPDATE outbox SET state = 'pending', next_at = $1 WHERE id = $2 AND payload = $3 AND state = 'sending'",
+            "state = 'pending', next_at = $1",
+            " AND outbox.state = 'sending'",
             now,
         )
         .await
     }
 
-    /// Runs `sql` once per item, in one write transaction: `$1` the time `at`, `$2` the item's
-    /// id, `$3` its payload (an item replaced by newer values meanwhile is left alone).
-    async fn update_each(&self, items: &[OutboxItem], sql: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Sets `set` (`$1` the time `at`) on each item still holding the payload it was taken with
+    /// (an item replaced by newer values meanwhile is left alone) and meeting `also`, in one
+    /// statement over the items' ids and payloads.
+    async fn update_each(
+        &self,
+        items: &[OutboxItem],
+        set: &str,
+        also: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let b = self.backend();
+        let sql = format!(
+            "UPDATE outbox SET {set} FROM {} WHERE outbox.id = {} AND outbox.payload = {}{also}",
+            super::rows::rows(b, 2),
+            super::rows::col(b, 0, Some("BIGINT")),
+            super::rows::col(b, 1, None),
+        );
+        let rows: Vec<serde_json::Value> = items.iter().map(|it| serde_json::json!([it.id, it.payload])).collect();
+        let rows = super::rows::bound(&rows)?;
         self.in_write(PATIENT_WAIT, async |tx| {
-            for it in items {
-                sqlx::query(sql)
-                    .bind(ms(at))
-                    .bind(it.id)
-                    .bind(&it.payload)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+            sqlx::query(&sql).bind(ms(at)).bind(&rows).execute(&mut **tx).await?;
             Ok(())
         })
         .await
@@ -382,12 +395,8 @@ impl Store {
     /// Marks items done, unless they were replaced by newer desired values meanwhile.
     pub async fn done(&self, items: &[OutboxItem], now: DateTime<Utc>) -> Result<(), StoreError> {
         // `next_at` back from the claim's expiry to the moment it was done.
-        self.update_each(
-            items,
-            "UPDATE outbox SET state = 'done', updated_at = $1, next_at = $1 WHERE id = $2 AND payload = $3",
-            now,
-        )
-        .await
+        self.update_each(items, "state = 'done', updated_at = $1, next_at = $1", "", now)
+            .await
     }
 
     /// Marks items as handed to the remote system (see [`OutboxState::Sending`]).
