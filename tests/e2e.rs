@@ -535,7 +535,10 @@ async fn forget_promotions(on: Backend, url: &str) {
     };
     // Due again at once: `next_at` is the moment the promotion was done, on the clock of the
     // drain that did it (the daemon's wall clock is ahead of the sandbox's frozen one).
-    for sql in ["UPDATE outbox SET state = 'pending', next_at = 0 WHERE kind = 'promote'", contacts] {
+    for sql in [
+        "UPDATE outbox SET state = 'pending', next_at = 0 WHERE kind = 'promote'",
+        contacts,
+    ] {
         sqlx::query(sql).execute(&db).await.unwrap();
     }
     db.close().await;
