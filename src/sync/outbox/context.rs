@@ -154,13 +154,17 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
         let results = match p.client.update(&body).await {
             Ok(r) => r,
             Err(e) => {
-                let (state, wait) = if e.is_pause() {
-                    (OutboxState::Pending, Duration::hours(1))
-                } else {
-                    (OutboxState::Pending, Duration::minutes(5))
-                };
+                // A spent allocation waits an hour; a failed call backs off as a refused record
+                // does (30 s, doubling with each attempt), not a flat five minutes.
                 for c in &changes {
-                    s.store.failed(&due[c.item], &e.to_string(), state, now + wait).await?;
+                    let wait = if e.is_pause() {
+                        Duration::hours(1)
+                    } else {
+                        retry_wait(due[c.item].attempts)
+                    };
+                    s.store
+                        .failed(&due[c.item], &e.to_string(), OutboxState::Pending, now + wait)
+                        .await?;
                 }
                 s.store.save_salesforce_writes(&[], &done, now).await?;
                 if e.is_pause() {
@@ -197,9 +201,29 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
         updated += ledger.len() as u64;
         s.store.save_salesforce_writes(&ledger, &done, now).await?;
         for (n, (why, next)) in refused {
-            let wait = Duration::seconds(30 * (1 << due[n].attempts.min(6)));
-            s.store.failed(&due[n], &why, next, now + wait).await?;
+            s.store
+                .failed(&due[n], &why, next, now + retry_wait(due[n].attempts))
+                .await?;
         }
         info!(records = ledger.len(), "Salesforce context kept current");
+    }
+}
+
+/// How long a context write waits after its `attempts`-th failure: 30 s, doubling, at most 32 min.
+fn retry_wait(attempts: u32) -> Duration {
+    Duration::seconds(30 * (1 << attempts.min(6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    #[test]
+    fn a_failed_context_write_is_retried_in_seconds_then_less_and_less_often() {
+        let waits: Vec<Duration> = (0..8).map(super::retry_wait).collect();
+        assert_eq!(waits[0], Duration::seconds(30), "the first retry within a minute");
+        assert_eq!(waits[1], Duration::seconds(60));
+        assert_eq!(waits[6], Duration::minutes(32));
+        assert_eq!(waits[7], Duration::minutes(32), "capped");
     }
 }
