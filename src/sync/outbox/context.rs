@@ -160,7 +160,7 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
                     let wait = if e.is_pause() {
                         Duration::hours(1)
                     } else {
-                        retry_wait(due[c.item].attempts)
+                        super::retry_wait(due[c.item].attempts)
                     };
                     s.store
                         .failed(&due[c.item], &e.to_string(), OutboxState::Pending, now + wait)
@@ -202,16 +202,11 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
         s.store.save_salesforce_writes(&ledger, &done, now).await?;
         for (n, (why, next)) in refused {
             s.store
-                .failed(&due[n], &why, next, now + retry_wait(due[n].attempts))
+                .failed(&due[n], &why, next, now + super::retry_wait(due[n].attempts))
                 .await?;
         }
         info!(records = ledger.len(), "Salesforce context kept current");
     }
-}
-
-/// How long a context write waits after its `attempts`-th failure: 30 s, doubling, at most 32 min.
-fn retry_wait(attempts: u32) -> Duration {
-    Duration::seconds(30 * (1 << attempts.min(6)))
 }
 
 #[cfg(test)]
@@ -219,8 +214,8 @@ mod tests {
     use chrono::Duration;
 
     #[test]
-    fn a_failed_context_write_is_retried_in_seconds_then_less_and_less_often() {
-        let waits: Vec<Duration> = (0..8).map(super::retry_wait).collect();
+    fn a_failed_outbox_item_is_retried_in_seconds_then_less_and_less_often() {
+        let waits: Vec<Duration> = (0..8).map(crate::sync::outbox::retry_wait).collect();
         assert_eq!(waits[0], Duration::seconds(30), "the first retry within a minute");
         assert_eq!(waits[1], Duration::seconds(60));
         assert_eq!(waits[6], Duration::minutes(32));

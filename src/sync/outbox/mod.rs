@@ -133,6 +133,12 @@ impl Syncer {
     }
 }
 
+/// How long an outbox item waits after its `attempts`-th failed try (a call that failed, a
+/// record refused for a reason that may pass): 30 s, doubling with each attempt, at most 32 min.
+pub(crate) fn retry_wait(attempts: u32) -> chrono::Duration {
+    chrono::Duration::seconds(30 * (1 << attempts.min(6)))
+}
+
 /// The outbox worker: drains at start (what a stopped or crashed run left pending), then whenever
 /// woken, until `stop` turns true, then once more so that what the last jobs queued is carried
 /// out before the process exits. A failed drain while running leaves its items in the outbox for

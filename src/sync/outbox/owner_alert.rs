@@ -13,7 +13,7 @@
 //! contact state and writes nothing to HubSpot: it never promotes anyone, and nothing it
 //! writes is read back as a change or a sales touch.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -171,10 +171,7 @@ async fn retry(s: &Syncer, item: &OutboxItem, why: &str, now: DateTime<Utc>) -> 
     let (state, at) = if item.attempts + 1 >= MAX_ATTEMPTS {
         (OutboxState::Dead, now)
     } else {
-        (
-            OutboxState::Pending,
-            now + Duration::seconds(30 * (1 << item.attempts.min(6))),
-        )
+        (OutboxState::Pending, now + super::retry_wait(item.attempts))
     };
     warn!(item = item.id, reason = %why, "an owner alert failed; it waits for a retry");
     s.store.failed(item, why, state, at).await?;

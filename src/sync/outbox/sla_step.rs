@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -88,10 +88,7 @@ pub async fn drain(s: &Syncer, priority: Priority, now: DateTime<Utc>) -> Result
                     let (state, at) = if item.attempts + 1 >= MAX_ATTEMPTS {
                         (OutboxState::Dead, now)
                     } else {
-                        (
-                            OutboxState::Pending,
-                            now + Duration::seconds(30 * (1 << item.attempts.min(6))),
-                        )
+                        (OutboxState::Pending, now + super::retry_wait(item.attempts))
                     };
                     warn!(item = item.id, reason = %why, "an SLA ladder step failed; it waits for a retry");
                     s.store.failed(item, &why, state, at).await?;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::routing::{known_owners, roster};
@@ -86,7 +86,12 @@ impl Promoter {
                 Err(e) => {
                     for item in &items {
                         s.store
-                            .failed(item, &e.to_string(), OutboxState::Pending, now + Duration::minutes(5))
+                            .failed(
+                                item,
+                                &e.to_string(),
+                                OutboxState::Pending,
+                                now + crate::sync::outbox::retry_wait(item.attempts),
+                            )
                             .await?;
                     }
                     return Err(SyncError::Salesforce(e.to_string()));
@@ -154,7 +159,7 @@ impl Promoter {
                                 .await?;
                         }
                         PromotionOutcome::Retry { reason, .. } => {
-                            let wait = Duration::seconds(30 * (1 << item.attempts.min(6)));
+                            let wait = crate::sync::outbox::retry_wait(item.attempts);
                             s.store.failed(item, &reason, OutboxState::Pending, now + wait).await?;
                         }
                     }
