@@ -154,14 +154,11 @@ pub async fn drain(s: &Syncer, now: DateTime<Utc>) -> Result<u64, SyncError> {
         let results = match p.client.update(&body).await {
             Ok(r) => r,
             Err(e) => {
-                // A spent allocation waits an hour; a failed call backs off as a refused record
-                // does (30 s, doubling with each attempt), not a flat five minutes.
+                // A failed call, a Salesforce limit answer included (a concurrency limit passes
+                // in seconds), backs off as a refused record does: 30 s, doubling per attempt.
+                // leadsync's own share of the allocation is checked before the call (above).
                 for c in &changes {
-                    let wait = if e.is_pause() {
-                        Duration::hours(1)
-                    } else {
-                        super::retry_wait(due[c.item].attempts)
-                    };
+                    let wait = super::retry_wait(due[c.item].attempts);
                     s.store
                         .failed(&due[c.item], &e.to_string(), OutboxState::Pending, now + wait)
                         .await?;
