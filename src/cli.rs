@@ -210,6 +210,26 @@ impl<T: PartialEq> Shared<T> {
         }
         Shared { files }
     }
+
+    /// Each file read once by `load` (given it and its first user): what it gave, or `None`
+    /// with its problems added to `problems`, said to concern every portal that reads it.
+    fn load<V>(
+        &self,
+        ids: &[String],
+        problems: &mut Diagnostics,
+        load: impl Fn(&T, usize) -> Result<V, Diagnostics>,
+    ) -> Vec<Option<V>> {
+        self.files
+            .iter()
+            .map(|(key, users)| match load(key, users[0]) {
+                Ok(v) => Some(v),
+                Err(d) => {
+                    problems.extend(for_portals(d, &portal_names(ids, users)));
+                    None
+                }
+            })
+            .collect()
+    }
 }
 
 /// `portal 42` or `portals 42, 43`: who a problem concerns.
@@ -255,44 +275,21 @@ fn check_portals(loaded: &config::Loaded, mut problems: Diagnostics, online: boo
     let rules_files = Shared::of(portals.iter().map(config::Loaded::rules_path));
     let mapping_files = Shared::of(portals.iter().map(|p| p.resolve(&p.settings.salesforce.mapping_path)));
     let sla_files = Shared::of(portals.iter().map(config::Loaded::sla_path));
-    let mut rules = Vec::new();
-    for (path, users) in &rules_files.files {
-        let want = Want::Configured {
+    let rules = rules_files.load(&ids, &mut problems, |path, first| {
+        defaults::rules(&Want::Configured {
             path: path.clone(),
-            how: format!("portals[{}].rules.path", users[0]),
-        };
-        match defaults::rules(&want) {
-            Ok(r) => rules.push(Some(r)),
-            Err(d) => {
-                problems.extend(for_portals(d, &portal_names(&ids, users)));
-                rules.push(None);
-            }
-        }
-    }
-    let mut mappings = Vec::new();
-    for (path, users) in &mapping_files.files {
-        let want = Want::Configured {
+            how: format!("portals[{first}].rules.path"),
+        })
+    });
+    let mappings = mapping_files.load(&ids, &mut problems, |path, first| {
+        defaults::mapping(&Want::Configured {
             path: path.clone(),
-            how: format!("portals[{}].salesforce.mapping_path", users[0]),
-        };
-        match defaults::mapping(&want) {
-            Ok(m) => mappings.push(Some(m)),
-            Err(d) => {
-                problems.extend(for_portals(d, &portal_names(&ids, users)));
-                mappings.push(None);
-            }
-        }
-    }
-    let mut slas = Vec::new();
-    for (path, users) in &sla_files.files {
-        match defaults::sla(&Want::Default(path.clone())) {
-            Ok(f) => slas.push(Some(f)),
-            Err(d) => {
-                problems.extend(for_portals(d, &portal_names(&ids, users)));
-                slas.push(None);
-            }
-        }
-    }
+            how: format!("portals[{first}].salesforce.mapping_path"),
+        })
+    });
+    let slas = sla_files.load(&ids, &mut problems, |path, _| {
+        defaults::sla(&Want::Default(path.clone()))
+    });
     let file_of = |files: &Shared<PathBuf>, portal: usize| {
         files
             .files
