@@ -128,6 +128,102 @@ async fn a_promotion_key_is_enqueued_once_and_a_write_is_replaced_by_newer_value
     }
 }
 
+// README: "a commit's contacts, ledger events, audit lines, outbox items and timers each go as
+// one statement over a JSON array of rows"
+#[tokio::test]
+async fn a_batch_saved_in_one_statement_per_table_leaves_what_one_statement_per_row_did() {
+    for (name, store) in stores().await {
+        // Scores no decimal text rounds to exactly, one contact decided twice in the batch, and
+        // keys given twice: the last decision and the last replacing payload win, a key that
+        // happens once keeps its first, ids follow the batch.
+        let scores = [
+            0.1 + 0.2,
+            33.333333333333336,
+            1e-7 * 3.0,
+            2.0f64.sqrt() * 1e6,
+            99.99999999999999,
+            1.0 / 3.0,
+        ];
+        let mut batch = Vec::new();
+        for (i, pair) in scores.chunks(2).enumerate() {
+            let mut e = evaluated(
+                "7",
+                Stage::Mql,
+                vec![event(i as u32)],
+                vec![
+                    (OutboxKind::HubSpotWrite, "hs:7".into(), format!("w{i}")),
+                    (OutboxKind::Promote, "promote:7:0".into(), format!("p{i}")),
+                ],
+            );
+            (e.fit, e.engagement) = (pair[0], pair[1]);
+            batch.push(e);
+            batch.push(evaluated(
+                "8",
+                Stage::Lead,
+                vec![],
+                vec![(OutboxKind::HubSpotWrite, format!("hs:8:{i}"), "x".into())],
+            ));
+        }
+        store.commit(&batch, None).await.unwrap();
+        let row = &store.contacts(&[id("7")]).await.unwrap()[&id("7")];
+        assert_eq!(
+            (row.fit, row.engagement),
+            (99.99999999999999, 1.0 / 3.0),
+            "{name}: the last decision, exactly"
+        );
+        assert_eq!(store.events(&[id("7")]).await.unwrap()[&id("7")].len(), 3, "{name}");
+        assert_eq!(
+            store.audit(&id("7")).await.unwrap().len(),
+            3,
+            "{name}: one line per decision saved"
+        );
+        let writes = store.due(OutboxKind::HubSpotWrite, now(), 10).await.unwrap();
+        let keys: Vec<(&str, &str)> = writes.iter().map(|w| (w.key.as_str(), w.payload.as_str())).collect();
+        assert_eq!(
+            keys,
+            [("hs:7", "w2"), ("hs:8:0", "x"), ("hs:8:1", "x"), ("hs:8:2", "x")],
+            "{name}: one write per key, first place, last payload"
+        );
+        let promote = store.due(OutboxKind::Promote, now(), 10).await.unwrap();
+        assert_eq!(promote.len(), 1, "{name}");
+        assert_eq!(
+            promote[0].payload, "p0",
+            "{name}: a promotion key keeps its first payload"
+        );
+        assert!(
+            promote[0].id > writes[0].id && promote[0].id < writes[1].id,
+            "{name}: ids follow the batch"
+        );
+
+        // The rescore's save: decisions over the stored rows, the stored HubSpot values kept.
+        let mut again = evaluated("7", Stage::Sql, vec![], vec![]);
+        again.properties = BTreeMap::from([("email".to_string(), "stale@example.com".to_string())]);
+        let mut last = again.clone();
+        (again.fit, last.fit, last.engagement) = (1.0, 0.1 + 0.2, 1e-7 * 3.0);
+        store
+            .commit_rescored(&[again, last], &[id("8")], now() + Duration::hours(1))
+            .await
+            .unwrap();
+        let rows = store.contacts(&[id("7"), id("8")]).await.unwrap();
+        let row = &rows[&id("7")];
+        assert_eq!(
+            (row.state.stage, row.fit, row.engagement),
+            (Some(Stage::Sql), 0.1 + 0.2, 1e-7 * 3.0),
+            "{name}"
+        );
+        assert_eq!(
+            row.properties["email"], "7@example.com",
+            "{name}: a rescore leaves the values it read"
+        );
+        assert_eq!(
+            rows[&id("8")].evaluated_at,
+            now() + Duration::hours(1),
+            "{name}: a settled contact's time"
+        );
+        assert_eq!(store.audit(&id("7")).await.unwrap().len(), 5, "{name}");
+    }
+}
+
 // README: "the outbox with dead letters and the review list"
 #[tokio::test]
 async fn failures_retry_later_or_become_dead_letters_that_can_be_requeued() {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::outbox::{OutboxItem, OutboxKind, enqueue};
+use super::outbox::{OutboxItem, OutboxKind, Queued, enqueue};
 use super::write::PATIENT_WAIT;
 use super::{Backend, Store, StoreError, corrupt, from_ms, ms, rows, set_cursor};
 use crate::lifecycle::snapshot::SalesforceLink;
@@ -117,68 +117,41 @@ impl Store {
         checkpoint: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
         let backend = self.backend();
+        // Each table in one statement over a JSON array of rows: one round trip to the database
+        // (SQLite's worker thread) instead of one per row.
+        let contacts: Vec<serde_json::Value> = last_per_contact(batch)
+            .map(|e| {
+                let link = e.state.salesforce.clone().unwrap_or_default();
+                serde_json::json!([
+                    e.contact_id.as_str(),
+                    e.state.stage.map(|s| s.as_str()),
+                    e.state.status.as_str(),
+                    e.fit,
+                    e.engagement,
+                    e.grade,
+                    e.rules,
+                    e.state.recycle_count,
+                    link.account_id,
+                    link.contact_id,
+                    link.opportunity_id,
+                    e.company_id,
+                    json(&e.properties),
+                    json(&e.company),
+                    json(&e.state),
+                    ms(e.at)
+                ])
+            })
+            .collect();
         self.in_write(PATIENT_WAIT, async |tx| {
-        for r in removals {
-            apply(tx, r).await?;
-        }
-        // The ledger's new events and the audit lines of the whole batch, each table in one
-        // statement over a JSON array of rows: one round trip to the database (SQLite's worker
-        // thread) instead of one per row.
-        let mut events = Vec::new();
-        let mut audit = Vec::new();
-        for e in batch {
-            let id = e.contact_id.as_str();
-            let link = e.state.salesforce.clone().unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO contacts (contact_id, stage, status, fit, engagement, grade, rules_version, recycle_count, \
-                 sf_account_id, sf_contact_id, sf_opportunity_id, company_id, properties, company, state, evaluated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (contact_id) DO UPDATE SET stage = excluded.stage, status = excluded.status, fit = excluded.fit, \
-                 engagement = excluded.engagement, grade = excluded.grade, rules_version = excluded.rules_version, \
-                 recycle_count = excluded.recycle_count, \
-                 sf_account_id = COALESCE(excluded.sf_account_id, contacts.sf_account_id), \
-                 sf_contact_id = COALESCE(excluded.sf_contact_id, contacts.sf_contact_id), \
-                 sf_opportunity_id = COALESCE(excluded.sf_opportunity_id, contacts.sf_opportunity_id), \
-                 company_id = excluded.company_id, properties = excluded.properties, company = excluded.company, \
-                 state = excluded.state, evaluated_at = excluded.evaluated_at",
-            )
-            .bind(id)
-            .bind(e.state.stage.map(|s| s.as_str()))
-            .bind(e.state.status.as_str())
-            .bind(e.fit)
-            .bind(e.engagement)
-            .bind(&e.grade)
-            .bind(&e.rules)
-            .bind(i64::from(e.state.recycle_count))
-            .bind(link.account_id)
-            .bind(link.contact_id)
-            .bind(link.opportunity_id)
-            .bind(e.company_id.as_deref())
-            .bind(json(&e.properties))
-            .bind(json(&e.company))
-            .bind(json(&e.state))
-            .bind(ms(e.at))
-            .execute(&mut **tx)
-            .await?;
-            for ev in &e.new_events {
-                events.push(serde_json::json!([id, ev.id, ev.kind.as_str(), ms(ev.at), json(ev)]));
+            for r in removals {
+                apply(tx, r).await?;
             }
-            for t in &e.transitions {
-                audit.push(serde_json::json!([id, ms(e.at), json(&t.change), t.reason, e.rules]));
+            execute_rows(tx, &contact_rows(backend), &contacts).await?;
+            save_decided(tx, backend, batch).await?;
+            if let Some((name, value)) = checkpoint {
+                set_cursor(&mut **tx, name, value).await?;
             }
-            for (kind, key, payload) in &e.outbox {
-                enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
-            }
-            for t in &e.sla_timers {
-                super::sla::start_timer(&mut **tx, t, e.at).await?;
-            }
-        }
-        execute_rows(tx, &event_rows(backend), &events).await?;
-        execute_rows(tx, &audit_rows(backend), &audit).await?;
-        if let Some((name, value)) = checkpoint {
-            set_cursor(&mut **tx, name, value).await?;
-        }
-        Ok(())
+            Ok(())
         })
         .await
     }
@@ -243,59 +216,43 @@ impl Store {
         settled: &[HubSpotId],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let backend = self.backend();
+        let settled: Vec<serde_json::Value> = settled.iter().map(|id| serde_json::json!([id.as_str()])).collect();
+        let rescored: Vec<serde_json::Value> = last_per_contact(batch)
+            .map(|e| {
+                let link = e.state.salesforce.clone().unwrap_or_default();
+                serde_json::json!([
+                    e.contact_id.as_str(),
+                    e.state.stage.map(|s| s.as_str()),
+                    e.state.status.as_str(),
+                    e.fit,
+                    e.engagement,
+                    e.grade,
+                    e.rules,
+                    e.state.recycle_count,
+                    link.account_id,
+                    link.contact_id,
+                    link.opportunity_id,
+                    json(&e.state),
+                    ms(e.at)
+                ])
+            })
+            .collect();
         self.in_write(PATIENT_WAIT, async |tx| {
-        for chunk in settled.chunks(500) {
-            let sql = format!(
-                "UPDATE contacts SET evaluated_at = $1 WHERE contact_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(ms(at));
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for e in batch {
-            let id = e.contact_id.as_str();
-            let link = e.state.salesforce.clone().unwrap_or_default();
-            sqlx::query(
-                "UPDATE contacts SET stage = $1, status = $2, fit = $3, engagement = $4, grade = $5, rules_version = $6, \
-                 recycle_count = $7, sf_account_id = COALESCE($8, sf_account_id), sf_contact_id = COALESCE($9, sf_contact_id), \
-                 sf_opportunity_id = COALESCE($10, sf_opportunity_id), state = $11, evaluated_at = $12 WHERE contact_id = $13",
-            )
-            .bind(e.state.stage.map(|s| s.as_str()))
-            .bind(e.state.status.as_str())
-            .bind(e.fit)
-            .bind(e.engagement)
-            .bind(&e.grade)
-            .bind(&e.rules)
-            .bind(i64::from(e.state.recycle_count))
-            .bind(link.account_id)
-            .bind(link.contact_id)
-            .bind(link.opportunity_id)
-            .bind(json(&e.state))
-            .bind(ms(e.at))
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            for t in &e.transitions {
-                sqlx::query("INSERT INTO audit (contact_id, at, change, reason, rules) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id)
-                    .bind(ms(e.at))
-                    .bind(json(&t.change))
-                    .bind(&t.reason)
-                    .bind(&e.rules)
+            if !settled.is_empty() {
+                let sql = format!(
+                    "UPDATE contacts SET evaluated_at = $2 WHERE contact_id IN (SELECT {} FROM {})",
+                    rows::col(backend, 0, None),
+                    rows::rows(backend, 1)
+                );
+                sqlx::query(&sql)
+                    .bind(rows::bound(&settled)?)
+                    .bind(ms(at))
                     .execute(&mut **tx)
                     .await?;
             }
-            for (kind, key, payload) in &e.outbox {
-                enqueue(&mut **tx, *kind, key, id, payload, e.at).await?;
-            }
-            for t in &e.sla_timers {
-                super::sla::start_timer(&mut **tx, t, e.at).await?;
-            }
-        }
-        Ok(())
+            execute_rows(tx, &rescored_rows(backend), &rescored).await?;
+            save_decided(tx, backend, batch).await
         })
         .await
     }
@@ -825,6 +782,107 @@ fn audit_rows(backend: Backend) -> String {
         &[None, Some("BIGINT"), None, None, None],
         "",
     )
+}
+
+/// Each contact's last evaluation in the batch, in the batch's order: a statement over many
+/// rows may update a row only once (PostgreSQL refuses twice), and the last is what one
+/// statement per evaluation would have left.
+fn last_per_contact(batch: &[Evaluated]) -> impl Iterator<Item = &Evaluated> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    for (i, e) in batch.iter().enumerate() {
+        last.insert(e.contact_id.as_str(), i);
+    }
+    batch
+        .iter()
+        .enumerate()
+        .filter(move |(i, e)| last[e.contact_id.as_str()] == *i)
+        .map(|(_, e)| e)
+}
+
+/// A contact saved with its decision: inserted, or updated with the HubSpot values and company
+/// it was decided on (a Salesforce id once known is never cleared).
+fn contact_rows(backend: Backend) -> String {
+    let (f, b) = (Some("DOUBLE PRECISION"), Some("BIGINT"));
+    rows::insert(
+        backend,
+        "contacts (contact_id, stage, status, fit, engagement, grade, rules_version, recycle_count, \
+         sf_account_id, sf_contact_id, sf_opportunity_id, company_id, properties, company, state, evaluated_at)",
+        &[
+            None, None, None, f, f, None, None, b, None, None, None, None, None, None, None, b,
+        ],
+        " ON CONFLICT (contact_id) DO UPDATE SET stage = excluded.stage, status = excluded.status, fit = excluded.fit, \
+         engagement = excluded.engagement, grade = excluded.grade, rules_version = excluded.rules_version, \
+         recycle_count = excluded.recycle_count, \
+         sf_account_id = COALESCE(excluded.sf_account_id, contacts.sf_account_id), \
+         sf_contact_id = COALESCE(excluded.sf_contact_id, contacts.sf_contact_id), \
+         sf_opportunity_id = COALESCE(excluded.sf_opportunity_id, contacts.sf_opportunity_id), \
+         company_id = excluded.company_id, properties = excluded.properties, company = excluded.company, \
+         state = excluded.state, evaluated_at = excluded.evaluated_at",
+    )
+}
+
+/// A rescored contact: its decision saved over the stored row, whose HubSpot values and company
+/// the rescore read and does not change (a pull that saved newer ones meanwhile keeps them).
+fn rescored_rows(backend: Backend) -> String {
+    let c = |i, ty| rows::col(backend, i, ty);
+    let (f, b) = (Some("DOUBLE PRECISION"), Some("BIGINT"));
+    format!(
+        "UPDATE contacts SET stage = {}, status = {}, fit = {}, engagement = {}, grade = {}, rules_version = {}, \
+         recycle_count = {}, sf_account_id = COALESCE({}, sf_account_id), sf_contact_id = COALESCE({}, sf_contact_id), \
+         sf_opportunity_id = COALESCE({}, sf_opportunity_id), state = {}, evaluated_at = {} \
+         FROM {} WHERE contacts.contact_id = {}",
+        c(1, None),
+        c(2, None),
+        c(3, f),
+        c(4, f),
+        c(5, None),
+        c(6, None),
+        c(7, b),
+        c(8, None),
+        c(9, None),
+        c(10, None),
+        c(11, None),
+        c(12, b),
+        rows::rows(backend, 1),
+        c(0, None)
+    )
+}
+
+/// What a batch of decisions saves beside its contacts, each table in one statement: the new
+/// ledger events (a rescore's decisions have none), the audit lines, the outbox items and the
+/// SLA timers started.
+async fn save_decided(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    batch: &[Evaluated],
+) -> Result<(), StoreError> {
+    let mut ledger = Vec::new();
+    let mut audit = Vec::new();
+    let mut queued = Vec::new();
+    let mut timers = Vec::new();
+    for e in batch {
+        let id = e.contact_id.as_str();
+        for ev in &e.new_events {
+            ledger.push(serde_json::json!([id, ev.id, ev.kind.as_str(), ms(ev.at), json(ev)]));
+        }
+        for t in &e.transitions {
+            audit.push(serde_json::json!([id, ms(e.at), json(&t.change), t.reason, e.rules]));
+        }
+        for (kind, key, payload) in &e.outbox {
+            queued.push(Queued {
+                kind: *kind,
+                key,
+                contact_id: id,
+                payload,
+                at: e.at,
+            });
+        }
+        timers.extend(e.sla_timers.iter().map(|t| (t, e.at)));
+    }
+    execute_rows(tx, &event_rows(backend), &ledger).await?;
+    execute_rows(tx, &audit_rows(backend), &audit).await?;
+    super::outbox::enqueue_many(tx, backend, &queued).await?;
+    super::sla::start_timers(tx, backend, &timers).await
 }
 
 /// Runs `sql` over `rows` bound as its one parameter (nothing when there is no row).

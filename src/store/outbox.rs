@@ -131,15 +131,7 @@ pub(super) async fn enqueue<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let on_conflict = match kind {
-        // The latest desired values win; a done write becomes pending again with them.
-        OutboxKind::HubSpotWrite | OutboxKind::SalesforceContext => {
-            "DO UPDATE SET payload = excluded.payload, state = 'pending', attempts = 0, next_at = excluded.next_at, \
-             last_error = NULL, updated_at = excluded.updated_at"
-        }
-        // A promotion happens once per key, whatever comes after.
-        OutboxKind::Promote | OutboxKind::SlaStep | OutboxKind::OwnerAlert => "DO NOTHING",
-    };
+    let on_conflict = if kind.replaces() { REPLACE } else { "DO NOTHING" };
     let sql = format!(
         "INSERT INTO outbox (key, kind, contact_id, payload, state, attempts, next_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7) ON CONFLICT (key) {on_conflict}"
@@ -153,6 +145,100 @@ where
         .bind(ms(now))
         .bind(ms(now))
         .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// One item for [`enqueue_many`]: what [`enqueue`] takes.
+pub(super) struct Queued<'a> {
+    pub kind: OutboxKind,
+    pub key: &'a str,
+    pub contact_id: &'a str,
+    pub payload: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// The kinds whose later item of a key replaces the queued one (the latest desired values win;
+/// a done write becomes pending again with them). An item of any other kind happens once per
+/// key, whatever comes after (a promotion, a ladder step, an alert).
+const REPLACING: [OutboxKind; 2] = [OutboxKind::HubSpotWrite, OutboxKind::SalesforceContext];
+
+/// What a replacing item does to the queued one of its key.
+const REPLACE: &str = "DO UPDATE SET payload = excluded.payload, state = 'pending', attempts = 0, \
+                       next_at = excluded.next_at, last_error = NULL, updated_at = excluded.updated_at";
+
+impl OutboxKind {
+    fn replaces(self) -> bool {
+        REPLACING.contains(&self)
+    }
+}
+
+/// [`enqueue`] of each item in order, as one statement over a JSON array of rows: the same rows
+/// and ids as one call per item would leave (an item given twice keeps its first place, and
+/// the last payload where a later item replaces, the first where a key happens once).
+pub(super) async fn enqueue_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    items: &[Queued<'_>],
+) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    // PostgreSQL refuses to update one row twice in a statement: one row per key.
+    let mut place: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(items.len());
+    let mut kept: Vec<&Queued<'_>> = Vec::with_capacity(items.len());
+    for item in items {
+        match place.get(item.key) {
+            Some(&i) if item.kind.replaces() => kept[i] = item,
+            Some(_) => {}
+            None => {
+                place.insert(item.key, kept.len());
+                kept.push(item);
+            }
+        }
+    }
+    let rows: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|q| {
+            serde_json::json!([
+                q.key,
+                q.kind.as_str(),
+                q.contact_id,
+                q.payload,
+                "pending",
+                0,
+                ms(q.at),
+                ms(q.at),
+                ms(q.at)
+            ])
+        })
+        .collect();
+    let replacing: Vec<String> = REPLACING.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    // The update applies only to the kinds that replace; for the others the conflict leaves the
+    // row as it is, as `DO NOTHING` does.
+    let tail = format!(
+        " ON CONFLICT (key) {REPLACE} WHERE excluded.kind IN ({})",
+        replacing.join(", ")
+    );
+    let sql = super::rows::insert(
+        backend,
+        "outbox (key, kind, contact_id, payload, state, attempts, next_at, created_at, updated_at)",
+        &[
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("BIGINT"),
+            Some("BIGINT"),
+            Some("BIGINT"),
+            Some("BIGINT"),
+        ],
+        &tail,
+    );
+    sqlx::query(&sql)
+        .bind(super::rows::bound(&rows)?)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }

@@ -89,29 +89,50 @@ fn timer(r: &sqlx::any::AnyRow) -> Result<SlaTimer, StoreError> {
     })
 }
 
-/// Inserts a timer a decision started, in the commit's transaction; one already stored (the
-/// same contact, policy and start) is kept as it is.
-pub(super) async fn start_timer<'e, E>(executor: E, timer: &SlaTimer, now: DateTime<Utc>) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let r = &timer.record;
-    sqlx::query(
-        "INSERT INTO sla_timers (policy_id, contact_id, started_at, due_at, first_touch_at, attempts, met_at, \
-         breached_at, steps_done, owner_id, team_id, next_check_at, updated_at) \
-         VALUES ($1, $2, $3, $4, NULL, 0, NULL, NULL, '[]', $5, $6, $7, $8) \
-         ON CONFLICT (contact_id, policy_id, started_at) DO NOTHING",
-    )
-    .bind(&r.policy)
-    .bind(&r.contact)
-    .bind(ms(r.started_at))
-    .bind(ms(r.due_at))
-    .bind(timer.owner.as_deref())
-    .bind(timer.team.as_deref())
-    .bind(timer.next_check_at.map(ms))
-    .bind(ms(now))
-    .execute(executor)
-    .await?;
+/// Inserts the timers decisions started (each saved at its `at`), in the commit's transaction
+/// and one statement over a JSON array of rows; one already stored (the same contact, policy and
+/// start) is kept as it is.
+pub(super) async fn start_timers(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    timers: &[(&SlaTimer, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = timers
+        .iter()
+        .map(|(t, at)| {
+            let r = &t.record;
+            serde_json::json!([
+                r.policy,
+                r.contact,
+                ms(r.started_at),
+                ms(r.due_at),
+                None::<i64>,
+                0,
+                None::<i64>,
+                None::<i64>,
+                "[]",
+                t.owner,
+                t.team,
+                t.next_check_at.map(ms),
+                ms(*at)
+            ])
+        })
+        .collect();
+    let big = Some("BIGINT");
+    let sql = super::rows::insert(
+        backend,
+        "sla_timers (policy_id, contact_id, started_at, due_at, first_touch_at, attempts, met_at, breached_at, \
+         steps_done, owner_id, team_id, next_check_at, updated_at)",
+        &[None, None, big, big, big, big, big, big, None, None, None, big, big],
+        " ON CONFLICT (contact_id, policy_id, started_at) DO NOTHING",
+    );
+    sqlx::query(&sql)
+        .bind(super::rows::bound(&rows)?)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
