@@ -222,6 +222,8 @@ impl<P: ApiPolicy> Transport<P> {
             }
             self.stats.count(endpoint);
             policy.sent();
+            // One line per call sent (debug): with the log's timestamps, how calls spread in time.
+            tracing::debug!(endpoint, attempt, "{} call sent", P::NAME);
             // Each failure is named: no transport error poses as a status, and a 2xx whose body
             // could not be read is retried, never read as an empty answer.
             let (status, body, retry_after, failure) = match builder.send().await {
