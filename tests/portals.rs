@@ -646,6 +646,21 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
             "one family: {name}"
         );
     }
+    // 42's webhook waited in its inbox under its label; each portal's deliveries under its own.
+    assert!(
+        sample(
+            &metrics,
+            "leadsync_inbox_processing_lag_seconds_count",
+            &[("portal", "42")]
+        ) >= Some(1.0),
+        "inbox lag of portal 42\n{metrics}"
+    );
+    for portal in ["42", "43"] {
+        assert!(
+            sample(&metrics, "leadsync_webhook_deliveries_total", &[("portal", portal)]) >= Some(1.0),
+            "deliveries of portal {portal}\n{metrics}"
+        );
+    }
     let status = |q: &str| http.get(format!("http://{addr}/status.json{q}")).send();
     let s43: serde_json::Value = status("?portal=43").await.unwrap().json().await.unwrap();
     assert_eq!(s43["portal"], 43);
@@ -726,4 +741,157 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
     }
     healthy.shutdown().await;
     refusing.shutdown().await;
+}
+
+/// The value of the series `name` whose labels include every one of `labels` (`k="v"`),
+/// summed over the series that do; `None` when there is none.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once("} "))
+        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+async fn scrape(http: &reqwest::Client, addr: std::net::SocketAddr) -> String {
+    http.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// README (Many portals): "the webhook-intake series … labelled `portal="ID"`, `unknown` for a
+// portal not served". Portal ids no other test uses, so the process-wide counts are this
+// test's own.
+#[tokio::test]
+async fn webhook_intake_series_are_counted_per_portal_and_portals_not_served_under_one_label() {
+    use leadsync::server::{AppState, Application};
+    use std::sync::Arc;
+    let (a, b) = (7101u64, 7102u64);
+    let (store_a, _dir_a) = crate::support::sqlite().await;
+    let (store_b, _dir_b) = crate::support::sqlite().await;
+    let state = |store: &Store| AppState {
+        store: store.clone(),
+        client_secret: Some(SecretString::from(crate::support::SECRET)),
+        public_base_url: None,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        extra_metrics: Arc::new(String::new),
+        status: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Application::on_portals(
+        vec![(Some(a), state(&store_a)), (Some(b), state(&store_b))],
+        listener,
+        1 << 20,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let hook = format!("http://{addr}/webhooks/hubspot");
+    let at = chrono::Utc::now().timestamp_millis();
+    let event = |portal: u64, object: u64| {
+        let mut e = crate::support::hubspot_event("contact.creation", object, None, at);
+        e["portalId"] = portal.into();
+        e
+    };
+    let post = async |events: Vec<serde_json::Value>| {
+        let body = serde_json::Value::Array(events).to_string();
+        post_signed(&http, &hook, crate::support::SECRET, &body)
+            .await
+            .status()
+            .as_u16()
+    };
+    // One delivery: two events of a, one of b, one of a portal this deployment does not serve.
+    let first = vec![event(a, 1), event(a, 2), event(b, 3), event(987_654_321, 4)];
+    assert_eq!(post(first).await, 400);
+    // a's two again: duplicates, a's own.
+    assert_eq!(post(vec![event(a, 1), event(a, 2)]).await, 200);
+    // b's store gone: refused 503, and b's refusal.
+    store_b.close().await;
+    assert_eq!(post(vec![event(b, 5)]).await, 503);
+
+    let metrics = scrape(&http, addr).await;
+    let (pa, pb) = (a.to_string(), b.to_string());
+    let of = |name: &str, portal: &str| sample(&metrics, name, &[("portal", portal)]);
+    assert_eq!(of("leadsync_webhook_deliveries_total", &pa), Some(2.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_events_total", &pa), Some(4.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_ack_seconds_count", &pa), Some(2.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_duplicates_total", &pa), Some(2.0), "{metrics}");
+    assert_eq!(
+        of("leadsync_webhook_deliveries_total", &pb),
+        Some(1.0),
+        "the 503 is not a delivery taken: {metrics}"
+    );
+    assert_eq!(of("leadsync_webhook_events_total", &pb), Some(1.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_duplicates_total", &pb).unwrap_or(0.0), 0.0);
+    let refused = |portal: &str, status: &str| {
+        sample(
+            &metrics,
+            "leadsync_webhook_refused_total",
+            &[("portal", portal), ("status", status)],
+        )
+    };
+    assert_eq!(refused(&pb, "503"), Some(1.0), "{metrics}");
+    assert_eq!(refused(&pa, "400"), None, "a's events were kept: {metrics}");
+    assert!(refused("unknown", "400") >= Some(1.0), "{metrics}");
+    assert!(of("leadsync_webhook_events_total", "unknown") >= Some(1.0), "{metrics}");
+    assert!(
+        !metrics.contains("987654321"),
+        "a portal not served is no series of its own: {metrics}"
+    );
+    for family in [
+        "leadsync_webhook_deliveries_total counter",
+        "leadsync_webhook_events_total counter",
+        "leadsync_webhook_ack_seconds histogram",
+    ] {
+        assert_eq!(metrics.matches(&format!("# TYPE {family}")).count(), 1, "{family}");
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+// README (Many portals): "dead letters and fenced writes … labelled `portal="ID"`": counted
+// under the portal whose work (`sync::portal::PortalScope`) made them.
+#[tokio::test]
+async fn dead_letters_and_fenced_writes_are_counted_under_the_portal_whose_work_made_them() {
+    use leadsync::sync::portal::PortalScope;
+    // A server first: it installs the process-wide recorder that `/metrics` renders.
+    let server = crate::support::TestServer::start(None, 1 << 20).await;
+    let store = server.store.clone();
+    let scope = PortalScope::new(Some("7103"));
+    let now = chrono::Utc::now();
+    store
+        .enqueue(OutboxKind::HubSpotWrite, "portals:dead:1", "1", "{}", now)
+        .await
+        .unwrap();
+    let item = store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap().remove(0);
+    scope
+        .run(store.failed(&item, "refused for good", OutboxState::Dead, now))
+        .await
+        .unwrap();
+    // A holder paused past its lease, which another replica took over: its write is fenced.
+    let ttl = chrono::Duration::seconds(3);
+    let old = store.take_lease("7103", "old", now, ttl).await.unwrap().unwrap();
+    store.take_lease("7103", "new", now + ttl, ttl).await.unwrap().unwrap();
+    let late = scope.run(store.fenced(&old).set_cursor("sync", "late")).await;
+    assert!(late.is_err(), "fenced: {late:?}");
+
+    let metrics = scrape(&server.http, server.addr).await;
+    for name in ["leadsync_dead_letters_total", "leadsync_fenced_writes_total"] {
+        assert_eq!(
+            sample(&metrics, name, &[("portal", "7103")]),
+            Some(1.0),
+            "{name}\n{metrics}"
+        );
+    }
 }
