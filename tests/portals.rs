@@ -895,3 +895,271 @@ async fn dead_letters_and_fenced_writes_are_counted_under_the_portal_whose_work_
         );
     }
 }
+
+/// A `[[portals]]` block of one sandbox portal on the store at `store_url`.
+fn portal_block(sb: &SandboxHandle, store_url: &str) -> String {
+    let c = sb.config();
+    format!(
+        "[[portals]]\n[portals.hubspot]\nportal_id = {}\napi_base_url = {:?}\ntoken_url = {:?}\n\
+         client_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\nburst_per_10s = 250\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.store]\nurl = {:?}\n",
+        c.hubspot_portal_id,
+        sb.hubspot_base_url(),
+        sb.hubspot_token_url(),
+        c.hubspot_client_id,
+        c.hubspot_client_secret,
+        c.hubspot_refresh_token,
+        sb.salesforce_login_url(),
+        c.salesforce_client_id,
+        c.salesforce_client_secret,
+        c.salesforce_refresh_token,
+        store_url,
+    )
+}
+
+// README (Many portals): "a second replica of a two-portal file takes both portals' leases over
+// within the lease time when the first is killed (`kill -9`) while it works".
+/// Two `leadsync run` processes of one two-portal file, each portal on its own PostgreSQL
+/// database, behind one load balancer both sandboxes deliver webhooks to. The first holds both
+/// portals' leases and is `kill -9`'d once both portals' forms are coming in; the second takes
+/// both leases over within the lease time, every acknowledged event of each portal is
+/// processed, and neither Salesforce org has a record created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first_is_killed() {
+    use crate::support::replicas::{acknowledged_and_lost, balancer, created_twice, free_port, holder, settled};
+    const LEASE: StdDuration = StdDuration::from_secs(3);
+    const CONTACTS: u32 = 40;
+    const FORMS: u32 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let front = balancer(ports.to_vec()).await;
+    let hook = format!("http://127.0.0.1:{front}/webhooks/hubspot");
+    let started = Instant::now();
+    let mut sandboxes = Vec::new();
+    for (portal, seed, secret) in [(42, 7, "sandbox-client-secret"), (43, 8, "another-app-secret")] {
+        let sb = Sandbox::start(SandboxConfig {
+            seed,
+            contacts: CONTACTS,
+            companies: 10,
+            now: chrono::Utc::now(),
+            hubspot_portal_id: portal,
+            hubspot_client_secret: secret.into(),
+            hubspot_burst_per_10s: 300,
+            webhook_url: Some(hook.clone()),
+            webhook_backoff: StdDuration::from_millis(300),
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        sandboxes.push(sb);
+    }
+    // Each portal its store, set up and backfilled as `setup --apply` and `backfill` would.
+    let mut urls = Vec::new();
+    let mut stores = Vec::new();
+    let mut file = String::new();
+    for sb in &sandboxes {
+        let url = crate::support::postgres_url().await;
+        let one = Loaded {
+            settings: portal_settings(sb, url.clone(), "127.0.0.1:0"),
+            file: None,
+        };
+        let syncer = leadsync::daemon::syncer(&one).await.unwrap();
+        leadsync::daemon::ensure_setup(&syncer, true).await.unwrap();
+        syncer
+            .backfill(
+                &BackfillOptions::default(),
+                sb.now() + chrono::Duration::seconds(1),
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+        syncer.store.close().await;
+        file.push_str(&portal_block(sb, &url));
+        stores.push(Store::open_existing(&url).await.unwrap());
+        urls.push(url);
+    }
+    eprintln!("both portals set up and backfilled in {:?}", started.elapsed());
+    let root = repo_root();
+    let config = dir.path().join("leadsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules]\npath = {:?}\nsla_path = {:?}\n[salesforce]\nmapping_path = {:?}\n\
+             [replicas]\nlease_seconds = {}\n\
+             [schedule]\nsync = \"*/2 * * * * *\"\nsla = \"*/5 * * * * *\"\nopportunities = \"*/5 * * * * *\"\n{file}",
+            root.join("mappings/lifecycle.toml"),
+            root.join("mappings/sla.toml"),
+            root.join("mappings/salesforce.toml"),
+            LEASE.as_secs(),
+        ),
+    )
+    .unwrap();
+    let replica = |i: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("replica{i}.log"))).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("LEADSYNC_CONFIG")
+            .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{}", ports[i]))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("replica{i}.log"))).unwrap_or_default();
+    let leases = async |stores: &[Store]| {
+        let mut held = Vec::new();
+        for (store, portal) in stores.iter().zip(["42", "43"]) {
+            held.push(holder(store, portal).await);
+        }
+        held
+    };
+
+    // The first takes both portals' leases; then the second starts and stands by.
+    let mut first = replica(0);
+    let first_pid = first.id().unwrap();
+    let up = Instant::now();
+    let generations: Vec<i64> = loop {
+        let held = leases(&stores).await;
+        if held.iter().all(|h| h.is_some_and(|(pid, _)| pid == first_pid)) {
+            break held.into_iter().map(|h| h.unwrap().1).collect();
+        }
+        assert!(
+            up.elapsed() < StdDuration::from_secs(60),
+            "the first replica never held both leases:\n{}",
+            log(0)
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    eprintln!("the first replica held both leases {:?} after its start", up.elapsed());
+    let mut second = replica(1);
+    let second_pid = second.id().unwrap();
+    assert!(
+        crate::support::ready_on(ports[1]).await,
+        "the second replica never got ready:\n{}",
+        log(1)
+    );
+    let held = leases(&stores).await;
+    assert!(
+        held.iter().all(|h| h.is_some_and(|(pid, _)| pid == first_pid)),
+        "the second stands by while the first holds both leases: {held:?}"
+    );
+
+    // Both portals' forms come in; the first dies while it works on them.
+    let calls = |sbs: &[SandboxHandle]| -> Vec<u64> {
+        sbs.iter()
+            .map(|sb| sb.api_calls("hubspot") + sb.api_calls("salesforce"))
+            .collect()
+    };
+    let before = calls(&sandboxes);
+    let mut killed_at = None;
+    for f in 0..FORMS {
+        let id = (CONTACT_ID_BASE + u64::from(f * 7 % CONTACTS)).to_string();
+        let form = if f % 2 == 0 { "Request a demo" } else { "Contact us" };
+        for sb in &sandboxes {
+            sb.submit_form(&id, form);
+        }
+        let now = calls(&sandboxes);
+        if killed_at.is_none() && f >= FORMS / 3 && now.iter().zip(&before).all(|(n, b)| n > b) {
+            first.start_kill().unwrap(); // SIGKILL
+            let _ = first.wait().await;
+            eprintln!("kill -9 the holder of both leases (pid {first_pid}) after form {f}, at portal calls {now:?}");
+            killed_at = Some(Instant::now());
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    let killed_at = killed_at.expect("the first replica must be killed while it works for both portals");
+    let mut took = [None, None];
+    while took.iter().any(Option::is_none) {
+        for (i, h) in leases(&stores).await.into_iter().enumerate() {
+            if took[i].is_none() && h.is_some_and(|(pid, _)| pid != first_pid) {
+                let (pid, generation) = h.unwrap();
+                assert_eq!(pid, second_pid, "the surviving replica holds the lease");
+                assert!(generation > generations[i], "a takeover is a new generation");
+                took[i] = Some(killed_at.elapsed());
+            }
+        }
+        assert!(
+            killed_at.elapsed() < StdDuration::from_secs(30),
+            "the second replica did not take both leases over: {took:?}\n{}",
+            log(1)
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    eprintln!("portals 42 and 43 taken over {took:?} after the kill (lease {LEASE:?})");
+    // Expired at most LEASE after its last renewal, tried every LEASE/3: one more second for
+    // this loaded machine's scheduling (as `replicas::processes`).
+    for t in took.iter().flatten() {
+        assert!(
+            *t <= LEASE + LEASE / 3 + StdDuration::from_secs(1),
+            "takeover took {t:?} with a lease of {LEASE:?}"
+        );
+    }
+
+    let settle = Instant::now();
+    for (sb, store) in sandboxes.iter().zip(&stores) {
+        while !settled(sb, store).await {
+            assert!(
+                settle.elapsed() < StdDuration::from_secs(120),
+                "portal {} did not settle: inbox {:?}, outbox {:?}\n{}",
+                sb.config().hubspot_portal_id,
+                store.inbox_depth().await,
+                store.outbox_counts().await,
+                log(1)
+            );
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+    }
+    eprintln!("both portals settled {:?} after the takeovers", settle.elapsed());
+    for (sb, url) in sandboxes.iter().zip(&urls) {
+        let portal = sb.config().hubspot_portal_id;
+        let (acknowledged, lost) = acknowledged_and_lost(sb, url).await;
+        assert!(
+            acknowledged >= FORMS as usize,
+            "portal {portal}: {acknowledged} events acknowledged"
+        );
+        assert!(
+            lost.is_empty(),
+            "portal {portal}: acknowledged events not processed: {lost:?}"
+        );
+        let (contacts, twice) = created_twice(sb);
+        assert!(
+            contacts > 0,
+            "portal {portal}: no lead was promoted: the test proves nothing"
+        );
+        assert!(
+            twice.is_empty(),
+            "portal {portal}: Salesforce records created twice: {twice:?}"
+        );
+        assert_eq!(sb.rate_limited("hubspot"), 0, "portal {portal}: HubSpot answered 429");
+    }
+
+    // The second did both portals' work: HubSpot calls of each past the start's properties check.
+    let metrics = scrape(&reqwest::Client::new(), ([127, 0, 0, 1], ports[1]).into()).await;
+    for portal in ["42", "43"] {
+        let work: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("leadsync_api_calls_total{"))
+            .filter(|l| l.contains(&format!("portal=\"{portal}\"")) && l.contains("system=\"hubspot\""))
+            .filter(|l| !l.contains("endpoint=\"properties."))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            work > 0.0,
+            "the second replica called portal {portal}'s HubSpot\n{metrics}"
+        );
+    }
+
+    let _ = second.start_kill();
+    let _ = second.wait().await;
+    for store in &stores {
+        store.close().await;
+    }
+    for sb in sandboxes {
+        sb.shutdown().await;
+    }
+}
