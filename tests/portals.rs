@@ -1163,3 +1163,150 @@ async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first
         sb.shutdown().await;
     }
 }
+
+// README (Many portals): "`check --online` compares each portal's Salesforce mapping with its
+// own org, each problem naming the portal".
+/// Portal 42's org is a sandbox's, with every field the shipped mapping names; portal 43's is
+/// a copy of it (wiremock) without one of leadsync's context fields. Both read the shipped
+/// mapping: only 43's org is short of a field, and the problem names portal 43.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_each_portal_s_salesforce_mapping_with_its_own_org() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    const MISSING: &str = "LeadSync_Grade__c";
+    let sb = Sandbox::start(SandboxConfig {
+        contacts: 10,
+        companies: 10,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = sb.config().clone();
+    // The sandbox org's describe answers, as the copy serves them.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/services/oauth2/token", sb.salesforce_login_url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", c.salesforce_client_id.as_str()),
+            ("refresh_token", c.salesforce_refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org43 = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "00D43!token", "instance_url": org43.uri(), "token_type": "Bearer"
+        })))
+        .mount(&org43)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/properties/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"results": []})))
+        .mount(&org43)
+        .await;
+    for object in ["Account", "Contact", "Opportunity", "OpportunityContactRole", "Task"] {
+        let at = format!("/services/data/v62.0/sobjects/{object}/describe");
+        let mut describe: serde_json::Value = http
+            .get(format!("{}{at}", token["instance_url"].as_str().unwrap()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if object == "Contact" {
+            let fields = describe["fields"].as_array_mut().unwrap();
+            let before = fields.len();
+            fields.retain(|f| f["name"] != MISSING);
+            assert_eq!(fields.len(), before - 1, "the sandbox org has {MISSING}");
+        }
+        Mock::given(method("GET"))
+            .and(path(at))
+            .respond_with(ResponseTemplate::new(200).set_body_json(describe))
+            .expect(1)
+            .mount(&org43)
+            .await;
+    }
+    let described_before = sb.calls().get("salesforce describe").copied().unwrap_or(0);
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    // The org's Description is a long text area: the mapping says how long a value may be, so
+    // the sandbox org matches the file whole.
+    let mapping = dir.path().join("mappings/salesforce.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    let description = "field = \"Description\"\n";
+    assert!(text.contains(description), "the shipped mapping writes the Description");
+    std::fs::write(
+        &mapping,
+        text.replacen(description, &format!("{description}truncate = 32000\n"), 1),
+    )
+    .unwrap();
+    let config = format!(
+        "[[portals]]\n[portals.hubspot]\nportal_id = 42\napi_base_url = {:?}\ntoken_url = {:?}\n\
+         client_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.store]\nurl = \"sqlite://a.db\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 43\napi_base_url = {:?}\nprivate_app_token = \"pat-43\"\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = \"sf-43\"\nclient_secret = \"sf-43-secret\"\nrefresh_token = \"sf-43-refresh\"\n\
+         [portals.store]\nurl = \"sqlite://b.db\"\n",
+        sb.hubspot_base_url(),
+        sb.hubspot_token_url(),
+        c.hubspot_client_id,
+        c.hubspot_client_secret,
+        c.hubspot_refresh_token,
+        sb.salesforce_login_url(),
+        c.salesforce_client_id,
+        c.salesforce_client_secret,
+        c.salesforce_refresh_token,
+        org43.uri(),
+        org43.uri(),
+    );
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run_bin(&["check", "--online", "--config", "leadsync.toml"], &cwd))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "43's org is short of a field:\n{stdout}\n{stderr}"
+    );
+    let at_42 = stdout.find("== portal 42 ==").expect("portal 42");
+    let at_43 = stdout.find("== portal 43 ==").expect("portal 43");
+    assert!(
+        stdout[at_42..at_43].contains("salesforce mapping: matches the org"),
+        "42's org has every field:\n{stdout}"
+    );
+    assert!(!stdout[at_43..].contains("matches the org"), "{stdout}");
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.contains(MISSING)).collect();
+    assert_eq!(problems.len(), 1, "one portal's org is short of it:\n{stderr}");
+    assert!(
+        problems[0].starts_with("mappings/salesforce.toml:") && problems[0].contains("(portal 43)"),
+        "the mapping's line and the portal: {}",
+        problems[0]
+    );
+    assert!(!stderr.contains("(portal 42)"), "{stderr}");
+    assert!(
+        stderr.contains("1 problem(s) found against the org of portal 43"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sb.calls().get("salesforce describe").copied().unwrap_or(0) - described_before,
+        5,
+        "42's own org described each of the five objects once"
+    );
+    org43.verify().await;
+    sb.shutdown().await;
+}
