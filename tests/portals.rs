@@ -816,6 +816,15 @@ async fn webhook_intake_series_are_counted_per_portal_and_portals_not_served_und
     assert_eq!(post(first).await, 400);
     // a's two again: duplicates, a's own.
     assert_eq!(post(vec![event(a, 1), event(a, 2)]).await, 200);
+    // Signed with a secret no portal has: refused before it is routed.
+    let body = serde_json::json!([event(a, 6)]).to_string();
+    assert_eq!(
+        post_signed(&http, &hook, "not-the-secret", &body)
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
     // b's store gone: refused 503, and b's refusal.
     store_b.close().await;
     assert_eq!(post(vec![event(b, 5)]).await, 503);
@@ -844,6 +853,8 @@ async fn webhook_intake_series_are_counted_per_portal_and_portals_not_served_und
     assert_eq!(refused(&pb, "503"), Some(1.0), "{metrics}");
     assert_eq!(refused(&pa, "400"), None, "a's events were kept: {metrics}");
     assert!(refused("unknown", "400") >= Some(1.0), "{metrics}");
+    assert!(refused("unknown", "401") >= Some(1.0), "{metrics}");
+    assert_eq!(refused(&pa, "401"), None, "{metrics}");
     assert!(of("leadsync_webhook_events_total", "unknown") >= Some(1.0), "{metrics}");
     assert!(
         !metrics.contains("987654321"),
