@@ -188,7 +188,7 @@ pub fn check(config_file: Option<&Path>, online: bool) -> ExitCode {
         check_enumerations(&loaded, r);
     }
     match (online, mapping) {
-        (true, Some((mapping, origin))) => check_online(&loaded, &mapping, &origin.to_string()),
+        (true, Some((mapping, origin))) => check_online(&loaded, &mapping, &origin.to_string(), None),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -340,7 +340,8 @@ fn check_portals(loaded: &config::Loaded, mut problems: Diagnostics, online: boo
         println!("sales SLA: ok — {s_origin} version {}", sla.version);
         if online {
             check_enumerations(&portals[i], rules);
-            if check_online(&portals[i], mapping, &m_origin.to_string()) != ExitCode::SUCCESS {
+            let portal = format!("portal {}", ids[i]);
+            if check_online(&portals[i], mapping, &m_origin.to_string(), Some(&portal)) != ExitCode::SUCCESS {
                 code = ExitCode::from(BAD_INPUT);
             }
         }
@@ -416,8 +417,11 @@ fn print_ownership(mapping: &SalesforceMapping, path: &str) {
     }
 }
 
-/// The mapping against the org's describe results.
-fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str) -> ExitCode {
+/// The mapping against the org's describe results. With several portals, `portal` (`portal
+/// 43`) ends each problem, as the offline problems end: one mapping file may serve several
+/// portals, each checked against its own org.
+fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str, portal: Option<&str>) -> ExitCode {
+    let of = portal.map_or_else(String::new, |p| format!(" ({p})"));
     let rt = match runtime() {
         Ok(r) => r,
         Err(c) => return c,
@@ -429,7 +433,7 @@ fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("salesforce: {e}");
+            eprintln!("salesforce: {e}{of}");
             return ExitCode::from(BAD_INPUT);
         }
     };
@@ -440,9 +444,12 @@ fn check_online(loaded: &config::Loaded, mapping: &SalesforceMapping, path: &str
         return ExitCode::SUCCESS;
     }
     for p in &found {
-        eprintln!("{path}: {p}");
+        eprintln!("{path}: {p}{of}");
     }
-    eprintln!("{} problem(s) found against the org", found.len());
+    match portal {
+        Some(p) => eprintln!("{} problem(s) found against the org of {p}", found.len()),
+        None => eprintln!("{} problem(s) found against the org", found.len()),
+    }
     ExitCode::from(BAD_INPUT)
 }
 

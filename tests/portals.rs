@@ -646,6 +646,21 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
             "one family: {name}"
         );
     }
+    // 42's webhook waited in its inbox under its label; each portal's deliveries under its own.
+    assert!(
+        sample(
+            &metrics,
+            "leadsync_inbox_processing_lag_seconds_count",
+            &[("portal", "42")]
+        ) >= Some(1.0),
+        "inbox lag of portal 42\n{metrics}"
+    );
+    for portal in ["42", "43"] {
+        assert!(
+            sample(&metrics, "leadsync_webhook_deliveries_total", &[("portal", portal)]) >= Some(1.0),
+            "deliveries of portal {portal}\n{metrics}"
+        );
+    }
     let status = |q: &str| http.get(format!("http://{addr}/status.json{q}")).send();
     let s43: serde_json::Value = status("?portal=43").await.unwrap().json().await.unwrap();
     assert_eq!(s43["portal"], 43);
@@ -726,4 +741,583 @@ async fn a_portal_answering_only_429s_does_not_slow_the_other(backend: Backend) 
     }
     healthy.shutdown().await;
     refusing.shutdown().await;
+}
+
+/// The value of the series `name` whose labels include every one of `labels` (`k="v"`),
+/// summed over the series that do; `None` when there is none.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once("} "))
+        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+async fn scrape(http: &reqwest::Client, addr: std::net::SocketAddr) -> String {
+    http.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// README (Many portals): "the webhook-intake series … labelled `portal="ID"`, `unknown` for a
+// portal not served". Portal ids no other test uses, so the process-wide counts are this
+// test's own.
+#[tokio::test]
+async fn webhook_intake_series_are_counted_per_portal_and_portals_not_served_under_one_label() {
+    use leadsync::server::{AppState, Application};
+    use std::sync::Arc;
+    let (a, b) = (7101u64, 7102u64);
+    let (store_a, _dir_a) = crate::support::sqlite().await;
+    let (store_b, _dir_b) = crate::support::sqlite().await;
+    let state = |store: &Store| AppState {
+        store: store.clone(),
+        client_secret: Some(SecretString::from(crate::support::SECRET)),
+        public_base_url: None,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        ready: Arc::new(|| Box::pin(async { Ok(()) })),
+        extra_metrics: Arc::new(String::new),
+        status: Default::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Application::on_portals(
+        vec![(Some(a), state(&store_a)), (Some(b), state(&store_b))],
+        listener,
+        1 << 20,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let hook = format!("http://{addr}/webhooks/hubspot");
+    let at = chrono::Utc::now().timestamp_millis();
+    let event = |portal: u64, object: u64| {
+        let mut e = crate::support::hubspot_event("contact.creation", object, None, at);
+        e["portalId"] = portal.into();
+        e
+    };
+    let post = async |events: Vec<serde_json::Value>| {
+        let body = serde_json::Value::Array(events).to_string();
+        post_signed(&http, &hook, crate::support::SECRET, &body)
+            .await
+            .status()
+            .as_u16()
+    };
+    // One delivery: two events of a, one of b, one of a portal this deployment does not serve.
+    let first = vec![event(a, 1), event(a, 2), event(b, 3), event(987_654_321, 4)];
+    assert_eq!(post(first).await, 400);
+    // a's two again: duplicates, a's own.
+    assert_eq!(post(vec![event(a, 1), event(a, 2)]).await, 200);
+    // Signed with a secret no portal has: refused before it is routed.
+    let body = serde_json::json!([event(a, 6)]).to_string();
+    assert_eq!(
+        post_signed(&http, &hook, "not-the-secret", &body)
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
+    // b's store gone: refused 503, and b's refusal.
+    store_b.close().await;
+    assert_eq!(post(vec![event(b, 5)]).await, 503);
+
+    let metrics = scrape(&http, addr).await;
+    let (pa, pb) = (a.to_string(), b.to_string());
+    let of = |name: &str, portal: &str| sample(&metrics, name, &[("portal", portal)]);
+    assert_eq!(of("leadsync_webhook_deliveries_total", &pa), Some(2.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_events_total", &pa), Some(4.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_ack_seconds_count", &pa), Some(2.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_duplicates_total", &pa), Some(2.0), "{metrics}");
+    assert_eq!(
+        of("leadsync_webhook_deliveries_total", &pb),
+        Some(1.0),
+        "the 503 is not a delivery taken: {metrics}"
+    );
+    assert_eq!(of("leadsync_webhook_events_total", &pb), Some(1.0), "{metrics}");
+    assert_eq!(of("leadsync_webhook_duplicates_total", &pb).unwrap_or(0.0), 0.0);
+    let refused = |portal: &str, status: &str| {
+        sample(
+            &metrics,
+            "leadsync_webhook_refused_total",
+            &[("portal", portal), ("status", status)],
+        )
+    };
+    assert_eq!(refused(&pb, "503"), Some(1.0), "{metrics}");
+    assert_eq!(refused(&pa, "400"), None, "a's events were kept: {metrics}");
+    assert!(refused("unknown", "400") >= Some(1.0), "{metrics}");
+    assert!(refused("unknown", "401") >= Some(1.0), "{metrics}");
+    assert_eq!(refused(&pa, "401"), None, "{metrics}");
+    assert!(of("leadsync_webhook_events_total", "unknown") >= Some(1.0), "{metrics}");
+    assert!(
+        !metrics.contains("987654321"),
+        "a portal not served is no series of its own: {metrics}"
+    );
+    for family in [
+        "leadsync_webhook_deliveries_total counter",
+        "leadsync_webhook_events_total counter",
+        "leadsync_webhook_ack_seconds histogram",
+    ] {
+        assert_eq!(metrics.matches(&format!("# TYPE {family}")).count(), 1, "{family}");
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+// README (Many portals): "dead letters and fenced writes … labelled `portal="ID"`": counted
+// under the portal whose work (`sync::portal::PortalScope`) made them.
+#[tokio::test]
+async fn dead_letters_and_fenced_writes_are_counted_under_the_portal_whose_work_made_them() {
+    use leadsync::sync::portal::PortalScope;
+    // A server first: it installs the process-wide recorder that `/metrics` renders.
+    let server = crate::support::TestServer::start(None, 1 << 20).await;
+    let store = server.store.clone();
+    let scope = PortalScope::new(Some("7103"));
+    let now = chrono::Utc::now();
+    store
+        .enqueue(OutboxKind::HubSpotWrite, "portals:dead:1", "1", "{}", now)
+        .await
+        .unwrap();
+    let item = store.due(OutboxKind::HubSpotWrite, now, 10).await.unwrap().remove(0);
+    scope
+        .run(store.failed(&item, "refused for good", OutboxState::Dead, now))
+        .await
+        .unwrap();
+    // A holder paused past its lease, which another replica took over: its write is fenced.
+    let ttl = chrono::Duration::seconds(3);
+    let old = store.take_lease("7103", "old", now, ttl).await.unwrap().unwrap();
+    store.take_lease("7103", "new", now + ttl, ttl).await.unwrap().unwrap();
+    let late = scope.run(store.fenced(&old).set_cursor("sync", "late")).await;
+    assert!(late.is_err(), "fenced: {late:?}");
+
+    let metrics = scrape(&server.http, server.addr).await;
+    for name in ["leadsync_dead_letters_total", "leadsync_fenced_writes_total"] {
+        assert_eq!(
+            sample(&metrics, name, &[("portal", "7103")]),
+            Some(1.0),
+            "{name}\n{metrics}"
+        );
+    }
+}
+
+/// A `[[portals]]` block of one sandbox portal on the store at `store_url`.
+fn portal_block(sb: &SandboxHandle, store_url: &str) -> String {
+    let c = sb.config();
+    format!(
+        "[[portals]]\n[portals.hubspot]\nportal_id = {}\napi_base_url = {:?}\ntoken_url = {:?}\n\
+         client_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\nburst_per_10s = 250\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.store]\nurl = {:?}\n",
+        c.hubspot_portal_id,
+        sb.hubspot_base_url(),
+        sb.hubspot_token_url(),
+        c.hubspot_client_id,
+        c.hubspot_client_secret,
+        c.hubspot_refresh_token,
+        sb.salesforce_login_url(),
+        c.salesforce_client_id,
+        c.salesforce_client_secret,
+        c.salesforce_refresh_token,
+        store_url,
+    )
+}
+
+// README (Many portals): "a second replica of a two-portal file takes both portals' leases over
+// within the lease time when the first is killed (`kill -9`) while it works".
+/// Two `leadsync run` processes of one two-portal file, each portal on its own PostgreSQL
+/// database, behind one load balancer both sandboxes deliver webhooks to. The first holds both
+/// portals' leases and is `kill -9`'d once both portals' forms are coming in; the second takes
+/// both leases over within the lease time, every acknowledged event of each portal is
+/// processed, and neither Salesforce org has a record created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first_is_killed() {
+    use crate::support::replicas::{acknowledged_and_lost, balancer, created_twice, free_port, holder, settled};
+    const LEASE: StdDuration = StdDuration::from_secs(3);
+    const CONTACTS: u32 = 40;
+    const FORMS: u32 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let front = balancer(ports.to_vec()).await;
+    let hook = format!("http://127.0.0.1:{front}/webhooks/hubspot");
+    let started = Instant::now();
+    let mut sandboxes = Vec::new();
+    for (portal, seed, secret) in [(42, 7, "sandbox-client-secret"), (43, 8, "another-app-secret")] {
+        let sb = Sandbox::start(SandboxConfig {
+            seed,
+            contacts: CONTACTS,
+            companies: 10,
+            now: chrono::Utc::now(),
+            hubspot_portal_id: portal,
+            hubspot_client_secret: secret.into(),
+            hubspot_burst_per_10s: 300,
+            webhook_url: Some(hook.clone()),
+            webhook_backoff: StdDuration::from_millis(300),
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        sandboxes.push(sb);
+    }
+    // Each portal its store, set up and backfilled as `setup --apply` and `backfill` would.
+    let mut urls = Vec::new();
+    let mut stores = Vec::new();
+    let mut file = String::new();
+    for sb in &sandboxes {
+        let url = crate::support::postgres_url().await;
+        let one = Loaded {
+            settings: portal_settings(sb, url.clone(), "127.0.0.1:0"),
+            file: None,
+        };
+        let syncer = leadsync::daemon::syncer(&one).await.unwrap();
+        leadsync::daemon::ensure_setup(&syncer, true).await.unwrap();
+        syncer
+            .backfill(
+                &BackfillOptions::default(),
+                sb.now() + chrono::Duration::seconds(1),
+                |_, _| {},
+            )
+            .await
+            .unwrap();
+        syncer.store.close().await;
+        file.push_str(&portal_block(sb, &url));
+        stores.push(Store::open_existing(&url).await.unwrap());
+        urls.push(url);
+    }
+    eprintln!("both portals set up and backfilled in {:?}", started.elapsed());
+    let root = repo_root();
+    let config = dir.path().join("leadsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules]\npath = {:?}\nsla_path = {:?}\n[salesforce]\nmapping_path = {:?}\n\
+             [replicas]\nlease_seconds = {}\n\
+             [schedule]\nsync = \"*/2 * * * * *\"\nsla = \"*/5 * * * * *\"\nopportunities = \"*/5 * * * * *\"\n{file}",
+            root.join("mappings/lifecycle.toml"),
+            root.join("mappings/sla.toml"),
+            root.join("mappings/salesforce.toml"),
+            LEASE.as_secs(),
+        ),
+    )
+    .unwrap();
+    let replica = |i: usize| {
+        let log = std::fs::File::create(dir.path().join(format!("replica{i}.log"))).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env_remove("LEADSYNC_CONFIG")
+            .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{}", ports[i]))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("replica{i}.log"))).unwrap_or_default();
+    let leases = async |stores: &[Store]| {
+        let mut held = Vec::new();
+        for (store, portal) in stores.iter().zip(["42", "43"]) {
+            held.push(holder(store, portal).await);
+        }
+        held
+    };
+
+    // The first takes both portals' leases; then the second starts and stands by.
+    let mut first = replica(0);
+    let first_pid = first.id().unwrap();
+    let up = Instant::now();
+    let generations: Vec<i64> = loop {
+        let held = leases(&stores).await;
+        if held.iter().all(|h| h.is_some_and(|(pid, _)| pid == first_pid)) {
+            break held.into_iter().map(|h| h.unwrap().1).collect();
+        }
+        assert!(
+            up.elapsed() < StdDuration::from_secs(60),
+            "the first replica never held both leases:\n{}",
+            log(0)
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    eprintln!("the first replica held both leases {:?} after its start", up.elapsed());
+    let mut second = replica(1);
+    let second_pid = second.id().unwrap();
+    assert!(
+        crate::support::ready_on(ports[1]).await,
+        "the second replica never got ready:\n{}",
+        log(1)
+    );
+    let held = leases(&stores).await;
+    assert!(
+        held.iter().all(|h| h.is_some_and(|(pid, _)| pid == first_pid)),
+        "the second stands by while the first holds both leases: {held:?}"
+    );
+
+    // Both portals' forms come in; the first dies while it works on them.
+    let calls = |sbs: &[SandboxHandle]| -> Vec<u64> {
+        sbs.iter()
+            .map(|sb| sb.api_calls("hubspot") + sb.api_calls("salesforce"))
+            .collect()
+    };
+    let before = calls(&sandboxes);
+    let mut killed_at = None;
+    for f in 0..FORMS {
+        let id = (CONTACT_ID_BASE + u64::from(f * 7 % CONTACTS)).to_string();
+        let form = if f % 2 == 0 { "Request a demo" } else { "Contact us" };
+        for sb in &sandboxes {
+            sb.submit_form(&id, form);
+        }
+        let now = calls(&sandboxes);
+        if killed_at.is_none() && f >= FORMS / 3 && now.iter().zip(&before).all(|(n, b)| n > b) {
+            first.start_kill().unwrap(); // SIGKILL
+            let _ = first.wait().await;
+            eprintln!("kill -9 the holder of both leases (pid {first_pid}) after form {f}, at portal calls {now:?}");
+            killed_at = Some(Instant::now());
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    let killed_at = killed_at.expect("the first replica must be killed while it works for both portals");
+    let mut took = [None, None];
+    while took.iter().any(Option::is_none) {
+        for (i, h) in leases(&stores).await.into_iter().enumerate() {
+            if took[i].is_none() && h.is_some_and(|(pid, _)| pid != first_pid) {
+                let (pid, generation) = h.unwrap();
+                assert_eq!(pid, second_pid, "the surviving replica holds the lease");
+                assert!(generation > generations[i], "a takeover is a new generation");
+                took[i] = Some(killed_at.elapsed());
+            }
+        }
+        assert!(
+            killed_at.elapsed() < StdDuration::from_secs(30),
+            "the second replica did not take both leases over: {took:?}\n{}",
+            log(1)
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    eprintln!("portals 42 and 43 taken over {took:?} after the kill (lease {LEASE:?})");
+    // Expired at most LEASE after its last renewal, tried every LEASE/3: one more second for
+    // this loaded machine's scheduling (as `replicas::processes`).
+    for t in took.iter().flatten() {
+        assert!(
+            *t <= LEASE + LEASE / 3 + StdDuration::from_secs(1),
+            "takeover took {t:?} with a lease of {LEASE:?}"
+        );
+    }
+
+    let settle = Instant::now();
+    for (sb, store) in sandboxes.iter().zip(&stores) {
+        while !settled(sb, store).await {
+            assert!(
+                settle.elapsed() < StdDuration::from_secs(120),
+                "portal {} did not settle: inbox {:?}, outbox {:?}\n{}",
+                sb.config().hubspot_portal_id,
+                store.inbox_depth().await,
+                store.outbox_counts().await,
+                log(1)
+            );
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+    }
+    eprintln!("both portals settled {:?} after the takeovers", settle.elapsed());
+    for (sb, url) in sandboxes.iter().zip(&urls) {
+        let portal = sb.config().hubspot_portal_id;
+        let (acknowledged, lost) = acknowledged_and_lost(sb, url).await;
+        assert!(
+            acknowledged >= FORMS as usize,
+            "portal {portal}: {acknowledged} events acknowledged"
+        );
+        assert!(
+            lost.is_empty(),
+            "portal {portal}: acknowledged events not processed: {lost:?}"
+        );
+        let (contacts, twice) = created_twice(sb);
+        assert!(
+            contacts > 0,
+            "portal {portal}: no lead was promoted: the test proves nothing"
+        );
+        assert!(
+            twice.is_empty(),
+            "portal {portal}: Salesforce records created twice: {twice:?}"
+        );
+        assert_eq!(sb.rate_limited("hubspot"), 0, "portal {portal}: HubSpot answered 429");
+    }
+
+    // The second did both portals' work: HubSpot calls of each past the start's properties check.
+    let metrics = scrape(&reqwest::Client::new(), ([127, 0, 0, 1], ports[1]).into()).await;
+    for portal in ["42", "43"] {
+        let work: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("leadsync_api_calls_total{"))
+            .filter(|l| l.contains(&format!("portal=\"{portal}\"")) && l.contains("system=\"hubspot\""))
+            .filter(|l| !l.contains("endpoint=\"properties."))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            work > 0.0,
+            "the second replica called portal {portal}'s HubSpot\n{metrics}"
+        );
+    }
+
+    let _ = second.start_kill();
+    let _ = second.wait().await;
+    for store in &stores {
+        store.close().await;
+    }
+    for sb in sandboxes {
+        sb.shutdown().await;
+    }
+}
+
+// README (Many portals): "`check --online` compares each portal's Salesforce mapping with its
+// own org, each problem naming the portal".
+/// Portal 42's org is a sandbox's, with every field the shipped mapping names; portal 43's is
+/// a copy of it (wiremock) without one of leadsync's context fields. Both read the shipped
+/// mapping: only 43's org is short of a field, and the problem names portal 43.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_each_portal_s_salesforce_mapping_with_its_own_org() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    const MISSING: &str = "LeadSync_Grade__c";
+    let sb = Sandbox::start(SandboxConfig {
+        contacts: 10,
+        companies: 10,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = sb.config().clone();
+    // The sandbox org's describe answers, as the copy serves them.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/services/oauth2/token", sb.salesforce_login_url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", c.salesforce_client_id.as_str()),
+            ("refresh_token", c.salesforce_refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let org43 = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/services/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "00D43!token", "instance_url": org43.uri(), "token_type": "Bearer"
+        })))
+        .mount(&org43)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/crm/v3/properties/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"results": []})))
+        .mount(&org43)
+        .await;
+    for object in ["Account", "Contact", "Opportunity", "OpportunityContactRole", "Task"] {
+        let at = format!("/services/data/v62.0/sobjects/{object}/describe");
+        let mut describe: serde_json::Value = http
+            .get(format!("{}{at}", token["instance_url"].as_str().unwrap()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if object == "Contact" {
+            let fields = describe["fields"].as_array_mut().unwrap();
+            let before = fields.len();
+            fields.retain(|f| f["name"] != MISSING);
+            assert_eq!(fields.len(), before - 1, "the sandbox org has {MISSING}");
+        }
+        Mock::given(method("GET"))
+            .and(path(at))
+            .respond_with(ResponseTemplate::new(200).set_body_json(describe))
+            .expect(1)
+            .mount(&org43)
+            .await;
+    }
+    let described_before = sb.calls().get("salesforce describe").copied().unwrap_or(0);
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_mappings(&dir.path().join("mappings"));
+    // The org's Description is a long text area: the mapping says how long a value may be, so
+    // the sandbox org matches the file whole.
+    let mapping = dir.path().join("mappings/salesforce.toml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    let description = "field = \"Description\"\n";
+    assert!(text.contains(description), "the shipped mapping writes the Description");
+    std::fs::write(
+        &mapping,
+        text.replacen(description, &format!("{description}truncate = 32000\n"), 1),
+    )
+    .unwrap();
+    let config = format!(
+        "[[portals]]\n[portals.hubspot]\nportal_id = 42\napi_base_url = {:?}\ntoken_url = {:?}\n\
+         client_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\
+         [portals.store]\nurl = \"sqlite://a.db\"\n\
+         [[portals]]\n[portals.hubspot]\nportal_id = 43\napi_base_url = {:?}\nprivate_app_token = \"pat-43\"\n\
+         [portals.salesforce]\nlogin_url = {:?}\nclient_id = \"sf-43\"\nclient_secret = \"sf-43-secret\"\nrefresh_token = \"sf-43-refresh\"\n\
+         [portals.store]\nurl = \"sqlite://b.db\"\n",
+        sb.hubspot_base_url(),
+        sb.hubspot_token_url(),
+        c.hubspot_client_id,
+        c.hubspot_client_secret,
+        c.hubspot_refresh_token,
+        sb.salesforce_login_url(),
+        c.salesforce_client_id,
+        c.salesforce_client_secret,
+        c.salesforce_refresh_token,
+        org43.uri(),
+        org43.uri(),
+    );
+    std::fs::write(dir.path().join("leadsync.toml"), config).unwrap();
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || run_bin(&["check", "--online", "--config", "leadsync.toml"], &cwd))
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "43's org is short of a field:\n{stdout}\n{stderr}"
+    );
+    let at_42 = stdout.find("== portal 42 ==").expect("portal 42");
+    let at_43 = stdout.find("== portal 43 ==").expect("portal 43");
+    assert!(
+        stdout[at_42..at_43].contains("salesforce mapping: matches the org"),
+        "42's org has every field:\n{stdout}"
+    );
+    assert!(!stdout[at_43..].contains("matches the org"), "{stdout}");
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.contains(MISSING)).collect();
+    assert_eq!(problems.len(), 1, "one portal's org is short of it:\n{stderr}");
+    assert!(
+        problems[0].starts_with("mappings/salesforce.toml:") && problems[0].contains("(portal 43)"),
+        "the mapping's line and the portal: {}",
+        problems[0]
+    );
+    assert!(!stderr.contains("(portal 42)"), "{stderr}");
+    assert!(
+        stderr.contains("1 problem(s) found against the org of portal 43"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sb.calls().get("salesforce describe").copied().unwrap_or(0) - described_before,
+        5,
+        "42's own org described each of the five objects once"
+    );
+    org43.verify().await;
+    sb.shutdown().await;
 }

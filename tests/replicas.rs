@@ -148,55 +148,21 @@ async fn a_released_lease_is_taken_at_once(backend: Backend) {
 
 mod processes {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     use leadsync::chaos::sandbox_command;
     use leadsync::sandbox::portal::CONTACT_ID_BASE;
     use leadsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
-    use leadsync::server::intake::{HubSpotEvent, dedupe_key};
     use leadsync::store::Store;
     use tokio::process::{Child, Command};
+
+    use crate::support::replicas::{acknowledged_and_lost, balancer, created_twice, free_port, settled};
 
     /// The lease time of the replicas under test (renewed every second).
     const LEASE: Duration = Duration::from_secs(3);
     const REPLICAS: usize = 3;
     const CONTACTS: u32 = 60;
     const FORMS: u32 = 40;
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// A load balancer on loopback: each connection goes to the next replica that accepts it.
-    async fn balancer(ports: Vec<u16>) -> u16 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let next = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let (ports, next) = (ports.clone(), next.clone());
-                tokio::spawn(async move {
-                    for _ in 0..ports.len() {
-                        let p = ports[next.fetch_add(1, Ordering::SeqCst) % ports.len()];
-                        if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", p)).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        port
-    }
 
     fn leadsync(sb: &SandboxHandle, store: &str, port: u16, log: &std::path::Path, args: &[&str]) -> Command {
         let mut cmd = sandbox_command(
@@ -226,14 +192,8 @@ mod processes {
         );
     }
 
-    /// The pid in a replica id (`host-pid-random`).
-    fn pid_of(holder: &str) -> Option<u32> {
-        holder.rsplit('-').nth(1)?.parse().ok()
-    }
-
     async fn holder(store: &Store) -> Option<(u32, i64)> {
-        let row = store.lease("default").await.ok()??;
-        Some((pid_of(&row.holder)?, row.generation))
+        crate::support::replicas::holder(store, "default").await
     }
 
     /// A replica's API calls to `system` (its `/metrics`), the properties check at start aside.
@@ -250,19 +210,6 @@ mod processes {
             .filter(|l| !l.starts_with("properties."))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
-    }
-
-    /// Every delivery finished, the inbox processed and the outbox empty of work.
-    async fn settled(sb: &SandboxHandle, store: &Store) -> bool {
-        if !sb.webhook_deliveries().iter().all(|d| d.finished) {
-            return false;
-        }
-        let depth = store.inbox_depth().await.map(|(n, _)| n).unwrap_or(1);
-        let busy = store.outbox_counts().await.map_or(true, |c| {
-            c.iter()
-                .any(|(_, state, n)| *n > 0 && (state == "pending" || state == "sending"))
-        });
-        depth == 0 && !busy
     }
 
     /// Three `leadsync run` on one PostgreSQL store behind one load balancer, webhooks coming in
@@ -374,47 +321,14 @@ mod processes {
         }
 
         // No acknowledged event lost: each event of each delivery answered 2xx is processed.
-        let mut acknowledged = std::collections::BTreeSet::new();
-        for d in sb.webhook_deliveries().iter().filter(|d| d.delivered) {
-            for e in &d.events {
-                let parsed: HubSpotEvent = serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap();
-                acknowledged.insert(dedupe_key(&parsed));
-            }
-        }
-        assert!(
-            acknowledged.len() >= FORMS as usize,
-            "{} events acknowledged",
-            acknowledged.len()
-        );
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        let rows = sqlx::query("SELECT dedupe_key FROM inbox WHERE processed_at IS NOT NULL")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        let processed: std::collections::BTreeSet<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
-        let lost: Vec<&String> = acknowledged.iter().filter(|k| !processed.contains(*k)).collect();
+        let (acknowledged, lost) = acknowledged_and_lost(&sb, &url).await;
+        assert!(acknowledged >= FORMS as usize, "{acknowledged} events acknowledged");
         assert!(lost.is_empty(), "acknowledged events not processed: {lost:?}");
 
         // No Salesforce record created twice, and the demo requests did reach Salesforce.
-        let contacts = sb.salesforce_records("Contact");
-        let mut by_email: BTreeMap<String, u32> = BTreeMap::new();
-        for c in &contacts {
-            *by_email
-                .entry(c["Email"].as_str().unwrap_or("").to_lowercase())
-                .or_default() += 1;
-        }
-        assert!(!contacts.is_empty(), "no lead was promoted: the test proves nothing");
-        let twice: Vec<_> = by_email.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "Salesforce contacts created twice: {twice:?}");
-        let mut by_name: BTreeMap<String, u32> = BTreeMap::new();
-        for a in sb.salesforce_records("Account") {
-            *by_name.entry(a["Name"].as_str().unwrap_or("").to_string()).or_default() += 1;
-        }
-        assert!(
-            by_name.values().all(|n| *n == 1),
-            "Salesforce accounts created twice: {by_name:?}"
-        );
+        let (contacts, twice) = created_twice(&sb);
+        assert!(contacts > 0, "no lead was promoted: the test proves nothing");
+        assert!(twice.is_empty(), "Salesforce records created twice: {twice:?}");
 
         // Only the holders called the portal: a replica that never held the lease made no API
         // call but the start's check of leadsync's properties (each replica's own /metrics).
@@ -453,7 +367,6 @@ mod processes {
             let _ = child.wait().await;
         }
         store.close().await;
-        pool.close().await;
         sb.shutdown().await;
     }
 

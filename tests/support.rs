@@ -859,3 +859,121 @@ pub fn lead_at_company(contact: &str, domain: &str, name: &str) -> (Properties, 
 
 /// A HubSpot object's properties, by name.
 pub type Properties = std::collections::BTreeMap<String, String>;
+
+/// `leadsync run` processes on one store (`replicas::processes`, `portals::`): ports, a load
+/// balancer in front, the lease's holder, and what "the work is done, once" means.
+pub mod replicas {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use leadsync::sandbox::SandboxHandle;
+    use leadsync::server::intake::{HubSpotEvent, dedupe_key};
+    use leadsync::store::Store;
+
+    /// A port free on loopback now, for a child process to bind.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A load balancer on loopback: each connection goes to the next replica that accepts it.
+    pub async fn balancer(ports: Vec<u16>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let next = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (ports, next) = (ports.clone(), next.clone());
+                tokio::spawn(async move {
+                    for _ in 0..ports.len() {
+                        let p = ports[next.fetch_add(1, Ordering::SeqCst) % ports.len()];
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", p)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// The pid in a replica id (`host-pid-random`).
+    pub fn pid_of(holder: &str) -> Option<u32> {
+        holder.rsplit('-').nth(1)?.parse().ok()
+    }
+
+    /// The process holding `portal`'s lease in `store` and the lease's generation.
+    pub async fn holder(store: &Store, portal: &str) -> Option<(u32, i64)> {
+        let row = store.lease(portal).await.ok()??;
+        Some((pid_of(&row.holder)?, row.generation))
+    }
+
+    /// Every delivery finished, the inbox processed and the outbox empty of work.
+    pub async fn settled(sb: &SandboxHandle, store: &Store) -> bool {
+        if !sb.webhook_deliveries().iter().all(|d| d.finished) {
+            return false;
+        }
+        let depth = store.inbox_depth().await.map(|(n, _)| n).unwrap_or(1);
+        let busy = store.outbox_counts().await.map_or(true, |c| {
+            c.iter()
+                .any(|(_, state, n)| *n > 0 && (state == "pending" || state == "sending"))
+        });
+        depth == 0 && !busy
+    }
+
+    /// The events of `sb`'s deliveries answered 2xx (by dedupe key), and those of them the
+    /// store at `url` has not processed.
+    pub async fn acknowledged_and_lost(sb: &SandboxHandle, url: &str) -> (usize, Vec<String>) {
+        let mut acknowledged = BTreeSet::new();
+        for d in sb.webhook_deliveries().iter().filter(|d| d.delivered) {
+            for e in &d.events {
+                let parsed: HubSpotEvent = serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap();
+                acknowledged.insert(dedupe_key(&parsed));
+            }
+        }
+        let pool = super::sql_pool(url).await;
+        let rows = sqlx::query("SELECT dedupe_key FROM inbox WHERE processed_at IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let processed: BTreeSet<String> = rows.iter().map(|r| sqlx::Row::get(r, 0)).collect();
+        let lost = acknowledged
+            .iter()
+            .filter(|k| !processed.contains(*k))
+            .cloned()
+            .collect();
+        (acknowledged.len(), lost)
+    }
+
+    /// `sb`'s Salesforce contacts, and those created twice (by email) with the accounts created
+    /// twice (by name).
+    pub fn created_twice(sb: &SandboxHandle) -> (usize, Vec<String>) {
+        let contacts = sb.salesforce_records("Contact");
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        for c in &contacts {
+            *seen
+                .entry(format!("Contact {}", c["Email"].as_str().unwrap_or("").to_lowercase()))
+                .or_default() += 1;
+        }
+        for a in sb.salesforce_records("Account") {
+            *seen
+                .entry(format!("Account {}", a["Name"].as_str().unwrap_or("")))
+                .or_default() += 1;
+        }
+        let twice = seen
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        (contacts.len(), twice)
+    }
+}

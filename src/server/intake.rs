@@ -61,10 +61,44 @@ impl IntakeError {
 
 impl axum::response::IntoResponse for IntakeError {
     fn into_response(self) -> axum::response::Response {
-        metrics::counter!("leadsync_webhook_refused_total", "status" => self.status().as_u16().to_string())
-            .increment(1);
         (self.status(), self.to_string()).into_response()
     }
+}
+
+/// A refusal and the portal it is about (index in [`Portals::routes`]), when one is: the
+/// portal whose inbox could not take its events. A delivery refused before it is routed (its
+/// signature, its body) or for a portal not served has none.
+struct Refusal {
+    error: IntakeError,
+    route: Option<usize>,
+}
+
+impl From<IntakeError> for Refusal {
+    fn from(error: IntakeError) -> Refusal {
+        Refusal { error, route: None }
+    }
+}
+
+/// The portal label of an intake series: none with one portal (as a single-portal file always
+/// had), else `portal="ID"` of the route, or `portal="unknown"` when the delivery names no
+/// portal this deployment serves. Never a raw id from the body: a signed delivery could still
+/// name any number of portals, each a new series.
+fn portal_labels(portals: &Portals, route: Option<usize>) -> Vec<metrics::Label> {
+    if !portals.several() {
+        return Vec::new();
+    }
+    let label = route.map_or_else(|| "unknown".to_string(), |r| portals.label(r));
+    vec![metrics::Label::new("portal", label)]
+}
+
+/// Counts a refusal (by status, and by portal with several) and answers it.
+fn answer(portals: &Portals, result: Result<StatusCode, Refusal>) -> Result<StatusCode, IntakeError> {
+    result.map_err(|Refusal { error, route }| {
+        let mut labels = portal_labels(portals, route);
+        labels.push(metrics::Label::new("status", error.status().as_u16().to_string()));
+        metrics::counter!("leadsync_webhook_refused_total", labels).increment(1);
+        error
+    })
 }
 
 /// One event of a Webhooks API delivery (the fields leadsync reads).
@@ -173,8 +207,21 @@ pub async fn webhooks(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, IntakeError> {
+    answer(
+        &portals,
+        webhook_delivery(&portals, &method, &uri, &headers, &body).await,
+    )
+}
+
+async fn webhook_delivery(
+    portals: &Portals,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<StatusCode, Refusal> {
     let started = Instant::now();
-    let signed = signed_uri(&portals.first().app, &headers, &uri);
+    let signed = signed_uri(&portals.first().app, headers, uri);
     let now = Utc::now().timestamp_millis();
     let (_, signs_for) = portals
         .verify(|secret| {
@@ -182,25 +229,45 @@ pub async fn webhooks(
                 secret,
                 method.as_str(),
                 &signed,
-                &body,
-                header(&headers, "x-hubspot-request-timestamp"),
-                header(&headers, "x-hubspot-signature-v3"),
+                body,
+                header(headers, "x-hubspot-request-timestamp"),
+                header(headers, "x-hubspot-signature-v3"),
                 now,
             )
-        })?
+        })
+        .map_err(IntakeError::from)?
         .ok_or(IntakeError::NoSecret)?;
-    let events = webhook_events(&body)?;
+    let events = webhook_events(body)?;
     let n = events.len() as u64;
     let routed = route(
-        &portals,
+        portals,
         signs_for,
         events.into_iter().enumerate().map(|(i, (p, e))| (i, p, e)),
     )?;
-    let kept = save_routed(&portals, routed.kept).await?;
-    metrics::counter!("leadsync_webhook_deliveries_total").increment(1);
-    metrics::counter!("leadsync_webhook_events_total").increment(n);
-    metrics::histogram!("leadsync_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
-    refuse_unknown(routed.unknown, kept)
+    // A delivery is counted under each portal it carried events of, `unknown` for those of
+    // portals not served and for one with no event at all (one portal: every event its own,
+    // unlabelled).
+    let mut counted: Vec<(Option<usize>, u64)> = match portals.several() {
+        false => vec![(None, n)],
+        true => routed
+            .kept
+            .iter()
+            .map(|(r, rows)| (Some(*r), rows.len() as u64))
+            .collect(),
+    };
+    let unknown: usize = routed.unknown.values().sum();
+    if unknown > 0 || counted.is_empty() {
+        counted.push((None, unknown as u64));
+    }
+    let kept = save_routed(portals, routed.kept).await?;
+    let ack = started.elapsed().as_secs_f64();
+    for (r, events) in counted {
+        let labels = portal_labels(portals, r);
+        metrics::counter!("leadsync_webhook_deliveries_total", labels.clone()).increment(1);
+        metrics::counter!("leadsync_webhook_events_total", labels.clone()).increment(events);
+        metrics::histogram!("leadsync_webhook_ack_seconds", labels).record(ack);
+    }
+    Ok(refuse_unknown(routed.unknown, kept)?)
 }
 
 /// `POST /webhooks/hubspot/workflow`: a workflow "send a webhook" action (a contact record,
@@ -213,22 +280,36 @@ pub async fn workflow(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, IntakeError> {
-    let signed = signed_uri(&portals.first().app, &headers, &uri);
+    answer(
+        &portals,
+        workflow_delivery(&portals, &method, &uri, &headers, &body).await,
+    )
+}
+
+async fn workflow_delivery(
+    portals: &Portals,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<StatusCode, Refusal> {
+    let signed = signed_uri(&portals.first().app, headers, uri);
     let (secret, signs_for) = portals
         .verify(|secret| {
             signature::verify_v2(
                 secret,
                 method.as_str(),
                 &signed,
-                &body,
-                header(&headers, "x-hubspot-signature"),
+                body,
+                header(headers, "x-hubspot-signature"),
             )
-        })?
+        })
+        .map_err(IntakeError::from)?
         .ok_or(IntakeError::NoSecret)?;
-    let (portal, row) = workflow_row_of_portal(secret, &body)?;
-    let routed = route(&portals, signs_for, [(0, portal, row)])?;
-    let kept = save_routed(&portals, routed.kept).await?;
-    refuse_unknown(routed.unknown, kept)
+    let (portal, row) = workflow_row_of_portal(secret, body)?;
+    let routed = route(portals, signs_for, [(0, portal, row)])?;
+    let kept = save_routed(portals, routed.kept).await?;
+    Ok(refuse_unknown(routed.unknown, kept)?)
 }
 
 /// A delivery's rows by the portal they go to (index in [`Portals::routes`]), and the events
@@ -268,8 +349,9 @@ fn route(
     Ok(routed)
 }
 
-/// Saves each portal's rows in its inbox; the number of rows kept.
-async fn save_routed(portals: &Portals, kept: BTreeMap<usize, Vec<InboxEvent>>) -> Result<usize, IntakeError> {
+/// Saves each portal's rows in its inbox; the number of rows kept. A portal whose inbox
+/// refuses them is the refusal's.
+async fn save_routed(portals: &Portals, kept: BTreeMap<usize, Vec<InboxEvent>>) -> Result<usize, Refusal> {
     let mut n = 0;
     for (r, rows) in kept {
         n += rows.len();
@@ -278,7 +360,9 @@ async fn save_routed(portals: &Portals, kept: BTreeMap<usize, Vec<InboxEvent>>) 
             metrics::counter!("leadsync_webhook_portal_events_total", "portal" => portals.label(r))
                 .increment(rows.len() as u64);
         }
-        save(&route.app, &route.inbox, rows).await?;
+        save(&route.app, &route.inbox, rows, portal_labels(portals, Some(r)))
+            .await
+            .map_err(|error| Refusal { error, route: Some(r) })?;
     }
     Ok(n)
 }
@@ -376,14 +460,20 @@ fn workflow_record_id(record: &serde_json::Value) -> Option<String> {
 }
 
 /// Keeps the events through the group-commit writer: returns once they are committed.
-async fn save(state: &AppState, inbox: &InboxWriter, rows: Vec<InboxEvent>) -> Result<(), IntakeError> {
+/// Duplicates are counted under `labels` (the portal's, with several).
+async fn save(
+    state: &AppState,
+    inbox: &InboxWriter,
+    rows: Vec<InboxEvent>,
+    labels: Vec<metrics::Label>,
+) -> Result<(), IntakeError> {
     if rows.is_empty() {
         return Ok(());
     }
     let n = rows.len() as u64;
     match inbox.put(rows).await {
         Ok(new) => {
-            metrics::counter!("leadsync_webhook_duplicates_total").increment(n - new);
+            metrics::counter!("leadsync_webhook_duplicates_total", labels).increment(n - new);
             state.wake.notify_one();
             Ok(())
         }

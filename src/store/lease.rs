@@ -226,7 +226,8 @@ impl Store {
         if held {
             Ok(())
         } else {
-            metrics::counter!("leadsync_fenced_writes_total").increment(1);
+            // Under the portal whose work wrote (`sync::portal`), as its other counters.
+            metrics::counter!("leadsync_fenced_writes_total", crate::sync::portal::metric_labels()).increment(1);
             Err(StoreError::Fenced {
                 portal: fence.portal.clone(),
                 generation: fence.generation,

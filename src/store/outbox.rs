@@ -527,9 +527,9 @@ impl Store {
             })
             .await?;
         // Every dead letter is counted here, whichever worker set it aside (promotions and
-        // HubSpot writes alike).
+        // HubSpot writes alike), under the portal whose worker it is (`sync::portal`).
         if next == OutboxState::Dead && changed > 0 {
-            metrics::counter!("leadsync_dead_letters_total").increment(changed);
+            metrics::counter!("leadsync_dead_letters_total", crate::sync::portal::metric_labels()).increment(changed);
         }
         Ok(())
     }

@@ -185,7 +185,7 @@ impl Syncer {
         let ids: Vec<i64> = events.iter().map(|p| p.row.id).collect();
         self.store.inbox_done(&ids, now).await?;
         let oldest = events.iter().map(|p| p.row.received_at).min().unwrap_or(now);
-        metrics::histogram!("leadsync_inbox_processing_lag_seconds")
+        metrics::histogram!("leadsync_inbox_processing_lag_seconds", super::portal::metric_labels())
             .record((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
         Ok(())
     }

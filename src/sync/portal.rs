@@ -1,7 +1,8 @@
 //! The portal a task works for, in a deployment of several (`[[portals]]`): its jobs' log lines
 //! carry it in a `portal` span, and the pipeline's own counters (evaluations, transitions,
-//! promotions, lease takeovers) are labelled `portal="ID"` with it, as the inbox, outbox and
-//! API series are. A single-portal file has no such label, as before.
+//! promotions, lease takeovers, dead letters, fenced writes, inbox lag) are labelled
+//! `portal="ID"` with it, as the inbox, outbox, API and webhook-intake series are. A
+//! single-portal file has no such label, as before.
 //!
 //! The daemon runs each portal's work inside [`PortalScope::run`]; the scheduler carries the
 //! scope into the tasks it spawns (each cron job's run, the outbox worker), which neither a
