@@ -744,5 +744,8 @@ async fn check_online_lists_which_salesforce_fields_are_leadsync_s_and_which_are
         !stderr.contains("LeadSync_"),
         "the sandbox org has every context field, of the right type: {stderr}"
     );
+    // The shipped mapping passes against the sandbox's org: every text field it sends is cut
+    // to the field's length (it once lacked `truncate` on the Opportunity's Description).
+    assert!(out.status.success(), "{stdout}\n{stderr}");
     sb.shutdown().await;
 }

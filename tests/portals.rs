@@ -1249,17 +1249,8 @@ async fn check_online_compares_each_portal_s_salesforce_mapping_with_its_own_org
 
     let dir = tempfile::tempdir().unwrap();
     copy_mappings(&dir.path().join("mappings"));
-    // The org's Description is a long text area: the mapping says how long a value may be, so
-    // the sandbox org matches the file whole.
-    let mapping = dir.path().join("mappings/salesforce.toml");
-    let text = std::fs::read_to_string(&mapping).unwrap();
-    let description = "field = \"Description\"\n";
-    assert!(text.contains(description), "the shipped mapping writes the Description");
-    std::fs::write(
-        &mapping,
-        text.replacen(description, &format!("{description}truncate = 32000\n"), 1),
-    )
-    .unwrap();
+    // The shipped mapping matches the sandbox org whole
+    // (`cli::check_online_lists_which_salesforce_fields_are_leadsync_s_and_which_are_sales`).
     let config = format!(
         "[[portals]]\n[portals.hubspot]\nportal_id = 42\napi_base_url = {:?}\ntoken_url = {:?}\n\
          client_id = {:?}\nclient_secret = {:?}\nrefresh_token = {:?}\n\

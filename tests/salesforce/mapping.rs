@@ -89,7 +89,8 @@ async fn check_online_names_each_mismatch_and_nothing_else() {
             ("AccountId", "reference", 18, &[]),
             ("OwnerId", "reference", 18, &[]),
             ("LeadSource", "picklist", 255, SOURCES),
-            ("Description", "textarea", 32000, &[]), // no truncate in the file
+            // Shorter than the file's `truncate = 32000`: longer values would be refused.
+            ("Description", "textarea", 255, &[]),
             ("LeadSync_Key__c", "string", 80, &[]),
             ("LeadSync_Engagement_Score__c", "double", 0, &[]),
             // Amount missing
