@@ -874,3 +874,73 @@ async fn two_inbox_passes_on_two_store_handles_claim_each_event_once(on: Backend
     b.close().await;
     app.stack.shutdown().await.unwrap();
 }
+
+// README (Figures, backfill): "a drain sends up to three batch updates at once … a call that
+// fails leaves only its own contacts due again"
+#[tokio::test]
+async fn a_drain_sends_three_batch_updates_from_one_claim_and_a_refused_one_leaves_only_its_contacts_due() {
+    use std::sync::Arc;
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let (store, _dir) = crate::support::sqlite().await;
+    let server = MockServer::start().await;
+    // The call that carries contact 1150 is refused whole; the others are echoed.
+    Mock::given(method("POST"))
+        .and(path("/crm/v3/objects/contacts/batch/update"))
+        .and(body_string_contains("\"1150\""))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "status": "error", "category": "VALIDATION_ERROR", "message": "refused for the test"
+        })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    crate::support::mount_batch_update_echo(&server).await;
+    let now = crate::common::now();
+    for i in 1000..1300 {
+        let payload = json!({"properties": {"leadsync_grade": "B2"}}).to_string();
+        store
+            .enqueue(
+                OutboxKind::HubSpotWrite,
+                &format!("hs:{i}"),
+                &i.to_string(),
+                &payload,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let rules = leadsync::lifecycle::Rules::from_source(&leadsync::diagnostics::SourceText::new(
+        "lifecycle.toml",
+        crate::common::default_rules_text(),
+    ))
+    .unwrap();
+    let client = crate::support::hubspot_client(&server.uri());
+    let syncer = leadsync::sync::Syncer::new(Arc::new(rules), Arc::new(client), store.clone(), None);
+    assert!(
+        syncer.drain_outbox(Priority::Background, now).await.is_err(),
+        "the refused call is the drain's error"
+    );
+
+    let updates = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/crm/v3/objects/contacts/batch/update")
+        .count();
+    assert_eq!(updates, 3, "one claim of 300 contacts, three calls of 100");
+    let due: Vec<String> = store
+        .due(OutboxKind::HubSpotWrite, now + Duration::minutes(2), 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.contact_id)
+        .collect();
+    let refused: Vec<String> = (1100..1200).map(|i| i.to_string()).collect();
+    assert_eq!(due, refused, "only the refused call's contacts are due again");
+    for (id, written) in [("1000", true), ("1199", false), ("1299", true)] {
+        let id = HubSpotId::try_from(id.to_string()).unwrap();
+        assert_eq!(store.wrote(&id, "leadsync_grade", "B2").await.unwrap(), written, "{id}");
+    }
+}

@@ -5,17 +5,23 @@
 //! only re-sent if HubSpot does not hold its values, so a crash never writes the same values
 //! twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
+use crate::hubspot::contacts::UpdateOutcome;
 use crate::hubspot::limiter::Priority;
 use crate::hubspot::types::BATCH_LIMIT;
 use crate::lifecycle::HubSpotId;
 use crate::store::{Lapsed, OutboxItem, OutboxKind, OutboxState};
 use crate::sync::decide::WritePayload;
 use crate::sync::{SyncError, Syncer};
+
+/// Batch update calls a drain sends at once (each of up to 100 contacts): one call after
+/// another, the write-back fell behind a backfill's commits, and the promotions, drained once
+/// the writes are, waited for its end.
+const CALLS_AT_ONCE: usize = 3;
 
 /// One contact's items, their merged properties, and the lifecycle move if any.
 type Merged<'a> = (Vec<&'a OutboxItem>, BTreeMap<String, String>, Option<(String, bool)>);
@@ -44,9 +50,10 @@ pub async fn drain(
     let mut written = 0;
     loop {
         // Claimed: another drain on the store (another replica's) skips them.
+        let claim = BATCH_LIMIT * CALLS_AT_ONCE;
         let due = match which {
-            Writes::All => s.store.claim(OutboxKind::HubSpotWrite, now, BATCH_LIMIT).await?,
-            Writes::BesidePromotions => s.store.claim_writes_beside_promotions(now, BATCH_LIMIT).await?,
+            Writes::All => s.store.claim(OutboxKind::HubSpotWrite, now, claim).await?,
+            Writes::BesidePromotions => s.store.claim_writes_beside_promotions(now, claim).await?,
         };
         if due.is_empty() {
             return Ok(written);
@@ -91,18 +98,54 @@ pub async fn drain(
                 updates.push((id.clone(), sent));
             }
         }
-        let outcome = match s.hubspot.batch_update_contacts(&updates, priority).await {
-            Ok(o) => o,
-            Err(e) => {
-                let retry = now + Duration::minutes(1);
-                for item in &due {
-                    s.store
-                        .failed(item, &e.to_string(), OutboxState::Pending, retry)
-                        .await?;
+        // The claim's updates, 100 a call, sent at once: all of a contact's items are in one
+        // claim and its update in one call, so no two calls in flight write one contact.
+        let chunks: Vec<_> = updates.chunks(BATCH_LIMIT).collect();
+        let answers =
+            futures::future::join_all(chunks.iter().map(|c| s.hubspot.batch_update_contacts(c, priority))).await;
+        let mut outcome = UpdateOutcome::default();
+        let mut failure = None;
+        let mut unsent: HashSet<&str> = HashSet::new();
+        for (chunk, answer) in chunks.iter().zip(answers) {
+            match answer {
+                Ok(o) => {
+                    outcome.updated.extend(o.updated);
+                    outcome.failed.extend(o.failed);
+                    outcome.updated_at.extend(o.updated_at);
                 }
-                return Err(e.into());
+                Err(e) => {
+                    unsent.extend(chunk.iter().map(|(id, _)| id.as_str()));
+                    failure.get_or_insert(e);
+                }
             }
-        };
+        }
+        if let Some(e) = failure {
+            // The calls that landed are saved as written; the rest, and every backward move
+            // (not tried), are due again in a minute.
+            let retry = now + Duration::minutes(1);
+            let mut done = Vec::new();
+            let mut ledger = Vec::new();
+            for (id, (items, props, life)) in &by_id {
+                let landed = !unsent.contains(id.as_str())
+                    && !matches!(life, Some((_, true)))
+                    && !outcome.failed.iter().any(|(f, _)| f == id);
+                for item in items {
+                    if landed {
+                        done.push((*item).clone());
+                    } else {
+                        s.store
+                            .failed(item, &e.to_string(), OutboxState::Pending, retry)
+                            .await?;
+                    }
+                }
+                if landed && let Ok(hid) = HubSpotId::try_from(id.clone()) {
+                    ledger.push((hid, props.clone()));
+                }
+            }
+            s.store.record_writes_marked(&ledger, &outcome.updated_at, now).await?;
+            s.store.done(&done, now).await?;
+            return Err(e.into());
+        }
         // A backward move (recycle) clears, then sets, in two requests, and reads it back.
         let mut backward_failed = Vec::new();
         for (id, value) in &backward {
