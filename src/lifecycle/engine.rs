@@ -88,6 +88,10 @@ pub fn evaluate_signalled<'a>(
         let mut damped = None;
         let mut via_shortcut = false;
         let mut stage_reason = None;
+        // What the conditions answered in an earlier round of this pass: a round asks again
+        // from a higher stage in the same context, which differs only by a fan's damping.
+        let (mut kept_gate, mut kept_opt_out, mut kept_shortcut) = (Kept::new(), Kept::new(), Kept::new());
+        let mut kept_stage: [Kept<bool>; Stage::ALL.len()] = std::array::from_fn(|_| Kept::new());
         let (gate, opted_out, lost_since, recycling, fan) = loop {
             let current = st.stage;
 
@@ -106,18 +110,18 @@ pub fn evaluate_signalled<'a>(
 
             // ---- side statuses that gate automatic moves --------------------------------
             let below = |b: Option<Stage>| b.is_none_or(|b| current.is_none_or(|c| c < b));
-            let gate = rules
-                .gates
-                .rules
-                .iter()
-                .filter(|_| below(rules.gates.apply_below))
-                .find(|g| g.when.eval(&ctx));
-            let opted_out = rules
-                .opt_out
-                .rules
-                .iter()
-                .filter(|_| below(rules.opt_out.apply_below))
-                .find(|g| g.when.eval(&ctx));
+            let gate = if below(rules.gates.apply_below) {
+                kept_gate.get(ctx.engagement, || rules.gates.rules.iter().find(|g| g.when.eval(&ctx)))
+            } else {
+                None
+            };
+            let opted_out = if below(rules.opt_out.apply_below) {
+                kept_opt_out.get(ctx.engagement, || {
+                    rules.opt_out.rules.iter().find(|g| g.when.eval(&ctx))
+                })
+            } else {
+                None
+            };
             let cooling = st.cooldown_until.is_some_and(|c| now < c);
             let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
             let fan = rules
@@ -157,11 +161,12 @@ pub fn evaluate_signalled<'a>(
                 .iter()
                 .rev()
                 .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
-                .find(|r| r.when.eval(&ctx))
+                .find(|r| kept_stage[r.stage.index()].get(ctx.engagement, || r.when.eval(&ctx)))
                 .and_then(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
             let sc = &rules.shortcuts;
             let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
-                sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
+                // A note it adds is the same each time, and `note` keeps one.
+                kept_shortcut.get(ctx.engagement, || sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
                     let why = s.when.why(&ctx)?;
                     if let Some(req) = &sc.requires {
                         if !req.eval(&ctx) {
@@ -177,7 +182,7 @@ pub fn evaluate_signalled<'a>(
                         }
                     }
                     Some((sc.to, format!("{}: {why}", s.reason)))
-                })
+                }))
             } else {
                 None
             };
@@ -196,7 +201,7 @@ pub fn evaluate_signalled<'a>(
             };
             via_shortcut |= shortcut;
             for r in rules.stages.iter().filter(|r| Some(r.stage) > current && r.stage < to) {
-                let skipped = !r.when.eval(&ctx);
+                let skipped = !kept_stage[r.stage.index()].get(ctx.engagement, || r.when.eval(&ctx));
                 st.stages.insert(r.stage, StageEntry { at: now, skipped });
                 if skipped {
                     transitions.push(Transition {
@@ -335,6 +340,30 @@ pub fn evaluate_signalled<'a>(
             notes,
             state: st,
         };
+    }
+}
+
+/// A condition's answer within one pass of [`evaluate_signalled`], with the engagement score it
+/// saw: every other input of a condition (properties, derived values, fit, events, `now`) is the
+/// same for the whole pass, so the same score gives the same answer.
+struct Kept<T>(Option<(u64, T)>);
+
+impl<T: Clone> Kept<T> {
+    fn new() -> Self {
+        Kept(None)
+    }
+
+    /// The answer kept for `engagement`, or `compute`d now (and kept).
+    fn get(&mut self, engagement: f64, compute: impl FnOnce() -> T) -> T {
+        let key = engagement.to_bits();
+        if let Some((k, v)) = &self.0 {
+            if *k == key {
+                return v.clone();
+            }
+        }
+        let v = compute();
+        self.0 = Some((key, v.clone()));
+        v
     }
 }
 
@@ -892,6 +921,23 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn a_kept_answer_is_computed_once_per_engagement_score() {
+        let mut kept = Kept::new();
+        let mut asked = 0;
+        let mut ask = |kept: &mut Kept<bool>, engagement: f64| {
+            kept.get(engagement, || {
+                asked += 1;
+                engagement >= 35.0
+            })
+        };
+        assert!(ask(&mut kept, 40.0));
+        assert!(ask(&mut kept, 40.0));
+        assert!(!ask(&mut kept, 10.0), "a fan's damped score is asked again");
+        assert!(ask(&mut kept, 40.0));
+        assert_eq!(asked, 3);
+    }
 
     #[test]
     fn a_decayed_engagement_score_is_written_only_when_it_matters() {
