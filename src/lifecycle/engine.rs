@@ -381,7 +381,11 @@ fn observe_hubspot_stage(
         .get(&rules.output().lifecycle_property)
         .map(|v| v.trim())
         .filter(|v| !v.is_empty());
-    let seen = std::mem::replace(&mut st.hubspot_stage_seen, value.map(str::to_string));
+    // Seen as it was last time (the usual case): kept, not copied again.
+    let seen_before = value.is_some() && st.hubspot_stage_seen.as_deref() == value;
+    if !seen_before {
+        st.hubspot_stage_seen = value.map(str::to_string);
+    }
     let Some(v) = value else { return };
     let Some(theirs) = rules.stage_for_hubspot(v) else {
         notes.push(format!(
@@ -390,7 +394,7 @@ fn observe_hubspot_stage(
         return;
     };
     let ours = st.stage.map(|s| rules.hubspot_value(s));
-    if ours.is_some_and(|o| o.eq_ignore_ascii_case(v)) || seen.as_deref() == Some(v) {
+    if ours.is_some_and(|o| o.eq_ignore_ascii_case(v)) || seen_before {
         return; // in sync, or our own write not visible yet
     }
     let ours_rank = ours.and_then(|o| rules.stage_for_hubspot(o));
@@ -519,8 +523,8 @@ pub(super) fn prepare_events<'a>(
         kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     }
     // The same page or form comes back often: classify each distinct value once.
-    let mut urls: Vec<(&str, usize)> = Vec::new();
-    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::new();
+    let mut urls: Vec<(&str, usize)> = Vec::with_capacity(8);
+    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::with_capacity(8);
     let prepared = kept
         .into_iter()
         .enumerate()
@@ -592,16 +596,25 @@ fn known_urls(rules: &Rules, events: &[Prepared<'_>], memo: &[Cell<u8>]) {
 
 /// Cheap check first (hashes), so the usual case, all ids distinct, needs no string sort.
 fn has_repeated_id(events: &[&Event]) -> bool {
-    let mut hashes: Vec<u64> = events
-        .iter()
-        .map(|e| {
-            e.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
+    let hash = |e: &&Event| {
+        e.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         })
-        .collect();
-    hashes.sort_unstable();
-    hashes.windows(2).any(|w| w[0] == w[1])
+    };
+    let repeated = |hashes: &mut [u64]| {
+        hashes.sort_unstable();
+        hashes.windows(2).any(|w| w[0] == w[1])
+    };
+    // A contact's usual few dozen events are hashed on the stack.
+    let mut stack = [0u64; 64];
+    if events.len() <= stack.len() {
+        let hashes = &mut stack[..events.len()];
+        for (h, e) in hashes.iter_mut().zip(events) {
+            *h = hash(e);
+        }
+        return repeated(hashes);
+    }
+    repeated(&mut events.iter().map(hash).collect::<Vec<u64>>())
 }
 
 fn content_cmp(a: &Event, b: &Event) -> std::cmp::Ordering {
@@ -921,6 +934,30 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn a_repeated_event_id_is_found_on_the_stack_and_past_it() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 10, 14, 0, 0).unwrap();
+        let event = |id: String| Event {
+            id,
+            kind: EventKind::PageView,
+            at,
+            url: None,
+            form: None,
+            campaign: None,
+            direction: None,
+            outcome: None,
+            owner: None,
+        };
+        for n in [2usize, 64, 65, 200] {
+            let mut events: Vec<Event> = (0..n).map(|i| event(format!("ev-{i}"))).collect();
+            let refs: Vec<&Event> = events.iter().collect();
+            assert!(!has_repeated_id(&refs), "{n} distinct ids");
+            events[n - 1].id = "ev-0".into();
+            let refs: Vec<&Event> = events.iter().collect();
+            assert!(has_repeated_id(&refs), "{n} ids, the last one repeated");
+        }
+    }
 
     #[test]
     fn a_kept_answer_is_computed_once_per_engagement_score() {

@@ -228,7 +228,8 @@ impl Predicate {
                 let (count, last) = ep.matching(ctx).fold((0, None), |(n, _), p| (n + 1, Some(p)));
                 let last = last.filter(|_| count >= ep.count_at_least)?;
                 Some({
-                    let mut s = String::new();
+                    // Kind, form and date: one allocation, not one per part.
+                    let mut s = String::with_capacity(64);
                     if count > 1 {
                         let _ = write!(s, "{count} × ");
                     }

@@ -95,6 +95,9 @@ pub(crate) fn engagement<'a: 'c, 'c>(
                 }));
             } else {
                 cap.seen_any = true;
+                if cap.seen.capacity() == 0 {
+                    cap.seen.reserve(8); // a few pages or forms: no regrowth one by one
+                }
                 cap.seen.push(key);
             }
         }
