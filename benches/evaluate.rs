@@ -1,6 +1,10 @@
 //! `cargo bench --bench evaluate`: evaluations per second per core of `evaluate` on a contact
 //! with 50 events and the shipped default rules. Prints the median of 15 runs and its ratio to
 //! the 250,000/s target. Single-threaded, so the figure is per core.
+//!
+//! `EVALUATE_ONLY=transition` (or `steady`) runs one line; `EVALUATE_RUNS` and
+//! `EVALUATE_PER_RUN` shrink the runs, so `valgrind --tool=callgrind` can count the instructions
+//! of a few thousand evaluations (callgrind's counts do not move with the machine's load).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -13,6 +17,15 @@ use leadsync::lifecycle::{Event, EventKind, Rules, Snapshot, evaluate};
 const TARGET_PER_SECOND: f64 = 250_000.0;
 const RUNS: usize = 15;
 const PER_RUN: usize = 20_000;
+
+/// A positive count from the environment, or `default`.
+fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
 
 fn snapshot(now: DateTime<Utc>) -> Snapshot {
     let mut s: Snapshot = serde_json::from_str(
@@ -89,29 +102,34 @@ fn main() {
         again.transitions
     );
 
+    let only = std::env::var("EVALUATE_ONLY").unwrap_or_default();
+    let (runs, per_run) = (count("EVALUATE_RUNS", RUNS), count("EVALUATE_PER_RUN", PER_RUN));
     for (name, snap) in [
         ("transition (lead → mql every time)", &moving),
         ("steady (no change, nothing to write)", &steady),
     ] {
-        for _ in 0..PER_RUN / 4 {
+        if !only.is_empty() && !name.starts_with(only.as_str()) {
+            continue;
+        }
+        for _ in 0..per_run / 4 {
             black_box(evaluate(&rules, black_box(snap), now));
         }
-        let mut rates: Vec<f64> = (0..RUNS)
+        let mut rates: Vec<f64> = (0..runs)
             .map(|_| {
                 let start = Instant::now();
-                for _ in 0..PER_RUN {
+                for _ in 0..per_run {
                     black_box(evaluate(&rules, black_box(snap), now));
                 }
-                PER_RUN as f64 / start.elapsed().as_secs_f64()
+                per_run as f64 / start.elapsed().as_secs_f64()
             })
             .collect();
         rates.sort_by(f64::total_cmp);
-        let median = rates[RUNS / 2];
+        let median = rates[runs / 2];
         println!(
-            "evaluate, {name}: median {:.0}/s/core over {RUNS} runs of {PER_RUN} (min {:.0}, max {:.0}); {:.2}× the {:.0}/s target; {:.2} µs each",
+            "evaluate, {name}: median {:.0}/s/core over {runs} runs of {per_run} (min {:.0}, max {:.0}); {:.2}× the {:.0}/s target; {:.2} µs each",
             median,
             rates[0],
-            rates[RUNS - 1],
+            rates[runs - 1],
             median / TARGET_PER_SECOND,
             TARGET_PER_SECOND,
             1e6 / median

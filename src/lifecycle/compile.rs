@@ -916,7 +916,7 @@ impl Compiler<'_> {
             if let Some(p) = &text_property {
                 self.enum_ref(p, &v, e.span(), format!("{field}.equals"));
             }
-            tests.push(Test::Equals(v));
+            tests.push(Test::equals(v));
         }
         if let Some(vs) = &r.in_values {
             orphan(self, vs.span(), "in");
@@ -926,7 +926,7 @@ impl Compiler<'_> {
                     self.enum_ref(p, v, vs.span(), format!("{field}.in"));
                 }
             }
-            tests.push(Test::In(values));
+            tests.push(Test::one_of(values));
         }
         if let Some(l) = &r.in_list {
             orphan(self, l.span(), "in_list");

@@ -88,6 +88,10 @@ pub fn evaluate_signalled<'a>(
         let mut damped = None;
         let mut via_shortcut = false;
         let mut stage_reason = None;
+        // What the conditions answered in an earlier round of this pass: a round asks again
+        // from a higher stage in the same context, which differs only by a fan's damping.
+        let (mut kept_gate, mut kept_opt_out, mut kept_shortcut) = (Kept::new(), Kept::new(), Kept::new());
+        let mut kept_stage: [Kept<bool>; Stage::ALL.len()] = std::array::from_fn(|_| Kept::new());
         let (gate, opted_out, lost_since, recycling, fan) = loop {
             let current = st.stage;
 
@@ -106,18 +110,18 @@ pub fn evaluate_signalled<'a>(
 
             // ---- side statuses that gate automatic moves --------------------------------
             let below = |b: Option<Stage>| b.is_none_or(|b| current.is_none_or(|c| c < b));
-            let gate = rules
-                .gates
-                .rules
-                .iter()
-                .filter(|_| below(rules.gates.apply_below))
-                .find(|g| g.when.eval(&ctx));
-            let opted_out = rules
-                .opt_out
-                .rules
-                .iter()
-                .filter(|_| below(rules.opt_out.apply_below))
-                .find(|g| g.when.eval(&ctx));
+            let gate = if below(rules.gates.apply_below) {
+                kept_gate.get(ctx.engagement, || rules.gates.rules.iter().find(|g| g.when.eval(&ctx)))
+            } else {
+                None
+            };
+            let opted_out = if below(rules.opt_out.apply_below) {
+                kept_opt_out.get(ctx.engagement, || {
+                    rules.opt_out.rules.iter().find(|g| g.when.eval(&ctx))
+                })
+            } else {
+                None
+            };
             let cooling = st.cooldown_until.is_some_and(|c| now < c);
             let nurture_only = st.recycle_count >= rules.recycle.max_cycles;
             let fan = rules
@@ -157,11 +161,12 @@ pub fn evaluate_signalled<'a>(
                 .iter()
                 .rev()
                 .filter(|r| Some(r.stage) > current && !blocked(&r.blocked_by))
-                .find(|r| r.when.eval(&ctx))
+                .find(|r| kept_stage[r.stage.index()].get(ctx.engagement, || r.when.eval(&ctx)))
                 .and_then(|r| r.when.why(&ctx).map(|why| (r.stage, why)));
             let sc = &rules.shortcuts;
             let by_shortcut = if Some(sc.to) > current && !blocked(&sc.blocked_by) {
-                sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
+                // A note it adds is the same each time, and `note` keeps one.
+                kept_shortcut.get(ctx.engagement, || sc.rules.iter().filter(|s| s.when.eval(&ctx)).find_map(|s| {
                     let why = s.when.why(&ctx)?;
                     if let Some(req) = &sc.requires {
                         if !req.eval(&ctx) {
@@ -177,7 +182,7 @@ pub fn evaluate_signalled<'a>(
                         }
                     }
                     Some((sc.to, format!("{}: {why}", s.reason)))
-                })
+                }))
             } else {
                 None
             };
@@ -196,7 +201,7 @@ pub fn evaluate_signalled<'a>(
             };
             via_shortcut |= shortcut;
             for r in rules.stages.iter().filter(|r| Some(r.stage) > current && r.stage < to) {
-                let skipped = !r.when.eval(&ctx);
+                let skipped = !kept_stage[r.stage.index()].get(ctx.engagement, || r.when.eval(&ctx));
                 st.stages.insert(r.stage, StageEntry { at: now, skipped });
                 if skipped {
                     transitions.push(Transition {
@@ -338,6 +343,30 @@ pub fn evaluate_signalled<'a>(
     }
 }
 
+/// A condition's answer within one pass of [`evaluate_signalled`], with the engagement score it
+/// saw: every other input of a condition (properties, derived values, fit, events, `now`) is the
+/// same for the whole pass, so the same score gives the same answer.
+struct Kept<T>(Option<(u64, T)>);
+
+impl<T: Clone> Kept<T> {
+    fn new() -> Self {
+        Kept(None)
+    }
+
+    /// The answer kept for `engagement`, or `compute`d now (and kept).
+    fn get(&mut self, engagement: f64, compute: impl FnOnce() -> T) -> T {
+        let key = engagement.to_bits();
+        if let Some((k, v)) = &self.0 {
+            if *k == key {
+                return v.clone();
+            }
+        }
+        let v = compute();
+        self.0 = Some((key, v.clone()));
+        v
+    }
+}
+
 /// Notices a lifecycle stage that someone other than leadsync set in HubSpot, and honours it.
 fn observe_hubspot_stage(
     rules: &Rules,
@@ -352,7 +381,11 @@ fn observe_hubspot_stage(
         .get(&rules.output().lifecycle_property)
         .map(|v| v.trim())
         .filter(|v| !v.is_empty());
-    let seen = std::mem::replace(&mut st.hubspot_stage_seen, value.map(str::to_string));
+    // Seen as it was last time (the usual case): kept, not copied again.
+    let seen_before = value.is_some() && st.hubspot_stage_seen.as_deref() == value;
+    if !seen_before {
+        st.hubspot_stage_seen = value.map(str::to_string);
+    }
     let Some(v) = value else { return };
     let Some(theirs) = rules.stage_for_hubspot(v) else {
         notes.push(format!(
@@ -361,7 +394,7 @@ fn observe_hubspot_stage(
         return;
     };
     let ours = st.stage.map(|s| rules.hubspot_value(s));
-    if ours.is_some_and(|o| o.eq_ignore_ascii_case(v)) || seen.as_deref() == Some(v) {
+    if ours.is_some_and(|o| o.eq_ignore_ascii_case(v)) || seen_before {
         return; // in sync, or our own write not visible yet
     }
     let ours_rank = ours.and_then(|o| rules.stage_for_hubspot(o));
@@ -490,8 +523,8 @@ pub(super) fn prepare_events<'a>(
         kept.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     }
     // The same page or form comes back often: classify each distinct value once.
-    let mut urls: Vec<(&str, usize)> = Vec::new();
-    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::new();
+    let mut urls: Vec<(&str, usize)> = Vec::with_capacity(8);
+    let mut forms: Vec<(&str, Option<&'a str>)> = Vec::with_capacity(8);
     let prepared = kept
         .into_iter()
         .enumerate()
@@ -563,16 +596,25 @@ fn known_urls(rules: &Rules, events: &[Prepared<'_>], memo: &[Cell<u8>]) {
 
 /// Cheap check first (hashes), so the usual case, all ids distinct, needs no string sort.
 fn has_repeated_id(events: &[&Event]) -> bool {
-    let mut hashes: Vec<u64> = events
-        .iter()
-        .map(|e| {
-            e.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
+    let hash = |e: &&Event| {
+        e.id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         })
-        .collect();
-    hashes.sort_unstable();
-    hashes.windows(2).any(|w| w[0] == w[1])
+    };
+    let repeated = |hashes: &mut [u64]| {
+        hashes.sort_unstable();
+        hashes.windows(2).any(|w| w[0] == w[1])
+    };
+    // A contact's usual few dozen events are hashed on the stack.
+    let mut stack = [0u64; 64];
+    if events.len() <= stack.len() {
+        let hashes = &mut stack[..events.len()];
+        for (h, e) in hashes.iter_mut().zip(events) {
+            *h = hash(e);
+        }
+        return repeated(hashes);
+    }
+    repeated(&mut events.iter().map(hash).collect::<Vec<u64>>())
 }
 
 fn content_cmp(a: &Event, b: &Event) -> std::cmp::Ordering {
@@ -892,6 +934,47 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn a_repeated_event_id_is_found_on_the_stack_and_past_it() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 10, 14, 0, 0).unwrap();
+        let event = |id: String| Event {
+            id,
+            kind: EventKind::PageView,
+            at,
+            url: None,
+            form: None,
+            campaign: None,
+            direction: None,
+            outcome: None,
+            owner: None,
+        };
+        for n in [2usize, 64, 65, 200] {
+            let mut events: Vec<Event> = (0..n).map(|i| event(format!("ev-{i}"))).collect();
+            let refs: Vec<&Event> = events.iter().collect();
+            assert!(!has_repeated_id(&refs), "{n} distinct ids");
+            events[n - 1].id = "ev-0".into();
+            let refs: Vec<&Event> = events.iter().collect();
+            assert!(has_repeated_id(&refs), "{n} ids, the last one repeated");
+        }
+    }
+
+    #[test]
+    fn a_kept_answer_is_computed_once_per_engagement_score() {
+        let mut kept = Kept::new();
+        let mut asked = 0;
+        let mut ask = |kept: &mut Kept<bool>, engagement: f64| {
+            kept.get(engagement, || {
+                asked += 1;
+                engagement >= 35.0
+            })
+        };
+        assert!(ask(&mut kept, 40.0));
+        assert!(ask(&mut kept, 40.0));
+        assert!(!ask(&mut kept, 10.0), "a fan's damped score is asked again");
+        assert!(ask(&mut kept, 40.0));
+        assert_eq!(asked, 3);
+    }
 
     #[test]
     fn a_decayed_engagement_score_is_written_only_when_it_matters() {

@@ -44,8 +44,10 @@ pub(crate) enum Subject {
 #[derive(Debug, Clone)]
 pub(crate) enum Test {
     Known(bool),
-    Equals(String),
-    In(Vec<String>),
+    /// A text, and the same folded once at load (what [`fold_eq`] compares).
+    Equals(String, Box<str>),
+    /// Texts, and the same folded once at load.
+    In(Vec<String>, Vec<Box<str>>),
     InSet(Arc<str>, Arc<HashSet<String>>),
     DomainIn(Arc<str>, Arc<HashSet<String>>),
     /// A pattern; on an event attribute, `Some(slot)` memoises the result per event.
@@ -226,7 +228,8 @@ impl Predicate {
                 let (count, last) = ep.matching(ctx).fold((0, None), |(n, _), p| (n + 1, Some(p)));
                 let last = last.filter(|_| count >= ep.count_at_least)?;
                 Some({
-                    let mut s = String::new();
+                    // Kind, form and date: one allocation, not one per part.
+                    let mut s = String::with_capacity(64);
                     if count > 1 {
                         let _ = write!(s, "{count} × ");
                     }
@@ -256,8 +259,8 @@ impl Predicate {
                 match test {
                     Test::Known(true) => format!("{name} known"),
                     Test::Known(false) => format!("{name} unknown"),
-                    Test::Equals(v) => format!("{name} = {v}"),
-                    Test::In(vs) => format!("{name} in [{}]", vs.join(", ")),
+                    Test::Equals(v, _) => format!("{name} = {v}"),
+                    Test::In(vs, _) => format!("{name} in [{}]", vs.join(", ")),
                     Test::InSet(l, _) | Test::DomainIn(l, _) => format!("{name} in {l}"),
                     Test::Matches(re, _) => format!("{name} matches /{}/", re.as_str()),
                     Test::AtLeast(t) => format!("{name} ≥ {}", fmt_num(*t)),
@@ -304,15 +307,30 @@ impl EventPredicate {
 }
 
 impl Test {
+    /// `equals`: the text, folded once here.
+    pub fn equals(text: String) -> Self {
+        let folded = Folded::new(&text).collect::<String>().into();
+        Test::Equals(text, folded)
+    }
+
+    /// `in`: the texts, folded once here.
+    pub fn one_of(texts: Vec<String>) -> Self {
+        let folded = texts
+            .iter()
+            .map(|t| Folded::new(t).collect::<String>().into())
+            .collect();
+        Test::In(texts, folded)
+    }
+
     fn holds(&self, value: Option<&str>) -> bool {
         let Some(v) = value else {
             return matches!(self, Test::Known(false));
         };
         match self {
             Test::Known(k) => *k,
-            Test::Equals(e) => fold_eq(v, e),
-            Test::In(vs) => vs.iter().any(|e| fold_eq(v, e)),
-            Test::InSet(_, set) => set.contains(&*fold(v)),
+            Test::Equals(_, e) => folded_eq(v, e),
+            Test::In(_, vs) => vs.iter().any(|e| folded_eq(v, e)),
+            Test::InSet(_, set) => in_folded(set, v),
             Test::DomainIn(_, set) => email_domain(v).is_some_and(|d| domain_in(set, d)),
             Test::Matches(re, _) => re.is_match(v),
             Test::AtLeast(t) => parse_number(v).is_some_and(|n| n >= *t),
@@ -324,23 +342,111 @@ impl Test {
 /// Two texts equal once case, surrounding spaces and runs of spaces or underscores are folded;
 /// no allocation.
 pub(crate) fn fold_eq(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || Folded::new(a).eq(Folded::new(b))
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    // Rules and HubSpot's enumerations are nearly always ASCII: folded byte by byte, the same
+    // answer without decoding characters (this test runs many times per evaluation).
+    if a.is_ascii() && b.is_ascii() {
+        return FoldedAscii::new(a).eq(FoldedAscii::new(b));
+    }
+    Folded::new(a).eq(Folded::new(b))
+}
+
+/// [`fold_eq`] of `v` and a text whose [`Folded`] characters are `folded`: folding a text that is
+/// equal but for ASCII case gives the same characters, so the comparison of the folded texts
+/// alone gives the same answer.
+fn folded_eq(v: &str, folded: &str) -> bool {
+    if v.is_ascii() {
+        FoldedAscii::new(v).eq(folded.bytes())
+    } else {
+        Folded::new(v).eq(folded.chars())
+    }
+}
+
+/// Texts of a list (`in_list`, folded at load) hold `v` once folded; an ASCII value is folded on
+/// the stack, not in a new string.
+fn in_folded(set: &HashSet<String>, v: &str) -> bool {
+    const MAX: usize = 64;
+    if is_plain(v) {
+        return set.contains(v);
+    }
+    if v.is_ascii() && v.len() <= MAX {
+        let mut buf = [0u8; MAX];
+        let mut n = 0;
+        for b in FoldedAscii::new(v) {
+            buf[n] = b;
+            n += 1;
+        }
+        return std::str::from_utf8(&buf[..n]).is_ok_and(|f| set.contains(f));
+    }
+    set.contains(&*fold(v))
 }
 
 /// `v` folded (lowercase, runs of spaces and underscores as one space, trimmed); borrowed when
 /// it already is.
 pub(crate) fn fold(v: &str) -> std::borrow::Cow<'_, str> {
-    let b = v.as_bytes();
-    let plain = b
-        .iter()
-        .all(|c| c.is_ascii() && !c.is_ascii_uppercase() && *c != b'_' && !c.is_ascii_whitespace() || *c == b' ')
-        && !v.contains("  ")
-        && b.first() != Some(&b' ')
-        && b.last() != Some(&b' ');
-    if plain {
+    if is_plain(v) {
         std::borrow::Cow::Borrowed(v)
     } else {
         std::borrow::Cow::Owned(Folded::new(v).collect())
+    }
+}
+
+/// Whether [`fold`] keeps `v` as it is (lowercase ASCII, single spaces inside; a vertical tab,
+/// which `u8::is_ascii_whitespace` leaves out, counts as a letter here).
+fn is_plain(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.iter()
+        .all(|c| c.is_ascii() && !c.is_ascii_uppercase() && *c != b'_' && !c.is_ascii_whitespace() || *c == b' ')
+        && !v.contains("  ")
+        && b.first() != Some(&b' ')
+        && b.last() != Some(&b' ')
+}
+
+/// The bytes of an ASCII text as [`Folded`] gives its characters: ASCII letters lowercased,
+/// runs of `_` and of what [`char::is_whitespace`] calls a space (tab to carriage return, space)
+/// as one space, none at either end.
+struct FoldedAscii<'a> {
+    bytes: std::slice::Iter<'a, u8>,
+    /// A letter held back while the space before it is given.
+    held: Option<u8>,
+    gap: bool,
+    started: bool,
+}
+
+impl<'a> FoldedAscii<'a> {
+    fn new(s: &'a str) -> Self {
+        debug_assert!(s.is_ascii());
+        FoldedAscii {
+            bytes: s.as_bytes().iter(),
+            held: None,
+            gap: false,
+            started: false,
+        }
+    }
+}
+
+impl Iterator for FoldedAscii<'_> {
+    type Item = u8;
+    fn next(&mut self) -> Option<u8> {
+        if let Some(b) = self.held.take() {
+            return Some(b);
+        }
+        loop {
+            let b = *self.bytes.next()?;
+            if matches!(b, b'_' | b' ' | b'\t'..=b'\r') {
+                self.gap = self.started;
+                continue;
+            }
+            self.started = true;
+            let lower = b.to_ascii_lowercase();
+            if std::mem::take(&mut self.gap) {
+                self.held = Some(lower);
+                return Some(b' ');
+            }
+            return Some(lower);
+        }
     }
 }
 
@@ -481,8 +587,8 @@ mod tests {
             (Test::Known(true), Some("x"), true),
             (Test::Known(true), None, false),
             (Test::Known(false), None, true),
-            (Test::Equals("FR".into()), Some("fr"), true),
-            (Test::In(vec!["a".into(), "b".into()]), Some("B"), true),
+            (Test::equals("FR".into()), Some("fr"), true),
+            (Test::one_of(vec!["a".into(), "b".into()]), Some("B"), true),
             (Test::InSet("l".into(), set(&["france"])), Some("France"), true),
             // HubSpot enumerations: the API's value and the label exports and forms show
             (
@@ -501,26 +607,26 @@ mod tests {
                 false,
             ),
             (
-                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Test::equals("COMPUTER_SOFTWARE".into()),
                 Some("Computer Software"),
                 true,
             ),
             (
-                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Test::equals("COMPUTER_SOFTWARE".into()),
                 Some("computer_software"),
                 true,
             ),
             (
-                Test::Equals("COMPUTER_SOFTWARE".into()),
+                Test::equals("COMPUTER_SOFTWARE".into()),
                 Some("ComputerSoftware"),
                 false,
             ),
             (
-                Test::In(vec!["Financial Services".into()]),
+                Test::one_of(vec!["Financial Services".into()]),
                 Some("FINANCIAL_SERVICES"),
                 true,
             ),
-            (Test::Equals("Étudiant".into()), Some("ÉTUDIANT"), true),
+            (Test::equals("Étudiant".into()), Some("ÉTUDIANT"), true),
             (
                 Test::DomainIn("l".into(), set(&["gmail.com"])),
                 Some("Jo@GMail.com"),
@@ -550,6 +656,50 @@ mod tests {
         ];
         for (i, (t, v, want)) in cases.iter().enumerate() {
             assert_eq!(t.holds(*v), *want, "case {i}: {t:?} on {v:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_texts_and_folded_constants_compare_as_folded_characters_do() {
+        let texts = [
+            "COMPUTER_SOFTWARE",
+            "Computer Software",
+            "  computer  software ",
+            "computer\tsoftware",
+            "computer\u{b}software",
+            "computer\u{c}\r\nsoftware",
+            "computer\u{1f}software",
+            "__Computer__Software__",
+            "ComputerSoftware",
+            "computer software x",
+            "",
+            " ",
+            "_",
+            "a",
+            "A_",
+            "_a",
+            "revops_leader",
+            "Demo Request",
+            "Étudiant",
+            "ÉTUDIANT",
+            "étudiant",
+        ];
+        for a in texts {
+            if a.is_ascii() {
+                let bytes: Vec<u8> = FoldedAscii::new(a).collect();
+                let chars: String = Folded::new(a).collect();
+                assert_eq!(bytes, chars.as_bytes(), "{a:?}");
+            }
+            let listed: HashSet<String> = std::iter::once(fold(a).into_owned()).collect();
+            assert!(in_folded(&listed, a), "{a:?} in its own folded list");
+            for b in texts {
+                let by_chars = Folded::new(a).eq(Folded::new(b));
+                assert_eq!(fold_eq(a, b), a.eq_ignore_ascii_case(b) || by_chars, "{a:?} vs {b:?}");
+                let folded: String = Folded::new(b).collect();
+                assert_eq!(folded_eq(a, &folded), fold_eq(a, b), "{a:?} vs folded {b:?}");
+                let list: HashSet<String> = std::iter::once(fold(b).into_owned()).collect();
+                assert_eq!(in_folded(&list, a), list.contains(&*fold(a)), "{a:?} in [{b:?}]");
+            }
         }
     }
 
