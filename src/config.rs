@@ -240,11 +240,18 @@ pub struct ReplicaSettings {
     /// How long the lease lasts unless renewed (it is renewed every third of it): at most this
     /// long passes between a holder's death and another replica taking its work over. Default 15.
     pub lease_seconds: u64,
+    /// The most portals' leases this replica holds at once (`[[portals]]`): with a cap, the
+    /// portals of a file spread over the replicas instead of all going to the first one up; a
+    /// portal beyond every replica's cap waits until a replica has room. Absent: no cap.
+    pub max_portals_per_replica: Option<usize>,
 }
 
 impl Default for ReplicaSettings {
     fn default() -> Self {
-        Self { lease_seconds: 15 }
+        Self {
+            lease_seconds: 15,
+            max_portals_per_replica: None,
+        }
     }
 }
 
@@ -627,6 +634,29 @@ pub fn report_with_env(file: Option<&Path>, env: impl IntoIterator<Item = (Strin
     if let Some(entries) = portal_entries {
         settings.portals = compile_portals(&table, &entries, &places, &origin, &mut problems);
     }
+    if let Some(max) = settings.replicas.max_portals_per_replica.filter(|m| *m > 0) {
+        // SQLite serves one replica: no other could take the portals beyond this one's cap.
+        let sqlite: Vec<String> = settings
+            .portals
+            .iter()
+            .filter(|p| !p.store.url.starts_with("postgres"))
+            .map(|p| p.hubspot.portal_id.map_or_else(|| "?".to_string(), |id| id.to_string()))
+            .collect();
+        if max < settings.portals.len() && !sqlite.is_empty() {
+            problems.push(places.diagnostic(
+                &origin,
+                "replicas.max_portals_per_replica",
+                format!(
+                    "is {max}, below the {} portals of this file, and portal(s) {} keep their store in SQLite, which \
+                     serves one replica: no other replica could take the portals beyond the cap; raise it to {} or \
+                     more, remove it, or give every portal a PostgreSQL store",
+                    settings.portals.len(),
+                    sqlite.join(", "),
+                    settings.portals.len()
+                ),
+            ));
+        }
+    }
     let mut problems = Diagnostics(problems);
     problems.sort();
     Report {
@@ -884,6 +914,12 @@ impl Settings {
                 bad(field, format!("`{url}` is not an http(s) URL"));
             }
         }
+        if self.replicas.max_portals_per_replica == Some(0) {
+            bad(
+                "replicas.max_portals_per_replica",
+                "is 0: a replica would hold no portal's lease and do no work; set 1 or more, or remove the key for no cap".into(),
+            );
+        }
         if let Some(u) = &self.server.public_base_url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 bad("server.public_base_url", format!("`{u}` is not an http(s) URL"));
@@ -1101,6 +1137,35 @@ mod tests {
         let token = loaded.settings.server.status_token.as_ref().unwrap();
         assert_eq!(token.expose_secret(), long);
         assert!(!format!("{:?}", loaded.settings).contains(long), "Debug redacts it");
+    }
+
+    #[test]
+    fn a_cap_of_no_portal_per_replica_is_refused_where_it_is_written_and_a_cap_of_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leadsync.toml");
+        std::fs::write(&p, "[replicas]\nlease_seconds = 15\nmax_portals_per_replica = 0\n").unwrap();
+        let text = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            text.contains("leadsync.toml:3:1: replicas.max_portals_per_replica: is 0"),
+            "{text}"
+        );
+        std::fs::write(&p, "[replicas]\nmax_portals_per_replica = 1\n").unwrap();
+        let loaded = load_with_env(Some(&p), env(&[])).unwrap();
+        assert_eq!(loaded.settings.replicas.max_portals_per_replica, Some(1));
+        assert_eq!(ReplicaSettings::default().max_portals_per_replica, None);
+        // Two portals on SQLite: a cap of one would leave one portal to no replica.
+        let portals = "[hubspot]\nprivate_app_token = \"pat-x\"\n\
+                       [[portals]]\n[portals.hubspot]\nportal_id = 42\n[portals.store]\nurl = \"sqlite://a.db\"\n\
+                       [[portals]]\n[portals.hubspot]\nportal_id = 43\n[portals.store]\nurl = \"sqlite://b.db\"\n";
+        std::fs::write(&p, format!("[replicas]\nmax_portals_per_replica = 1\n{portals}")).unwrap();
+        let text = load_with_env(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            text.contains("leadsync.toml:2:1: replicas.max_portals_per_replica: is 1, below the 2 portals")
+                && text.contains("portal(s) 42, 43 keep their store in SQLite"),
+            "{text}"
+        );
+        std::fs::write(&p, format!("[replicas]\nmax_portals_per_replica = 2\n{portals}")).unwrap();
+        assert_eq!(load_with_env(Some(&p), env(&[])).unwrap().settings.portals.len(), 2);
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub async fn ensure_setup(syncer: &Syncer, apply: bool) -> anyhow::Result<()> {
 
 /// The webhook server's state for a syncer.
 pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppState {
+    app_state_of(loaded, syncer, wake, None)
+}
+
+/// [`app_state`] of a replica, whose status page says whether it holds the portal's lease.
+fn app_state_of(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>, replica: Option<&Replica>) -> AppState {
     let hubspot = syncer.hubspot.clone();
     let promoter = syncer.promoter.clone();
     let stats_hs = syncer.hubspot.clone();
@@ -132,6 +137,7 @@ pub fn app_state(loaded: &Loaded, syncer: &Syncer, wake: Arc<Notify>) -> AppStat
                     }
                 }),
             }),
+            replica: replica.map(|r| (r.id.clone(), r.portal.clone())),
         },
         store: syncer.store.clone(),
         client_secret: loaded.settings.hubspot.client_secret.clone(),
@@ -258,15 +264,27 @@ impl Daemon {
         let several = portals.len() > 1;
         let mut states = Vec::with_capacity(portals.len());
         let mut pipelines = Vec::with_capacity(portals.len());
+        // One process holds at most `max_portals_per_replica` leases: its portals share the slots.
+        let cap = loaded.settings.replicas.max_portals_per_replica;
+        let slots = cap.map(|max| Arc::new(tokio::sync::Semaphore::new(max)));
+        let id = crate::replica::replica_id();
         for (portal, syncer) in portals {
             let wake = Arc::new(Notify::new());
-            let id = portal.settings.hubspot.portal_id;
-            states.push((id.filter(|_| several), app_state(&portal, &syncer, wake.clone())));
+            let portal_id = portal.settings.hubspot.portal_id;
+            let mut replica = Replica::new(portal_id, loaded.settings.replicas.lease());
+            replica.id = id.clone();
+            if let (Some(slots), Some(max)) = (&slots, cap) {
+                replica = replica.with_slots(slots.clone(), max);
+            }
+            states.push((
+                portal_id.filter(|_| several),
+                app_state_of(&portal, &syncer, wake.clone(), Some(&replica)),
+            ));
             pipelines.push(Pipeline {
                 syncer,
                 schedule: portal.settings.schedule.clone(),
                 wake,
-                replica: Replica::new(id, loaded.settings.replicas.lease()),
+                replica,
             });
         }
         let app = Application::on_portals(states, listener, server.max_body_bytes).with_limits(server.limits());

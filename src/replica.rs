@@ -10,10 +10,11 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::store::{Lease, Store, StoreError};
@@ -30,17 +31,37 @@ pub struct Replica {
     /// No other replica can run (this process holds the SQLite store's lock file): the lease
     /// is seized at once, not waited for.
     pub exclusive: bool,
+    /// The slots this process's portals share (`replicas.max_portals_per_replica`): a lease is
+    /// tried only with a slot free, and the slot is held as long as the lease. `None`: no cap.
+    slots: Option<Arc<Semaphore>>,
+    /// The cap the slots were made with.
+    max: Option<usize>,
+}
+
+/// `host-pid-random`: one per process, so a restarted replica is a new holder, and every
+/// portal of one process names the same replica.
+pub fn replica_id() -> String {
+    format!("{}-{}-{:08x}", host(), std::process::id(), rand::random::<u32>())
 }
 
 impl Replica {
     /// A replica of this process for the portal (`hubspot.portal_id`, else `default`).
     pub fn new(portal_id: Option<u64>, ttl: StdDuration) -> Replica {
         Replica {
-            id: format!("{}-{}-{:08x}", host(), std::process::id(), rand::random::<u32>()),
+            id: replica_id(),
             portal: portal_id.map_or_else(|| "default".to_string(), |p| p.to_string()),
             ttl,
             exclusive: false,
+            slots: None,
+            max: None,
         }
+    }
+
+    /// This replica sharing `max` slots with the other portals of its process.
+    pub fn with_slots(mut self, slots: Arc<Semaphore>, max: usize) -> Replica {
+        self.slots = Some(slots);
+        self.max = Some(max);
+        self
     }
 
     fn chrono_ttl(&self) -> chrono::Duration {
@@ -58,7 +79,24 @@ impl Replica {
     {
         let store = store.clone();
         let mut standby_logged = false;
+        let mut full_logged = false;
         while !*stop.borrow() {
+            // With a cap, a slot first: without one this replica stands by for the portal.
+            let slot = match &self.slots {
+                None => None,
+                Some(slots) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        if !full_logged {
+                            info!(replica = %self.id, portal = %self.portal, max = ?self.max, "this replica holds as many portals' leases as its cap allows: serving this portal's webhooks, standing by");
+                            full_logged = true;
+                        }
+                        self.pause(&mut stop).await;
+                        continue;
+                    }
+                },
+            };
+            full_logged = false;
             let (now, ttl) = (Utc::now(), self.chrono_ttl());
             let taken = if self.exclusive {
                 store.seize_lease(&self.portal, &self.id, now, ttl).await.map(Some)
@@ -68,6 +106,8 @@ impl Replica {
             let lease = match taken {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
+                    // The slot goes back while waiting: another portal of this process may use it.
+                    drop(slot);
                     if !standby_logged {
                         info!(replica = %self.id, portal = %self.portal, "another replica holds the portal's lease: serving webhooks, standing by");
                         standby_logged = true;
@@ -76,6 +116,7 @@ impl Replica {
                     continue;
                 }
                 Err(e) => {
+                    drop(slot);
                     warn!(error = %e, "could not try the portal's lease; trying again");
                     self.pause(&mut stop).await;
                     continue;
@@ -85,6 +126,8 @@ impl Replica {
             info!(replica = %self.id, portal = %self.portal, generation = lease.generation, "this replica holds the portal's lease: running its jobs and workers");
             metrics::counter!("leadsync_lease_takeovers_total", crate::sync::portal::metric_labels()).increment(1);
             self.hold(&store, lease, &mut stop, &work).await?;
+            // The lease is given up or lost: its slot goes back to the process's portals.
+            drop(slot);
         }
         Ok(())
     }

@@ -929,29 +929,23 @@ fn portal_block(sb: &SandboxHandle, store_url: &str) -> String {
     )
 }
 
-// README (Many portals): "a second replica of a two-portal file takes both portals' leases over
-// within the lease time when the first is killed (`kill -9`) while it works".
-/// Two `leadsync run` processes of one two-portal file, each portal on its own PostgreSQL
-/// database, behind one load balancer both sandboxes deliver webhooks to. The first holds both
-/// portals' leases and is `kill -9`'d once both portals' forms are coming in; the second takes
-/// both leases over within the lease time, every acknowledged event of each portal is
-/// processed, and neither Salesforce org has a record created twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first_is_killed() {
-    use crate::support::replicas::{acknowledged_and_lost, balancer, created_twice, free_port, holder, settled};
-    const LEASE: StdDuration = StdDuration::from_secs(3);
-    const CONTACTS: u32 = 40;
-    const FORMS: u32 = 30;
-    let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
-    let front = balancer(ports.to_vec()).await;
+/// Two sandbox portals (42 and 43) delivering webhooks to `front`, each backfilled into its
+/// own PostgreSQL database, and a two-portal `leadsync.toml` in `dir` for `leadsync run`
+/// (`replicas`: more keys of its `[replicas]`): the sandboxes, their stores, their URLs, the file.
+async fn two_portals_run(
+    dir: &tempfile::TempDir,
+    front: u16,
+    contacts: u32,
+    lease: StdDuration,
+    replicas: &str,
+) -> (Vec<SandboxHandle>, Vec<Store>, Vec<String>, std::path::PathBuf) {
     let hook = format!("http://127.0.0.1:{front}/webhooks/hubspot");
     let started = Instant::now();
     let mut sandboxes = Vec::new();
     for (portal, seed, secret) in [(42, 7, "sandbox-client-secret"), (43, 8, "another-app-secret")] {
         let sb = Sandbox::start(SandboxConfig {
             seed,
-            contacts: CONTACTS,
+            contacts,
             companies: 10,
             now: chrono::Utc::now(),
             hubspot_portal_id: portal,
@@ -997,30 +991,52 @@ async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first
         &config,
         format!(
             "[rules]\npath = {:?}\nsla_path = {:?}\n[salesforce]\nmapping_path = {:?}\n\
-             [replicas]\nlease_seconds = {}\n\
+             [replicas]\nlease_seconds = {}\n{replicas}\
              [schedule]\nsync = \"*/2 * * * * *\"\nsla = \"*/5 * * * * *\"\nopportunities = \"*/5 * * * * *\"\n{file}",
             root.join("mappings/lifecycle.toml"),
             root.join("mappings/sla.toml"),
             root.join("mappings/salesforce.toml"),
-            LEASE.as_secs(),
+            lease.as_secs(),
         ),
     )
     .unwrap();
-    let replica = |i: usize| {
-        let log = std::fs::File::create(dir.path().join(format!("replica{i}.log"))).unwrap();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .env_remove("LEADSYNC_CONFIG")
-            .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{}", ports[i]))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    (sandboxes, stores, urls, config)
+}
+
+/// `leadsync run --config FILE` listening on `port`, its log in `log`; killed when dropped.
+fn run_replica(config: &std::path::Path, port: u16, log: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env_remove("LEADSYNC_CONFIG")
+        .env("LEADSYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+// README (Many portals): "a second replica of a two-portal file takes both portals' leases over
+// within the lease time when the first is killed (`kill -9`) while it works".
+/// Two `leadsync run` processes of one two-portal file, each portal on its own PostgreSQL
+/// database, behind one load balancer both sandboxes deliver webhooks to. The first holds both
+/// portals' leases and is `kill -9`'d once both portals' forms are coming in; the second takes
+/// both leases over within the lease time, every acknowledged event of each portal is
+/// processed, and neither Salesforce org has a record created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_replica_of_two_portals_takes_both_leases_over_when_the_first_is_killed() {
+    use crate::support::replicas::{acknowledged_and_lost, balancer, created_twice, free_port, holder, settled};
+    const LEASE: StdDuration = StdDuration::from_secs(3);
+    const CONTACTS: u32 = 40;
+    const FORMS: u32 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let front = balancer(ports.to_vec()).await;
+    let (sandboxes, stores, urls, config) = two_portals_run(&dir, front, CONTACTS, LEASE, "").await;
+    let replica = |i: usize| run_replica(&config, ports[i], &dir.path().join(format!("replica{i}.log")));
     let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("replica{i}.log"))).unwrap_or_default();
     let leases = async |stores: &[Store]| {
         let mut held = Vec::new();
@@ -1311,4 +1327,163 @@ async fn check_online_compares_each_portal_s_salesforce_mapping_with_its_own_org
     );
     org43.verify().await;
     sb.shutdown().await;
+}
+
+// README (Many portals): "with `max_portals_per_replica = 1` the two portals of a file spread
+// over two replicas, and a portal whose holder dies waits for a replica with room".
+/// Three `leadsync run` processes of one two-portal file with `max_portals_per_replica = 1`,
+/// each portal on its own PostgreSQL database. The first up takes one lease and stands by for
+/// the other portal (its cap is reached); the second takes that one, and each replica's
+/// `/status.json` says which portal it holds. Forms of both portals are then processed. When
+/// the first is `kill -9`'d, the second (at its cap) does not take its portal; a third replica,
+/// started with room, does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_portal_per_replica_two_portals_spread_over_two_replicas_and_a_dead_one_s_portal_waits_for_room() {
+    use crate::support::replicas::{balancer, created_twice, free_port, settled};
+    const LEASE: StdDuration = StdDuration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let front = balancer(ports[..2].to_vec()).await;
+    let (sandboxes, stores, _urls, config) =
+        two_portals_run(&dir, front, 30, LEASE, "max_portals_per_replica = 1\n").await;
+    let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("replica{i}.log"))).unwrap_or_default();
+    let replica = |i: usize| run_replica(&config, ports[i], &dir.path().join(format!("replica{i}.log")));
+    // Who holds each portal's lease now (an expired lease holds nothing).
+    let holders = async || {
+        let mut held = Vec::new();
+        for (store, portal) in stores.iter().zip(["42", "43"]) {
+            let row = store.lease(portal).await.unwrap();
+            held.push(row.filter(|r| r.expires_at > chrono::Utc::now()).map(|r| r.holder));
+        }
+        held
+    };
+    let pid_of = |holder: &Option<String>| holder.as_deref().and_then(crate::support::replicas::pid_of);
+    let role = async |port: u16, portal: &str| -> (String, Option<String>) {
+        let url = format!("http://127.0.0.1:{port}/status.json?portal={portal}");
+        let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        (
+            v["lease"]["role"].as_str().unwrap_or("none").to_string(),
+            v["lease"]["holder"].as_str().map(str::to_string),
+        )
+    };
+
+    // The first takes one portal, and only one, even after several lease times.
+    let mut first = replica(0);
+    let first_pid = first.id().unwrap();
+    assert!(
+        crate::support::ready_on(ports[0]).await,
+        "the first never got ready:\n{}",
+        log(0)
+    );
+    let up = Instant::now();
+    while !holders().await.iter().any(|h| pid_of(h) == Some(first_pid)) {
+        assert!(
+            up.elapsed() < StdDuration::from_secs(60),
+            "the first took no lease:\n{}",
+            log(0)
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    tokio::time::sleep(LEASE * 2).await;
+    let held = holders().await;
+    let mine = held.iter().position(|h| pid_of(h) == Some(first_pid)).unwrap();
+    let other = 1 - mine;
+    assert_eq!(
+        held[other],
+        None,
+        "at its cap of one, the first holds one portal: {held:?}\n{}",
+        log(0)
+    );
+    let portals = ["42", "43"];
+    assert_eq!(role(ports[0], portals[mine]).await.0, "holds");
+    assert_eq!(role(ports[0], portals[other]).await, ("stands_by".to_string(), None));
+    let page = |port: u16, portal: &str| reqwest::get(format!("http://127.0.0.1:{port}/?portal={portal}"));
+    let html = page(ports[0], portals[mine]).await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("holds the portal's lease and runs its jobs and workers"),
+        "{html}"
+    );
+    let html = page(ports[0], portals[other]).await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("stands by (serving webhooks); no replica holds the lease"),
+        "{html}"
+    );
+
+    // The second takes the other portal.
+    let mut second = replica(1);
+    let second_pid = second.id().unwrap();
+    let up = Instant::now();
+    while pid_of(&holders().await[other]) != Some(second_pid) {
+        assert!(
+            up.elapsed() < StdDuration::from_secs(60),
+            "the second never took portal {}:\n{}",
+            portals[other],
+            log(1)
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    let held = holders().await;
+    assert_eq!(pid_of(&held[mine]), Some(first_pid), "{held:?}");
+    assert_eq!(role(ports[1], portals[other]).await.0, "holds");
+    let (r, h) = role(ports[1], portals[mine]).await;
+    assert_eq!((r.as_str(), pid_of(&h)), ("stands_by", Some(first_pid)));
+
+    // Both portals' forms are processed, each by its own holder.
+    for f in 0..6u32 {
+        let id = (CONTACT_ID_BASE + u64::from(f * 5 % 30)).to_string();
+        for sb in &sandboxes {
+            sb.submit_form(&id, "Request a demo");
+        }
+    }
+    let settle = Instant::now();
+    for (sb, store) in sandboxes.iter().zip(&stores) {
+        while !settled(sb, store).await {
+            assert!(
+                settle.elapsed() < StdDuration::from_secs(120),
+                "portal {} did not settle:\n{}\n{}",
+                sb.config().hubspot_portal_id,
+                log(0),
+                log(1)
+            );
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+        }
+        let (promoted, twice) = created_twice(sb);
+        assert!(
+            promoted > 0,
+            "portal {}: nothing promoted",
+            sb.config().hubspot_portal_id
+        );
+        assert!(twice.is_empty(), "{twice:?}");
+    }
+
+    // The first dies: the second, at its cap, leaves its portal alone past the lease time.
+    first.start_kill().unwrap();
+    let _ = first.wait().await;
+    tokio::time::sleep(LEASE * 2 + LEASE / 3).await;
+    let held = holders().await;
+    assert_eq!(held[mine], None, "the second is at its cap: {held:?}\n{}", log(1));
+    assert_eq!(pid_of(&held[other]), Some(second_pid), "{held:?}");
+    // A third, with room, takes it within the lease time.
+    let mut third = replica(2);
+    let third_pid = third.id().unwrap();
+    let up = Instant::now();
+    while pid_of(&holders().await[mine]) != Some(third_pid) {
+        assert!(
+            up.elapsed() < StdDuration::from_secs(60),
+            "the third never took portal {}:\n{}",
+            portals[mine],
+            log(2)
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    for child in [&mut second, &mut third] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    for store in &stores {
+        store.close().await;
+    }
+    for sb in sandboxes {
+        sb.shutdown().await;
+    }
 }

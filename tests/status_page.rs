@@ -143,6 +143,7 @@ fn open() -> StatusSources {
     StatusSources {
         access: StatusAccess::Open,
         budget: std::sync::Arc::new(|_| budget()),
+        replica: None,
     }
 }
 

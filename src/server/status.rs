@@ -122,6 +122,9 @@ pub struct StatusSources {
     pub access: StatusAccess,
     /// The budgets at a time, read from the clients' limiters.
     pub budget: Arc<dyn Fn(DateTime<Utc>) -> ApiBudget + Send + Sync>,
+    /// This replica and the key of the portal's lease (`replica::Replica`), so the page says
+    /// whether this replica does the portal's work or stands by; `None` outside `run`.
+    pub replica: Option<(String, String)>,
 }
 
 impl Default for StatusSources {
@@ -129,8 +132,23 @@ impl Default for StatusSources {
         StatusSources {
             access: StatusAccess::Closed,
             budget: Arc::new(|_| ApiBudget::default()),
+            replica: None,
         }
     }
+}
+
+/// Who does the portal's CRM work: the holder of its lease, seen from the replica asked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaseLine {
+    /// The replica asked (`host-pid-random`).
+    pub replica: String,
+    /// `holds` (this replica runs the portal's jobs and workers) or `stands_by` (it serves the
+    /// portal's webhooks; another replica, or none yet, holds the lease).
+    pub role: &'static str,
+    /// The replica holding the lease, if one does (an expired lease counts as none).
+    pub holder: Option<String>,
+    /// The lease's generation (grows at every takeover).
+    pub generation: Option<i64>,
 }
 
 /// One stage of the current funnel.
@@ -215,6 +233,9 @@ pub struct Status {
     /// With several portals: every portal of the deployment, for the page's links.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub portals: Vec<u64>,
+    /// Under `leadsync run`: whether this replica holds the portal's lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseLine>,
 }
 
 fn items(kind: OutboxKind, list: Vec<crate::store::OutboxItem>) -> impl Iterator<Item = ItemLine> {
@@ -288,6 +309,7 @@ pub async fn gather(store: &Store, budget: ApiBudget, now: DateTime<Utc>) -> Res
         review,
         portal: None,
         portals: Vec::new(),
+        lease: None,
     })
 }
 
@@ -392,7 +414,20 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
-    b.push_str("</table>\n<h2>API budget</h2>\n<table>");
+    b.push_str("</table>\n");
+    if let Some(l) = &s.lease {
+        let _ = writeln!(
+            b,
+            "<p>Replica {}: {}</p>",
+            escape(&l.replica),
+            match (l.role, &l.holder) {
+                ("holds", _) => "holds the portal's lease and runs its jobs and workers".to_string(),
+                (_, Some(h)) => format!("stands by (serving webhooks); replica {} holds the lease", escape(h)),
+                (_, None) => "stands by (serving webhooks); no replica holds the lease".to_string(),
+            }
+        );
+    }
+    b.push_str("<h2>API budget</h2>\n<table>");
     let hs = &s.budget.hubspot;
     let _ = writeln!(
         b,
@@ -477,7 +512,29 @@ async fn read(portals: &Portals, query: &PortalQuery, headers: &HeaderMap) -> Re
     if !status.portals.is_empty() {
         status.portal = route.id;
     }
+    if let Some((replica, key)) = &state.status.replica {
+        let row = state.store.lease(key).await.map_err(|e| {
+            warn!(error = %e, portal = ?route.id, "the status page could not read the portal's lease");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}\n")).into_response()
+        })?;
+        status.lease = Some(lease_line(replica, row, now));
+    }
     Ok(status)
+}
+
+/// The lease row as the replica `replica` sees it at `now`.
+fn lease_line(replica: &str, row: Option<crate::store::LeaseRow>, now: DateTime<Utc>) -> LeaseLine {
+    let live = row.filter(|r| r.expires_at > now);
+    LeaseLine {
+        replica: replica.to_string(),
+        role: if live.as_ref().is_some_and(|r| r.holder == replica) {
+            "holds"
+        } else {
+            "stands_by"
+        },
+        holder: live.as_ref().map(|r| r.holder.clone()),
+        generation: live.map(|r| r.generation),
+    }
 }
 
 /// `GET /` (`?portal=ID` with several portals).
