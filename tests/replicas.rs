@@ -12,7 +12,33 @@ on_both_stores!(
     a_free_lease_is_taken_renewed_and_refused_to_another_until_it_expires,
     a_paused_old_holder_cannot_write_after_its_lease_was_taken_over,
     a_released_lease_is_taken_at_once,
+    replicas_started_at_once_on_an_empty_store_all_open_it_and_apply_each_migration_once,
 );
+
+// README (Replicas): "replicas started at once on an empty database take turns at its migrations".
+/// Six stores opened at once on one empty database, as replicas started together by a compose
+/// file or a rollout would: every one opens it, and the schema is whole (a lease is taken and a
+/// write fenced by it passes).
+async fn replicas_started_at_once_on_an_empty_store_all_open_it_and_apply_each_migration_once(backend: Backend) {
+    let (url, _dir) = backend.fresh().await;
+    let opened = futures::future::join_all((0..6).map(|_| Store::create_or_open(&url))).await;
+    let stores: Vec<Store> = opened
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("store {i} of 6 opened at once: {e}")))
+        .collect();
+    let now = Utc::now();
+    let lease = stores[5]
+        .take_lease("42", "r", now, Duration::seconds(15))
+        .await
+        .unwrap()
+        .unwrap();
+    stores[0].fenced(&lease).set_cursor("c", "1").await.unwrap();
+    assert_eq!(stores[3].cursor("c").await.unwrap().as_deref(), Some("1"));
+    for s in stores {
+        s.close().await;
+    }
+}
 
 async fn open(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;

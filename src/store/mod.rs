@@ -143,6 +143,10 @@ pub struct Store {
 /// a week leaves room to investigate).
 pub const DEFAULT_INBOX_RETENTION_DAYS: u32 = 7;
 
+/// The PostgreSQL advisory lock the migrations are applied under (any number, the same in every
+/// leadsync: "leadsync" in ASCII).
+const MIGRATIONS_LOCK: i64 = 0x6c65_6164_7379_6e63;
+
 impl Store {
     /// Connects and runs pending migrations, creating a SQLite file if there is none: the entry
     /// point of a first start (`run --init-store`, `demo`, tests). Same as [`Store::create_or_open`].
@@ -258,23 +262,40 @@ impl Store {
         self.backend
     }
 
+    /// A transaction for one step of the migrations, which processes opening one store at
+    /// once take in turns instead of one failing (two `CREATE TABLE`s of one name collide on
+    /// PostgreSQL even with `IF NOT EXISTS`): on SQLite the write lock first (see
+    /// `Store::begin_write`), on PostgreSQL a transaction-scoped advisory lock, given back at
+    /// commit or rollback, so a failed migration leaves no lock on a pooled connection.
+    async fn migration_step(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATIONS_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        })
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.migration_step().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS leadsync_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let serial = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for m in schema::MIGRATIONS {
-            // Read, then write: on SQLite the write lock first (see `Store::begin_write`), so
-            // that two processes migrating one file take turns instead of one failing.
-            let mut tx = match self.backend {
-                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                Backend::Postgres => self.pool.begin().await?,
-            };
+            // Read, then write, in turns with any other process migrating the same store.
+            let mut tx = self.migration_step().await?;
             let done = sqlx::query("SELECT version FROM leadsync_migrations WHERE version = $1")
                 .bind(m.version)
                 .fetch_optional(&mut *tx)
