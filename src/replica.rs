@@ -91,12 +91,20 @@ impl Replica {
                             info!(replica = %self.id, portal = %self.portal, max = ?self.max, "this replica holds as many portals' leases as its cap allows: serving this portal's webhooks, standing by");
                             full_logged = true;
                         }
-                        self.pause(&mut stop).await;
-                        continue;
+                        // Queued for the next slot given back (the semaphore is first come, first
+                        // served), up to a pause: a portal whose loop tried while another's held
+                        // the slot for a moment would otherwise keep missing it in step with it.
+                        let waited = tokio::select! {
+                            w = tokio::time::timeout(self.ttl / 3, slots.clone().acquire_owned()) => w,
+                            _ = stop.changed() => continue,
+                        };
+                        match waited {
+                            Ok(Ok(slot)) => Some(slot),
+                            _ => continue,
+                        }
                     }
                 },
             };
-            full_logged = false;
             let (now, ttl) = (Utc::now(), self.chrono_ttl());
             let taken = if self.exclusive {
                 store.seize_lease(&self.portal, &self.id, now, ttl).await.map(Some)
@@ -123,6 +131,7 @@ impl Replica {
                 }
             };
             standby_logged = false;
+            full_logged = false;
             info!(replica = %self.id, portal = %self.portal, generation = lease.generation, "this replica holds the portal's lease: running its jobs and workers");
             metrics::counter!("leadsync_lease_takeovers_total", crate::sync::portal::metric_labels()).increment(1);
             self.hold(&store, lease, &mut stop, &work).await?;
