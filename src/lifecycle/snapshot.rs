@@ -57,6 +57,14 @@ impl HubSpotId {
     }
 }
 
+/// Maps keyed by id are looked up with a `&str` (what a store row holds); the derived `Hash`,
+/// `Eq` and `Ord` are the inner text's, as `Borrow` requires.
+impl std::borrow::Borrow<str> for HubSpotId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for HubSpotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -297,11 +297,15 @@ impl Store {
                 q = q.bind(id.as_str());
             }
             for row in q.fetch_all(&self.pool).await? {
-                let id: String = row.get(0);
-                let body: String = row.get(1);
-                let ev: Event = serde_json::from_str(&body).map_err(|e| corrupt(format!("events/{id}"), e))?;
-                let id = HubSpotId::try_from(id).map_err(|e| corrupt("events.contact_id", e))?;
-                out.entry(id).or_default().push(ev);
+                let id: &str = row.get(0);
+                let ev: Event = serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| corrupt(format!("events/{id}"), e))?;
+                match out.get_mut(id) {
+                    Some(events) => events.push(ev),
+                    None => {
+                        let id = HubSpotId::try_from(id.to_string()).map_err(|e| corrupt("events.contact_id", e))?;
+                        out.insert(id, vec![ev]);
+                    }
+                }
             }
         }
         Ok(out)
@@ -730,14 +734,12 @@ async fn lock_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &HubSpotId) -> 
 
 fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
     let id: String = row.get(0);
-    let parse = |col: usize, what: &str| -> Result<serde_json::Value, StoreError> {
-        serde_json::from_str(&row.get::<String, _>(col)).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
-    };
-    let from = |v: serde_json::Value, what: &str| -> Result<BTreeMap<String, String>, StoreError> {
-        serde_json::from_value(v).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
-    };
-    let mut state: ContactState =
-        serde_json::from_value(parse(1, "state")?).map_err(|e| corrupt(format!("contacts/{id}.state"), e))?;
+    // Each JSON column straight into its type (no `serde_json::Value` in between: the rescore
+    // reads every stored row).
+    fn parse<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow, col: usize, id: &str, what: &str) -> Result<T, StoreError> {
+        serde_json::from_str(row.get::<&str, _>(col)).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
+    }
+    let mut state: ContactState = parse(row, 1, &id, "state")?;
     // The Salesforce columns are the record of a promotion: an evaluation that started before
     // the promotion finished may have saved a state without the link.
     let link = SalesforceLink {
@@ -750,17 +752,17 @@ fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
         state.promotion_pending = false;
     }
     Ok(ContactRow {
-        contact_id: HubSpotId::try_from(id.clone()).map_err(|e| corrupt("contacts.contact_id", e))?,
         state,
-        properties: from(parse(2, "properties")?, "properties")?,
+        properties: parse(row, 2, &id, "properties")?,
         company_id: row.get(3),
-        company: from(parse(4, "company")?, "company")?,
+        company: parse(row, 4, &id, "company")?,
         removed: row.get(5),
         merged_into: row.get(6),
         fit: row.get(7),
         engagement: row.get(8),
         grade: row.get(9),
         evaluated_at: from_ms(row.get(10)),
+        contact_id: HubSpotId::try_from(id).map_err(|e| corrupt("contacts.contact_id", e))?,
     })
 }
 
