@@ -40,6 +40,54 @@ async fn replicas_started_at_once_on_an_empty_store_all_open_it_and_apply_each_m
     }
 }
 
+// README (Replicas): "a webhook taken by a standby replica is announced to the holder through
+// PostgreSQL (`NOTIFY`) and processed at once".
+/// New inbox events kept through one store handle (a standby replica's intake) wake the
+/// workers listening through another (the holder's) within a second, well before the 2 s poll;
+/// a delivery of nothing new announces nothing; SQLite has no announcements.
+#[tokio::test]
+async fn new_inbox_events_kept_by_one_replica_wake_the_holder_s_workers_through_postgres() {
+    use std::sync::Arc;
+    use std::time::Duration as StdDuration;
+    let url = crate::support::postgres_url().await;
+    let holder = Store::create_or_open(&url).await.unwrap();
+    let standby = Store::open_existing(&url).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listening = holder.listen_inbox(wake.clone()).expect("PostgreSQL announces");
+    // Listening: it wakes once on (re)connecting, for what came in meanwhile.
+    tokio::time::timeout(StdDuration::from_secs(10), wake.notified())
+        .await
+        .expect("the listener connects");
+    let ev = InboxEvent {
+        dedupe_key: "k1".into(),
+        contact_id: "1".into(),
+        subscription: "contact.creation".into(),
+        payload: "{}".into(),
+    };
+    assert_eq!(
+        standby
+            .inbox_put_many(&[std::slice::from_ref(&ev)], Utc::now())
+            .await
+            .unwrap(),
+        vec![1]
+    );
+    tokio::time::timeout(StdDuration::from_secs(1), wake.notified())
+        .await
+        .expect("the holder's workers are woken within a second of the standby's commit");
+    assert_eq!(standby.inbox_put_many(&[&[ev]], Utc::now()).await.unwrap(), vec![0]);
+    assert!(
+        tokio::time::timeout(StdDuration::from_millis(500), wake.notified())
+            .await
+            .is_err(),
+        "a repeated delivery adds nothing and announces nothing"
+    );
+    listening.abort();
+    let (sqlite, _dir) = Backend::Sqlite.fresh().await;
+    assert!(Store::connect(&sqlite).await.unwrap().listen_inbox(wake).is_none());
+    holder.close().await;
+    standby.close().await;
+}
+
 async fn open(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
     let (url, dir) = backend.fresh().await;
     (Store::connect(&url).await.unwrap(), dir)

@@ -298,7 +298,8 @@ impl Store {
             }
             for row in q.fetch_all(&self.pool).await? {
                 let id: &str = row.get(0);
-                let ev: Event = serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| corrupt(format!("events/{id}"), e))?;
+                let ev: Event =
+                    serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| corrupt(format!("events/{id}"), e))?;
                 match out.get_mut(id) {
                     Some(events) => events.push(ev),
                     None => {
@@ -736,7 +737,12 @@ fn contact_row(row: &sqlx::any::AnyRow) -> Result<ContactRow, StoreError> {
     let id: String = row.get(0);
     // Each JSON column straight into its type (no `serde_json::Value` in between: the rescore
     // reads every stored row).
-    fn parse<T: serde::de::DeserializeOwned>(row: &sqlx::any::AnyRow, col: usize, id: &str, what: &str) -> Result<T, StoreError> {
+    fn parse<T: serde::de::DeserializeOwned>(
+        row: &sqlx::any::AnyRow,
+        col: usize,
+        id: &str,
+        what: &str,
+    ) -> Result<T, StoreError> {
         serde_json::from_str(row.get::<&str, _>(col)).map_err(|e| corrupt(format!("contacts/{id}.{what}"), e))
     }
     let mut state: ContactState = parse(row, 1, &id, "state")?;

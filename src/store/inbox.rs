@@ -95,7 +95,37 @@ fn dead_row(r: &sqlx::any::AnyRow) -> InboxDead {
     }
 }
 
+/// The PostgreSQL channel new inbox events are announced on.
+const INBOX_CHANNEL: &str = "leadsync_inbox";
+
+/// Wakes `wake` at each announcement on [`INBOX_CHANNEL`], and once on connecting (for what
+/// came in meanwhile), until the connection fails.
+async fn announcements(url: &str, wake: &tokio::sync::Notify) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(INBOX_CHANNEL).await?;
+    wake.notify_one();
+    loop {
+        listener.recv().await?;
+        wake.notify_one();
+    }
+}
+
 impl Store {
+    /// On PostgreSQL, wakes `wake` whenever any replica commits new inbox events (a webhook
+    /// taken by a standby replica is processed by the holder at once, not at its next poll),
+    /// until the returned task is aborted; reconnects after a lost connection. `None` on
+    /// SQLite, where the one replica's intake wakes its own workers.
+    pub fn listen_inbox(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>> {
+        let url = self.postgres_url.clone()?;
+        Some(tokio::spawn(async move {
+            loop {
+                let Err(e) = announcements(&url, &wake).await;
+                tracing::warn!(error = %e, "the inbox's announcements are not heard; the inbox is polled meanwhile, listening again in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }))
+    }
+
     /// Keeps the events of several deliveries in one transaction; returns how many of each
     /// delivery's were new. Waits at most [`INTAKE_WAIT`] for a connection; a transaction that
     /// fails anywhere (COMMIT included) is rolled back and its connection closed.
@@ -110,6 +140,14 @@ impl Store {
             let mut new = Vec::with_capacity(deliveries.len());
             for events in deliveries {
                 new.push(insert_events(&mut tx, events, now).await?);
+            }
+            if self.backend() == Backend::Postgres && new.iter().any(|n| *n > 0) {
+                // Delivered at commit, to the replica holding the portal's lease wherever the
+                // delivery came in (see `Store::listen_inbox`).
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(INBOX_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(new)

@@ -137,6 +137,8 @@ pub struct Store {
     inbox_retention: chrono::Duration,
     /// The lease every write transaction is checked against (see [`Store::fenced`]).
     fence: Option<Arc<lease::Fence>>,
+    /// PostgreSQL's URL, for the inbox's announcements (`Store::listen_inbox`); never shown.
+    postgres_url: Option<Arc<str>>,
 }
 
 /// Processed inbox rows are kept this long by default (HubSpot redelivers for up to a day;
@@ -245,6 +247,7 @@ impl Store {
             health: Arc::default(),
             inbox_retention: chrono::Duration::days(i64::from(DEFAULT_INBOX_RETENTION_DAYS)),
             fence: None,
+            postgres_url: (backend == Backend::Postgres).then(|| Arc::from(url.as_str())),
         };
         store.migrate().await?;
         Ok(store)

@@ -201,7 +201,9 @@ pub async fn run(
         Ok(n) => info!(events = n, "inbox events claimed by a stopped run taken back"),
         Err(e) => warn!(error = %e, "inbox claims of a stopped run not freed; they are due when they run out"),
     }
-    // Inbox workers: woken by the intake, and every two seconds for anything left behind.
+    // Inbox workers: woken by the intake (on PostgreSQL any replica's, announced through the
+    // database), and every two seconds for anything left behind.
+    let listening = syncer.store.listen_inbox(wake.clone());
     let inbox_lock = Arc::new(Mutex::new(()));
     locks.push(inbox_lock.clone());
     loop {
@@ -226,6 +228,9 @@ pub async fn run(
         }
     }
 
+    if let Some(listening) = listening {
+        listening.abort();
+    }
     info!("stopping: letting jobs in flight finish");
     let mut sched = sched;
     sched.shutdown().await?;
