@@ -54,10 +54,25 @@ async fn new_inbox_events_kept_by_one_replica_wake_the_holder_s_workers_through_
     let standby = Store::open_existing(&url).await.unwrap();
     let wake = Arc::new(tokio::sync::Notify::new());
     let listening = holder.listen_inbox(wake.clone()).expect("PostgreSQL announces");
-    // Listening: it wakes once on (re)connecting, for what came in meanwhile.
-    tokio::time::timeout(StdDuration::from_secs(10), wake.notified())
+    // Listening once its connection is up: wait for the session in PostgreSQL's own view.
+    let started = std::time::Instant::now();
+    let pool = crate::support::sql_pool(&url).await;
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        .fetch_one(&pool)
         .await
-        .expect("the listener connects");
+        .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(10),
+            "the listener never connected"
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
     let ev = InboxEvent {
         dedupe_key: "k1".into(),
         contact_id: "1".into(),
@@ -82,6 +97,7 @@ async fn new_inbox_events_kept_by_one_replica_wake_the_holder_s_workers_through_
         "a repeated delivery adds nothing and announces nothing"
     );
     listening.abort();
+    pool.close().await;
     let (sqlite, _dir) = Backend::Sqlite.fresh().await;
     assert!(Store::connect(&sqlite).await.unwrap().listen_inbox(wake).is_none());
     holder.close().await;

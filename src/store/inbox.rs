@@ -98,12 +98,11 @@ fn dead_row(r: &sqlx::any::AnyRow) -> InboxDead {
 /// The PostgreSQL channel new inbox events are announced on.
 const INBOX_CHANNEL: &str = "leadsync_inbox";
 
-/// Wakes `wake` at each announcement on [`INBOX_CHANNEL`], and once on connecting (for what
-/// came in meanwhile), until the connection fails.
+/// Wakes `wake` at each announcement on [`INBOX_CHANNEL`] until the connection fails (what
+/// came in while it was not listening is found by the inbox's poll).
 async fn announcements(url: &str, wake: &tokio::sync::Notify) -> Result<std::convert::Infallible, sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener.listen(INBOX_CHANNEL).await?;
-    wake.notify_one();
     loop {
         listener.recv().await?;
         wake.notify_one();
