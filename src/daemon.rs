@@ -265,16 +265,19 @@ impl Daemon {
         let mut states = Vec::with_capacity(portals.len());
         let mut pipelines = Vec::with_capacity(portals.len());
         // One process holds at most `max_portals_per_replica` leases: its portals share the slots.
-        let cap = loaded.settings.replicas.max_portals_per_replica;
-        let slots = cap.map(|max| Arc::new(tokio::sync::Semaphore::new(max)));
+        let slots = loaded
+            .settings
+            .replicas
+            .max_portals_per_replica
+            .map(|max| Arc::new(tokio::sync::Semaphore::new(max)));
         let id = crate::replica::replica_id();
         for (portal, syncer) in portals {
             let wake = Arc::new(Notify::new());
             let portal_id = portal.settings.hubspot.portal_id;
             let mut replica = Replica::new(portal_id, loaded.settings.replicas.lease());
             replica.id = id.clone();
-            if let (Some(slots), Some(max)) = (&slots, cap) {
-                replica = replica.with_slots(slots.clone(), max);
+            if let Some(slots) = &slots {
+                replica = replica.with_slots(slots.clone());
             }
             states.push((
                 portal_id.filter(|_| several),

@@ -34,8 +34,6 @@ pub struct Replica {
     /// The slots this process's portals share (`replicas.max_portals_per_replica`): a lease is
     /// tried only with a slot free, and the slot is held as long as the lease. `None`: no cap.
     slots: Option<Arc<Semaphore>>,
-    /// The cap the slots were made with.
-    max: Option<usize>,
 }
 
 /// `host-pid-random`: one per process, so a restarted replica is a new holder, and every
@@ -53,14 +51,12 @@ impl Replica {
             ttl,
             exclusive: false,
             slots: None,
-            max: None,
         }
     }
 
-    /// This replica sharing `max` slots with the other portals of its process.
-    pub fn with_slots(mut self, slots: Arc<Semaphore>, max: usize) -> Replica {
+    /// This replica sharing `slots` (as many as the cap) with the other portals of its process.
+    pub fn with_slots(mut self, slots: Arc<Semaphore>) -> Replica {
         self.slots = Some(slots);
-        self.max = Some(max);
         self
     }
 
@@ -88,7 +84,7 @@ impl Replica {
                     Ok(slot) => Some(slot),
                     Err(_) => {
                         if !full_logged {
-                            info!(replica = %self.id, portal = %self.portal, max = ?self.max, "this replica holds as many portals' leases as its cap allows: serving this portal's webhooks, standing by");
+                            info!(replica = %self.id, portal = %self.portal, "this replica holds as many portals' leases as its cap allows: serving this portal's webhooks, standing by");
                             full_logged = true;
                         }
                         // Queued for the next slot given back (the semaphore is first come, first

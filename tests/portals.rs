@@ -1409,19 +1409,24 @@ async fn with_one_portal_per_replica_two_portals_spread_over_two_replicas_and_a_
         "{html}"
     );
 
+    // Until replica `i` (process `pid`) holds portal `p`'s lease.
+    let takes = async |i: usize, pid: u32, p: usize| {
+        let up = Instant::now();
+        while pid_of(&holders().await[p]) != Some(pid) {
+            assert!(
+                up.elapsed() < StdDuration::from_secs(60),
+                "replica {i} never took portal {}:\n{}",
+                portals[p],
+                log(i)
+            );
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+    };
+
     // The second takes the other portal.
     let mut second = replica(1);
     let second_pid = second.id().unwrap();
-    let up = Instant::now();
-    while pid_of(&holders().await[other]) != Some(second_pid) {
-        assert!(
-            up.elapsed() < StdDuration::from_secs(60),
-            "the second never took portal {}:\n{}",
-            portals[other],
-            log(1)
-        );
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
+    takes(1, second_pid, other).await;
     let held = holders().await;
     assert_eq!(pid_of(&held[mine]), Some(first_pid), "{held:?}");
     assert_eq!(role(ports[1], portals[other]).await.0, "holds");
@@ -1466,16 +1471,7 @@ async fn with_one_portal_per_replica_two_portals_spread_over_two_replicas_and_a_
     // A third, with room, takes it within the lease time.
     let mut third = replica(2);
     let third_pid = third.id().unwrap();
-    let up = Instant::now();
-    while pid_of(&holders().await[mine]) != Some(third_pid) {
-        assert!(
-            up.elapsed() < StdDuration::from_secs(60),
-            "the third never took portal {}:\n{}",
-            portals[mine],
-            log(2)
-        );
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
+    takes(2, third_pid, mine).await;
     for child in [&mut second, &mut third] {
         let _ = child.start_kill();
         let _ = child.wait().await;

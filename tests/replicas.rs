@@ -96,7 +96,7 @@ async fn new_inbox_events_kept_by_one_replica_wake_the_holder_s_workers_through_
             .is_err(),
         "a repeated delivery adds nothing and announces nothing"
     );
-    listening.abort();
+    drop(listening);
     pool.close().await;
     let (sqlite, _dir) = Backend::Sqlite.fresh().await;
     assert!(Store::connect(&sqlite).await.unwrap().listen_inbox(wake).is_none());

@@ -98,6 +98,17 @@ fn dead_row(r: &sqlx::any::AnyRow) -> InboxDead {
 /// The PostgreSQL channel new inbox events are announced on.
 const INBOX_CHANNEL: &str = "leadsync_inbox";
 
+/// The inbox's announcements being heard (see [`Store::listen_inbox`]); dropped, they are no
+/// longer, whichever way its owner ends.
+#[derive(Debug)]
+pub struct Listening(tokio::task::JoinHandle<()>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Wakes `wake` at each announcement on [`INBOX_CHANNEL`] until the connection fails (what
 /// came in while it was not listening is found by the inbox's poll).
 async fn announcements(url: &str, wake: &tokio::sync::Notify) -> Result<std::convert::Infallible, sqlx::Error> {
@@ -112,17 +123,17 @@ async fn announcements(url: &str, wake: &tokio::sync::Notify) -> Result<std::con
 impl Store {
     /// On PostgreSQL, wakes `wake` whenever any replica commits new inbox events (a webhook
     /// taken by a standby replica is processed by the holder at once, not at its next poll),
-    /// until the returned task is aborted; reconnects after a lost connection. `None` on
+    /// as long as the returned guard is kept; reconnects after a lost connection. `None` on
     /// SQLite, where the one replica's intake wakes its own workers.
-    pub fn listen_inbox(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn listen_inbox(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Option<Listening> {
         let url = self.postgres_url.clone()?;
-        Some(tokio::spawn(async move {
+        Some(Listening(tokio::spawn(async move {
             loop {
                 let Err(e) = announcements(&url, &wake).await;
                 tracing::warn!(error = %e, "the inbox's announcements are not heard; the inbox is polled meanwhile, listening again in 1 s");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-        }))
+        })))
     }
 
     /// Keeps the events of several deliveries in one transaction; returns how many of each

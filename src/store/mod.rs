@@ -43,7 +43,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 pub use contacts::{AuditRow, ContactRow, Evaluated, FunnelRow, Plan, Promoted, Removal, merged_state};
-pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter};
+pub use inbox::{InboxDead, InboxEvent, InboxRow, InboxWriter, Listening};
 pub use lease::{Lease, LeaseRow};
 pub use outbox::{CLAIM, Lapsed, OutboxItem, OutboxKind, OutboxState};
 pub use routing::{OwnerWrite, StoredAssignment};

@@ -228,9 +228,7 @@ pub async fn run(
         }
     }
 
-    if let Some(listening) = listening {
-        listening.abort();
-    }
+    drop(listening);
     info!("stopping: letting jobs in flight finish");
     let mut sched = sched;
     sched.shutdown().await?;
