@@ -111,7 +111,7 @@ pub fn decide_pulled(
     now: DateTime<Utc>,
 ) -> Option<Evaluated> {
     let id = HubSpotId::try_from(pulled.contact.id.clone()).ok()?;
-    let properties = known_properties(&pulled.contact);
+    let properties = newest_properties(known_properties(&pulled.contact), stored);
     let (company_id, company) = match pulled.company {
         Some((cid, props)) => (Some(cid), props),
         None => stored.map_or((None, BTreeMap::new()), |s| (s.company_id.clone(), s.company.clone())),
@@ -185,6 +185,24 @@ pub fn decide_pulled(
     e.outbox.extend(alerts);
     e.outbox.extend(context);
     Some(e)
+}
+
+/// HubSpot's values to decide from: those pulled, unless the stored row holds a later
+/// `lastmodifieddate`. Two passes whose pulls overlap (the scheduled cycle and a webhook's) can
+/// commit out of order, and the older snapshot may still show a stage write of leadsync's that
+/// the newer one saw land: judged against the newer state, it would look like a person moving
+/// the contact back (a recycle nobody asked for). The newer values stored are HubSpot's present.
+fn newest_properties(pulled: BTreeMap<String, String>, stored: Option<&ContactRow>) -> BTreeMap<String, String> {
+    let modified = |p: &BTreeMap<String, String>| {
+        p.get("lastmodifieddate")
+            .and_then(|v| crate::hubspot::types::parse_time(v))
+    };
+    match stored {
+        Some(s) if matches!((modified(&pulled), modified(&s.properties)), (Some(a), Some(b)) if a < b) => {
+            s.properties.clone()
+        }
+        _ => pulled,
+    }
 }
 
 /// What to save for a decision.
@@ -586,6 +604,40 @@ mod tests {
         );
         let ids = p.evaluated.iter().map(|e| e.contact_id.as_str().to_string()).collect();
         (p.removals.clone(), ids, p)
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_stored_one_is_not_taken_for_a_person_moving_the_stage_back() {
+        // Stored: leadsync made the contact SQL and a later pull saw its write land in HubSpot.
+        let mut stored = row("1", None, None, Some(Stage::Sql));
+        stored.state.hubspot_stage_seen = Some("salesqualifiedlead".into());
+        stored.properties = BTreeMap::from([
+            ("lifecyclestage".to_string(), "salesqualifiedlead".to_string()),
+            ("lastmodifieddate".to_string(), "2026-11-25T11:00:00Z".to_string()),
+        ]);
+        let decide = |modified: &str| {
+            let mut p = pulled("1", false, "");
+            p.contact
+                .properties
+                .insert("lifecyclestage".into(), Some("lead".into()));
+            p.contact
+                .properties
+                .insert("lastmodifieddate".into(), Some(modified.into()));
+            let rules = crate::defaults::embedded_rules().unwrap();
+            let now = "2026-11-25T12:00:00Z".parse().unwrap();
+            let e = decide_pulled(&rules, &crate::defaults::embedded_sla(), p, Some(&stored), &[], now).unwrap();
+            let recycled = e.transitions.iter().any(|t| matches!(t.change, Change::Recycle { .. }));
+            (e.state.stage, recycled, e.properties["lifecyclestage"].clone())
+        };
+        // Pulled before that write landed, committed after: HubSpot's present is the stored one.
+        assert_eq!(
+            decide("2026-11-25T10:00:00Z"),
+            (Some(Stage::Sql), false, "salesqualifiedlead".to_string())
+        );
+        // Changed after it: a person did move the contact back.
+        let (_, recycled, seen) = decide("2026-11-25T11:30:00Z");
+        assert!(recycled, "a later `lead` is a person's move back");
+        assert_eq!(seen, "lead");
     }
 
     #[test]
