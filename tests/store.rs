@@ -99,6 +99,41 @@ async fn a_commit_saves_state_ledger_audit_outbox_and_checkpoint_together() {
 }
 
 #[tokio::test]
+async fn a_ledger_is_read_back_per_contact_oldest_first_and_ties_by_event_id_on_both_stores() {
+    for (name, store) in stores().await {
+        // 600 contacts (two chunks of the read), each with events committed newest first, two
+        // of them at the same time; one contact with no event at all.
+        let batch: Vec<Evaluated> = (1..=600)
+            .map(|c| {
+                let mut tie = event(3);
+                tie.id = format!("c{c}-a");
+                let mut events = vec![event(1), event(4), event(2), tie];
+                for e in &mut events[..3] {
+                    e.id = format!("c{c}-{}", e.id);
+                }
+                events[3].at = events[1].at; // the same time as `e4`, whose id sorts after
+                evaluated(&c.to_string(), Stage::Lead, events, vec![])
+            })
+            .chain([evaluated("999", Stage::Lead, vec![], vec![])])
+            .collect();
+        store.commit(&batch, None).await.unwrap();
+        let ids: Vec<HubSpotId> = (1..=600).map(|c| id(&c.to_string())).chain([id("999")]).collect();
+        let ledger = store.events(&ids).await.unwrap();
+        assert_eq!(ledger.len(), 600, "{name}: a contact without events has no entry");
+        for c in [1, 300, 501, 600] {
+            let got: Vec<String> = ledger[&id(&c.to_string())].iter().map(|e| e.id.clone()).collect();
+            let want: Vec<String> = ["a", "e4", "e2", "e1"].iter().map(|e| format!("c{c}-{e}")).collect();
+            assert_eq!(got, want, "{name}: contact {c}");
+        }
+        assert_eq!(
+            ledger[&id("7")][0].url.as_deref(),
+            Some("/pricing"),
+            "{name}: bodies whole"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_promotion_key_is_enqueued_once_and_a_write_is_replaced_by_newer_values() {
     for (name, store) in stores().await {
         let promote = (OutboxKind::Promote, "promote:5:0".to_string(), "{}".to_string());
