@@ -25,6 +25,7 @@ on_both_stores!(
     status_of_one_contact_shows_its_audit_trail,
     a_failing_inbox_event_holds_back_only_its_contact_and_waits_at_most_ten_minutes,
     two_passes_at_once_on_one_contact_decide_and_save_it_once,
+    two_rescores_at_once_over_two_pages_save_each_change_once,
     a_promoted_contact_is_written_to_hubspot_once_with_its_values_and_salesforce_ids,
     a_crash_between_a_promotion_and_its_write_back_still_writes_values_and_ids_once,
 );
@@ -642,7 +643,18 @@ async fn a_failing_inbox_event_holds_back_only_its_contact_and_waits_at_most_ten
 
 // README: "reading a contact's stored state, deciding and saving happen under one lock (so a slow rescore never saves an older state over a webhook's newer one)"
 async fn two_passes_at_once_on_one_contact_decide_and_save_it_once(on: Backend) {
-    let (app, _, _dir) = app_on(on, 120).await;
+    two_rescores_at_once_save_each_change_once(on, 120).await
+}
+
+// README: "a page read ahead is used only if no other evaluation held the lock since"
+async fn two_rescores_at_once_over_two_pages_save_each_change_once(on: Backend) {
+    // Each rescore reads its second page while deciding its first: the second rescore's read
+    // of page two comes before the first one saves it, so it must be read again.
+    two_rescores_at_once_save_each_change_once(on, 1_100).await
+}
+
+async fn two_rescores_at_once_save_each_change_once(on: Backend, contacts: u32) {
+    let (app, _, _dir) = app_on(on, contacts).await;
     backfill(&app).await;
     let s = &app.stack.syncer;
     // Two months on, two passes over the same contacts at once (the nightly rescore beside a
@@ -660,7 +672,7 @@ async fn two_passes_at_once_on_one_contact_decide_and_save_it_once(on: Backend) 
         b.moves
     );
     let mut twice = Vec::new();
-    for r in s.store.contact_page(None, 1_000).await.unwrap() {
+    for r in s.store.contact_page(None, 2_000).await.unwrap() {
         let changes: Vec<String> = s
             .store
             .audit(&r.contact_id)

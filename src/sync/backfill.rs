@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::behaviour::FormSource;
 use super::cycle::CURSOR;
-use super::decide::{self, decide_stored, stored_ids};
+use super::decide::{self, decide_stored_owned, stored_ids};
 use super::{SyncError, SyncReport, Syncer};
 use crate::hubspot::behaviour::Form;
 use crate::hubspot::limiter::Priority;
@@ -658,43 +658,54 @@ impl Syncer {
         let ids = self.store.contact_ids().await?;
         // Where the time goes, logged at the end: reading, deciding, committing.
         let (mut reading, mut deciding, mut committing) = (started.elapsed(), Duration::ZERO, Duration::ZERO);
-        for page in ids.chunks(RESCORE_PAGE) {
+        // Each page is read while the one before is decided (under the same hold of the
+        // evaluation lock), and used if nobody else held the lock before the rescore took it
+        // again: read again otherwise, so no page is decided from rows another evaluation
+        // changed meanwhile.
+        let pages: Vec<&[HubSpotId]> = ids.chunks(RESCORE_PAGE).collect();
+        let mut ahead: Option<(u64, RescorePage)> = None;
+        let mut read_again = 0u32;
+        for (i, page) in pages.iter().enumerate() {
             let held = self.evaluating().await;
             let t = std::time::Instant::now();
-            let mut stored = self.store.contacts(page).await?;
-            let rows: Vec<_> = page
-                .iter()
-                .filter_map(|id| stored.remove(id))
-                .filter(|r| r.removed.is_none() && keep(r))
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let kept: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
-            let ledger = self.store.events(&kept).await?;
+            let (rows, mut ledger) = match ahead.take() {
+                Some((taken, read)) if *held == taken + 1 => read,
+                other => {
+                    read_again += u32::from(other.is_some());
+                    self.rescore_page(page, &keep).await?
+                }
+            };
             reading += t.elapsed();
             let t = std::time::Instant::now();
-            // The evaluations are pure CPU: off the async threads, so the outbox worker beside
-            // the rescore keeps writing back the previous page's changes meanwhile.
+            // The evaluations are pure CPU: off the async threads, so the next page is read and
+            // the outbox worker beside the rescore keeps writing back changes meanwhile.
             let (rules, sla) = (self.rules.clone(), self.sla.clone());
-            let (batch, settled) = tokio::task::spawn_blocking(move || {
-                let empty = Vec::new();
-                let batch: Vec<_> = rows
-                    .iter()
-                    .map(|r| decide_stored(&rules, &sla, r, ledger.get(&r.contact_id).unwrap_or(&empty), now))
-                    .collect();
-                let settled: Vec<bool> = rows.iter().zip(&batch).map(|(r, e)| settled(r, e)).collect();
-                (batch, settled)
-            })
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let decided = tokio::task::spawn_blocking(move || {
+                rows.into_iter()
+                    .map(|r| {
+                        let events = ledger.remove(&r.contact_id).unwrap_or_default();
+                        decide_stored_owned(&rules, &sla, r, events, now)
+                    })
+                    .collect::<Vec<decide::Rescored>>()
+            });
+            let next = async {
+                match pages.get(i + 1) {
+                    Some(p) => self.rescore_page(p, &keep).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (batch, next) = tokio::join!(decided, next);
+            let batch = batch.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            ahead = next?.map(|read| (*held, read));
             deciding += t.elapsed();
-            report.count(&batch);
+            let (same, changed): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.settled);
+            let same: Vec<HubSpotId> = same.into_iter().map(|r| r.evaluated.contact_id).collect();
+            let changed: Vec<Evaluated> = changed.into_iter().map(|r| r.evaluated).collect();
+            report.count(&changed);
+            report.count_settled(same.len());
             let t = std::time::Instant::now();
-            if !dry_run {
-                let (same, changed): (Vec<_>, Vec<_>) = batch.into_iter().zip(settled).partition(|(_, s)| *s);
-                let same: Vec<HubSpotId> = same.into_iter().map(|(e, _)| e.contact_id).collect();
-                let changed: Vec<Evaluated> = changed.into_iter().map(|(e, _)| e).collect();
+            let nothing = changed.is_empty() && same.is_empty();
+            if !dry_run && !nothing {
                 self.store.commit_rescored(&changed, &same, now).await?;
                 if !changed.is_empty() {
                     self.outbox.wake(Priority::Background);
@@ -711,28 +722,41 @@ impl Syncer {
             reading_ms = ms(reading),
             deciding_ms = ms(deciding),
             committing_ms = ms(committing),
+            pages_read_again = read_again,
             "rescore done"
         );
         Ok(report)
     }
+
+    /// A rescore's page: the stored rows of `page` that are not removed and `keep` selects, in
+    /// `page`'s order, and their ledgers.
+    async fn rescore_page(
+        &self,
+        page: &[HubSpotId],
+        keep: &impl Fn(&crate::store::ContactRow) -> bool,
+    ) -> Result<RescorePage, SyncError> {
+        let mut stored = self.store.contacts(page).await?;
+        let rows: Vec<_> = page
+            .iter()
+            .filter_map(|id| stored.remove(id))
+            .filter(|r| r.removed.is_none() && keep(r))
+            .collect();
+        if rows.is_empty() {
+            return Ok((rows, HashMap::new()));
+        }
+        let kept: Vec<HubSpotId> = rows.iter().map(|r| r.contact_id.clone()).collect();
+        Ok((rows, self.store.events(&kept).await?))
+    }
 }
+
+/// What a rescore decides from, a page at a time: stored rows and their ledgers.
+type RescorePage = (
+    Vec<crate::store::ContactRow>,
+    HashMap<HubSpotId, Vec<crate::lifecycle::Event>>,
+);
 
 /// Contacts a rescore reads, decides and commits at once (under the evaluation lock).
 const RESCORE_PAGE: usize = 1_000;
-
-/// True when a rescore's evaluation of a stored contact changes nothing stored but its time:
-/// same state and scores, and nothing for the audit, the outbox or the SLA.
-fn settled(row: &crate::store::ContactRow, e: &Evaluated) -> bool {
-    e.state == row.state
-        && e.fit == row.fit
-        && e.engagement == row.engagement
-        && e.grade == row.grade
-        && e.company_id == row.company_id
-        && e.transitions.is_empty()
-        && e.outbox.is_empty()
-        && e.sla_timers.is_empty()
-        && e.new_events.is_empty()
-}
 
 /// The backfill's progress: a bar in a terminal, log lines otherwise.
 pub struct Progress {

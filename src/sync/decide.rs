@@ -368,24 +368,64 @@ pub fn decide_stored(
     ledger: &[Event],
     now: DateTime<Utc>,
 ) -> Evaluated {
+    decide_stored_owned(rules, sla, row.clone(), ledger.to_vec(), now).evaluated
+}
+
+/// [`decide_stored`]'s decision of a contact, and whether it changes nothing stored but its
+/// time.
+pub struct Rescored {
+    /// What to save.
+    pub evaluated: Evaluated,
+    /// Same state and scores, and nothing for the audit, the outbox or the SLA: only
+    /// `evaluated_at` would change.
+    pub settled: bool,
+}
+
+/// [`decide_stored`] of a row and ledger the caller gives up (the rescore's), so that neither
+/// is copied: the events, the state and the properties move into the snapshot and the result.
+pub fn decide_stored_owned(
+    rules: &Rules,
+    sla: &SlaFile,
+    row: ContactRow,
+    ledger: Vec<Event>,
+    now: DateTime<Utc>,
+) -> Rescored {
+    let ContactRow {
+        contact_id,
+        state,
+        properties,
+        company_id,
+        company,
+        fit,
+        engagement,
+        grade,
+        ..
+    } = row;
     let snapshot = Snapshot {
-        contact_id: row.contact_id.clone(),
-        properties: row.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        events: ledger.to_vec(),
-        state: row.state.clone(),
+        contact_id,
+        properties: properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        events: ledger,
+        state,
     };
     let decision = evaluate(rules, &snapshot, now);
     let mut e = saved(
         sla,
         &decision,
         Seen::Before,
-        row.properties.clone(),
-        row.company_id.clone(),
-        row.company.clone(),
+        properties,
+        company_id,
+        company,
         Vec::new(),
     );
     e.outbox.extend(context_item(rules, &decision, &snapshot.events, 0));
-    e
+    let settled = e.state == snapshot.state
+        && e.fit == fit
+        && e.engagement == engagement
+        && e.grade == grade
+        && e.transitions.is_empty()
+        && e.outbox.is_empty()
+        && e.sla_timers.is_empty();
+    Rescored { evaluated: e, settled }
 }
 
 /// The contact's marketing context for Salesforce, when the decision queues it

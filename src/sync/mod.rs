@@ -98,8 +98,7 @@ pub struct SyncReport {
 
 impl SyncReport {
     fn count(&mut self, batch: &[Evaluated]) {
-        self.evaluated += batch.len() as u64;
-        metrics::counter!("leadsync_evaluations_total", portal::metric_labels()).increment(batch.len() as u64);
+        self.count_settled(batch.len());
         for e in batch {
             for t in &e.transitions {
                 let key = match &t.change {
@@ -119,6 +118,12 @@ impl SyncReport {
                 .filter(|(k, _, _)| *k == crate::store::OutboxKind::Promote)
                 .count() as u64;
         }
+    }
+
+    /// Counts `n` evaluations that changed nothing (no transition, nothing queued).
+    fn count_settled(&mut self, n: usize) {
+        self.evaluated += n as u64;
+        metrics::counter!("leadsync_evaluations_total", portal::metric_labels()).increment(n as u64);
     }
 
     /// Adds another pass's counts.
@@ -168,7 +173,7 @@ pub struct Syncer {
     /// Company properties every read asks for.
     pub company_properties: Vec<String>,
     /// Held from reading stored contacts to saving their evaluation.
-    eval_lock: Arc<tokio::sync::Mutex<()>>,
+    eval_lock: Arc<tokio::sync::Mutex<u64>>,
     /// Held while the outbox is carried out.
     drain_lock: Arc<tokio::sync::Mutex<()>>,
     /// Wakes the outbox worker; every commit rings it.
@@ -230,9 +235,13 @@ impl Syncer {
         self
     }
 
-    /// The evaluation lock (held by other parts that read, decide and save contacts).
-    pub(crate) async fn evaluating(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.eval_lock.lock().await
+    /// The evaluation lock (held by every part that reads, decides and saves contacts). It
+    /// counts its holders: the guard holds this holder's number, so a holder that read ahead
+    /// knows whether anyone else held the lock since ([`Syncer::rescore_where`]).
+    pub(crate) async fn evaluating(&self) -> tokio::sync::MutexGuard<'_, u64> {
+        let mut held = self.eval_lock.lock().await;
+        *held += 1;
+        held
     }
 
     /// Pulls engagements and companies of contacts new to leadsync and the behaviour their
@@ -321,7 +330,7 @@ impl Syncer {
     ) -> Result<Vec<Evaluated>, SyncError> {
         // Read, decide and save under one lock, so that no other evaluation in this process
         // (a webhook, the rescore) saves in between and is overwritten by an older state.
-        let _held = self.eval_lock.lock().await;
+        let _held = self.evaluating().await;
         let stored = self.store.contacts(ids).await?;
         let ledger = self.store.events(ids).await?;
         let plan = decide_batch(&self.rules, &self.sla, pulled, told, stored, ledger, now);
