@@ -54,6 +54,11 @@ async fn the_claim_of_writes_lists_promoting_contacts_once_not_per_candidate() {
         plan.contains("SEARCH p USING INDEX outbox_due (kind=? AND state=?)"),
         "{plan}"
     );
+    // The claimed contacts' items are found by contact, not by walking every due item again.
+    assert!(
+        plan.contains("SEARCH outbox USING INDEX outbox_contact (contact_id=? AND kind=? AND state=?)"),
+        "{plan}"
+    );
 }
 
 async fn app_on(backend: Backend, contacts: u32) -> (TestApp, String, Option<tempfile::TempDir>) {

@@ -245,6 +245,11 @@ pub(super) async fn enqueue_many(
 
 const COLUMNS: &str = "id, key, contact_id, payload, state, attempts, last_error, created_at";
 
+/// Due items a claim reads per contact it wants: a contact has few items of one kind (a write
+/// of its values, one of its Salesforce ids), so a claim of `limit` contacts reads at most
+/// this many times `limit` items to find them; fewer contacts found are claimed the next time.
+const CANDIDATES_PER_CONTACT: usize = 4;
+
 /// What keeps a contact's HubSpot writes back while its promotion is due or under way: the
 /// contacts promoting, listed once per claim (a correlated `NOT EXISTS` read every promotion
 /// ever queued for each candidate: about a second a claim with 10,000 writes pending, so a
@@ -352,6 +357,7 @@ impl Store {
                 .bind(ms(now))
                 .bind(limit as i64)
                 .bind(ms(now + CLAIM))
+                .bind((limit * CANDIDATES_PER_CONTACT) as i64)
                 .fetch_all(&mut **tx)
                 .await?;
             Ok(in_order(rows.iter().map(item).collect()))
@@ -359,13 +365,24 @@ impl Store {
         .await
     }
 
-    /// The claim's statement: `also` narrows the contacts taken.
+    /// The claim's statement: `also` narrows the contacts taken. The contacts are those of the
+    /// first due items in `outbox_due`'s order (due time, then id), read from the index as far
+    /// as `$5` items and no further; their items are then found by contact (`outbox_contact`,
+    /// named on SQLite, whose planner otherwise walks every due item again). Grouping and
+    /// sorting every due item instead cost each claim time in proportion to the backlog: 34 ms
+    /// a claim with 22,000 writes due, 1.1 ms this way (Python's `sqlite3` on a copy of the
+    /// bench's store).
     fn claim_sql(&self, also: &str) -> String {
+        let by_contact = match self.backend() {
+            super::Backend::Sqlite => " INDEXED BY outbox_contact",
+            super::Backend::Postgres => "",
+        };
         format!(
-            "UPDATE outbox SET state = 'sending', next_at = $4 WHERE id IN (SELECT id FROM outbox \
+            "UPDATE outbox SET state = 'sending', next_at = $4 WHERE id IN (SELECT id FROM outbox{by_contact} \
              WHERE kind = $1 AND state = 'pending' AND next_at <= $2 AND contact_id IN \
-             (SELECT i.contact_id FROM outbox i WHERE i.kind = $1 AND i.state = 'pending' AND i.next_at <= $2{also} \
-             GROUP BY i.contact_id ORDER BY MIN(i.id) LIMIT $3){}) RETURNING {COLUMNS}",
+             (SELECT d.contact_id FROM (SELECT i.contact_id, i.next_at, i.id FROM outbox i \
+             WHERE i.kind = $1 AND i.state = 'pending' AND i.next_at <= $2{also} ORDER BY i.next_at, i.id LIMIT $5) d \
+             GROUP BY d.contact_id ORDER BY MIN(d.next_at), MIN(d.id) LIMIT $3){}) RETURNING {COLUMNS}",
             self.skip_locked()
         )
     }
@@ -380,6 +397,7 @@ impl Store {
             .bind(0_i64)
             .bind(100_i64)
             .bind(0_i64)
+            .bind(100_i64 * CANDIDATES_PER_CONTACT as i64)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| r.get::<String, _>(3)).collect())

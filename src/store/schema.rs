@@ -293,4 +293,13 @@ CREATE TABLE leases (
 ALTER TABLE inbox ADD COLUMN claimed_until BIGINT
 "#,
     },
+    Migration {
+        version: 19,
+        name: "outbox by contact",
+        // A claim takes every due item of the contacts it picks: found by contact here, not by
+        // walking every due item of `outbox_due` once more (see `Store::claim_where`).
+        sql: r#"
+CREATE INDEX outbox_contact ON outbox (contact_id, kind, state)
+"#,
+    },
 ];
