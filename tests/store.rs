@@ -438,6 +438,75 @@ async fn cursors_counters_and_the_write_ledger_survive_a_reconnect() {
 }
 
 #[tokio::test]
+async fn a_claim_takes_the_first_due_contacts_with_all_their_items_oldest_first_on_both_stores() {
+    for (name, store) in stores().await {
+        let w = |key: &str| (OutboxKind::HubSpotWrite, key.to_string(), "{}".to_string());
+        // Contact 30 has two writes (its values, its Salesforce ids); 10 and 20 one each, and
+        // a promotion of 10 (another kind) that a claim of writes never takes.
+        let batch = [
+            evaluated("30", Stage::Sql, vec![], vec![w("hs:30"), w("hubspot-sf:30")]),
+            evaluated(
+                "10",
+                Stage::Sql,
+                vec![],
+                vec![w("hs:10"), (OutboxKind::Promote, "promote:10:0".into(), "{}".into())],
+            ),
+            evaluated("20", Stage::Sql, vec![], vec![w("hs:20")]),
+        ];
+        store.commit(&batch, None).await.unwrap();
+        let keys = |items: Vec<leadsync::store::OutboxItem>| items.into_iter().map(|i| i.key).collect::<Vec<_>>();
+        let first = store.claim(OutboxKind::HubSpotWrite, now(), 2).await.unwrap();
+        assert_eq!(
+            keys(first),
+            ["hs:30", "hubspot-sf:30", "hs:10"],
+            "{name}: two contacts, all their items"
+        );
+        let second = store.claim(OutboxKind::HubSpotWrite, now(), 2).await.unwrap();
+        assert_eq!(keys(second), ["hs:20"], "{name}: then the next one");
+        assert!(
+            store
+                .claim(OutboxKind::HubSpotWrite, now(), 2)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing claimed twice"
+        );
+        let promote = store.claim(OutboxKind::Promote, now(), 2).await.unwrap();
+        assert_eq!(keys(promote), ["promote:10:0"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn written_values_fold_into_the_stored_ones_in_order_and_an_empty_one_removes_on_both_stores() {
+    for (name, store) in stores().await {
+        store
+            .commit(&[evaluated("3", Stage::Mql, vec![], vec![])], None)
+            .await
+            .unwrap();
+        let w = |pairs: &[(&str, &str)]| BTreeMap::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // One batch: contact 3 written twice (the second clears one value, replaces another),
+        // and a contact the store does not know.
+        let writes = [
+            (
+                id("3"),
+                w(&[("leadsync_stage", "mql"), ("leadsync_reason", "form \"demo\" – été")]),
+            ),
+            (id("404"), w(&[("leadsync_stage", "sql")])),
+            (id("3"), w(&[("leadsync_stage", "sql"), ("email", "")])),
+        ];
+        store.record_writes(&writes, now()).await.unwrap();
+        let rows = store.contacts(&[id("3"), id("404")]).await.unwrap();
+        assert_eq!(rows.len(), 1, "{name}: no row made for an unknown contact");
+        assert_eq!(
+            rows[&id("3")].properties,
+            w(&[("leadsync_stage", "sql"), ("leadsync_reason", "form \"demo\" – été")]),
+            "{name}: the later write wins, the empty value removes `email`, the text kept whole"
+        );
+        assert!(store.wrote(&id("3"), "leadsync_stage", "sql").await.unwrap(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn failed_inbox_events_wait_and_come_back_and_a_privacy_deletion_erases_personal_data() {
     for (name, store) in stores().await {
         let ev = InboxEvent {

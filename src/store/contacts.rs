@@ -628,98 +628,50 @@ async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &Removal) -> Result
     }
 }
 
-pub(super) async fn fold(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: &HubSpotId,
-    props: &BTreeMap<String, String>,
-) -> Result<(), StoreError> {
-    lock_row(tx, id).await?;
-    let row = sqlx::query("SELECT properties FROM contacts WHERE contact_id = $1")
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(row) = row else { return Ok(()) };
-    let mut stored: BTreeMap<String, String> =
-        serde_json::from_str(&row.get::<String, _>(0)).map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
-    for (k, v) in props {
-        if v.is_empty() {
-            stored.remove(k);
-        } else {
-            stored.insert(k.clone(), v.clone());
-        }
-    }
-    sqlx::query("UPDATE contacts SET properties = $1 WHERE contact_id = $2")
-        .bind(json(&stored))
-        .bind(id.as_str())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// [`fold`] of each write in order, in three statements whatever their number: the rows
-/// locked, their stored values read, and each contact's values, folded in Rust, written back.
-async fn fold_many(
+/// Folds written values into the stored HubSpot values of their contacts, in one statement
+/// whatever their number: the database merges each contact's values (a JSON merge patch; an
+/// empty value removes the property), so no stored row is read, parsed and written back here.
+/// A contact written twice ends as the two folds in turn left it.
+pub(super) async fn fold_many(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     writes: &[(HubSpotId, BTreeMap<String, String>)],
 ) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<serde_json::Value> = writes.iter().map(|(id, _)| serde_json::json!([id.as_str()])).collect();
-    let ids = rows::bound(&ids)?;
-    let listed = format!("SELECT {} FROM {}", rows::col(backend, 0, None), rows::rows(backend, 1));
-    sqlx::query(&format!(
-        "UPDATE contacts SET owner_id = owner_id WHERE contact_id IN ({listed})"
-    ))
-    .bind(&ids)
-    .execute(&mut **tx)
-    .await?;
-    let found = sqlx::query(&format!(
-        "SELECT contact_id, properties FROM contacts WHERE contact_id IN ({listed})"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut stored: HashMap<String, BTreeMap<String, String>> = HashMap::with_capacity(found.len());
-    for row in &found {
-        let id: String = row.get(0);
-        let props = serde_json::from_str(&row.get::<String, _>(1))
-            .map_err(|e| corrupt(format!("contacts/{id}.properties"), e))?;
-        stored.insert(id, props);
-    }
-    // In the writes' order, so a contact written twice ends as two folds in turn left it.
-    let mut order: Vec<&str> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // One patch per contact, later values over earlier ones; `null` removes.
+    let mut patches: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     for (id, props) in writes {
-        let Some(values) = stored.get_mut(id.as_str()) else {
-            continue;
-        };
-        if seen.insert(id.as_str()) {
-            order.push(id.as_str());
-        }
+        let patch = patches.entry(id.as_str()).or_default();
         for (k, v) in props {
-            if v.is_empty() {
-                values.remove(k);
+            let v = if v.is_empty() {
+                serde_json::Value::Null
             } else {
-                values.insert(k.clone(), v.clone());
-            }
+                v.clone().into()
+            };
+            patch.insert(k.clone(), v);
         }
     }
-    let folded: Vec<serde_json::Value> = order
-        .iter()
-        .map(|id| serde_json::json!([id, json(&stored[*id])]))
+    let patches: Vec<serde_json::Value> = patches
+        .into_iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(id, p)| serde_json::json!([id, p]))
         .collect();
-    if folded.is_empty() {
+    if patches.is_empty() {
         return Ok(());
     }
+    // Stored values are never `null`, so stripping nulls after the merge removes exactly the
+    // properties the patch cleared.
+    let merged = match backend {
+        Backend::Sqlite => "json_patch(properties, r.value ->> 1)",
+        Backend::Postgres => {
+            "CAST(jsonb_strip_nulls(CAST(properties AS JSONB) || CAST(r.value -> 1 AS JSONB)) AS TEXT)"
+        }
+    };
     sqlx::query(&format!(
-        "UPDATE contacts SET properties = {} FROM {} WHERE contacts.contact_id = {}",
-        rows::col(backend, 1, None),
+        "UPDATE contacts SET properties = {merged} FROM {} WHERE contacts.contact_id = {}",
         rows::rows(backend, 1),
         rows::col(backend, 0, None)
     ))
-    .bind(rows::bound(&folded)?)
+    .bind(rows::bound(&patches)?)
     .execute(&mut **tx)
     .await?;
     Ok(())

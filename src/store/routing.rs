@@ -120,6 +120,7 @@ impl Store {
         hubspot: Option<&OwnerWrite<'_>>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let backend = self.backend();
         self.in_write(PATIENT_WAIT, async |tx| {
             record_assignment(tx, id, owner, trace, at).await?;
             sqlx::query("UPDATE contacts SET owner_id = $1 WHERE contact_id = $2 AND owner_id IS NOT NULL")
@@ -128,7 +129,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
             if let Some(w) = hubspot {
-                super::contacts::fold(tx, id, w.properties).await?;
+                super::contacts::fold_many(tx, backend, &[(id.clone(), w.properties.clone())]).await?;
                 super::outbox::enqueue(&mut **tx, OutboxKind::HubSpotWrite, w.key, id.as_str(), w.payload, at).await?;
             }
             Ok(())
