@@ -120,7 +120,8 @@ impl SyncReport {
         }
     }
 
-    /// Counts `n` evaluations that changed nothing (no transition, nothing queued).
+    /// Counts `n` evaluations in the report and the metric; [`SyncReport::count`] adds their
+    /// transitions and promotions (a rescore counts its settled decisions with this alone).
     fn count_settled(&mut self, n: usize) {
         self.evaluated += n as u64;
         metrics::counter!("leadsync_evaluations_total", portal::metric_labels()).increment(n as u64);
