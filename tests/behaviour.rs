@@ -455,3 +455,59 @@ async fn the_same_form_submitted_twice_is_two_events_in_the_ledger_whichever_way
     assert_eq!(reason(&app), after_two);
     app.stack.shutdown().await.unwrap();
 }
+
+// README (Figures, backfill wall time): "the contacts' first blocks are listed and read while
+// the last forms are filed, and none is committed before every form is".
+#[tokio::test]
+async fn a_backfill_lists_contacts_while_its_last_form_is_filed_and_commits_none_before() {
+    let mut config = TestApp::sandbox_config(2_000);
+    // Each call takes 30 ms: a form's pages follow one another, so its last ones take longer
+    // than a block of 100 contacts takes to be listed and read.
+    config.latency = std::time::Duration::from_millis(30);
+    let app = TestApp::start_configured(config, None).await;
+    let s = &app.stack.syncer;
+    app.stack.sandbox.reset_calls();
+    let opts = BackfillOptions {
+        block: Some(100),
+        ..BackfillOptions::default()
+    };
+    s.backfill(&opts, app.now(), |_, _| {}).await.unwrap();
+
+    let arrivals = app.stack.sandbox.arrivals();
+    let at = |endpoint: &str| -> Vec<usize> {
+        let name = format!("hubspot {endpoint}");
+        arrivals
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e))| *e == name)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (lists, pages) = (at("contacts.list"), at("forms.submissions"));
+    assert!(!lists.is_empty() && !pages.is_empty(), "{arrivals:?}");
+    assert!(
+        lists[0] < *pages.last().unwrap(),
+        "the first contacts page is listed while a form is still filed: {arrivals:?}"
+    );
+    // No block was committed (its contacts written back) before every form was filed, and
+    // every submission is in its contact's ledger.
+    let writes = at("contacts.batch_update");
+    assert!(
+        writes[0] > *pages.last().unwrap(),
+        "a contact was written back before the last form page: {arrivals:?}"
+    );
+    let portal = app.stack.sandbox.portal();
+    for i in 0..portal.contacts {
+        let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
+        let mut want: Vec<(i64, String)> = portal
+            .activity(i)
+            .submissions
+            .iter()
+            .map(|(f, at)| (*at, portal.forms[*f].name.to_string()))
+            .collect();
+        want.sort();
+        want.dedup();
+        assert_eq!(forms_in_ledger(&app, &cid).await, want, "contact {cid}");
+    }
+    app.stack.shutdown().await.unwrap();
+}

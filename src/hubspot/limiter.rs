@@ -7,6 +7,10 @@
 //!     sustained rate is (N - 1)/N of the budget; the burst of 2 absorbs a late timer wake-up,
 //!     which a burst of 1 would lose for good). A backfill thus spreads its calls instead of
 //!     spending the window at once.
+//!   - A page of a cursor (a form's submissions while a backfill files them) is background
+//!     work served first: each of its calls waits for the one before, so a wait behind other
+//!     background calls would stretch the whole chain (and, its last pages alone, leave most of
+//!     the budget unused).
 //!   - Real-time work (a webhook) is not paced: it may spend at once what the window has left.
 //!     A form's reads (the contact and its five engagement types, six calls) then leave together
 //!     instead of 127 ms apart at the default 80 per 10 s, within the configured budget, which is
@@ -24,7 +28,7 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Days, TimeZone, Utc};
@@ -43,6 +47,9 @@ pub enum Priority {
     RealTime,
     /// Scheduled syncs, backfills, sweeps.
     Background,
+    /// Background work paging a cursor, each call waiting for the one before: paced and held
+    /// to the daily reserve like background work, and served before it.
+    Chained,
 }
 
 /// Which budget a request draws from.
@@ -82,6 +89,19 @@ type Paced = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nan
 struct Pacer {
     limiter: Paced,
     clock: TokioClock,
+    /// The spacing of its slots.
+    period: Duration,
+    /// Callers waiting that go first ([`Priority::Chained`]).
+    first: AtomicUsize,
+}
+
+/// Counts a caller among those that go first while it waits (given back if the wait is dropped).
+struct First<'a>(&'a AtomicUsize);
+
+impl Drop for First<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pacer {
@@ -98,18 +118,34 @@ impl Pacer {
         Self {
             limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
+            period,
+            first: AtomicUsize::new(0),
         }
     }
 
-    /// Waits for this budget's next slot; returns how long it waited.
-    async fn acquire(&self) -> Duration {
+    /// Waits for this budget's next slot; returns how long it waited. A caller that goes
+    /// `first` takes the next slot; the others let every slot go to it while one waits.
+    async fn acquire(&self, first: bool) -> Duration {
         let mut waited = Duration::ZERO;
-        while let Err(not_until) = self.limiter.check() {
-            let wait: Duration = not_until.wait_time_from(self.clock.now());
-            tokio::time::sleep(wait).await;
-            waited += wait;
+        let _first = first.then(|| {
+            self.first.fetch_add(1, Ordering::SeqCst);
+            First(&self.first)
+        });
+        loop {
+            if !first && self.first.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(self.period).await;
+                waited += self.period;
+                continue;
+            }
+            match self.limiter.check() {
+                Ok(()) => return waited,
+                Err(not_until) => {
+                    let wait: Duration = not_until.wait_time_from(self.clock.now());
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                }
+            }
         }
-        waited
     }
 }
 
@@ -259,7 +295,7 @@ impl HubSpotLimits {
             .reported
             .or_else(|| self.daily_allocation.map(|a| a.saturating_sub(d.ours)));
         match remaining {
-            Some(remaining) if priority == Priority::Background && remaining <= self.daily_reserve => {
+            Some(remaining) if priority != Priority::RealTime && remaining <= self.daily_reserve => {
                 Err(ReserveReached {
                     remaining,
                     reserve: self.daily_reserve,
@@ -287,8 +323,9 @@ impl HubSpotLimits {
     pub async fn acquire_for(&self, budget: Budget, priority: Priority) {
         let waited = match (budget, priority) {
             (Budget::General, Priority::RealTime) => self.window.acquire().await,
-            (Budget::General, Priority::Background) => self.general.acquire().await + self.window.acquire().await,
-            (Budget::Search, _) => self.search.acquire().await,
+            (Budget::General, Priority::Background) => self.general.acquire(false).await + self.window.acquire().await,
+            (Budget::General, Priority::Chained) => self.general.acquire(true).await + self.window.acquire().await,
+            (Budget::Search, p) => self.search.acquire(p == Priority::Chained).await,
         };
         if !waited.is_zero() {
             self.waited_ms.fetch_add(waited.as_millis() as u64, Ordering::Relaxed);
@@ -412,6 +449,80 @@ mod tests {
                 "budget {budget}: the budget is used: {busiest}"
             );
         }
+    }
+
+    /// 20 calls per 10 s (a slot every 10/19 s); ten background callers each want 8 calls,
+    /// and a chain of 10 pages at `priority`, each sent 150 ms after the one before answered,
+    /// runs beside them. How long the chain took, and when every call was let through.
+    async fn chain_beside_background(priority: Priority) -> (Duration, Vec<tokio::time::Instant>) {
+        let limits = std::sync::Arc::new(HubSpotLimits::new(20, Duration::from_secs(10), 4, 0));
+        let times = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let start = tokio::time::Instant::now();
+        let background: Vec<_> = (0..10)
+            .map(|_| {
+                let (limits, times) = (limits.clone(), times.clone());
+                tokio::spawn(async move {
+                    for _ in 0..8 {
+                        limits.acquire_for(Budget::General, Priority::Background).await;
+                        times.lock().unwrap().push(tokio::time::Instant::now());
+                    }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for _ in 0..10 {
+            limits.acquire_for(Budget::General, priority).await;
+            times.lock().unwrap().push(tokio::time::Instant::now());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let took = start.elapsed();
+        for b in background {
+            b.await.unwrap();
+        }
+        let times = times.lock().unwrap().clone();
+        (took, times)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chain_of_pages_beside_background_work_keeps_its_pace_and_the_budget_holds() {
+        let (chained, times) = chain_beside_background(Priority::Chained).await;
+        // Each page waits at most about one slot (0.53 s) and its 150 ms: under 7 s for ten.
+        assert!(chained < Duration::from_secs(7), "{chained:?}");
+        assert_eq!(times.len(), 90);
+        let busiest = busiest(&times, Duration::from_secs(10));
+        assert!(busiest <= 20, "{busiest} in one window");
+    }
+
+    /// Which of `waiting` background callers, each already waiting for a slot, and a caller at
+    /// `priority` arriving after them, is let through first: the index, `waiting` for the last.
+    async fn first_through(waiting: usize, priority: Priority) -> usize {
+        let limits = std::sync::Arc::new(HubSpotLimits::new(20, Duration::from_secs(10), 4, 0));
+        // Spend the burst: the next slot is 10/19 s away.
+        limits.acquire(Budget::General).await;
+        limits.acquire(Budget::General).await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..=waiting {
+            let (limits, order) = (limits.clone(), order.clone());
+            let p = if i == waiting { priority } else { Priority::Background };
+            tasks.push(tokio::spawn(async move {
+                limits.acquire_for(Budget::General, p).await;
+                order.lock().unwrap().push(i);
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let first = order.lock().unwrap()[0];
+        for t in tasks {
+            t.abort();
+        }
+        first
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chained_caller_arriving_last_takes_the_next_slot_and_background_ones_in_their_turn() {
+        assert_eq!(first_through(5, Priority::Chained).await, 5);
+        assert_ne!(first_through(5, Priority::Background).await, 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -101,6 +101,13 @@ const QUEUED: usize = 2;
 /// next's reads), few enough that memory stays flat and a stopped backfill loses little.
 const IN_FLIGHT: usize = 3;
 
+/// More blocks listed and read ahead while the forms are filed (none is committed before they
+/// all are): the last forms' pages follow one another and leave most of the budget unused.
+const AHEAD_WHILE_FILING: usize = 3;
+
+/// The listing starts once at most this many forms are left to file.
+const FORMS_IN_TAIL: usize = 1;
+
 /// Waits for a place among the blocks in flight (given back when a block is committed).
 async fn admit(in_flight: &tokio::sync::Semaphore) {
     if let Ok(permit) = in_flight.acquire().await {
@@ -183,9 +190,17 @@ impl Syncer {
 
     /// Files every form submission of the portal in the store, page by page, a few forms at
     /// once, the checkpoint saved after each page: a backfill stopped while filing goes on from
-    /// the pages it stopped at (a page filed twice adds nothing).
-    async fn stage_forms(&self, cp: &mut Checkpoint, p: Priority) -> Result<(), SyncError> {
+    /// the pages it stopped at (a page filed twice adds nothing). `tail` is told once at most
+    /// [`FORMS_IN_TAIL`] forms are left to read: one form's pages follow one another and leave
+    /// most of the budget to the contacts' first blocks (see [`Syncer::backfill_pages`]).
+    async fn stage_forms(
+        &self,
+        cp: &mut Checkpoint,
+        tail: &tokio::sync::watch::Sender<bool>,
+        p: Priority,
+    ) -> Result<(), SyncError> {
         if cp.staged {
+            tail.send_replace(true);
             return Ok(());
         }
         let forms = self.hubspot.forms(p).await?;
@@ -203,6 +218,10 @@ impl Syncer {
             }
         }
         let todo: Vec<&Form> = forms.iter().filter(|f| !filing.done.contains(&f.id)).collect();
+        let mut left = todo.len();
+        if left <= FORMS_IN_TAIL {
+            tail.send_replace(true);
+        }
         let first_pages: Vec<Option<String>> = todo.iter().map(|f| filing.next.get(&f.id).cloned()).collect();
         // One checkpoint for all forms: each page's progress is saved under the lock, after
         // its rows are filed, so a saved checkpoint never runs ahead of the store.
@@ -214,6 +233,10 @@ impl Syncer {
         }
         while let Some(filed) = reading.next().await {
             filed?;
+            left -= 1;
+            if left <= FORMS_IN_TAIL {
+                tail.send_replace(true);
+            }
             if let Some((form, after)) = waiting.next() {
                 reading.push(self.file_form(form, after, &shared, p));
             }
@@ -235,6 +258,13 @@ impl Syncer {
         shared: &tokio::sync::Mutex<(Checkpoint, Filing)>,
         p: Priority,
     ) -> Result<(), SyncError> {
+        // Each page waits for the one before: served before other background calls, so that a
+        // form's chain of pages is not stretched by the contacts' reads beside it.
+        let p = if p == Priority::Background {
+            Priority::Chained
+        } else {
+            p
+        };
         loop {
             let (page, next) = self.hubspot.form_submissions_page(form, after.as_deref(), p).await?;
             let rows: Vec<(String, Event)> = page.into_iter().map(|s| (email_key(&s.email), s.event)).collect();
@@ -302,53 +332,73 @@ impl Syncer {
         let mut report = SyncReport::default();
         let (listed_tx, listed) = mpsc::channel(QUEUED);
         let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT);
+        // Places given while the forms are filed, taken back by the first commits.
+        let mut ahead = 0;
         // Contacts since a date come from the search window; nothing to resume there.
         // The full listing resumes from its checkpoint and, once done, hands over to the
         // incremental cycle from when it started (`started_ms`).
-        type Lister<'a> = BoxFuture<'a, Result<(), SyncError>>;
-        let (forms, lister, started_ms): (Forms, Lister<'_>, Option<i64>) = if let Some(since) = opts.since {
-            let held = Arc::new(self.submissions_by_email(since, p).await?);
-            (
-                Forms::Held(held),
-                Box::pin(self.search_blocks(since, now, opts, listed_tx, &in_flight)),
-                None,
-            )
-        } else {
-            if opts.restart && !opts.dry_run {
-                info!("backfill restarts from the first page: its checkpoint is discarded");
-                self.store.clear_cursor(CHECKPOINT).await?;
-                self.store.clear_staged().await?;
-            }
-            let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
-                Some(v) if !opts.dry_run => read_checkpoint(&v)?,
-                _ => Checkpoint::default(),
-            };
-            if cp.started_ms == 0 {
-                cp.started_ms = now.timestamp_millis();
-            }
-            // Every form submission of the portal, read once before the contacts (the forms API
-            // links them to emails, not to contacts): filed in the store, or held for a dry run.
-            let forms = if opts.dry_run {
-                Forms::Held(Arc::new(self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?))
-            } else {
-                self.stage_forms(&mut cp, p).await?;
-                Forms::Staged
-            };
-            if cp.done > 0 {
-                info!(done = cp.done, "backfill resumes from its checkpoint");
-            }
-            let started_ms = Some(cp.started_ms);
-            if cp.listed {
-                drop(listed_tx);
-                (forms, Box::pin(async { Ok(()) }), started_ms)
-            } else {
+        type Stage<'a> = BoxFuture<'a, Result<(), SyncError>>;
+        let done = || -> Stage<'_> { Box::pin(async { Ok(()) }) };
+        // The full listing waits until few forms are left to file (or none is filed).
+        let (tail, tail_seen) = tokio::sync::watch::channel(opts.dry_run);
+        let (forms, filing, lister, started_ms): (Forms, Stage<'_>, Stage<'_>, Option<i64>) =
+            if let Some(since) = opts.since {
+                let held = Arc::new(self.submissions_by_email(since, p).await?);
                 (
-                    forms,
-                    Box::pin(self.list_blocks(cp, opts, listed_tx, &in_flight)),
-                    started_ms,
+                    Forms::Held(held),
+                    done(),
+                    Box::pin(self.search_blocks(since, now, opts, listed_tx, &in_flight)),
+                    None,
                 )
-            }
-        };
+            } else {
+                if opts.restart && !opts.dry_run {
+                    info!("backfill restarts from the first page: its checkpoint is discarded");
+                    self.store.clear_cursor(CHECKPOINT).await?;
+                    self.store.clear_staged().await?;
+                }
+                let mut cp: Checkpoint = match self.store.cursor(CHECKPOINT).await? {
+                    Some(v) if !opts.dry_run => read_checkpoint(&v)?,
+                    _ => Checkpoint::default(),
+                };
+                if cp.started_ms == 0 {
+                    cp.started_ms = now.timestamp_millis();
+                }
+                // Every form submission of the portal, read once per backfill (the forms API links
+                // them to emails, not to contacts): filed in the store, or held for a dry run. The
+                // filing runs while the first blocks are listed and read (one form's pages follow
+                // one another, so its last pages alone would leave most of the budget unused); no
+                // block's behaviour is gathered, so none is committed, before every form is filed.
+                if !opts.dry_run && !cp.staged {
+                    in_flight.add_permits(AHEAD_WHILE_FILING);
+                    ahead = AHEAD_WHILE_FILING;
+                }
+                let (forms, filing): (Forms, Stage<'_>) = if opts.dry_run {
+                    let held = self.submissions_by_email(DateTime::UNIX_EPOCH, p).await?;
+                    (Forms::Held(Arc::new(held)), done())
+                } else {
+                    let mut filed = cp.clone();
+                    let tail = &tail;
+                    (
+                        Forms::Staged,
+                        Box::pin(async move { self.stage_forms(&mut filed, tail, p).await }),
+                    )
+                };
+                if cp.done > 0 {
+                    info!(done = cp.done, "backfill resumes from its checkpoint");
+                }
+                let started_ms = Some(cp.started_ms);
+                if cp.listed {
+                    drop(listed_tx);
+                    (forms, filing, done(), started_ms)
+                } else {
+                    (
+                        forms,
+                        filing,
+                        Box::pin(self.list_blocks(cp, opts, tail_seen, listed_tx, &in_flight)),
+                        started_ms,
+                    )
+                }
+            };
         let (linked_tx, linked) = mpsc::channel(QUEUED);
         let (read_tx, read) = mpsc::channel(QUEUED);
         let (ready_tx, mut ready) = mpsc::channel(QUEUED);
@@ -387,8 +437,13 @@ impl Syncer {
                 }
                 report.add(&r);
                 on_block(&report, checkpoint.as_ref().unwrap_or(&Checkpoint::default()));
-                // Committed: the lister may list one more block.
-                in_flight.add_permits(1);
+                // Committed: the lister may list one more block (past the read-ahead of the
+                // filing).
+                if ahead > 0 {
+                    ahead -= 1;
+                } else {
+                    in_flight.add_permits(1);
+                }
             }
             Ok::<_, SyncError>(())
         };
@@ -396,7 +451,10 @@ impl Syncer {
             lister,
             self.link_blocks(listed, linked_tx, p),
             self.read_blocks(linked, read_tx, p),
-            self.behaviour_of_blocks(read, ready_tx, &forms, p),
+            async {
+                filing.await?;
+                self.behaviour_of_blocks(read, ready_tx, &forms, p).await
+            },
             commits,
         )?;
         if let Some(started_ms) = started_ms
@@ -455,9 +513,13 @@ impl Syncer {
         &self,
         mut cp: Checkpoint,
         opts: &BackfillOptions,
+        mut tail: tokio::sync::watch::Receiver<bool>,
         tx: mpsc::Sender<Listed>,
         in_flight: &tokio::sync::Semaphore,
     ) -> Result<(), SyncError> {
+        // While several forms are filed they use the budget; their tail leaves room for the
+        // first blocks. (A filing that failed ends the backfill with its error anyway.)
+        let _ = tail.wait_for(|open| *open).await;
         let block_size = opts
             .block
             .unwrap_or(ASSOCIATION_BATCH_LIMIT)
@@ -489,7 +551,8 @@ impl Syncer {
                     done: cp.done + block.len() as u64,
                     started_ms: cp.started_ms,
                     listed: last,
-                    staged: cp.staged,
+                    // Saved with the block's commit, which waits for every form to be filed.
+                    staged: true,
                     staging: None,
                     filing: None,
                 };
