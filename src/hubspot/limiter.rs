@@ -555,6 +555,10 @@ mod tests {
         let err = limits.admit(Priority::Background, now).unwrap_err();
         assert_eq!(err.remaining, 1_000);
         assert_eq!(err.resumes_at, at("2026-12-02T00:00:00Z"));
+        assert!(
+            limits.admit(Priority::Chained, now).is_err(),
+            "a cursor's pages are background work"
+        );
         assert!(limits.admit(Priority::RealTime, now).is_ok());
     }
 
