@@ -28,6 +28,19 @@ async fn forms_in_ledger(app: &TestApp, contact: &str) -> Vec<(i64, String)> {
     out
 }
 
+/// The form submissions the sandbox's portal made for contact `i`, as (time ms, form), each once.
+fn portal_submissions(portal: &leadsync::sandbox::portal::Portal, i: u32) -> Vec<(i64, String)> {
+    let mut want: Vec<(i64, String)> = portal
+        .activity(i)
+        .submissions
+        .iter()
+        .map(|(f, at)| (*at, portal.forms[*f].name.to_string()))
+        .collect();
+    want.sort();
+    want.dedup();
+    want
+}
+
 fn calls(app: &TestApp, endpoint: &str) -> u64 {
     app.stack
         .sandbox
@@ -78,16 +91,9 @@ async fn a_backfill_reads_every_form_once_and_each_submission_becomes_one_event(
         // the same millisecond are two events, and the same form is never twice.
         let mut several = 0;
         for i in 0..portal.contacts {
-            let a = portal.activity(i);
             let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
             let got = forms_in_ledger(&app, &cid).await;
-            let mut want: Vec<(i64, String)> = a
-                .submissions
-                .iter()
-                .map(|(f, at)| (*at, portal.forms[*f].name.to_string()))
-                .collect();
-            want.sort();
-            want.dedup();
+            let want = portal_submissions(portal, i);
             assert_eq!(got, want, "{backend}: contact {cid}: one event per submission");
             if want.len() >= 2 {
                 several += 1;
@@ -507,15 +513,11 @@ async fn a_backfill_lists_contacts_while_its_last_form_is_filed_and_commits_none
     let portal = app.stack.sandbox.portal();
     for i in 0..portal.contacts {
         let cid = (u64::from(i) + CONTACT_ID_BASE).to_string();
-        let mut want: Vec<(i64, String)> = portal
-            .activity(i)
-            .submissions
-            .iter()
-            .map(|(f, at)| (*at, portal.forms[*f].name.to_string()))
-            .collect();
-        want.sort();
-        want.dedup();
-        assert_eq!(forms_in_ledger(&app, &cid).await, want, "contact {cid}");
+        assert_eq!(
+            forms_in_ledger(&app, &cid).await,
+            portal_submissions(portal, i),
+            "contact {cid}"
+        );
     }
     app.stack.shutdown().await.unwrap();
 }
