@@ -264,6 +264,8 @@ async fn syncer(sb: &SandboxProcess, burst: u32, dir: &tempfile::TempDir) -> Syn
 /// One measured leadsync: a backfill of `LEADSYNC_BENCH_N` contacts, then (with
 /// `LEADSYNC_BENCH_MORE=1`) the incremental and promotion rows; prints one JSON line.
 fn leadsync_child() {
+    // As `main` does: the figures are the binary's.
+    leadsync::memory::tune();
     if std::env::var_os("RUST_LOG").is_some() {
         // What leadsync logs (the rescore's phases among it), on stderr, when asked.
         leadsync::logging::init(leadsync::logging::Level::Warn, 0, leadsync::logging::LogFormat::Text);

@@ -12,6 +12,8 @@
 //! - [`diagnostics`]: errors that point at a file, line, column and field.
 //! - [`defaults`]: the shipped rules and mapping compiled in, and the choice between them and files.
 //! - [`logging`]: logs on stderr, text or JSON, other crates only from `warn` up.
+//! - [`memory`]: glibc's allocator tuned at start (arenas capped, `mmap` threshold fixed), so a
+//!   backfill's resident memory stays near what its heap holds.
 //! - [`hubspot`]: HubSpot's API: OAuth, paced budgets, retry decisions, contacts, engagements,
 //!   behaviour, windowed search, properties and `setup`, webhook signatures, tasks for reps.
 //! - [`jitter`]: backoff jitter shared by both CRM clients.
@@ -74,6 +76,7 @@ pub mod hubspot;
 pub mod jitter;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod replica;
 pub mod report;
 pub mod salesforce;

@@ -274,6 +274,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: those that allocate first keep their own arena.
+    leadsync::memory::tune();
     let args = Args::parse();
     let config = args.config.as_deref();
     let log = LogOptions {
