@@ -1,6 +1,6 @@
 //! sObject Collections (create, upsert by external id) and `POST /composite` with references.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::http::Method;
 use serde_json::{Value, json};
@@ -21,6 +21,8 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
     }
     let all_or_none = body["allOrNone"].as_bool().unwrap_or(false);
     let mut results = Vec::new();
+    // The positions of `ext`'s object's records by their external id (its JSON text).
+    let mut keyed: Option<HashMap<String, Vec<usize>>> = None;
     for r in records {
         let Some(map) = r.as_object() else { continue };
         let object = match ext {
@@ -48,17 +50,10 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
                 match key.filter(|v| !v.is_null()) {
                     None => Err(err("MISSING_ARGUMENT", &format!("{} not specified", def.0), &[def.0])),
                     Some(key) => {
-                        let found: Vec<usize> = s
-                            .records
-                            .get(&object)
-                            .map(|rs| {
-                                rs.iter()
-                                    .enumerate()
-                                    .filter(|(_, r)| r.get(def.0) == Some(&key))
-                                    .map(|(i, _)| i)
-                                    .collect()
-                            })
-                            .unwrap_or_default();
+                        // Built once per call: a scan of every record per upserted one made the
+                        // fake org quadratic at a million contacts.
+                        let index = keyed.get_or_insert_with(|| external_ids(s, &object, def.0));
+                        let found = index.get(&key.to_string()).map(Vec::as_slice).unwrap_or_default();
                         if found.len() > 1 {
                             Err(err(
                                 "DUPLICATE_EXTERNAL_ID",
@@ -67,7 +62,15 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
                             ))
                         } else {
                             let existing = found.first().copied();
-                            s.save(&object, map, existing, now).map(|id| (id, existing.is_none()))
+                            let saved = s.save(&object, map, existing, now);
+                            if let (Ok(id), None) = (&saved, existing) {
+                                let at = s
+                                    .records
+                                    .get(&object)
+                                    .and_then(|rs| rs.iter().rposition(|r| r["Id"] == id.as_str()));
+                                index.entry(key.to_string()).or_default().extend(at);
+                            }
+                            saved.map(|id| (id, existing.is_none()))
                         }
                     }
                 }
@@ -83,6 +86,17 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
         }
     }
     (200, Value::Array(results))
+}
+
+/// Positions of `object`'s records by the JSON text of `field` (records without it left out).
+fn external_ids(s: &SalesforceState, object: &str, field: &str) -> HashMap<String, Vec<usize>> {
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in s.records.get(object).into_iter().flatten().enumerate() {
+        if let Some(v) = r.get(field) {
+            index.entry(v.to_string()).or_default().push(i);
+        }
+    }
+    index
 }
 
 /// sObject Collections update (`PATCH /composite/sobjects`): up to 200 records of any types,

@@ -308,7 +308,9 @@ impl SalesforceState {
             if let Some(email) = clean.get("Email").and_then(Value::as_str).map(str::to_lowercase) {
                 let dup = list.iter().enumerate().any(|(i, r)| {
                     Some(i) != existing
-                        && r.get("Email").and_then(Value::as_str).map(str::to_lowercase) == Some(email.clone())
+                        && r.get("Email")
+                            .and_then(Value::as_str)
+                            .is_some_and(|e| same_email(e, &email))
                 });
                 if dup {
                     return Err(json!({"statusCode": "DUPLICATES_DETECTED",
@@ -331,6 +333,16 @@ impl SalesforceState {
             }
             None => Ok(self.insert(object, clean, now)),
         }
+    }
+}
+
+/// Whether `email` equals `lower` (already in lower case) ignoring case, as the duplicate rule
+/// matches: without a copy for ASCII addresses, which every record of a large org is compared.
+fn same_email(email: &str, lower: &str) -> bool {
+    if email.is_ascii() {
+        email.eq_ignore_ascii_case(lower)
+    } else {
+        email.to_lowercase() == lower
     }
 }
 
@@ -495,5 +507,32 @@ pub(super) fn dispatch(
             None => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
         },
         _ => api_error(404, "NOT_FOUND", "The requested resource does not exist"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_duplicate_rule_matches_emails_as_lower_casing_both_would() {
+        let emails = [
+            "jane@acme.com",
+            "JANE@Acme.COM",
+            "jane@acme.co",
+            "k@x.io",
+            "\u{212A}@x.io",
+            "ÉLÉNA@x.fr",
+            "éléna@x.fr",
+            "",
+        ];
+        for a in emails {
+            for b in emails {
+                let lower = b.to_lowercase();
+                assert_eq!(
+                    super::same_email(a, &lower),
+                    a.to_lowercase() == lower,
+                    "{a} against {b}"
+                );
+            }
+        }
     }
 }
