@@ -567,6 +567,60 @@ async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected
     assert_eq!(body[0]["errors"][0]["statusCode"], "DUPLICATES_DETECTED");
 }
 
+// README: "a duplicate rule" (one call saving many Contacts: the emails it saved count)
+#[tokio::test]
+async fn one_upsert_call_refuses_an_email_an_earlier_record_of_the_call_took_and_frees_one_it_moved() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let (token, instance) = sf_token(&sb).await;
+    let contact = |key: &str, email: &str| json!({"HubSpot_Contact_Id__c": key, "LastName": "Call", "Email": email});
+    let upsert = json!({"records": [
+        contact("901", "first@call.example"),
+        contact("902", "FIRST@call.example"),  // taken by 901 a record earlier
+        contact("901", "moved@call.example"),  // 901 moves: its old email is free again
+        contact("903", "first@call.example"),
+        contact("904", "Moved@Call.example"),  // taken by 901's move
+    ]});
+    let (status, _, body) = sf(
+        &token,
+        &instance,
+        "PATCH",
+        "/composite/sobjects/Contact/HubSpot_Contact_Id__c",
+        Some(upsert),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let outcome: Vec<(bool, Value)> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["success"] == true, r["errors"][0]["statusCode"].clone()))
+        .collect();
+    let dup = json!("DUPLICATES_DETECTED");
+    assert_eq!(
+        outcome,
+        vec![
+            (true, Value::Null),
+            (false, dup.clone()),
+            (true, Value::Null),
+            (true, Value::Null),
+            (false, dup)
+        ]
+    );
+    let emails: Vec<Value> = sb
+        .salesforce_records("Contact")
+        .into_iter()
+        .filter(|c| ["901", "902", "903", "904"].contains(&c["HubSpot_Contact_Id__c"].as_str().unwrap_or("")))
+        .map(|c| json!([c["HubSpot_Contact_Id__c"], c["Email"]]))
+        .collect();
+    assert_eq!(
+        emails,
+        vec![
+            json!(["901", "moved@call.example"]),
+            json!(["903", "first@call.example"])
+        ]
+    );
+}
+
 // README: "composite … a daily allocation"
 #[tokio::test]
 async fn composite_is_one_call_with_references_and_the_daily_allocation_is_enforced() {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::query::BATCH_DEFAULT;
 use super::schema::fields;
-use super::{RequestContext, SalesforceState, api_error, dispatch, err};
+use super::{Emails, RequestContext, SalesforceState, api_error, dispatch, err};
 
 /// sObject Collections: create (`ext` none) or upsert by external id, up to 200 records.
 pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, body: &Value, now: i64) -> (u16, Value) {
@@ -23,6 +23,8 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
     let mut results = Vec::new();
     // The positions of `ext`'s object's records by their external id (its JSON text).
     let mut keyed: Option<HashMap<String, Vec<usize>>> = None;
+    // The Contacts' emails for the duplicate rule, built at the call's first Contact.
+    let mut emails: Option<Emails> = None;
     for r in records {
         let Some(map) = r.as_object() else { continue };
         let object = match ext {
@@ -34,7 +36,10 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
             continue;
         };
         let outcome = match ext {
-            None => s.save(&object, map, None, now).map(|id| (id, true)),
+            None => {
+                let index = (object == "Contact").then(|| &mut *emails.get_or_insert_with(|| s.contact_emails()));
+                s.save_with(&object, map, None, now, index).map(|id| (id, true))
+            }
             Some((_, field)) => {
                 let Some(def) = defs.iter().find(|d| d.0.eq_ignore_ascii_case(field) && d.5) else {
                     return api_error(
@@ -62,7 +67,9 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
                             ))
                         } else {
                             let existing = found.first().copied();
-                            let saved = s.save(&object, map, existing, now);
+                            let emails =
+                                (object == "Contact").then(|| &mut *emails.get_or_insert_with(|| s.contact_emails()));
+                            let saved = s.save_with(&object, map, existing, now, emails);
                             if let (Ok(id), None) = (&saved, existing) {
                                 let at = s
                                     .records
