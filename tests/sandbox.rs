@@ -455,6 +455,18 @@ async fn sf_token(sb: &SandboxHandle) -> (String, String) {
     )
 }
 
+/// An sObject Collections upsert of Contacts by their HubSpot id.
+async fn upsert_contacts(token: &str, instance: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    sf(
+        token,
+        instance,
+        "PATCH",
+        "/composite/sobjects/Contact/HubSpot_Contact_Id__c",
+        Some(body),
+    )
+    .await
+}
+
 async fn sf(
     token: &str,
     instance: &str,
@@ -556,14 +568,7 @@ async fn creating_a_contact_whose_email_exists_is_refused_as_duplicates_detected
     assert_eq!(body[0]["errors"][0]["statusCode"], "DUPLICATES_DETECTED");
     // Upserting onto a new external id with that email creates, so it is refused too.
     let upsert = json!({"records": [{"HubSpot_Contact_Id__c": "777", "LastName": "Again", "Email": email}]});
-    let (_, _, body) = sf(
-        &token,
-        &instance,
-        "PATCH",
-        "/composite/sobjects/Contact/HubSpot_Contact_Id__c",
-        Some(upsert),
-    )
-    .await;
+    let (_, _, body) = upsert_contacts(&token, &instance, upsert).await;
     assert_eq!(body[0]["errors"][0]["statusCode"], "DUPLICATES_DETECTED");
 }
 
@@ -580,14 +585,7 @@ async fn one_upsert_call_refuses_an_email_an_earlier_record_of_the_call_took_and
         contact("903", "first@call.example"),
         contact("904", "Moved@Call.example"),  // taken by 901's move
     ]});
-    let (status, _, body) = sf(
-        &token,
-        &instance,
-        "PATCH",
-        "/composite/sobjects/Contact/HubSpot_Contact_Id__c",
-        Some(upsert),
-    )
-    .await;
+    let (status, _, body) = upsert_contacts(&token, &instance, upsert).await;
     assert_eq!(status, 200);
     let outcome: Vec<(bool, Value)> = body
         .as_array()

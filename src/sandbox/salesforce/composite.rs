@@ -1,13 +1,13 @@
 //! sObject Collections (create, upsert by external id) and `POST /composite` with references.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::http::Method;
 use serde_json::{Value, json};
 
 use super::query::BATCH_DEFAULT;
 use super::schema::fields;
-use super::{Emails, RequestContext, SalesforceState, api_error, dispatch, err};
+use super::{Positions, RequestContext, SalesforceState, api_error, dispatch, err};
 
 /// sObject Collections: create (`ext` none) or upsert by external id, up to 200 records.
 pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, body: &Value, now: i64) -> (u16, Value) {
@@ -22,9 +22,9 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
     let all_or_none = body["allOrNone"].as_bool().unwrap_or(false);
     let mut results = Vec::new();
     // The positions of `ext`'s object's records by their external id (its JSON text).
-    let mut keyed: Option<HashMap<String, Vec<usize>>> = None;
+    let mut keyed: Option<Positions> = None;
     // The Contacts' emails for the duplicate rule, built at the call's first Contact.
-    let mut emails: Option<Emails> = None;
+    let mut emails: Option<Positions> = None;
     for r in records {
         let Some(map) = r.as_object() else { continue };
         let object = match ext {
@@ -57,7 +57,8 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
                     Some(key) => {
                         // Built once per call: a scan of every record per upserted one made the
                         // fake org quadratic at a million contacts.
-                        let index = keyed.get_or_insert_with(|| external_ids(s, &object, def.0));
+                        let index =
+                            keyed.get_or_insert_with(|| s.positions(&object, |r| r.get(def.0).map(Value::to_string)));
                         let found = index.get(&key.to_string()).map(Vec::as_slice).unwrap_or_default();
                         if found.len() > 1 {
                             Err(err(
@@ -93,17 +94,6 @@ pub(super) fn collection(s: &mut SalesforceState, ext: Option<(&str, &str)>, bod
         }
     }
     (200, Value::Array(results))
-}
-
-/// Positions of `object`'s records by the JSON text of `field` (records without it left out).
-fn external_ids(s: &SalesforceState, object: &str, field: &str) -> HashMap<String, Vec<usize>> {
-    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, r) in s.records.get(object).into_iter().flatten().enumerate() {
-        if let Some(v) = r.get(field) {
-            index.entry(v.to_string()).or_default().push(i);
-        }
-    }
-    index
 }
 
 /// sObject Collections update (`PATCH /composite/sobjects`): up to 200 records of any types,

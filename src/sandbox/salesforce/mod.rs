@@ -267,16 +267,23 @@ impl SalesforceState {
         self.save_with(object, record, existing, now, None)
     }
 
-    /// The positions of the Contacts by their email in lower case: what the duplicate rule
-    /// looks an email up in when one call saves many Contacts (see [`SalesforceState::save_with`]).
-    pub(super) fn contact_emails(&self) -> Emails {
-        let mut index = Emails::new();
-        for (i, r) in self.records.get("Contact").into_iter().flatten().enumerate() {
-            if let Some(e) = r.get("Email").and_then(Value::as_str) {
-                index.entry(e.to_lowercase()).or_default().push(i);
+    /// The positions of `object`'s records by `key` (records it gives none left out): what a
+    /// collection call looks records up in instead of reading every one per saved record.
+    pub(super) fn positions(&self, object: &str, key: impl Fn(&Map<String, Value>) -> Option<String>) -> Positions {
+        let mut index = Positions::new();
+        for (i, r) in self.records.get(object).into_iter().flatten().enumerate() {
+            if let Some(k) = key(r) {
+                index.entry(k).or_default().push(i);
             }
         }
         index
+    }
+
+    /// The Contacts' positions by their email in lower case, for the duplicate rule.
+    pub(super) fn contact_emails(&self) -> Positions {
+        self.positions("Contact", |r| {
+            r.get("Email").and_then(Value::as_str).map(str::to_lowercase)
+        })
     }
 
     /// [`SalesforceState::save`], with the Contacts' emails looked up in `emails` (built by
@@ -288,7 +295,7 @@ impl SalesforceState {
         record: &Map<String, Value>,
         existing: Option<usize>,
         now: i64,
-        emails: Option<&mut Emails>,
+        emails: Option<&mut Positions>,
     ) -> Result<String, Value> {
         let defs = fields(object).unwrap_or_default();
         let mut clean = Map::new();
@@ -382,8 +389,8 @@ impl SalesforceState {
     }
 }
 
-/// Contacts' positions by their email in lower case.
-pub(super) type Emails = std::collections::HashMap<String, Vec<usize>>;
+/// Records' positions in their object's list, by a key.
+pub(super) type Positions = std::collections::HashMap<String, Vec<usize>>;
 
 /// Whether `email` equals `lower` (already in lower case) ignoring case, as the duplicate rule
 /// matches: without a copy for ASCII addresses, which every record of a large org is compared.
