@@ -60,6 +60,14 @@ pub enum StoreError {
     /// The database refused or is unreachable.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),
+    /// Opening the store failed at this step (connecting, the journal mode, a migration).
+    #[error("store: {step}: {source}")]
+    Opening {
+        /// What the opening was doing.
+        step: String,
+        /// The database's answer.
+        source: sqlx::Error,
+    },
     /// The configuration names a store that should exist and does not (a deleted SQLite file,
     /// an empty database): leadsync refuses to start afresh on it.
     #[error("store {store}: {why}")]
@@ -149,6 +157,14 @@ pub const DEFAULT_INBOX_RETENTION_DAYS: u32 = 7;
 /// leadsync: "leadsync" in ASCII).
 const MIGRATIONS_LOCK: i64 = 0x6c65_6164_7379_6e63;
 
+/// Names the step of [`Store::open`] a database error came from.
+fn opening(step: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Opening {
+        step: step.to_string(),
+        source,
+    }
+}
+
 impl Store {
     /// Connects and runs pending migrations, creating a SQLite file if there is none: the entry
     /// point of a first start (`run --init-store`, `demo`, tests). Same as [`Store::create_or_open`].
@@ -222,9 +238,13 @@ impl Store {
                 })
             })
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(opening("connecting"))?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(opening("setting journal_mode = WAL"))?;
         }
         if !create {
             let schema = sqlx::query("SELECT COUNT(*) FROM leadsync_migrations")
@@ -270,7 +290,7 @@ impl Store {
     /// PostgreSQL even with `IF NOT EXISTS`): on SQLite the write lock first (see
     /// `Store::begin_write`), on PostgreSQL a transaction-scoped advisory lock, given back at
     /// commit or rollback, so a failed migration leaves no lock on a pooled connection.
-    async fn migration_step(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    async fn migration_step(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
@@ -285,30 +305,52 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.migration_step().await?;
+        let asked = std::time::Instant::now();
+        let mut tx = self.migration_step().await.map_err(|source| StoreError::Opening {
+            step: format!(
+                "taking the migrations' lock (refused after {:.1} s)",
+                asked.elapsed().as_secs_f64()
+            ),
+            source,
+        })?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS leadsync_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await
+        .map_err(opening("creating leadsync_migrations"))?;
+        tx.commit().await.map_err(opening("creating leadsync_migrations"))?;
         let serial = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for m in schema::MIGRATIONS {
+            let step = || format!("migration {} ({})", m.version, m.name);
             // Read, then write, in turns with any other process migrating the same store.
-            let mut tx = self.migration_step().await?;
+            let mut tx = self.migration_step().await.map_err(|e| StoreError::Opening {
+                step: format!("{}: taking the migrations' lock", step()),
+                source: e,
+            })?;
             let done = sqlx::query("SELECT version FROM leadsync_migrations WHERE version = $1")
                 .bind(m.version)
                 .fetch_optional(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| StoreError::Opening {
+                    step: step(),
+                    source: e,
+                })?;
             if done.is_some() {
                 continue;
             }
             for statement in m.sql.replace("{serial}", serial).split(';') {
                 if !statement.trim().is_empty() {
-                    sqlx::query(statement).execute(&mut *tx).await?;
+                    sqlx::query(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::Opening {
+                            step: step(),
+                            source: e,
+                        })?;
                 }
             }
             sqlx::query("INSERT INTO leadsync_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
@@ -316,8 +358,15 @@ impl Store {
                 .bind(m.name)
                 .bind(ms(Utc::now()))
                 .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+                .await
+                .map_err(|e| StoreError::Opening {
+                    step: step(),
+                    source: e,
+                })?;
+            tx.commit().await.map_err(|e| StoreError::Opening {
+                step: step(),
+                source: e,
+            })?;
         }
         Ok(())
     }

@@ -235,6 +235,27 @@ mod tests {
 
     use super::{PATIENT_WAIT, Store};
 
+    /// A store that cannot be opened says at which step, and after how long a wait for the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_held_locked_past_the_busy_timeout_is_refused_naming_the_step_and_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let holder = Store::connect(&url).await.unwrap();
+        let mut conn = holder.write_conn(PATIENT_WAIT).await.unwrap();
+        let tx = holder.begin_write(&mut conn).await.unwrap();
+        let Err(e) = Store::open_existing(&url).await else {
+            panic!("opened though the write lock is held");
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("store: taking the migrations' lock (refused after 1"),
+            "{text}"
+        );
+        assert!(text.contains("database is locked"), "{text}");
+        tx.rollback().await.unwrap();
+        Store::open_existing(&url).await.unwrap();
+    }
+
     /// Two handles on one SQLite file (two pools, as the sync and a worker, or two commands):
     /// a write transaction that reads first, then writes after the other committed, must wait
     /// its turn, not fail with `database is locked` as a deferred `BEGIN` does.
