@@ -247,6 +247,10 @@ async fn a_backfill_killed_ten_times_ends_like_an_uninterrupted_one_without_writ
         let _ = run.await;
         let checkpoint = syncer.store.cursor("backfill").await.unwrap().unwrap_or_default();
         eprintln!("round {round}: killed after {calls} calls, checkpoint {checkpoint}");
+        // A killed process's connections close with it, and with them any transaction it had
+        // begun (sqlx can leave one begun on a pooled connection when the task is aborted
+        // between the BEGIN's answer and its guard); closing the pool is that part of the kill.
+        syncer.store.close().await;
         // Killed after some blocks were committed, before the last.
         let saved: Value = serde_json::from_str(&checkpoint).unwrap_or_default();
         partial += usize::from(saved["done"].as_u64().is_some_and(|d| d > 0) && saved["listed"] != true);
