@@ -70,6 +70,10 @@ pub struct Outcome {
     pub stored_events: usize,
     /// Delivery attempts the daemon answered 503 (the store could not take them).
     pub refused_deliveries: usize,
+    /// Each stored contact's ledger, one `kind id at` line per event in time order: not
+    /// compared itself (each sandbox dates its events from its own start), but quoted for a
+    /// contact whose properties differ, so that a difference says which events it rests on.
+    pub ledgers: BTreeMap<String, Vec<String>>,
 }
 
 /// The result of a chaos bench.
@@ -920,6 +924,21 @@ async fn collect(sb: &SandboxHandle, store: &str) -> anyhow::Result<Outcome> {
             .collect();
         out.hubspot.insert(id, kept);
     }
+    let store_handle = Store::open_existing(store).await?;
+    let ids: Vec<crate::lifecycle::HubSpotId> = out
+        .hubspot
+        .keys()
+        .filter_map(|id| crate::lifecycle::HubSpotId::try_from(id.clone()).ok())
+        .collect();
+    let ledgers = store_handle.events(&ids).await;
+    store_handle.close().await;
+    for (id, events) in ledgers? {
+        let lines = events
+            .iter()
+            .map(|e| format!("{:?} {} {}", e.kind, e.id, e.at.to_rfc3339()))
+            .collect();
+        out.ledgers.insert(id.as_str().to_string(), lines);
+    }
     // No acknowledged event lost: each event of each delivery answered 2xx is in the inbox,
     // processed.
     let pool = {
@@ -1071,6 +1090,7 @@ pub fn compare(reference: &Outcome, chaos: &Outcome, gap: Duration) -> Vec<Strin
     }
     for (id, want) in &reference.hubspot {
         let got = chaos.hubspot.get(id).cloned().unwrap_or_default();
+        let before = out.len();
         for k in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
             if k.as_str() == OWNER && want.contains_key(OWNER) == got.contains_key(OWNER) {
                 continue;
@@ -1082,6 +1102,9 @@ pub fn compare(reference: &Outcome, chaos: &Outcome, gap: Duration) -> Vec<Strin
                     got.get(k)
                 ));
             }
+        }
+        if out.len() > before {
+            out.push(ledger_difference(id, reference, chaos));
         }
     }
     for (object, want) in &reference.salesforce {
@@ -1103,6 +1126,25 @@ pub fn compare(reference: &Outcome, chaos: &Outcome, gap: Duration) -> Vec<Strin
         ));
     }
     out
+}
+
+/// The events of contact `id` that only one run's ledger holds, matched by kind and id (their
+/// times differ by run), with the number both hold: what a differing score or stage rests on.
+fn ledger_difference(id: &str, reference: &Outcome, chaos: &Outcome) -> String {
+    let ledger = |o: &Outcome| o.ledgers.get(id).cloned().unwrap_or_default();
+    let (a, b) = (ledger(reference), ledger(chaos));
+    let key = |line: &String| line.rsplit_once(' ').map_or(line.clone(), |(k, _)| k.to_string());
+    let keys = |l: &[String]| l.iter().map(key).collect::<std::collections::BTreeSet<_>>();
+    let (ka, kb) = (keys(&a), keys(&b));
+    let only = |l: &[String], other: &std::collections::BTreeSet<String>| -> Vec<String> {
+        l.iter().filter(|line| !other.contains(&key(line))).cloned().collect()
+    };
+    format!(
+        "  ledger of contact {id}: {} events in both; only in reference {:?}; only in chaos {:?}",
+        ka.intersection(&kb).count(),
+        only(&a, &kb),
+        only(&b, &ka)
+    )
 }
 
 /// A seeded 64-bit draw (splitmix64 of the three inputs).
@@ -1153,6 +1195,49 @@ mod tests {
         let plan = store_fault::plan(42, 60);
         assert!(plan.after_form < 30, "in the first half of the forms: {plan:?}");
         assert!((3_000..6_000).contains(&plan.hold.as_millis()), "{plan:?}");
+    }
+
+    #[test]
+    fn a_contact_that_differs_is_quoted_with_the_events_only_one_run_holds() {
+        let outcome = |score: &str, ledger: &[&str]| {
+            let mut o = Outcome::default();
+            o.hubspot.insert(
+                "1140".into(),
+                BTreeMap::from([("leadsync_engagement_score".to_string(), score.to_string())]),
+            );
+            o.ledgers
+                .insert("1140".into(), ledger.iter().map(|l| l.to_string()).collect());
+            o
+        };
+        let reference = outcome(
+            "41",
+            &[
+                "Meeting m-1 2026-11-01T10:00:00+00:00",
+                "FormSubmission f-9 2026-11-30T10:00:00+00:00",
+            ],
+        );
+        // The same meeting, dated from the other sandbox's start; the form missing.
+        let chaos = outcome("29", &["Meeting m-1 2026-11-01T10:02:00+00:00"]);
+        let lines = compare(&reference, &chaos, Duration::from_secs(120));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("HubSpot contact 1140 leadsync_engagement_score"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "  ledger of contact 1140: 1 events in both; only in reference \
+             [\"FormSubmission f-9 2026-11-30T10:00:00+00:00\"]; only in chaos []"
+        );
+        // Contacts that agree are not quoted, whatever their ledgers' times.
+        assert!(
+            compare(
+                &reference,
+                &outcome("41", &["Meeting m-1 2026-11-01T10:02:00+00:00"]),
+                Duration::from_secs(120)
+            )
+            .is_empty()
+        );
     }
 
     #[test]
