@@ -325,47 +325,40 @@ impl Store {
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for m in schema::MIGRATIONS {
-            let step = || format!("migration {} ({})", m.version, m.name);
             // Read, then write, in turns with any other process migrating the same store.
-            let mut tx = self.migration_step().await.map_err(|e| StoreError::Opening {
-                step: format!("{}: taking the migrations' lock", step()),
-                source: e,
+            let mut tx = self.migration_step().await.map_err(|source| StoreError::Opening {
+                step: format!("migration {} ({}): taking the migrations' lock", m.version, m.name),
+                source,
             })?;
-            let done = sqlx::query("SELECT version FROM leadsync_migrations WHERE version = $1")
-                .bind(m.version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| StoreError::Opening {
-                    step: step(),
-                    source: e,
-                })?;
-            if done.is_some() {
-                continue;
-            }
-            for statement in m.sql.replace("{serial}", serial).split(';') {
-                if !statement.trim().is_empty() {
-                    sqlx::query(statement)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| StoreError::Opening {
-                            step: step(),
-                            source: e,
-                        })?;
+            let applied = async {
+                let done = sqlx::query("SELECT version FROM leadsync_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if done.is_some() {
+                    return Ok(());
                 }
+                for statement in m.sql.replace("{serial}", serial).split(';') {
+                    if !statement.trim().is_empty() {
+                        sqlx::query(statement).execute(&mut *tx).await?;
+                    }
+                }
+                sqlx::query("INSERT INTO leadsync_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(ms(Utc::now()))
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<(), sqlx::Error>(())
             }
-            sqlx::query("INSERT INTO leadsync_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(m.version)
-                .bind(m.name)
-                .bind(ms(Utc::now()))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::Opening {
-                    step: step(),
-                    source: e,
-                })?;
-            tx.commit().await.map_err(|e| StoreError::Opening {
-                step: step(),
-                source: e,
+            .await;
+            match applied {
+                Ok(()) => tx.commit().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|source| StoreError::Opening {
+                step: format!("migration {} ({})", m.version, m.name),
+                source,
             })?;
         }
         Ok(())
